@@ -1,0 +1,30 @@
+//! Header names of the wire contract. Header names are case-sensitive on the wire: other-language
+//! producers must write them exactly as spelled here (see docs/PROTOCOL.md).
+
+/// The task id, or the caller's idempotency key. JetStream drops a second message with the same
+/// id inside the stream's duplicate window.
+pub const MSG_ID: &str = "Nats-Msg-Id";
+/// When the task was enqueued, RFC 3339 in UTC (e.g. `2026-11-27T07:00:00.123456Z`).
+pub const ENQUEUED_AT: &str = "Jetq-Enqueued-At";
+/// Per-task override of the type's maximum number of attempts (decimal integer ≥ 1).
+pub const MAX_ATTEMPTS: &str = "Jetq-Max-Attempts";
+/// Per-task override of the type's per-attempt timeout, in milliseconds (decimal integer ≥ 1).
+pub const TIMEOUT_MS: &str = "Jetq-Timeout-Ms";
+/// W3C trace context: the parent span of the task's processing.
+pub const TRACEPARENT: &str = "traceparent";
+/// W3C trace state, carried along with `traceparent`.
+pub const TRACESTATE: &str = "tracestate";
+
+/// On a dead letter: the original task id (the dead letter's own `Nats-Msg-Id` differs).
+pub const TASK_ID: &str = "Jetq-Task-Id";
+/// On a dead letter: why it died (`exhausted`, `fatal`, `undecodable`, `unknown-task`,
+/// `deliveries-exhausted`).
+pub const DEAD_REASON: &str = "Jetq-Dead-Reason";
+/// On a dead letter: the number of attempts made.
+pub const ATTEMPTS: &str = "Jetq-Attempts";
+/// On a dead letter: when it was written, RFC 3339 UTC.
+pub const DEAD_AT: &str = "Jetq-Dead-At";
+/// On a dead letter: the task's sequence in the task stream.
+pub const TASK_SEQUENCE: &str = "Jetq-Task-Sequence";
+/// On a dead letter: the failure record as compact JSON ([`crate::FailureRecord`]).
+pub const FAILURE: &str = "Jetq-Failure";

@@ -1,0 +1,32 @@
+//! The jetq wire contract, shared byte for byte by producers, consumers and the scheduler.
+//!
+//! - [`Task`]: a serde type bound to a stable wire name, a queue and per-type defaults;
+//! - [`name`]: the validation of queue and task names (they become subject tokens);
+//! - [`Subjects`]: every subject, stream, consumer and bucket name, from one prefix;
+//! - [`headers`]: the header names of the protocol (see `docs/PROTOCOL.md`);
+//! - [`FailureRecord`]: what a dead letter says about how its task died;
+//! - [`ConnectionConfig`] and [`connect()`]: configuration from `JETQ_*` and a version-checked
+//!   connection; [`Topology`]: idempotent provisioning of streams and queue consumers.
+
+pub mod config;
+pub mod connect;
+pub mod failure;
+pub mod headers;
+pub mod name;
+pub mod retry;
+pub mod subject;
+pub mod task;
+pub mod time;
+pub mod topology;
+
+pub use config::{ConfigError, ConnectionConfig, Secret, StreamSettings};
+pub use connect::{connect, jetstream, ConnectError, Version};
+pub use failure::{AttemptFailure, AttemptOutcome, DeadReason, FailureRecord};
+pub use name::{KeyError, NameError, NameKind};
+pub use retry::RetryPolicy;
+pub use subject::Subjects;
+pub use task::{Task, TaskOptions, DEFAULT_QUEUE};
+pub use topology::{ProvisionError, QueueSettings, Topology};
+
+/// Re-exported so users name the same client version jetq uses.
+pub use async_nats;

@@ -1,0 +1,176 @@
+//! Subjects, stream names and consumer names, all derived from one prefix.
+//!
+//! | what | name (prefix `jetq`) |
+//! |---|---|
+//! | task subject | `jetq.task.<queue>.<task>` |
+//! | dead-letter subject | `jetq.dead.<queue>.<task>` |
+//! | task stream | `JETQ_TASKS` (subjects `jetq.task.>`) |
+//! | dead-letter stream | `JETQ_DEAD` (subjects `jetq.dead.>`) |
+//! | durable consumer of a queue | `worker-<queue>` on `JETQ_TASKS` |
+//! | advisory stream (exhausted deliveries) | `JETQ_ADVISORIES` |
+//! | attempt-history KV bucket | `JETQ_ATTEMPTS` |
+
+use crate::name::{validate, NameError, NameKind};
+
+/// The default subject prefix.
+pub const DEFAULT_PREFIX: &str = "jetq";
+
+/// Derives every subject and JetStream name from a validated prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    prefix: String,
+    upper: String,
+}
+
+impl Default for Subjects {
+    fn default() -> Self {
+        Subjects {
+            prefix: DEFAULT_PREFIX.to_owned(),
+            upper: DEFAULT_PREFIX.to_uppercase(),
+        }
+    }
+}
+
+impl Subjects {
+    /// Subjects under `prefix`, which must be a valid name token.
+    ///
+    /// ```
+    /// let s = jetq_contract::Subjects::new("jetq").unwrap();
+    /// assert_eq!(s.task("emails", "send_email"), "jetq.task.emails.send_email");
+    /// assert_eq!(s.tasks_stream(), "JETQ_TASKS");
+    /// ```
+    pub fn new(prefix: &str) -> Result<Self, NameError> {
+        validate(NameKind::Prefix, prefix)?;
+        Ok(Subjects {
+            prefix: prefix.to_owned(),
+            upper: prefix.to_uppercase().replace('-', "_"),
+        })
+    }
+
+    /// The prefix these subjects start with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `<prefix>.task.<queue>.<task>`. Names are not validated here; callers validate once.
+    pub fn task(&self, queue: &str, task: &str) -> String {
+        format!("{}.task.{queue}.{task}", self.prefix)
+    }
+
+    /// `<prefix>.dead.<queue>.<task>`.
+    pub fn dead(&self, queue: &str, task: &str) -> String {
+        format!("{}.dead.{queue}.{task}", self.prefix)
+    }
+
+    /// The filter of one queue's durable consumer: `<prefix>.task.<queue>.*`.
+    pub fn queue_filter(&self, queue: &str) -> String {
+        format!("{}.task.{queue}.*", self.prefix)
+    }
+
+    /// All task subjects: `<prefix>.task.>`.
+    pub fn all_tasks(&self) -> String {
+        format!("{}.task.>", self.prefix)
+    }
+
+    /// All dead-letter subjects: `<prefix>.dead.>`.
+    pub fn all_dead(&self) -> String {
+        format!("{}.dead.>", self.prefix)
+    }
+
+    /// Name of the WorkQueue stream holding runnable tasks.
+    pub fn tasks_stream(&self) -> String {
+        format!("{}_TASKS", self.upper)
+    }
+
+    /// Name of the stream holding dead letters.
+    pub fn dead_stream(&self) -> String {
+        format!("{}_DEAD", self.upper)
+    }
+
+    /// Name of the stream that captures the server's max-deliveries advisories for the task
+    /// stream, so a task whose every delivery was spent without a dead-letter write is found.
+    pub fn advisories_stream(&self) -> String {
+        format!("{}_ADVISORIES", self.upper)
+    }
+
+    /// The advisory subject the server publishes when a task-stream consumer gives up on a
+    /// message after `max_deliver` deliveries.
+    pub fn max_deliveries_advisory(&self) -> String {
+        format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.*",
+            self.tasks_stream()
+        )
+    }
+
+    /// Name of the KV bucket keeping the error of each failed attempt until the task ends.
+    pub fn attempts_bucket(&self) -> String {
+        format!("{}_ATTEMPTS", self.upper)
+    }
+
+    /// The durable pull consumer of a queue. KEDA's `consumer` field names this.
+    pub fn durable(&self, queue: &str) -> String {
+        format!("worker-{queue}")
+    }
+
+    /// Splits a task subject back into `(queue, task)`; `None` if it is not one of ours.
+    ///
+    /// ```
+    /// let s = jetq_contract::Subjects::default();
+    /// assert_eq!(s.parse_task("jetq.task.emails.send"), Some(("emails", "send")));
+    /// assert_eq!(s.parse_task("other.task.emails.send"), None);
+    /// ```
+    pub fn parse_task<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
+        self.parse(subject, "task")
+    }
+
+    /// Splits a dead-letter subject back into `(queue, task)`.
+    pub fn parse_dead<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
+        self.parse(subject, "dead")
+    }
+
+    fn parse<'a>(&self, subject: &'a str, kind: &str) -> Option<(&'a str, &'a str)> {
+        let rest = subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('.')?;
+        let rest = rest.strip_prefix(kind)?.strip_prefix('.')?;
+        let (queue, task) = rest.split_once('.')?;
+        if task.contains('.') || queue.is_empty() || task.is_empty() {
+            return None;
+        }
+        Some((queue, task))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_prefix() {
+        let s = Subjects::new("my-app").unwrap();
+        assert_eq!(s.task("q", "t"), "my-app.task.q.t");
+        assert_eq!(s.dead("q", "t"), "my-app.dead.q.t");
+        assert_eq!(s.tasks_stream(), "MY_APP_TASKS");
+        assert_eq!(s.dead_stream(), "MY_APP_DEAD");
+        assert_eq!(s.queue_filter("q"), "my-app.task.q.*");
+        assert_eq!(
+            s.max_deliveries_advisory(),
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.MY_APP_TASKS.*"
+        );
+    }
+
+    #[test]
+    fn parse_round_trips() {
+        let s = Subjects::default();
+        assert_eq!(s.parse_task(&s.task("a", "b")), Some(("a", "b")));
+        assert_eq!(s.parse_dead(&s.dead("a", "b")), Some(("a", "b")));
+        assert_eq!(s.parse_task("jetq.task.a.b.c"), None);
+        assert_eq!(s.parse_task("jetq.dead.a.b"), None);
+    }
+
+    #[test]
+    fn bad_prefix_is_rejected() {
+        assert!(Subjects::new("a.b").is_err());
+        assert!(Subjects::new("").is_err());
+    }
+}
