@@ -1,1 +1,30 @@
+//! The jetq consumer: workers that pull tasks from JetStream and run them with retries,
+//! timeouts, heartbeats and dead letters.
 //!
+//! # Guarantees
+//! - **At least once.** A task is acked only after its handler returned `Ok`. A worker killed
+//!   mid-task loses nothing: the server redelivers after `ack_wait`.
+//! - **One retry authority.** A failed attempt is NAK'd with the type's backoff delay (or the
+//!   handler's `retry_after`); the server redelivers it then. `ack_wait` only covers silence.
+//! - **Nothing stranded.** On the final attempt a failure writes the dead letter *before* the
+//!   task is terminated. One delivery is kept in reserve so a task whose final attempt crashed
+//!   its worker is dead-lettered on that reserve delivery, and the sweeper catches tasks whose
+//!   deliveries ran out anyway.
+//! - **Bounded buffering.** A worker pulls at most as many tasks as it has free slots.
+//! - **Graceful shutdown.** Stop pulling, let running tasks finish within the grace period,
+//!   hand the rest back at once.
+
+mod context;
+mod dead_letter;
+mod error;
+mod execution;
+mod handler;
+mod settings;
+mod sweeper;
+mod worker;
+
+pub use context::TaskContext;
+pub use error::{error_chain, FailureKind, TaskError, WorkerError};
+pub use jetq_contract::{self as contract, RetryPolicy, Task, TaskOptions};
+pub use settings::WorkerSettings;
+pub use worker::{shutdown_signal, Worker, WorkerBuilder};

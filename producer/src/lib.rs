@@ -1,1 +1,18 @@
+//! The jetq producer: what a web application links to enqueue tasks onto NATS JetStream.
 //!
+//! - [`Producer::enqueue`] returns only after JetStream acknowledged the task;
+//! - [`EnqueueOptions::key`] gives server-side deduplication (idempotent enqueue);
+//! - [`Producer::enqueue_many`] pipelines publishes through a bounded window of acks;
+//! - every failure is an [`EnqueueError`] variant a caller can match on.
+//!
+//! Configuration comes from `JETQ_*` environment variables ([`Producer::from_env`]) or the
+//! [`ProducerBuilder`]. See `docs/PROTOCOL.md` for the wire format.
+
+mod error;
+mod options;
+mod producer;
+
+pub use error::{EnqueueError, ProducerError};
+pub use jetq_contract::{self as contract, Task, TaskOptions};
+pub use options::{EnqueueOptions, Enqueued};
+pub use producer::{Producer, ProducerBuilder, ProducerSettings, RawTask};

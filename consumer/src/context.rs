@@ -1,0 +1,84 @@
+//! [`TaskContext`]: what a handler knows about the attempt it runs.
+
+use std::time::{Duration, SystemTime};
+
+use async_nats::HeaderMap;
+use tokio_util::sync::CancellationToken;
+
+/// Facts about the running attempt, handed to every handler.
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    pub(crate) id: String,
+    pub(crate) queue: String,
+    pub(crate) task: String,
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) sequence: u64,
+    pub(crate) enqueued_at: SystemTime,
+    pub(crate) timeout: Duration,
+    pub(crate) headers: HeaderMap,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl TaskContext {
+    /// The task id (`Nats-Msg-Id`: a ULID or the caller's idempotency key).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The queue the task came from.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// The task's wire name.
+    pub fn task(&self) -> &str {
+        &self.task
+    }
+
+    /// This attempt's number, starting at 1 (JetStream's delivery count).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The attempts allowed for this task.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// True on the last attempt: a failure now sends the task to dead letters.
+    pub fn is_final_attempt(&self) -> bool {
+        self.attempt >= self.max_attempts
+    }
+
+    /// The task's sequence number in the task stream.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// When the task was enqueued (the producer's clock; the server's if the header is absent).
+    pub fn enqueued_at(&self) -> SystemTime {
+        self.enqueued_at
+    }
+
+    /// The limit of this attempt; the handler is cancelled when it runs out.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A header of the task message, e.g. `traceparent`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|value| value.as_str())
+    }
+
+    /// True once the worker is shutting down. Long handlers may check it to stop early at a
+    /// safe point; a task still running when the grace period ends is handed back and retried.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    /// Resolves when the worker starts shutting down.
+    pub async fn shutting_down(&self) {
+        self.shutdown.cancelled().await
+    }
+}

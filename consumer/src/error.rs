@@ -1,0 +1,176 @@
+//! What a handler returns when an attempt fails, and what can go wrong building a worker.
+
+use std::{fmt, time::Duration};
+
+use jetq_contract::{ConfigError, ConnectError, NameError, ProvisionError};
+
+/// How a failed attempt should be treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Retry with the type's backoff, or after the given delay.
+    Retry {
+        /// Overrides the backoff for this retry (e.g. from a provider's `Retry-After`).
+        after: Option<Duration>,
+    },
+    /// Do not retry: dead-letter the task now.
+    Fatal,
+}
+
+/// The error a handler returns. Any `std::error::Error` converts into a retryable one, so `?`
+/// works in handlers; use [`TaskError::fatal`] for errors retrying cannot fix and
+/// [`TaskError::retry_after`] when the failing service says when to come back.
+///
+/// ```
+/// use jetq_consumer::TaskError;
+/// use std::time::Duration;
+///
+/// fn classify(status: u16) -> Result<(), TaskError> {
+///     match status {
+///         200 => Ok(()),
+///         429 => Err(TaskError::retry_after(Duration::from_secs(30), "rate limited")),
+///         400 => Err(TaskError::fatal("the provider rejected the address")),
+///         _ => Err(TaskError::retry(format!("provider answered {status}"))),
+///     }
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskError {
+    kind: FailureKind,
+    message: String,
+}
+
+impl TaskError {
+    /// A retryable failure; the next attempt follows the type's backoff.
+    pub fn retry(error: impl fmt::Display) -> Self {
+        TaskError {
+            kind: FailureKind::Retry { after: None },
+            message: error.to_string(),
+        }
+    }
+
+    /// A retryable failure with an explicit delay before the next attempt.
+    pub fn retry_after(delay: Duration, error: impl fmt::Display) -> Self {
+        TaskError {
+            kind: FailureKind::Retry { after: Some(delay) },
+            message: error.to_string(),
+        }
+    }
+
+    /// A permanent failure: the task goes to dead letters without further attempts.
+    pub fn fatal(error: impl fmt::Display) -> Self {
+        TaskError {
+            kind: FailureKind::Fatal,
+            message: error.to_string(),
+        }
+    }
+
+    /// How the failure is treated.
+    pub fn kind(&self) -> FailureKind {
+        self.kind
+    }
+
+    /// The error message (with its sources, for converted errors).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<E> From<E> for TaskError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    fn from(error: E) -> Self {
+        TaskError::retry(error_chain(&error))
+    }
+}
+
+/// An error and its sources, outermost first, joined with `: `.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let inner_text = inner.to_string();
+        if !text.ends_with(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        source = inner.source();
+    }
+    text
+}
+
+/// Why a worker could not be built or run.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The configuration is unusable; the message names the variable to fix.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The connection failed or the server is too old.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// Streams, buckets or consumers could not be provisioned.
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    /// A task type has an invalid queue or name.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// Two handlers were registered for the same task.
+    #[error("task {task} on queue {queue} has two handlers; register each task type once")]
+    DuplicateHandler {
+        /// The queue.
+        queue: String,
+        /// The task's wire name.
+        task: String,
+    },
+    /// No handler was registered.
+    #[error("the worker has no handlers; register at least one task type")]
+    NoHandlers,
+    /// A task type allows more attempts than its queue's `max_deliver` can deliver.
+    #[error(
+        "task {task} allows {max_attempts} attempts but queue {queue} delivers at most \
+         {max_deliver} times; raise JETQ_MAX_DELIVER above {max_attempts} or lower the attempts"
+    )]
+    AttemptsExceedDeliveries {
+        /// The queue.
+        queue: String,
+        /// The task's wire name.
+        task: String,
+        /// The type's attempts.
+        max_attempts: u32,
+        /// The queue's deliveries.
+        max_deliver: i64,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn converted_errors_keep_their_chain_and_retry() {
+        let err: TaskError = Outer(std::io::Error::other("connection reset")).into();
+        assert_eq!(err.message(), "outer: connection reset");
+        assert_eq!(err.kind(), FailureKind::Retry { after: None });
+    }
+
+    #[test]
+    fn constructors_set_the_kind() {
+        assert_eq!(TaskError::fatal("x").kind(), FailureKind::Fatal);
+        assert_eq!(
+            TaskError::retry_after(Duration::from_secs(2), "x").kind(),
+            FailureKind::Retry {
+                after: Some(Duration::from_secs(2))
+            }
+        );
+    }
+}

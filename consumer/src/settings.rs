@@ -1,0 +1,191 @@
+//! Worker settings, read from `JETQ_*` variables or set on the builder.
+
+use std::time::Duration;
+
+use jetq_contract::{ConfigError, QueueSettings};
+use serde::Deserialize;
+
+fn default_concurrency() -> usize {
+    16
+}
+fn default_ack_wait() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_deliver() -> i64 {
+    26
+}
+fn default_max_in_flight() -> i64 {
+    1000
+}
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(25)
+}
+fn default_unknown_task_grace() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_fetch_expires() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_true() -> bool {
+    true
+}
+
+/// How a worker pulls and runs tasks.
+///
+/// | variable | meaning |
+/// |---|---|
+/// | `JETQ_CONCURRENCY` | tasks of one queue this pod runs at once (default 16) |
+/// | `JETQ_ACK_WAIT` | redelivery after silence; heartbeats go out at a third of it (default `30s`) |
+/// | `JETQ_MAX_DELIVER` | deliveries per task, must exceed every type's attempts (default 26) |
+/// | `JETQ_MAX_IN_FLIGHT` | cluster-wide cap of in-flight tasks per queue (default 1000) |
+/// | `JETQ_SHUTDOWN_GRACE` | time in-flight tasks get to finish on SIGTERM (default `25s`) |
+/// | `JETQ_UNKNOWN_TASK_GRACE` | how long a task of an unknown type is handed back before it is dead-lettered (default `5m`) |
+/// | `JETQ_FETCH_EXPIRES` | lifetime of one pull request (default `5s`) |
+/// | `JETQ_PROVISION` | create or reconcile streams and consumers at startup (default `true`) |
+/// | `JETQ_SWEEPER` | run the sweeper that dead-letters tasks whose deliveries ran out (default `true`) |
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct WorkerSettings {
+    /// Tasks of one queue run at once by this process.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Redelivery timeout of the queue's durable consumer.
+    #[serde(default = "default_ack_wait", with = "humantime_serde")]
+    pub ack_wait: Duration,
+    /// Deliveries per task.
+    #[serde(default = "default_max_deliver")]
+    pub max_deliver: i64,
+    /// Cluster-wide in-flight cap per queue.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: i64,
+    /// Shutdown grace period.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Unknown task grace period.
+    #[serde(default = "default_unknown_task_grace", with = "humantime_serde")]
+    pub unknown_task_grace: Duration,
+    /// Pull request lifetime.
+    #[serde(default = "default_fetch_expires", with = "humantime_serde")]
+    pub fetch_expires: Duration,
+    /// Provision at startup.
+    #[serde(default = "default_true")]
+    pub provision: bool,
+    /// Run the max-deliveries sweeper.
+    #[serde(default = "default_true")]
+    pub sweeper: bool,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            concurrency: default_concurrency(),
+            ack_wait: default_ack_wait(),
+            max_deliver: default_max_deliver(),
+            max_in_flight: default_max_in_flight(),
+            shutdown_grace: default_shutdown_grace(),
+            unknown_task_grace: default_unknown_task_grace(),
+            fetch_expires: default_fetch_expires(),
+            provision: true,
+            sweeper: true,
+        }
+    }
+}
+
+impl WorkerSettings {
+    /// Reads `JETQ_*` from the given variables and validates the result.
+    pub fn from_env_iter<I>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let settings: WorkerSettings = jetq_contract::config::from_env_iter(vars)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks the settings; the error names the variable to fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, problem: &str| ConfigError::Invalid {
+            field,
+            problem: problem.to_owned(),
+        };
+        if self.concurrency == 0 {
+            return Err(invalid("JETQ_CONCURRENCY", "must be at least 1"));
+        }
+        if self.ack_wait < Duration::from_secs(1) {
+            return Err(invalid("JETQ_ACK_WAIT", "must be at least 1s"));
+        }
+        if self.max_deliver < 2 {
+            return Err(invalid(
+                "JETQ_MAX_DELIVER",
+                "must be at least 2 (one attempt plus the delivery that dead-letters it)",
+            ));
+        }
+        if self.max_in_flight == 0 || self.max_in_flight < -1 {
+            return Err(invalid(
+                "JETQ_MAX_IN_FLIGHT",
+                "use a positive number or -1 for none",
+            ));
+        }
+        if self.fetch_expires < Duration::from_millis(100) || self.fetch_expires >= self.ack_wait {
+            return Err(invalid(
+                "JETQ_FETCH_EXPIRES",
+                "must be at least 100ms and shorter than JETQ_ACK_WAIT",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The durable consumer settings these worker settings imply.
+    pub fn queue_settings(&self) -> QueueSettings {
+        QueueSettings {
+            ack_wait: self.ack_wait,
+            max_deliver: self.max_deliver,
+            max_in_flight: self.max_in_flight,
+        }
+    }
+
+    /// How often a running task tells the server it is alive: a third of `ack_wait`, so two
+    /// heartbeats can be lost before the server redelivers.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.ack_wait / 3
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn reads_and_defaults() {
+        let s = WorkerSettings::from_env_iter(vars(&[
+            ("JETQ_CONCURRENCY", "4"),
+            ("JETQ_ACK_WAIT", "1m"),
+            ("JETQ_SHUTDOWN_GRACE", "10s"),
+        ]))
+        .unwrap();
+        assert_eq!(s.concurrency, 4);
+        assert_eq!(s.ack_wait, Duration::from_secs(60));
+        assert_eq!(s.heartbeat_interval(), Duration::from_secs(20));
+        assert_eq!(s.max_deliver, 26);
+    }
+
+    #[test]
+    fn rejects_unworkable_values_by_name() {
+        for (pairs, field) in [
+            (vars(&[("JETQ_CONCURRENCY", "0")]), "JETQ_CONCURRENCY"),
+            (vars(&[("JETQ_MAX_DELIVER", "1")]), "JETQ_MAX_DELIVER"),
+            (vars(&[("JETQ_ACK_WAIT", "10ms")]), "JETQ_ACK_WAIT"),
+            (vars(&[("JETQ_FETCH_EXPIRES", "40s")]), "JETQ_FETCH_EXPIRES"),
+        ] {
+            let err = WorkerSettings::from_env_iter(pairs).unwrap_err();
+            assert!(err.to_string().contains(field), "{err}");
+        }
+        assert!(WorkerSettings::from_env_iter(vars(&[("JETQ_CONCURRENCY", "many")])).is_err());
+    }
+}

@@ -1,0 +1,461 @@
+//! The [`Worker`]: pulls tasks for its registered types and runs them until shut down.
+
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
+
+use async_nats::jetstream::{consumer::PullConsumer, AckKind};
+use futures::StreamExt;
+use jetq_contract::{name, ConnectionConfig, NameKind, StreamSettings, Subjects, Task, Topology};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    context::TaskContext,
+    dead_letter::DeadLetters,
+    error::{TaskError, WorkerError},
+    execution::{Executor, Registry},
+    handler::Registration,
+    settings::WorkerSettings,
+    sweeper::Sweeper,
+};
+
+/// Builds a [`Worker`]: connection, settings and one handler per task type.
+///
+/// ```no_run
+/// use jetq_consumer::{TaskContext, TaskError, Worker};
+/// use jetq_contract::Task;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct SendEmail { to: String }
+/// impl Task for SendEmail {
+///     const NAME: &'static str = "send_email";
+///     const QUEUE: &'static str = "emails";
+/// }
+///
+/// # async fn run() -> Result<(), jetq_consumer::WorkerError> {
+/// let worker = Worker::builder()
+///     .url("nats://127.0.0.1:4222")
+///     .concurrency(32)
+///     .handler(|email: SendEmail, ctx: TaskContext| async move {
+///         println!("attempt {} for {}", ctx.attempt(), email.to);
+///         Ok::<(), TaskError>(())
+///     })
+///     .build()
+///     .await?;
+/// worker.run().await; // until SIGTERM or SIGINT
+/// # Ok(()) }
+/// ```
+#[derive(Default)]
+pub struct WorkerBuilder {
+    connection: ConnectionConfig,
+    streams: StreamSettings,
+    settings: WorkerSettings,
+    client: Option<async_nats::Client>,
+    registrations: Vec<Registration>,
+}
+
+impl WorkerBuilder {
+    /// Server URL(s), comma separated.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.connection.nats_url = url.into();
+        self
+    }
+
+    /// The whole connection configuration.
+    pub fn connection(mut self, connection: ConnectionConfig) -> Self {
+        self.connection = connection;
+        self
+    }
+
+    /// Stream settings used when provisioning.
+    pub fn streams(mut self, streams: StreamSettings) -> Self {
+        self.streams = streams;
+        self
+    }
+
+    /// All worker settings at once.
+    pub fn settings(mut self, settings: WorkerSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Tasks of each queue run at once by this process (default 16).
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.settings.concurrency = concurrency;
+        self
+    }
+
+    /// Redelivery timeout; heartbeats go out at a third of it (default 30 s).
+    pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.settings.ack_wait = ack_wait;
+        self
+    }
+
+    /// Time in-flight tasks get to finish at shutdown (default 25 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.settings.shutdown_grace = grace;
+        self
+    }
+
+    /// How long a task of an unknown type is handed back before it is dead-lettered.
+    pub fn unknown_task_grace(mut self, grace: Duration) -> Self {
+        self.settings.unknown_task_grace = grace;
+        self
+    }
+
+    /// Uses an existing client instead of connecting.
+    pub fn client(mut self, client: async_nats::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Registers the handler of task type `T`. Registering a type twice is an error at
+    /// [`WorkerBuilder::build`].
+    pub fn handler<T, F, Fut>(mut self, handler: F) -> Self
+    where
+        T: Task,
+        F: Fn(T, TaskContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), TaskError>> + Send + 'static,
+    {
+        self.registrations
+            .push(Registration::new::<T, F, Fut>(handler));
+        self
+    }
+
+    /// Validates the handlers, connects, provisions and returns a worker ready to run.
+    pub async fn build(self) -> Result<Worker, WorkerError> {
+        self.connection.validate()?;
+        self.streams.validate()?;
+        self.settings.validate()?;
+        let subjects = self.connection.subjects()?;
+        let registry = self.registry()?;
+
+        let client = match self.client {
+            Some(client) => {
+                jetq_contract::connect::check_server_version(&client.server_info().version)?;
+                client
+            }
+            None => jetq_contract::connect(&self.connection, "jetq-worker").await?,
+        };
+        let js = jetq_contract::jetstream(client.clone(), &self.connection);
+        let topology = Topology::new(js.clone(), subjects.clone(), self.streams.clone());
+        if self.settings.provision {
+            topology.ensure_streams().await?;
+        }
+        let mut queues: Vec<String> = registry.keys().map(|(queue, _)| queue.clone()).collect();
+        queues.sort();
+        queues.dedup();
+        let mut consumers = Vec::new();
+        for queue in &queues {
+            let consumer = if self.settings.provision {
+                topology
+                    .ensure_queue(queue, &self.settings.queue_settings())
+                    .await?
+            } else {
+                existing_consumer(&topology, queue).await?
+            };
+            consumers.push((queue.clone(), consumer));
+        }
+        let history = topology.attempts_bucket().await.ok();
+        if history.is_none() {
+            tracing::warn!(
+                "attempt-history bucket missing: dead letters will hold only the final error"
+            );
+        }
+        let sweeper = if self.settings.sweeper {
+            let advisories = topology.ensure_sweeper_consumer().await?;
+            let tasks = js
+                .get_stream(subjects.tasks_stream())
+                .await
+                .map_err(|err| jetq_contract::ProvisionError::Stream {
+                    name: subjects.tasks_stream(),
+                    source: Box::new(err),
+                })?;
+            Some((advisories, tasks))
+        } else {
+            None
+        };
+        let dead_letters = DeadLetters::new(js.clone(), subjects.clone(), history);
+        Ok(Worker {
+            client,
+            subjects,
+            settings: self.settings,
+            registry,
+            consumers,
+            sweeper,
+            dead_letters,
+        })
+    }
+
+    fn registry(&self) -> Result<Registry, WorkerError> {
+        if self.registrations.is_empty() {
+            return Err(WorkerError::NoHandlers);
+        }
+        let mut registry = HashMap::new();
+        for registration in &self.registrations {
+            name::validate(NameKind::Queue, registration.queue)?;
+            name::validate(NameKind::Task, registration.task)?;
+            let attempts = registration.options.max_attempts;
+            if i64::from(attempts) >= self.settings.max_deliver {
+                return Err(WorkerError::AttemptsExceedDeliveries {
+                    queue: registration.queue.to_owned(),
+                    task: registration.task.to_owned(),
+                    max_attempts: attempts,
+                    max_deliver: self.settings.max_deliver,
+                });
+            }
+            let key = (registration.queue.to_owned(), registration.task.to_owned());
+            if registry.insert(key, registration.clone()).is_some() {
+                return Err(WorkerError::DuplicateHandler {
+                    queue: registration.queue.to_owned(),
+                    task: registration.task.to_owned(),
+                });
+            }
+        }
+        Ok(registry)
+    }
+}
+
+async fn existing_consumer(topology: &Topology, queue: &str) -> Result<PullConsumer, WorkerError> {
+    let subjects = topology.subjects();
+    let error =
+        |source: jetq_contract::topology::BoxError| jetq_contract::ProvisionError::Consumer {
+            queue: queue.to_owned(),
+            durable: subjects.durable(queue),
+            source,
+        };
+    let stream = topology
+        .jetstream()
+        .get_stream(subjects.tasks_stream())
+        .await
+        .map_err(|err| error(Box::new(err)))?;
+    Ok(stream
+        .get_consumer(&subjects.durable(queue))
+        .await
+        .map_err(|err| error(err))?)
+}
+
+/// A worker process: one pull loop per queue, each running at most `concurrency` tasks.
+pub struct Worker {
+    client: async_nats::Client,
+    subjects: Subjects,
+    settings: WorkerSettings,
+    registry: Registry,
+    consumers: Vec<(String, PullConsumer)>,
+    sweeper: Option<(PullConsumer, async_nats::jetstream::stream::Stream)>,
+    dead_letters: DeadLetters,
+}
+
+impl Worker {
+    /// A builder with defaults.
+    pub fn builder() -> WorkerBuilder {
+        WorkerBuilder::default()
+    }
+
+    /// A builder configured from `JETQ_*` environment variables; add handlers, then build.
+    pub fn from_env() -> Result<WorkerBuilder, WorkerError> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        Ok(WorkerBuilder::default()
+            .connection(ConnectionConfig::from_env_iter(vars.clone())?)
+            .streams(StreamSettings::from_env_iter(vars.clone())?)
+            .settings(WorkerSettings::from_env_iter(vars)?))
+    }
+
+    /// The queues this worker pulls from.
+    pub fn queues(&self) -> Vec<&str> {
+        self.consumers
+            .iter()
+            .map(|(queue, _)| queue.as_str())
+            .collect()
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
+    pub async fn run(self) {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Runs until `shutdown` resolves, then shuts down gracefully: stop pulling, give in-flight
+    /// tasks the grace period to finish, hand the rest back at once (NAK without delay) so
+    /// another worker takes them without waiting for ack_wait.
+    pub async fn run_until<F>(self, shutdown: F)
+    where
+        F: Future<Output = ()> + Send,
+    {
+        let stop_pulling = CancellationToken::new();
+        let hand_back = CancellationToken::new();
+        let executor = Arc::new(Executor {
+            registry: self.registry,
+            dead_letters: self.dead_letters.clone(),
+            settings: self.settings.clone(),
+            subjects: self.subjects.clone(),
+            shutdown: stop_pulling.clone(),
+            hand_back: hand_back.clone(),
+        });
+        let concurrency = self.settings.concurrency;
+        let mut loops = Vec::new();
+        let mut slots = Vec::new();
+        for (queue, consumer) in self.consumers {
+            let semaphore = Arc::new(Semaphore::new(concurrency));
+            slots.push(semaphore.clone());
+            loops.push(tokio::spawn(pull_loop(
+                queue,
+                consumer,
+                semaphore,
+                executor.clone(),
+                self.settings.fetch_expires,
+                stop_pulling.clone(),
+            )));
+        }
+        if let Some((advisories, tasks)) = self.sweeper {
+            let sweeper = Sweeper {
+                advisories,
+                tasks,
+                subjects: self.subjects.clone(),
+                dead_letters: self.dead_letters.clone(),
+                poll: self.settings.fetch_expires,
+            };
+            loops.push(tokio::spawn(sweeper.run(stop_pulling.clone())));
+        }
+        tracing::info!(queues = ?self.subjects.prefix(), concurrency, "worker running");
+
+        shutdown.await;
+        tracing::info!(grace = ?self.settings.shutdown_grace, "shutting down: no new tasks");
+        stop_pulling.cancel();
+
+        let all_idle = async {
+            for semaphore in &slots {
+                // Every slot back means every task of that queue has finished.
+                let _ = semaphore.acquire_many(concurrency as u32).await;
+            }
+        };
+        if tokio::time::timeout(self.settings.shutdown_grace, all_idle)
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over: handing running tasks back");
+            hand_back.cancel();
+            let handed_back = async {
+                for semaphore in &slots {
+                    let _ = semaphore.acquire_many(concurrency as u32).await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), handed_back).await;
+        }
+        for pull in loops {
+            let _ = pull.await;
+        }
+        if let Err(err) = self.client.flush().await {
+            tracing::warn!(error = %err, "could not flush the last acks");
+        }
+        tracing::info!("worker stopped");
+    }
+}
+
+/// Pulls at most as many tasks as there are free slots, so no task waits in a local buffer
+/// while its ack_wait runs out.
+async fn pull_loop(
+    queue: String,
+    consumer: PullConsumer,
+    slots: Arc<Semaphore>,
+    executor: Arc<Executor>,
+    expires: Duration,
+    stop: CancellationToken,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        let first = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            _ = stop.cancelled() => return,
+        };
+        let mut permits = vec![first];
+        while let Ok(permit) = slots.clone().try_acquire_owned() {
+            permits.push(permit);
+        }
+        let batch = consumer
+            .batch()
+            .max_messages(permits.len())
+            .expires(expires)
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(batch) => {
+                failures = 0;
+                batch
+            }
+            Err(err) => {
+                failures = failures.saturating_add(1);
+                let pause = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                tracing::warn!(%queue, error = %err, retry_in = ?pause, "pull request failed");
+                drop(permits);
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => continue,
+                    _ = stop.cancelled() => return,
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                next = batch.next() => match next {
+                    Some(Ok(message)) => {
+                        let Some(permit) = permits.pop() else {
+                            // The server sent more than requested; never run it unslotted.
+                            let _ = message.ack_with(AckKind::Nak(None)).await;
+                            continue;
+                        };
+                        let executor = executor.clone();
+                        tokio::spawn(async move {
+                            executor.process(message).await;
+                            drop(permit);
+                        });
+                    }
+                    Some(Err(err)) => {
+                        tracing::debug!(%queue, error = %err, "pull request ended with a status");
+                        break;
+                    }
+                    None => break,
+                },
+                _ = stop.cancelled() => {
+                    // The pull request stays open on the server until it expires: anything it
+                    // still delivers goes straight back, so nothing waits out ack_wait here.
+                    let deadline = tokio::time::Instant::now() + expires + Duration::from_secs(1);
+                    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, batch.next()).await {
+                        let _ = message.ack_with(AckKind::Nak(None)).await;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops the worker");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,99 @@
+//! Typed errors of the producer. Callers match on [`EnqueueError`] to decide what to tell the
+//! user: a full queue (try later), an invalid task (a bug), an unknown outcome (retry with the
+//! same idempotency key).
+
+use std::time::Duration;
+
+use jetq_contract::{ConfigError, ConnectError, KeyError, NameError, ProvisionError};
+
+/// Why a producer could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    /// The configuration is unusable; the message names the variable to fix.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The connection failed or the server is too old.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The task stream could not be created or reconciled.
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+}
+
+/// Why a task was not enqueued.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    /// The queue or task name cannot be a subject token.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// The idempotency key cannot be a `Nats-Msg-Id`.
+    #[error(transparent)]
+    InvalidKey(#[from] KeyError),
+    /// The arguments could not be serialized to JSON.
+    #[error("cannot serialize the arguments of task {task} to JSON: {source}")]
+    Serialize {
+        /// The task's wire name.
+        task: String,
+        /// serde_json's error.
+        source: serde_json::Error,
+    },
+    /// The message (arguments plus headers) is larger than the server accepts.
+    #[error("task {task} is {size} bytes, over the server's limit ({source})")]
+    TooLarge {
+        /// The task's wire name.
+        task: String,
+        /// Payload size in bytes.
+        size: usize,
+        /// The client's or server's error.
+        source: async_nats::jetstream::context::PublishError,
+    },
+    /// The task stream is at its configured message or byte limit and refused the task
+    /// (`discard: New`): nothing was queued and nothing already queued was dropped.
+    #[error("the task stream is full and refused task {task}: {description}")]
+    StreamFull {
+        /// The task's wire name.
+        task: String,
+        /// The server's description (`maximum messages exceeded`, `maximum bytes exceeded`).
+        description: String,
+    },
+    /// No stream captures the task's subject: the stream was never provisioned (run a worker
+    /// or a producer with provisioning on) or was deleted.
+    #[error("no stream accepts subject {subject}: the jetq task stream does not exist")]
+    NoStream {
+        /// The subject that nothing captured.
+        subject: String,
+    },
+    /// The client is not connected to any server; the task was not acknowledged.
+    #[error("not connected to NATS; task {task} was not acknowledged after {attempts} attempt(s)")]
+    NotConnected {
+        /// The task's wire name.
+        task: String,
+        /// Publish attempts made.
+        attempts: u32,
+    },
+    /// No publish acknowledgement arrived in time, after every retry. The outcome is unknown:
+    /// the task may be queued. Enqueueing again with the same idempotency key is safe inside
+    /// the stream's duplicate window.
+    #[error(
+        "no acknowledgement for task {task} (id {id}) within {timeout:?} after {attempts} \
+         attempt(s): it may or may not be queued; retry with the same key"
+    )]
+    Timeout {
+        /// The task's wire name.
+        task: String,
+        /// The id (`Nats-Msg-Id`) used for every attempt.
+        id: String,
+        /// Per-attempt timeout.
+        timeout: Duration,
+        /// Publish attempts made.
+        attempts: u32,
+    },
+    /// The server rejected the task for another reason.
+    #[error("the server rejected task {task}: {source}")]
+    Rejected {
+        /// The task's wire name.
+        task: String,
+        /// The error, with the server's error code where it sent one.
+        source: async_nats::jetstream::context::PublishError,
+    },
+}

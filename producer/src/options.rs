@@ -1,0 +1,72 @@
+//! Per-enqueue options: idempotency key, per-task overrides, trace context.
+
+use std::time::Duration;
+
+/// Options of one enqueue. The defaults enqueue with a fresh id and the type's own settings.
+///
+/// ```
+/// use jetq_producer::EnqueueOptions;
+/// use std::time::Duration;
+/// let options = EnqueueOptions::new()
+///     .key("welcome-email:user-42")
+///     .max_attempts(3)
+///     .timeout(Duration::from_secs(10));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EnqueueOptions {
+    pub(crate) key: Option<String>,
+    pub(crate) max_attempts: Option<u32>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) traceparent: Option<String>,
+    pub(crate) tracestate: Option<String>,
+}
+
+impl EnqueueOptions {
+    /// Default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An idempotency key: it becomes the task id (`Nats-Msg-Id`), and a second enqueue with
+    /// the same key inside the stream's duplicate window is dropped by the server and reported
+    /// as a duplicate.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Overrides the type's maximum number of attempts for this task.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts.max(1));
+        self
+    }
+
+    /// Overrides the type's per-attempt timeout for this task.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the W3C `traceparent` (and optional `tracestate`) the task's processing continues.
+    pub fn trace_context(
+        mut self,
+        traceparent: impl Into<String>,
+        tracestate: Option<String>,
+    ) -> Self {
+        self.traceparent = Some(traceparent.into());
+        self.tracestate = tracestate;
+        self
+    }
+}
+
+/// What the server acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The task id: the idempotency key if one was given, else a fresh ULID.
+    pub id: String,
+    /// The task's sequence number in the task stream (of the original, for a duplicate).
+    pub sequence: u64,
+    /// True if a task with the same id was already in the duplicate window and this one was
+    /// dropped by the server.
+    pub duplicate: bool,
+}

@@ -1,0 +1,504 @@
+//! The [`Producer`]: turns tasks into JetStream publishes and waits for their acks.
+
+use std::time::{Duration, SystemTime};
+
+use async_nats::{
+    connection::State,
+    jetstream::{
+        self,
+        context::{PublishAckFuture, PublishError, PublishErrorKind},
+        message::PublishMessage,
+    },
+    HeaderMap,
+};
+use bytes::Bytes;
+use futures::{stream::FuturesUnordered, StreamExt};
+use jetq_contract::{
+    headers, name, ConnectionConfig, NameKind, StreamSettings, Subjects, Task, Topology,
+};
+use serde::Deserialize;
+
+use crate::{
+    error::{EnqueueError, ProducerError},
+    options::{EnqueueOptions, Enqueued},
+};
+
+/// JetStream's error code for a failed store, which `discard: New` limits report as
+/// "maximum messages exceeded" / "maximum bytes exceeded".
+const STREAM_STORE_FAILED: u64 = 10077;
+/// JetStream's error code for a message over the stream's `max_msg_size`.
+const MESSAGE_EXCEEDS_MAXIMUM: u64 = 10054;
+
+fn default_true() -> bool {
+    true
+}
+fn default_window() -> usize {
+    256
+}
+fn default_attempts() -> u32 {
+    3
+}
+
+/// Producer settings from the environment.
+///
+/// | variable | meaning |
+/// |---|---|
+/// | `JETQ_PROVISION` | create or reconcile the task stream at startup (default `true`; set `false` where the producer's NATS user may only publish) |
+/// | `JETQ_ENQUEUE_WINDOW` | publishes `enqueue_many` keeps awaiting acks at once (default 256) |
+/// | `JETQ_PUBLISH_ATTEMPTS` | attempts per task when an ack times out (default 3) |
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ProducerSettings {
+    /// Provision the task stream at startup.
+    #[serde(default = "default_true")]
+    pub provision: bool,
+    /// Outstanding acks in `enqueue_many`.
+    #[serde(default = "default_window")]
+    pub enqueue_window: usize,
+    /// Publish attempts per task on ack timeout.
+    #[serde(default = "default_attempts")]
+    pub publish_attempts: u32,
+}
+
+impl Default for ProducerSettings {
+    fn default() -> Self {
+        ProducerSettings {
+            provision: true,
+            enqueue_window: default_window(),
+            publish_attempts: default_attempts(),
+        }
+    }
+}
+
+/// Builds a [`Producer`]; every setting has a default.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), jetq_producer::ProducerError> {
+/// let producer = jetq_producer::Producer::builder()
+///     .url("nats://127.0.0.1:4222")
+///     .enqueue_window(512)
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ProducerBuilder {
+    connection: ConnectionConfig,
+    streams: StreamSettings,
+    settings: ProducerSettings,
+    client: Option<async_nats::Client>,
+}
+
+impl ProducerBuilder {
+    /// Server URL(s), comma separated.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.connection.nats_url = url.into();
+        self
+    }
+
+    /// The whole connection configuration (URLs, credentials, TLS, prefix, timeouts).
+    pub fn connection(mut self, connection: ConnectionConfig) -> Self {
+        self.connection = connection;
+        self
+    }
+
+    /// Stream settings used when provisioning the task stream.
+    pub fn streams(mut self, streams: StreamSettings) -> Self {
+        self.streams = streams;
+        self
+    }
+
+    /// Producer settings.
+    pub fn settings(mut self, settings: ProducerSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Whether to create or reconcile the task stream at startup (default true).
+    pub fn provision(mut self, provision: bool) -> Self {
+        self.settings.provision = provision;
+        self
+    }
+
+    /// Outstanding publish acks in `enqueue_many` (default 256, at least 1).
+    pub fn enqueue_window(mut self, window: usize) -> Self {
+        self.settings.enqueue_window = window.max(1);
+        self
+    }
+
+    /// Publish attempts per task when an ack times out (default 3, at least 1).
+    pub fn publish_attempts(mut self, attempts: u32) -> Self {
+        self.settings.publish_attempts = attempts.max(1);
+        self
+    }
+
+    /// Uses an existing client instead of connecting (its server version is still checked).
+    pub fn client(mut self, client: async_nats::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Connects (or adopts the given client), checks the server and provisions if asked.
+    pub async fn connect(self) -> Result<Producer, ProducerError> {
+        self.connection.validate()?;
+        self.streams.validate()?;
+        let subjects = self.connection.subjects()?;
+        let client = match self.client {
+            Some(client) => {
+                jetq_contract::connect::check_server_version(&client.server_info().version)?;
+                client
+            }
+            None => jetq_contract::connect(&self.connection, "jetq-producer").await?,
+        };
+        let js = jetq_contract::jetstream(client.clone(), &self.connection);
+        if self.settings.provision {
+            Topology::new(js.clone(), subjects.clone(), self.streams.clone())
+                .ensure_tasks_stream()
+                .await?;
+        }
+        Ok(Producer {
+            client,
+            js,
+            subjects,
+            ack_timeout: self.connection.request_timeout,
+            window: self.settings.enqueue_window.max(1),
+            attempts: self.settings.publish_attempts.max(1),
+        })
+    }
+}
+
+/// Enqueues tasks. Cheap to clone: clones share one connection.
+///
+/// Every enqueue returns only after JetStream acknowledged the task (it is stored, under the
+/// stream's fsync policy), so an `Ok` from a request handler means the task will run.
+///
+/// ```no_run
+/// use jetq_contract::Task;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct SendEmail { to: String }
+/// impl Task for SendEmail {
+///     const NAME: &'static str = "send_email";
+///     const QUEUE: &'static str = "emails";
+/// }
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let producer = jetq_producer::Producer::from_env().await?;
+/// let enqueued = producer.enqueue(&SendEmail { to: "a@example.com".into() }).await?;
+/// println!("queued task {}", enqueued.id);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Producer {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    subjects: Subjects,
+    ack_timeout: Duration,
+    window: usize,
+    attempts: u32,
+}
+
+/// An untyped task: what other languages send, and what the CLI and the scheduler enqueue.
+#[derive(Debug, Clone)]
+pub struct RawTask {
+    /// Queue name.
+    pub queue: String,
+    /// Task wire name.
+    pub task: String,
+    /// JSON arguments, sent as the body unchanged.
+    pub payload: Bytes,
+    /// Per-task options.
+    pub options: EnqueueOptions,
+}
+
+/// A task ready to publish: subject, id and headers decided, so retries resend it unchanged.
+struct Prepared {
+    task: String,
+    subject: String,
+    id: String,
+    headers: HeaderMap,
+    payload: Bytes,
+}
+
+impl Producer {
+    /// A builder with defaults (`nats://127.0.0.1:4222`, prefix `jetq`, provisioning on).
+    pub fn builder() -> ProducerBuilder {
+        ProducerBuilder::default()
+    }
+
+    /// Connects with `JETQ_*` settings from the environment.
+    pub async fn from_env() -> Result<Producer, ProducerError> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        let settings: ProducerSettings = jetq_contract::config::from_env_iter(vars.clone())?;
+        Producer::builder()
+            .connection(ConnectionConfig::from_env_iter(vars.clone())?)
+            .streams(StreamSettings::from_env_iter(vars)?)
+            .settings(settings)
+            .connect()
+            .await
+    }
+
+    /// The subjects this producer publishes to.
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    /// The underlying client, e.g. for health checks.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// Enqueues a task with a fresh id and the type's defaults.
+    pub async fn enqueue<T: Task>(&self, task: &T) -> Result<Enqueued, EnqueueError> {
+        self.enqueue_with(task, EnqueueOptions::default()).await
+    }
+
+    /// Enqueues a task with options (idempotency key, overrides, trace context).
+    pub async fn enqueue_with<T: Task>(
+        &self,
+        task: &T,
+        options: EnqueueOptions,
+    ) -> Result<Enqueued, EnqueueError> {
+        let prepared = self.prepare_typed(task, options)?;
+        self.publish_until_acked(prepared, None).await
+    }
+
+    /// Enqueues an untyped task: JSON arguments for a queue and task name.
+    pub async fn enqueue_raw(&self, task: RawTask) -> Result<Enqueued, EnqueueError> {
+        let prepared = self.prepare(&task.queue, &task.task, task.payload, task.options)?;
+        self.publish_until_acked(prepared, None).await
+    }
+
+    /// Enqueues many tasks, pipelined: publishes go out in order while up to the configured
+    /// window of acks is outstanding. Results come back in input order, one per task; a failure
+    /// of one task does not stop the others.
+    pub async fn enqueue_many<'a, T, I>(&self, tasks: I) -> Vec<Result<Enqueued, EnqueueError>>
+    where
+        T: Task,
+        I: IntoIterator<Item = &'a T>,
+    {
+        let prepared = tasks
+            .into_iter()
+            .map(|task| self.prepare_typed(task, EnqueueOptions::default()));
+        self.publish_pipelined(prepared).await
+    }
+
+    /// [`Producer::enqueue_many`] for untyped tasks.
+    pub async fn enqueue_many_raw<I>(&self, tasks: I) -> Vec<Result<Enqueued, EnqueueError>>
+    where
+        I: IntoIterator<Item = RawTask>,
+    {
+        let prepared = tasks
+            .into_iter()
+            .map(|t| self.prepare(&t.queue, &t.task, t.payload, t.options));
+        self.publish_pipelined(prepared).await
+    }
+
+    fn prepare_typed<T: Task>(
+        &self,
+        task: &T,
+        options: EnqueueOptions,
+    ) -> Result<Prepared, EnqueueError> {
+        let payload = serde_json::to_vec(task).map_err(|source| EnqueueError::Serialize {
+            task: T::NAME.to_owned(),
+            source,
+        })?;
+        self.prepare(T::QUEUE, T::NAME, Bytes::from(payload), options)
+    }
+
+    fn prepare(
+        &self,
+        queue: &str,
+        task: &str,
+        payload: Bytes,
+        options: EnqueueOptions,
+    ) -> Result<Prepared, EnqueueError> {
+        name::validate(NameKind::Queue, queue)?;
+        name::validate(NameKind::Task, task)?;
+        let id = match options.key {
+            Some(key) => {
+                name::validate_key(&key)?;
+                key
+            }
+            None => ulid::Ulid::new().to_string(),
+        };
+        let mut map = HeaderMap::new();
+        map.insert(headers::MSG_ID, id.as_str());
+        map.insert(
+            headers::ENQUEUED_AT,
+            jetq_contract::time::format(SystemTime::now()).as_str(),
+        );
+        if let Some(attempts) = options.max_attempts {
+            map.insert(headers::MAX_ATTEMPTS, attempts.to_string().as_str());
+        }
+        if let Some(timeout) = options.timeout {
+            map.insert(
+                headers::TIMEOUT_MS,
+                timeout.as_millis().max(1).to_string().as_str(),
+            );
+        }
+        if let Some(traceparent) = options.traceparent {
+            map.insert(headers::TRACEPARENT, traceparent.as_str());
+            if let Some(tracestate) = options.tracestate {
+                map.insert(headers::TRACESTATE, tracestate.as_str());
+            }
+        }
+        Ok(Prepared {
+            task: task.to_owned(),
+            subject: self.subjects.task(queue, task),
+            id,
+            headers: map,
+            payload,
+        })
+    }
+
+    async fn send(&self, prepared: &Prepared) -> Result<PublishAckFuture, EnqueueError> {
+        let message = PublishMessage::build()
+            .payload(prepared.payload.clone())
+            .headers(prepared.headers.clone());
+        self.js
+            .send_publish(prepared.subject.clone(), message)
+            .await
+            .map_err(|err| self.classify(prepared, err))
+    }
+
+    /// Publishes and awaits the ack, resending with the same id while acks time out: a timeout
+    /// means the outcome is unknown, and the duplicate window makes the resend safe.
+    /// `first` is an ack future of an attempt already sent by the caller.
+    async fn publish_until_acked(
+        &self,
+        prepared: Prepared,
+        first: Option<PublishAckFuture>,
+    ) -> Result<Enqueued, EnqueueError> {
+        let mut pending = first;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let ack_future = match pending.take() {
+                Some(future) => future,
+                None => match self.send(&prepared).await {
+                    Ok(future) => future,
+                    Err(EnqueueError::Timeout { .. }) if attempt < self.attempts => continue,
+                    Err(err) => return Err(self.timeout_or_disconnected(err, attempt)),
+                },
+            };
+            match ack_future.await {
+                Ok(ack) => {
+                    return Ok(Enqueued {
+                        id: prepared.id,
+                        sequence: ack.sequence,
+                        duplicate: ack.duplicate,
+                    })
+                }
+                Err(err) => match self.classify(&prepared, err) {
+                    EnqueueError::Timeout { .. } if attempt < self.attempts => continue,
+                    err => return Err(self.timeout_or_disconnected(err, attempt)),
+                },
+            }
+        }
+    }
+
+    async fn publish_pipelined<I>(&self, prepared: I) -> Vec<Result<Enqueued, EnqueueError>>
+    where
+        I: IntoIterator<Item = Result<Prepared, EnqueueError>>,
+    {
+        let mut results: Vec<Option<Result<Enqueued, EnqueueError>>> = Vec::new();
+        let mut in_flight = FuturesUnordered::new();
+        for (index, item) in prepared.into_iter().enumerate() {
+            results.push(None);
+            let prepared = match item {
+                Ok(prepared) => prepared,
+                Err(err) => {
+                    results[index] = Some(Err(err));
+                    continue;
+                }
+            };
+            while in_flight.len() >= self.window {
+                if let Some((done, result)) = in_flight.next().await {
+                    results[done] = Some(result);
+                }
+            }
+            // Send in input order now; only the ack waits (and any resend) run concurrently.
+            let first = match self.send(&prepared).await {
+                Ok(ack_future) => Some(ack_future),
+                // Not sent in time: leave it to the retry loop rather than failing at once.
+                Err(EnqueueError::Timeout { .. }) => None,
+                Err(err) => {
+                    results[index] = Some(Err(err));
+                    continue;
+                }
+            };
+            in_flight.push(async move { (index, self.publish_until_acked(prepared, first).await) });
+        }
+        while let Some((done, result)) = in_flight.next().await {
+            results[done] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|slot| {
+                slot.unwrap_or_else(|| {
+                    // Every index is filled above; this would be a bug in the loop.
+                    Err(EnqueueError::NoStream {
+                        subject: "(internal error: missing result)".into(),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    fn timeout_or_disconnected(&self, err: EnqueueError, attempts: u32) -> EnqueueError {
+        match err {
+            EnqueueError::Timeout {
+                task, id, timeout, ..
+            } => {
+                if self.client.connection_state() == State::Connected {
+                    EnqueueError::Timeout {
+                        task,
+                        id,
+                        timeout,
+                        attempts,
+                    }
+                } else {
+                    EnqueueError::NotConnected { task, attempts }
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn classify(&self, prepared: &Prepared, err: PublishError) -> EnqueueError {
+        let task = prepared.task.clone();
+        match err.kind() {
+            PublishErrorKind::TimedOut => EnqueueError::Timeout {
+                task,
+                id: prepared.id.clone(),
+                timeout: self.ack_timeout,
+                attempts: 1,
+            },
+            PublishErrorKind::MaxPayloadExceeded => EnqueueError::TooLarge {
+                task,
+                size: prepared.payload.len(),
+                source: err,
+            },
+            PublishErrorKind::StreamNotFound => EnqueueError::NoStream {
+                subject: prepared.subject.clone(),
+            },
+            _ => {
+                let server_error = std::error::Error::source(&err)
+                    .and_then(|source| source.downcast_ref::<jetstream::Error>())
+                    .map(|e| (e.error_code().0, e.to_string()));
+                match server_error {
+                    Some((STREAM_STORE_FAILED, description)) if description.contains("maximum") => {
+                        EnqueueError::StreamFull { task, description }
+                    }
+                    Some((MESSAGE_EXCEEDS_MAXIMUM, _)) => EnqueueError::TooLarge {
+                        task,
+                        size: prepared.payload.len(),
+                        source: err,
+                    },
+                    _ => EnqueueError::Rejected { task, source: err },
+                }
+            }
+        }
+    }
+}
