@@ -1,1 +1,180 @@
-//!
+//! Shared fixtures of the integration tests: task types, a worker/producer factory bound to a
+//! test server, and bounded waits. Everything here talks to a real nats-server started by
+//! `jetq-harness`.
+
+use std::{future::Future, time::Duration};
+
+use async_nats::jetstream::{self, message::StreamMessage};
+use jetq_consumer::{TaskContext, TaskError, Worker, WorkerBuilder, WorkerSettings};
+use jetq_contract::{ConnectionConfig, RetryPolicy, StreamSettings, Subjects, Task, TaskOptions};
+use jetq_producer::Producer;
+use serde::{Deserialize, Serialize};
+
+pub use jetq_harness::{eventually, NatsServer};
+
+/// The longest any single awaited event may take before a test fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Awaits `future`, failing the test loudly if it takes longer than `limit`.
+pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
+    }
+}
+
+/// Receives the next value from a channel within [`WAIT`].
+pub async fn next<T>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>, what: &str) -> T {
+    within(WAIT, what, rx.recv())
+        .await
+        .unwrap_or_else(|| panic!("channel closed while waiting for {what}"))
+}
+
+/// Installs a test log subscriber once (`RUST_LOG` controls it).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A task whose handler behaviour the test decides.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Job {
+    pub n: u64,
+    #[serde(default)]
+    pub note: String,
+}
+
+impl Task for Job {
+    const NAME: &'static str = "job";
+    const QUEUE: &'static str = "work";
+    fn options() -> TaskOptions {
+        TaskOptions::default()
+            .max_attempts(3)
+            .timeout(Duration::from_secs(10))
+            .retry(RetryPolicy::constant(Duration::from_millis(50)).jitter(0.0))
+    }
+}
+
+/// A second type on another queue.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Email {
+    pub to: String,
+}
+
+impl Task for Email {
+    const NAME: &'static str = "send_email";
+    const QUEUE: &'static str = "emails";
+}
+
+/// Connection settings for a test server.
+pub fn connection(server: &NatsServer) -> ConnectionConfig {
+    ConnectionConfig {
+        request_timeout: Duration::from_secs(2),
+        ..ConnectionConfig::with_url(server.url())
+    }
+}
+
+/// Worker settings suited to tests: short ack_wait and pull expiry so redeliveries and
+/// shutdowns happen in seconds.
+pub fn fast_settings() -> WorkerSettings {
+    WorkerSettings {
+        concurrency: 4,
+        ack_wait: Duration::from_secs(3),
+        fetch_expires: Duration::from_millis(500),
+        shutdown_grace: Duration::from_secs(5),
+        ..WorkerSettings::default()
+    }
+}
+
+/// A producer connected to the test server.
+pub async fn producer(server: &NatsServer) -> Producer {
+    Producer::builder()
+        .connection(connection(server))
+        .connect()
+        .await
+        .expect("producer connects to the test server")
+}
+
+/// A worker builder connected to the test server with [`fast_settings`].
+pub fn worker(server: &NatsServer) -> WorkerBuilder {
+    Worker::builder()
+        .connection(connection(server))
+        .streams(StreamSettings::default())
+        .settings(fast_settings())
+}
+
+/// What a handler saw, sent to the test through a channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    pub id: String,
+    pub n: u64,
+    pub attempt: u32,
+    pub at: std::time::Instant,
+}
+
+/// A handler context summary.
+pub fn seen(job: &Job, ctx: &TaskContext) -> Seen {
+    Seen {
+        id: ctx.id().to_owned(),
+        n: job.n,
+        attempt: ctx.attempt(),
+        at: std::time::Instant::now(),
+    }
+}
+
+/// A raw JetStream context on the test server.
+pub async fn raw_jetstream(server: &NatsServer) -> jetstream::Context {
+    let client = async_nats::connect(server.url())
+        .await
+        .expect("raw client connects");
+    jetstream::new(client)
+}
+
+/// Every message currently in a stream, in sequence order.
+pub async fn stream_messages(js: &jetstream::Context, stream: &str) -> Vec<StreamMessage> {
+    let mut stream = js.get_stream(stream).await.expect("stream exists");
+    let info = stream.info().await.expect("stream info").clone();
+    let mut messages = Vec::new();
+    if info.state.messages == 0 {
+        return messages;
+    }
+    for seq in info.state.first_sequence..=info.state.last_sequence {
+        if let Ok(message) = stream.get_raw_message(seq).await {
+            messages.push(message);
+        }
+    }
+    messages
+}
+
+/// Number of messages in a stream.
+pub async fn stream_len(js: &jetstream::Context, stream: &str) -> u64 {
+    let mut stream = js.get_stream(stream).await.expect("stream exists");
+    stream.info().await.expect("stream info").state.messages
+}
+
+/// Waits until the dead-letter stream holds `count` messages and returns them.
+pub async fn dead_letters(js: &jetstream::Context, count: u64) -> Vec<StreamMessage> {
+    let subjects = Subjects::default();
+    let name = subjects.dead_stream();
+    eventually(WAIT, "dead letters", || {
+        let js = js.clone();
+        let name = name.clone();
+        async move { (stream_len(&js, &name).await >= count).then_some(()) }
+    })
+    .await;
+    stream_messages(js, &name).await
+}
+
+/// A header of a stream message as a string.
+pub fn header(message: &StreamMessage, name: &str) -> Option<String> {
+    message.headers.get(name).map(|v| v.as_str().to_owned())
+}
+
+/// A handler result that never fails, for type inference in closures.
+pub fn ok() -> Result<(), TaskError> {
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! Provisioning against a real nats-server: stream and consumer settings as documented,
+//! idempotent reconcile, and the refusal of servers that are too old.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    consumer::{AckPolicy, PullConsumer},
+    stream::{DiscardPolicy, RetentionPolicy, StorageType},
+};
+use jetq_consumer::{TaskContext, WorkerSettings};
+use jetq_contract::{ConnectError, QueueSettings, StreamSettings, Subjects, Topology};
+use jetq_producer::{Producer, ProducerError};
+use jetq_tests::*;
+
+#[tokio::test]
+async fn streams_and_queue_consumers_are_provisioned_as_documented() {
+    let server = NatsServer::start().await;
+    let worker = worker(&server)
+        .settings(WorkerSettings {
+            ack_wait: Duration::from_secs(45),
+            max_deliver: 12,
+            max_in_flight: 250,
+            ..fast_settings()
+        })
+        .handler(|_job: Job, _ctx: TaskContext| async move { ok() })
+        .handler(|_email: Email, _ctx: TaskContext| async move { ok() })
+        .build()
+        .await
+        .unwrap();
+    let mut queues = worker.queues();
+    queues.sort();
+    assert_eq!(queues, vec!["emails", "work"]);
+
+    let js = raw_jetstream(&server).await;
+    let mut tasks = js.get_stream("JETQ_TASKS").await.unwrap();
+    let config = tasks.info().await.unwrap().config.clone();
+    assert_eq!(config.subjects, vec!["jetq.task.>".to_string()]);
+    assert_eq!(config.retention, RetentionPolicy::WorkQueue);
+    assert_eq!(config.storage, StorageType::File);
+    assert_eq!(
+        config.discard,
+        DiscardPolicy::New,
+        "a full stream must refuse, not drop"
+    );
+    assert_eq!(config.duplicate_window, Duration::from_secs(120));
+
+    let mut dead = js.get_stream("JETQ_DEAD").await.unwrap();
+    let dead_config = dead.info().await.unwrap().config.clone();
+    assert_eq!(dead_config.retention, RetentionPolicy::Limits);
+    assert_eq!(dead_config.subjects, vec!["jetq.dead.>".to_string()]);
+    assert_eq!(dead_config.max_age, Duration::from_secs(30 * 24 * 3600));
+
+    let advisories = js.get_stream("JETQ_ADVISORIES").await.unwrap();
+    assert_eq!(
+        advisories.cached_info().config.subjects,
+        vec!["$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.JETQ_TASKS.*".to_string()]
+    );
+
+    for queue in ["work", "emails"] {
+        let mut consumer: PullConsumer = tasks
+            .get_consumer(&format!("worker-{queue}"))
+            .await
+            .unwrap();
+        let info = consumer.info().await.unwrap();
+        let c = &info.config;
+        assert_eq!(
+            c.durable_name.as_deref(),
+            Some(format!("worker-{queue}").as_str())
+        );
+        assert_eq!(c.filter_subject, format!("jetq.task.{queue}.*"));
+        assert_eq!(c.ack_policy, AckPolicy::Explicit);
+        assert_eq!(c.ack_wait, Duration::from_secs(45));
+        assert_eq!(c.max_deliver, 12);
+        assert_eq!(c.max_ack_pending, 250);
+        assert_eq!(
+            c.inactive_threshold,
+            Duration::ZERO,
+            "a durable must never expire"
+        );
+    }
+}
+
+#[tokio::test]
+async fn provisioning_is_idempotent_and_reconciles_changed_settings() {
+    let server = NatsServer::start().await;
+    let js = raw_jetstream(&server).await;
+    let topology =
+        |settings: StreamSettings| Topology::new(js.clone(), Subjects::default(), settings);
+    topology(StreamSettings::default())
+        .ensure_streams()
+        .await
+        .unwrap();
+    topology(StreamSettings::default())
+        .ensure_streams()
+        .await
+        .unwrap();
+    let changed = StreamSettings {
+        stream_max_msgs: 10_000,
+        dead_max_age: Duration::from_secs(7 * 24 * 3600),
+        ..StreamSettings::default()
+    };
+    topology(changed.clone()).ensure_streams().await.unwrap();
+    let mut tasks = js.get_stream("JETQ_TASKS").await.unwrap();
+    assert_eq!(tasks.info().await.unwrap().config.max_messages, 10_000);
+    let mut dead = js.get_stream("JETQ_DEAD").await.unwrap();
+    assert_eq!(
+        dead.info().await.unwrap().config.max_age,
+        Duration::from_secs(7 * 24 * 3600)
+    );
+
+    let t = topology(changed);
+    t.ensure_queue("work", &QueueSettings::default())
+        .await
+        .unwrap();
+    let mut consumer = t
+        .ensure_queue(
+            "work",
+            &QueueSettings {
+                max_in_flight: 5,
+                ..QueueSettings::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(consumer.info().await.unwrap().config.max_ack_pending, 5);
+    assert_eq!(
+        tasks.info().await.unwrap().state.consumer_count,
+        1,
+        "reconciled, not duplicated"
+    );
+}
+
+#[tokio::test]
+async fn a_server_older_than_2_10_is_refused_with_both_versions_named() {
+    let Some(old) = jetq_harness::old_server_binary() else {
+        panic!(
+            "Debian's nats-server 2.9.10 is needed for this test: run scripts/test.sh, which \
+             installs it, or set JETQ_TEST_OLD_NATS_SERVER"
+        );
+    };
+    let server = NatsServer::builder().binary(old).start().await;
+    assert!(server.version().contains("2.9"), "{}", server.version());
+    let result = Producer::builder()
+        .connection(connection(&server))
+        .connect()
+        .await;
+    match result {
+        Err(ProducerError::Connect(ConnectError::ServerTooOld { found, required })) => {
+            assert!(found.starts_with("2.9"), "{found}");
+            assert_eq!(required.to_string(), "2.10.0");
+        }
+        Err(other) => panic!("expected ServerTooOld, got {other}"),
+        Ok(_) => panic!("a 2.9 server must be refused"),
+    }
+    let worker = worker(&server)
+        .handler(|_job: Job, _ctx: TaskContext| async move { ok() })
+        .build()
+        .await;
+    let message = worker.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        message.contains("too old") && message.contains("2.10.0"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_clear_startup_error() {
+    let port = jetq_harness::free_port();
+    let config = jetq_contract::ConnectionConfig {
+        connect_timeout: Duration::from_millis(500),
+        ..jetq_contract::ConnectionConfig::with_url(format!("nats://127.0.0.1:{port}"))
+    };
+    let result = within(
+        WAIT,
+        "connect to refuse",
+        Producer::builder().connection(config).connect(),
+    )
+    .await;
+    match result {
+        Err(ProducerError::Connect(err @ ConnectError::Connect { .. })) => {
+            assert!(err.to_string().contains(&port.to_string()), "{err}")
+        }
+        Err(other) => panic!("expected a connect error, got {other}"),
+        Ok(_) => panic!("nothing listens there"),
+    }
+}
