@@ -232,7 +232,7 @@ async fn existing_consumer(topology: &Topology, queue: &str) -> Result<PullConsu
     Ok(stream
         .get_consumer(&subjects.durable(queue))
         .await
-        .map_err(|err| error(err))?)
+        .map_err(error)?)
 }
 
 /// A worker process: one pull loop per queue, each running at most `concurrency` tasks.
