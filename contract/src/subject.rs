@@ -4,8 +4,8 @@
 //! |---|---|
 //! | task subject | `jetq.task.<queue>.<task>` |
 //! | dead-letter subject | `jetq.dead.<queue>.<task>` |
-//! | task stream | `JETQ_TASKS` (subjects `jetq.task.>`) |
-//! | dead-letter stream | `JETQ_DEAD` (subjects `jetq.dead.>`) |
+//! | task stream | `JETQ_TASKS` (subjects `jetq.task.*.*`) |
+//! | dead-letter stream | `JETQ_DEAD` (subjects `jetq.dead.*.*`) |
 //! | durable consumer of a queue | `worker-<queue>` on `JETQ_TASKS` |
 //! | advisory stream (exhausted deliveries) | `JETQ_ADVISORIES` |
 //! | attempt-history KV bucket | `JETQ_ATTEMPTS` |
@@ -67,14 +67,16 @@ impl Subjects {
         format!("{}.task.{queue}.*", self.prefix)
     }
 
-    /// All task subjects: `<prefix>.task.>`.
+    /// All task subjects: `<prefix>.task.*.*`. Exactly two tokens, so a publish to a malformed
+    /// subject such as `jetq.task.q.a.b` (which no queue's consumer would ever see) is not
+    /// captured and the publisher gets an error instead of a task stranded forever.
     pub fn all_tasks(&self) -> String {
-        format!("{}.task.>", self.prefix)
+        format!("{}.task.*.*", self.prefix)
     }
 
-    /// All dead-letter subjects: `<prefix>.dead.>`.
+    /// All dead-letter subjects: `<prefix>.dead.*.*`.
     pub fn all_dead(&self) -> String {
-        format!("{}.dead.>", self.prefix)
+        format!("{}.dead.*.*", self.prefix)
     }
 
     /// Name of the WorkQueue stream holding runnable tasks.

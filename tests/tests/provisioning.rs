@@ -34,7 +34,7 @@ async fn streams_and_queue_consumers_are_provisioned_as_documented() {
     let js = raw_jetstream(&server).await;
     let mut tasks = js.get_stream("JETQ_TASKS").await.unwrap();
     let config = tasks.info().await.unwrap().config.clone();
-    assert_eq!(config.subjects, vec!["jetq.task.>".to_string()]);
+    assert_eq!(config.subjects, vec!["jetq.task.*.*".to_string()]);
     assert_eq!(config.retention, RetentionPolicy::WorkQueue);
     assert_eq!(config.storage, StorageType::File);
     assert_eq!(
@@ -47,7 +47,7 @@ async fn streams_and_queue_consumers_are_provisioned_as_documented() {
     let mut dead = js.get_stream("JETQ_DEAD").await.unwrap();
     let dead_config = dead.info().await.unwrap().config.clone();
     assert_eq!(dead_config.retention, RetentionPolicy::Limits);
-    assert_eq!(dead_config.subjects, vec!["jetq.dead.>".to_string()]);
+    assert_eq!(dead_config.subjects, vec!["jetq.dead.*.*".to_string()]);
     assert_eq!(dead_config.max_age, Duration::from_secs(30 * 24 * 3600));
 
     let advisories = js.get_stream("JETQ_ADVISORIES").await.unwrap();
