@@ -1,0 +1,621 @@
+//! The quickstart: runs the whole seed scenario on one machine and reports what happened.
+//!
+//! 1. a local `nats-server` with JetStream (unless `JETQ_NATS_URL` names one) and an SMTP sink
+//!    (aiosmtpd, printing what it receives);
+//! 2. the web app and the worker, in this process;
+//! 3. two signups (one repeated, to show the idempotency key), and one export that takes longer
+//!    than the worker's `ack_wait` (heartbeats keep it from being redelivered);
+//! 4. waits, bounded, for both emails at the SMTP sink and the CSV file, then shuts everything
+//!    down and returns a [`DemoReport`].
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use jetq_consumer::{Worker, WorkerSettings};
+use jetq_contract::{ConnectionConfig, StreamSettings, Task};
+use jetq_producer::Producer;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    http_client::{self, HttpResponse},
+    local_nats::LocalNats,
+    smtp_sink::{ReceivedMail, SmtpSink},
+    web::{ExportRequest, ExportResponse, SignupRequest, SignupResponse},
+    worker::{
+        self, Activity, AttemptRecord, AttemptStatus, ExportConfig, SmtpConfig, WorkerConfig,
+    },
+    SetupError,
+};
+
+/// Environment variable naming the Python (with aiosmtpd) the demo's SMTP sink runs on.
+pub const PYTHON_ENV: &str = "JETQ_DEMO_PYTHON";
+/// Timeout of each HTTP request the demo sends.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Polling period while waiting for results.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Why the demo failed; the message says what went wrong and, where it helps, what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DemoError(String);
+
+impl From<SetupError> for DemoError {
+    fn from(err: SetupError) -> Self {
+        DemoError(err.0)
+    }
+}
+
+fn fail(message: impl Into<String>) -> DemoError {
+    DemoError(message.into())
+}
+
+/// What the demo runs against and how.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Connection settings (`JETQ_*`); `nats_url` is replaced by the local server's unless
+    /// `external_nats` is set.
+    pub connection: ConnectionConfig,
+    /// True to use `connection.nats_url` as is instead of starting a local server.
+    pub external_nats: bool,
+    /// The nats-server binary (default: [`crate::local_nats::find_server_binary`]).
+    pub nats_server: Option<PathBuf>,
+    /// The local server's JetStream store, wiped at start (default `<repo>/.jetq/demo-data`).
+    pub data_dir: PathBuf,
+    /// Where exports are written, wiped at start (default `<repo>/.jetq/demo-exports`).
+    pub export_dir: PathBuf,
+    /// Python with aiosmtpd (default: [`crate::smtp_sink::find_python`] with `JETQ_DEMO_PYTHON`).
+    pub python: Option<PathBuf>,
+    /// Rows of the export (default 40).
+    pub export_rows: u32,
+    /// Pause per row (default 100 ms).
+    pub row_delay: Duration,
+    /// The worker's `ack_wait` (default 2 s: shorter than the export).
+    pub ack_wait: Duration,
+    /// How long to wait for the emails and the export (default 60 s).
+    pub timeout: Duration,
+    /// Print progress lines while running.
+    pub verbose: bool,
+}
+
+impl DemoOptions {
+    /// Defaults, with `JETQ_*` read from the environment; a set `JETQ_NATS_URL` means "use that
+    /// server".
+    pub fn from_env() -> Result<Self, DemoError> {
+        let connection = ConnectionConfig::from_env()
+            .map_err(|err| fail(format!("JETQ_* configuration: {err}")))?;
+        let external_nats = std::env::var_os("JETQ_NATS_URL").is_some_and(|url| !url.is_empty());
+        let root = crate::repo_root();
+        Ok(DemoOptions {
+            connection,
+            external_nats,
+            nats_server: None,
+            data_dir: root.join(".jetq/demo-data"),
+            export_dir: root.join(".jetq/demo-exports"),
+            python: None,
+            export_rows: 40,
+            row_delay: Duration::from_millis(100),
+            ack_wait: Duration::from_secs(2),
+            timeout: Duration::from_secs(60),
+            verbose: true,
+        })
+    }
+}
+
+/// One HTTP request the demo sent.
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    /// `POST /signup` etc.
+    pub request: String,
+    /// The JSON body sent.
+    pub body: String,
+    /// The answer's status.
+    pub status: u16,
+    /// How long the answer took.
+    pub latency: Duration,
+    /// The answer's body.
+    pub answer: String,
+}
+
+/// What happened, for the summary.
+#[derive(Debug, Clone)]
+pub struct DemoReport {
+    /// The NATS server used, and whether the demo started it.
+    pub nats: String,
+    /// The SMTP sink's address.
+    pub smtp: String,
+    /// The web app's address.
+    pub web: SocketAddr,
+    /// The worker's `ack_wait`.
+    pub ack_wait: Duration,
+    /// The requests, in order.
+    pub requests: Vec<RequestRecord>,
+    /// The answers of the three signups (first, second, repeat of the first).
+    pub signups: Vec<SignupResponse>,
+    /// The emails as the SMTP sink printed them.
+    pub emails: Vec<ReceivedMail>,
+    /// Every handler invocation of the worker.
+    pub attempts: Vec<AttemptRecord>,
+    /// The export's answer.
+    pub export: ExportResponse,
+    /// Rows and pause of the export.
+    pub export_rows: u32,
+    /// Pause per row of the export.
+    pub row_delay: Duration,
+    /// The CSV file.
+    pub csv_path: PathBuf,
+    /// Its number of lines.
+    pub csv_lines: usize,
+}
+
+impl DemoReport {
+    /// The attempts of the export task.
+    pub fn export_attempts(&self) -> Vec<&AttemptRecord> {
+        self.attempts
+            .iter()
+            .filter(|record| record.task_id == self.export.task_id)
+            .collect()
+    }
+}
+
+impl fmt::Display for DemoReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f)?;
+        writeln!(f, "== jetq demo: what happened ==")?;
+        writeln!(f, "NATS:      {}", self.nats)?;
+        writeln!(f, "SMTP sink: {} (aiosmtpd)", self.smtp)?;
+        writeln!(f, "web app:   http://{}", self.web)?;
+        writeln!(
+            f,
+            "worker:    in this process, ack_wait {:?} (heartbeat every {} ms)",
+            self.ack_wait,
+            (self.ack_wait / 3).as_millis()
+        )?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "Requests (each answered once JetStream stored the task; none waits for SMTP):"
+        )?;
+        for request in &self.requests {
+            writeln!(
+                f,
+                "  {:<14} {:<40} -> {} in {:>7.1} ms  {}",
+                request.request,
+                request.body,
+                request.status,
+                request.latency.as_secs_f64() * 1000.0,
+                request.answer
+            )?;
+        }
+        if let (Some(first), Some(repeat)) = (self.signups.first(), self.signups.get(2)) {
+            writeln!(
+                f,
+                "  The repeated signup got duplicate={} and the same task id ({}): the server \
+                 dropped it, so one welcome mail is sent, not two.",
+                repeat.duplicate, first.task_id
+            )?;
+        }
+        writeln!(f)?;
+        writeln!(f, "Emails received by the SMTP sink:")?;
+        for (index, mail) in self.emails.iter().enumerate() {
+            writeln!(f, "  #{}", index + 1)?;
+            for (name, value) in &mail.headers {
+                writeln!(f, "    {name}: {value}")?;
+            }
+        }
+        for record in self
+            .attempts
+            .iter()
+            .filter(|record| record.task == crate::tasks::SendEmail::NAME)
+        {
+            writeln!(
+                f,
+                "  task {}: attempt {} {}",
+                record.task_id,
+                record.attempt,
+                status_text(&record.status)
+            )?;
+        }
+        writeln!(f)?;
+        writeln!(f, "Export:")?;
+        let attempts = self.export_attempts();
+        let took = attempts
+            .iter()
+            .map(|record| record.duration)
+            .max()
+            .unwrap_or_default();
+        writeln!(
+            f,
+            "  task {} (export {}): {} rows x {:?}, ran {:.1} s > ack_wait {:?}, in {} attempt(s){}",
+            self.export.task_id,
+            self.export.export_id,
+            self.export_rows,
+            self.row_delay,
+            took.as_secs_f64(),
+            self.ack_wait,
+            attempts.len(),
+            if attempts.len() == 1 {
+                ": heartbeats kept it from being redelivered"
+            } else {
+                ""
+            }
+        )?;
+        writeln!(
+            f,
+            "  file {} ({} lines: header + {} rows)",
+            self.csv_path.display(),
+            self.csv_lines,
+            self.csv_lines.saturating_sub(1)
+        )?;
+        Ok(())
+    }
+}
+
+fn status_text(status: &AttemptStatus) -> String {
+    match status {
+        AttemptStatus::Running => "running".into(),
+        AttemptStatus::Succeeded => "succeeded".into(),
+        AttemptStatus::Failed { error, fatal } => {
+            format!(
+                "failed ({}): {error}",
+                if *fatal { "fatal" } else { "will retry" }
+            )
+        }
+        AttemptStatus::Cancelled => "cancelled".into(),
+    }
+}
+
+/// Everything started, so it can be stopped whatever happens.
+#[derive(Default)]
+struct Running {
+    nats: Option<LocalNats>,
+    sink: Option<SmtpSink>,
+    stop: CancellationToken,
+    web: Option<JoinHandle<std::io::Result<()>>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops the web app and the worker (bounded), then the sink and the server.
+    async fn shutdown(mut self, grace: Duration) -> Result<(), DemoError> {
+        self.stop.cancel();
+        let mut problems = Vec::new();
+        if let Some(web) = self.web.take() {
+            match tokio::time::timeout(Duration::from_secs(10), web).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(err))) => problems.push(format!("the web app failed: {err}")),
+                Ok(Err(err)) => problems.push(format!("the web app task failed: {err}")),
+                Err(_) => problems.push("the web app did not stop within 10 s".into()),
+            }
+        }
+        if let Some(worker) = self.worker.take() {
+            let limit = grace + Duration::from_secs(10);
+            match tokio::time::timeout(limit, worker).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => problems.push(format!("the worker task failed: {err}")),
+                Err(_) => problems.push(format!("the worker did not stop within {limit:?}")),
+            }
+        }
+        if let Some(mut sink) = self.sink.take() {
+            sink.stop().await;
+        }
+        if let Some(mut nats) = self.nats.take() {
+            nats.stop().await;
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(fail(format!("shutdown: {}", problems.join("; "))))
+        }
+    }
+}
+
+/// Runs the demo; everything it started is stopped before it returns.
+pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
+    let mut running = Running::default();
+    let grace = Duration::from_secs(10);
+    let result = run_scenario(&options, &mut running, grace).await;
+    say(&options, "shutting down");
+    let stopped = running.shutdown(grace).await;
+    let report = result?;
+    stopped?;
+    Ok(report)
+}
+
+fn say(options: &DemoOptions, text: &str) {
+    if options.verbose {
+        println!("[demo] {text}");
+    }
+}
+
+async fn run_scenario(
+    options: &DemoOptions,
+    running: &mut Running,
+    grace: Duration,
+) -> Result<DemoReport, DemoError> {
+    // 1. NATS and the SMTP sink.
+    let mut connection = options.connection.clone();
+    let nats = if options.external_nats {
+        say(options, &format!("using NATS at {}", connection.nats_url));
+        format!("{} (from JETQ_NATS_URL)", connection.nats_url)
+    } else {
+        let binary = match &options.nats_server {
+            Some(binary) => binary.clone(),
+            None => crate::local_nats::find_server_binary()?,
+        };
+        wipe(&options.data_dir)?;
+        say(
+            options,
+            &format!(
+                "starting {} (store {})",
+                binary.display(),
+                options.data_dir.display()
+            ),
+        );
+        let server = running
+            .nats
+            .insert(LocalNats::start(&binary, &options.data_dir).await?);
+        connection.nats_url = server.url();
+        format!(
+            "{} (local nats-server with JetStream, store {})",
+            server.url(),
+            options.data_dir.display()
+        )
+    };
+    let python = match &options.python {
+        Some(python) => python.clone(),
+        None => crate::smtp_sink::find_python(PYTHON_ENV).await?,
+    };
+    let smtp_port =
+        crate::free_port().map_err(|err| fail(format!("cannot find a free port: {err}")))?;
+    say(
+        options,
+        &format!("starting the SMTP sink on 127.0.0.1:{smtp_port}"),
+    );
+    running.sink = Some(SmtpSink::start(&python, smtp_port).await?);
+    wipe(&options.export_dir)?;
+
+    // 2. The web app and the worker.
+    let streams =
+        StreamSettings::from_env().map_err(|err| fail(format!("JETQ_* stream settings: {err}")))?;
+    let producer = Producer::builder()
+        .connection(connection.clone())
+        .streams(streams.clone())
+        .connect()
+        .await
+        .map_err(|err| fail(format!("the web app's producer cannot start: {err}")))?;
+    let activity = Activity::default();
+    let settings = WorkerSettings {
+        ack_wait: options.ack_wait,
+        fetch_expires: (options.ack_wait / 2).max(Duration::from_millis(100)),
+        concurrency: 4,
+        shutdown_grace: grace,
+        ..WorkerSettings::default()
+    };
+    let config = WorkerConfig {
+        smtp: SmtpConfig {
+            host: "127.0.0.1".into(),
+            port: smtp_port,
+            ..SmtpConfig::default()
+        },
+        exports: ExportConfig {
+            dir: options.export_dir.clone(),
+        },
+        activity: activity.clone(),
+    };
+    let worker = worker::build(
+        Worker::builder()
+            .connection(connection)
+            .streams(streams)
+            .settings(settings),
+        config,
+    )
+    .build()
+    .await
+    .map_err(|err| fail(format!("the worker cannot start: {err}")))?;
+    running.worker = Some(tokio::spawn(
+        worker.run_until(running.stop.clone().cancelled_owned()),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|err| fail(format!("the web app cannot listen: {err}")))?;
+    let web = listener
+        .local_addr()
+        .map_err(|err| fail(format!("the web app's address: {err}")))?;
+    let serve = axum::serve(listener, crate::web::router(producer))
+        .with_graceful_shutdown(running.stop.clone().cancelled_owned());
+    running.web = Some(tokio::spawn(async move { serve.await }));
+    say(options, &format!("web app on http://{web}, worker running"));
+
+    // 3. The requests.
+    let mut requests = Vec::new();
+    let tag = if options.external_nats {
+        // A shared server may remember earlier runs' idempotency keys: use fresh addresses.
+        format!(
+            "+{}",
+            ulid::Ulid::new()
+                .to_string()
+                .to_lowercase()
+                .get(20..)
+                .unwrap_or("x")
+        )
+    } else {
+        String::new()
+    };
+    let ada = format!("ada{tag}@example.com");
+    let grace_hopper = format!("grace{tag}@example.com");
+    let mut signups = Vec::new();
+    for (email, expect_duplicate) in [(&ada, false), (&grace_hopper, false), (&ada, true)] {
+        let (answer, record) = send(
+            web,
+            "/signup",
+            &SignupRequest {
+                email: email.clone(),
+            },
+        )
+        .await?;
+        say(
+            options,
+            &format!(
+                "POST /signup {email} -> {} {}",
+                record.status, record.answer
+            ),
+        );
+        requests.push(record);
+        let signup: SignupResponse = accepted(&answer, "POST /signup")?;
+        if signup.duplicate != expect_duplicate {
+            return Err(fail(format!(
+                "signup of {email} answered duplicate={} (expected {expect_duplicate})",
+                signup.duplicate
+            )));
+        }
+        signups.push(signup);
+    }
+    let (answer, record) = send(
+        web,
+        "/exports",
+        &ExportRequest {
+            rows: options.export_rows,
+            row_delay_ms: u64::try_from(options.row_delay.as_millis()).unwrap_or(u64::MAX),
+        },
+    )
+    .await?;
+    say(
+        options,
+        &format!("POST /exports -> {} {}", record.status, record.answer),
+    );
+    requests.push(record);
+    let export: ExportResponse = accepted(&answer, "POST /exports")?;
+
+    // 4. Wait for the results.
+    let csv_path = worker::export_path(&options.export_dir, &export.export_id);
+    say(
+        options,
+        &format!(
+            "waiting (at most {:?}) for 2 emails at the SMTP sink and {}",
+            options.timeout,
+            csv_path.display()
+        ),
+    );
+    let deadline = Instant::now() + options.timeout;
+    let sink = running
+        .sink
+        .as_ref()
+        .ok_or_else(|| fail("the SMTP sink is gone"))?;
+    loop {
+        let ada_mails = sink.messages_to(&ada).len();
+        let grace_mails = sink.messages_to(&grace_hopper).len();
+        let export_done = activity
+            .attempts_of(&export.task_id)
+            .iter()
+            .any(|record| record.status == AttemptStatus::Succeeded);
+        if ada_mails >= 1 && grace_mails >= 1 && export_done && csv_path.exists() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(fail(format!(
+                "timed out after {:?}: emails to {ada}: {ada_mails}, to {grace_hopper}: \
+                 {grace_mails}, export finished: {export_done}, {} exists: {}\nworker \
+                 attempts: {:#?}\nSMTP sink:\n{}",
+                options.timeout,
+                csv_path.display(),
+                csv_path.exists(),
+                activity.attempts(),
+                sink.logs()
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let export_attempts = activity.attempts_of(&export.task_id);
+    if export_attempts.len() != 1 {
+        return Err(fail(format!(
+            "the export ran {} times (expected once: heartbeats should prevent redelivery): \
+             {export_attempts:#?}",
+            export_attempts.len()
+        )));
+    }
+    let csv = tokio::fs::read_to_string(&csv_path)
+        .await
+        .map_err(|err| fail(format!("cannot read {}: {err}", csv_path.display())))?;
+    let csv_lines = csv.lines().count();
+    let expected_lines = usize::try_from(options.export_rows).unwrap_or(usize::MAX) + 1;
+    if csv_lines != expected_lines {
+        return Err(fail(format!(
+            "{} has {csv_lines} lines, expected {expected_lines}",
+            csv_path.display()
+        )));
+    }
+    let ada_mails = sink.messages_to(&ada).len();
+    if ada_mails != 1 {
+        return Err(fail(format!(
+            "{ada} received {ada_mails} welcome mails (expected 1: the repeat is a duplicate)"
+        )));
+    }
+    Ok(DemoReport {
+        nats,
+        smtp: format!("127.0.0.1:{smtp_port}"),
+        web,
+        ack_wait: options.ack_wait,
+        requests,
+        signups,
+        emails: sink.messages(),
+        attempts: activity.attempts(),
+        export,
+        export_rows: options.export_rows,
+        row_delay: options.row_delay,
+        csv_path,
+        csv_lines,
+    })
+}
+
+/// Sends one JSON request and records it.
+async fn send<T: serde::Serialize>(
+    web: SocketAddr,
+    path: &str,
+    body: &T,
+) -> Result<(HttpResponse, RequestRecord), DemoError> {
+    let body_text = serde_json::to_string(body)
+        .map_err(|err| fail(format!("cannot encode a request: {err}")))?;
+    let started = Instant::now();
+    let answer = http_client::post(web, path, "application/json", &body_text, REQUEST_TIMEOUT)
+        .await
+        .map_err(|err| fail(format!("POST {path}: {err}")))?;
+    let record = RequestRecord {
+        request: format!("POST {path}"),
+        body: body_text,
+        status: answer.status,
+        latency: started.elapsed(),
+        answer: answer.body.clone(),
+    };
+    Ok((answer, record))
+}
+
+/// Decodes a 202 answer, or fails with the answer.
+fn accepted<T: serde::de::DeserializeOwned>(
+    answer: &HttpResponse,
+    request: &str,
+) -> Result<T, DemoError> {
+    if answer.status != 202 {
+        return Err(fail(format!(
+            "{request} answered {} {} (expected 202)",
+            answer.status, answer.body
+        )));
+    }
+    answer
+        .json()
+        .map_err(|err| fail(format!("{request} answered {:?}: {err}", answer.body)))
+}
+
+/// Removes a directory the demo owns (if present) and creates it empty.
+fn wipe(dir: &Path) -> Result<(), DemoError> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)
+            .map_err(|err| fail(format!("cannot clear {}: {err}", dir.display())))?;
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|err| fail(format!("cannot create {}: {err}", dir.display())))
+}
