@@ -9,6 +9,8 @@
 //! Binaries: `web`, `worker` (configured from the environment) and `demo` (the quickstart:
 //! `scripts/demo.sh`).
 
+#![warn(missing_docs)]
+
 pub mod demo;
 pub mod http_client;
 pub mod local_nats;
