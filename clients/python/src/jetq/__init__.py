@@ -1,0 +1,75 @@
+"""jetq: enqueue tasks onto NATS JetStream for jetq's Rust workers.
+
+A small producer that speaks docs/PROTOCOL.md exactly, on the official ``nats-py`` client::
+
+    import jetq
+
+    producer = jetq.Producer.from_env()  # JETQ_NATS_URL, JETQ_PREFIX, credentials...
+    task_id = producer.enqueue("emails", "send_email", {"to": "ada@example.com"})
+
+- :class:`Producer` (blocking, for Django views) and :class:`AsyncProducer` (asyncio);
+- ``enqueue`` returns the task id only after JetStream acknowledged the task;
+- ``key=`` gives server-side deduplication (idempotent enqueue);
+- ``enqueue_many`` pipelines publishes through a bounded window of acks;
+- failures are typed (:mod:`jetq.errors`), the same cases as the Rust producer's;
+- the current OpenTelemetry span's W3C trace context is sent along when
+  ``opentelemetry-api`` is installed.
+"""
+
+from .config import Config
+from .errors import (
+    ConfigError,
+    ConnectError,
+    EnqueueError,
+    InvalidKey,
+    InvalidName,
+    InvalidOption,
+    JetqError,
+    NoStream,
+    NotConnected,
+    NotSupported,
+    ProducerClosed,
+    Rejected,
+    SerializeError,
+    ServerTooOld,
+    StreamFull,
+    Timeout,
+    TooLarge,
+)
+from .names import validate_key, validate_name
+from .producer import AsyncProducer, Enqueued, TaskRequest, results_or_raise
+from .protocol import Prepared, Subjects
+from .sync import Producer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncProducer",
+    "Producer",
+    "Config",
+    "Enqueued",
+    "TaskRequest",
+    "Prepared",
+    "Subjects",
+    "results_or_raise",
+    "validate_name",
+    "validate_key",
+    "JetqError",
+    "ConfigError",
+    "ConnectError",
+    "ServerTooOld",
+    "EnqueueError",
+    "InvalidName",
+    "InvalidKey",
+    "InvalidOption",
+    "SerializeError",
+    "NotSupported",
+    "TooLarge",
+    "StreamFull",
+    "NoStream",
+    "NotConnected",
+    "ProducerClosed",
+    "Timeout",
+    "Rejected",
+    "__version__",
+]

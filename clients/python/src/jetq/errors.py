@@ -1,0 +1,232 @@
+"""Typed errors of the jetq Python producer.
+
+They mirror the Rust producer's ``EnqueueError`` variants one for one, so a Django view can
+decide what to tell the user the same way a Rust handler does:
+
+==================  ==========================================================================
+exception           meaning / what to do
+==================  ==========================================================================
+InvalidName         the queue or task name cannot be a subject token (a bug in the caller)
+InvalidKey          the idempotency key cannot be a ``Nats-Msg-Id`` (a bug in the caller)
+InvalidOption       ``max_attempts`` / ``timeout`` out of range (a bug in the caller)
+SerializeError      the arguments are not JSON-serializable (a bug in the caller)
+NotSupported        the feature (``delay``) is not part of the wire protocol yet
+TooLarge            the message is over the server's size limit
+StreamFull          the task stream is at its limit and refused the task: try later
+NoStream            no stream captures the subject: jetq is not provisioned on this server
+NotConnected        no connection to NATS: the task was not acknowledged
+Timeout             no acknowledgement after every retry: the outcome is **unknown**; enqueue
+                    again with the same idempotency key (safe inside the duplicate window)
+Rejected            the server refused the task for another reason
+==================  ==========================================================================
+
+Every enqueue failure derives from :class:`EnqueueError`, every jetq error from
+:class:`JetqError`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+__all__ = [
+    "JetqError",
+    "ConfigError",
+    "ConnectError",
+    "ServerTooOld",
+    "EnqueueError",
+    "InvalidName",
+    "InvalidKey",
+    "InvalidOption",
+    "SerializeError",
+    "NotSupported",
+    "TooLarge",
+    "StreamFull",
+    "NoStream",
+    "NotConnected",
+    "Timeout",
+    "Rejected",
+    "ProducerClosed",
+]
+
+#: Characters a name may contain, as the Rust producer words it in its messages.
+ALLOWED_NAME = "1-64 characters of A-Z a-z 0-9 _ -"
+
+
+class JetqError(Exception):
+    """Base class of every error raised by this package."""
+
+
+class ConfigError(JetqError, ValueError):
+    """The configuration is unusable; :attr:`field` names the variable to fix."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"invalid {field}: {problem}")
+
+
+class ConnectError(JetqError):
+    """No server accepted the connection (unreachable, TLS or authentication failure)."""
+
+    def __init__(self, urls: str, reason: str) -> None:
+        self.urls = urls
+        self.reason = reason
+        super().__init__(f"cannot connect to NATS at {urls}: {reason}")
+
+
+class ServerTooOld(ConnectError):
+    """The server is older than 2.10.0, which jetq refuses (as the Rust side does)."""
+
+    def __init__(self, urls: str, found: str, required: str) -> None:
+        self.found = found
+        self.required = required
+        JetqError.__init__(
+            self,
+            f"nats-server {found} is too old for jetq: {required} or newer is required "
+            "(2.10.23 or newer in production); older servers silently ignore settings jetq "
+            "relies on",
+        )
+        self.urls = urls
+        self.reason = "server too old"
+
+
+class EnqueueError(JetqError):
+    """Base class of everything that stops a task from being enqueued."""
+
+
+class InvalidName(EnqueueError, ValueError):
+    """A queue, task or prefix name that cannot be a subject token.
+
+    :attr:`kind` is ``"queue"``, ``"task"`` or ``"prefix"``; :attr:`reason` is the same text the
+    Rust producer gives.
+    """
+
+    _KIND_TEXT = {"queue": "queue name", "task": "task name", "prefix": "subject prefix"}
+
+    def __init__(self, kind: str, value: str, reason: str) -> None:
+        self.kind = kind
+        self.value = value
+        self.reason = reason
+        text = self._KIND_TEXT.get(kind, kind)
+        super().__init__(f"invalid {text} {value!r}: {reason} (allowed: {ALLOWED_NAME})")
+
+
+class InvalidKey(EnqueueError, ValueError):
+    """An idempotency key that cannot be sent as a ``Nats-Msg-Id`` header value."""
+
+    def __init__(self, value: str, reason: str) -> None:
+        self.value = value
+        self.reason = reason
+        super().__init__(f"invalid idempotency key {value!r}: {reason}")
+
+
+class InvalidOption(EnqueueError, ValueError):
+    """An enqueue option (``max_attempts``, ``timeout``, ``traceparent``) out of range."""
+
+    def __init__(self, option: str, problem: str) -> None:
+        self.option = option
+        self.problem = problem
+        super().__init__(f"invalid {option}: {problem}")
+
+
+class SerializeError(EnqueueError, TypeError):
+    """The task's arguments cannot be encoded as JSON."""
+
+    def __init__(self, task: str, reason: str) -> None:
+        self.task = task
+        self.reason = reason
+        super().__init__(f"cannot serialize the arguments of task {task} to JSON: {reason}")
+
+
+class NotSupported(EnqueueError):
+    """A feature the wire protocol (docs/PROTOCOL.md) does not define yet."""
+
+    def __init__(self, feature: str, detail: str) -> None:
+        self.feature = feature
+        self.detail = detail
+        super().__init__(f"{feature} is not supported: {detail}")
+
+
+class TooLarge(EnqueueError):
+    """The message (arguments plus headers) is larger than the server accepts."""
+
+    def __init__(self, task: str, size: int, limit: Optional[int], detail: str = "") -> None:
+        self.task = task
+        self.size = size
+        self.limit = limit
+        limit_text = f"{limit} bytes" if limit is not None else "the stream's limit"
+        suffix = f" ({detail})" if detail else ""
+        super().__init__(f"task {task} is {size} bytes, over the server's limit of {limit_text}{suffix}")
+
+
+class StreamFull(EnqueueError):
+    """The task stream is at its message or byte limit and refused the task (``discard: new``).
+
+    Nothing was queued and nothing already queued was dropped: try again later.
+    """
+
+    def __init__(self, task: str, description: str) -> None:
+        self.task = task
+        self.description = description
+        super().__init__(f"the task stream is full and refused task {task}: {description}")
+
+
+class NoStream(EnqueueError):
+    """No stream captures the subject: the jetq task stream was never provisioned (start a
+    worker, or a Rust producer with provisioning on) or was deleted."""
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        super().__init__(f"no stream accepts subject {subject}: the jetq task stream does not exist")
+
+
+class NotConnected(EnqueueError):
+    """The client is not connected to any server; the task was not acknowledged."""
+
+    def __init__(self, task: str, attempts: int, message: Optional[str] = None) -> None:
+        self.task = task
+        self.attempts = attempts
+        super().__init__(
+            message
+            or f"not connected to NATS; task {task} was not acknowledged after {attempts} attempt(s)"
+        )
+
+
+class ProducerClosed(NotConnected):
+    """The producer was closed; nothing can be enqueued through it any more."""
+
+    def __init__(self, task: str) -> None:
+        super().__init__(task, 0, f"the producer is closed; task {task} was not enqueued")
+
+
+class Timeout(EnqueueError):
+    """No acknowledgement arrived in time, after every retry with the same ``Nats-Msg-Id``.
+
+    The outcome is unknown: the task may be queued. Enqueueing again with the same
+    idempotency key (the :attr:`id`) is safe inside the stream's duplicate window.
+    """
+
+    def __init__(self, task: str, id: str, timeout: float, attempts: int) -> None:
+        self.task = task
+        self.id = id
+        self.timeout = timeout
+        self.attempts = attempts
+        super().__init__(
+            f"no acknowledgement for task {task} (id {id}) within {timeout:g}s after {attempts} "
+            "attempt(s): it may or may not be queued; retry with the same key"
+        )
+
+
+class Rejected(EnqueueError):
+    """The server rejected the task for a reason without its own exception."""
+
+    def __init__(
+        self, task: str, description: str, code: Optional[int] = None, err_code: Optional[int] = None
+    ) -> None:
+        self.task = task
+        self.description = description
+        self.code = code
+        self.err_code = err_code
+        super().__init__(
+            f"the server rejected task {task}: {description} (code {code}, err_code {err_code})"
+        )

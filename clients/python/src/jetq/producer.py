@@ -1,0 +1,632 @@
+"""The asyncio producer: :class:`AsyncProducer`.
+
+Every enqueue is one JetStream publish whose acknowledgement is awaited: the call returns only
+once the task is stored, so a returned id means the task will run. An ack that does not arrive in
+time is retried with the **same** ``Nats-Msg-Id`` (the duplicate window makes that safe), up to
+``publish_attempts`` times; then :class:`~jetq.errors.Timeout` (or
+:class:`~jetq.errors.NotConnected` when the connection is down) says the outcome is unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import ssl
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from . import errors
+from .config import Config
+from .errors import (
+    ConnectError,
+    EnqueueError,
+    NoStream,
+    NotConnected,
+    ProducerClosed,
+    Rejected,
+    ServerTooOld,
+    StreamFull,
+    Timeout,
+    TooLarge,
+)
+from .protocol import Prepared, Seconds, Subjects, header_block_size, prepare
+from .tracing import current_trace_context
+
+__all__ = ["AsyncProducer", "Enqueued", "TaskRequest", "MIN_SERVER_VERSION"]
+
+logger = logging.getLogger("jetq")
+
+#: The oldest server jetq runs on (as the Rust side checks at connect).
+MIN_SERVER_VERSION = (2, 10, 0)
+#: JetStream's error code for a failed store; ``discard: new`` limits report it as
+#: "maximum messages exceeded" / "maximum bytes exceeded".
+STREAM_STORE_FAILED = 10077
+#: JetStream's error code for a message over the stream's ``max_msg_size``.
+MESSAGE_EXCEEDS_MAXIMUM = 10054
+#: Upper bound on closing the connection.
+_CLOSE_TIMEOUT = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Enqueued:
+    """What the server acknowledged."""
+
+    #: The task id: the idempotency key if one was given, else a fresh ULID.
+    id: str
+    #: The task's sequence in the task stream (of the original, for a duplicate).
+    sequence: int
+    #: True if a task with the same id was already in the duplicate window, so the server
+    #: dropped this one.
+    duplicate: bool
+    #: The stream that stored it (``JETQ_TASKS`` for the default prefix).
+    stream: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskRequest:
+    """One task of :meth:`AsyncProducer.enqueue_many` (a ``(queue, task, args)`` tuple works
+    too when no option is needed)."""
+
+    queue: str
+    task: str
+    args: Any = None
+    key: Optional[str] = None
+    delay: Optional[Seconds] = None
+    max_attempts: Optional[int] = None
+    timeout: Optional[Seconds] = None
+    traceparent: Optional[str] = None
+    tracestate: Optional[str] = None
+
+
+TaskLike = Union[TaskRequest, Tuple[str, str, Any]]
+#: One result of ``enqueue_many``: what was acknowledged, or why not.
+Outcome = Union[Enqueued, EnqueueError]
+
+
+def _as_request(item: TaskLike) -> TaskRequest:
+    if isinstance(item, TaskRequest):
+        return item
+    queue, task, args = item
+    return TaskRequest(queue, task, args)
+
+
+def parse_version(text: str) -> Optional[Tuple[int, int, int]]:
+    """``"v2.10.0-beta.3"`` → ``(2, 10, 0)``; ``None`` when it is not a version."""
+    core = text.strip().lstrip("v").split("-")[0].split("+")[0]
+    parts = core.split(".")
+    try:
+        numbers = [int(part) for part in parts[:3]]
+    except ValueError:
+        return None
+    if not numbers:
+        return None
+    while len(numbers) < 3:
+        numbers.append(0)
+    return numbers[0], numbers[1], numbers[2]
+
+
+def check_server_version(reported: str, urls: str = "") -> Tuple[int, int, int]:
+    """Raises :class:`~jetq.errors.ServerTooOld` for servers older than 2.10.0."""
+    version = parse_version(reported)
+    if version is None or version < MIN_SERVER_VERSION:
+        raise ServerTooOld(urls, reported, ".".join(map(str, MIN_SERVER_VERSION)))
+    return version
+
+
+def _server_version(nc: NatsClient) -> str:
+    info = getattr(nc, "_server_info", None)
+    if isinstance(info, dict) and isinstance(info.get("version"), str):
+        return str(info["version"])
+    version = nc.connected_server_version
+    return f"{version.major}.{version.minor}.{version.patch}"
+
+
+def _tls_context(config: Config) -> Optional[ssl.SSLContext]:
+    wants_tls = (
+        config.tls_required
+        or config.tls_ca is not None
+        or config.tls_cert is not None
+        or any(url.startswith("tls://") for url in config.server_urls())
+    )
+    if not wants_tls:
+        return None
+    context = ssl.create_default_context(cafile=config.tls_ca)
+    if config.tls_cert is not None and config.tls_key is not None:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
+
+
+async def connect_nats(config: Config) -> NatsClient:
+    """Connects with ``config`` (credentials, TLS, timeouts) and checks the server version.
+
+    The client reconnects on its own afterwards. The initial connection is bounded by
+    ``config.connect_timeout``; a failure raises :class:`~jetq.errors.ConnectError`.
+    """
+    config.validate()
+    urls = config.server_urls()
+    last_errors: List[BaseException] = []
+
+    async def on_error(err: Exception) -> None:
+        last_errors.append(err)
+        del last_errors[:-1]
+        logger.warning("jetq: NATS connection error: %s", err)
+
+    async def on_disconnected() -> None:
+        if not nc.is_closed:  # a deliberate close() is not worth a warning
+            logger.warning("jetq: disconnected from NATS; reconnecting")
+
+    async def on_reconnected() -> None:
+        logger.info("jetq: reconnected to NATS")
+
+    options: Dict[str, Any] = {
+        "servers": urls,
+        "name": config.client_name,
+        "connect_timeout": config.connect_timeout,
+        "allow_reconnect": True,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "error_cb": on_error,
+        "disconnected_cb": on_disconnected,
+        "reconnected_cb": on_reconnected,
+    }
+    try:
+        tls = _tls_context(config)
+    except (OSError, ssl.SSLError) as err:
+        raise errors.ConfigError("JETQ_NATS_TLS_CA/CERT/KEY", f"cannot load TLS files: {err}") from None
+    if tls is not None:
+        options["tls"] = tls
+    if config.token is not None:
+        options["token"] = config.token
+    if config.user is not None:
+        options["user"] = config.user
+        options["password"] = config.password
+    if config.nkey_seed is not None or config.creds_file is not None:
+        try:
+            import nkeys  # noqa: F401
+        except ImportError:
+            raise errors.ConfigError(
+                "JETQ_NATS_NKEY_SEED/JETQ_NATS_CREDS_FILE",
+                "nkey and credentials-file authentication need the nkeys package "
+                "(pip install 'jetq[nkeys]')",
+            ) from None
+    if config.nkey_seed is not None:
+        options["nkeys_seed_str"] = config.nkey_seed
+    if config.creds_file is not None:
+        options["user_credentials"] = config.creds_file
+
+    joined = ",".join(urls)
+    nc = NatsClient()
+    try:
+        await asyncio.wait_for(nc.connect(**options), timeout=config.connect_timeout)
+    except asyncio.TimeoutError:
+        await _close_quietly(nc)
+        detail = f"; last error: {last_errors[-1]}" if last_errors else ""
+        raise ConnectError(joined, f"no server accepted a connection within {config.connect_timeout:g}s{detail}") from None
+    except Exception as err:  # nats-py raises several unrelated types here
+        await _close_quietly(nc)
+        raise ConnectError(joined, f"{type(err).__name__}: {err}") from err
+    try:
+        check_server_version(_server_version(nc), joined)
+    except ServerTooOld:
+        await _close_quietly(nc)
+        raise
+    return nc
+
+
+async def _close_quietly(nc: NatsClient) -> None:
+    try:
+        await asyncio.wait_for(nc.close(), timeout=_CLOSE_TIMEOUT)
+    except Exception:  # closing a half-open client must not hide the real error
+        logger.debug("jetq: error while closing the NATS client", exc_info=True)
+
+
+class _AckInbox:
+    """One wildcard subscription receiving every publish ack of a producer, each attempt on
+    its own reply subject, so acks can be awaited concurrently and a late ack of an abandoned
+    attempt is ignored."""
+
+    def __init__(self, nc: NatsClient) -> None:
+        self._nc = nc
+        self._prefix = ""
+        self._next = 0
+        self._waiting: Dict[str, "asyncio.Future[Msg]"] = {}
+        self._subscription: Optional[Subscription] = None
+        self._lock = asyncio.Lock()
+
+    async def _start(self) -> None:
+        async with self._lock:
+            if self._subscription is None:
+                self._prefix = f"{self._nc.new_inbox()}."
+                self._subscription = await self._nc.subscribe(f"{self._prefix}*", cb=self._on_reply)
+
+    async def reply_subject(self) -> Tuple[str, "asyncio.Future[Msg]"]:
+        """A fresh reply subject and the future its reply resolves."""
+        if self._subscription is None:
+            await self._start()
+        self._next += 1
+        token = str(self._next)
+        future: "asyncio.Future[Msg]" = asyncio.get_running_loop().create_future()
+        self._waiting[token] = future
+        future.add_done_callback(lambda _: self._waiting.pop(token, None))
+        return self._prefix + token, future
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self._waiting.pop(msg.subject[len(self._prefix) :], None)
+        if future is not None and not future.done():
+            future.set_result(msg)
+
+    async def stop(self) -> None:
+        for future in list(self._waiting.values()):
+            future.cancel()
+        if self._subscription is not None:
+            try:
+                await self._subscription.unsubscribe()
+            except Exception:
+                logger.debug("jetq: error while unsubscribing the ack inbox", exc_info=True)
+            self._subscription = None
+
+
+class AsyncProducer:
+    """Enqueues tasks from asyncio code. Share one per process; it is safe to use from many
+    tasks at once.
+
+    ::
+
+        async with await AsyncProducer.from_env() as producer:
+            task_id = await producer.enqueue("emails", "send_email", {"to": "ada@example.com"})
+    """
+
+    def __init__(self, nc: NatsClient, config: Config, *, owns_connection: bool = True) -> None:
+        """Wraps a connected client; prefer :meth:`connect`, :meth:`from_env` or
+        :meth:`from_client`, which also check the server version."""
+        config.validate()
+        self._nc = nc
+        self._config = config
+        self._subjects = Subjects(config.prefix)
+        self._owns_connection = owns_connection
+        self._inbox = _AckInbox(nc)
+        self._closed = False
+
+    @classmethod
+    async def connect(cls, config: Optional[Config] = None, **changes: Any) -> "AsyncProducer":
+        """Connects with ``config`` (default: :class:`~jetq.config.Config` defaults), with any
+        field overridden by keyword, e.g. ``AsyncProducer.connect(nats_url="nats://nats:4222")``."""
+        base = config if config is not None else Config()
+        if changes:
+            base = base.replace(**changes)
+        nc = await connect_nats(base)
+        return cls(nc, base)
+
+    @classmethod
+    async def from_env(cls, environ: Optional[Dict[str, str]] = None, **changes: Any) -> "AsyncProducer":
+        """Connects with ``JETQ_*`` settings from the environment."""
+        return await cls.connect(Config.from_env(environ), **changes)
+
+    @classmethod
+    async def from_client(cls, nc: NatsClient, config: Optional[Config] = None) -> "AsyncProducer":
+        """Uses an existing connected nats-py client (its server version is still checked).
+        :meth:`close` leaves that client open."""
+        check_server_version(_server_version(nc))
+        return cls(nc, config if config is not None else Config(), owns_connection=False)
+
+    @property
+    def config(self) -> Config:
+        """The configuration in use."""
+        return self._config
+
+    @property
+    def subjects(self) -> Subjects:
+        """The subjects this producer publishes to."""
+        return self._subjects
+
+    @property
+    def client(self) -> NatsClient:
+        """The underlying nats-py client, e.g. for health checks."""
+        return self._nc
+
+    @property
+    def is_connected(self) -> bool:
+        """True while the client is connected to a server."""
+        return bool(self._nc.is_connected)
+
+    async def __aenter__(self) -> "AsyncProducer":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stops the producer and, if it opened the connection, closes it (bounded)."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._inbox.stop()
+        if self._owns_connection:
+            await _close_quietly(self._nc)
+
+    def prepare(
+        self,
+        queue: str,
+        task: str,
+        args: Any = None,
+        *,
+        key: Optional[str] = None,
+        delay: Optional[Seconds] = None,
+        max_attempts: Optional[int] = None,
+        timeout: Optional[Seconds] = None,
+        traceparent: Optional[str] = None,
+        tracestate: Optional[str] = None,
+    ) -> Prepared:
+        """Validates a task and builds its message without sending it. The trace context is
+        the explicit ``traceparent`` or else the current OpenTelemetry span's."""
+        if traceparent is None:
+            traceparent, current_state = current_trace_context()
+            if tracestate is None:
+                tracestate = current_state
+        prepared = prepare(
+            self._subjects,
+            queue,
+            task,
+            args,
+            key=key,
+            delay=delay,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            traceparent=traceparent,
+            tracestate=tracestate,
+        )
+        return prepared
+
+    async def enqueue(
+        self,
+        queue: str,
+        task: str,
+        args: Any = None,
+        *,
+        key: Optional[str] = None,
+        delay: Optional[Seconds] = None,
+        max_attempts: Optional[int] = None,
+        timeout: Optional[Seconds] = None,
+        traceparent: Optional[str] = None,
+        tracestate: Optional[str] = None,
+    ) -> str:
+        """Enqueues one task and returns its id once JetStream acknowledged it.
+
+        :param queue: queue name, ``[A-Za-z0-9_-]{1,64}``
+        :param task: task name, same rule
+        :param args: the task's arguments, any JSON-serializable value (usually a dict)
+        :param key: idempotency key: becomes the task id; a second enqueue with the same key
+            inside the duplicate window (2 minutes by default) is dropped by the server
+        :param delay: not supported yet (raises :class:`~jetq.errors.NotSupported`)
+        :param max_attempts: overrides the task type's maximum attempts (>= 1)
+        :param timeout: overrides the per-attempt timeout (seconds or ``timedelta``)
+        :param traceparent: explicit W3C trace context; by default the current OpenTelemetry
+            span's is used when ``opentelemetry-api`` is installed
+        :param tracestate: W3C trace state, sent with ``traceparent``
+        :raises EnqueueError: one of its subclasses, see :mod:`jetq.errors`
+        """
+        result = await self.enqueue_detailed(
+            queue,
+            task,
+            args,
+            key=key,
+            delay=delay,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            traceparent=traceparent,
+            tracestate=tracestate,
+        )
+        return result.id
+
+    async def enqueue_detailed(
+        self,
+        queue: str,
+        task: str,
+        args: Any = None,
+        *,
+        key: Optional[str] = None,
+        delay: Optional[Seconds] = None,
+        max_attempts: Optional[int] = None,
+        timeout: Optional[Seconds] = None,
+        traceparent: Optional[str] = None,
+        tracestate: Optional[str] = None,
+    ) -> Enqueued:
+        """Like :meth:`enqueue`, returning the whole acknowledgement (id, stream sequence,
+        duplicate flag)."""
+        prepared = self.prepare(
+            queue,
+            task,
+            args,
+            key=key,
+            delay=delay,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            traceparent=traceparent,
+            tracestate=tracestate,
+        )
+        return await self.publish_prepared(prepared)
+
+    async def publish_prepared(self, prepared: Prepared) -> Enqueued:
+        """Publishes a message built by :meth:`prepare` until it is acknowledged."""
+        return await self._publish_until_acked(prepared, None)
+
+    async def enqueue_many(self, tasks: Iterable[TaskLike], *, window: Optional[int] = None) -> List[Outcome]:
+        """Enqueues many tasks, pipelined: publishes go out in input order while up to
+        ``window`` (default ``config.enqueue_window``) acks are outstanding.
+
+        Returns one result per task, in input order: an :class:`Enqueued`, or the
+        :class:`~jetq.errors.EnqueueError` that task got. One task's failure does not stop the
+        others.
+        """
+        limit = max(1, window if window is not None else self._config.enqueue_window)
+        results: List[Optional[Outcome]] = []
+        in_flight: "set[asyncio.Task[Tuple[int, Outcome]]]" = set()
+
+        async def finish(index: int, prepared: Prepared, first: Optional["asyncio.Future[Msg]"]) -> Tuple[int, Outcome]:
+            try:
+                return index, await self._publish_until_acked(prepared, first)
+            except EnqueueError as err:
+                return index, err
+
+        async def collect(block_until_below: int) -> None:
+            while len(in_flight) >= block_until_below and in_flight:
+                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                for finished in done:
+                    in_flight.discard(finished)
+                    index, outcome = finished.result()
+                    results[index] = outcome
+
+        try:
+            for index, item in enumerate(tasks):
+                results.append(None)
+                try:
+                    request = _as_request(item)
+                    prepared = self.prepare(
+                        request.queue,
+                        request.task,
+                        request.args,
+                        key=request.key,
+                        delay=request.delay,
+                        max_attempts=request.max_attempts,
+                        timeout=request.timeout,
+                        traceparent=request.traceparent,
+                        tracestate=request.tracestate,
+                    )
+                except EnqueueError as err:
+                    results[index] = err
+                    continue
+                await collect(limit)
+                # Send in input order now; only the ack waits (and any resend) run concurrently.
+                try:
+                    first: Optional["asyncio.Future[Msg]"] = await self._send(prepared, attempt=1)
+                except Timeout:
+                    first = None  # not sent in time: the retry loop tries again
+                except EnqueueError as err:
+                    results[index] = err
+                    continue
+                in_flight.add(asyncio.ensure_future(finish(index, prepared, first)))
+            await collect(1)
+        finally:
+            for pending in in_flight:
+                pending.cancel()
+        # Every slot is filled above; a missing one would be a bug in this loop, so say so.
+        return [
+            outcome if outcome is not None else Rejected("(batch)", "internal error: missing result")
+            for outcome in results
+        ]
+
+    def _check_open(self, task: str) -> None:
+        if self._closed:
+            raise ProducerClosed(task)
+
+    async def _send(self, prepared: Prepared, attempt: int) -> "asyncio.Future[Msg]":
+        """Sends one publish attempt; returns the future of its ack."""
+        self._check_open(prepared.task)
+        size = len(prepared.payload) + header_block_size(prepared.headers)
+        limit = self._nc.max_payload
+        if limit and size > limit:
+            raise TooLarge(prepared.task, size, limit)
+        reply, future = await self._inbox.reply_subject()
+        try:
+            await self._nc.publish(
+                prepared.subject, prepared.payload, reply=reply, headers=dict(prepared.headers)
+            )
+        except nats.errors.MaxPayloadError:
+            future.cancel()
+            raise TooLarge(prepared.task, size, limit) from None
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+            future.cancel()
+            raise NotConnected(prepared.task, attempt) from None
+        except nats.errors.OutboundBufferLimitError:
+            future.cancel()
+            raise NotConnected(prepared.task, attempt) from None
+        return future
+
+    async def _publish_until_acked(
+        self, prepared: Prepared, first: Optional["asyncio.Future[Msg]"]
+    ) -> Enqueued:
+        """Publishes and awaits the ack, resending with the same id while acks time out: a
+        timeout means the outcome is unknown, and the duplicate window makes the resend safe.
+        ``first`` is the ack future of an attempt the caller already sent."""
+        attempts = self._config.publish_attempts
+        ack_timeout = self._config.request_timeout
+        pending = first
+        for attempt in range(1, attempts + 1):
+            future = pending if pending is not None else await self._send(prepared, attempt)
+            pending = None
+            try:
+                reply = await asyncio.wait_for(future, timeout=ack_timeout)
+            except asyncio.TimeoutError:
+                if self._closed:
+                    raise ProducerClosed(prepared.task) from None
+                logger.debug(
+                    "jetq: no ack for task %s (id %s) within %ss, attempt %d of %d",
+                    prepared.task, prepared.id, ack_timeout, attempt, attempts,
+                )  # fmt: skip
+                continue
+            except asyncio.CancelledError:
+                if self._closed:
+                    raise ProducerClosed(prepared.task) from None
+                raise
+            return self._read_ack(prepared, reply)
+        if self._nc.is_connected:
+            raise Timeout(prepared.task, prepared.id, ack_timeout, attempts)
+        raise NotConnected(prepared.task, attempts)
+
+    def _read_ack(self, prepared: Prepared, reply: Msg) -> Enqueued:
+        headers = reply.headers or {}
+        status = headers.get("Status")
+        if status == "503":
+            raise NoStream(prepared.subject)
+        try:
+            body = json.loads(reply.data) if reply.data else {}
+        except ValueError:
+            raise Rejected(prepared.task, f"unreadable publish ack: {reply.data[:200]!r}", code=None) from None
+        if not isinstance(body, dict):
+            raise Rejected(prepared.task, f"unexpected publish ack: {reply.data[:200]!r}")
+        error = body.get("error")
+        if isinstance(error, dict):
+            raise self._classify(prepared, error)
+        if status is not None:
+            raise Rejected(prepared.task, headers.get("Description", "status reply"), code=_int(status))
+        try:
+            return Enqueued(
+                id=prepared.id,
+                sequence=int(body["seq"]),
+                duplicate=bool(body.get("duplicate", False)),
+                stream=str(body.get("stream", "")),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise Rejected(prepared.task, f"publish ack without a sequence: {reply.data[:200]!r}") from None
+
+    def _classify(self, prepared: Prepared, error: Dict[str, Any]) -> EnqueueError:
+        code = _int(error.get("code"))
+        err_code = _int(error.get("err_code"))
+        description = str(error.get("description", ""))
+        if err_code == STREAM_STORE_FAILED and "maximum" in description:
+            return StreamFull(prepared.task, description)
+        if err_code == MESSAGE_EXCEEDS_MAXIMUM:
+            size = len(prepared.payload) + header_block_size(prepared.headers)
+            return TooLarge(prepared.task, size, None, description)
+        return Rejected(prepared.task, description, code=code, err_code=err_code)
+
+
+def _int(value: Any) -> Optional[int]:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def results_or_raise(results: Sequence[Outcome]) -> List[Enqueued]:
+    """The :class:`Enqueued` of every result of ``enqueue_many``, or the first error raised."""
+    for outcome in results:
+        if isinstance(outcome, EnqueueError):
+            raise outcome
+    return [outcome for outcome in results if isinstance(outcome, Enqueued)]

@@ -1,0 +1,250 @@
+"""The blocking producer for synchronous code (Django and Flask views, scripts, Celery-free
+workers): :class:`Producer`.
+
+It runs an :class:`~jetq.producer.AsyncProducer` on an event loop in its own daemon thread and
+waits for each call with a bounded timeout, so it is safe to share between the threads of a web
+server. The task is validated, and the OpenTelemetry context captured, in the **calling** thread,
+so the trace of the request that enqueued the task is the one continued by the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+import dataclasses
+from typing import Any, Callable, Coroutine, Dict, Iterable, List, Optional, TypeVar
+
+from .config import Config
+from .errors import ConnectError, JetqError, NotConnected, ProducerClosed, Timeout
+from .producer import AsyncProducer, Enqueued, Outcome, TaskLike, _as_request
+from .protocol import Prepared, Seconds, Subjects
+from .tracing import current_trace_context
+
+__all__ = ["Producer"]
+
+T = TypeVar("T")
+
+#: Extra seconds granted on top of the computed bound of a call, for scheduling latency.
+_SLACK = 5.0
+
+
+class Producer:
+    """Enqueues tasks from synchronous code.
+
+    ::
+
+        producer = Producer.from_env()
+        task_id = producer.enqueue("emails", "send_email", {"to": "ada@example.com"})
+
+    Create one per process and reuse it (connecting takes a round trip). After a ``fork``
+    (gunicorn's ``--preload``), create a new one in the child: a producer refuses to be used
+    from a process other than the one that created it.
+    """
+
+    def __init__(self, config: Optional[Config] = None, **changes: Any) -> None:
+        """Starts the loop thread and connects (bounded by ``connect_timeout``).
+
+        :raises ConnectError: no server accepted the connection, or it is too old
+        :raises ConfigError: the configuration is unusable
+        """
+        base = config if config is not None else Config()
+        if changes:
+            base = base.replace(**changes)
+        base.validate()
+        self._config = base
+        self._subjects = Subjects(base.prefix)
+        self._pid = os.getpid()
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="jetq-producer", daemon=True)
+        self._thread.start()
+        try:
+            self._async: AsyncProducer = self._call(
+                AsyncProducer.connect(base),
+                base.connect_timeout + _SLACK,
+                lambda: ConnectError(base.nats_url, "the connection attempt did not finish in time"),
+            )
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    @classmethod
+    def from_env(cls, environ: Optional[Dict[str, str]] = None, **changes: Any) -> "Producer":
+        """Connects with ``JETQ_*`` settings from the environment (see :mod:`jetq.config`)."""
+        return cls(Config.from_env(environ), **changes)
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    def _call(
+        self, coroutine: Coroutine[Any, Any, T], bound: float, on_timeout: Callable[[], JetqError]
+    ) -> T:
+        """Runs ``coroutine`` on the loop thread and waits at most ``bound`` seconds."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result(timeout=bound)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise on_timeout() from None
+
+    def _check_usable(self, task: str) -> None:
+        if self._closed:
+            raise ProducerClosed(task)
+        if os.getpid() != self._pid:
+            raise NotConnected(
+                task,
+                0,
+                "this jetq Producer was created in another process (before a fork); "
+                "create a new Producer in each worker process",
+            )
+
+    @property
+    def config(self) -> Config:
+        """The configuration in use."""
+        return self._config
+
+    @property
+    def subjects(self) -> Subjects:
+        """The subjects this producer publishes to."""
+        return self._subjects
+
+    @property
+    def is_connected(self) -> bool:
+        """True while the client is connected to a server."""
+        return not self._closed and self._async.is_connected
+
+    def _bound(self, tasks: int = 1) -> float:
+        """The longest a call for ``tasks`` tasks may take: every attempt's ack timeout for each
+        window's worth, plus slack."""
+        config = self._config
+        windows = max(1, -(-tasks // config.enqueue_window))
+        return windows * config.publish_attempts * config.request_timeout + _SLACK
+
+    def enqueue(
+        self,
+        queue: str,
+        task: str,
+        args: Any = None,
+        *,
+        key: Optional[str] = None,
+        delay: Optional[Seconds] = None,
+        max_attempts: Optional[int] = None,
+        timeout: Optional[Seconds] = None,
+        traceparent: Optional[str] = None,
+        tracestate: Optional[str] = None,
+    ) -> str:
+        """Enqueues one task and returns its id once JetStream acknowledged it.
+
+        Arguments as :meth:`jetq.AsyncProducer.enqueue`; errors are the subclasses of
+        :class:`~jetq.errors.EnqueueError`.
+        """
+        return self.enqueue_detailed(
+            queue,
+            task,
+            args,
+            key=key,
+            delay=delay,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            traceparent=traceparent,
+            tracestate=tracestate,
+        ).id
+
+    def enqueue_detailed(
+        self,
+        queue: str,
+        task: str,
+        args: Any = None,
+        *,
+        key: Optional[str] = None,
+        delay: Optional[Seconds] = None,
+        max_attempts: Optional[int] = None,
+        timeout: Optional[Seconds] = None,
+        traceparent: Optional[str] = None,
+        tracestate: Optional[str] = None,
+    ) -> Enqueued:
+        """Like :meth:`enqueue`, returning the whole acknowledgement."""
+        self._check_usable(task)
+        # Validate and capture the trace context here, in the caller's thread and context.
+        prepared = self._async.prepare(
+            queue,
+            task,
+            args,
+            key=key,
+            delay=delay,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            traceparent=traceparent,
+            tracestate=tracestate,
+        )
+        return self.publish_prepared(prepared)
+
+    def publish_prepared(self, prepared: Prepared) -> Enqueued:
+        """Publishes a message built by :meth:`jetq.AsyncProducer.prepare`."""
+        self._check_usable(prepared.task)
+        config = self._config
+        return self._call(
+            self._async.publish_prepared(prepared),
+            self._bound(),
+            lambda: Timeout(prepared.task, prepared.id, config.request_timeout, config.publish_attempts),
+        )
+
+    def enqueue_many(self, tasks: Iterable[TaskLike], *, window: Optional[int] = None) -> List[Outcome]:
+        """Enqueues many tasks, pipelined through a bounded window of outstanding acks.
+
+        Returns one result per task in input order: an :class:`~jetq.Enqueued` or the
+        :class:`~jetq.errors.EnqueueError` of that task.
+        """
+        self._check_usable("(batch)")
+        requests = [_as_request(item) for item in tasks]
+        # Capture the caller's trace context (the loop thread has its own) for the tasks that
+        # do not carry one.
+        traceparent, tracestate = current_trace_context()
+        if traceparent is not None:
+            requests = [
+                r
+                if r.traceparent is not None
+                else dataclasses.replace(r, traceparent=traceparent, tracestate=tracestate)
+                for r in requests
+            ]
+        config = self._config
+        effective = max(1, window if window is not None else config.enqueue_window)
+        windows = max(1, -(-len(requests) // effective))
+        bound = windows * config.publish_attempts * config.request_timeout + _SLACK
+        return self._call(
+            self._async.enqueue_many(requests, window=window),
+            bound,
+            lambda: Timeout("(batch)", "(batch)", config.request_timeout, config.publish_attempts),
+        )
+
+    def close(self) -> None:
+        """Closes the connection and stops the loop thread (bounded). Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        if os.getpid() == self._pid:
+            try:
+                self._call(
+                    self._async.close(), _SLACK * 2, lambda: NotConnected("(close)", 0, "close timed out")
+                )
+            except JetqError:
+                pass
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=_SLACK)
+        if not self._thread.is_alive() and not self._loop.is_closed():
+            self._loop.close()
+
+    def __enter__(self) -> "Producer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,143 @@
+"""The Python producer against the shared vectors of docs/conformance/vectors.json (the Rust
+producer is held to the same file by tests/tests/conformance.rs)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any, Dict, Optional
+
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+import jetq
+from jetq import AsyncProducer, ConfigError, InvalidKey, InvalidName
+from jetq.protocol import Subjects, prepare
+from jetq.testing import NatsServer, create_task_stream, stored_tasks
+
+from .support import load_vectors, config_for, within
+
+VECTORS = load_vectors()
+PATTERNS = {name: re.compile(pattern) for name, pattern in VECTORS["patterns"].items()}
+
+
+def ids(vectors: Any) -> Any:
+    return [v["name"] for v in vectors]
+
+
+def options(vector: Dict[str, Any], *, with_trace: bool = True) -> Dict[str, Any]:
+    """The vector's options as keyword arguments of ``enqueue``."""
+    opts = vector["options"]
+    kwargs: Dict[str, Any] = {}
+    if "key" in opts:
+        kwargs["key"] = opts["key"]
+    if "max_attempts" in opts:
+        kwargs["max_attempts"] = opts["max_attempts"]
+    if "timeout_us" in opts:
+        kwargs["timeout"] = dt.timedelta(microseconds=opts["timeout_us"])
+    if with_trace:
+        for name in ("traceparent", "tracestate"):
+            if name in opts:
+                kwargs[name] = opts[name]
+    return kwargs
+
+
+def check_message(vector: Dict[str, Any], subject: str, headers: Dict[str, str], payload: bytes) -> None:
+    """Asserts one message is exactly what the vector says."""
+    name = vector["name"]
+    assert subject == vector["subject"], name
+    assert payload == vector["payload"].encode("utf-8"), name
+    expected_names = set(vector["headers"]) | set(vector["header_patterns"])
+    assert set(headers) == expected_names, f"{name}: header names"
+    for header, value in vector["headers"].items():
+        assert headers[header] == value, f"{name}: {header}"
+    for header, pattern in vector["header_patterns"].items():
+        assert PATTERNS[pattern].fullmatch(headers[header]), f"{name}: {header}={headers[header]!r}"
+
+
+@pytest.mark.parametrize("vector", VECTORS["valid"], ids=ids(VECTORS["valid"]))
+def test_valid_vector_is_prepared_exactly(vector: Dict[str, Any]) -> None:
+    prepared = prepare(Subjects(vector["prefix"]), vector["queue"], vector["task"], vector["args"], **options(vector))
+    check_message(vector, prepared.subject, prepared.headers, prepared.payload)
+    assert Subjects(vector["prefix"]).tasks_stream == vector["stream"]
+
+
+@pytest.mark.parametrize("vector", VECTORS["invalid"], ids=ids(VECTORS["invalid"]))
+def test_invalid_vector_is_refused_with_the_documented_error(vector: Dict[str, Any]) -> None:
+    with pytest.raises((InvalidName, InvalidKey)) as caught:
+        prepare(Subjects(), vector["queue"], vector["task"], vector["args"], **options(vector))
+    err = caught.value
+    assert type(err).__name__ == vector["error"], vector["name"]
+    if isinstance(err, InvalidName):
+        assert err.kind == vector["name_kind"], vector["name"]
+        assert err.reason == vector["reason"], vector["name"]
+    else:
+        assert isinstance(err, InvalidKey)
+        assert err.reason == vector["reason"], vector["name"]
+
+
+@pytest.mark.parametrize("vector", VECTORS["invalid_prefixes"], ids=ids(VECTORS["invalid_prefixes"]))
+def test_invalid_prefix_is_a_configuration_error(vector: Dict[str, Any]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        jetq.Config(prefix=vector["prefix"]).validate()
+    assert caught.value.field == vector["field"]
+    with pytest.raises(ConfigError):
+        jetq.Config.from_env({"JETQ_PREFIX": vector["prefix"]} if vector["prefix"] else {"JETQ_PREFIX": " "})
+
+
+async def test_every_valid_vector_is_stored_exactly(nats_server: NatsServer) -> None:
+    """Through a real server: the stored message's subject, payload bytes and headers."""
+    producers: Dict[str, AsyncProducer] = {}
+    try:
+        for vector in VECTORS["valid"]:
+            prefix = vector["prefix"]
+            if prefix not in producers:
+                await within("task stream", create_task_stream(nats_server.url, prefix))
+                producers[prefix] = await within(
+                    "connect", AsyncProducer.connect(config_for(nats_server, prefix=prefix))
+                )
+            result = await within(
+                vector["name"],
+                producers[prefix].enqueue_detailed(vector["queue"], vector["task"], vector["args"], **options(vector)),
+            )
+            assert not result.duplicate
+            assert result.stream == vector["stream"]
+            stored = {t.sequence: t for t in await stored_tasks(nats_server.url, vector["stream"])}
+            message = stored[result.sequence]
+            check_message(vector, message.subject, message.headers, message.payload)
+            assert message.headers["Nats-Msg-Id"] == result.id
+    finally:
+        for producer in producers.values():
+            await producer.close()
+
+
+async def test_trace_vectors_hold_when_the_context_comes_from_opentelemetry(producer: AsyncProducer, nats_server: NatsServer) -> None:
+    """The traceparent/tracestate of the caller's OpenTelemetry context are sent exactly as if
+    they had been given explicitly."""
+    traced = [v for v in VECTORS["valid"] if "traceparent" in v["options"]]
+    assert traced, "the vectors cover trace context"
+    for vector in traced:
+        carrier = {k: vector["options"][k] for k in ("traceparent", "tracestate") if k in vector["options"]}
+        token = otel_context.attach(TraceContextTextMapPropagator().extract(carrier))
+        try:
+            result = await within(
+                vector["name"],
+                producer.enqueue_detailed(vector["queue"], vector["task"], vector["args"], **options(vector, with_trace=False)),
+            )
+        finally:
+            otel_context.detach(token)
+        stored = {t.sequence: t for t in await stored_tasks(nats_server.url)}
+        message = stored[result.sequence]
+        check_message(vector, message.subject, message.headers, message.payload)
+
+
+async def test_invalid_vectors_publish_nothing(producer: AsyncProducer, nats_server: NatsServer) -> None:
+    for vector in VECTORS["invalid"]:
+        error: Optional[Exception] = None
+        try:
+            await producer.enqueue(vector["queue"], vector["task"], vector["args"], **options(vector))
+        except (InvalidName, InvalidKey) as err:
+            error = err
+        assert error is not None and type(error).__name__ == vector["error"], vector["name"]
+    assert await stored_tasks(nats_server.url) == []

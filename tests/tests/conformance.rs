@@ -1,0 +1,414 @@
+//! The Rust producer against the shared vectors of `docs/conformance/vectors.json` (the Python
+//! producer is held to the same file by `clients/python/tests/test_conformance.py`), and a
+//! cross-language round trip: the Python client enqueues, a Rust worker runs the task.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    path::PathBuf,
+    process::Stdio,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use jetq_consumer::TaskContext;
+use jetq_contract::{ConfigError, ConnectionConfig, NameKind};
+use jetq_producer::{EnqueueError, EnqueueOptions, Producer, ProducerError, RawTask};
+use jetq_tests::*;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+/// docs/conformance/vectors.json, as far as these tests read it.
+#[derive(Debug, Deserialize)]
+struct Vectors {
+    patterns: BTreeMap<String, String>,
+    valid: Vec<Valid>,
+    invalid: Vec<Invalid>,
+    invalid_prefixes: Vec<InvalidPrefix>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct Options {
+    key: Option<String>,
+    max_attempts: Option<u32>,
+    timeout_us: Option<u64>,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+}
+
+impl Options {
+    fn to_enqueue_options(&self) -> EnqueueOptions {
+        let mut options = EnqueueOptions::new();
+        if let Some(key) = &self.key {
+            options = options.key(key.clone());
+        }
+        if let Some(attempts) = self.max_attempts {
+            options = options.max_attempts(attempts);
+        }
+        if let Some(micros) = self.timeout_us {
+            options = options.timeout(Duration::from_micros(micros));
+        }
+        if let Some(traceparent) = &self.traceparent {
+            options = options.trace_context(traceparent.clone(), self.tracestate.clone());
+        }
+        options
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Valid {
+    name: String,
+    prefix: String,
+    queue: String,
+    task: String,
+    args: serde_json::Value,
+    options: Options,
+    subject: String,
+    stream: String,
+    payload: String,
+    headers: BTreeMap<String, String>,
+    header_patterns: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Invalid {
+    name: String,
+    queue: String,
+    task: String,
+    args: serde_json::Value,
+    options: Options,
+    error: String,
+    name_kind: Option<String>,
+    reason: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct InvalidPrefix {
+    name: String,
+    prefix: String,
+    error: String,
+    field: String,
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn vectors() -> Vectors {
+    let path = repo_root().join("docs/conformance/vectors.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is malformed: {e}", path.display()))
+}
+
+/// Checks a header value against a named pattern of the vectors file. The patterns are
+/// regular expressions for other languages; here each name has a hand-written matcher, and an
+/// unknown name fails the test so a new pattern cannot go unchecked.
+fn matches_pattern(name: &str, value: &str, patterns: &BTreeMap<String, String>) -> bool {
+    assert!(patterns.contains_key(name), "unknown pattern {name:?}");
+    match name {
+        "ulid" => {
+            value.len() == 26
+                && value
+                    .bytes()
+                    .all(|b| b"0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(&b))
+        }
+        "enqueued_at" => {
+            // ^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z$
+            let shape = "dddd-dd-ddTdd:dd:dd.ddddddZ";
+            value.len() == shape.len()
+                && value.bytes().zip(shape.bytes()).all(|(v, s)| match s {
+                    b'd' => v.is_ascii_digit(),
+                    other => v == other,
+                })
+                && jetq_contract::time::parse(value).is_some()
+        }
+        other => panic!("pattern {other:?} has no matcher in tests/tests/conformance.rs; add one"),
+    }
+}
+
+#[test]
+fn vector_payloads_are_what_serde_json_writes_for_the_args() {
+    // The Python producer writes `args` as compact JSON; these bytes are what serde_json
+    // writes for the same value, so a Rust task type serialized by the producer and a Python
+    // dict give the same payload.
+    for vector in vectors().valid {
+        let written = serde_json::to_string(&vector.args).unwrap();
+        assert_eq!(written, vector.payload, "{}", vector.name);
+    }
+}
+
+#[tokio::test]
+async fn every_valid_vector_is_stored_exactly() {
+    let server = NatsServer::start().await;
+    let vectors = vectors();
+    let js = raw_jetstream(&server).await;
+    let mut producers: HashMap<String, Producer> = HashMap::new();
+    for vector in &vectors.valid {
+        if !producers.contains_key(&vector.prefix) {
+            let producer = Producer::builder()
+                .connection(ConnectionConfig {
+                    prefix: vector.prefix.clone(),
+                    ..connection(&server)
+                })
+                .connect()
+                .await
+                .unwrap_or_else(|e| panic!("{}: producer: {e}", vector.name));
+            producers.insert(vector.prefix.clone(), producer);
+        }
+        let producer = &producers[&vector.prefix];
+        assert_eq!(
+            producer.subjects().tasks_stream(),
+            vector.stream,
+            "{}",
+            vector.name
+        );
+        let enqueued = within(
+            WAIT,
+            &vector.name,
+            producer.enqueue_raw(RawTask {
+                queue: vector.queue.clone(),
+                task: vector.task.clone(),
+                payload: Bytes::from(vector.payload.clone()),
+                options: vector.options.to_enqueue_options(),
+            }),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}: enqueue: {e}", vector.name));
+        assert!(!enqueued.duplicate, "{}", vector.name);
+
+        let stream = js.get_stream(&vector.stream).await.expect("stream exists");
+        let message = stream
+            .get_raw_message(enqueued.sequence)
+            .await
+            .unwrap_or_else(|e| panic!("{}: stored message: {e}", vector.name));
+        assert_eq!(message.subject.as_str(), vector.subject, "{}", vector.name);
+        assert_eq!(
+            message.payload.as_ref(),
+            vector.payload.as_bytes(),
+            "{}",
+            vector.name
+        );
+        let names: BTreeSet<String> = message
+            .headers
+            .iter()
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let expected: BTreeSet<String> = vector
+            .headers
+            .keys()
+            .chain(vector.header_patterns.keys())
+            .cloned()
+            .collect();
+        assert_eq!(names, expected, "{}: header names", vector.name);
+        for (name, value) in &vector.headers {
+            assert_eq!(
+                header(&message, name).as_deref(),
+                Some(value.as_str()),
+                "{}: {name}",
+                vector.name
+            );
+        }
+        for (name, pattern) in &vector.header_patterns {
+            let value = header(&message, name).unwrap();
+            assert!(
+                matches_pattern(pattern, &value, &vectors.patterns),
+                "{}: {name}={value:?} does not match {pattern}",
+                vector.name
+            );
+        }
+        assert_eq!(
+            header(&message, "Nats-Msg-Id").as_deref(),
+            Some(enqueued.id.as_str())
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_invalid_vector_is_refused_with_the_documented_error() {
+    let server = NatsServer::start().await;
+    let producer = producer(&server).await;
+    for vector in vectors().invalid {
+        let result = producer
+            .enqueue_raw(RawTask {
+                queue: vector.queue.clone(),
+                task: vector.task.clone(),
+                payload: Bytes::from(serde_json::to_vec(&vector.args).unwrap()),
+                options: vector.options.to_enqueue_options(),
+            })
+            .await;
+        match (vector.error.as_str(), result) {
+            ("InvalidName", Err(EnqueueError::InvalidName(err))) => {
+                let kind = match err.kind {
+                    NameKind::Queue => "queue",
+                    NameKind::Task => "task",
+                    NameKind::Prefix => "prefix",
+                };
+                assert_eq!(
+                    Some(kind),
+                    vector.name_kind.as_deref(),
+                    "{}: name kind",
+                    vector.name
+                );
+                assert_eq!(err.reason, vector.reason, "{}: reason", vector.name);
+            }
+            ("InvalidKey", Err(EnqueueError::InvalidKey(err))) => {
+                assert_eq!(err.reason, vector.reason, "{}: reason", vector.name);
+            }
+            (expected, other) => panic!("{}: expected {expected}, got {other:?}", vector.name),
+        }
+    }
+    let js = raw_jetstream(&server).await;
+    assert_eq!(
+        stream_len(&js, "JETQ_TASKS").await,
+        0,
+        "nothing was published"
+    );
+}
+
+#[tokio::test]
+async fn every_invalid_prefix_is_a_configuration_error() {
+    let server = NatsServer::start().await;
+    for vector in vectors().invalid_prefixes {
+        assert_eq!(vector.error, "Config", "{}", vector.name);
+        let result = Producer::builder()
+            .connection(ConnectionConfig {
+                prefix: vector.prefix.clone(),
+                ..connection(&server)
+            })
+            .connect()
+            .await;
+        match result {
+            Err(ProducerError::Config(ConfigError::Invalid { field, .. })) => {
+                assert_eq!(field, vector.field, "{}", vector.name)
+            }
+            other => panic!(
+                "{}: expected a configuration error, got {:?}",
+                vector.name,
+                other.map(|_| "a producer")
+            ),
+        }
+    }
+}
+
+/// The interpreter of `.tools/venv` (or `$JETQ_TEST_SMTP_PYTHON`), which has nats-py and the
+/// OpenTelemetry SDK; `scripts/ensure-nats-server.sh` installs them.
+fn python() -> PathBuf {
+    let path = std::env::var_os("JETQ_TEST_SMTP_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".tools/venv/bin/python"));
+    assert!(
+        path.exists(),
+        "no Python interpreter at {} for the cross-language test: run scripts/ensure-nats-server.sh \
+         (it creates .tools/venv with nats-py) or set JETQ_TEST_SMTP_PYTHON",
+        path.display()
+    );
+    path
+}
+
+/// What the Python script reports on its last line of output.
+#[derive(Debug, Deserialize)]
+struct PythonReport {
+    /// Task id per `n` it enqueued.
+    ids: BTreeMap<u64, String>,
+    /// The traceparent of the span the traced task was enqueued in.
+    traceparent: String,
+    /// The `n` of the traced task.
+    traced: u64,
+}
+
+#[tokio::test]
+async fn a_task_enqueued_by_the_python_client_is_run_by_a_rust_worker() {
+    init_logs();
+    let python = python();
+    let server = NatsServer::start().await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    // The worker provisions the streams at startup, as in production.
+    let worker = worker(&server)
+        .handler(move |job: Job, ctx: TaskContext| {
+            let tx = tx.clone();
+            async move {
+                tx.send((
+                    job,
+                    ctx.id().to_owned(),
+                    ctx.header("traceparent").map(str::to_owned),
+                    ctx.max_attempts(),
+                ))
+                .ok();
+                ok()
+            }
+        })
+        .build()
+        .await
+        .expect("worker starts");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+    }));
+
+    let script = repo_root().join("clients/python/tests/interop/enqueue_for_rust.py");
+    let output = within(
+        Duration::from_secs(60),
+        "the Python producer script",
+        tokio::process::Command::new(&python)
+            .arg(&script)
+            .env("JETQ_NATS_URL", server.url())
+            .env("PYTHONPATH", repo_root().join("clients/python/src"))
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the Python script failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    let report: PythonReport = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("unreadable report ({e}):\n{stdout}\nstderr:\n{stderr}"));
+    assert_eq!(report.ids.len(), 4, "{report:?}");
+
+    let mut seen = BTreeMap::new();
+    while seen.len() < report.ids.len() {
+        let (job, id, traceparent, max_attempts) = next(&mut rx, "tasks from Python").await;
+        seen.insert(job.n, (job, id, traceparent, max_attempts));
+    }
+    for (n, id) in &report.ids {
+        let (job, seen_id, traceparent, max_attempts) = &seen[n];
+        assert_eq!(
+            seen_id, id,
+            "task {n}: the worker sees the id Python returned"
+        );
+        assert_eq!(
+            job.note,
+            format!("from python: Grüße #{n}"),
+            "task {n}: args"
+        );
+        if *n == report.traced {
+            assert_eq!(
+                traceparent.as_deref(),
+                Some(report.traceparent.as_str()),
+                "the task continues the Python span's trace"
+            );
+            assert_eq!(
+                *max_attempts, 2,
+                "the Jetq-Max-Attempts override is honoured"
+            );
+        } else {
+            assert_eq!(*traceparent, None, "task {n} was enqueued outside any span");
+        }
+    }
+    assert_eq!(
+        report.ids[&report.traced], "py-signup-42",
+        "the idempotency key is the id"
+    );
+    let _ = stop.send(());
+    within(WAIT, "worker shutdown", running)
+        .await
+        .expect("worker task");
+}
