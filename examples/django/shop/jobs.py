@@ -1,0 +1,78 @@
+"""Enqueueing the shop's background tasks onto jetq, for the Rust worker of examples/ to run.
+
+One :class:`jetq.Producer` per process, created on first use (so after gunicorn forks its
+workers, each has its own connection) and shared by every request thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Optional
+
+import jetq
+
+logger = logging.getLogger("shop")
+
+_lock = threading.Lock()
+_producer: Optional[jetq.Producer] = None
+_pid: Optional[int] = None
+
+
+def producer() -> jetq.Producer:
+    """This process's producer, connected with the JETQ_* environment on first use."""
+    global _producer, _pid
+    with _lock:
+        if _producer is None or _pid != os.getpid():
+            _producer = jetq.Producer.from_env()
+            _pid = os.getpid()
+        return _producer
+
+
+def reset_producer() -> None:
+    """Closes this process's producer; the next use connects again (tests, settings changes)."""
+    global _producer
+    with _lock:
+        if _producer is not None and _pid == os.getpid():
+            _producer.close()
+        _producer = None
+
+
+def send_welcome_email(member_id: int, email: str, name: str) -> Optional[str]:
+    """Enqueues the welcome email of a new member: task ``send_email`` on queue ``emails``.
+
+    Called from ``transaction.on_commit``: the member is committed by now, so a failure here
+    cannot undo the signup. The idempotency key makes a re-enqueue of the same member's email
+    (from an outbox or an admin action) harmless inside the duplicate window. Returns the task id,
+    or None if the task was NOT enqueued (logged as an error: the email is lost unless re-sent).
+    """
+    greeting = f"Hi {name}," if name else "Hi,"
+    try:
+        return producer().enqueue(
+            "emails",
+            "send_email",
+            {
+                "to": email,
+                "subject": "Welcome to the shop",
+                "body": f"{greeting}\n\nthanks for signing up.\n",
+            },
+            key=f"welcome-email-{member_id}",
+        )
+    except jetq.JetqError as err:
+        logger.error("welcome email of member %s NOT enqueued (%s): %s", member_id, type(err).__name__, err)
+        return None
+
+
+def start_export(export_id: str, rows: int, row_delay_ms: int = 0) -> str:
+    """Enqueues an export: task ``generate_csv`` on queue ``exports``. Returns the task id.
+
+    Keyed by the export id, so retrying after a :class:`jetq.Timeout` cannot start it twice.
+    Raises :class:`jetq.EnqueueError` / :class:`jetq.ConnectError` for the view to report.
+    """
+    return producer().enqueue(
+        "exports",
+        "generate_csv",
+        {"export_id": export_id, "rows": rows, "row_delay_ms": row_delay_ms},
+        key=f"export-{export_id}",
+    )

@@ -1,0 +1,11 @@
+"""URLs of the example shop."""
+
+from django.urls import path
+
+from shop import views
+
+urlpatterns = [
+    path("signup/", views.signup, name="signup"),
+    path("exports/", views.create_export, name="create-export"),
+    path("exports/<str:export_id>/", views.export_status, name="export-status"),
+]

@@ -1,0 +1,69 @@
+"""Django test setup without pytest-django: a test database for the session, and per test a
+real nats-server (the pinned binary from .tools/venv, on a free port, temporary store) with the
+task stream, and the shop's jetq producer pointed at it."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import django
+import pytest
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shopsite.settings")
+django.setup()
+
+from django.test.utils import (  # noqa: E402 - needs django.setup()
+    setup_databases,
+    setup_test_environment,
+    teardown_databases,
+    teardown_test_environment,
+)
+
+from jetq.testing import NatsServer, create_task_stream_sync  # noqa: E402
+from shop import jobs  # noqa: E402
+from shop.models import Export, Member, SignupEvent  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def django_test_database() -> Iterator[None]:
+    """An in-memory test database with the shop's migrations applied."""
+    setup_test_environment()
+    old_config = setup_databases(verbosity=0, interactive=False)
+    try:
+        yield
+    finally:
+        teardown_databases(old_config, verbosity=0)
+        teardown_test_environment()
+
+
+@pytest.fixture(autouse=True)
+def clean_tables() -> Iterator[None]:
+    """Every test starts with empty tables (the views commit for real: no TestCase rollback,
+    so on_commit callbacks run as in production)."""
+    yield
+    SignupEvent.objects.all().delete()
+    Member.objects.all().delete()
+    Export.objects.all().delete()
+
+
+@pytest.fixture
+def nats_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[NatsServer]:
+    """A nats-server for this test, the jetq environment pointing at it, short timeouts."""
+    server = NatsServer()
+    monkeypatch.setenv("JETQ_NATS_URL", server.url)
+    monkeypatch.setenv("JETQ_CONNECT_TIMEOUT", "2s")
+    monkeypatch.setenv("JETQ_REQUEST_TIMEOUT", "1s")
+    monkeypatch.setenv("JETQ_PUBLISH_ATTEMPTS", "2")
+    jobs.reset_producer()
+    try:
+        yield server
+    finally:
+        jobs.reset_producer()
+        server.stop()
+
+
+@pytest.fixture
+def task_stream(nats_server: NatsServer) -> str:
+    """The JETQ_TASKS stream, as the Rust worker provisions it at startup."""
+    return create_task_stream_sync(nats_server.url)
