@@ -18,6 +18,9 @@ use jetq_contract::{
     failure::{truncate_error, MAX_KEPT_ATTEMPTS},
     headers, AttemptFailure, DeadReason, FailureRecord, Subjects,
 };
+use tracing::Instrument;
+
+use crate::telemetry::{self, WorkerMetrics};
 
 /// Everything needed to write one dead letter.
 pub(crate) struct DeadLetter<'a> {
@@ -37,6 +40,7 @@ pub(crate) struct DeadLetters {
     js: jetstream::Context,
     subjects: Subjects,
     history: Option<kv::Store>,
+    metrics: WorkerMetrics,
 }
 
 impl DeadLetters {
@@ -44,11 +48,13 @@ impl DeadLetters {
         js: jetstream::Context,
         subjects: Subjects,
         history: Option<kv::Store>,
+        metrics: WorkerMetrics,
     ) -> Self {
         DeadLetters {
             js,
             subjects,
             history,
+            metrics,
         }
     }
 
@@ -96,9 +102,37 @@ impl DeadLetters {
     }
 
     /// Publishes the dead letter and waits for the stream's ack. Only after `Ok` may the task
-    /// be removed from the task stream.
+    /// be removed from the task stream. Traced as a `send` span linked to the task's trace.
     pub(crate) async fn write(
         &self,
+        letter: DeadLetter<'_>,
+    ) -> Result<(), jetstream::context::PublishError> {
+        let subject = self.subjects.dead(letter.queue, letter.task);
+        let task_id = letter
+            .headers
+            .and_then(|map| map.get(headers::MSG_ID))
+            .map(|value| value.as_str().to_owned())
+            .unwrap_or_default();
+        let span = telemetry::dead_letter_span(
+            &subject,
+            &format!("dead:{}:{}", letter.sequence, task_id),
+            letter.queue,
+            letter.task,
+            letter.reason.as_str(),
+            letter.headers,
+        );
+        let (queue, task, reason) = (letter.queue, letter.task, letter.reason.as_str());
+        let result = self.publish(subject, letter).instrument(span.clone()).await;
+        match &result {
+            Ok(()) => self.metrics.dead_lettered(queue, task, reason),
+            Err(err) => telemetry::record_failure(&span, "dead_letter_write", &err.to_string()),
+        }
+        result
+    }
+
+    async fn publish(
+        &self,
+        subject: String,
         letter: DeadLetter<'_>,
     ) -> Result<(), jetstream::context::PublishError> {
         let history = self.history(letter.sequence).await;
@@ -130,7 +164,6 @@ impl DeadLetters {
         map.insert(headers::DEAD_AT, dead_at.as_str());
         map.insert(headers::TASK_SEQUENCE, letter.sequence.to_string().as_str());
         map.insert(headers::FAILURE, record_json.as_str());
-        let subject = self.subjects.dead(letter.queue, letter.task);
         let ack = self
             .js
             .send_publish(

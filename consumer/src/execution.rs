@@ -5,14 +5,15 @@ use std::{
     collections::HashMap,
     panic::AssertUnwindSafe,
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use async_nats::jetstream::{self, AckKind};
 use futures::FutureExt;
-use jetq_contract::{headers, AttemptOutcome, DeadReason, Subjects};
+use jetq_contract::{headers, otel::attributes as attr, AttemptOutcome, DeadReason, Subjects};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
     context::TaskContext,
@@ -20,6 +21,7 @@ use crate::{
     error::FailureKind,
     handler::{CallError, Registration},
     settings::WorkerSettings,
+    telemetry::{self, ProcessSpan, WorkerMetrics},
 };
 
 /// Handlers by `(queue, task)`.
@@ -46,6 +48,26 @@ enum Outcome {
     HandedBack,
 }
 
+impl Outcome {
+    /// The `error.type` of an attempt whose handler failed; `None` for other outcomes.
+    fn handler_error_type(&self) -> Option<&'static str> {
+        match self {
+            Outcome::Failed { outcome, .. } => Some(attempt_error_type(*outcome)),
+            Outcome::Dead { reason, .. } => Some(reason.as_str()),
+            Outcome::Succeeded | Outcome::HandedBack => None,
+        }
+    }
+}
+
+fn attempt_error_type(outcome: AttemptOutcome) -> &'static str {
+    match outcome {
+        AttemptOutcome::Error => "error",
+        AttemptOutcome::Timeout => "timeout",
+        AttemptOutcome::Panic => "panic",
+        AttemptOutcome::Lost => "lost",
+    }
+}
+
 /// Shared by every task a worker runs.
 pub(crate) struct Executor {
     pub(crate) registry: Registry,
@@ -56,6 +78,8 @@ pub(crate) struct Executor {
     pub(crate) shutdown: CancellationToken,
     /// Cancelled when the grace period is over: running tasks are handed back.
     pub(crate) hand_back: CancellationToken,
+    /// Counters, durations and the in-flight gauge.
+    pub(crate) metrics: WorkerMetrics,
 }
 
 /// What the message says about itself, parsed once.
@@ -82,13 +106,17 @@ impl Executor {
                 return;
             }
         };
-        let span = tracing::info_span!(
-            "task",
-            task_id = %delivery.id,
-            queue = %delivery.queue,
-            task = %delivery.task,
-            attempt = delivery.attempt,
-        );
+        let durable = self.subjects.durable(&delivery.queue);
+        let span = ProcessSpan {
+            subject: message.subject.as_str(),
+            durable: &durable,
+            id: &delivery.id,
+            queue: &delivery.queue,
+            task: &delivery.task,
+            attempt: delivery.attempt,
+            headers: message.headers.as_ref(),
+        }
+        .open();
         self.process_delivery(message, delivery)
             .instrument(span)
             .await
@@ -167,7 +195,22 @@ impl Executor {
             shutdown: self.shutdown.clone(),
         };
         tracing::debug!("task started");
-        let outcome = self.run(&message, registration, context, timeout).await;
+        let started = Instant::now();
+        let outcome = {
+            let _running = self.metrics.running(&delivery.queue, &delivery.task);
+            self.run(&message, registration, context, timeout).await
+        };
+        let label = match &outcome {
+            Outcome::Succeeded => "succeeded",
+            Outcome::HandedBack => "handed_back",
+            Outcome::Failed { .. } | Outcome::Dead { .. } => "failed",
+        };
+        self.metrics
+            .duration(&delivery.queue, &delivery.task, label, started.elapsed());
+        if let Some(error_type) = outcome.handler_error_type() {
+            self.metrics
+                .failed(&delivery.queue, &delivery.task, error_type);
+        }
         self.finish(message, &delivery, max_attempts, outcome).await
     }
 
@@ -285,8 +328,12 @@ impl Executor {
         max_attempts: u32,
         outcome: Outcome,
     ) {
+        // Runs inside the attempt's `process` span.
+        let span = tracing::Span::current();
         match outcome {
             Outcome::Succeeded => {
+                span.set_attribute(attr::OUTCOME, "succeeded");
+                self.metrics.succeeded(&delivery.queue, &delivery.task);
                 if let Err(err) = message.ack().await {
                     tracing::warn!(error = %err, "could not ack a finished task; it will run again");
                 }
@@ -300,7 +347,9 @@ impl Executor {
                 error,
                 retry_after,
             } => {
+                telemetry::record_failure(&span, attempt_error_type(outcome), &error);
                 if delivery.attempt >= max_attempts {
+                    span.set_attribute(attr::OUTCOME, "dead_lettered");
                     self.dead_letters
                         .record_failure(
                             delivery.sequence,
@@ -319,6 +368,8 @@ impl Executor {
                         .unwrap_or(Duration::from_secs(1))
                 });
                 tracing::warn!(%error, retry_in = ?delay, "attempt failed; will retry");
+                span.set_attribute(attr::OUTCOME, "retried");
+                self.metrics.retried(&delivery.queue, &delivery.task);
                 self.dead_letters
                     .record_failure(
                         delivery.sequence,
@@ -330,9 +381,12 @@ impl Executor {
                 }
             }
             Outcome::Dead { reason, error } => {
+                telemetry::record_failure(&span, reason.as_str(), &error);
+                span.set_attribute(attr::OUTCOME, "dead_lettered");
                 self.dead_letter(message, delivery, reason, error).await;
             }
             Outcome::HandedBack => {
+                span.set_attribute(attr::OUTCOME, "handed_back");
                 tracing::info!("shutdown grace over; handing the task back");
                 if let Err(err) = message.ack_with(AckKind::Nak(None)).await {
                     tracing::warn!(error = %err, "could not hand a task back; it returns after ack_wait");
@@ -393,6 +447,9 @@ impl Executor {
                 "no worker has a handler for task {} on queue {} (waited {:?}, {} deliveries)",
                 delivery.task, delivery.queue, age, delivery.attempt
             );
+            let span = tracing::Span::current();
+            telemetry::record_failure(&span, DeadReason::UnknownTask.as_str(), &error);
+            span.set_attribute(attr::OUTCOME, "dead_lettered");
             return self
                 .dead_letter(message, &delivery, DeadReason::UnknownTask, error)
                 .await;
@@ -403,6 +460,7 @@ impl Executor {
         let delay = ((grace - age) / deliveries_left)
             .clamp(Duration::from_millis(200), UNKNOWN_TASK_MAX_DELAY);
         tracing::warn!(retry_in = ?delay, "no handler for this task type here; handing it back");
+        tracing::Span::current().set_attribute(attr::OUTCOME, "handed_back");
         if let Err(err) = message.ack_with(AckKind::Nak(Some(delay))).await {
             tracing::warn!(error = %err, "could not hand back an unknown task");
         }

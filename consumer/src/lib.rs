@@ -13,6 +13,10 @@
 //! - **Bounded buffering.** A worker pulls at most as many tasks as it has free slots.
 //! - **Graceful shutdown.** Stop pulling, let running tasks finish within the grace period,
 //!   hand the rest back at once.
+//! - **Observable.** Every attempt runs in a `process <subject>` span (kind CONSUMER) that
+//!   continues the producer's trace from the task's `traceparent`; outcomes, durations, in-flight
+//!   tasks and queue lag are OpenTelemetry metrics; [`Worker::health`] feeds `/readyz`
+//!   (see `docs/OBSERVABILITY.md`).
 
 mod context;
 mod dead_letter;
@@ -21,10 +25,12 @@ mod execution;
 mod handler;
 mod settings;
 mod sweeper;
+mod telemetry;
 mod worker;
 
 pub use context::TaskContext;
 pub use error::{error_chain, FailureKind, TaskError, WorkerError};
 pub use jetq_contract::{self as contract, RetryPolicy, Task, TaskOptions};
 pub use settings::WorkerSettings;
+pub use telemetry::{NotReady, WorkerHealth};
 pub use worker::{shutdown_signal, Worker, WorkerBuilder};

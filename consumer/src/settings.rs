@@ -26,6 +26,9 @@ fn default_unknown_task_grace() -> Duration {
 fn default_fetch_expires() -> Duration {
     Duration::from_secs(5)
 }
+fn default_metrics_interval() -> Duration {
+    Duration::from_secs(10)
+}
 fn default_true() -> bool {
     true
 }
@@ -43,6 +46,7 @@ fn default_true() -> bool {
 /// | `JETQ_FETCH_EXPIRES` | lifetime of one pull request (default `5s`) |
 /// | `JETQ_PROVISION` | create or reconcile streams and consumers at startup (default `true`) |
 /// | `JETQ_SWEEPER` | run the sweeper that dead-letters tasks whose deliveries ran out (default `true`) |
+/// | `JETQ_METRICS_INTERVAL` | how often queue lag is read from consumer info for the metrics and readiness (default `10s`) |
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct WorkerSettings {
     /// Tasks of one queue run at once by this process.
@@ -72,6 +76,9 @@ pub struct WorkerSettings {
     /// Run the max-deliveries sweeper.
     #[serde(default = "default_true")]
     pub sweeper: bool,
+    /// How often queue lag (pending, ack pending) is polled from consumer info.
+    #[serde(default = "default_metrics_interval", with = "humantime_serde")]
+    pub metrics_interval: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -86,6 +93,7 @@ impl Default for WorkerSettings {
             fetch_expires: default_fetch_expires(),
             provision: true,
             sweeper: true,
+            metrics_interval: default_metrics_interval(),
         }
     }
 }
@@ -130,6 +138,9 @@ impl WorkerSettings {
                 "JETQ_FETCH_EXPIRES",
                 "must be at least 100ms and shorter than JETQ_ACK_WAIT",
             ));
+        }
+        if self.metrics_interval < Duration::from_millis(100) {
+            return Err(invalid("JETQ_METRICS_INTERVAL", "must be at least 100ms"));
         }
         Ok(())
     }

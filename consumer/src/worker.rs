@@ -5,6 +5,7 @@ use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 use async_nats::jetstream::{consumer::PullConsumer, AckKind};
 use futures::StreamExt;
 use jetq_contract::{name, ConnectionConfig, NameKind, StreamSettings, Subjects, Task, Topology};
+use opentelemetry::metrics::Meter;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +17,7 @@ use crate::{
     handler::Registration,
     settings::WorkerSettings,
     sweeper::Sweeper,
+    telemetry::{self, WorkerHealth, WorkerMetrics},
 };
 
 /// Builds a [`Worker`]: connection, settings and one handler per task type.
@@ -52,6 +54,7 @@ pub struct WorkerBuilder {
     settings: WorkerSettings,
     client: Option<async_nats::Client>,
     registrations: Vec<Registration>,
+    meter: Option<Meter>,
 }
 
 impl WorkerBuilder {
@@ -106,6 +109,13 @@ impl WorkerBuilder {
     /// Uses an existing client instead of connecting.
     pub fn client(mut self, client: async_nats::Client) -> Self {
         self.client = Some(client);
+        self
+    }
+
+    /// The OpenTelemetry meter the worker's metrics are recorded with (default: the global
+    /// meter provider's `jetq-consumer` meter, as it is when `build` is called).
+    pub fn meter(mut self, meter: Meter) -> Self {
+        self.meter = Some(meter);
         self
     }
 
@@ -175,8 +185,12 @@ impl WorkerBuilder {
         } else {
             None
         };
-        let dead_letters = DeadLetters::new(js.clone(), subjects.clone(), history);
+        let meter = self.meter.unwrap_or_else(telemetry::meter);
+        let metrics = WorkerMetrics::new(&meter);
+        let dead_letters = DeadLetters::new(js.clone(), subjects.clone(), history, metrics.clone());
         Ok(Worker {
+            health: WorkerHealth::new(client.clone()),
+            metrics,
             client,
             subjects,
             settings: self.settings,
@@ -244,6 +258,8 @@ pub struct Worker {
     consumers: Vec<(String, PullConsumer)>,
     sweeper: Option<(PullConsumer, async_nats::jetstream::stream::Stream)>,
     dead_letters: DeadLetters,
+    metrics: WorkerMetrics,
+    health: WorkerHealth,
 }
 
 impl Worker {
@@ -274,6 +290,12 @@ impl Worker {
         &self.client
     }
 
+    /// The worker's readiness, for a `/readyz` endpoint: ready while it runs, its NATS
+    /// connection is up and its queues' durable consumers exist. Take it before `run`.
+    pub fn health(&self) -> WorkerHealth {
+        self.health.clone()
+    }
+
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
     pub async fn run(self) {
         self.run_until(shutdown_signal()).await
@@ -288,6 +310,7 @@ impl Worker {
     {
         let stop_pulling = CancellationToken::new();
         let hand_back = CancellationToken::new();
+        let mut loops = Vec::new();
         let executor = Arc::new(Executor {
             registry: self.registry,
             dead_letters: self.dead_letters.clone(),
@@ -295,9 +318,16 @@ impl Worker {
             subjects: self.subjects.clone(),
             shutdown: stop_pulling.clone(),
             hand_back: hand_back.clone(),
+            metrics: self.metrics.clone(),
         });
+        loops.push(tokio::spawn(telemetry::watch_queues(
+            self.consumers.clone(),
+            self.metrics.clone(),
+            self.health.clone(),
+            self.settings.metrics_interval,
+            stop_pulling.clone(),
+        )));
         let concurrency = self.settings.concurrency;
-        let mut loops = Vec::new();
         let mut slots = Vec::new();
         for (queue, consumer) in self.consumers {
             let semaphore = Arc::new(Semaphore::new(concurrency));
@@ -321,9 +351,11 @@ impl Worker {
             };
             loops.push(tokio::spawn(sweeper.run(stop_pulling.clone())));
         }
+        self.health.set_running(true);
         tracing::info!(queues = ?self.subjects.prefix(), concurrency, "worker running");
 
         shutdown.await;
+        self.health.set_running(false);
         tracing::info!(grace = ?self.settings.shutdown_grace, "shutting down: no new tasks");
         stop_pulling.cancel();
 

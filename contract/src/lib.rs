@@ -6,13 +6,15 @@
 //! - [`headers`]: the header names of the protocol (see `docs/PROTOCOL.md`);
 //! - [`FailureRecord`]: what a dead letter says about how its task died;
 //! - [`ConnectionConfig`] and [`connect()`]: configuration from `JETQ_*` and a version-checked
-//!   connection; [`Topology`]: idempotent provisioning of streams and queue consumers.
+//!   connection; [`Topology`]: idempotent provisioning of streams and queue consumers;
+//! - [`otel`]: W3C trace-context propagation in headers, span attribute and metric names.
 
 pub mod config;
 pub mod connect;
 pub mod failure;
 pub mod headers;
 pub mod name;
+pub mod otel;
 pub mod retry;
 pub mod subject;
 pub mod task;

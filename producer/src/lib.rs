@@ -3,7 +3,9 @@
 //! - [`Producer::enqueue`] returns only after JetStream acknowledged the task;
 //! - [`EnqueueOptions::key`] gives server-side deduplication (idempotent enqueue);
 //! - [`Producer::enqueue_many`] pipelines publishes through a bounded window of acks;
-//! - every failure is an [`EnqueueError`] variant a caller can match on.
+//! - every failure is an [`EnqueueError`] variant a caller can match on;
+//! - every enqueue is traced (a `send <subject>` span whose W3C context travels in the task's
+//!   headers) and counted (see `docs/OBSERVABILITY.md`).
 //!
 //! Configuration comes from `JETQ_*` environment variables ([`Producer::from_env`]) or the
 //! [`ProducerBuilder`]. See `docs/PROTOCOL.md` for the wire format.
@@ -11,6 +13,7 @@
 mod error;
 mod options;
 mod producer;
+mod telemetry;
 
 pub use error::{EnqueueError, ProducerError};
 pub use jetq_contract::{self as contract, Task, TaskOptions};

@@ -48,6 +48,11 @@ impl EnqueueOptions {
     }
 
     /// Sets the W3C `traceparent` (and optional `tracestate`) the task's processing continues.
+    ///
+    /// Rarely needed: every enqueue already opens a `send` span under the caller's current
+    /// `tracing` span and injects its context when an OpenTelemetry layer is installed. A valid
+    /// value given here wins: it is written to the headers verbatim and becomes the `send`
+    /// span's parent. An invalid value is ignored (the span's own context is sent instead).
     pub fn trace_context(
         mut self,
         traceparent: impl Into<String>,

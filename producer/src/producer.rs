@@ -16,11 +16,15 @@ use futures::{stream::FuturesUnordered, StreamExt};
 use jetq_contract::{
     headers, name, ConnectionConfig, NameKind, StreamSettings, Subjects, Task, Topology,
 };
+use opentelemetry::metrics::Meter;
 use serde::Deserialize;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
     error::{EnqueueError, ProducerError},
     options::{EnqueueOptions, Enqueued},
+    telemetry::{self, ProducerMetrics},
 };
 
 /// JetStream's error code for a failed store, which `discard: New` limits report as
@@ -86,6 +90,7 @@ pub struct ProducerBuilder {
     streams: StreamSettings,
     settings: ProducerSettings,
     client: Option<async_nats::Client>,
+    meter: Option<Meter>,
 }
 
 impl ProducerBuilder {
@@ -137,6 +142,13 @@ impl ProducerBuilder {
         self
     }
 
+    /// The OpenTelemetry meter the producer's metrics are recorded with (default: the global
+    /// meter provider's `jetq-producer` meter, as it is when `connect` is called).
+    pub fn meter(mut self, meter: Meter) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
     /// Connects (or adopts the given client), checks the server and provisions if asked.
     pub async fn connect(self) -> Result<Producer, ProducerError> {
         self.connection.validate()?;
@@ -155,10 +167,12 @@ impl ProducerBuilder {
                 .ensure_tasks_stream()
                 .await?;
         }
+        let meter = self.meter.unwrap_or_else(telemetry::meter);
         Ok(Producer {
             client,
             js,
             subjects,
+            metrics: ProducerMetrics::new(&meter),
             ack_timeout: self.connection.request_timeout,
             window: self.settings.enqueue_window.max(1),
             attempts: self.settings.publish_attempts.max(1),
@@ -193,6 +207,7 @@ pub struct Producer {
     client: async_nats::Client,
     js: jetstream::Context,
     subjects: Subjects,
+    metrics: ProducerMetrics,
     ack_timeout: Duration,
     window: usize,
     attempts: u32,
@@ -213,11 +228,14 @@ pub struct RawTask {
 
 /// A task ready to publish: subject, id and headers decided, so retries resend it unchanged.
 struct Prepared {
+    queue: String,
     task: String,
     subject: String,
     id: String,
     headers: HeaderMap,
     payload: Bytes,
+    /// The task's `send` span: open from preparation until the ack (or the final error).
+    span: tracing::Span,
 }
 
 impl Producer {
@@ -260,13 +278,13 @@ impl Producer {
         options: EnqueueOptions,
     ) -> Result<Enqueued, EnqueueError> {
         let prepared = self.prepare_typed(task, options)?;
-        self.publish_until_acked(prepared, None).await
+        self.publish_traced(prepared, None).await
     }
 
     /// Enqueues an untyped task: JSON arguments for a queue and task name.
     pub async fn enqueue_raw(&self, task: RawTask) -> Result<Enqueued, EnqueueError> {
         let prepared = self.prepare(&task.queue, &task.task, task.payload, task.options)?;
-        self.publish_until_acked(prepared, None).await
+        self.publish_traced(prepared, None).await
     }
 
     /// Enqueues many tasks, pipelined: publishes go out in order while up to the configured
@@ -337,18 +355,21 @@ impl Producer {
                 timeout.as_millis().max(1).to_string().as_str(),
             );
         }
-        if let Some(traceparent) = options.traceparent {
-            map.insert(headers::TRACEPARENT, traceparent.as_str());
-            if let Some(tracestate) = options.tracestate {
-                map.insert(headers::TRACESTATE, tracestate.as_str());
-            }
-        }
+        let subject = self.subjects.task(queue, task);
+        let caller = options
+            .traceparent
+            .as_deref()
+            .map(|parent| (parent, options.tracestate.as_deref()));
+        let span =
+            telemetry::send_span(&subject, queue, task, &id, payload.len(), caller, &mut map);
         Ok(Prepared {
+            queue: queue.to_owned(),
             task: task.to_owned(),
-            subject: self.subjects.task(queue, task),
+            subject,
             id,
             headers: map,
             payload,
+            span,
         })
     }
 
@@ -358,8 +379,41 @@ impl Producer {
             .headers(prepared.headers.clone());
         self.js
             .send_publish(prepared.subject.clone(), message)
+            .instrument(prepared.span.clone())
             .await
             .map_err(|err| self.classify(prepared, err))
+    }
+
+    /// [`Producer::publish_until_acked`] inside the task's `send` span, recording the outcome
+    /// on the span and in the metrics.
+    async fn publish_traced(
+        &self,
+        prepared: Prepared,
+        first: Option<PublishAckFuture>,
+    ) -> Result<Enqueued, EnqueueError> {
+        let span = prepared.span.clone();
+        let queue = prepared.queue.clone();
+        let task = prepared.task.clone();
+        let result = self
+            .publish_until_acked(prepared, first)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(enqueued) => {
+                if !enqueued.duplicate {
+                    self.metrics.enqueued(&queue, &task);
+                }
+                span.set_attribute(
+                    "jetq.task.sequence",
+                    i64::try_from(enqueued.sequence).unwrap_or(i64::MAX),
+                );
+            }
+            Err(err) => {
+                self.metrics.failed(&queue, &task, err);
+                telemetry::record_error(&span, err);
+            }
+        }
+        result
     }
 
     /// Publishes and awaits the ack, resending with the same id while acks time out: a timeout
@@ -424,11 +478,13 @@ impl Producer {
                 // Not sent in time: leave it to the retry loop rather than failing at once.
                 Err(EnqueueError::Timeout { .. }) => None,
                 Err(err) => {
+                    self.metrics.failed(&prepared.queue, &prepared.task, &err);
+                    telemetry::record_error(&prepared.span, &err);
                     results[index] = Some(Err(err));
                     continue;
                 }
             };
-            in_flight.push(async move { (index, self.publish_until_acked(prepared, first).await) });
+            in_flight.push(async move { (index, self.publish_traced(prepared, first).await) });
         }
         while let Some((done, result)) = in_flight.next().await {
             results[done] = Some(result);

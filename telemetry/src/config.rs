@@ -1,0 +1,372 @@
+//! What the telemetry of a binary is configured by: the standard `OTEL_*` variables, `RUST_LOG`,
+//! and a few `JETQ_*` ones.
+
+use std::{collections::HashMap, net::SocketAddr};
+
+use jetq_contract::ConfigError;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One human-readable line per event, span fields in front (the default).
+    #[default]
+    Human,
+    /// One JSON object per line; span fields (task id, queue, task, attempt, trace id) are
+    /// top-level keys next to the event's own fields.
+    Json,
+}
+
+/// The telemetry configuration of one binary.
+///
+/// | variable | meaning |
+/// |---|---|
+/// | `OTEL_SERVICE_NAME` | `service.name` of traces and metrics (default: the binary's name, e.g. `jetq-worker`) |
+/// | `OTEL_RESOURCE_ATTRIBUTES` | more resource attributes, `key=value,…` |
+/// | `OTEL_SDK_DISABLED` | `true`: no OpenTelemetry traces and no OTLP metrics (logs and `/metrics` stay) |
+/// | `OTEL_TRACES_EXPORTER` | `otlp` (default) or `none` |
+/// | `OTEL_METRICS_EXPORTER` | `otlp` (default), `prometheus` or `none`: whether metrics are also pushed over OTLP (`/metrics` always serves them) |
+/// | `OTEL_EXPORTER_OTLP_ENDPOINT` | collector base URL (default `http://localhost:4318`); `/v1/traces` and `/v1/metrics` are appended |
+/// | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` | full per-signal URLs, used as given |
+/// | `OTEL_EXPORTER_OTLP_PROTOCOL` (and per-signal) | only `http/protobuf` is built in |
+/// | `OTEL_EXPORTER_OTLP_HEADERS`, `…_TIMEOUT`, `…_COMPRESSION`, `OTEL_TRACES_SAMPLER(_ARG)`, `OTEL_BSP_*`, `OTEL_METRIC_EXPORT_INTERVAL` | read by the OpenTelemetry SDK itself from the process environment |
+/// | `RUST_LOG` | log filter (default given by the binary, e.g. `info`) |
+/// | `JETQ_LOG_FORMAT` | `human` (default) or `json` |
+/// | `JETQ_TRACE_FILTER` | which spans are traced, same syntax as `RUST_LOG` (default `info`) |
+/// | `JETQ_HEALTH_LISTEN` | address of `/healthz`, `/readyz` and `/metrics` (default `0.0.0.0:9090`) |
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// `service.name`.
+    pub service_name: String,
+    /// Resource attributes from `OTEL_RESOURCE_ATTRIBUTES` (the SDK also reads them itself).
+    pub resource_attributes: Vec<(String, String)>,
+    /// Export traces over OTLP.
+    pub traces: bool,
+    /// Push metrics over OTLP as well as serving them on `/metrics`.
+    pub otlp_metrics: bool,
+    /// Traces endpoint, when configured (else the SDK's default).
+    pub traces_endpoint: Option<String>,
+    /// Metrics endpoint, when configured (else the SDK's default).
+    pub metrics_endpoint: Option<String>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter (`RUST_LOG` syntax).
+    pub log_filter: String,
+    /// Span filter for tracing (`RUST_LOG` syntax).
+    pub trace_filter: String,
+    /// Where the status server listens.
+    pub health_listen: SocketAddr,
+}
+
+/// The default status server address of binaries.
+pub const DEFAULT_HEALTH_LISTEN: &str = "0.0.0.0:9090";
+
+impl TelemetryConfig {
+    /// Reads the configuration from the process environment. `service_name` and `log_filter`
+    /// are the binary's defaults for `OTEL_SERVICE_NAME` and `RUST_LOG`.
+    pub fn from_env(service_name: &str, log_filter: &str) -> Result<Self, ConfigError> {
+        Self::from_env_iter(service_name, log_filter, std::env::vars())
+    }
+
+    /// Reads the configuration from the given variables (tests pass their own).
+    ///
+    /// ```
+    /// use jetq_telemetry::{LogFormat, TelemetryConfig};
+    /// let vars = [
+    ///     ("OTEL_SERVICE_NAME".to_string(), "shop-worker".to_string()),
+    ///     ("OTEL_EXPORTER_OTLP_ENDPOINT".to_string(), "http://collector:4318/".to_string()),
+    ///     ("JETQ_LOG_FORMAT".to_string(), "json".to_string()),
+    /// ];
+    /// let config = TelemetryConfig::from_env_iter("jetq-worker", "info", vars).unwrap();
+    /// assert_eq!(config.service_name, "shop-worker");
+    /// assert_eq!(config.traces_endpoint.as_deref(), Some("http://collector:4318/v1/traces"));
+    /// assert_eq!(config.log_format, LogFormat::Json);
+    /// ```
+    pub fn from_env_iter<I>(
+        service_name: &str,
+        log_filter: &str,
+        vars: I,
+    ) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let vars: HashMap<String, String> = vars.into_iter().collect();
+        let get = |name: &str| {
+            vars.get(name)
+                .map(|value| value.trim())
+                .filter(|value| !value.is_empty())
+        };
+        let disabled = match get("OTEL_SDK_DISABLED") {
+            None => false,
+            Some(value) => parse_bool("OTEL_SDK_DISABLED", value)?,
+        };
+        let traces = exporter(
+            "OTEL_TRACES_EXPORTER",
+            get("OTEL_TRACES_EXPORTER"),
+            &["otlp"],
+        )?;
+        let otlp_metrics = exporter(
+            "OTEL_METRICS_EXPORTER",
+            get("OTEL_METRICS_EXPORTER"),
+            &["otlp", "prometheus"],
+        )?;
+        let traces = traces && !disabled;
+        let otlp_metrics = otlp_metrics && !disabled;
+        for name in [
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+        ] {
+            if let Some(protocol) = get(name) {
+                if protocol != "http/protobuf" {
+                    return Err(invalid(
+                        name,
+                        format!(
+                            "{protocol:?} is not supported; jetq exports OTLP as http/protobuf"
+                        ),
+                    ));
+                }
+            }
+        }
+        let base = get("OTEL_EXPORTER_OTLP_ENDPOINT");
+        let signal = |specific: &str, path: &str| {
+            get(specific)
+                .map(str::to_owned)
+                .or_else(|| base.map(|base| format!("{}/{path}", base.trim_end_matches('/'))))
+        };
+        let traces_endpoint = signal("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "v1/traces");
+        let metrics_endpoint = signal("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "v1/metrics");
+        for (name, endpoint) in [
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &traces_endpoint),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", &metrics_endpoint),
+        ] {
+            if let Some(url) = endpoint {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(invalid(
+                        name,
+                        format!("{url:?} is not an http(s) URL (OTEL_EXPORTER_OTLP_ENDPOINT or this variable)"),
+                    ));
+                }
+            }
+        }
+        let resource_attributes = get("OTEL_RESOURCE_ATTRIBUTES")
+            .map(parse_resource_attributes)
+            .unwrap_or_default();
+        let service_name = get("OTEL_SERVICE_NAME")
+            .map(str::to_owned)
+            .or_else(|| {
+                resource_attributes
+                    .iter()
+                    .find(|(key, _)| key == "service.name")
+                    .map(|(_, value)| value.clone())
+            })
+            .unwrap_or_else(|| service_name.to_owned());
+        let log_format = match get("JETQ_LOG_FORMAT")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("human") | Some("text") => LogFormat::Human,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(invalid(
+                    "JETQ_LOG_FORMAT",
+                    format!("{other:?} is not a log format; use human or json"),
+                ))
+            }
+        };
+        let health_listen = get("JETQ_HEALTH_LISTEN")
+            .unwrap_or(DEFAULT_HEALTH_LISTEN)
+            .parse::<SocketAddr>()
+            .map_err(|err| {
+                invalid(
+                    "JETQ_HEALTH_LISTEN",
+                    format!("not a socket address ({err}); expected e.g. 0.0.0.0:9090"),
+                )
+            })?;
+        Ok(TelemetryConfig {
+            service_name,
+            resource_attributes,
+            traces,
+            otlp_metrics,
+            traces_endpoint,
+            metrics_endpoint,
+            log_format,
+            log_filter: get("RUST_LOG").unwrap_or(log_filter).to_owned(),
+            trace_filter: get("JETQ_TRACE_FILTER").unwrap_or("info").to_owned(),
+            health_listen,
+        })
+    }
+
+    /// A configuration for tests and embedding: human logs at `log_filter`, no OTLP export,
+    /// status server on an ephemeral loopback port.
+    pub fn local(service_name: &str, log_filter: &str) -> Self {
+        TelemetryConfig {
+            service_name: service_name.to_owned(),
+            resource_attributes: Vec::new(),
+            traces: false,
+            otlp_metrics: false,
+            traces_endpoint: None,
+            metrics_endpoint: None,
+            log_format: LogFormat::Human,
+            log_filter: log_filter.to_owned(),
+            trace_filter: "info".to_owned(),
+            health_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        problem: problem.into(),
+    }
+}
+
+fn parse_bool(field: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(invalid(field, format!("{other:?} is not true or false"))),
+    }
+}
+
+/// Whether an `OTEL_*_EXPORTER` list asks for OTLP export (the default when unset): `none`
+/// turns it off, other supported names are accepted, anything else is an error rather than
+/// silently exporting nothing.
+fn exporter(
+    field: &'static str,
+    value: Option<&str>,
+    supported: &[&str],
+) -> Result<bool, ConfigError> {
+    let Some(list) = value else { return Ok(true) };
+    let items: Vec<String> = list
+        .split(',')
+        .map(|item| item.trim().to_ascii_lowercase())
+        .filter(|item| !item.is_empty())
+        .collect();
+    if items.iter().any(|item| item == "none") {
+        return Ok(false);
+    }
+    for item in &items {
+        if !supported.contains(&item.as_str()) {
+            return Err(invalid(
+                field,
+                format!(
+                    "{item:?} is not supported; use {} or none",
+                    supported.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(items.iter().any(|item| item == "otlp"))
+}
+
+/// `key1=value1,key2=value2` with percent-encoded values, as the OpenTelemetry spec defines it.
+fn parse_resource_attributes(text: &str) -> Vec<(String, String)> {
+    text.split(',')
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            let key = key.trim();
+            (!key.is_empty()).then(|| (key.to_owned(), percent_decode(value.trim())))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| char::from(b).to_digit(16);
+            if let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<TelemetryConfig, ConfigError> {
+        TelemetryConfig::from_env_iter(
+            "jetq-worker",
+            "info",
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_export_everything_over_otlp() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.service_name, "jetq-worker");
+        assert!(c.traces && c.otlp_metrics);
+        assert_eq!(c.traces_endpoint, None, "the SDK's default endpoint");
+        assert_eq!(c.log_format, LogFormat::Human);
+        assert_eq!(c.log_filter, "info");
+        assert_eq!(c.health_listen.to_string(), "0.0.0.0:9090");
+    }
+
+    #[test]
+    fn switches_and_endpoints() {
+        let c = config(&[("OTEL_SDK_DISABLED", "TRUE")]).unwrap();
+        assert!(!c.traces && !c.otlp_metrics);
+        let c = config(&[("OTEL_TRACES_EXPORTER", "none")]).unwrap();
+        assert!(!c.traces && c.otlp_metrics);
+        let c = config(&[("OTEL_METRICS_EXPORTER", "prometheus")]).unwrap();
+        assert!(c.traces && !c.otlp_metrics);
+        let c = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://m:9000/x"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.traces_endpoint.as_deref(),
+            Some("http://c:4318/v1/traces")
+        );
+        assert_eq!(c.metrics_endpoint.as_deref(), Some("http://m:9000/x"));
+        let c = config(&[("OTEL_RESOURCE_ATTRIBUTES", "service.name=shop%20web,team=a")]).unwrap();
+        assert_eq!(c.service_name, "shop web");
+        assert_eq!(c.resource_attributes.len(), 2);
+        let c = config(&[("RUST_LOG", "debug"), ("JETQ_HEALTH_LISTEN", "127.0.0.1:0")]).unwrap();
+        assert_eq!(c.log_filter, "debug");
+        assert_eq!(c.health_listen.port(), 0);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        for (pairs, field) in [
+            (
+                vec![("OTEL_TRACES_EXPORTER", "zipkin")],
+                "OTEL_TRACES_EXPORTER",
+            ),
+            (
+                vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+            ),
+            (vec![("OTEL_SDK_DISABLED", "yes")], "OTEL_SDK_DISABLED"),
+            (vec![("JETQ_LOG_FORMAT", "xml")], "JETQ_LOG_FORMAT"),
+            (vec![("JETQ_HEALTH_LISTEN", "9090")], "JETQ_HEALTH_LISTEN"),
+            (
+                vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")],
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            ),
+        ] {
+            let err = config(&pairs).unwrap_err();
+            assert!(err.to_string().contains(field), "{err} should name {field}");
+        }
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b%2Cc"), "a b,c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}
