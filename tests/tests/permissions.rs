@@ -53,7 +53,9 @@ fn as_user(server: &NatsServer, user: &str, variable: &str) -> ConnectionConfig 
 }
 
 async fn client(config: &ConnectionConfig) -> async_nats::jetstream::Context {
-    let client = jetq_contract::connect(config, "permissions-test").await.expect("connects");
+    let client = jetq_contract::connect(config, "permissions-test")
+        .await
+        .expect("connects");
     jetq_contract::jetstream(client, config)
 }
 
@@ -62,10 +64,17 @@ async fn each_role_can_do_its_job_and_nothing_more() {
     let server = server().await;
     // admin provisions everything.
     let admin = client(&as_user(&server, "admin", "JETQ_ADMIN_PASSWORD")).await;
-    let topology = Topology::new(admin.clone(), Subjects::default(), StreamSettings::default());
+    let topology = Topology::new(
+        admin.clone(),
+        Subjects::default(),
+        StreamSettings::default(),
+    );
     topology.ensure_streams().await.unwrap();
     for queue in ["emails", "exports"] {
-        topology.ensure_queue(queue, &Default::default()).await.unwrap();
+        topology
+            .ensure_queue(queue, &Default::default())
+            .await
+            .unwrap();
     }
 
     // producer: enqueues to any queue...
@@ -76,18 +85,40 @@ async fn each_role_can_do_its_job_and_nothing_more() {
         .connect()
         .await
         .expect("producer connects without provisioning rights");
-    producer.enqueue(&Email { to: "ada@example.com".into() }).await.expect("producer enqueues an email");
-    producer.enqueue(&Export { rows: 3 }).await.expect("producer enqueues an export");
+    producer
+        .enqueue(&Email {
+            to: "ada@example.com".into(),
+        })
+        .await
+        .expect("producer enqueues an email");
+    producer
+        .enqueue(&Export { rows: 3 })
+        .await
+        .expect("producer enqueues an export");
     // ...but cannot consume: the JetStream API is closed to it.
     let producer_js = client(&as_user(&server, "producer", "JETQ_PRODUCER_PASSWORD")).await;
-    assert!(producer_js.get_stream("JETQ_TASKS").await.is_err(), "a producer must not read streams");
-    assert!(producer_js.get_stream("JETQ_DEAD").await.is_err(), "a producer must not read dead letters");
+    assert!(
+        producer_js.get_stream("JETQ_TASKS").await.is_err(),
+        "a producer must not read streams"
+    );
+    assert!(
+        producer_js.get_stream("JETQ_DEAD").await.is_err(),
+        "a producer must not read dead letters"
+    );
 
     // worker-emails: runs email tasks.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let worker = Worker::builder()
-        .connection(as_user(&server, "worker-emails", "JETQ_WORKER_EMAILS_PASSWORD"))
-        .settings(WorkerSettings { provision: false, sweeper: false, ..fast_settings() })
+        .connection(as_user(
+            &server,
+            "worker-emails",
+            "JETQ_WORKER_EMAILS_PASSWORD",
+        ))
+        .settings(WorkerSettings {
+            provision: false,
+            sweeper: false,
+            ..fast_settings()
+        })
         .handler(move |email: Email, _ctx: TaskContext| {
             let tx = tx.clone();
             async move {
@@ -99,25 +130,46 @@ async fn each_role_can_do_its_job_and_nothing_more() {
         .await
         .expect("an emails worker starts with its own permissions");
     tokio::spawn(worker.run_until(std::future::pending()));
-    assert_eq!(next(&mut rx, "the emails worker to run the email").await, "ada@example.com");
+    assert_eq!(
+        next(&mut rx, "the emails worker to run the email").await,
+        "ada@example.com"
+    );
 
     // ...but cannot pull another queue, publish tasks or write other queues' dead letters.
-    let worker_js = client(&as_user(&server, "worker-emails", "JETQ_WORKER_EMAILS_PASSWORD")).await;
-    let tasks = worker_js.get_stream("JETQ_TASKS").await.expect("stream info is allowed");
+    let worker_js = client(&as_user(
+        &server,
+        "worker-emails",
+        "JETQ_WORKER_EMAILS_PASSWORD",
+    ))
+    .await;
+    let tasks = worker_js
+        .get_stream("JETQ_TASKS")
+        .await
+        .expect("stream info is allowed");
     let other: Result<PullConsumer, _> = tasks.get_consumer("worker-exports").await;
-    assert!(other.is_err(), "an emails worker must not bind the exports durable");
-    let publish = worker_js.publish("jetq.task.exports.generate_csv", "{}".into()).await;
+    assert!(
+        other.is_err(),
+        "an emails worker must not bind the exports durable"
+    );
+    let publish = worker_js
+        .publish("jetq.task.exports.generate_csv", "{}".into())
+        .await;
     let acked = match publish {
         Ok(ack) => ack.await.is_ok(),
         Err(_) => false,
     };
     assert!(!acked, "a worker must not enqueue tasks");
-    let dead = worker_js.publish("jetq.dead.exports.generate_csv", "{}".into()).await;
+    let dead = worker_js
+        .publish("jetq.dead.exports.generate_csv", "{}".into())
+        .await;
     let acked = match dead {
         Ok(ack) => ack.await.is_ok(),
         Err(_) => false,
     };
-    assert!(!acked, "an emails worker must not write exports dead letters");
+    assert!(
+        !acked,
+        "an emails worker must not write exports dead letters"
+    );
 
     // The export is still queued, untouched, for its own worker.
     let exports: PullConsumer = admin
@@ -128,7 +180,10 @@ async fn each_role_can_do_its_job_and_nothing_more() {
         .await
         .unwrap();
     let mut batch = exports.fetch().max_messages(1).messages().await.unwrap();
-    let message = within(WAIT, "the export", batch.next()).await.expect("export still queued").unwrap();
+    let message = within(WAIT, "the export", batch.next())
+        .await
+        .expect("export still queued")
+        .unwrap();
     assert_eq!(message.subject.as_str(), "jetq.task.exports.generate_csv");
 }
 
@@ -138,11 +193,18 @@ async fn the_janitor_can_run_the_sweeper_and_workers_cannot() {
     let admin = client(&as_user(&server, "admin", "JETQ_ADMIN_PASSWORD")).await;
     let topology = Topology::new(admin, Subjects::default(), StreamSettings::default());
     topology.ensure_streams().await.unwrap();
-    topology.ensure_queue("emails", &Default::default()).await.unwrap();
+    topology
+        .ensure_queue("emails", &Default::default())
+        .await
+        .unwrap();
 
     let janitor = Worker::builder()
         .connection(as_user(&server, "janitor", "JETQ_JANITOR_PASSWORD"))
-        .settings(WorkerSettings { provision: false, sweeper: true, ..fast_settings() });
+        .settings(WorkerSettings {
+            provision: false,
+            sweeper: true,
+            ..fast_settings()
+        });
     // A janitor needs a queue to build; it takes none of the worker roles' durables, so it
     // serves a queue of its own name for housekeeping tasks only if one is provisioned. Here it
     // must fail to bind the emails durable (not its job) — proving the split is enforced — while
@@ -151,14 +213,26 @@ async fn the_janitor_can_run_the_sweeper_and_workers_cannot() {
     let sweeper = Topology::new(janitor_js, Subjects::default(), StreamSettings::default())
         .ensure_sweeper_consumer()
         .await;
-    assert!(sweeper.is_ok(), "the janitor may create the sweeper durable: {:?}", sweeper.err());
+    assert!(
+        sweeper.is_ok(),
+        "the janitor may create the sweeper durable: {:?}",
+        sweeper.err()
+    );
     let bound = janitor
         .handler(|_e: Email, _ctx: TaskContext| async move { ok() })
         .build()
         .await;
-    assert!(bound.is_err(), "the janitor must not bind a queue's durable");
+    assert!(
+        bound.is_err(),
+        "the janitor must not bind a queue's durable"
+    );
 
-    let worker_js = client(&as_user(&server, "worker-emails", "JETQ_WORKER_EMAILS_PASSWORD")).await;
+    let worker_js = client(&as_user(
+        &server,
+        "worker-emails",
+        "JETQ_WORKER_EMAILS_PASSWORD",
+    ))
+    .await;
     let denied = Topology::new(worker_js, Subjects::default(), StreamSettings::default())
         .ensure_sweeper_consumer()
         .await;
