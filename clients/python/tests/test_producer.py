@@ -264,9 +264,17 @@ async def test_caller_errors_are_raised_before_anything_is_sent(producer: AsyncP
     for bad_timeout in (0, -1.0, float("inf"), "5s"):
         with pytest.raises(InvalidOption):
             await producer.enqueue("work", "job", {}, timeout=bad_timeout)  # type: ignore[arg-type]
-    with pytest.raises(InvalidOption):
-        await producer.enqueue("work", "job", {}, traceparent="bad\nvalue")
     assert await stored_tasks(nats_server.url) == []
+
+
+async def test_an_invalid_explicit_traceparent_is_ignored_not_sent(producer: AsyncProducer, nats_server: NatsServer) -> None:
+    """As in the Rust producer: a bad trace header must neither fail the enqueue nor reach the
+    worker."""
+    for bad in ("bad\nvalue", "garbage", "00-" + "0" * 32 + "-b7ad6b7169203331-01", "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"):
+        await within("enqueue", producer.enqueue("work", "job", {}, traceparent=bad, tracestate="a=b"))
+    stored = await stored_tasks(nats_server.url)
+    assert len(stored) == 4
+    assert all("traceparent" not in t.headers and "tracestate" not in t.headers for t in stored)
 
 
 async def test_a_closed_producer_refuses_to_enqueue(nats_server: NatsServer, task_stream: str) -> None:

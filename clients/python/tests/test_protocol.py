@@ -76,6 +76,20 @@ def test_prepare_builds_the_documented_headers() -> None:
     assert "tracestate" not in state_only.headers, "tracestate only travels with a traceparent"
 
 
+def test_traceparent_validation() -> None:
+    from jetq.protocol import is_valid_traceparent
+
+    assert is_valid_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    assert is_valid_traceparent("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-future")
+    for bad in ("", "garbage", "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+                "00-" + "0" * 32 + "-b7ad6b7169203331-01", "00-0af7651916cd43dd8448eb211c80319c-" + "0" * 16 + "-01",
+                "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra"):  # fmt: skip
+        assert not is_valid_traceparent(bad), bad
+    with pytest.raises(InvalidOption):
+        prepare(Subjects(), "q", "t", {}, traceparent="garbage")
+
+
 def test_delay_is_not_supported_until_the_protocol_defines_it() -> None:
     with pytest.raises(NotSupported) as caught:
         prepare(Subjects(), "q", "t", {}, delay=dt.timedelta(minutes=5))

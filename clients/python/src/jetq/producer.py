@@ -35,7 +35,7 @@ from .errors import (
     Timeout,
     TooLarge,
 )
-from .protocol import Prepared, Seconds, Subjects, header_block_size, prepare
+from .protocol import Prepared, Seconds, Subjects, header_block_size, is_valid_traceparent, prepare
 from .tracing import current_trace_context
 
 __all__ = ["AsyncProducer", "Enqueued", "TaskRequest", "MIN_SERVER_VERSION"]
@@ -363,8 +363,14 @@ class AsyncProducer:
         traceparent: Optional[str] = None,
         tracestate: Optional[str] = None,
     ) -> Prepared:
-        """Validates a task and builds its message without sending it. The trace context is
-        the explicit ``traceparent`` or else the current OpenTelemetry span's."""
+        """Validates a task and builds its message without sending it.
+
+        The trace context is the explicit ``traceparent`` if it is a valid W3C one, else the
+        current OpenTelemetry span's: as in the Rust producer, an invalid explicit value is
+        ignored (logged) rather than failing the enqueue or reaching the worker."""
+        if traceparent is not None and not is_valid_traceparent(traceparent):
+            logger.warning("jetq: ignoring invalid traceparent %r for task %s", traceparent, task)
+            traceparent, tracestate = None, None
         if traceparent is None:
             traceparent, current_state = current_trace_context()
             if tracestate is None:

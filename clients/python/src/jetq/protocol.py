@@ -33,6 +33,7 @@ __all__ = [
     "timeout_ms",
     "prepare",
     "header_block_size",
+    "is_valid_traceparent",
 ]
 
 # Header names are case-sensitive on the wire.
@@ -70,8 +71,9 @@ class Subjects:
 
     @property
     def all_tasks(self) -> str:
-        """``<prefix>.task.>``: the task stream's subjects."""
-        return f"{self.prefix}.task.>"
+        """``<prefix>.task.*.*``: the task stream's subjects (exactly a queue and a task token,
+        so a malformed subject is refused at publish rather than stored and never consumed)."""
+        return f"{self.prefix}.task.*.*"
 
     @property
     def tasks_stream(self) -> str:
@@ -149,7 +151,30 @@ def _max_attempts(value: int) -> int:
     return value
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_valid_traceparent(value: object) -> bool:
+    """True for a W3C ``traceparent`` a worker can continue: ``00-<32 hex>-<16 hex>-<2 hex>``
+    (lower case; a future version may append fields), trace and span ids not all zeros, version
+    not ``ff``."""
+    if not isinstance(value, str):
+        return False
+    parts = value.split("-")
+    if len(parts) < 4:
+        return False
+    version, trace_id, span_id, flags = parts[:4]
+    lengths_ok = (len(version), len(trace_id), len(span_id), len(flags)) == (2, 32, 16, 2)
+    if not lengths_ok or not all(set(part) <= _HEX for part in parts[:4]):
+        return False
+    if version == "ff" or (version == "00" and len(parts) != 4):
+        return False
+    return trace_id != "0" * 32 and span_id != "0" * 16
+
+
 def _trace_value(option: str, value: str) -> str:
+    if option == "traceparent" and not is_valid_traceparent(value):
+        raise InvalidOption(option, f"{value!r} is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)")
     if not isinstance(value, str) or not value or not all(" " <= c <= "~" for c in value):
         raise InvalidOption(option, f"{value!r} is not a printable ASCII header value")
     return value
