@@ -89,7 +89,7 @@ async fn crash_soak_workers_killed_repeatedly_lose_nothing() {
     let mut workers: Vec<Child> = (0..SOAK_WORKERS)
         .map(|i| spawn_test_worker(&server, &format!("w{i}-0")))
         .collect();
-    let mut generation = vec![0u32; SOAK_WORKERS];
+    let mut generation = [0u32; SOAK_WORKERS];
     let mut in_flight: HashMap<String, HashSet<u64>> = HashMap::new();
     let mut completions: HashMap<u64, u32> = HashMap::new();
     let mut kills = 0u32;
