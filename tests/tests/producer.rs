@@ -359,19 +359,42 @@ async fn an_ack_timeout_is_retried_with_the_same_id_and_stored_once() {
     let pid = server.pid().expect("pid").to_string();
     // Freeze the server so the first publish's ack cannot arrive in time, then thaw it while
     // the producer is retrying.
-    let stop = std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let stop = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
     assert!(stop.success());
     let thaw = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap()
+        std::process::Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
     });
-    let enqueued = within(WAIT, "enqueue across the freeze", producer.enqueue(&Job { n: 1, note: String::new() }))
-        .await
-        .expect("a retry succeeds once the server thaws");
+    let enqueued = within(
+        WAIT,
+        "enqueue across the freeze",
+        producer.enqueue(&Job {
+            n: 1,
+            note: String::new(),
+        }),
+    )
+    .await
+    .expect("a retry succeeds once the server thaws");
     assert!(thaw.await.unwrap().success());
-    assert!(!enqueued.duplicate, "our own earlier attempt is not a duplicate of someone else's task");
+    assert!(
+        !enqueued.duplicate,
+        "our own earlier attempt is not a duplicate of someone else's task"
+    );
     let js = raw_jetstream(&server).await;
     let stored = stream_messages(&js, "JETQ_TASKS").await;
-    assert_eq!(stored.len(), 1, "every attempt carried the same id, so the task is stored once");
-    assert_eq!(header(&stored[0], headers::MSG_ID).as_deref(), Some(enqueued.id.as_str()));
+    assert_eq!(
+        stored.len(),
+        1,
+        "every attempt carried the same id, so the task is stored once"
+    );
+    assert_eq!(
+        header(&stored[0], headers::MSG_ID).as_deref(),
+        Some(enqueued.id.as_str())
+    );
 }
