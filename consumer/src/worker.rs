@@ -91,6 +91,17 @@ impl WorkerBuilder {
     /// Redelivery timeout; heartbeats go out at a third of it (default 30 s).
     pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
         self.settings.ack_wait = ack_wait;
+        // A pull request must end well inside ack_wait; keep the default valid for short waits.
+        if self.settings.fetch_expires >= ack_wait {
+            self.settings.fetch_expires = ack_wait / 2;
+        }
+        self
+    }
+
+    /// Lifetime of one pull request (default 5 s, must be shorter than `ack_wait`). Shorter
+    /// means a faster stop at shutdown, longer means fewer idle requests.
+    pub fn fetch_expires(mut self, expires: Duration) -> Self {
+        self.settings.fetch_expires = expires;
         self
     }
 
@@ -329,6 +340,7 @@ impl Worker {
         )));
         let concurrency = self.settings.concurrency;
         let mut slots = Vec::new();
+        let queue_names: Vec<String> = self.consumers.iter().map(|(q, _)| q.clone()).collect();
         for (queue, consumer) in self.consumers {
             let semaphore = Arc::new(Semaphore::new(concurrency));
             slots.push(semaphore.clone());
@@ -352,7 +364,7 @@ impl Worker {
             loops.push(tokio::spawn(sweeper.run(stop_pulling.clone())));
         }
         self.health.set_running(true);
-        tracing::info!(queues = ?self.subjects.prefix(), concurrency, "worker running");
+        tracing::info!(queues = ?queue_names, prefix = self.subjects.prefix(), concurrency, "worker running");
 
         shutdown.await;
         self.health.set_running(false);
