@@ -28,3 +28,12 @@ pub const DEAD_AT: &str = "Jetq-Dead-At";
 pub const TASK_SEQUENCE: &str = "Jetq-Task-Sequence";
 /// On a dead letter: the failure record as compact JSON ([`crate::FailureRecord`]).
 pub const FAILURE: &str = "Jetq-Failure";
+
+/// On a delayed task: the earliest time it may run, RFC 3339 UTC. The scheduler releases the task
+/// to its task subject at (never before) this time. Kept on the released task.
+pub const NOT_BEFORE: &str = "Jetq-Not-Before";
+/// On a task enqueued by a periodic schedule: the schedule's name.
+pub const SCHEDULE: &str = "Jetq-Schedule";
+/// On a task enqueued by a periodic schedule: the fire time it stands for, RFC 3339 UTC with
+/// seconds (the part of its `Nats-Msg-Id` after `<schedule>:`).
+pub const FIRE_TIME: &str = "Jetq-Fire-Time";

@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod connect;
+pub mod delayed;
 pub mod failure;
 pub mod headers;
 pub mod name;

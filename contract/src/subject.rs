@@ -9,6 +9,11 @@
 //! | durable consumer of a queue | `worker-<queue>` on `JETQ_TASKS` |
 //! | advisory stream (exhausted deliveries) | `JETQ_ADVISORIES` |
 //! | attempt-history KV bucket | `JETQ_ATTEMPTS` |
+//! | delayed-task subject | `jetq.delayed.<due unix second>.<queue>.<task>` |
+//! | delayed-task stream | `JETQ_DELAYED` (subjects `jetq.delayed.*.*.*`) |
+//! | scheduler state KV bucket | `JETQ_SCHEDULER` |
+//! | task status KV bucket | `JETQ_STATUS` |
+//! | task artifact object store | `JETQ_ARTIFACTS` |
 
 use crate::name::{validate, NameError, NameKind};
 
@@ -109,9 +114,73 @@ impl Subjects {
         format!("{}_ATTEMPTS", self.upper)
     }
 
+    /// Name of the KV bucket holding the status records of tracked tasks.
+    pub fn status_bucket(&self) -> String {
+        format!("{}_STATUS", self.upper)
+    }
+
+    /// Name of the object store holding the artifacts of tracked tasks.
+    pub fn artifacts_bucket(&self) -> String {
+        format!("{}_ARTIFACTS", self.upper)
+    }
+
     /// The durable pull consumer of a queue. KEDA's `consumer` field names this.
     pub fn durable(&self, queue: &str) -> String {
         format!("worker-{queue}")
+    }
+
+    /// `<prefix>.delayed.<due>.<queue>.<task>`: where a task due at unix second `due` waits
+    /// until the scheduler releases it to its task subject.
+    ///
+    /// ```
+    /// let s = jetq_contract::Subjects::default();
+    /// assert_eq!(s.delayed(1_790_000_000, "emails", "send"), "jetq.delayed.1790000000.emails.send");
+    /// ```
+    pub fn delayed(&self, due: u64, queue: &str, task: &str) -> String {
+        format!("{}.delayed.{due}.{queue}.{task}", self.prefix)
+    }
+
+    /// Every delayed task due in unix second `due`: `<prefix>.delayed.<due>.*.*`.
+    pub fn delayed_bucket(&self, due: u64) -> String {
+        format!("{}.delayed.{due}.*.*", self.prefix)
+    }
+
+    /// All delayed-task subjects: `<prefix>.delayed.*.*.*`.
+    pub fn all_delayed(&self) -> String {
+        format!("{}.delayed.*.*.*", self.prefix)
+    }
+
+    /// Name of the stream holding delayed tasks until they are due.
+    pub fn delayed_stream(&self) -> String {
+        format!("{}_DELAYED", self.upper)
+    }
+
+    /// Name of the KV bucket holding the scheduler's state (last fire of each schedule, last
+    /// released delayed-task second).
+    pub fn scheduler_bucket(&self) -> String {
+        format!("{}_SCHEDULER", self.upper)
+    }
+
+    /// Splits a delayed-task subject back into `(due, queue, task)`.
+    ///
+    /// ```
+    /// let s = jetq_contract::Subjects::default();
+    /// assert_eq!(s.parse_delayed("jetq.delayed.17.q.t"), Some((17, "q", "t")));
+    /// assert_eq!(s.parse_delayed("jetq.delayed.soon.q.t"), None);
+    /// ```
+    pub fn parse_delayed<'a>(&self, subject: &'a str) -> Option<(u64, &'a str, &'a str)> {
+        let rest = subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(".delayed.")?;
+        let (due, rest) = rest.split_once('.')?;
+        if due.is_empty() || !due.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let (queue, task) = rest.split_once('.')?;
+        if task.contains('.') || queue.is_empty() || task.is_empty() {
+            return None;
+        }
+        Some((due.parse().ok()?, queue, task))
     }
 
     /// Splits a task subject back into `(queue, task)`; `None` if it is not one of ours.
@@ -154,6 +223,8 @@ mod tests {
         assert_eq!(s.dead("q", "t"), "my-app.dead.q.t");
         assert_eq!(s.tasks_stream(), "MY_APP_TASKS");
         assert_eq!(s.dead_stream(), "MY_APP_DEAD");
+        assert_eq!(s.status_bucket(), "MY_APP_STATUS");
+        assert_eq!(s.artifacts_bucket(), "MY_APP_ARTIFACTS");
         assert_eq!(s.queue_filter("q"), "my-app.task.q.*");
         assert_eq!(
             s.max_deliveries_advisory(),
@@ -168,6 +239,22 @@ mod tests {
         assert_eq!(s.parse_dead(&s.dead("a", "b")), Some(("a", "b")));
         assert_eq!(s.parse_task("jetq.task.a.b.c"), None);
         assert_eq!(s.parse_task("jetq.dead.a.b"), None);
+    }
+
+    #[test]
+    fn delayed_names_follow_the_prefix() {
+        let s = Subjects::new("my-app").unwrap();
+        assert_eq!(s.delayed(5, "q", "t"), "my-app.delayed.5.q.t");
+        assert_eq!(s.delayed_bucket(5), "my-app.delayed.5.*.*");
+        assert_eq!(s.all_delayed(), "my-app.delayed.*.*.*");
+        assert_eq!(s.delayed_stream(), "MY_APP_DELAYED");
+        assert_eq!(s.scheduler_bucket(), "MY_APP_SCHEDULER");
+        assert_eq!(
+            s.parse_delayed(&s.delayed(5, "q", "t")),
+            Some((5, "q", "t"))
+        );
+        assert_eq!(s.parse_delayed("my-app.delayed.5.q.t.u"), None);
+        assert_eq!(s.parse_delayed("my-app.task.q.t"), None);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! - [`Producer::enqueue`] returns only after JetStream acknowledged the task;
 //! - [`EnqueueOptions::key`] gives server-side deduplication (idempotent enqueue);
 //! - [`Producer::enqueue_many`] pipelines publishes through a bounded window of acks;
+//! - [`Producer::enqueue_in`] / [`Producer::enqueue_at`] enqueue delayed tasks (up to 30 days by
+//!   default), released by `jetq-scheduler` when due;
 //! - every failure is an [`EnqueueError`] variant a caller can match on;
 //! - every enqueue is traced (a `send <subject>` span whose W3C context travels in the task's
 //!   headers) and counted (see `docs/OBSERVABILITY.md`).
@@ -19,3 +21,4 @@ pub use error::{EnqueueError, ProducerError};
 pub use jetq_contract::{self as contract, Task, TaskOptions};
 pub use options::{EnqueueOptions, Enqueued};
 pub use producer::{Producer, ProducerBuilder, ProducerSettings, RawTask};
+pub use producer::delayed::DelayError;

@@ -21,6 +21,9 @@ use serde::Deserialize;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+#[path = "delayed.rs"]
+pub(crate) mod delayed;
+
 use crate::{
     error::{EnqueueError, ProducerError},
     options::{EnqueueOptions, Enqueued},
@@ -176,6 +179,7 @@ impl ProducerBuilder {
             ack_timeout: self.connection.request_timeout,
             window: self.settings.enqueue_window.max(1),
             attempts: self.settings.publish_attempts.max(1),
+            max_delay: jetq_contract::delayed::DEFAULT_MAX_DELAY,
         })
     }
 }
@@ -211,6 +215,7 @@ pub struct Producer {
     ack_timeout: Duration,
     window: usize,
     attempts: u32,
+    max_delay: Duration,
 }
 
 /// An untyped task: what other languages send, and what the CLI and the scheduler enqueue.

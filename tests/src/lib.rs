@@ -178,3 +178,62 @@ pub fn header(message: &StreamMessage, name: &str) -> Option<String> {
 pub fn ok() -> Result<(), TaskError> {
     Ok(())
 }
+
+/// A scheduler builder bound to the test server: no delayed-task release unless asked, a
+/// one-second misfire grace and a fast file poll.
+pub fn scheduler(server: &NatsServer) -> jetq_scheduler::SchedulerBuilder {
+    jetq_scheduler::Scheduler::builder()
+        .connection(connection(server))
+        .streams(StreamSettings::default())
+        .release_delayed(false)
+        .misfire_grace(Duration::from_secs(1))
+        .schedules_poll(Duration::from_millis(100))
+}
+
+/// A scheduler running in a task of this runtime. Aborting the task drops everything the
+/// scheduler owns at once, as a crash would; [`RunningScheduler::stop`] shuts it down cleanly.
+pub struct RunningScheduler {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    /// Triggers a reload of the schedules file (as SIGHUP does).
+    pub reload: jetq_scheduler::ReloadHandle,
+}
+
+impl RunningScheduler {
+    /// Builds and starts a scheduler.
+    pub async fn start(builder: jetq_scheduler::SchedulerBuilder) -> RunningScheduler {
+        let scheduler = builder.build().await.expect("scheduler builds");
+        let reload = scheduler.reload_handle();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(scheduler.run_until(async move {
+            let _ = stopped.await;
+        }));
+        RunningScheduler {
+            stop: Some(stop),
+            task,
+            reload,
+        }
+    }
+
+    /// Kills it: the task is aborted mid-whatever.
+    pub async fn kill(mut self) {
+        self.stop.take();
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    /// Stops it cleanly and waits (bounded) until it has.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        within(WAIT, "scheduler shutdown", &mut self.task)
+            .await
+            .expect("scheduler task ends without panicking");
+    }
+}
+
+/// The value of a header of a stream message, or a test failure naming it.
+pub fn required_header(message: &StreamMessage, name: &str) -> String {
+    header(message, name).unwrap_or_else(|| panic!("message {} lacks {name}", message.sequence))
+}

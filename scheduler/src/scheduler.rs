@@ -1,0 +1,449 @@
+//! The [`Scheduler`]: runs every schedule of the schedules file and releases delayed tasks,
+//! reloading the file when it changes (or on SIGHUP) without a restart.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use async_nats::jetstream;
+use jetq_contract::{ConnectionConfig, StreamSettings, Subjects, Topology};
+use tokio::{sync::Notify, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    error::SchedulerError,
+    file::{Schedule, Schedules},
+    periodic::{self, Shared},
+    publish::Publisher,
+    release::Releaser,
+    settings::SchedulerSettings,
+    state::{self, State},
+};
+
+/// How long running schedule steps get to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Builds a [`Scheduler`]; every setting has a default.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), jetq_scheduler::SchedulerError> {
+/// let scheduler = jetq_scheduler::Scheduler::builder()
+///     .url("nats://127.0.0.1:4222")
+///     .schedules_file("/etc/jetq/schedules.yaml")
+///     .build()
+///     .await?;
+/// scheduler.run().await; // until SIGTERM or SIGINT
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct SchedulerBuilder {
+    connection: ConnectionConfig,
+    streams: StreamSettings,
+    settings: SchedulerSettings,
+    client: Option<async_nats::Client>,
+    schedules: Option<Schedules>,
+}
+
+impl SchedulerBuilder {
+    /// Server URL(s), comma separated.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.connection.nats_url = url.into();
+        self
+    }
+
+    /// The whole connection configuration.
+    pub fn connection(mut self, connection: ConnectionConfig) -> Self {
+        self.connection = connection;
+        self
+    }
+
+    /// Stream settings used when provisioning (and whose duplicate window bounds the grace).
+    pub fn streams(mut self, streams: StreamSettings) -> Self {
+        self.streams = streams;
+        self
+    }
+
+    /// All scheduler settings at once.
+    pub fn settings(mut self, settings: SchedulerSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// The schedules file (YAML), watched for changes.
+    pub fn schedules_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.settings.schedules_file = Some(path.into());
+        self
+    }
+
+    /// Schedules given in code instead of a file (not reloaded).
+    pub fn schedules(mut self, schedules: Schedules) -> Self {
+        self.schedules = Some(schedules);
+        self
+    }
+
+    /// How often the schedules file is checked for changes (default 2 s).
+    pub fn schedules_poll(mut self, every: Duration) -> Self {
+        self.settings.schedules_poll = every;
+        self
+    }
+
+    /// How late a fire may be and still count as on time (default 10 s).
+    pub fn misfire_grace(mut self, grace: Duration) -> Self {
+        self.settings.misfire_grace = grace;
+        self
+    }
+
+    /// Whether this scheduler releases delayed tasks (default true).
+    pub fn release_delayed(mut self, release: bool) -> Self {
+        self.settings.release_delayed = release;
+        self
+    }
+
+    /// Uses an existing client instead of connecting (its server version is still checked).
+    pub fn client(mut self, client: async_nats::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Validates the settings and the schedules file, connects, and provisions the task and
+    /// delayed-task streams and the state bucket.
+    pub async fn build(self) -> Result<Scheduler, SchedulerError> {
+        self.connection.validate()?;
+        self.streams.validate()?;
+        self.settings
+            .validate(Some(self.streams.duplicate_window))?;
+        let (schedules, file_text) = match (&self.schedules, &self.settings.schedules_file) {
+            (Some(schedules), _) => (schedules.clone(), None),
+            (None, Some(path)) => {
+                let text = read_file(path)?;
+                (Schedules::from_yaml(&text, path)?, Some(text))
+            }
+            (None, None) => (Schedules::empty(), None),
+        };
+        let subjects = self.connection.subjects()?;
+        let client = match self.client {
+            Some(client) => {
+                jetq_contract::connect::check_server_version(&client.server_info().version)?;
+                client
+            }
+            None => jetq_contract::connect(&self.connection, "jetq-scheduler").await?,
+        };
+        let js = jetq_contract::jetstream(client, &self.connection);
+        Topology::new(js.clone(), subjects.clone(), self.streams.clone())
+            .ensure_tasks_stream()
+            .await?;
+        jetq_contract::delayed::ensure_delayed_stream(&js, &subjects, &self.streams).await?;
+        let kv = state::ensure_bucket(&js, &subjects, &self.streams).await?;
+        check_clock(&kv).await;
+        let delayed_stream = js
+            .get_stream(subjects.delayed_stream())
+            .await
+            .map_err(|err| jetq_contract::ProvisionError::Stream {
+                name: subjects.delayed_stream(),
+                source: Box::new(err),
+            })?;
+        Ok(Scheduler {
+            js,
+            subjects,
+            settings: self.settings,
+            state: State::new(kv),
+            delayed_stream,
+            schedules,
+            fixed: self.schedules.is_some(),
+            file_text,
+            reload: Arc::new(Notify::new()),
+        })
+    }
+}
+
+/// Asks a running [`Scheduler`] to re-read its schedules file now (as SIGHUP does).
+#[derive(Debug, Clone)]
+pub struct ReloadHandle(Arc<Notify>);
+
+impl ReloadHandle {
+    /// Triggers a reload.
+    pub fn reload(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Runs periodic schedules and releases delayed tasks. Run as many replicas as you like: every
+/// fire and every released task is published with a deterministic `Nats-Msg-Id`, so the task
+/// stream keeps one copy (see `docs/SCHEDULER.md` for the guarantees).
+pub struct Scheduler {
+    js: jetstream::Context,
+    subjects: Subjects,
+    settings: SchedulerSettings,
+    state: State,
+    delayed_stream: jetstream::stream::Stream,
+    schedules: Schedules,
+    fixed: bool,
+    file_text: Option<String>,
+    reload: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("prefix", &self.subjects.prefix())
+            .field("settings", &self.settings)
+            .field("schedules", &self.schedules.len())
+            .finish()
+    }
+}
+
+impl Scheduler {
+    /// A builder with defaults.
+    pub fn builder() -> SchedulerBuilder {
+        SchedulerBuilder::default()
+    }
+
+    /// Builds a scheduler from `JETQ_*` environment variables (see [`SchedulerSettings`] and
+    /// `jetq_contract::ConnectionConfig`).
+    pub async fn from_env() -> Result<Scheduler, SchedulerError> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        Scheduler::builder()
+            .connection(ConnectionConfig::from_env_iter(vars.clone())?)
+            .streams(StreamSettings::from_env_iter(vars.clone())?)
+            .settings(SchedulerSettings::from_env_iter(vars)?)
+            .build()
+            .await
+    }
+
+    /// The schedules loaded at build time.
+    pub fn schedules(&self) -> &Schedules {
+        &self.schedules
+    }
+
+    /// A handle that triggers a reload of the schedules file.
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle(self.reload.clone())
+    }
+
+    /// Runs until SIGTERM or SIGINT.
+    pub async fn run(self) {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Runs until `shutdown` completes. Dropping the returned future stops everything at once
+    /// (all work is owned by it), as a crash would.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        let cancel = CancellationToken::new();
+        let mut background = JoinSet::new();
+        if self.settings.release_delayed {
+            let releaser = Releaser {
+                subjects: self.subjects.clone(),
+                stream: self.delayed_stream.clone(),
+                publisher: Publisher::new(self.js.clone()),
+                state: self.state.clone(),
+                lookback: self.settings.delayed_lookback,
+                window: self.settings.release_window,
+            };
+            background.spawn(releaser.run(cancel.child_token()));
+        }
+        let shared = Shared {
+            subjects: self.subjects.clone(),
+            publisher: Publisher::new(self.js.clone()),
+            state: self.state.clone(),
+            grace: self.settings.misfire_grace,
+        };
+        let mut runners = Runners {
+            shared,
+            cancel: cancel.clone(),
+            running: HashMap::new(),
+            tasks: JoinSet::new(),
+        };
+        runners.apply(&self.schedules);
+        tracing::info!(
+            schedules = self.schedules.len(),
+            release_delayed = self.settings.release_delayed,
+            "scheduler running"
+        );
+
+        let file = if self.fixed {
+            None
+        } else {
+            self.settings.schedules_file.clone()
+        };
+        let mut last_text = self.file_text.clone();
+        let mut poll = tokio::time::interval(self.settings.schedules_poll);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut hangup = Hangup::new();
+        tokio::pin!(shutdown);
+        loop {
+            let forced = tokio::select! {
+                _ = &mut shutdown => break,
+                _ = poll.tick() => false,
+                _ = hangup.recv() => true,
+                _ = self.reload.notified() => true,
+                Some(joined) = runners.tasks.join_next() => {
+                    if let Err(err) = joined {
+                        if err.is_panic() {
+                            tracing::error!(error = %err, "a schedule runner panicked");
+                        }
+                    }
+                    continue;
+                }
+            };
+            let Some(path) = &file else { continue };
+            match read_file(path) {
+                Ok(text) => {
+                    if !forced && last_text.as_deref() == Some(text.as_str()) {
+                        continue;
+                    }
+                    match Schedules::from_yaml(&text, path) {
+                        Ok(schedules) => {
+                            let changed = runners.apply(&schedules);
+                            tracing::info!(
+                                schedules = schedules.len(),
+                                changed,
+                                "schedules file reloaded"
+                            );
+                        }
+                        Err(err) => tracing::error!(
+                            error = %err,
+                            "schedules file rejected; keeping the previous schedules"
+                        ),
+                    }
+                    last_text = Some(text);
+                }
+                Err(err) => {
+                    if forced || last_text.is_some() {
+                        tracing::error!(error = %err, "cannot read the schedules file; keeping the previous schedules");
+                    }
+                    last_text = None;
+                }
+            }
+        }
+        tracing::info!("scheduler stopping");
+        cancel.cancel();
+        let drain = async {
+            while runners.tasks.join_next().await.is_some() {}
+            while background.join_next().await.is_some() {}
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+            tracing::warn!("scheduler tasks did not stop in time; aborting them");
+        }
+    }
+}
+
+/// The running schedule tasks, by name.
+struct Runners {
+    shared: Shared,
+    cancel: CancellationToken,
+    running: HashMap<String, (Arc<Schedule>, CancellationToken)>,
+    tasks: JoinSet<()>,
+}
+
+impl Runners {
+    /// Stops removed and changed schedules and starts new and changed ones; returns how many
+    /// changed.
+    fn apply(&mut self, schedules: &Schedules) -> usize {
+        let mut changed = 0;
+        self.running.retain(|name, (schedule, token)| {
+            let keep = schedules.get(name).is_some_and(|new| **new == **schedule);
+            if !keep {
+                token.cancel();
+                changed += 1;
+            }
+            keep
+        });
+        for schedule in schedules.iter() {
+            if self.running.contains_key(&schedule.name) {
+                continue;
+            }
+            let token = self.cancel.child_token();
+            self.tasks.spawn(periodic::run(
+                schedule.clone(),
+                self.shared.clone(),
+                token.clone(),
+            ));
+            self.running
+                .insert(schedule.name.clone(), (schedule.clone(), token));
+            changed += 1;
+        }
+        changed
+    }
+}
+
+fn read_file(path: &Path) -> Result<String, crate::file::ScheduleFileError> {
+    std::fs::read_to_string(path).map_err(|source| crate::file::ScheduleFileError::Read {
+        path: path.to_owned(),
+        source: Arc::new(source),
+    })
+}
+
+/// Warns when this host's clock is more than a second off the server's: every replica fires by
+/// its own clock.
+async fn check_clock(kv: &jetstream::kv::Store) {
+    let key = "clock-check";
+    let sent = time::OffsetDateTime::now_utc();
+    if kv.put(key, "".into()).await.is_err() {
+        return;
+    }
+    if let Ok(Some(entry)) = kv.entry(key).await {
+        let received = time::OffsetDateTime::now_utc();
+        let midpoint = sent + (received - sent) / 2;
+        let difference: time::Duration = entry.created - midpoint;
+        let skew = difference.abs();
+        if skew > time::Duration::seconds(1) {
+            tracing::warn!(
+                skew_ms = skew.whole_milliseconds() as i64,
+                "this host's clock differs from the NATS server's by more than a second; \
+                 fires and delayed tasks follow this host's clock"
+            );
+        }
+    }
+}
+
+/// Waits for SIGHUP where there is one.
+struct Hangup {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    fn new() -> Self {
+        Hangup {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+        }
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = &mut self.signal {
+            if signal.recv().await.is_some() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

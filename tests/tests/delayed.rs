@@ -1,0 +1,301 @@
+//! Delayed tasks against a real nats-server: due-time accuracy, ordering, survival across
+//! scheduler and server restarts, and the maximum delay.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime},
+};
+
+use async_nats::jetstream::{self, message::StreamMessage};
+use jetq_contract::{headers, Subjects};
+use jetq_producer::{DelayError, EnqueueOptions, Producer, RawTask};
+use jetq_tests::{
+    eventually, init_logs, producer, raw_jetstream, required_header, scheduler, stream_len,
+    stream_messages, Job, NatsServer, RunningScheduler, WAIT,
+};
+
+async fn tasks(js: &jetstream::Context) -> Vec<StreamMessage> {
+    stream_messages(js, &Subjects::default().tasks_stream()).await
+}
+
+/// Waits until the task stream holds `count` tasks and returns them in stream order.
+async fn released(js: &jetstream::Context, count: usize) -> Vec<StreamMessage> {
+    eventually(WAIT, &format!("{count} released tasks"), || {
+        let js = js.clone();
+        async move {
+            let tasks = tasks(&js).await;
+            (tasks.len() >= count).then_some(tasks)
+        }
+    })
+    .await
+}
+
+fn not_before(message: &StreamMessage) -> SystemTime {
+    jetq_contract::time::parse(&required_header(message, headers::NOT_BEFORE))
+        .expect("Jetq-Not-Before is RFC 3339")
+}
+
+/// How late the task became runnable: its store time in the task stream minus its due time.
+fn lateness(message: &StreamMessage) -> Duration {
+    let stored = SystemTime::from(message.time);
+    stored
+        .duration_since(not_before(message))
+        .unwrap_or_else(|early| {
+            panic!(
+                "task {} released {:?} early",
+                message.sequence,
+                early.duration()
+            )
+        })
+}
+
+fn releasing(server: &NatsServer) -> jetq_scheduler::SchedulerBuilder {
+    scheduler(server).release_delayed(true)
+}
+
+#[tokio::test]
+async fn delayed_tasks_become_runnable_within_a_second_of_their_due_time_in_order() {
+    init_logs();
+    let server = NatsServer::start().await;
+    let js = raw_jetstream(&server).await;
+    let producer = producer(&server).await;
+    let running = RunningScheduler::start(releasing(&server)).await;
+
+    // Enqueued out of order; sub-second delays included.
+    let delays_ms = [2200u64, 300, 1500, 800, 2900, 1200, 600, 2500];
+    for (n, delay) in delays_ms.iter().enumerate() {
+        producer
+            .enqueue_in(
+                Duration::from_millis(*delay),
+                &Job {
+                    n: n as u64,
+                    note: String::new(),
+                },
+            )
+            .await
+            .expect("delayed enqueue");
+    }
+    let at = SystemTime::now() + Duration::from_millis(1800);
+    producer
+        .enqueue_at(
+            at,
+            &Job {
+                n: 99,
+                note: "at".into(),
+            },
+        )
+        .await
+        .expect("enqueue_at");
+
+    let tasks = released(&js, delays_ms.len() + 1).await;
+    running.stop().await;
+    let mut worst = Duration::ZERO;
+    let mut previous = SystemTime::UNIX_EPOCH;
+    for task in &tasks {
+        assert_eq!(task.subject.as_str(), "jetq.task.work.job");
+        let late = lateness(task);
+        worst = worst.max(late);
+        assert!(
+            late <= Duration::from_millis(1000),
+            "task {} released {late:?} late",
+            task.sequence
+        );
+        let due = not_before(task);
+        assert!(due >= previous, "released out of due order");
+        previous = due;
+    }
+    eprintln!("worst lateness of {} delayed tasks: {worst:?}", tasks.len());
+    // The delayed stream is empty again: released tasks are purged.
+    assert_eq!(
+        stream_len(&js, &Subjects::default().delayed_stream()).await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_delay_above_the_maximum_is_refused_before_anything_is_sent() {
+    init_logs();
+    let server = NatsServer::start().await;
+    let js = raw_jetstream(&server).await;
+    let producer = producer(&server).await;
+    let job = Job {
+        n: 1,
+        note: String::new(),
+    };
+
+    let err = producer
+        .enqueue_in(Duration::from_secs(31 * 24 * 3600), &job)
+        .await
+        .expect_err("31 days is over the default maximum");
+    match &err {
+        DelayError::TooLong { task, delay, max } => {
+            assert_eq!(task, "job");
+            assert_eq!(*delay, Duration::from_secs(31 * 24 * 3600));
+            assert_eq!(*max, jetq_contract::delayed::DEFAULT_MAX_DELAY);
+        }
+        other => panic!("expected TooLong, got {other:?}"),
+    }
+    let short: Producer = producer.clone().with_max_delay(Duration::from_secs(3600));
+    let err = short
+        .enqueue_at(SystemTime::now() + Duration::from_secs(7200), &job)
+        .await
+        .expect_err("2 h is over a 1 h maximum");
+    assert!(matches!(err, DelayError::TooLong { .. }), "{err}");
+    assert!(err.to_string().contains("maximum delay"), "{err}");
+    // Exactly the maximum is accepted.
+    producer
+        .enqueue_in(jetq_contract::delayed::DEFAULT_MAX_DELAY, &job)
+        .await
+        .expect("30 days is accepted");
+    assert_eq!(
+        stream_len(&js, &Subjects::default().delayed_stream()).await,
+        1
+    );
+    // Invalid names are still reported as such.
+    let bad = producer
+        .enqueue_raw_in(
+            Duration::from_secs(1),
+            RawTask {
+                queue: "a.b".into(),
+                task: "t".into(),
+                payload: "{}".into(),
+                options: EnqueueOptions::new(),
+            },
+        )
+        .await
+        .expect_err("a bad queue name is refused");
+    assert!(matches!(bad, DelayError::Enqueue(_)), "{bad}");
+}
+
+#[tokio::test]
+async fn a_due_time_in_the_past_enqueues_at_once() {
+    init_logs();
+    let server = NatsServer::start().await;
+    let js = raw_jetstream(&server).await;
+    let producer = producer(&server).await;
+    let enqueued = producer
+        .enqueue_at(
+            SystemTime::now() - Duration::from_secs(60),
+            &Job {
+                n: 1,
+                note: String::new(),
+            },
+        )
+        .await
+        .expect("past due time");
+    let tasks = tasks(&js).await;
+    assert_eq!(tasks.len(), 1, "runnable at once, no scheduler needed");
+    assert_eq!(required_header(&tasks[0], headers::MSG_ID), enqueued.id);
+}
+
+#[tokio::test]
+async fn delayed_tasks_survive_scheduler_and_server_restarts_and_run_once() {
+    init_logs();
+    let mut server = NatsServer::start().await;
+    let producer = producer(&server).await;
+    let mut ids = BTreeMap::new();
+    for (n, delay) in [1u64, 3, 5].into_iter().enumerate() {
+        let enqueued = producer
+            .enqueue_in_with(
+                Duration::from_secs(delay),
+                &Job {
+                    n: n as u64,
+                    note: String::new(),
+                },
+                EnqueueOptions::new().key(format!("restart-{n}")),
+            )
+            .await
+            .expect("delayed enqueue");
+        ids.insert(enqueued.id, delay);
+    }
+    // A duplicate delayed enqueue (same key) is dropped by the delayed stream.
+    let again = producer
+        .enqueue_in_with(
+            Duration::from_secs(1),
+            &Job {
+                n: 0,
+                note: String::new(),
+            },
+            EnqueueOptions::new().key("restart-0"),
+        )
+        .await
+        .expect("duplicate enqueue");
+    assert!(again.duplicate);
+
+    // Two replicas release the first task; one is killed, then the server restarts.
+    let js = raw_jetstream(&server).await;
+    let a = RunningScheduler::start(releasing(&server)).await;
+    let b = RunningScheduler::start(releasing(&server)).await;
+    released(&js, 1).await;
+    a.kill().await;
+    server.restart().await;
+    // The other replica rides through the restart (its client reconnects); a third starts
+    // after it.
+    let js = raw_jetstream(&server).await;
+    let c = RunningScheduler::start(releasing(&server)).await;
+    let tasks = released(&js, 3).await;
+    b.stop().await;
+    c.stop().await;
+
+    let released_ids: Vec<_> = tasks
+        .iter()
+        .map(|t| required_header(t, headers::MSG_ID))
+        .collect();
+    let mut unique = released_ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        released_ids.len(),
+        "a task was released twice: {released_ids:?}"
+    );
+    assert_eq!(unique, ids.keys().cloned().collect::<Vec<_>>());
+    for task in &tasks {
+        // Never early; the restart may make one late.
+        let _ = lateness(task);
+    }
+    assert_eq!(
+        stream_len(&js, &Subjects::default().delayed_stream()).await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn tasks_due_while_no_scheduler_ran_are_released_when_one_starts() {
+    init_logs();
+    let server = NatsServer::start().await;
+    let js = raw_jetstream(&server).await;
+    let producer = producer(&server).await;
+    for n in 0..3u64 {
+        producer
+            .enqueue_in(
+                Duration::from_millis(200),
+                &Job {
+                    n,
+                    note: String::new(),
+                },
+            )
+            .await
+            .expect("delayed enqueue");
+    }
+    // Far-future tasks stay put.
+    producer
+        .enqueue_in(
+            Duration::from_secs(3600),
+            &Job {
+                n: 9,
+                note: String::new(),
+            },
+        )
+        .await
+        .expect("delayed enqueue");
+    tokio::time::sleep(Duration::from_millis(1500)).await; // let them fall due with no scheduler
+    let running = RunningScheduler::start(releasing(&server)).await;
+    let tasks = released(&js, 3).await;
+    running.stop().await;
+    assert_eq!(tasks.len(), 3);
+    assert_eq!(
+        stream_len(&js, &Subjects::default().delayed_stream()).await,
+        1
+    );
+}
