@@ -198,7 +198,8 @@ impl ProcessSpan<'_> {
             messaging.message.id = %self.id,
             jetq.queue = %self.queue,
             jetq.task.name = %self.task,
-            jetq.attempt = self.attempt,
+            // i64: tracing-opentelemetry records u64 fields as strings.
+            jetq.attempt = i64::from(self.attempt),
             trace_id = tracing::field::Empty,
         );
         // Fails only without an OpenTelemetry layer; the trace id is still logged below.

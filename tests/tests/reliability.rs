@@ -5,6 +5,8 @@
 //! The CI run uses small sizes; the long soak is
 //! `JETQ_SOAK_TASKS=20000 cargo test -p jetq-tests --test reliability crash_soak -- --nocapture`.
 
+mod common;
+
 use std::{
     collections::{HashMap, HashSet},
     process::Stdio,
@@ -13,7 +15,6 @@ use std::{
 
 use bytes::Bytes;
 use futures::StreamExt;
-use jetq_consumer::TaskContext;
 use jetq_producer::{EnqueueError, EnqueueOptions, Producer, RawTask};
 use jetq_tests::*;
 use tokio::process::{Child, Command};
@@ -146,11 +147,7 @@ async fn crash_soak_workers_killed_repeatedly_lose_nothing() {
         "duplicates {duplicates} exceed what was in flight at the kills ({in_flight_at_kills})"
     );
     let js = raw_jetstream(&server).await;
-    eventually(WAIT, "every task to be acked", || {
-        let js = js.clone();
-        async move { (stream_len(&js, "JETQ_TASKS").await == 0).then_some(()) }
-    })
-    .await;
+    common::await_drained(&js).await;
     assert_eq!(
         stream_len(&js, "JETQ_DEAD").await,
         0,
@@ -162,22 +159,7 @@ async fn crash_soak_workers_killed_repeatedly_lose_nothing() {
 async fn server_killed_during_concurrent_enqueue_and_processing_loses_no_acknowledged_task() {
     init_logs();
     let mut server = NatsServer::start().await;
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-    let worker = worker(&server)
-        .handler(move |job: Job, _ctx: TaskContext| {
-            let done_tx = done_tx.clone();
-            async move {
-                done_tx.send(job.n).ok();
-                ok()
-            }
-        })
-        .build()
-        .await
-        .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(worker.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let mut done_rx = common::recording_worker(worker(&server)).await;
     let producer = Producer::builder()
         .connection(connection(&server))
         .publish_attempts(2)
@@ -231,26 +213,13 @@ async fn server_killed_during_concurrent_enqueue_and_processing_loses_no_acknowl
             "outage errors must be clear: {err}"
         );
     }
-    let mut processed = HashSet::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !acked.is_subset(&processed) {
-        assert!(
-            Instant::now() < deadline,
-            "{} acknowledged tasks never processed",
-            acked.difference(&processed).count()
-        );
-        if let Ok(Some(n)) = tokio::time::timeout(Duration::from_secs(5), done_rx.recv()).await {
-            processed.insert(n);
-        }
-    }
+    let processed = common::await_processed(&acked, &mut done_rx, Duration::from_secs(60)).await;
     println!(
         "server crash: acked={} errors={} processed={}",
         acked.len(),
         errors.len(),
         processed.len()
     );
-    let _ = stop.send(());
-    within(WAIT, "worker shutdown", run).await.unwrap();
 }
 
 fn signal(pid: u32, name: &str) {
@@ -265,19 +234,7 @@ fn signal(pid: u32, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_server_makes_calls_time_out_cleanly_and_everything_recovers() {
     let server = NatsServer::start().await;
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-    let worker = worker(&server)
-        .handler(move |job: Job, _ctx: TaskContext| {
-            let done_tx = done_tx.clone();
-            async move {
-                done_tx.send(job.n).ok();
-                ok()
-            }
-        })
-        .build()
-        .await
-        .unwrap();
-    tokio::spawn(worker.run_until(std::future::pending()));
+    let mut done_rx = common::recording_worker(worker(&server)).await;
     let producer = Producer::builder()
         .connection(connection(&server))
         .publish_attempts(1)

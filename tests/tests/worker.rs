@@ -2,6 +2,8 @@
 //! after exactly max attempts with every error, fatal and undecodable tasks, timeouts, panics,
 //! heartbeats for long tasks, unknown task types, shutdown hand-back and startup errors.
 
+mod common;
+
 use std::{
     sync::{
         atomic::{AtomicU32, Ordering},
@@ -62,11 +64,7 @@ async fn a_successful_task_runs_once_and_leaves_the_stream() {
         (enqueued.id.as_str(), 5, 1)
     );
     let js = raw_jetstream(&server).await;
-    eventually(WAIT, "the acked task to leave the WorkQueue stream", || {
-        let js = js.clone();
-        async move { (stream_len(&js, "JETQ_TASKS").await == 0).then_some(()) }
-    })
-    .await;
+    common::await_drained(&js).await;
     assert!(rx.try_recv().is_err(), "ran exactly once");
 }
 
@@ -113,11 +111,7 @@ async fn a_failing_task_is_retried_with_backoff_and_then_succeeds() {
         "{gap:?}"
     );
     let js = raw_jetstream(&server).await;
-    eventually(WAIT, "success to remove the task", || {
-        let js = js.clone();
-        async move { (stream_len(&js, "JETQ_TASKS").await == 0).then_some(()) }
-    })
-    .await;
+    common::await_drained(&js).await;
     assert_eq!(stream_len(&js, "JETQ_DEAD").await, 0);
 }
 
@@ -249,11 +243,7 @@ async fn a_poison_task_is_dead_lettered_after_exactly_max_attempts_with_every_er
         ]
     );
     assert!(record.error.contains("attempt 3"), "{}", record.error);
-    eventually(WAIT, "the dead task to leave the task stream", || {
-        let js = js.clone();
-        async move { (stream_len(&js, "JETQ_TASKS").await == 0).then_some(()) }
-    })
-    .await;
+    common::await_drained(&js).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         runs.load(Ordering::SeqCst),
@@ -493,11 +483,7 @@ async fn a_task_longer_than_ack_wait_is_kept_alive_by_heartbeats() {
         "no redelivery while the task ran"
     );
     let js = raw_jetstream(&server).await;
-    eventually(WAIT, "the task to be acked", || {
-        let js = js.clone();
-        async move { (stream_len(&js, "JETQ_TASKS").await == 0).then_some(()) }
-    })
-    .await;
+    common::await_drained(&js).await;
     assert!(rx.try_recv().is_err(), "ran once");
 }
 
