@@ -1,0 +1,297 @@
+//! The rendered manifests against a real nats-server (the pinned one the suite runs):
+//! the dev server's configuration with the generated users is valid, and `jetq-provision` plus
+//! each pod's rendered environment give every component what it needs and nothing more.
+
+mod support;
+
+use std::{process::Stdio, time::Duration};
+
+use jetq_contract::{
+    async_nats::jetstream::{self, consumer::PullConsumer},
+    ConnectionConfig, Subjects,
+};
+use jetq_harness::NatsServer;
+use jetq_k8s::permissions;
+use serde_json::Value;
+use support::*;
+
+/// A test password per user, as the Secret would hold it.
+fn password(variable: &str) -> String {
+    format!("pw-{}", variable.to_lowercase())
+}
+
+fn user_variables() -> Vec<(String, String)> {
+    let deployed = std::fs::read_to_string(k8s().join("generated/nats/permissions.conf")).unwrap();
+    permissions::users(&deployed)
+}
+
+/// A container's environment as its process gets it in a cluster whose NATS is `url`.
+fn pod_env(objects: &[Value], container: &Value, url: &str) -> Vec<(String, String)> {
+    environment(objects, container)
+        .into_iter()
+        .filter_map(|(key, source)| {
+            let value = match source {
+                Source::Literal(value) => value,
+                Source::Secret { key, .. } => password(&key),
+                _ => return None,
+            };
+            let value = if key == "JETQ_NATS_URL" {
+                url.to_owned()
+            } else {
+                value
+            };
+            Some((key, value))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_dev_server_configuration_is_valid_with_the_rendered_users_and_secret() {
+    let objects = rendered("dev");
+    let dir = tempfile::tempdir().unwrap();
+    for (map, key) in [
+        ("nats-config", "nats.conf"),
+        ("jetq-nats-users", "permissions.conf"),
+    ] {
+        let text = config_map(&objects, map)["data"][key].as_str().unwrap();
+        std::fs::write(dir.path().join(key), text).unwrap();
+    }
+    let server = jetq_harness::pinned_server_binary();
+    let check = |with_passwords: bool| {
+        let mut command = std::process::Command::new(&server);
+        command
+            .args(["-t", "-c", "nats.conf"])
+            .current_dir(dir.path())
+            .env_clear()
+            .env("POD_NAME", "nats-0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if with_passwords {
+            for (_, variable) in user_variables() {
+                command.env(&variable, password(&variable));
+            }
+        }
+        command.output().unwrap()
+    };
+    let ok = check(true);
+    assert!(
+        ok.status.success(),
+        "nats-server -t rejects the dev configuration:\n{}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // The passwords really come from the environment (the Secret), not from the files.
+    let missing = check(false);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("JETQ_ADMIN_PASSWORD"));
+}
+
+/// A server with the users every overlay deploys, the Secret's passwords defined in its config.
+async fn server() -> NatsServer {
+    let deployed = std::fs::read_to_string(k8s().join("generated/nats/permissions.conf")).unwrap();
+    let passwords: String = user_variables()
+        .iter()
+        .map(|(_, variable)| format!("{variable}: \"{}\"\n", password(variable)))
+        .collect();
+    NatsServer::builder()
+        .extra_config(format!("{passwords}\n{deployed}"))
+        .start()
+        .await
+}
+
+async fn js(env: &[(String, String)]) -> jetstream::Context {
+    let mut config = ConnectionConfig::from_env_iter(env.to_vec()).unwrap();
+    config.request_timeout = Duration::from_millis(700);
+    let client = jetq_contract::connect(&config, "k8s-test").await.unwrap();
+    jetq_contract::jetstream(client, &config)
+}
+
+async fn run_provision(env: &[(String, String)], args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_jetq-provision"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().cloned())
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn provisioning_and_each_pods_login_work_against_a_real_server() {
+    let server = server().await;
+    let url = server.url();
+    let subjects = Subjects::default();
+    // The dev overlay: one server, streams with one replica, like this test server.
+    let objects = rendered("dev");
+    let admin_env = |deployment: &Value| {
+        let init = &pod_spec(deployment)["initContainers"][0];
+        (
+            pod_env(&objects, init, &url),
+            init["command"].as_array().unwrap().clone(),
+        )
+    };
+
+    for queue in &values().queues {
+        let deployment = find(&objects, "Deployment", &format!("worker-{}", queue.name));
+        let (env, command) = admin_env(deployment);
+        let args: Vec<&str> = command[1..].iter().map(|a| a.as_str().unwrap()).collect();
+        for round in 0..2 {
+            // Twice: every pod start runs it, so it must be idempotent.
+            let output = run_provision(&env, &args).await;
+            assert!(
+                output.status.success(),
+                "jetq-provision (round {round}) for {}:\n{}",
+                queue.name,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        // The durable has the worker's settings and no inactive_threshold.
+        let settings = values().worker_settings(queue);
+        let mut consumer: PullConsumer = js(&env)
+            .await
+            .get_stream(subjects.tasks_stream())
+            .await
+            .unwrap()
+            .get_consumer(&subjects.durable(&queue.name))
+            .await
+            .unwrap();
+        let info = consumer.info().await.unwrap().config.clone();
+        assert_eq!(
+            info.durable_name.as_deref(),
+            Some(subjects.durable(&queue.name).as_str())
+        );
+        assert_eq!(info.filter_subject, subjects.queue_filter(&queue.name));
+        assert_eq!(info.ack_wait, settings.ack_wait);
+        assert_eq!(info.max_deliver, settings.max_deliver);
+        assert_eq!(info.max_ack_pending, settings.max_in_flight);
+        assert_eq!(
+            info.inactive_threshold,
+            Duration::ZERO,
+            "a sleeping queue keeps its durable"
+        );
+    }
+
+    // Each worker pod's login binds its own queue's durable and no other.
+    for queue in &values().queues {
+        let deployment = find(&objects, "Deployment", &format!("worker-{}", queue.name));
+        let env = pod_env(&objects, &pod_spec(deployment)["containers"][0], &url);
+        let stream = js(&env)
+            .await
+            .get_stream(subjects.tasks_stream())
+            .await
+            .unwrap();
+        let own: Result<PullConsumer, _> =
+            stream.get_consumer(&subjects.durable(&queue.name)).await;
+        assert!(
+            own.is_ok(),
+            "worker-{} cannot bind its durable: {:?}",
+            queue.name,
+            own.err()
+        );
+        for other in values().queues.iter().filter(|q| q.name != queue.name) {
+            let theirs: Result<PullConsumer, _> =
+                stream.get_consumer(&subjects.durable(&other.name)).await;
+            assert!(
+                theirs.is_err(),
+                "worker-{} must not bind {}'s durable",
+                queue.name,
+                other.name
+            );
+        }
+        // A worker may not provision.
+        let mut env = env.clone();
+        env.push(("JETQ_REQUEST_TIMEOUT".into(), "500ms".into()));
+        let output = run_provision(&env, &["--queue", &queue.name]).await;
+        assert!(
+            !output.status.success(),
+            "a worker's login must not provision"
+        );
+    }
+
+    // The web pod (producer) enqueues to every queue without provisioning, and cannot read streams.
+    let web = find(&objects, "Deployment", "web");
+    let env = pod_env(&objects, &pod_spec(web)["containers"][0], &url);
+    let settings: jetq_producer::ProducerSettings =
+        jetq_contract::config::from_env_iter(env.clone()).unwrap();
+    let producer = jetq_producer::Producer::builder()
+        .connection(ConnectionConfig::from_env_iter(env.clone()).unwrap())
+        .settings(settings)
+        .connect()
+        .await
+        .expect("the web pod's producer connects with its own user");
+    use jetq_examples::tasks::{GenerateCsv, SendEmail};
+    producer
+        .enqueue(&SendEmail {
+            to: "ada@example.com".into(),
+            subject: "Hi".into(),
+            body: "Welcome".into(),
+        })
+        .await
+        .expect("enqueue an email");
+    producer
+        .enqueue(&GenerateCsv {
+            export_id: "e1".into(),
+            rows: 1,
+            row_delay_ms: 0,
+        })
+        .await
+        .expect("enqueue an export");
+    assert!(
+        js(&env)
+            .await
+            .get_stream(subjects.tasks_stream())
+            .await
+            .is_err(),
+        "a producer must not read streams"
+    );
+
+    // KEDA's view: the lag of each durable on the monitoring endpoint is what was enqueued.
+    let jsz: Value = reqwest_json(&format!(
+        "{}/jsz?consumers=true&accounts=true",
+        server.monitor_url()
+    ))
+    .await;
+    let account = jsz["account_details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == values().nats.account.as_str())
+        .unwrap_or_else(|| panic!("no account {} in /jsz: {jsz}", values().nats.account));
+    let stream = account["stream_detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == subjects.tasks_stream().as_str())
+        .unwrap();
+    for queue in &values().queues {
+        let consumer = stream["consumer_detail"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == subjects.durable(&queue.name).as_str())
+            .unwrap_or_else(|| panic!("no durable for {} in /jsz: {stream}", queue.name));
+        let lag = consumer["num_pending"].as_u64().unwrap()
+            + consumer["num_ack_pending"].as_u64().unwrap();
+        assert_eq!(
+            lag, 1,
+            "{}: KEDA's lag is the task just enqueued",
+            queue.name
+        );
+    }
+}
+
+/// GET a JSON document over plain HTTP/1.0 (the monitoring port), without an HTTP client crate.
+async fn reqwest_json(url: &str) -> Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    stream
+        .write_all(format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+    let (_, json) = body.split_once("\r\n\r\n").unwrap();
+    serde_json::from_str(json).unwrap()
+}
