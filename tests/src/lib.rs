@@ -204,7 +204,11 @@ pub struct RunningScheduler {
 impl RunningScheduler {
     /// Builds and starts a scheduler.
     pub async fn start(builder: jetq_scheduler::SchedulerBuilder) -> RunningScheduler {
-        let scheduler = builder.build().await.expect("scheduler builds");
+        Self::run(builder.build().await.expect("scheduler builds"))
+    }
+
+    /// Starts a scheduler that is already built (connected and provisioned).
+    pub fn run(scheduler: jetq_scheduler::Scheduler) -> RunningScheduler {
         let reload = scheduler.reload_handle();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(scheduler.run_until(async move {

@@ -170,9 +170,15 @@ async fn catch_up_policies_after_downtime() {
 
     // Down across several fires.
     tokio::time::sleep(Duration::from_secs(5)).await;
+    // Connected and provisioned first, so it looks at its schedules right at the chosen time.
+    let built = scheduler(&server)
+        .schedules_file(&file)
+        .build()
+        .await
+        .expect("scheduler builds");
     until_odd_second_plus(Duration::from_millis(500)).await;
     let restart = Utc::now();
-    let second = RunningScheduler::start(scheduler(&server).schedules_file(&file)).await;
+    let second = RunningScheduler::run(built);
     let next_regular = second_floor(restart) + TimeDelta::seconds(1);
     for policy in ["skip", "once", "each"] {
         fired_since(&js, policy, next_regular).await;
