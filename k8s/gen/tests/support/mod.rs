@@ -278,8 +278,9 @@ pub fn source_mentions(path: &str, needle: &str) -> bool {
     std::fs::read_to_string(repo().join(path)).is_ok_and(|text| text.contains(needle))
 }
 
-/// Runs the schema validator (k8s/validate) on objects, installing its packages on first use.
-pub fn validate_schemas(objects: &[Value]) -> Vec<String> {
+/// Runs the schema validator (k8s/validate) on objects, installing its packages on first use;
+/// returns each object's problems, in order.
+pub fn validate_schemas(objects: &[Value]) -> Vec<Vec<String>> {
     let dir = k8s().join("validate");
     ensure_validator(&dir);
     let mut child = Command::new("node")
@@ -297,32 +298,38 @@ pub fn validate_schemas(objects: &[Value]) -> Vec<String> {
             .unwrap();
     }
     let output = child.wait_with_output().unwrap();
-    let mut problems = Vec::new();
-    let mut seen = 0;
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let report: Value = serde_json::from_str(line).unwrap();
-        seen += 1;
-        for error in report["errors"].as_array().into_iter().flatten() {
-            problems.push(format!("{} {}: {}", report["kind"], report["name"], error));
-        }
-    }
+    let reports: Vec<Vec<String>> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            let report: Value = serde_json::from_str(line).unwrap();
+            report["errors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|error| format!("{} {}: {}", report["kind"], report["name"], error))
+                .collect()
+        })
+        .collect();
     assert_eq!(
-        seen,
+        reports.len(),
         objects.len(),
-        "the validator reported on {seen} of {} objects; stderr:\n{}",
+        "the validator reported on {} of {} objects; stderr:\n{}",
+        reports.len(),
         objects.len(),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(output.status.success(), problems.is_empty(), "{problems:?}");
-    problems
+    let any = reports.iter().any(|problems| !problems.is_empty());
+    assert_eq!(output.status.success(), !any, "{reports:?}");
+    reports
 }
 
 fn ensure_validator(dir: &Path) {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
-        if dir.join("node_modules/kubernetes-models").is_dir()
-            && dir.join("node_modules/@kubernetes-models/keda").is_dir()
-        {
+        let installed = ["kubernetes-models", "@kubernetes-models/keda", "typescript"]
+            .iter()
+            .all(|package| dir.join("node_modules").join(package).is_dir());
+        if installed {
             return;
         }
         let status = Command::new("npm")
