@@ -43,6 +43,18 @@ if ! "$min_venv/bin/nats-server" --version 2>/dev/null | grep -q "v2.10.25"; the
 fi
 export JETQ_TEST_MIN_NATS_SERVER="$min_venv/bin/nats-server"
 
+# 2c. Debian's Chromium and playwright-core (cli/tests/browser) for the dashboard's browser test.
+if [ ! -x /usr/bin/chromium ]; then
+  log "installing Debian's chromium for the dashboard browser test"
+  as_root apt-get update >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium >&2
+fi
+if ! grep -qs '"version": "1.65.1"' cli/tests/browser/node_modules/playwright-core/package.json; then
+  log "installing playwright-core into cli/tests/browser"
+  (cd cli/tests/browser && npm ci --no-audit --no-fund >&2)
+fi
+export JETQ_TEST_CHROMIUM=/usr/bin/chromium JETQ_TEST_BROWSER_REQUIRED=1
+
 export JETQ_TEST_NATS_SERVER="$server"
 if [ -x "$old_server" ]; then
   export JETQ_TEST_OLD_NATS_SERVER="$old_server"

@@ -1,0 +1,1171 @@
+//! Dead letters: list and show with filters, replay (re-enqueue, then remove), purge.
+//!
+//! ## Replay
+//!
+//! A replay publishes the dead letter's payload, byte for byte, to its task subject with the
+//! original headers (so `traceparent`/`tracestate`, per-task overrides and any custom header
+//! survive), minus the dead-letter headers and every `Nats-*` header, with
+//!
+//! - `Nats-Msg-Id` = `replay:<dead-letter sequence>:<task id>` ([`replay_id`]): deterministic, so
+//!   replaying the same dead letter twice inside the task stream's duplicate window stores one
+//!   task, and
+//! - `Jetq-Enqueued-At` = now: the replayed task is a new task with a fresh attempt count
+//!   (the attempt number is JetStream's delivery count of the new message).
+//!
+//! The dead letter is deleted only **after** the task stream acknowledged the publish. A crash
+//! between the two leaves the dead letter in place; replaying it again is deduplicated by the
+//! server within the duplicate window (2 minutes by default) and, after it, stores a second copy.
+//! So a crash yields a duplicate at worst, never a loss.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime},
+};
+
+use async_nats::{
+    jetstream::{
+        self,
+        consumer::{pull, DeliverPolicy},
+        context::PublishAckFuture,
+        message::{PublishMessage, StreamMessage},
+        stream::{DeleteMessageErrorKind, LastRawMessageErrorKind, Stream},
+        ErrorCode,
+    },
+    HeaderMap,
+};
+use bytes::Bytes;
+use futures::{stream::FuturesUnordered, StreamExt};
+use jetq_contract::{headers, FailureRecord, NameKind, Subjects};
+use serde::Serialize;
+
+use crate::{admin::Admin, error::AdminError};
+
+/// Headers a worker adds when it dead-letters a task; a replay drops them.
+pub const DEAD_LETTER_HEADERS: [&str; 6] = [
+    headers::TASK_ID,
+    headers::DEAD_REASON,
+    headers::ATTEMPTS,
+    headers::DEAD_AT,
+    headers::TASK_SEQUENCE,
+    headers::FAILURE,
+];
+
+/// Longest `Nats-Msg-Id` the protocol allows.
+const MAX_ID_LEN: usize = 256;
+
+/// The `Nats-Msg-Id` of the replay of dead letter `dead_sequence`: `replay:<seq>:<task id>`.
+///
+/// The dead-letter sequence alone makes it unique; the task id is there for people reading
+/// logs, cut (on a character boundary) so the id stays within 256 bytes.
+///
+/// ```
+/// assert_eq!(jetq_cli::dead::replay_id(42, "01JABC"), "replay:42:01JABC");
+/// assert!(jetq_cli::dead::replay_id(1, &"k".repeat(300)).len() <= 256);
+/// ```
+pub fn replay_id(dead_sequence: u64, task_id: &str) -> String {
+    let mut id = format!("replay:{dead_sequence}:{task_id}");
+    if id.len() > MAX_ID_LEN {
+        let mut end = MAX_ID_LEN;
+        while !id.is_char_boundary(end) {
+            end -= 1;
+        }
+        id.truncate(end);
+    }
+    id
+}
+
+/// One dead letter as stored in the dead-letter stream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetter {
+    /// Its sequence in the dead-letter stream: what `show`, `replay` and `purge` take.
+    pub sequence: u64,
+    /// The task's queue.
+    pub queue: String,
+    /// The task's wire name.
+    pub task: String,
+    /// The original task id (`Jetq-Task-Id`).
+    pub task_id: Option<String>,
+    /// Why it died (`Jetq-Dead-Reason`).
+    pub reason: Option<String>,
+    /// Deliveries it had (`Jetq-Attempts`).
+    pub attempts: Option<u32>,
+    /// The final error, from the failure record.
+    pub error: Option<String>,
+    /// When it was dead-lettered, RFC 3339 UTC (the server's timestamp of the dead letter).
+    pub dead_at: String,
+    /// When the task was first enqueued (`Jetq-Enqueued-At`), if known.
+    pub enqueued_at: Option<String>,
+    /// The task's sequence in the task stream (`Jetq-Task-Sequence`).
+    pub task_sequence: Option<u64>,
+    /// The failure record (`Jetq-Failure`), with the error of each attempt.
+    pub failure: Option<FailureRecord>,
+    /// Every header, as stored.
+    pub headers: BTreeMap<String, Vec<String>>,
+    /// The task's arguments, when the payload is JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<serde_json::Value>,
+    /// The payload as text (invalid UTF-8 replaced), when it is not JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_text: Option<String>,
+    /// The payload, byte for byte.
+    #[serde(skip)]
+    pub payload: Bytes,
+    /// The original headers, for a faithful replay.
+    #[serde(skip)]
+    pub raw_headers: HeaderMap,
+    /// When the dead letter was stored.
+    #[serde(skip)]
+    pub stored: SystemTime,
+}
+
+/// The short form of a dead letter, for listings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadSummary {
+    /// Sequence in the dead-letter stream.
+    pub sequence: u64,
+    /// Queue.
+    pub queue: String,
+    /// Task wire name.
+    pub task: String,
+    /// Original task id.
+    pub task_id: Option<String>,
+    /// Why it died.
+    pub reason: Option<String>,
+    /// Deliveries it had.
+    pub attempts: Option<u32>,
+    /// The final error.
+    pub error: Option<String>,
+    /// When it was dead-lettered.
+    pub dead_at: String,
+}
+
+impl DeadLetter {
+    /// Reads a dead letter from its stored parts; `None` if the subject is not a dead-letter
+    /// subject of this installation.
+    pub(crate) fn from_parts(
+        subjects: &Subjects,
+        sequence: u64,
+        subject: &str,
+        raw_headers: HeaderMap,
+        payload: Bytes,
+        stored: SystemTime,
+    ) -> Option<DeadLetter> {
+        let (queue, task) = subjects.parse_dead(subject)?;
+        let header = |name: &str| raw_headers.get(name).map(|v| v.as_str().to_owned());
+        let failure: Option<FailureRecord> =
+            header(headers::FAILURE).and_then(|json| serde_json::from_str(&json).ok());
+        let mut all = BTreeMap::new();
+        for (name, values) in raw_headers.iter() {
+            all.insert(
+                name.to_string(),
+                values.iter().map(|v| v.as_str().to_owned()).collect(),
+            );
+        }
+        let args = serde_json::from_slice(&payload).ok();
+        let payload_text = match args {
+            Some(_) => None,
+            None => Some(String::from_utf8_lossy(&payload).into_owned()),
+        };
+        Some(DeadLetter {
+            sequence,
+            queue: queue.to_owned(),
+            task: task.to_owned(),
+            task_id: header(headers::TASK_ID),
+            reason: header(headers::DEAD_REASON),
+            attempts: header(headers::ATTEMPTS).and_then(|a| a.trim().parse().ok()),
+            error: failure.as_ref().map(|f| f.error.clone()),
+            dead_at: jetq_contract::time::format(stored),
+            enqueued_at: header(headers::ENQUEUED_AT),
+            task_sequence: header(headers::TASK_SEQUENCE).and_then(|s| s.trim().parse().ok()),
+            failure,
+            headers: all,
+            args,
+            payload_text,
+            payload,
+            raw_headers,
+            stored,
+        })
+    }
+
+    fn from_stream_message(subjects: &Subjects, message: StreamMessage) -> Option<DeadLetter> {
+        DeadLetter::from_parts(
+            subjects,
+            message.sequence,
+            message.subject.as_str(),
+            message.headers,
+            message.payload,
+            SystemTime::from(message.time),
+        )
+    }
+
+    /// The listing form.
+    pub fn summary(&self) -> DeadSummary {
+        DeadSummary {
+            sequence: self.sequence,
+            queue: self.queue.clone(),
+            task: self.task.clone(),
+            task_id: self.task_id.clone(),
+            reason: self.reason.clone(),
+            attempts: self.attempts,
+            error: self.error.clone(),
+            dead_at: self.dead_at.clone(),
+        }
+    }
+
+    /// The task id used in the replay id: `Jetq-Task-Id`, else the dead letter's own id.
+    fn id_for_replay(&self) -> String {
+        self.task_id
+            .clone()
+            .or_else(|| {
+                self.raw_headers
+                    .get(headers::MSG_ID)
+                    .map(|v| v.as_str().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".to_owned())
+    }
+
+    /// The subject, headers and payload its replay publishes.
+    pub fn replay_message(&self, subjects: &Subjects) -> (String, HeaderMap, Bytes) {
+        let mut out = HeaderMap::new();
+        for (name, values) in self.raw_headers.iter() {
+            let name: &str = name.as_ref();
+            if name.starts_with("Nats-")
+                || name == headers::ENQUEUED_AT
+                || DEAD_LETTER_HEADERS.contains(&name)
+            {
+                continue;
+            }
+            for value in values {
+                out.append(name, value.as_str());
+            }
+        }
+        out.insert(
+            headers::MSG_ID,
+            replay_id(self.sequence, &self.id_for_replay()).as_str(),
+        );
+        out.insert(headers::ENQUEUED_AT, jetq_contract::time::now().as_str());
+        (
+            subjects.task(&self.queue, &self.task),
+            out,
+            self.payload.clone(),
+        )
+    }
+}
+
+/// Which dead letters: every field set must match.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeadFilter {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only this task type.
+    pub task: Option<String>,
+    /// Only dead letters stored at least this long ago.
+    pub older_than: Option<Duration>,
+    /// Only dead letters stored at most this long ago.
+    pub newer_than: Option<Duration>,
+    /// Only this dead reason (`exhausted`, `fatal`, `undecodable`, `unknown-task`,
+    /// `deliveries-exhausted`).
+    pub reason: Option<String>,
+    /// Only dead letters of this task id (`Jetq-Task-Id`).
+    pub task_id: Option<String>,
+}
+
+impl DeadFilter {
+    /// True if no field is set: every dead letter matches.
+    pub fn is_everything(&self) -> bool {
+        self == &DeadFilter::default()
+    }
+
+    /// Checks the names in the filter.
+    pub fn validate(&self) -> Result<(), AdminError> {
+        if let Some(queue) = &self.queue {
+            jetq_contract::name::validate(NameKind::Queue, queue)?;
+        }
+        if let Some(task) = &self.task {
+            jetq_contract::name::validate(NameKind::Task, task)?;
+        }
+        if let (Some(older), Some(newer)) = (self.older_than, self.newer_than) {
+            if older >= newer {
+                return Err(AdminError::Invalid(format!(
+                    "--older-than {} and --newer-than {} select nothing: the first must be \
+                     shorter than the second",
+                    humantime::format_duration(older),
+                    humantime::format_duration(newer)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The subject filter on the dead-letter stream.
+    pub fn subject(&self, subjects: &Subjects) -> String {
+        subjects.dead(
+            self.queue.as_deref().unwrap_or("*"),
+            self.task.as_deref().unwrap_or("*"),
+        )
+    }
+
+    fn matches(&self, dead: &DeadLetter, cutoffs: &Cutoffs) -> bool {
+        if let Some(before) = cutoffs.older {
+            if dead.stored > before {
+                return false;
+            }
+        }
+        if let Some(after) = cutoffs.newer {
+            if dead.stored < after {
+                return false;
+            }
+        }
+        if let Some(reason) = &self.reason {
+            if dead.reason.as_deref() != Some(reason.as_str()) {
+                return false;
+            }
+        }
+        if let Some(id) = &self.task_id {
+            if dead.task_id.as_deref() != Some(id.as_str()) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cutoffs {
+    older: Option<SystemTime>,
+    newer: Option<SystemTime>,
+}
+
+/// What a replay or purge acts on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Selection {
+    /// These dead letters, by sequence. Every one must exist.
+    Sequences(Vec<u64>),
+    /// Every dead letter matching the filter (an empty filter: all of them).
+    Filter(DeadFilter),
+}
+
+/// A page of a dead-letter listing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadPage {
+    /// How many dead letters match the filter in all.
+    pub total: u64,
+    /// The first `limit` of them, oldest first.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// Receives progress of long operations (the CLI draws a progress bar with it).
+pub trait Progress: Send + Sync {
+    /// The number of items expected (an upper bound when filters apply).
+    fn set_total(&self, _total: u64) {}
+    /// `n` more items are done.
+    fn inc(&self, _n: u64) {}
+}
+
+impl Progress for () {}
+
+/// Options of a replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayOptions {
+    /// Publishes awaiting their ack at once (at least 1).
+    pub window: usize,
+    /// Only report what would be replayed.
+    pub dry_run: bool,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            window: 64,
+            dry_run: false,
+        }
+    }
+}
+
+/// One dead letter replayed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Replayed {
+    /// The dead letter's sequence (now deleted).
+    pub dead_sequence: u64,
+    /// Queue.
+    pub queue: String,
+    /// Task wire name.
+    pub task: String,
+    /// The original task id.
+    pub task_id: Option<String>,
+    /// The replayed task's id (`replay:<dead seq>:<task id>`).
+    pub new_id: String,
+    /// The replayed task's sequence in the task stream (of the first copy, for a duplicate).
+    pub task_sequence: u64,
+    /// True if the server already had this replay (an earlier run stored it, then stopped
+    /// before removing the dead letter): no second copy was stored.
+    pub duplicate: bool,
+}
+
+/// A dead letter whose replay or deletion failed; it stays in the dead-letter stream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ItemFailure {
+    /// The dead letter's sequence.
+    pub dead_sequence: u64,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// The outcome of a replay.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplayReport {
+    /// Dead letters selected.
+    pub matched: u64,
+    /// Replayed and removed.
+    pub replayed: u64,
+    /// Of those, replays the server had already stored (deduplicated).
+    pub duplicates: u64,
+    /// Left in place because their replay or removal failed.
+    pub failed: u64,
+    /// True for a dry run: nothing was changed.
+    pub dry_run: bool,
+    /// Each replayed dead letter (for a dry run: each that would be).
+    pub items: Vec<Replayed>,
+    /// Each failure.
+    pub failures: Vec<ItemFailure>,
+}
+
+impl ReplayReport {
+    /// The error to report if any item failed (exit code 1); `None` if all succeeded.
+    pub fn error(&self) -> Option<AdminError> {
+        self.failures.first().map(|first| AdminError::Partial {
+            operation: "replays",
+            failed: self.failed,
+            total: self.matched,
+            first: format!("dead letter {}: {}", first.dead_sequence, first.error),
+        })
+    }
+}
+
+/// The outcome of a purge.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PurgeReport {
+    /// Dead letters selected.
+    pub matched: u64,
+    /// Deleted.
+    pub deleted: u64,
+    /// Left in place because their deletion failed.
+    pub failed: u64,
+    /// True for a dry run.
+    pub dry_run: bool,
+    /// Sequences deleted (for a dry run: that would be; empty when the server purged a whole
+    /// subject at once).
+    pub sequences: Vec<u64>,
+    /// Each failure.
+    pub failures: Vec<ItemFailure>,
+}
+
+/// Reads the dead letters matching a filter, oldest first, from a snapshot: dead letters
+/// written after the scan started are not returned.
+pub struct DeadScan {
+    subjects: Subjects,
+    filter: DeadFilter,
+    cutoffs: Cutoffs,
+    messages: Option<pull::Ordered>,
+    last_sequence: u64,
+    estimate: u64,
+    idle: Duration,
+    done: bool,
+}
+
+impl std::fmt::Debug for DeadScan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadScan")
+            .field("filter", &self.filter)
+            .field("estimate", &self.estimate)
+            .finish()
+    }
+}
+
+impl DeadScan {
+    /// How many dead letters the scan will read at most.
+    pub fn estimate(&self) -> u64 {
+        self.estimate
+    }
+
+    /// The next matching dead letter, `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<DeadLetter>, AdminError> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            let Some(messages) = self.messages.as_mut() else {
+                self.done = true;
+                return Ok(None);
+            };
+            let message = match tokio::time::timeout(self.idle, messages.next()).await {
+                Err(_) => {
+                    return Err(AdminError::nats(
+                        "reading dead letters stalled",
+                        format!("no message within {:?}", self.idle),
+                    ))
+                }
+                Ok(None) => {
+                    self.done = true;
+                    return Ok(None);
+                }
+                Ok(Some(Err(err))) => {
+                    return Err(AdminError::nats("cannot read dead letters", err));
+                }
+                Ok(Some(Ok(message))) => message,
+            };
+            let (sequence, pending, published) = match message.info() {
+                Ok(info) => (info.stream_sequence, info.pending, info.published),
+                Err(err) => {
+                    return Err(AdminError::nats(
+                        "cannot read a dead letter's metadata",
+                        err.to_string(),
+                    ))
+                }
+            };
+            if sequence > self.last_sequence {
+                self.done = true;
+                return Ok(None);
+            }
+            if pending == 0 || sequence == self.last_sequence {
+                self.done = true;
+            }
+            let stored = SystemTime::from(published);
+            if let Some(before) = self.cutoffs.older {
+                if stored > before {
+                    // Stored in sequence order: everything after is newer still.
+                    self.done = true;
+                    return Ok(None);
+                }
+            }
+            let message = message.message;
+            let Some(dead) = DeadLetter::from_parts(
+                &self.subjects,
+                sequence,
+                message.subject.as_str(),
+                message.headers.unwrap_or_default(),
+                message.payload,
+                stored,
+            ) else {
+                continue;
+            };
+            if self.filter.matches(&dead, &self.cutoffs) {
+                return Ok(Some(dead));
+            }
+        }
+    }
+}
+
+impl Admin {
+    /// Starts reading the dead letters that match `filter`, oldest first.
+    pub async fn scan_dead(&self, filter: &DeadFilter) -> Result<DeadScan, AdminError> {
+        filter.validate()?;
+        let subjects = self.subjects().clone();
+        let now = SystemTime::now();
+        let cutoffs = Cutoffs {
+            older: filter.older_than.and_then(|d| now.checked_sub(d)),
+            newer: filter
+                .newer_than
+                .map(|d| now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH)),
+        };
+        let idle = self.request_timeout().max(Duration::from_secs(5)) * 2;
+        let empty = |filter: &DeadFilter| DeadScan {
+            subjects: subjects.clone(),
+            filter: filter.clone(),
+            cutoffs,
+            messages: None,
+            last_sequence: 0,
+            estimate: 0,
+            idle,
+            done: true,
+        };
+        let Some(mut stream) = self.dead_stream().await? else {
+            return Ok(empty(filter));
+        };
+        let last_sequence = stream
+            .info()
+            .await
+            .map_err(|err| AdminError::nats("cannot read the dead-letter stream", err))?
+            .state
+            .last_sequence;
+        let deliver_policy = match cutoffs.newer {
+            Some(after) => DeliverPolicy::ByStartTime {
+                start_time: to_datetime(after)?,
+            },
+            None => DeliverPolicy::All,
+        };
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: filter.subject(&subjects),
+                deliver_policy,
+                description: Some("jetq CLI: reading dead letters".into()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|err| AdminError::nats("cannot read the dead-letter stream", err))?;
+        let estimate = consumer.cached_info().num_pending;
+        if estimate == 0 || last_sequence == 0 {
+            return Ok(empty(filter));
+        }
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|err| AdminError::nats("cannot read the dead-letter stream", err))?;
+        Ok(DeadScan {
+            subjects,
+            filter: filter.clone(),
+            cutoffs,
+            messages: Some(messages),
+            last_sequence,
+            estimate,
+            idle,
+            done: false,
+        })
+    }
+
+    /// The dead letters matching `filter`, oldest first: the first `limit` (all with `None`)
+    /// and the total count.
+    pub async fn dead_letters(
+        &self,
+        filter: &DeadFilter,
+        limit: Option<usize>,
+    ) -> Result<DeadPage, AdminError> {
+        let mut scan = self.scan_dead(filter).await?;
+        let mut page = DeadPage {
+            total: 0,
+            dead_letters: Vec::new(),
+        };
+        while let Some(dead) = scan.next().await? {
+            page.total += 1;
+            if limit.is_none_or(|limit| page.dead_letters.len() < limit) {
+                page.dead_letters.push(dead);
+            }
+        }
+        Ok(page)
+    }
+
+    /// One dead letter by its sequence in the dead-letter stream.
+    pub async fn dead_letter(&self, sequence: u64) -> Result<DeadLetter, AdminError> {
+        let stream = self.required_dead_stream().await?;
+        let not_found = || {
+            AdminError::not_found(
+                format!("dead letter {sequence}"),
+                Some(
+                    "it was replayed, purged or expired, or never existed; `jetq dead list` shows \
+                     the dead letters"
+                        .into(),
+                ),
+            )
+        };
+        let message = match stream.get_raw_message(sequence).await {
+            Ok(message) => message,
+            Err(err) => {
+                return Err(match err.kind() {
+                    LastRawMessageErrorKind::NoMessageFound => not_found(),
+                    LastRawMessageErrorKind::JetStream(js)
+                        if js.error_code() == ErrorCode::NO_MESSAGE_FOUND
+                            || js.error_code() == ErrorCode::SEQUENCE_NOT_FOUND =>
+                    {
+                        not_found()
+                    }
+                    _ => AdminError::nats(format!("cannot read dead letter {sequence}"), err),
+                })
+            }
+        };
+        DeadLetter::from_stream_message(self.subjects(), message).ok_or_else(not_found)
+    }
+
+    /// The dead letters of a task id (a task enqueued twice with one key can die twice).
+    pub async fn dead_letters_of_task(&self, task_id: &str) -> Result<Vec<DeadLetter>, AdminError> {
+        let filter = DeadFilter {
+            task_id: Some(task_id.to_owned()),
+            ..DeadFilter::default()
+        };
+        let found = self.dead_letters(&filter, None).await?.dead_letters;
+        if found.is_empty() {
+            return Err(AdminError::not_found(
+                format!("dead letter of task {task_id}"),
+                Some("no dead letter carries this Jetq-Task-Id".into()),
+            ));
+        }
+        Ok(found)
+    }
+
+    /// Replays the selected dead letters: re-enqueues each (see the module docs) and removes it
+    /// once the task stream acknowledged the replay.
+    ///
+    /// Items that fail stay in the dead-letter stream and are listed in the report; the rest go
+    /// on. Fails as a whole only when the selection cannot be read (or a sequence does not
+    /// exist).
+    pub async fn replay(
+        &self,
+        selection: &Selection,
+        options: &ReplayOptions,
+        progress: &dyn Progress,
+    ) -> Result<ReplayReport, AdminError> {
+        let dead_stream = self.required_dead_stream().await?;
+        let tasks_stream = self.tasks_stream().await?;
+        let tasks_name = tasks_stream.cached_info().config.name.clone();
+        let mut report = ReplayReport {
+            matched: 0,
+            replayed: 0,
+            duplicates: 0,
+            failed: 0,
+            dry_run: options.dry_run,
+            items: Vec::new(),
+            failures: Vec::new(),
+        };
+        let mut source = self.select(selection).await?;
+        progress.set_total(source.estimate());
+        let window = options.window.max(1);
+        let mut in_flight = FuturesUnordered::new();
+        while let Some(dead) = source.next().await? {
+            report.matched += 1;
+            if options.dry_run {
+                let (_, headers, _) = dead.replay_message(self.subjects());
+                report.items.push(Replayed {
+                    dead_sequence: dead.sequence,
+                    queue: dead.queue.clone(),
+                    task: dead.task.clone(),
+                    task_id: dead.task_id.clone(),
+                    new_id: headers
+                        .get(headers::MSG_ID)
+                        .map(|v| v.as_str().to_owned())
+                        .unwrap_or_default(),
+                    task_sequence: 0,
+                    duplicate: false,
+                });
+                progress.inc(1);
+                continue;
+            }
+            while in_flight.len() >= window {
+                if let Some(outcome) = in_flight.next().await {
+                    record(&mut report, outcome, progress);
+                }
+            }
+            // Sent in order here; acks and deletions complete concurrently.
+            let first = self.send_replay(&dead).await;
+            in_flight.push(self.finish_replay(&dead_stream, &tasks_name, dead, first));
+        }
+        while let Some(outcome) = in_flight.next().await {
+            record(&mut report, outcome, progress);
+        }
+        report.items.sort_by_key(|item| item.dead_sequence);
+        report.failures.sort_by_key(|f| f.dead_sequence);
+        Ok(report)
+    }
+
+    /// The first half of a replay: publishes the dead letter's replay and waits for the task
+    /// stream's ack, without removing the dead letter. [`Admin::replay`] calls it and then
+    /// [`Admin::remove_dead_letter`]; tests call it alone to stand for a replay that crashed
+    /// between the two.
+    pub async fn republish(&self, dead: &DeadLetter) -> Result<Replayed, AdminError> {
+        let tasks_name = self.subjects().tasks_stream();
+        let first = self.send_replay(dead).await;
+        self.await_replay_ack(&tasks_name, dead, first).await
+    }
+
+    /// The second half of a replay: deletes dead letter `sequence`. `Ok(false)` if it was
+    /// already gone.
+    pub async fn remove_dead_letter(&self, sequence: u64) -> Result<bool, AdminError> {
+        let stream = self.required_dead_stream().await?;
+        delete_dead(&stream, sequence).await
+    }
+
+    /// Deletes the selected dead letters without replaying them.
+    pub async fn purge(
+        &self,
+        selection: &Selection,
+        dry_run: bool,
+        progress: &dyn Progress,
+    ) -> Result<PurgeReport, AdminError> {
+        let stream = self.required_dead_stream().await?;
+        let mut report = PurgeReport {
+            matched: 0,
+            deleted: 0,
+            failed: 0,
+            dry_run,
+            sequences: Vec::new(),
+            failures: Vec::new(),
+        };
+        // A filter of queue and task only: one purge request for the subject, bounded by the
+        // last sequence now so dead letters arriving meanwhile are kept.
+        if let (Selection::Filter(filter), false) = (selection, dry_run) {
+            let subject_only = DeadFilter {
+                queue: filter.queue.clone(),
+                task: filter.task.clone(),
+                ..DeadFilter::default()
+            };
+            if *filter == subject_only {
+                filter.validate()?;
+                let mut stream = stream;
+                let last = stream
+                    .info()
+                    .await
+                    .map_err(|err| AdminError::nats("cannot read the dead-letter stream", err))?
+                    .state
+                    .last_sequence;
+                let response = stream
+                    .purge()
+                    .filter(filter.subject(self.subjects()))
+                    .sequence(last + 1)
+                    .await
+                    .map_err(|err| AdminError::nats("cannot purge dead letters", err))?;
+                progress.set_total(response.purged);
+                progress.inc(response.purged);
+                report.matched = response.purged;
+                report.deleted = response.purged;
+                return Ok(report);
+            }
+        }
+        let mut source = self.select(selection).await?;
+        progress.set_total(source.estimate());
+        let mut in_flight = FuturesUnordered::new();
+        while let Some(dead) = source.next().await? {
+            report.matched += 1;
+            if dry_run {
+                report.sequences.push(dead.sequence);
+                progress.inc(1);
+                continue;
+            }
+            while in_flight.len() >= 64 {
+                if let Some((sequence, outcome)) = in_flight.next().await {
+                    purged(&mut report, sequence, outcome, progress);
+                }
+            }
+            let stream = &stream;
+            in_flight
+                .push(async move { (dead.sequence, delete_dead(stream, dead.sequence).await) });
+        }
+        while let Some((sequence, outcome)) = in_flight.next().await {
+            purged(&mut report, sequence, outcome, progress);
+        }
+        report.sequences.sort_unstable();
+        Ok(report)
+    }
+
+    async fn select(&self, selection: &Selection) -> Result<Source, AdminError> {
+        match selection {
+            Selection::Sequences(sequences) => {
+                let mut found = Vec::with_capacity(sequences.len());
+                let mut seen = std::collections::HashSet::new();
+                for sequence in sequences {
+                    if seen.insert(*sequence) {
+                        found.push(self.dead_letter(*sequence).await?);
+                    }
+                }
+                Ok(Source::List(found.into_iter()))
+            }
+            Selection::Filter(filter) => {
+                let scan = self.scan_dead(filter).await?;
+                Ok(Source::Scan(Box::new(scan), 0, filter.task_id.clone()))
+            }
+        }
+    }
+
+    async fn send_replay(&self, dead: &DeadLetter) -> Result<PublishAckFuture, AdminError> {
+        let (subject, headers, payload) = dead.replay_message(self.subjects());
+        self.jetstream()
+            .send_publish(
+                subject,
+                PublishMessage::build().payload(payload).headers(headers),
+            )
+            .await
+            .map_err(|err| AdminError::nats("cannot publish the replay", err))
+    }
+
+    async fn await_replay_ack(
+        &self,
+        tasks_name: &str,
+        dead: &DeadLetter,
+        first: Result<PublishAckFuture, AdminError>,
+    ) -> Result<Replayed, AdminError> {
+        const ATTEMPTS: u32 = 3;
+        let mut pending = Some(first);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sent = match pending.take() {
+                Some(sent) => sent,
+                None => self.send_replay(dead).await,
+            };
+            let outcome = match sent {
+                Ok(ack) => ack.await.map_err(|err| {
+                    (
+                        err.kind() == jetstream::context::PublishErrorKind::TimedOut,
+                        err.to_string(),
+                    )
+                }),
+                Err(err) => Err((false, err.to_string())),
+            };
+            match outcome {
+                Ok(ack) if ack.stream == tasks_name => {
+                    let (_, headers, _) = dead.replay_message(self.subjects());
+                    return Ok(Replayed {
+                        dead_sequence: dead.sequence,
+                        queue: dead.queue.clone(),
+                        task: dead.task.clone(),
+                        task_id: dead.task_id.clone(),
+                        new_id: headers
+                            .get(headers::MSG_ID)
+                            .map(|v| v.as_str().to_owned())
+                            .unwrap_or_default(),
+                        task_sequence: ack.sequence,
+                        duplicate: ack.duplicate,
+                    });
+                }
+                Ok(ack) => {
+                    return Err(AdminError::nats(
+                        "the replay was stored in the wrong stream",
+                        format!(
+                            "stream {} acknowledged it, expected {tasks_name}; check the stream \
+                             subjects",
+                            ack.stream
+                        ),
+                    ))
+                }
+                // Unknown outcome: send again with the same id (deduplicated by the server).
+                Err((true, _)) if attempt < ATTEMPTS => continue,
+                Err((_, message)) => {
+                    return Err(AdminError::nats(
+                        format!("replay of dead letter {} not acknowledged", dead.sequence),
+                        message,
+                    ))
+                }
+            }
+        }
+    }
+
+    async fn finish_replay(
+        &self,
+        dead_stream: &Stream,
+        tasks_name: &str,
+        dead: DeadLetter,
+        first: Result<PublishAckFuture, AdminError>,
+    ) -> (u64, Result<Replayed, AdminError>) {
+        let sequence = dead.sequence;
+        let replayed = match self.await_replay_ack(tasks_name, &dead, first).await {
+            Ok(replayed) => replayed,
+            Err(err) => return (sequence, Err(err)),
+        };
+        // Only now, with the replay stored, may the dead letter go.
+        match delete_dead(dead_stream, sequence).await {
+            Ok(_) => (sequence, Ok(replayed)),
+            Err(err) => (
+                sequence,
+                Err(AdminError::nats(
+                    format!(
+                        "replayed as task {} but the dead letter could not be removed (replaying \
+                         it again is deduplicated within the duplicate window)",
+                        replayed.new_id
+                    ),
+                    err,
+                )),
+            ),
+        }
+    }
+}
+
+enum Source {
+    List(std::vec::IntoIter<DeadLetter>),
+    Scan(Box<DeadScan>, u64, Option<String>),
+}
+
+impl Source {
+    fn estimate(&self) -> u64 {
+        match self {
+            Source::List(list) => list.len() as u64,
+            Source::Scan(scan, _, _) => scan.estimate(),
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<DeadLetter>, AdminError> {
+        match self {
+            Source::List(list) => Ok(list.next()),
+            Source::Scan(scan, found, task_id) => {
+                let next = scan.next().await?;
+                match (&next, task_id) {
+                    (Some(_), _) => *found += 1,
+                    (None, Some(id)) if *found == 0 => {
+                        return Err(AdminError::not_found(
+                            format!("dead letter of task {id}"),
+                            Some("no dead letter carries this Jetq-Task-Id".into()),
+                        ))
+                    }
+                    _ => {}
+                }
+                Ok(next)
+            }
+        }
+    }
+}
+
+fn record(
+    report: &mut ReplayReport,
+    (sequence, outcome): (u64, Result<Replayed, AdminError>),
+    progress: &dyn Progress,
+) {
+    match outcome {
+        Ok(replayed) => {
+            report.replayed += 1;
+            if replayed.duplicate {
+                report.duplicates += 1;
+            }
+            report.items.push(replayed);
+        }
+        Err(err) => {
+            report.failed += 1;
+            report.failures.push(ItemFailure {
+                dead_sequence: sequence,
+                error: err.to_string(),
+            });
+        }
+    }
+    progress.inc(1);
+}
+
+fn purged(
+    report: &mut PurgeReport,
+    sequence: u64,
+    outcome: Result<bool, AdminError>,
+    progress: &dyn Progress,
+) {
+    match outcome {
+        Ok(_) => {
+            report.deleted += 1;
+            report.sequences.push(sequence);
+        }
+        Err(err) => {
+            report.failed += 1;
+            report.failures.push(ItemFailure {
+                dead_sequence: sequence,
+                error: err.to_string(),
+            });
+        }
+    }
+    progress.inc(1);
+}
+
+/// Deletes one dead letter; `Ok(false)` if it was already gone.
+async fn delete_dead(stream: &Stream, sequence: u64) -> Result<bool, AdminError> {
+    match stream.delete_message(sequence).await {
+        Ok(deleted) => Ok(deleted),
+        Err(err) => match err.kind() {
+            DeleteMessageErrorKind::JetStream(js)
+                if js.error_code() == ErrorCode::NO_MESSAGE_FOUND
+                    || js.error_code() == ErrorCode::SEQUENCE_NOT_FOUND
+                    || js.to_string().contains("no message found") =>
+            {
+                Ok(false)
+            }
+            _ => Err(AdminError::nats(
+                format!("cannot delete dead letter {sequence}"),
+                err,
+            )),
+        },
+    }
+}
+
+/// A system time as the client's datetime type.
+pub(crate) fn to_datetime(at: SystemTime) -> Result<async_nats::datetime::DateTime, AdminError> {
+    let nanos = match at.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => after.as_nanos() as i128,
+        Err(before) => -(before.duration().as_nanos() as i128),
+    };
+    async_nats::datetime::from_nanos(nanos)
+        .map_err(|err| AdminError::Invalid(format!("time out of range: {err}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dead_letter() -> DeadLetter {
+        let mut raw = HeaderMap::new();
+        raw.insert(headers::MSG_ID, "dead:7:task-1");
+        raw.insert(headers::TASK_ID, "task-1");
+        raw.insert(headers::DEAD_REASON, "exhausted");
+        raw.insert(headers::ATTEMPTS, "3");
+        raw.insert(headers::DEAD_AT, "2026-01-01T00:00:00Z");
+        raw.insert(headers::TASK_SEQUENCE, "7");
+        raw.insert(
+            headers::FAILURE,
+            r#"{"reason":"exhausted","attempts":3,"error":"smtp refused","history":[],"enqueued_at":null,"dead_at":"2026-01-01T00:00:00Z"}"#,
+        );
+        raw.insert(headers::ENQUEUED_AT, "2025-12-31T23:59:00Z");
+        raw.insert(
+            headers::TRACEPARENT,
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        );
+        raw.insert(headers::MAX_ATTEMPTS, "5");
+        raw.insert("X-Custom", "kept");
+        DeadLetter::from_parts(
+            &Subjects::default(),
+            12,
+            "jetq.dead.emails.send_email",
+            raw,
+            Bytes::from_static(br#"{"to":"a@example.com"}"#),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn parses_the_dead_letter_headers() {
+        let dead = dead_letter();
+        assert_eq!(dead.queue, "emails");
+        assert_eq!(dead.task, "send_email");
+        assert_eq!(dead.task_id.as_deref(), Some("task-1"));
+        assert_eq!(dead.attempts, Some(3));
+        assert_eq!(dead.task_sequence, Some(7));
+        assert_eq!(dead.error.as_deref(), Some("smtp refused"));
+        assert_eq!(dead.args, Some(serde_json::json!({"to": "a@example.com"})));
+        assert!(dead.payload_text.is_none());
+    }
+
+    #[test]
+    fn replay_keeps_the_task_headers_and_drops_the_dead_letter_ones() {
+        let dead = dead_letter();
+        let (subject, out, payload) = dead.replay_message(&Subjects::default());
+        assert_eq!(subject, "jetq.task.emails.send_email");
+        assert_eq!(payload, dead.payload);
+        assert_eq!(
+            out.get(headers::MSG_ID).unwrap().as_str(),
+            "replay:12:task-1"
+        );
+        assert_eq!(
+            out.get(headers::TRACEPARENT).unwrap().as_str(),
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        );
+        assert_eq!(out.get(headers::MAX_ATTEMPTS).unwrap().as_str(), "5");
+        assert_eq!(out.get("X-Custom").unwrap().as_str(), "kept");
+        assert_ne!(
+            out.get(headers::ENQUEUED_AT).unwrap().as_str(),
+            "2025-12-31T23:59:00Z"
+        );
+        for name in DEAD_LETTER_HEADERS {
+            assert!(out.get(name).is_none(), "{name} must be dropped");
+        }
+    }
+
+    #[test]
+    fn filters_validate_names_and_ages() {
+        let bad = DeadFilter {
+            queue: Some("a.b".into()),
+            ..DeadFilter::default()
+        };
+        assert!(bad.validate().is_err());
+        let empty_window = DeadFilter {
+            older_than: Some(Duration::from_secs(60)),
+            newer_than: Some(Duration::from_secs(10)),
+            ..DeadFilter::default()
+        };
+        assert!(empty_window.validate().is_err());
+        let subject = DeadFilter {
+            task: Some("t".into()),
+            ..DeadFilter::default()
+        }
+        .subject(&Subjects::default());
+        assert_eq!(subject, "jetq.dead.*.t");
+    }
+}

@@ -1,0 +1,47 @@
+//! Operator tools for jetq: the admin API that the `jetq` command line and the web dashboard are
+//! built on (and that tests drive directly).
+//!
+//! - [`Admin`]: one connection, configured from `JETQ_*` like every jetq binary;
+//! - [`stats`]: per-queue pending, in flight, max in flight, redelivered, dead, delayed, paused,
+//!   and rates from two samples ([`Admin::overview`], [`Admin::overview_sampled`]);
+//! - [`dead`]: list and show dead letters with filters (queue, task, age, reason, task id),
+//!   replay (re-enqueue with a deterministic id, then remove) and purge;
+//! - [`pause`]: pause and resume a queue cluster-wide (nats-server 2.11+);
+//! - [`enqueue`]: enqueue an untyped task, now or delayed;
+//! - [`schedules`]: the scheduler's schedules with their next fires;
+//! - [`dashboard`]: the web dashboard (`jetq dashboard`).
+//!
+//! Every error is an [`AdminError`] with a [`ErrorKind`] that maps to a documented exit code.
+//! See `docs/CLI.md`.
+
+#![warn(missing_docs)]
+
+mod admin;
+pub mod dashboard;
+pub mod dead;
+pub mod enqueue;
+pub mod error;
+pub mod pause;
+pub mod schedules;
+pub mod stats;
+
+use std::convert::Infallible;
+
+pub use admin::Admin;
+pub use dead::{DeadFilter, DeadLetter, ReplayOptions, ReplayReport, Selection};
+pub use enqueue::{EnqueueOutcome, EnqueueRequest, When};
+pub use error::{AdminError, ErrorKind};
+pub use stats::{Overview, QueueStats};
+
+/// What `jetq status` and the dashboard say while task status does not exist.
+pub const STATUS_NOT_AVAILABLE: &str = "task status is not implemented yet: jetq does not record \
+     the state of a task after it is enqueued (the task status feature is planned)";
+
+impl Admin {
+    /// The status of a task by id. Not available yet: jetq keeps no per-task status, so this
+    /// always returns [`AdminError::NotAvailable`] (exit code 4).
+    pub async fn task_status(&self, task_id: &str) -> Result<Infallible, AdminError> {
+        let _ = task_id;
+        Err(AdminError::NotAvailable(STATUS_NOT_AVAILABLE.into()))
+    }
+}

@@ -1,0 +1,383 @@
+//! Shared helpers of the CLI and dashboard tests: the built `jetq` binary run against a real
+//! nats-server, provisioning, and dead letters made by a real worker or written per protocol.
+
+#![allow(dead_code)]
+
+use std::{process::Stdio, time::Duration};
+
+use async_nats::{jetstream, HeaderMap};
+use bytes::Bytes;
+use jetq_cli::Admin;
+use jetq_consumer::{TaskContext, TaskError, Worker};
+use jetq_contract::{
+    headers, AttemptFailure, AttemptOutcome, DeadReason, FailureRecord, QueueSettings,
+    StreamSettings, Subjects, Topology,
+};
+#[allow(unused_imports)]
+pub use jetq_harness::free_port;
+pub use jetq_tests::*;
+use serde_json::Value;
+
+/// A finished `jetq` run.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Standard output parsed as JSON (fails the test with the output if it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|err| {
+            panic!(
+                "jetq printed no JSON ({err}); exit {}\nstdout:\n{}\nstderr:\n{}",
+                self.code, self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// Fails the test unless the exit code is `code`.
+    pub fn expect_code(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Fails unless the run succeeded, and returns its JSON output.
+    pub fn ok_json(&self) -> Value {
+        self.expect_code(0);
+        self.json()
+    }
+}
+
+/// Runs the built `jetq` binary with `JETQ_NATS_URL` set to `url` (and nothing else from the
+/// environment but `extra`), bounded by [`WAIT`].
+pub async fn jetq_with(url: &str, extra: &[(&str, &str)], args: &[&str]) -> Run {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jetq"));
+    command
+        .env_clear()
+        .env("JETQ_NATS_URL", url)
+        .env("JETQ_REQUEST_TIMEOUT", "3s")
+        .env("RUST_LOG", "warn")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (name, value) in extra {
+        command.env(name, value);
+    }
+    let output = within(WAIT, &format!("jetq {}", args.join(" ")), command.output())
+        .await
+        .expect("the jetq binary runs");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs `jetq` against a test server.
+pub async fn jetq(server: &NatsServer, args: &[&str]) -> Run {
+    jetq_with(&server.url(), &[], args).await
+}
+
+/// An admin handle on a test server.
+pub async fn admin(server: &NatsServer) -> Admin {
+    Admin::connect(connection(server))
+        .await
+        .expect("admin connects to the test server")
+}
+
+/// The topology of a test server with default stream settings.
+pub async fn topology(server: &NatsServer, settings: StreamSettings) -> Topology {
+    let js = raw_jetstream(server).await;
+    let topology = Topology::new(js, Subjects::default(), settings);
+    topology
+        .ensure_streams()
+        .await
+        .expect("streams are provisioned");
+    topology
+}
+
+/// Provisions the streams and the durable consumer of each queue (with the in-flight cap
+/// given), as a worker would at startup, without running a worker.
+pub async fn provision(server: &NatsServer, queues: &[(&str, i64)]) -> Topology {
+    let topology = topology(server, StreamSettings::default()).await;
+    for (queue, max_in_flight) in queues {
+        topology
+            .ensure_queue(
+                queue,
+                &QueueSettings {
+                    max_in_flight: *max_in_flight,
+                    ..QueueSettings::default()
+                },
+            )
+            .await
+            .expect("queue consumer is provisioned");
+    }
+    topology
+}
+
+/// A dead letter to write per `docs/PROTOCOL.md` §5.
+#[derive(Debug, Clone)]
+pub struct Letter<'a> {
+    pub queue: &'a str,
+    pub task: &'a str,
+    pub task_id: &'a str,
+    pub reason: DeadReason,
+    pub error: &'a str,
+    pub payload: &'a str,
+    pub traceparent: Option<&'a str>,
+}
+
+impl<'a> Letter<'a> {
+    pub fn new(queue: &'a str, task: &'a str, task_id: &'a str) -> Self {
+        Letter {
+            queue,
+            task,
+            task_id,
+            reason: DeadReason::Exhausted,
+            error: "smtp refused",
+            payload: "{\"n\":1}",
+            traceparent: None,
+        }
+    }
+}
+
+/// Writes a dead letter exactly as a worker would and returns its dead-letter sequence.
+pub async fn write_dead(js: &jetstream::Context, letter: &Letter<'_>) -> u64 {
+    let subjects = Subjects::default();
+    let now = jetq_contract::time::now();
+    let record = FailureRecord {
+        reason: letter.reason,
+        attempts: 3,
+        error: letter.error.to_owned(),
+        history: vec![AttemptFailure {
+            attempt: 1,
+            outcome: AttemptOutcome::Error,
+            error: letter.error.to_owned(),
+            at: now.clone(),
+        }],
+        enqueued_at: Some(now.clone()),
+        dead_at: now.clone(),
+    };
+    let mut map = HeaderMap::new();
+    // A distinct task-stream sequence per letter keeps the dedup ids distinct.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let task_sequence = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    map.insert(
+        headers::MSG_ID,
+        format!("dead:{task_sequence}:{}", letter.task_id).as_str(),
+    );
+    map.insert(headers::TASK_ID, letter.task_id);
+    map.insert(headers::DEAD_REASON, letter.reason.as_str());
+    map.insert(headers::ATTEMPTS, "3");
+    map.insert(headers::DEAD_AT, now.as_str());
+    map.insert(headers::TASK_SEQUENCE, task_sequence.to_string().as_str());
+    map.insert(
+        headers::FAILURE,
+        serde_json::to_string(&record)
+            .expect("record encodes")
+            .as_str(),
+    );
+    map.insert(headers::ENQUEUED_AT, now.as_str());
+    if let Some(parent) = letter.traceparent {
+        map.insert(headers::TRACEPARENT, parent);
+    }
+    js.publish_with_headers(
+        subjects.dead(letter.queue, letter.task),
+        map,
+        Bytes::from(letter.payload.to_owned()),
+    )
+    .await
+    .expect("dead letter published")
+    .await
+    .expect("dead letter acknowledged")
+    .sequence
+}
+
+/// A worker whose handlers fail every task fatally (so each is dead-lettered at once), for
+/// `Job` (queue `work`) and `Email` (queue `emails`).
+pub async fn fatal_worker(server: &NatsServer) -> Worker {
+    worker(server)
+        .handler(|job: Job, _ctx: TaskContext| async move {
+            Err::<(), _>(TaskError::fatal(format!("job {} cannot be done", job.n)))
+        })
+        .handler(|email: Email, _ctx: TaskContext| async move {
+            Err::<(), _>(TaskError::fatal(format!(
+                "mailbox {} does not exist",
+                email.to
+            )))
+        })
+        .build()
+        .await
+        .expect("worker builds")
+}
+
+/// Runs a worker in a task; dropping the sender stops it.
+pub fn spawn_worker(
+    worker: Worker,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+    }));
+    (stop, handle)
+}
+
+/// Waits until the dead-letter stream holds exactly `count` messages.
+pub async fn wait_dead_count(js: &jetstream::Context, count: u64) {
+    let name = Subjects::default().dead_stream();
+    eventually(WAIT, &format!("{count} dead letters"), || {
+        let js = js.clone();
+        let name = name.clone();
+        async move { (stream_len(&js, &name).await == count).then_some(()) }
+    })
+    .await;
+}
+
+/// The task stream's messages.
+pub async fn task_messages(js: &jetstream::Context) -> Vec<jetstream::message::StreamMessage> {
+    stream_messages(js, &Subjects::default().tasks_stream()).await
+}
+
+/// The dead-letter stream's sequences, in order.
+pub async fn dead_sequences(js: &jetstream::Context) -> Vec<u64> {
+    stream_messages(js, &Subjects::default().dead_stream())
+        .await
+        .iter()
+        .map(|m| m.sequence)
+        .collect()
+}
+
+/// A short pause used only where a test needs wall-clock time to pass (ages, windows), never
+/// to wait for an event.
+pub async fn let_time_pass(duration: Duration) {
+    tokio::time::sleep(duration).await;
+}
+
+/// A `jetq dashboard` process; killed when dropped.
+pub struct DashboardProcess {
+    /// `http://127.0.0.1:<port>` (no trailing slash).
+    pub url: String,
+    _child: tokio::process::Child,
+    _stdout: tokio::io::BufReader<tokio::process::ChildStdout>,
+}
+
+/// Starts `jetq dashboard --listen 127.0.0.1:0 <args>` against a test server and waits (bounded)
+/// for the address it prints.
+pub async fn start_dashboard(server: &NatsServer, args: &[&str]) -> DashboardProcess {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jetq"))
+        .env_clear()
+        .env("JETQ_NATS_URL", server.url())
+        .env("RUST_LOG", "warn")
+        .args(["dashboard", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("jetq dashboard starts");
+    let stdout = child.stdout.take().expect("dashboard stdout is piped");
+    let mut stdout = tokio::io::BufReader::new(stdout);
+    let mut line = String::new();
+    within(WAIT, "the dashboard's address", stdout.read_line(&mut line))
+        .await
+        .expect("dashboard prints its address");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line from the dashboard: {line:?}"))
+        .trim_end_matches('/')
+        .to_owned();
+    DashboardProcess {
+        url,
+        _child: child,
+        _stdout: stdout,
+    }
+}
+
+/// An HTTP response read by [`http`].
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// A header by name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|err| panic!("body is not JSON ({err}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.0 request over a fresh connection (enough for the dashboard's own tests, with no
+/// HTTP client dependency).
+pub async fn http(base: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = base.trim_start_matches("http://");
+    let mut stream = within(
+        WAIT,
+        "connect to the dashboard",
+        tokio::net::TcpStream::connect(host),
+    )
+    .await
+    .expect("dashboard accepts connections");
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: 0\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("request sent");
+    let mut raw = Vec::new();
+    within(
+        WAIT,
+        "the dashboard's response",
+        stream.read_to_end(&mut raw),
+    )
+    .await
+    .expect("response read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}

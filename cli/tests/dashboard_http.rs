@@ -1,0 +1,239 @@
+//! The dashboard's HTTP surface against a real nats-server: token (bearer and basic), read-only
+//! mode, POST-only changes with the dashboard's own header, exact counts in its JSON.
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use jetq_cli::{dashboard::DashboardConfig, dead::replay_id};
+use jetq_contract::headers;
+
+async fn serve_in_process(
+    server: &NatsServer,
+    config: DashboardConfig,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let dashboard = jetq_cli::dashboard::Dashboard::bind(admin(server).await, config)
+        .await
+        .expect("dashboard binds");
+    let addr = dashboard.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(dashboard.serve(async move {
+        let _ = stopped.await;
+    }));
+    (format!("http://{addr}"), stop)
+}
+
+fn config(token: Option<&str>, read_only: bool) -> DashboardConfig {
+    DashboardConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        token: token.map(str::to_owned),
+        read_only,
+        ..DashboardConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn every_endpoint_needs_the_token_and_changes_need_post_and_the_dashboard_header() {
+    init_logs();
+    let server = NatsServer::start().await;
+    provision(&server, &[("work", 50)]).await;
+    let js = raw_jetstream(&server).await;
+    let first = write_dead(&js, &Letter::new("work", "job", "w1")).await;
+    let second = write_dead(&js, &Letter::new("work", "job", "w2")).await;
+    let (base, _stop) = serve_in_process(&server, config(Some("s3cret"), false)).await;
+    let bearer = [("Authorization", "Bearer s3cret")];
+
+    let health = http(&base, "GET", "/healthz", &[]).await;
+    assert_eq!((health.status, health.body.as_str()), (200, "ok"));
+
+    let anonymous = http(&base, "GET", "/", &[]).await;
+    assert_eq!(anonymous.status, 401);
+    assert!(anonymous
+        .header("www-authenticate")
+        .unwrap()
+        .starts_with("Basic"));
+    assert!(anonymous.body.contains("Authentication required"));
+    assert_eq!(
+        http(
+            &base,
+            "GET",
+            "/api/overview",
+            &[("Authorization", "Bearer wrong")]
+        )
+        .await
+        .status,
+        401
+    );
+    assert_eq!(
+        http(
+            &base,
+            "POST",
+            &format!("/api/dead/{first}/replay"),
+            &[("X-Jetq-Request", "1")]
+        )
+        .await
+        .status,
+        401
+    );
+
+    let overview = http(&base, "GET", "/api/overview", &bearer).await;
+    assert_eq!(overview.status, 200);
+    let body = overview.json();
+    let work = &body["overview"]["queues"][0];
+    assert_eq!(work["queue"], "work");
+    assert_eq!(work["dead"], 2);
+    assert_eq!(work["max_in_flight"], 50);
+    assert_eq!(body["read_only"], false);
+
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("ops:s3cret")
+    );
+    let page = http(&base, "GET", "/", &[("Authorization", &basic)]).await;
+    assert_eq!(page.status, 200);
+    assert!(page
+        .body
+        .contains(&format!("data-action=\"replay\" data-seq=\"{first}\"")));
+    assert!(
+        !page.body.contains("src=\"http") && !page.body.contains("href=\"http"),
+        "no external resources"
+    );
+
+    let dead = http(&base, "GET", "/api/dead?queue=work", &bearer)
+        .await
+        .json();
+    assert_eq!(dead["total"], 2);
+    let one = http(&base, "GET", &format!("/api/dead/{second}"), &bearer)
+        .await
+        .json();
+    assert_eq!(one["task_id"], "w2");
+
+    // Changes: not by GET, not without the dashboard's header, not from another origin.
+    let path = format!("/api/dead/{first}/replay");
+    assert_eq!(http(&base, "GET", &path, &bearer).await.status, 405);
+    assert_eq!(http(&base, "POST", &path, &bearer).await.status, 403);
+    let cross = http(
+        &base,
+        "POST",
+        &path,
+        &[
+            ("Authorization", "Bearer s3cret"),
+            ("X-Jetq-Request", "1"),
+            ("Origin", "http://evil.example"),
+        ],
+    )
+    .await;
+    assert_eq!(cross.status, 403);
+    assert_eq!(dead_sequences(&js).await, [first, second]);
+
+    let replayed = http(
+        &base,
+        "POST",
+        &path,
+        &[("Authorization", "Bearer s3cret"), ("X-Jetq-Request", "1")],
+    )
+    .await;
+    assert_eq!(replayed.status, 200, "{}", replayed.body);
+    assert_eq!(
+        replayed.json()["items"][0]["new_id"],
+        replay_id(first, "w1").as_str()
+    );
+    assert_eq!(dead_sequences(&js).await, [second]);
+    let tasks = task_messages(&js).await;
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(
+        required_header(&tasks[0], headers::MSG_ID),
+        replay_id(first, "w1")
+    );
+
+    let discarded = http(
+        &base,
+        "POST",
+        &format!("/api/dead/{second}/discard"),
+        &[("Authorization", &basic), ("X-Jetq-Request", "1")],
+    )
+    .await;
+    assert_eq!(discarded.status, 200, "{}", discarded.body);
+    assert!(dead_sequences(&js).await.is_empty());
+    assert_eq!(
+        task_messages(&js).await.len(),
+        1,
+        "a discard enqueues nothing"
+    );
+
+    let gone = http(
+        &base,
+        "POST",
+        &format!("/api/dead/{second}/replay"),
+        &[("Authorization", "Bearer s3cret"), ("X-Jetq-Request", "1")],
+    )
+    .await;
+    assert_eq!(gone.status, 404);
+
+    let status = http(&base, "GET", "/api/status/01JABC", &bearer).await;
+    assert_eq!(status.status, 501);
+    assert!(status.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("not implemented yet"));
+    let status_page = http(&base, "GET", "/status?id=01JABC", &bearer).await;
+    assert_eq!(status_page.status, 501);
+    assert!(status_page.body.contains("not available"));
+    assert_eq!(
+        http(&base, "GET", "/api/schedules", &bearer).await.status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn a_read_only_dashboard_shows_but_refuses_every_change() {
+    init_logs();
+    let server = NatsServer::start().await;
+    provision(&server, &[("work", 10)]).await;
+    let js = raw_jetstream(&server).await;
+    let seq = write_dead(&js, &Letter::new("work", "job", "w1")).await;
+    let (base, _stop) = serve_in_process(&server, config(None, true)).await;
+
+    let page = http(&base, "GET", "/", &[]).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("read-only"));
+    assert!(page.body.contains(&format!("id=\"dead-{seq}\"")));
+    assert!(
+        !page.body.contains("data-action=\"replay\""),
+        "no buttons when read-only"
+    );
+    for action in ["replay", "discard"] {
+        let refused = http(
+            &base,
+            "POST",
+            &format!("/api/dead/{seq}/{action}"),
+            &[("X-Jetq-Request", "1")],
+        )
+        .await;
+        assert_eq!(refused.status, 403);
+        assert!(refused.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("read-only"));
+    }
+    assert_eq!(dead_sequences(&js).await, [seq]);
+}
+
+#[tokio::test]
+async fn the_dashboard_binary_refuses_a_public_address_without_a_token() {
+    init_logs();
+    let server = NatsServer::start().await;
+    provision(&server, &[]).await;
+    let refused = jetq(&server, &["dashboard", "--listen", "0.0.0.0:0"]).await;
+    refused.expect_code(2);
+    assert!(
+        refused.stderr.contains("without a token"),
+        "{}",
+        refused.stderr
+    );
+
+    // On loopback it serves (and prints where).
+    let dashboard = start_dashboard(&server, &["--read-only"]).await;
+    let health = http(&dashboard.url, "GET", "/healthz", &[]).await;
+    assert_eq!(health.status, 200);
+}
