@@ -237,6 +237,8 @@ struct Prepared {
     task: String,
     subject: String,
     id: String,
+    /// True when the id is a fresh ULID of ours rather than a caller's idempotency key.
+    generated_id: bool,
     headers: HeaderMap,
     payload: Bytes,
     /// The task's `send` span: open from preparation until the ack (or the final error).
@@ -338,6 +340,7 @@ impl Producer {
     ) -> Result<Prepared, EnqueueError> {
         name::validate(NameKind::Queue, queue)?;
         name::validate(NameKind::Task, task)?;
+        let generated_id = options.key.is_none();
         let id = match options.key {
             Some(key) => {
                 name::validate_key(&key)?;
@@ -372,6 +375,7 @@ impl Producer {
             task: task.to_owned(),
             subject,
             id,
+            generated_id,
             headers: map,
             payload,
             span,
@@ -443,11 +447,14 @@ impl Producer {
             };
             match ack_future.await {
                 Ok(ack) => {
+                    // A fresh id can only collide with our own earlier attempt, whose ack timed
+                    // out but which the server stored: that is this task, not a duplicate.
+                    let ours = attempt > 1 && prepared.generated_id;
                     return Ok(Enqueued {
                         id: prepared.id,
                         sequence: ack.sequence,
-                        duplicate: ack.duplicate,
-                    })
+                        duplicate: ack.duplicate && !ours,
+                    });
                 }
                 Err(err) => match self.classify(&prepared, err) {
                     EnqueueError::Timeout { .. } if attempt < self.attempts => continue,
