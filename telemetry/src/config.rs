@@ -25,7 +25,7 @@ pub enum LogFormat {
 /// | `OTEL_SDK_DISABLED` | `true`: no OpenTelemetry traces and no OTLP metrics (logs and `/metrics` stay) |
 /// | `OTEL_TRACES_EXPORTER` | `otlp` (default) or `none` |
 /// | `OTEL_METRICS_EXPORTER` | `otlp` (default), `prometheus` or `none`: whether metrics are also pushed over OTLP (`/metrics` always serves them) |
-/// | `OTEL_EXPORTER_OTLP_ENDPOINT` | collector base URL (default `http://localhost:4318`); `/v1/traces` and `/v1/metrics` are appended |
+/// | `OTEL_EXPORTER_OTLP_ENDPOINT` | collector base URL, `http://` only (default `http://localhost:4318`); `/v1/traces` and `/v1/metrics` are appended |
 /// | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` | full per-signal URLs, used as given |
 /// | `OTEL_EXPORTER_OTLP_PROTOCOL` (and per-signal) | only `http/protobuf` is built in |
 /// | `OTEL_EXPORTER_OTLP_HEADERS`, `…_TIMEOUT`, `…_COMPRESSION`, `OTEL_TRACES_SAMPLER(_ARG)`, `OTEL_BSP_*`, `OTEL_METRIC_EXPORT_INTERVAL` | read by the OpenTelemetry SDK itself from the process environment |
@@ -140,10 +140,20 @@ impl TelemetryConfig {
             ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", &metrics_endpoint),
         ] {
             if let Some(url) = endpoint {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                if url.starts_with("https://") {
                     return Err(invalid(
                         name,
-                        format!("{url:?} is not an http(s) URL (OTEL_EXPORTER_OTLP_ENDPOINT or this variable)"),
+                        "https is not built in (no TLS stack in the exporter); send OTLP over \
+                         http to a collector or agent next to the process, which forwards it",
+                    ));
+                }
+                if !url.starts_with("http://") {
+                    return Err(invalid(
+                        name,
+                        format!(
+                            "{url:?} is not an http:// URL (set by \
+                             OTEL_EXPORTER_OTLP_ENDPOINT or this variable)"
+                        ),
                     ));
                 }
             }
@@ -356,6 +366,13 @@ mod tests {
             (
                 vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")],
                 "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            ),
+            (
+                vec![(
+                    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                    "https://c/v1/metrics",
+                )],
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
             ),
         ] {
             let err = config(&pairs).unwrap_err();

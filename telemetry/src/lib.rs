@@ -103,11 +103,16 @@ pub enum TelemetryError {
 
 /// Sets up telemetry from the environment and installs it process-wide: global `tracing`
 /// subscriber, OpenTelemetry tracer and meter providers, W3C propagator. `service_name` is the
-/// default `service.name`; the log filter defaults to `info`. Call it first in `main`, before
-/// building producers and workers (they take the global meter when built).
+/// default `service.name`; without `RUST_LOG` the log filter is [`DEFAULT_LOG_FILTER`]. Call it
+/// first in `main`, before building producers and workers (they take the global meter when
+/// built).
 pub fn init(service_name: &str) -> Result<TelemetryGuard, TelemetryError> {
-    Telemetry::new(TelemetryConfig::from_env(service_name, "info")?)?.install()
+    Telemetry::new(TelemetryConfig::from_env(service_name, DEFAULT_LOG_FILTER)?)?.install()
 }
+
+/// The log filter of [`init`] when `RUST_LOG` is not set: `info`, without the OpenTelemetry
+/// API's own start-up notices (export failures are warnings and still show).
+pub const DEFAULT_LOG_FILTER: &str = "info,opentelemetry=warn";
 
 /// The telemetry pipelines of one process, not yet (or never) installed globally.
 pub struct Telemetry {
@@ -361,7 +366,11 @@ impl Deref for TelemetryGuard {
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
         if let Err(err) = self.telemetry.shutdown() {
-            eprintln!("telemetry: {err}");
+            tracing::warn!(
+                error = %err,
+                "telemetry not fully flushed at shutdown (no OTLP collector reachable? \
+                 OTEL_SDK_DISABLED=true or OTEL_*_EXPORTER=none turn export off)"
+            );
         }
     }
 }

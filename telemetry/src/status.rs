@@ -249,12 +249,16 @@ pub async fn trace_requests(request: Request, next: Next) -> Response {
     );
     let parent = TraceContextPropagator::new().extract(&HttpExtractor(request.headers()));
     if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
+        let _ = span.set_parent(parent.clone());
     }
-    let cx = span.context();
-    let span_context = cx.span().span_context().clone();
-    if span_context.is_valid() {
-        span.record("trace_id", tracing::field::display(span_context.trace_id()));
+    // The span's own trace id; without an OpenTelemetry layer, the caller's, for the logs.
+    let own = span.context();
+    let trace_id = [own.span().span_context(), parent.span().span_context()]
+        .into_iter()
+        .find(|span_context| span_context.is_valid())
+        .map(|span_context| span_context.trace_id());
+    if let Some(trace_id) = trace_id {
+        span.record("trace_id", tracing::field::display(trace_id));
     }
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status();

@@ -20,6 +20,8 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 const CALLER_TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 fn spawn_worker(
     worker: Worker,
@@ -101,19 +103,35 @@ async fn one_trace_runs_from_the_request_through_the_queue_into_every_attempt_an
     let (stop, run) = spawn_worker(worker);
     let producer = producer(&server).await;
 
-    let request = tracing::info_span!("request", otel.name = "POST /signup", otel.kind = "server");
-    let request_context = request.context().span().span_context().clone();
-    let (good, poison) = async {
-        (
-            producer.enqueue(&job(1)).await.unwrap(),
-            producer.enqueue(&job(2)).await.unwrap(),
+    // A web app whose handler enqueues two tasks, behind the request-span middleware, called
+    // by a client that is itself traced (its traceparent header).
+    let app = axum::Router::new()
+        .route(
+            "/signup",
+            axum::routing::get(move || {
+                let producer = producer.clone();
+                async move {
+                    let good = producer.enqueue(&job(1)).await.unwrap();
+                    let poison = producer.enqueue(&job(2)).await.unwrap();
+                    format!("{} {}", good.id, poison.id)
+                }
+            }),
         )
-    }
-    .instrument(request.clone())
-    .await;
-    drop(request);
-    let trace = request_context.trace_id();
-    assert_ne!(trace, TraceId::INVALID);
+        .layer(axum::middleware::from_fn(jetq_telemetry::trace_requests));
+    let web = StatusServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), app)
+        .await
+        .unwrap();
+    let (code, body) = http_get_with(
+        web.local_addr(),
+        "/signup",
+        &[("traceparent", CLIENT_TRACEPARENT)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (good, poison) = body.trim().split_once(' ').expect("two task ids");
+    let (good, poison) = (good.to_owned(), poison.to_owned());
+    let trace = TraceId::from_hex(CLIENT_TRACE).unwrap();
 
     let mut seen = Vec::new();
     for _ in 0..5 {
@@ -136,11 +154,23 @@ async fn one_trace_runs_from_the_request_through_the_queue_into_every_attempt_an
     let js = raw_jetstream(&server).await;
     dead_letters(&js, 1).await;
     stop_worker(stop, run).await;
+    web.stop().await;
 
     let spans = capture.spans();
-    let requests = named(&spans, "POST /signup");
+    let requests = named(&spans, "GET /signup");
     assert_eq!(requests.len(), 1);
     let request_span = requests[0];
+    assert_eq!(request_span.span_kind, SpanKind::Server);
+    assert_eq!(
+        request_span.span_context.trace_id(),
+        trace,
+        "continues the client's trace"
+    );
+    assert_eq!(request_span.parent_span_id.to_string(), "00f067aa0ba902b7");
+    assert_eq!(
+        attribute_str(request_span, "http.route").as_deref(),
+        Some("/signup")
+    );
 
     // The producer side: one `send` span per task, a child of the request span.
     let sends = named(&spans, "send jetq.task.work.job");
@@ -156,7 +186,7 @@ async fn one_trace_runs_from_the_request_through_the_queue_into_every_attempt_an
             .find(|span| attribute_str(span, attr::MESSAGING_MESSAGE_ID).as_deref() == Some(id))
             .unwrap_or_else(|| panic!("no send span for task {id}"))
     };
-    for (send, enqueued) in [(send_of(&good.id), &good), (send_of(&poison.id), &poison)] {
+    for (send, id) in [(send_of(&good), &good), (send_of(&poison), &poison)] {
         assert_eq!(send.span_kind, SpanKind::Producer);
         assert_eq!(send.span_context.trace_id(), trace);
         assert_eq!(send.parent_span_id, request_span.span_context.span_id());
@@ -176,7 +206,7 @@ async fn one_trace_runs_from_the_request_through_the_queue_into_every_attempt_an
         assert_eq!(attribute_str(send, attr::TASK_NAME).as_deref(), Some("job"));
         assert_eq!(
             attribute_str(send, attr::MESSAGING_MESSAGE_ID).as_deref(),
-            Some(enqueued.id.as_str())
+            Some(id.as_str())
         );
         assert_eq!(send.status, Status::Unset);
     }
@@ -213,13 +243,13 @@ async fn one_trace_runs_from_the_request_through_the_queue_into_every_attempt_an
             Some("job")
         );
     }
-    let attempts_of = |task: &jetq_producer::Enqueued| {
-        let send = send_of(&task.id);
+    let attempts_of = |task: &String| {
+        let send = send_of(task);
         let mut mine: Vec<&SpanData> = processes
             .iter()
             .copied()
             .filter(|span| {
-                attribute_str(span, attr::MESSAGING_MESSAGE_ID).as_deref() == Some(task.id.as_str())
+                attribute_str(span, attr::MESSAGING_MESSAGE_ID).as_deref() == Some(task.as_str())
             })
             .collect();
         mine.sort_by_key(|span| attempt_of(span));
@@ -289,7 +319,7 @@ async fn one_trace_runs_from_the_request_through_the_queue_into_every_attempt_an
         dead.parent_span_id,
         poison_attempts[2].span_context.span_id()
     );
-    let poison_send = send_of(&poison.id).span_context.clone();
+    let poison_send = send_of(&poison).span_context.clone();
     assert!(
         dead.links
             .iter()

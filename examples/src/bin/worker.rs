@@ -3,25 +3,40 @@
 //! Configuration: `JETQ_*` (connection and worker settings, see `jetq_consumer::WorkerSettings`),
 //! `SMTP_HOST`/`SMTP_PORT`/`SMTP_FROM`/`SMTP_TIMEOUT` (default `127.0.0.1:2525`) and
 //! `EXPORT_DIR` (default `./exports`). Stops gracefully on SIGTERM or Ctrl-C.
+//!
+//! Telemetry (see docs/OBSERVABILITY.md): logs by `RUST_LOG`/`JETQ_LOG_FORMAT`, traces and
+//! metrics over OTLP by the `OTEL_*` variables, `/healthz`, `/readyz` and `/metrics` on
+//! `JETQ_HEALTH_LISTEN` (default `0.0.0.0:9090`).
 
 use std::process::ExitCode;
 
 use jetq_consumer::Worker;
 use jetq_examples::worker::{build, WorkerConfig};
+use jetq_telemetry::{Readiness, TelemetryGuard};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    jetq_examples::init_tracing("info");
-    match run().await {
+    let telemetry = match jetq_telemetry::init("jetq-worker") {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("worker: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match run(&telemetry).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            tracing::error!("{err}");
             eprintln!("worker: {err}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Flushes the last spans and metrics; blocking, so off the runtime's threads.
+    let _ = tokio::task::spawn_blocking(move || drop(telemetry)).await;
+    code
 }
 
-async fn run() -> Result<(), String> {
+async fn run(telemetry: &TelemetryGuard) -> Result<(), String> {
     let config = WorkerConfig::from_env().map_err(|err| err.to_string())?;
     tracing::info!(
         smtp = %format!("{}:{}", config.smtp.host, config.smtp.port),
@@ -33,6 +48,14 @@ async fn run() -> Result<(), String> {
         .build()
         .await
         .map_err(|err| format!("cannot start the worker: {err}"))?;
+    let readiness = Readiness::new();
+    let health = worker.health();
+    readiness.add("worker", move || health.check());
+    let status = telemetry
+        .serve_status(readiness)
+        .await
+        .map_err(|err| err.to_string())?;
     worker.run().await;
+    status.stop().await;
     Ok(())
 }
