@@ -20,5 +20,5 @@ mod telemetry;
 pub use error::{EnqueueError, ProducerError};
 pub use jetq_contract::{self as contract, Task, TaskOptions};
 pub use options::{EnqueueOptions, Enqueued};
-pub use producer::{Producer, ProducerBuilder, ProducerSettings, RawTask};
 pub use producer::delayed::DelayError;
+pub use producer::{Producer, ProducerBuilder, ProducerSettings, RawTask};

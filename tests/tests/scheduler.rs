@@ -131,7 +131,7 @@ async fn until_odd_second_plus(offset: Duration) {
         .duration_since(SystemTime::UNIX_EPOCH)
         .expect("after the epoch");
     let mut target = Duration::from_secs(now.as_secs()) + offset;
-    while target <= now || (target.as_secs() % 2) == 0 {
+    while target <= now || target.as_secs().is_multiple_of(2) {
         target += Duration::from_secs(1);
     }
     tokio::time::sleep(target - now).await;
