@@ -284,3 +284,36 @@ async fn a_crash_detected_after_the_duplicate_window_leaves_a_duplicate_never_a_
         "a duplicate at worst"
     );
 }
+
+#[tokio::test]
+async fn replaying_thousands_of_dead_letters_moves_each_exactly_once() {
+    init_logs();
+    let server = NatsServer::start().await;
+    provision(&server, &[("bulk", 10_000)]).await;
+    let js = raw_jetstream(&server).await;
+    const COUNT: usize = 2000;
+    let seqs = write_dead_many(&js, "bulk", "job", "bulk", COUNT).await;
+    // Bounded by the helper's timeout (20 s): a replay pipelines publishes and deletions.
+    let started = std::time::Instant::now();
+    let report = jetq(&server, &["--json", "dead", "replay", "--queue", "bulk"])
+        .await
+        .ok_json();
+    let took = started.elapsed();
+    assert_eq!(report["matched"], COUNT);
+    assert_eq!(report["replayed"], COUNT);
+    assert_eq!(report["failed"], 0);
+    assert!(dead_sequences(&js).await.is_empty());
+    assert_eq!(stream_len(&js, "JETQ_TASKS").await, COUNT as u64);
+    let ids: BTreeSet<String> = task_messages(&js)
+        .await
+        .iter()
+        .map(|m| required_header(m, headers::MSG_ID))
+        .collect();
+    let expected: BTreeSet<String> = seqs
+        .iter()
+        .enumerate()
+        .map(|(i, seq)| replay_id(*seq, &format!("bulk-{i}")))
+        .collect();
+    assert_eq!(ids, expected);
+    eprintln!("replayed {COUNT} dead letters in {took:?}");
+}

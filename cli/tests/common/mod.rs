@@ -204,6 +204,48 @@ pub async fn write_dead(js: &jetstream::Context, letter: &Letter<'_>) -> u64 {
     .sequence
 }
 
+/// Writes `count` dead letters of `queue`/`task` (task ids `<prefix>-<i>`) with pipelined
+/// publishes, and returns their sequences in order.
+pub async fn write_dead_many(
+    js: &jetstream::Context,
+    queue: &str,
+    task: &str,
+    prefix: &str,
+    count: usize,
+) -> Vec<u64> {
+    let subjects = Subjects::default();
+    let mut sequences = Vec::with_capacity(count);
+    let mut acks = Vec::new();
+    for i in 0..count {
+        // At most 256 acks outstanding, so none waits past the client's timeout.
+        if acks.len() == 256 {
+            for ack in acks.drain(..) {
+                let ack: jetstream::context::PublishAckFuture = ack;
+                sequences.push(ack.await.expect("dead letter acknowledged").sequence);
+            }
+        }
+        let id = format!("{prefix}-{i}");
+        let mut map = HeaderMap::new();
+        map.insert(headers::MSG_ID, format!("dead:{i}:{id}").as_str());
+        map.insert(headers::TASK_ID, id.as_str());
+        map.insert(headers::DEAD_REASON, "exhausted");
+        map.insert(headers::ATTEMPTS, "3");
+        acks.push(
+            js.publish_with_headers(
+                subjects.dead(queue, task),
+                map,
+                Bytes::from(format!("{{\"n\":{i}}}")),
+            )
+            .await
+            .expect("dead letter published"),
+        );
+    }
+    for ack in acks {
+        sequences.push(ack.await.expect("dead letter acknowledged").sequence);
+    }
+    sequences
+}
+
 /// A worker whose handlers fail every task fatally (so each is dead-lettered at once), for
 /// `Job` (queue `work`) and `Email` (queue `emails`).
 pub async fn fatal_worker(server: &NatsServer) -> Worker {
