@@ -12,9 +12,14 @@ use std::{
 };
 
 use async_nats::{
-    jetstream::{self, stream::DirectGetErrorKind},
+    jetstream::{
+        self,
+        consumer::{pull, DeliverPolicy},
+        stream::DirectGetErrorKind,
+    },
     HeaderMap,
 };
+use bytes::Bytes;
 use futures::{stream::FuturesUnordered, StreamExt, TryStreamExt};
 use jetq_contract::{headers, Subjects};
 use tokio_util::sync::CancellationToken;
@@ -29,6 +34,10 @@ use crate::{
 const RECENT: u64 = 2;
 /// The whole lookback is re-checked every this many ticks.
 const LOOKBACK_EVERY: u64 = 10;
+/// Messages of a bucket read with direct gets before switching to an ordered consumer.
+const DIRECT_READS: usize = 32;
+/// How long an ordered consumer may stay silent before its bucket counts as done.
+const ORDERED_SILENCE: Duration = Duration::from_secs(1);
 /// Shortest pause between two passes over one bucket.
 const MIN_PASS_GAP: Duration = Duration::from_millis(100);
 /// Beyond this many not-yet-due tasks in a pass, the bucket's next pass waits for its second to
@@ -195,21 +204,11 @@ impl Releaser {
         let mut last = None;
         loop {
             let pass_time = unix_now();
-            let mut from = None;
+            let mut reader = BucketReader::new(&self.stream, &filter);
             let mut waiting = 0u64;
             let mut earliest_waiting = bucket_end;
-            loop {
-                let message = match self
-                    .stream
-                    .direct_get_next_for_subject(filter.clone(), from)
-                    .await
-                {
-                    Ok(message) => message,
-                    Err(err) if err.kind() == DirectGetErrorKind::NotFound => break,
-                    Err(err) => return Err(StepError::Stream(Box::new(err))),
-                };
-                from = Some(message.sequence + 1);
-                last = Some(message.sequence);
+            while let Some(message) = reader.next().await? {
+                last = Some(last.unwrap_or(0).max(message.sequence));
                 let not_before = message
                     .headers
                     .get(headers::NOT_BEFORE)
@@ -233,7 +232,7 @@ impl Releaser {
                     subject: self.subjects.task(queue, task),
                     id,
                     headers,
-                    payload: message.payload.clone(),
+                    payload: message.payload,
                 };
                 let first = self.publisher.send(&outgoing).await?;
                 let publisher = self.publisher.clone();
@@ -279,6 +278,112 @@ impl Releaser {
             tracing::debug!(bucket, released, "released delayed tasks");
         }
         Ok(released)
+    }
+}
+
+/// One message of a bucket.
+struct Record {
+    sequence: u64,
+    subject: String,
+    headers: HeaderMap,
+    payload: Bytes,
+}
+
+/// Reads a bucket in stream order: direct gets for the first few messages (cheap for the
+/// usual empty or small bucket), then an ordered consumer filtered on the bucket, which fetches
+/// in batches (bounded by the client's batch size) for a large one.
+struct BucketReader<'a> {
+    stream: &'a jetstream::stream::Stream,
+    filter: &'a str,
+    from: Option<u64>,
+    direct_reads: usize,
+    ordered: Option<pull::Ordered>,
+    done: bool,
+}
+
+impl<'a> BucketReader<'a> {
+    fn new(stream: &'a jetstream::stream::Stream, filter: &'a str) -> Self {
+        BucketReader {
+            stream,
+            filter,
+            from: None,
+            direct_reads: 0,
+            ordered: None,
+            done: false,
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<Record>, StepError> {
+        if self.done {
+            return Ok(None);
+        }
+        if self.ordered.is_none() && self.direct_reads >= DIRECT_READS {
+            let consumer = self
+                .stream
+                .create_consumer(pull::OrderedConfig {
+                    filter_subject: self.filter.to_owned(),
+                    deliver_policy: DeliverPolicy::ByStartSequence {
+                        start_sequence: self.from.unwrap_or(1),
+                    },
+                    ..Default::default()
+                })
+                .await
+                .map_err(|err| StepError::Stream(Box::new(err)))?;
+            if consumer.cached_info().num_pending == 0 {
+                self.done = true;
+                return Ok(None);
+            }
+            self.ordered = Some(
+                consumer
+                    .messages()
+                    .await
+                    .map_err(|err| StepError::Stream(Box::new(err)))?,
+            );
+        }
+        if let Some(ordered) = &mut self.ordered {
+            // A message the consumer counted may be purged by another replica before it is
+            // delivered: silence means the bucket is done.
+            let next = match tokio::time::timeout(ORDERED_SILENCE, ordered.next()).await {
+                Ok(Some(next)) => next.map_err(|err| StepError::Stream(Box::new(err)))?,
+                Ok(None) | Err(_) => {
+                    self.done = true;
+                    return Ok(None);
+                }
+            };
+            let info = next.info().map_err(StepError::Stream)?;
+            let (sequence, pending) = (info.stream_sequence, info.pending);
+            if pending == 0 {
+                self.done = true;
+            }
+            let message = next.split().0;
+            return Ok(Some(Record {
+                sequence,
+                subject: message.subject.to_string(),
+                headers: message.headers.unwrap_or_default(),
+                payload: message.payload,
+            }));
+        }
+        match self
+            .stream
+            .direct_get_next_for_subject(self.filter.to_owned(), self.from)
+            .await
+        {
+            Ok(message) => {
+                self.direct_reads += 1;
+                self.from = Some(message.sequence + 1);
+                Ok(Some(Record {
+                    sequence: message.sequence,
+                    subject: message.subject.to_string(),
+                    headers: message.headers,
+                    payload: message.payload,
+                }))
+            }
+            Err(err) if err.kind() == DirectGetErrorKind::NotFound => {
+                self.done = true;
+                Ok(None)
+            }
+            Err(err) => Err(StepError::Stream(Box::new(err))),
+        }
     }
 }
 

@@ -261,6 +261,47 @@ async fn delayed_tasks_survive_scheduler_and_server_restarts_and_run_once() {
 }
 
 #[tokio::test]
+async fn a_large_second_is_released_whole_and_once() {
+    init_logs();
+    let server = NatsServer::start().await;
+    let js = raw_jetstream(&server).await;
+    let producer = producer(&server).await;
+    // 300 tasks due in the same second: read past the direct-get prefix, through an ordered
+    // consumer.
+    let at = SystemTime::now() + Duration::from_secs(2);
+    let jobs: Vec<Job> = (0..300)
+        .map(|n| Job {
+            n,
+            note: String::new(),
+        })
+        .collect();
+    for job in &jobs {
+        producer.enqueue_at(at, job).await.expect("delayed enqueue");
+    }
+    let running = RunningScheduler::start(releasing(&server)).await;
+    let tasks = released(&js, jobs.len()).await;
+    running.stop().await;
+    let mut ids: Vec<_> = tasks
+        .iter()
+        .map(|t| required_header(t, headers::MSG_ID))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), jobs.len());
+    for task in &tasks {
+        assert!(
+            lateness(task) <= Duration::from_millis(1500),
+            "{:?}",
+            lateness(task)
+        );
+    }
+    assert_eq!(
+        stream_len(&js, &Subjects::default().delayed_stream()).await,
+        0
+    );
+}
+
+#[tokio::test]
 async fn tasks_due_while_no_scheduler_ran_are_released_when_one_starts() {
     init_logs();
     let server = NatsServer::start().await;
