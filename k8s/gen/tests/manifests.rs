@@ -205,6 +205,23 @@ fn the_hpa_alternative_targets_every_worker_and_never_zero() {
             .filter(|m| m["type"] == "External")
             .collect();
         assert!(!external.is_empty());
+        // The Prometheus names of the lag gauges the workers export (jetq_contract::otel).
+        let prometheus = |otel: &str| otel.replace('.', "_");
+        let lag_metrics = [
+            prometheus(jetq_contract::otel::metrics::QUEUE_PENDING),
+            prometheus(jetq_contract::otel::metrics::QUEUE_ACK_PENDING),
+        ];
+        let label = prometheus(jetq_contract::otel::attributes::QUEUE);
+        for metric in &external {
+            let metric_name = metric["external"]["metric"]["name"].as_str().unwrap();
+            assert!(
+                lag_metrics.iter().any(|m| m == metric_name),
+                "{metric_name}"
+            );
+            assert!(metric["external"]["metric"]["selector"]["matchLabels"]
+                .get(&label)
+                .is_some());
+        }
         for metric in external {
             assert_eq!(
                 metric["external"]["metric"]["selector"]["matchLabels"]["jetq_queue"],

@@ -280,6 +280,21 @@ async fn provisioning_and_each_pods_login_work_against_a_real_server() {
     }
 }
 
+/// The status code of a GET over plain HTTP/1.0, or None if nothing answers.
+async fn http_status(url: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/')?;
+    let mut stream = tokio::net::TcpStream::connect(host).await.ok()?;
+    stream
+        .write_all(format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut head = String::new();
+    stream.read_to_string(&mut head).await.ok()?;
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// GET a JSON document over plain HTTP/1.0 (the monitoring port), without an HTTP client crate.
 async fn reqwest_json(url: &str) -> Value {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -294,4 +309,156 @@ async fn reqwest_json(url: &str) -> Value {
     stream.read_to_string(&mut body).await.unwrap();
     let (_, json) = body.split_once("\r\n\r\n").unwrap();
     serde_json::from_str(json).unwrap()
+}
+
+/// The example worker binary as the tests built it (`target/<profile>/worker`).
+fn worker_binary() -> Option<std::path::PathBuf> {
+    let deps = std::env::current_exe().ok()?;
+    let profile_dir = deps.parent()?.parent()?;
+    let binary = profile_dir.join("worker");
+    binary.exists().then_some(binary)
+}
+
+#[tokio::test]
+async fn a_worker_pod_runs_its_queue_with_its_own_login_and_stops_within_its_grace_period() {
+    if !serde_fields::<jetq_consumer::WorkerSettings>().contains(&"queues") {
+        eprintln!(
+            "PENDING: the worker does not read JETQ_QUEUES yet, so a worker-<queue> login cannot \
+             start the example worker (it binds every queue it has handlers for); this test runs \
+             once it does"
+        );
+        return;
+    }
+    let Some(binary) = worker_binary() else {
+        panic!(
+            "the example worker binary is not built (cargo build -p jetq-examples --bin worker)"
+        );
+    };
+    let server = server().await;
+    let url = server.url();
+    let subjects = Subjects::default();
+    let objects = rendered("dev");
+    let scheduler = find(&objects, "Deployment", "scheduler");
+    for init in pod_spec(scheduler)["initContainers"].as_array().unwrap() {
+        let env = pod_env(&objects, init, &url);
+        let args: Vec<&str> = init["command"].as_array().unwrap()[1..]
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let output = run_provision(&env, &args).await;
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    let deployment = find(&objects, "Deployment", "worker-emails");
+    let container = &pod_spec(deployment)["containers"][0];
+    let mut env = pod_env(&objects, container, &url);
+    let health = format!("127.0.0.1:{}", jetq_harness::free_port());
+    for (key, value) in env.iter_mut() {
+        match key.as_str() {
+            // Nothing listens there: every send fails and is retried, which is all we need.
+            "SMTP_HOST" => *value = "127.0.0.1".into(),
+            "SMTP_PORT" => *value = jetq_harness::free_port().to_string(),
+            "JETQ_HEALTH_LISTEN" => *value = health.clone(),
+            _ => {}
+        }
+    }
+    env.push(("OTEL_SDK_DISABLED".into(), "true".into()));
+    let mut worker = tokio::process::Command::new(&binary)
+        .env_clear()
+        .envs(env.iter().cloned())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    // The probes' endpoints answer on JETQ_HEALTH_LISTEN: alive, then ready (bound to its durable).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        assert_eq!(container[probe]["httpGet"]["path"], path);
+        loop {
+            if http_status(&format!("http://{health}{path}")).await == Some(200) {
+                break;
+            }
+            if let Ok(Some(status)) = worker.try_wait() {
+                panic!("the worker exited ({status}) before {path} answered");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path} never answered 200"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // The producer's login enqueues an email; the worker (its own login) takes it.
+    let web = find(&objects, "Deployment", "web");
+    let web_env = pod_env(&objects, &pod_spec(web)["containers"][0], &url);
+    let producer = jetq_producer::Producer::builder()
+        .connection(ConnectionConfig::from_env_iter(web_env.clone()).unwrap())
+        .provision(false)
+        .connect()
+        .await
+        .unwrap();
+    use jetq_examples::tasks::SendEmail;
+    producer
+        .enqueue(&SendEmail {
+            to: "ada@example.com".into(),
+            subject: "Hi".into(),
+            body: "Welcome".into(),
+        })
+        .await
+        .unwrap();
+    let admin_env = pod_env(&objects, &pod_spec(deployment)["initContainers"][0], &url);
+    let admin = js(&admin_env).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut consumer: PullConsumer = admin
+            .get_stream(subjects.tasks_stream())
+            .await
+            .unwrap()
+            .get_consumer(&subjects.durable("emails"))
+            .await
+            .unwrap();
+        if consumer.info().await.unwrap().delivered.consumer_sequence >= 1 {
+            break;
+        }
+        if let Ok(Some(status)) = worker.try_wait() {
+            let mut stderr = String::new();
+            use tokio::io::AsyncReadExt;
+            worker
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .await
+                .unwrap();
+            panic!("the worker exited ({status}):\n{stderr}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker never took the task"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // SIGTERM, as Kubernetes sends it: the worker is gone before terminationGracePeriodSeconds.
+    let grace = Duration::from_secs(
+        pod_spec(deployment)["terminationGracePeriodSeconds"]
+            .as_u64()
+            .unwrap(),
+    );
+    let pid = worker.id().unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let status = tokio::time::timeout(grace, worker.wait())
+        .await
+        .expect("the worker outlived terminationGracePeriodSeconds")
+        .unwrap();
+    assert!(status.success(), "{status}");
 }
