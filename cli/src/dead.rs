@@ -626,11 +626,17 @@ impl Admin {
 
     /// The dead letters matching `filter`, oldest first: the first `limit` (all with `None`)
     /// and the total count.
+    ///
+    /// When the server can count the matches itself (filters of queue, task and `newer_than`
+    /// only), reading stops after `limit` dead letters and the total is the server's count when
+    /// the listing started; otherwise every dead letter is read to count them.
     pub async fn dead_letters(
         &self,
         filter: &DeadFilter,
         limit: Option<usize>,
     ) -> Result<DeadPage, AdminError> {
+        let counted_by_server =
+            filter.older_than.is_none() && filter.reason.is_none() && filter.task_id.is_none();
         let mut scan = self.scan_dead(filter).await?;
         let mut page = DeadPage {
             total: 0,
@@ -640,6 +646,9 @@ impl Admin {
             page.total += 1;
             if limit.is_none_or(|limit| page.dead_letters.len() < limit) {
                 page.dead_letters.push(dead);
+            } else if counted_by_server {
+                page.total = page.total.max(scan.estimate());
+                break;
             }
         }
         Ok(page)
