@@ -99,4 +99,23 @@ log "mypy: clients/python"
 run_pytest clients/python
 run_pytest examples/django
 
+# Kubernetes manifests (k8s/gen tests): kubectl renders the overlays; Node.js runs the offline
+# schema validator, whose pinned packages (k8s/validate/package-lock.json) are installed here.
+for tool in kubectl node npm; do
+  command -v "$tool" >/dev/null 2>&1 || { log "$tool not found: the k8s manifest tests need it"; exit 1; }
+done
+if [ ! -d "$repo/k8s/validate/node_modules/kubernetes-models" ] || [ ! -d "$repo/k8s/validate/node_modules/typescript" ]; then
+  log "installing the k8s schema validator (npm ci in k8s/validate)"
+  (cd "$repo/k8s/validate" && npm ci --no-audit --no-fund --loglevel=error >&2)
+fi
+
+# The binaries of the container images, built by the very script the Dockerfile's build stage
+# runs (dev profile here: no release builds on this machine; no container engine runs here).
+log "k8s/build-binaries.sh: the images' binaries"
+sh "$repo/k8s/build-binaries.sh" dev "$repo/target/k8s-images"
+for bin in worker web jetq-scheduler jetq jetq-provision; do
+  [ -x "$repo/target/k8s-images/$bin" ] || { log "k8s/build-binaries.sh did not produce $bin"; exit 1; }
+done
+"$repo/target/k8s-images/jetq-provision" --help >/dev/null
+
 cargo test --workspace "$@"
