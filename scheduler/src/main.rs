@@ -4,26 +4,52 @@
 //! Exits with status 1 and a message naming the variable, schedule or field at fault when the
 //! configuration is unusable; otherwise runs until SIGTERM or SIGINT. SIGHUP reloads the
 //! schedules file.
+//!
+//! Telemetry (docs/OBSERVABILITY.md): logs by `RUST_LOG`/`JETQ_LOG_FORMAT`, traces and metrics
+//! over OTLP by the `OTEL_*` variables (each fire is a root span `schedule <name>`), and
+//! `/healthz`, `/readyz` (NATS connected) and `/metrics` on `JETQ_HEALTH_LISTEN`
+//! (default `0.0.0.0:9090`).
 
 use std::process::ExitCode;
 
 use jetq_scheduler::Scheduler;
+use jetq_telemetry::{Readiness, TelemetryGuard};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    match Scheduler::from_env().await {
-        Ok(scheduler) => {
-            scheduler.run().await;
-            ExitCode::SUCCESS
-        }
+    let telemetry = match jetq_telemetry::init("jetq-scheduler") {
+        Ok(telemetry) => telemetry,
         Err(err) => {
+            eprintln!("jetq-scheduler: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match run(&telemetry).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err}");
             eprintln!("jetq-scheduler: {err}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Flushes the last spans and metrics; blocking, so off the runtime's threads.
+    let _ = tokio::task::spawn_blocking(move || drop(telemetry)).await;
+    code
+}
+
+async fn run(telemetry: &TelemetryGuard) -> Result<(), String> {
+    let scheduler = Scheduler::from_env().await.map_err(|err| err.to_string())?;
+    let client = scheduler.client();
+    let readiness = Readiness::new();
+    readiness.add("nats", move || match client.connection_state() {
+        async_nats::connection::State::Connected => Ok(()),
+        state => Err(format!("NATS connection is {state:?}")),
+    });
+    let status = telemetry
+        .serve_status(readiness)
+        .await
+        .map_err(|err| err.to_string())?;
+    scheduler.run().await;
+    status.stop().await;
+    Ok(())
 }

@@ -224,6 +224,11 @@ impl Scheduler {
         ReloadHandle(self.reload.clone())
     }
 
+    /// The NATS client, e.g. for a readiness probe on the connection state.
+    pub fn client(&self) -> async_nats::Client {
+        self.js.client()
+    }
+
     /// Runs until SIGTERM or SIGINT.
     pub async fn run(self) {
         self.run_until(shutdown_signal()).await
