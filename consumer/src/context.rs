@@ -18,6 +18,8 @@ pub struct TaskContext {
     pub(crate) timeout: Duration,
     pub(crate) headers: HeaderMap,
     pub(crate) shutdown: CancellationToken,
+    /// The status of a tracked task (see `status.rs` for the context's status methods).
+    pub(crate) status: crate::status::ContextStatus,
 }
 
 impl TaskContext {

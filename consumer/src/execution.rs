@@ -21,6 +21,7 @@ use crate::{
     error::FailureKind,
     handler::{CallError, Registration},
     settings::WorkerSettings,
+    status::{self, Start, StatusRecorder, Tracker},
     telemetry::{self, ProcessSpan, WorkerMetrics},
 };
 
@@ -80,6 +81,8 @@ pub(crate) struct Executor {
     pub(crate) hand_back: CancellationToken,
     /// Counters, durations and the in-flight gauge.
     pub(crate) metrics: WorkerMetrics,
+    /// Status records of tracked tasks.
+    pub(crate) status: StatusRecorder,
 }
 
 /// What the message says about itself, parsed once.
@@ -90,6 +93,8 @@ struct Delivery {
     attempt: u32,
     sequence: u64,
     enqueued_at: SystemTime,
+    /// The status of a tracked task, once it started.
+    status: Option<Arc<Tracker>>,
 }
 
 impl Executor {
@@ -150,10 +155,11 @@ impl Executor {
             attempt: u32::try_from(info.delivered).unwrap_or(u32::MAX).max(1),
             sequence: info.stream_sequence,
             enqueued_at,
+            status: None,
         })
     }
 
-    async fn process_delivery(&self, message: jetstream::Message, delivery: Delivery) {
+    async fn process_delivery(&self, message: jetstream::Message, mut delivery: Delivery) {
         let key = (delivery.queue.clone(), delivery.task.clone());
         let Some(registration) = self.registry.get(&key) else {
             return self.unknown_task(message, delivery).await;
@@ -182,6 +188,17 @@ impl Executor {
             };
             return self.finish(message, &delivery, max_attempts, outcome).await;
         }
+        let tracked = self.tracks(&message, &delivery);
+        if tracked {
+            match self.status.start(delivery.started(max_attempts)).await {
+                Start::Skip(state) => {
+                    status::settle_skipped(&message, state).await;
+                    return self.dead_letters.forget(delivery.sequence).await;
+                }
+                Start::Run(tracker) => delivery.status = Some(tracker),
+                Start::Unavailable => {}
+            }
+        }
         let context = TaskContext {
             id: delivery.id.clone(),
             queue: delivery.queue.clone(),
@@ -193,6 +210,7 @@ impl Executor {
             timeout,
             headers: message.headers.clone().unwrap_or_default(),
             shutdown: self.shutdown.clone(),
+            status: status::ContextStatus::of(delivery.status.clone(), tracked),
         };
         tracing::debug!("task started");
         let started = Instant::now();
@@ -200,6 +218,14 @@ impl Executor {
             let _running = self.metrics.running(&delivery.queue, &delivery.task);
             self.run(&message, registration, context, timeout).await
         };
+        if let Some(tracker) = delivery.status.as_ref().filter(|t| t.is_cancelled()) {
+            if !matches!(outcome, Outcome::HandedBack) {
+                let (queue, task) = (&delivery.queue, &delivery.task);
+                self.metrics
+                    .duration(queue, task, "cancelled", started.elapsed());
+                return status::settle_cancelled(&message, tracker).await;
+            }
+        }
         let label = match &outcome {
             Outcome::Succeeded => "succeeded",
             Outcome::HandedBack => "handed_back",
@@ -334,6 +360,9 @@ impl Executor {
             Outcome::Succeeded => {
                 span.set_attribute(attr::OUTCOME, "succeeded");
                 self.metrics.succeeded(&delivery.queue, &delivery.task);
+                if let Some(tracker) = &delivery.status {
+                    tracker.succeeded().await;
+                }
                 if let Err(err) = message.ack().await {
                     tracing::warn!(error = %err, "could not ack a finished task; it will run again");
                 }
@@ -376,6 +405,9 @@ impl Executor {
                         attempt_failure(delivery.attempt, outcome, &error),
                     )
                     .await;
+                if let Some(tracker) = &delivery.status {
+                    tracker.retrying(&error, delay).await;
+                }
                 if let Err(err) = message.ack_with(AckKind::Nak(Some(delay))).await {
                     tracing::warn!(error = %err, "could not NAK a failed task; it returns after ack_wait");
                 }
@@ -388,6 +420,9 @@ impl Executor {
             Outcome::HandedBack => {
                 span.set_attribute(attr::OUTCOME, "handed_back");
                 tracing::info!("shutdown grace over; handing the task back");
+                if let Some(tracker) = &delivery.status {
+                    tracker.handed_back().await;
+                }
                 if let Err(err) = message.ack_with(AckKind::Nak(None)).await {
                     tracing::warn!(error = %err, "could not hand a task back; it returns after ack_wait");
                 }
@@ -412,10 +447,14 @@ impl Executor {
             payload: message.payload.clone(),
             reason,
             attempts: delivery.attempt,
-            error,
+            error: error.clone(),
         };
         match self.dead_letters.write(letter).await {
             Ok(()) => {
+                let dead = delivery.dead(reason, &error);
+                let tracked = self.tracks(&message, delivery);
+                let tracker = delivery.status.as_ref();
+                self.status.dead_lettered(tracker, tracked, dead).await;
                 if let Err(err) = message.ack_with(AckKind::Term).await {
                     tracing::warn!(error = %err, "dead letter written but the task was not terminated; it will be dead-lettered again (deduplicated)");
                 }
@@ -463,6 +502,44 @@ impl Executor {
         tracing::Span::current().set_attribute(attr::OUTCOME, "handed_back");
         if let Err(err) = message.ack_with(AckKind::Nak(Some(delay))).await {
             tracing::warn!(error = %err, "could not hand back an unknown task");
+        }
+    }
+}
+
+impl Executor {
+    /// True if the task keeps a status record: its type opts in or its message asks.
+    fn tracks(&self, message: &jetstream::Message, delivery: &Delivery) -> bool {
+        delivery.status.is_some()
+            || status::has_track_header(message.headers.as_ref())
+            || self
+                .registry
+                .get(&(delivery.queue.clone(), delivery.task.clone()))
+                .is_some_and(|registration| registration.options.track_status)
+    }
+}
+
+impl Delivery {
+    fn started(&self, max_attempts: u32) -> status::Started<'_> {
+        status::Started {
+            id: &self.id,
+            queue: &self.queue,
+            task: &self.task,
+            sequence: self.sequence,
+            attempt: self.attempt,
+            max_attempts,
+            enqueued_at: self.enqueued_at,
+        }
+    }
+
+    fn dead<'a>(&'a self, reason: DeadReason, error: &'a str) -> status::Dead<'a> {
+        status::Dead {
+            id: &self.id,
+            queue: &self.queue,
+            task: &self.task,
+            sequence: self.sequence,
+            attempts: self.attempt,
+            reason,
+            error,
         }
     }
 }

@@ -17,6 +17,9 @@
 //!   continues the producer's trace from the task's `traceparent`; outcomes, durations, in-flight
 //!   tasks and queue lag are OpenTelemetry metrics; [`Worker::health`] feeds `/readyz`
 //!   (see `docs/OBSERVABILITY.md`).
+//! - **Status on request.** Types with `TaskOptions::track_status` keep a status record; their
+//!   handlers report progress, keep results, store artifacts and see cancellations through the
+//!   [`TaskContext`] (see `docs/STATUS.md`).
 
 mod context;
 mod dead_letter;
@@ -24,6 +27,7 @@ mod error;
 mod execution;
 mod handler;
 mod settings;
+mod status;
 mod sweeper;
 mod telemetry;
 mod worker;
@@ -32,5 +36,6 @@ pub use context::TaskContext;
 pub use error::{error_chain, FailureKind, TaskError, WorkerError};
 pub use jetq_contract::{self as contract, RetryPolicy, Task, TaskOptions};
 pub use settings::WorkerSettings;
+pub use status::{ArtifactWriter, StatusError};
 pub use telemetry::{NotReady, WorkerHealth};
 pub use worker::{shutdown_signal, Worker, WorkerBuilder};

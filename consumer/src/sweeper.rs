@@ -22,7 +22,10 @@ use jetq_contract::{DeadReason, Subjects};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::{
+    dead_letter::{DeadLetter, DeadLetters},
+    status::{self, StatusRecorder},
+};
 
 /// The fields of `io.nats.jetstream.advisory.v1.max_deliver` that the sweeper needs.
 #[derive(Debug, Deserialize)]
@@ -37,6 +40,8 @@ pub(crate) struct Sweeper {
     pub(crate) subjects: Subjects,
     pub(crate) dead_letters: DeadLetters,
     pub(crate) poll: Duration,
+    /// Records the dead letter of a tracked task in its status.
+    pub(crate) status: StatusRecorder,
 }
 
 impl Sweeper {
@@ -110,6 +115,12 @@ impl Sweeper {
             .subjects
             .parse_task(message.subject.as_str())
             .unwrap_or(("unknown", "unknown"));
+        let error = format!(
+            "the server stopped redelivering after {} deliveries (max_deliver) and no worker \
+             recorded a final result",
+            advisory.deliveries
+        );
+        let attempts = u32::try_from(advisory.deliveries).unwrap_or(u32::MAX);
         let letter = DeadLetter {
             queue,
             task,
@@ -117,17 +128,25 @@ impl Sweeper {
             headers: Some(&message.headers),
             payload: message.payload.clone(),
             reason: DeadReason::DeliveriesExhausted,
-            attempts: u32::try_from(advisory.deliveries).unwrap_or(u32::MAX),
-            error: format!(
-                "the server stopped redelivering after {} deliveries (max_deliver) and no worker \
-                 recorded a final result",
-                advisory.deliveries
-            ),
+            attempts,
+            error: error.clone(),
         };
         self.dead_letters
             .write(letter)
             .await
             .map_err(|err| format!("cannot write dead letter for task {sequence}: {err}"))?;
+        let id = status::message_id(&message.headers);
+        let dead = status::Dead {
+            id: &id,
+            queue,
+            task,
+            sequence,
+            attempts,
+            reason: DeadReason::DeliveriesExhausted,
+            error: &error,
+        };
+        let tracked = status::has_track_header(Some(&message.headers));
+        self.status.dead_lettered(None, tracked, dead).await;
         self.tasks
             .delete_message(sequence)
             .await

@@ -16,6 +16,7 @@ use crate::{
     execution::{Executor, Registry},
     handler::Registration,
     settings::WorkerSettings,
+    status::StatusRecorder,
     sweeper::Sweeper,
     telemetry::{self, WorkerHealth, WorkerMetrics},
 };
@@ -196,6 +197,16 @@ impl WorkerBuilder {
         } else {
             None
         };
+        let any_tracked = registry.values().any(|r| r.options.track_status);
+        let recheck = self.settings.heartbeat_interval();
+        let status = StatusRecorder::new(
+            topology,
+            client.clone(),
+            recheck,
+            any_tracked,
+            self.settings.provision,
+        )
+        .await?;
         let meter = self.meter.unwrap_or_else(telemetry::meter);
         let metrics = WorkerMetrics::new(&meter);
         let dead_letters = DeadLetters::new(js.clone(), subjects.clone(), history, metrics.clone());
@@ -209,6 +220,7 @@ impl WorkerBuilder {
             consumers,
             sweeper,
             dead_letters,
+            status,
         })
     }
 
@@ -271,6 +283,7 @@ pub struct Worker {
     dead_letters: DeadLetters,
     metrics: WorkerMetrics,
     health: WorkerHealth,
+    status: StatusRecorder,
 }
 
 impl Worker {
@@ -330,6 +343,7 @@ impl Worker {
             shutdown: stop_pulling.clone(),
             hand_back: hand_back.clone(),
             metrics: self.metrics.clone(),
+            status: self.status.clone(),
         });
         loops.push(tokio::spawn(telemetry::watch_queues(
             self.consumers.clone(),
@@ -360,6 +374,7 @@ impl Worker {
                 subjects: self.subjects.clone(),
                 dead_letters: self.dead_letters.clone(),
                 poll: self.settings.fetch_expires,
+                status: self.status.clone(),
             };
             loops.push(tokio::spawn(sweeper.run(stop_pulling.clone())));
         }

@@ -288,6 +288,9 @@ fn default_duplicate_window() -> Duration {
 fn default_dead_max_age() -> Duration {
     Duration::from_secs(30 * 24 * 3600)
 }
+fn default_status_ttl() -> Duration {
+    crate::status::DEFAULT_STATUS_TTL
+}
 
 /// How the task and dead-letter streams are provisioned.
 ///
@@ -299,6 +302,8 @@ fn default_dead_max_age() -> Duration {
 /// | `JETQ_DUPLICATE_WINDOW` | idempotency-key dedup window (default `2m`) |
 /// | `JETQ_DEAD_MAX_AGE` | how long dead letters are kept (default `30days`) |
 /// | `JETQ_DEAD_MAX_BYTES` | dead-letter stream byte limit (-1: none; oldest dropped first) |
+/// | `JETQ_STATUS_TTL` | how long status records and artifacts of tracked tasks are kept after their last write (default `24h`) |
+/// | `JETQ_ARTIFACTS_MAX_BYTES` | artifact store byte limit (-1: none; when full, new artifacts are refused) |
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct StreamSettings {
     /// Replicas of every jetq stream.
@@ -319,6 +324,12 @@ pub struct StreamSettings {
     /// Dead-letter stream byte limit.
     #[serde(default = "default_limit")]
     pub dead_max_bytes: i64,
+    /// Retention of status records and artifacts after their last write.
+    #[serde(default = "default_status_ttl", with = "humantime_serde")]
+    pub status_ttl: Duration,
+    /// Artifact store byte limit.
+    #[serde(default = "default_limit")]
+    pub artifacts_max_bytes: i64,
 }
 
 impl Default for StreamSettings {
@@ -330,6 +341,8 @@ impl Default for StreamSettings {
             duplicate_window: default_duplicate_window(),
             dead_max_age: default_dead_max_age(),
             dead_max_bytes: default_limit(),
+            status_ttl: default_status_ttl(),
+            artifacts_max_bytes: default_limit(),
         }
     }
 }
@@ -370,10 +383,17 @@ impl StreamSettings {
                 "must be at least JETQ_DUPLICATE_WINDOW",
             ));
         }
+        if self.status_ttl < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "JETQ_STATUS_TTL",
+                "must be at least 1s (status records would expire before anyone reads them)",
+            ));
+        }
         for (field, value) in [
             ("JETQ_STREAM_MAX_MSGS", self.stream_max_msgs),
             ("JETQ_STREAM_MAX_BYTES", self.stream_max_bytes),
             ("JETQ_DEAD_MAX_BYTES", self.dead_max_bytes),
+            ("JETQ_ARTIFACTS_MAX_BYTES", self.artifacts_max_bytes),
         ] {
             if value == 0 || value < -1 {
                 return Err(ConfigError::invalid(
@@ -461,5 +481,9 @@ mod tests {
         let err =
             StreamSettings::from_env_iter(vars(&[("JETQ_STREAM_MAX_MSGS", "0")])).unwrap_err();
         assert!(err.to_string().contains("JETQ_STREAM_MAX_MSGS"), "{err}");
+        let err = StreamSettings::from_env_iter(vars(&[("JETQ_STATUS_TTL", "0s")])).unwrap_err();
+        assert!(err.to_string().contains("JETQ_STATUS_TTL"), "{err}");
+        let settings = StreamSettings::from_env_iter(vars(&[("JETQ_STATUS_TTL", "2h")])).unwrap();
+        assert_eq!(settings.status_ttl, Duration::from_secs(7200));
     }
 }

@@ -7,7 +7,8 @@
 //! - [`FailureRecord`]: what a dead letter says about how its task died;
 //! - [`ConnectionConfig`] and [`connect()`]: configuration from `JETQ_*` and a version-checked
 //!   connection; [`Topology`]: idempotent provisioning of streams and queue consumers;
-//! - [`otel`]: W3C trace-context propagation in headers, span attribute and metric names.
+//! - [`otel`]: W3C trace-context propagation in headers, span attribute and metric names;
+//! - [`status`]: status records of tracked tasks ([`TaskStatus`]), their KV keys and buckets.
 
 pub mod config;
 pub mod connect;
@@ -17,6 +18,7 @@ pub mod headers;
 pub mod name;
 pub mod otel;
 pub mod retry;
+pub mod status;
 pub mod subject;
 pub mod task;
 pub mod time;
@@ -27,6 +29,7 @@ pub use connect::{connect, jetstream, ConnectError, Version};
 pub use failure::{AttemptFailure, AttemptOutcome, DeadReason, FailureRecord};
 pub use name::{KeyError, NameError, NameKind};
 pub use retry::RetryPolicy;
+pub use status::{TaskState, TaskStatus};
 pub use subject::Subjects;
 pub use task::{Task, TaskOptions, DEFAULT_QUEUE};
 pub use topology::{ProvisionError, QueueSettings, Topology};

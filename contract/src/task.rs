@@ -55,6 +55,9 @@ pub struct TaskOptions {
     pub timeout: Duration,
     /// Delay between attempts (default: exponential from 1 s, doubling, at most 1 h, ±20 %).
     pub retry: RetryPolicy,
+    /// Keep a status record of every task of this type (default false: untracked tasks cost
+    /// nothing). See [`crate::status`].
+    pub track_status: bool,
 }
 
 impl Default for TaskOptions {
@@ -63,6 +66,7 @@ impl Default for TaskOptions {
             max_attempts: 10,
             timeout: Duration::from_secs(300),
             retry: RetryPolicy::default(),
+            track_status: false,
         }
     }
 }
@@ -83,6 +87,18 @@ impl TaskOptions {
     /// Sets the retry policy.
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Tracks the status of every task of this type: producers write a `queued` record and
+    /// workers record each transition, progress, results and artifacts (see [`crate::status`]).
+    ///
+    /// ```
+    /// let options = jetq_contract::TaskOptions::default().track_status(true);
+    /// assert!(options.track_status);
+    /// ```
+    pub fn track_status(mut self, track: bool) -> Self {
+        self.track_status = track;
         self
     }
 }

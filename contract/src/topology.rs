@@ -112,6 +112,11 @@ impl Topology {
         &self.js
     }
 
+    /// The stream settings this topology provisions with.
+    pub fn settings(&self) -> &StreamSettings {
+        &self.settings
+    }
+
     /// The task stream's configuration as jetq wants it.
     pub fn tasks_stream_config(&self) -> jetstream::stream::Config {
         jetstream::stream::Config {

@@ -5,8 +5,10 @@
 //! 2. the web app and the worker, in this process;
 //! 3. two signups (one repeated, to show the idempotency key), and one export that takes longer
 //!    than the worker's `ack_wait` (heartbeats keep it from being redelivered);
-//! 4. waits, bounded, for both emails at the SMTP sink and the CSV file, then shuts everything
-//!    down and returns a [`DemoReport`].
+//! 4. waits, bounded, for both emails at the SMTP sink and the export to succeed (its status,
+//!    from `GET /exports/{id}`), downloads the CSV the worker stored in the artifact store through
+//!    the web app (`GET /exports/{id}/csv`), then shuts everything down and returns a
+//!    [`DemoReport`].
 
 use std::{
     fmt,
@@ -25,7 +27,7 @@ use crate::{
     http_client::{self, HttpResponse},
     local_nats::LocalNats,
     smtp_sink::{ReceivedMail, SmtpSink},
-    web::{ExportRequest, ExportResponse, SignupRequest, SignupResponse},
+    web::{ExportRequest, ExportResponse, ExportStatus, SignupRequest, SignupResponse},
     worker::{
         self, Activity, AttemptRecord, AttemptStatus, ExportConfig, SmtpConfig, WorkerConfig,
     },
@@ -66,7 +68,8 @@ pub struct DemoOptions {
     pub nats_server: Option<PathBuf>,
     /// The local server's JetStream store, wiped at start (default `<repo>/.jetq/demo-data`).
     pub data_dir: PathBuf,
-    /// Where exports are written, wiped at start (default `<repo>/.jetq/demo-exports`).
+    /// Where the exported CSV is downloaded to, wiped at start (default
+    /// `<repo>/.jetq/demo-exports`).
     pub export_dir: PathBuf,
     /// Python with aiosmtpd (default: [`crate::smtp_sink::find_python`] with `JETQ_DEMO_PYTHON`).
     pub python: Option<PathBuf>,
@@ -146,7 +149,9 @@ pub struct DemoReport {
     pub export_rows: u32,
     /// Pause per row of the export.
     pub row_delay: Duration,
-    /// The CSV file.
+    /// The export's final status, from `GET /exports/{id}`.
+    pub export_status: ExportStatus,
+    /// The CSV, as downloaded from the web app.
     pub csv_path: PathBuf,
     /// Its number of lines.
     pub csv_lines: usize,
@@ -246,7 +251,18 @@ impl fmt::Display for DemoReport {
         )?;
         writeln!(
             f,
-            "  file {} ({} lines: header + {} rows)",
+            "  status: {} after attempt {}, {}% ({}), {} bytes in the jetq artifact store",
+            self.export_status.state,
+            self.export_status.attempt,
+            self.export_status.percent.unwrap_or_default(),
+            self.export_status.message.as_deref().unwrap_or(""),
+            self.export_status.bytes.unwrap_or_default()
+        )?;
+        writeln!(
+            f,
+            "  downloaded through the web app (GET /exports/{}/csv, streamed from the object \
+             store: no shared disk) to {} ({} lines: header + {} rows)",
+            self.export.export_id,
             self.csv_path.display(),
             self.csv_lines,
             self.csv_lines.saturating_sub(1)
@@ -402,9 +418,8 @@ async fn run_scenario(
             port: smtp_port,
             ..SmtpConfig::default()
         },
-        exports: ExportConfig {
-            dir: options.export_dir.clone(),
-        },
+        // No local copy: the CSV goes to the artifact store and the web app serves it.
+        exports: ExportConfig::default(),
         activity: activity.clone(),
     };
     let worker = worker::build(
@@ -496,9 +511,9 @@ async fn run_scenario(
     say(
         options,
         &format!(
-            "waiting (at most {:?}) for 2 emails at the SMTP sink and {}",
-            options.timeout,
-            csv_path.display()
+            "waiting (at most {:?}) for 2 emails at the SMTP sink and the export (follow it at \
+             http://{web}/exports/{}/page)",
+            options.timeout, export.export_id
         ),
     );
     let deadline = Instant::now() + options.timeout;
@@ -513,17 +528,23 @@ async fn run_scenario(
             .attempts_of(&export.task_id)
             .iter()
             .any(|record| record.status == AttemptStatus::Succeeded);
-        if ada_mails >= 1 && grace_mails >= 1 && export_done && csv_path.exists() {
+        let export_status = if export_done {
+            Some(export_status(web, &export.status_url).await?)
+        } else {
+            None
+        };
+        let stored = export_status
+            .as_ref()
+            .is_some_and(|status| status.csv_url.is_some());
+        if ada_mails >= 1 && grace_mails >= 1 && stored {
             break;
         }
         if Instant::now() >= deadline {
             return Err(fail(format!(
                 "timed out after {:?}: emails to {ada}: {ada_mails}, to {grace_hopper}: \
-                 {grace_mails}, export finished: {export_done}, {} exists: {}\nworker \
-                 attempts: {:#?}\nSMTP sink:\n{}",
+                 {grace_mails}, export finished: {export_done}, status: {export_status:?}\n\
+                 worker attempts: {:#?}\nSMTP sink:\n{}",
                 options.timeout,
-                csv_path.display(),
-                csv_path.exists(),
                 activity.attempts(),
                 sink.logs()
             )));
@@ -538,9 +559,25 @@ async fn run_scenario(
             export_attempts.len()
         )));
     }
-    let csv = tokio::fs::read_to_string(&csv_path)
+    let status_answer = get(web, &export.status_url).await?;
+    requests.push(status_answer.1);
+    let export_status = export_status(web, &export.status_url).await?;
+    let csv_url = export_status.csv_url.clone().unwrap_or_default();
+    let (download, record) = get(web, &csv_url).await?;
+    requests.push(RequestRecord {
+        answer: format!("{} bytes of text/csv", download.body.len()),
+        ..record
+    });
+    if download.status != 200 {
+        return Err(fail(format!(
+            "GET {csv_url} answered {}: {}",
+            download.status, download.body
+        )));
+    }
+    tokio::fs::write(&csv_path, download.body.as_bytes())
         .await
-        .map_err(|err| fail(format!("cannot read {}: {err}", csv_path.display())))?;
+        .map_err(|err| fail(format!("cannot write {}: {err}", csv_path.display())))?;
+    let csv = download.body;
     let csv_lines = csv.lines().count();
     let expected_lines = usize::try_from(options.export_rows).unwrap_or(usize::MAX) + 1;
     if csv_lines != expected_lines {
@@ -565,6 +602,7 @@ async fn run_scenario(
         emails: sink.messages(),
         attempts: activity.attempts(),
         export,
+        export_status,
         export_rows: options.export_rows,
         row_delay: options.row_delay,
         csv_path,
@@ -592,6 +630,36 @@ async fn send<T: serde::Serialize>(
         answer: answer.body.clone(),
     };
     Ok((answer, record))
+}
+
+/// Sends one GET request and records it.
+async fn get(web: SocketAddr, path: &str) -> Result<(HttpResponse, RequestRecord), DemoError> {
+    let started = Instant::now();
+    let answer = http_client::get(web, path, REQUEST_TIMEOUT)
+        .await
+        .map_err(|err| fail(format!("GET {path}: {err}")))?;
+    let record = RequestRecord {
+        request: format!("GET {path}"),
+        body: String::new(),
+        status: answer.status,
+        latency: started.elapsed(),
+        answer: answer.body.clone(),
+    };
+    Ok((answer, record))
+}
+
+/// The export's status from the web app.
+async fn export_status(web: SocketAddr, path: &str) -> Result<ExportStatus, DemoError> {
+    let (answer, _) = get(web, path).await?;
+    if answer.status != 200 {
+        return Err(fail(format!(
+            "GET {path} answered {} {}",
+            answer.status, answer.body
+        )));
+    }
+    answer
+        .json()
+        .map_err(|err| fail(format!("GET {path} answered {:?}: {err}", answer.body)))
 }
 
 /// Decodes a 202 answer, or fails with the answer.

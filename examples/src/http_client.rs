@@ -73,6 +73,37 @@ pub async fn post(
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
+    exchange(addr, request, timeout).await
+}
+
+/// Sends `GET <path>` and returns the whole answer (for a server-sent-events stream: every
+/// event, once the server ends the stream).
+pub async fn get(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<HttpResponse, HttpError> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    exchange(addr, request, timeout).await
+}
+
+/// Sends `DELETE <path>` and returns the answer.
+pub async fn delete(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<HttpResponse, HttpError> {
+    let request = format!(
+        "DELETE {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    exchange(addr, request, timeout).await
+}
+
+async fn exchange(
+    addr: SocketAddr,
+    request: String,
+    timeout: Duration,
+) -> Result<HttpResponse, HttpError> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         stream.write_all(request.as_bytes()).await?;

@@ -31,14 +31,15 @@ impl Task for SendEmail {
     }
 }
 
-/// Generate `<export dir>/<export_id>.csv`: a header line and `rows` data lines, sleeping
-/// `row_delay_ms` per row (a stand-in for a slow query), so an export can outlive the queue's
-/// `ack_wait` and show that heartbeats keep it from being redelivered.
+/// Generate a CSV export: a header line and `rows` data lines, sleeping `row_delay_ms` per row
+/// (a stand-in for a slow query), so an export can outlive the queue's `ack_wait` and show that
+/// heartbeats keep it from being redelivered.
 ///
-/// Runs on queue `exports`, at most 3 attempts of 10 minutes each.
+/// Runs on queue `exports`, at most 3 attempts of 10 minutes each, with its status tracked: the
+/// web app shows its progress, streams the CSV from the artifact store and can cancel it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GenerateCsv {
-    /// The export's id; also the file name (`[A-Za-z0-9_-]`, at most 64 characters).
+    /// The export's id, also its task id (`[A-Za-z0-9_-]`, at most 64 characters).
     pub export_id: String,
     /// Number of data rows (the file has one more line: the header).
     pub rows: u32,
@@ -54,6 +55,7 @@ impl Task for GenerateCsv {
         TaskOptions::default()
             .max_attempts(3)
             .timeout(Duration::from_secs(600))
+            .track_status(true)
     }
 }
 
@@ -75,5 +77,7 @@ mod tests {
         );
         assert_eq!(GenerateCsv::options().max_attempts, 3);
         assert_eq!(GenerateCsv::options().timeout, Duration::from_secs(600));
+        assert!(GenerateCsv::options().track_status);
+        assert!(!SendEmail::options().track_status);
     }
 }

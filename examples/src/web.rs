@@ -5,25 +5,43 @@
 //!   inside the stream's duplicate window is dropped by the server and reported as a duplicate.
 //!   The request never waits for SMTP.
 //! - `POST /exports` `{"rows": N, "row_delay_ms": M}` enqueues a [`GenerateCsv`] with a fresh
-//!   export id and answers `202 {"export_id": "...", "task_id": "..."}`.
+//!   export id (also its task id) and answers `202 {"export_id", "task_id", "status_url"}`.
+//! - `GET /exports/{id}` answers the export's [`ExportStatus`]: state, attempt, progress, and
+//!   once it succeeded the size and a `csv_url`; 404 for an unknown export.
+//! - `GET /exports/{id}/csv` streams the finished CSV from the jetq artifact store, chunk by
+//!   chunk (409 while it is not finished): no disk is shared with the workers.
+//! - `GET /exports/{id}/events` is a server-sent-events stream of [`ExportStatus`] (event
+//!   `status`), one per change, pushed by a KV watch and ending with the final state;
+//!   `GET /exports/{id}/page` is a small page that shows it as a progress bar.
+//! - `DELETE /exports/{id}` cancels the export: dropped if it has not started, stopped at its
+//!   next row if it runs (`202 {"outcome", "status"}`).
 //!
 //! Errors are JSON `{"error": "..."}`: malformed JSON is 400, a wrong content type 415, invalid
 //! values 422; a queue that refused the task is 503 (with `Retry-After` when the stream is full),
 //! a bug in the task definition 500.
 
-use std::{net::SocketAddr, str::FromStr, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, str::FromStr, time::Duration};
 
 use axum::{
-    extract::{rejection::JsonRejection, State},
+    body::Body,
+    extract::{rejection::JsonRejection, Path, State},
     http::{header, HeaderValue, StatusCode},
-    response::{IntoResponse, Response},
-    routing::post,
+    response::{
+        sse::{Event, KeepAlive, Sse},
+        Html, IntoResponse, Response,
+    },
+    routing::{get, post},
     Json, Router,
 };
-use jetq_producer::{EnqueueError, EnqueueOptions, Producer};
+use futures::{Stream, StreamExt};
+use jetq_contract::status::{TaskState, TaskStatus};
+use jetq_producer::{CancelOutcome, EnqueueError, EnqueueOptions, Producer, StatusError};
 use serde::{Deserialize, Serialize};
 
-use crate::tasks::{GenerateCsv, SendEmail};
+use crate::{
+    tasks::{GenerateCsv, SendEmail},
+    worker::{validate_export_id, ExportSummary, CSV_ARTIFACT},
+};
 
 /// The subject of the welcome mail.
 pub const WELCOME_SUBJECT: &str = "Welcome to jetq!";
@@ -93,10 +111,70 @@ pub struct ExportRequest {
 /// Answer of `POST /exports`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportResponse {
-    /// The export's id: the CSV file will be `<export_id>.csv`.
+    /// The export's id.
     pub export_id: String,
-    /// The task id.
+    /// The task id (the export id: it is the task's idempotency key).
     pub task_id: String,
+    /// Where its status is: `/exports/<export_id>`.
+    pub status_url: String,
+}
+
+/// Answer of `GET /exports/{id}` and each event of `GET /exports/{id}/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportStatus {
+    /// The export's id.
+    pub export_id: String,
+    /// `queued`, `running`, `retrying`, `succeeded`, `failed`, `dead` or `cancelled`.
+    pub state: TaskState,
+    /// The current or last attempt (0 before the first).
+    pub attempt: u32,
+    /// Progress in percent, once the worker reported some.
+    pub percent: Option<f64>,
+    /// The last progress message.
+    pub message: Option<String>,
+    /// The last error.
+    pub error: Option<String>,
+    /// Data rows, once it succeeded.
+    pub rows: Option<u32>,
+    /// CSV size in bytes, once it succeeded.
+    pub bytes: Option<u64>,
+    /// Where to download the CSV, once it succeeded.
+    pub csv_url: Option<String>,
+    /// When the status last changed, RFC 3339 UTC.
+    pub updated_at: String,
+}
+
+impl ExportStatus {
+    /// The export's view of a task status record.
+    pub fn from_record(record: &TaskStatus) -> Self {
+        let summary: Option<ExportSummary> = record
+            .result
+            .as_ref()
+            .and_then(|value| serde_json::from_value(value.clone()).ok());
+        let succeeded = record.state == TaskState::Succeeded;
+        ExportStatus {
+            export_id: record.id.clone(),
+            state: record.state,
+            attempt: record.attempt,
+            percent: record.progress.as_ref().map(|p| p.percent),
+            message: record.progress.as_ref().map(|p| p.message.clone()),
+            error: record.error.clone(),
+            rows: summary.map(|s| s.rows),
+            bytes: summary.map(|s| s.bytes),
+            csv_url: succeeded.then(|| format!("/exports/{}/csv", record.id)),
+            updated_at: record.updated_at.clone(),
+        }
+    }
+}
+
+/// Answer of `DELETE /exports/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelResponse {
+    /// `cancelled` (it had not started), `cancel-requested` (it is running and stops at its next
+    /// row) or `already-finished`.
+    pub outcome: String,
+    /// The status after the request.
+    pub status: ExportStatus,
 }
 
 /// The JSON body of every error answer.
@@ -163,6 +241,25 @@ impl From<EnqueueError> for ApiError {
     }
 }
 
+impl From<StatusError> for ApiError {
+    fn from(err: StatusError) -> Self {
+        let message = err.to_string();
+        let status = match err {
+            StatusError::NotFound { .. } | StatusError::ArtifactNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            StatusError::ArtifactName(_) => StatusCode::NOT_FOUND,
+            StatusError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            StatusError::Corrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => {
+                tracing::warn!(error = %message, "status store unavailable");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        };
+        ApiError::new(status, message)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (
@@ -186,6 +283,10 @@ pub fn router(producer: Producer) -> Router {
     Router::new()
         .route("/signup", post(signup))
         .route("/exports", post(create_export))
+        .route("/exports/{id}", get(export_status).delete(cancel_export))
+        .route("/exports/{id}/csv", get(download_export))
+        .route("/exports/{id}/events", get(export_events))
+        .route("/exports/{id}/page", get(export_page))
         .with_state(producer)
 }
 
@@ -261,16 +362,130 @@ async fn create_export(
         rows: request.rows,
         row_delay_ms: request.row_delay_ms,
     };
-    let enqueued = producer.enqueue(&task).await?;
+    let options = EnqueueOptions::new().key(task.export_id.clone());
+    let enqueued = producer.enqueue_with(&task, options).await?;
     tracing::info!(task_id = %enqueued.id, export_id = %task.export_id, "export queued");
     Ok((
         StatusCode::ACCEPTED,
         Json(ExportResponse {
+            status_url: format!("/exports/{}", task.export_id),
             export_id: task.export_id,
             task_id: enqueued.id,
         }),
     ))
 }
+
+/// The status record of export `id`, or 404.
+async fn export_record(producer: &Producer, id: &str) -> Result<TaskStatus, ApiError> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("no export {id:?}"));
+    validate_export_id(id).map_err(|_| not_found())?;
+    producer.status(id).await?.ok_or_else(not_found)
+}
+
+async fn export_status(
+    State(producer): State<Producer>,
+    Path(id): Path<String>,
+) -> Result<Json<ExportStatus>, ApiError> {
+    let record = export_record(&producer, &id).await?;
+    Ok(Json(ExportStatus::from_record(&record)))
+}
+
+async fn download_export(
+    State(producer): State<Producer>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let record = export_record(&producer, &id).await?;
+    if record.state != TaskState::Succeeded {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("export {id} is {}, not finished", record.state),
+        ));
+    }
+    let artifact = producer.artifact(&id, CSV_ARTIFACT).await?;
+    let size = artifact.size();
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(artifact));
+    let disposition = format!("attachment; filename=\"{id}.csv\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_LENGTH, size.to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+async fn export_events(
+    State(producer): State<Producer>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    export_record(&producer, &id).await?;
+    let updates = producer.watch(&id).await?;
+    let events = updates.map(|update| {
+        let event = match update {
+            Ok(record) => Event::default()
+                .event("status")
+                .json_data(ExportStatus::from_record(&record))
+                .unwrap_or_else(|err| Event::default().event("error").data(err.to_string())),
+            Err(err) => Event::default().event("error").data(err.to_string()),
+        };
+        Ok(event)
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+async fn export_page(
+    State(producer): State<Producer>,
+    Path(id): Path<String>,
+) -> Result<Html<String>, ApiError> {
+    // The id is checked (`[A-Za-z0-9_-]`), so it is safe inside the page.
+    export_record(&producer, &id).await?;
+    Ok(Html(PAGE.replace("{id}", &id)))
+}
+
+async fn cancel_export(
+    State(producer): State<Producer>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<CancelResponse>), ApiError> {
+    export_record(&producer, &id).await?;
+    let (outcome, record) = match producer.cancel(&id).await? {
+        CancelOutcome::Cancelled(record) => ("cancelled", record),
+        CancelOutcome::Requested(record) => ("cancel-requested", record),
+        CancelOutcome::AlreadyFinished(record) => ("already-finished", record),
+    };
+    tracing::info!(export_id = %id, outcome, "export cancellation");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(CancelResponse {
+            outcome: outcome.to_owned(),
+            status: ExportStatus::from_record(&record),
+        }),
+    ))
+}
+
+/// The progress page of `GET /exports/{id}/page`: follows the SSE stream.
+const PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Export {id}</title></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
+<h1>Export {id}</h1>
+<progress id="bar" max="100" value="0" style="width: 100%"></progress>
+<p id="text">waiting for the worker…</p>
+<p id="done" hidden><a href="/exports/{id}/csv">Download the CSV</a></p>
+<script>
+const source = new EventSource("/exports/{id}/events");
+source.addEventListener("status", (event) => {
+  const status = JSON.parse(event.data);
+  document.getElementById("bar").value = status.percent ?? 0;
+  document.getElementById("text").textContent =
+    status.state + (status.message ? ": " + status.message : "") +
+    (status.error ? " (" + status.error + ")" : "");
+  if (status.csv_url) document.getElementById("done").hidden = false;
+  if (["succeeded", "failed", "dead", "cancelled"].includes(status.state)) source.close();
+});
+</script>
+</body></html>
+"#;
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,9 @@
 //! The worker side: the handlers of [`SendEmail`] and [`GenerateCsv`], their configuration, and
 //! [`build`], which registers both on a [`WorkerBuilder`] (the binary and the tests use it alike).
+//!
+//! An export streams its CSV into the jetq artifact store (the web app streams it back out), so
+//! worker pods and the web tier share no disk; it reports its progress and stops early when the
+//! export is cancelled. A copy in a local directory (`EXPORT_DIR`) is optional.
 
 use std::{
     path::{Path, PathBuf},
@@ -7,12 +11,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use jetq_consumer::{TaskContext, TaskError, WorkerBuilder};
+use jetq_consumer::{ArtifactWriter, TaskContext, TaskError, WorkerBuilder};
 use lettre::{
     message::{header::ContentType, Mailbox},
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
 use crate::{
@@ -22,6 +26,8 @@ use crate::{
 
 /// The CSV header line every export starts with.
 pub const CSV_HEADER: &str = "row,customer,amount_cents";
+/// The name of an export's CSV in the artifact store.
+pub const CSV_ARTIFACT: &str = "export.csv";
 
 fn default_smtp_host() -> String {
     "127.0.0.1".to_owned()
@@ -99,24 +105,13 @@ impl SmtpConfig {
     }
 }
 
-fn default_export_dir() -> PathBuf {
-    PathBuf::from("./exports")
-}
-
-/// Where exports are written: `EXPORT_DIR` (default `./exports`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// An optional local copy of every export: `EXPORT_DIR` (unset by default: the CSV goes to the
+/// artifact store only, and the web app serves it from there).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct ExportConfig {
-    /// Directory of the CSV files (created if missing).
-    #[serde(default = "default_export_dir")]
-    pub dir: PathBuf,
-}
-
-impl Default for ExportConfig {
-    fn default() -> Self {
-        ExportConfig {
-            dir: default_export_dir(),
-        }
-    }
+    /// Directory for a copy of each CSV as `<export_id>.csv` (created if missing).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
 }
 
 impl ExportConfig {
@@ -133,7 +128,7 @@ impl ExportConfig {
 pub struct WorkerConfig {
     /// The SMTP server of [`SendEmail`].
     pub smtp: SmtpConfig,
-    /// The export directory of [`GenerateCsv`].
+    /// The optional local copy of [`GenerateCsv`]'s output.
     pub exports: ExportConfig,
     /// Where every attempt is recorded (for the demo's summary and for tests).
     pub activity: Activity,
@@ -291,7 +286,11 @@ pub fn build(builder: WorkerBuilder, config: WorkerConfig) -> WorkerBuilder {
                 activity
                     .track(&context, async {
                         send_email(&smtp, email).await?;
-                        tracing::info!(task_id = context.id(), attempt = context.attempt(), "email sent");
+                        tracing::info!(
+                            task_id = context.id(),
+                            attempt = context.attempt(),
+                            "email sent"
+                        );
                         Ok(())
                     })
                     .await
@@ -303,8 +302,16 @@ pub fn build(builder: WorkerBuilder, config: WorkerConfig) -> WorkerBuilder {
             async move {
                 activity
                     .track(&context, async {
-                        let path = generate_csv(&export_dir, export).await?;
-                        tracing::info!(task_id = context.id(), path = %path.display(), "export written");
+                        let summary = generate_csv(&context, &export).await?;
+                        if let Some(dir) = export_dir.as_deref() {
+                            let path = write_csv_file(dir, export).await?;
+                            tracing::info!(path = %path.display(), "local copy written");
+                        }
+                        tracing::info!(
+                            task_id = context.id(),
+                            bytes = summary.bytes,
+                            "export stored"
+                        );
                         Ok(())
                     })
                     .await
@@ -370,16 +377,76 @@ pub fn validate_export_id(export_id: &str) -> Result<(), String> {
     }
 }
 
-/// The file an export is written to.
+/// The file a local copy of an export is written to.
 pub fn export_path(dir: &Path, export_id: &str) -> PathBuf {
     dir.join(format!("{export_id}.csv"))
 }
 
-/// Writes `<dir>/<export_id>.csv` row by row, sleeping `row_delay_ms` after each row, into a
-/// temporary file renamed into place at the end, so a failed or repeated attempt never leaves
-/// a half-written export. If the export already exists (an earlier attempt finished but its
-/// ack was lost), nothing is written again. Returns the export's path.
-pub async fn generate_csv(dir: &Path, export: GenerateCsv) -> Result<PathBuf, TaskError> {
+/// Data line `row` of every export (with its newline).
+pub fn csv_line(row: u32) -> String {
+    format!(
+        "{row},customer-{:04},{}\n",
+        row % 1000,
+        (u64::from(row) * 7919) % 100_000
+    )
+}
+
+/// What a finished export keeps in its status record (its result).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportSummary {
+    /// Data rows written.
+    pub rows: u32,
+    /// Size of the CSV in bytes.
+    pub bytes: u64,
+}
+
+/// Runs an export: streams the CSV into the artifact store as [`CSV_ARTIFACT`] row by row
+/// (sleeping `row_delay_ms` after each, a stand-in for a slow query), reports progress about
+/// every percent, and stops at the next row once the export is cancelled. The summary becomes
+/// the task's result. A retry writes the artifact again from the start, replacing it.
+pub async fn generate_csv(
+    context: &TaskContext,
+    export: &GenerateCsv,
+) -> Result<ExportSummary, TaskError> {
+    validate_export_id(&export.export_id).map_err(TaskError::fatal)?;
+    let mut csv: ArtifactWriter = context.artifact_writer(CSV_ARTIFACT)?;
+    csv.write_all(format!("{CSV_HEADER}\n").as_bytes()).await?;
+    let delay = Duration::from_millis(export.row_delay_ms);
+    let mut reported = 0;
+    for row in 1..=export.rows {
+        if context.is_cancelled() {
+            return Err(TaskError::fatal("export cancelled"));
+        }
+        csv.write_all(csv_line(row).as_bytes()).await?;
+        let percent = u64::from(row) * 100 / u64::from(export.rows.max(1));
+        if percent > reported {
+            reported = percent;
+            let message = format!("{row} of {} rows", export.rows);
+            if let Err(err) = context.progress(percent as f64, message).await {
+                tracing::warn!(error = %err, "could not report progress");
+            }
+        }
+        if !delay.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = context.cancelled() => {}
+            }
+        }
+    }
+    let stored = csv.finish().await?;
+    let summary = ExportSummary {
+        rows: export.rows,
+        bytes: stored.size,
+    };
+    context.set_result(&summary)?;
+    Ok(summary)
+}
+
+/// Writes a copy of the export to `<dir>/<export_id>.csv` (no pauses), into a temporary file
+/// renamed into place at the end, so a failed or repeated attempt never leaves a half-written
+/// file. If the file already exists (an earlier attempt finished but its ack was lost), nothing
+/// is written again. Returns the file's path.
+pub async fn write_csv_file(dir: &Path, export: GenerateCsv) -> Result<PathBuf, TaskError> {
     validate_export_id(&export.export_id).map_err(TaskError::fatal)?;
     let target = export_path(dir, &export.export_id);
     if tokio::fs::try_exists(&target).await.unwrap_or(false) {
@@ -430,17 +497,10 @@ async fn write_rows(temp: &Path, export: &GenerateCsv) -> Result<(), String> {
     out.write_all(format!("{CSV_HEADER}\n").as_bytes())
         .await
         .map_err(write_error)?;
-    let delay = Duration::from_millis(export.row_delay_ms);
     for row in 1..=export.rows {
-        let line = format!(
-            "{row},customer-{:04},{}\n",
-            row % 1000,
-            (u64::from(row) * 7919) % 100_000
-        );
-        out.write_all(line.as_bytes()).await.map_err(write_error)?;
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
+        out.write_all(csv_line(row).as_bytes())
+            .await
+            .map_err(write_error)?;
     }
     out.flush().await.map_err(write_error)?;
     out.get_ref().sync_all().await.map_err(write_error)?;
@@ -460,7 +520,7 @@ mod tests {
             rows: 25,
             row_delay_ms: 0,
         };
-        let path = generate_csv(dir.path(), export.clone()).await.unwrap();
+        let path = write_csv_file(dir.path(), export.clone()).await.unwrap();
         assert_eq!(path, dir.path().join("exp-1.csv"));
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 26);
@@ -468,8 +528,9 @@ mod tests {
         // No temporary file is left behind, and a repeat keeps the file as it is.
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
-        generate_csv(dir.path(), export).await.unwrap();
+        write_csv_file(dir.path(), export).await.unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        assert_eq!(text.lines().nth(3), Some(csv_line(3).trim_end()));
     }
 
     #[tokio::test]
@@ -481,7 +542,7 @@ mod tests {
                 rows: 1,
                 row_delay_ms: 0,
             };
-            let err = generate_csv(dir.path(), export).await.unwrap_err();
+            let err = write_csv_file(dir.path(), export).await.unwrap_err();
             assert_eq!(err.kind(), jetq_consumer::FailureKind::Fatal, "{id:?}");
         }
     }

@@ -1,7 +1,9 @@
 //! The seed scenario end to end: a real nats-server (jetq-harness), the web app served on a
 //! free port, the worker built by `jetq_examples::worker::build`, and a real SMTP receiver
 //! (aiosmtpd from `$JETQ_TEST_SMTP_PYTHON` or `<repo>/.tools/venv/bin/python`; run
-//! `scripts/ensure-nats-server.sh` to install it).
+//! `scripts/ensure-nats-server.sh` to install it). Exports are followed through the web app
+//! (status, live progress over SSE, cancellation) and downloaded from it: the worker stores the
+//! CSV in the artifact store, no disk is shared.
 
 use std::{
     net::SocketAddr,
@@ -10,12 +12,16 @@ use std::{
 };
 
 use jetq_consumer::{Worker, WorkerSettings};
+use jetq_contract::status::TaskState;
 use jetq_contract::{async_nats::jetstream, StreamSettings, Subjects};
 use jetq_examples::{
     demo::{self, DemoOptions},
     http_client::{self, HttpResponse},
     smtp_sink::{self, SmtpSink},
-    web::{self, ErrorBody, ExportResponse, SignupResponse, WELCOME_SUBJECT},
+    web::{
+        self, CancelResponse, ErrorBody, ExportResponse, ExportStatus, SignupResponse,
+        WELCOME_SUBJECT,
+    },
     worker::{self, Activity, AttemptStatus, ExportConfig, SmtpConfig, WorkerConfig, CSV_HEADER},
 };
 use jetq_harness::{eventually, free_port, NatsServer};
@@ -47,7 +53,6 @@ struct App {
     web: SocketAddr,
     producer: Producer,
     activity: Activity,
-    exports: tempfile::TempDir,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -70,7 +75,6 @@ impl App {
             .await
             .expect("producer connects");
         let activity = Activity::default();
-        let exports = tempfile::tempdir().expect("export dir");
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
         if with_worker {
@@ -80,9 +84,8 @@ impl App {
                     timeout: Duration::from_secs(5),
                     ..SmtpConfig::default()
                 },
-                exports: ExportConfig {
-                    dir: exports.path().to_path_buf(),
-                },
+                // No local copy: exports go to the artifact store only.
+                exports: ExportConfig::default(),
                 activity: activity.clone(),
             };
             let settings = WorkerSettings {
@@ -115,7 +118,6 @@ impl App {
             web,
             producer,
             activity,
-            exports,
             stop,
             tasks,
         }
@@ -133,6 +135,41 @@ impl App {
         http_client::post(self.web, path, content_type, body, REQUEST_TIMEOUT)
             .await
             .unwrap_or_else(|err| panic!("POST {path}: {err}"))
+    }
+
+    async fn get(&self, path: &str) -> HttpResponse {
+        http_client::get(self.web, path, REQUEST_TIMEOUT)
+            .await
+            .unwrap_or_else(|err| panic!("GET {path}: {err}"))
+    }
+
+    /// `GET /exports/{id}`.
+    async fn export_status(&self, export: &ExportResponse) -> ExportStatus {
+        let answer = self.get(&export.status_url).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        answer.json().expect("an export status")
+    }
+
+    /// Waits until the export reaches a final state and returns that status.
+    async fn export_done(&self, export: &ExportResponse, limit: Duration) -> ExportStatus {
+        eventually(limit, "the export to finish", || async {
+            let status = self.export_status(export).await;
+            status.state.is_terminal().then_some(status)
+        })
+        .await
+    }
+
+    /// Enqueues an export and returns the answer.
+    async fn export(&self, rows: u32, row_delay_ms: u64) -> ExportResponse {
+        let (answer, took) = self
+            .post(
+                "/exports",
+                json!({ "rows": rows, "row_delay_ms": row_delay_ms }),
+            )
+            .await;
+        assert_eq!(answer.status, 202, "{answer:?}");
+        assert!(took < QUICK, "export request took {took:?}");
+        answer.json().expect("export answer")
     }
 
     async fn signup(&self, email: &str) -> (SignupResponse, Duration) {
@@ -242,31 +279,26 @@ async fn signup_answers_at_once_and_the_worker_mails_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn export_outliving_ack_wait_is_written_once_without_redelivery() {
+async fn export_outliving_ack_wait_is_stored_once_without_redelivery() {
     let nats = NatsServer::start().await;
     let app = App::start(&nats, free_port()).await;
 
-    let (answer, took) = app
-        .post("/exports", json!({ "rows": 50, "row_delay_ms": 100 }))
-        .await;
-    assert_eq!(answer.status, 202, "{answer:?}");
-    assert!(took < QUICK, "export request took {took:?}");
-    let export: ExportResponse = answer.json().unwrap();
+    let export = app.export(50, 100).await;
+    assert_eq!(export.task_id, export.export_id);
+    assert_eq!(export.status_url, format!("/exports/{}", export.export_id));
 
-    let path = worker::export_path(app.exports.path(), &export.export_id);
-    eventually(Duration::from_secs(60), "the CSV export", || {
-        let exists = path.exists();
-        async move { exists.then_some(()) }
-    })
-    .await;
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(text.lines().count(), 51, "{text}");
-    assert_eq!(text.lines().next(), Some(CSV_HEADER));
-    let leftovers: Vec<_> = std::fs::read_dir(app.exports.path())
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name())
-        .collect();
-    assert_eq!(leftovers.len(), 1, "temporary files left: {leftovers:?}");
+    let done = app.export_done(&export, Duration::from_secs(60)).await;
+    assert_eq!(done.state, TaskState::Succeeded, "{done:?}");
+    assert_eq!(done.rows, Some(50));
+    assert_eq!(done.percent, Some(100.0));
+    let csv = app
+        .get(done.csv_url.as_deref().expect("a download link"))
+        .await;
+    assert_eq!(csv.status, 200, "{csv:?}");
+    assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
+    assert_eq!(csv.body.lines().count(), 51, "{}", csv.body);
+    assert_eq!(csv.body.lines().next(), Some(CSV_HEADER));
+    assert_eq!(done.bytes, Some(csv.body.len() as u64));
 
     app.wait_idle("exports").await;
     let attempts = app.activity.attempts_of(&export.task_id);
@@ -279,6 +311,222 @@ async fn export_outliving_ack_wait_is_written_once_without_redelivery() {
     );
     let info = app.consumer_info("exports").await;
     assert_eq!(info.num_redelivered, 0, "{info:#?}");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_megabyte_export_is_streamed_from_the_object_store_by_the_web_app() {
+    let nats = NatsServer::start().await;
+    let app = App::start(&nats, free_port()).await;
+    const ROWS: u32 = 150_000;
+    let export = app.export(ROWS, 0).await;
+    let done = app.export_done(&export, Duration::from_secs(120)).await;
+    assert_eq!(done.state, TaskState::Succeeded, "{done:?}");
+    let expected: String = std::iter::once(format!("{CSV_HEADER}\n"))
+        .chain((1..=ROWS).map(worker::csv_line))
+        .collect();
+    assert!(expected.len() > 3_000_000, "{} bytes", expected.len());
+    assert_eq!(done.bytes, Some(expected.len() as u64));
+
+    let csv = http_client::get(
+        app.web,
+        &format!("/exports/{}/csv", export.export_id),
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("the download");
+    assert_eq!(csv.status, 200);
+    assert_eq!(
+        csv.header("content-length"),
+        Some(expected.len().to_string().as_str())
+    );
+    assert_eq!(
+        csv.header("content-disposition"),
+        Some(format!("attachment; filename=\"{}.csv\"", export.export_id).as_str())
+    );
+    assert_eq!(csv.body.len(), expected.len());
+    assert!(
+        csv.body == expected,
+        "the download differs from the generated CSV"
+    );
+    app.shutdown().await;
+}
+
+/// Reads `GET path` as a server-sent-events stream, returning each `status` event with the
+/// moment it arrived, until the server ends the stream.
+async fn read_events(web: SocketAddr, path: &str, limit: Duration) -> Vec<(Instant, ExportStatus)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let read = async {
+        let mut stream = tokio::net::TcpStream::connect(web).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut text = String::new();
+        let mut parsed = 0;
+        let mut events = Vec::new();
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let n = stream.read(&mut buffer).await.unwrap();
+            if n == 0 {
+                return events;
+            }
+            text.push_str(&String::from_utf8_lossy(&buffer[..n]));
+            // Each event is `event: status\ndata: {json}\n\n`.
+            while let Some(start) = text[parsed..].find("data: ") {
+                let from = parsed + start + "data: ".len();
+                let Some(end) = text[from..].find('\n') else {
+                    break;
+                };
+                let json = &text[from..from + end];
+                events.push((
+                    Instant::now(),
+                    serde_json::from_str(json).expect("an export status"),
+                ));
+                parsed = from + end;
+            }
+        }
+    };
+    tokio::time::timeout(limit, read)
+        .await
+        .expect("the event stream ends")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_progress_is_pushed_live_over_sse_and_the_page_follows_it() {
+    let nats = NatsServer::start().await;
+    let app = App::start(&nats, free_port()).await;
+    // 50 rows of 60 ms: about 3 s, one progress report per row (2 %).
+    let export = app.export(50, 60).await;
+    let page = app
+        .get(&format!("/exports/{}/page", export.export_id))
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains(&format!(
+            "new EventSource(\"/exports/{}/events\")",
+            export.export_id
+        )),
+        "{}",
+        page.body
+    );
+
+    let events = read_events(
+        app.web,
+        &format!("/exports/{}/events", export.export_id),
+        Duration::from_secs(60),
+    )
+    .await;
+    let (finished_at, last) = events.last().cloned().expect("at least the final event");
+    assert_eq!(last.state, TaskState::Succeeded, "{events:#?}");
+    assert_eq!(
+        last.csv_url,
+        Some(format!("/exports/{}/csv", export.export_id))
+    );
+    let progress: Vec<(Instant, f64)> = events
+        .iter()
+        .filter(|(_, status)| status.state == TaskState::Running)
+        .filter_map(|(at, status)| status.percent.map(|p| (*at, p)))
+        .collect();
+    assert!(progress.len() >= 5, "progress events: {events:#?}");
+    assert!(
+        progress.windows(2).all(|pair| pair[0].1 < pair[1].1),
+        "progress arrives in order: {progress:?}"
+    );
+    // Live: the first reports arrived while the export still had seconds to run.
+    let (first_at, first_percent) = progress[0];
+    assert!(first_percent < 50.0, "{progress:?}");
+    assert!(
+        finished_at - first_at > Duration::from_secs(1),
+        "progress was pushed while the export ran, not at the end: {:?}",
+        finished_at - first_at
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_can_be_cancelled_while_queued_or_running() {
+    let nats = NatsServer::start().await;
+    // Without a worker, an export stays queued.
+    let idle = App::start_with(&nats, free_port(), StreamSettings::default(), false).await;
+    let queued = idle.export(10, 0).await;
+    let answer = http_client::delete(idle.web, &queued.status_url, REQUEST_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 202, "{answer:?}");
+    let cancel: CancelResponse = answer.json().unwrap();
+    assert_eq!(cancel.outcome, "cancelled");
+    assert_eq!(cancel.status.state, TaskState::Cancelled);
+    idle.shutdown().await;
+
+    let app = App::start(&nats, free_port()).await;
+    // The cancelled export is dropped when pulled, never run.
+    let running = app.export(100, 50).await;
+    let started = eventually(
+        Duration::from_secs(30),
+        "the export to report progress",
+        || async {
+            let status = app.export_status(&running).await;
+            (status.percent.unwrap_or_default() > 0.0).then_some(status)
+        },
+    )
+    .await;
+    assert_eq!(started.state, TaskState::Running);
+    let answer = http_client::delete(app.web, &running.status_url, REQUEST_TIMEOUT)
+        .await
+        .unwrap();
+    let cancel: CancelResponse = answer.json().unwrap();
+    assert_eq!(cancel.outcome, "cancel-requested");
+    let done = app.export_done(&running, Duration::from_secs(30)).await;
+    assert_eq!(done.state, TaskState::Cancelled, "{done:?}");
+    assert!(
+        done.percent.unwrap_or(100.0) < 100.0,
+        "stopped early: {done:?}"
+    );
+    let csv = app
+        .get(&format!("/exports/{}/csv", running.export_id))
+        .await;
+    assert_eq!(csv.status, 409, "{csv:?}");
+
+    app.wait_idle("exports").await;
+    assert!(
+        app.activity.attempts_of(&queued.task_id).is_empty(),
+        "the queued export never ran"
+    );
+    assert_eq!(
+        app.activity.attempts_of(&running.task_id).len(),
+        1,
+        "not retried"
+    );
+    let dead = app
+        .stream_messages(&Subjects::default().dead_stream())
+        .await;
+    assert_eq!(dead, 0, "cancelled exports are not dead letters");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_exports_are_404_and_unfinished_ones_409() {
+    let nats = NatsServer::start().await;
+    let app = App::start_with(&nats, free_port(), StreamSettings::default(), false).await;
+    for path in [
+        "/exports/01NOSUCHEXPORT",
+        "/exports/01NOSUCHEXPORT/csv",
+        "/exports/01NOSUCHEXPORT/events",
+        "/exports/01NOSUCHEXPORT/page",
+        "/exports/not..valid/csv",
+    ] {
+        let answer = app.get(path).await;
+        assert_eq!(answer.status, 404, "{path}: {answer:?}");
+        let error: ErrorBody = answer.json().unwrap_or_else(|err| panic!("{path}: {err}"));
+        assert!(!error.error.is_empty());
+    }
+    let export = app.export(5, 0).await;
+    let status = app.export_status(&export).await;
+    assert_eq!(
+        (status.state, status.attempt, status.csv_url),
+        (TaskState::Queued, 0, None)
+    );
+    let csv = app.get(&format!("/exports/{}/csv", export.export_id)).await;
+    assert_eq!(csv.status, 409, "{csv:?}");
     app.shutdown().await;
 }
 

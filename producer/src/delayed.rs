@@ -200,11 +200,13 @@ impl Producer {
     }
 }
 
-fn typed<T: Task>(task: &T, options: EnqueueOptions) -> Result<RawTask, EnqueueError> {
+fn typed<T: Task>(task: &T, mut options: EnqueueOptions) -> Result<RawTask, EnqueueError> {
     let payload = serde_json::to_vec(task).map_err(|source| EnqueueError::Serialize {
         task: T::NAME.to_owned(),
         source,
     })?;
+    // A tracked type's delayed task is tracked from its enqueue (status `queued`).
+    options.track_status |= T::options().track_status;
     Ok(RawTask {
         queue: T::QUEUE.to_owned(),
         task: T::NAME.to_owned(),

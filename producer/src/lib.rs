@@ -5,6 +5,8 @@
 //! - [`Producer::enqueue_many`] pipelines publishes through a bounded window of acks;
 //! - [`Producer::enqueue_in`] / [`Producer::enqueue_at`] enqueue delayed tasks (up to 30 days by
 //!   default), released by `jetq-scheduler` when due;
+//! - [`Producer::status`], [`Producer::wait`], [`Producer::watch`], [`Producer::cancel`] and
+//!   [`Producer::artifact`] follow tracked tasks (`TaskOptions::track_status`) to their result;
 //! - every failure is an [`EnqueueError`] variant a caller can match on;
 //! - every enqueue is traced (a `send <subject>` span whose W3C context travels in the task's
 //!   headers) and counted (see `docs/OBSERVABILITY.md`).
@@ -21,4 +23,5 @@ pub use error::{EnqueueError, ProducerError};
 pub use jetq_contract::{self as contract, Task, TaskOptions};
 pub use options::{EnqueueOptions, Enqueued};
 pub use producer::delayed::DelayError;
+pub use producer::status::{Artifact, CancelOutcome, StatusError, StatusStream};
 pub use producer::{Producer, ProducerBuilder, ProducerSettings, RawTask};

@@ -19,6 +19,7 @@ pub struct EnqueueOptions {
     pub(crate) timeout: Option<Duration>,
     pub(crate) traceparent: Option<String>,
     pub(crate) tracestate: Option<String>,
+    pub(crate) track_status: bool,
 }
 
 impl EnqueueOptions {
@@ -44,6 +45,18 @@ impl EnqueueOptions {
     /// Overrides the type's per-attempt timeout for this task.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Tracks this task's status even if its type does not (`TaskOptions::track_status`): the
+    /// producer writes a `queued` record and sends `Jetq-Track-Status: 1`, so workers record each
+    /// transition. For untyped tasks ([`crate::RawTask`]) this is the only way to opt in.
+    ///
+    /// ```
+    /// let options = jetq_producer::EnqueueOptions::new().track_status();
+    /// ```
+    pub fn track_status(mut self) -> Self {
+        self.track_status = true;
         self
     }
 

@@ -24,6 +24,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 #[path = "delayed.rs"]
 pub(crate) mod delayed;
 
+#[path = "status.rs"]
+pub(crate) mod status;
+
 use crate::{
     error::{EnqueueError, ProducerError},
     options::{EnqueueOptions, Enqueued},
@@ -170,8 +173,11 @@ impl ProducerBuilder {
                 .ensure_tasks_stream()
                 .await?;
         }
+        let topology = Topology::new(js.clone(), subjects.clone(), self.streams.clone());
+        let status = status::StatusStores::new(topology, self.settings.provision);
         let meter = self.meter.unwrap_or_else(telemetry::meter);
         Ok(Producer {
+            status,
             client,
             js,
             subjects,
@@ -208,6 +214,8 @@ impl ProducerBuilder {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Producer {
+    /// Status bucket and artifact store, opened on first use.
+    status: status::StatusStores,
     client: async_nats::Client,
     js: jetstream::Context,
     subjects: Subjects,
@@ -237,6 +245,8 @@ struct Prepared {
     task: String,
     subject: String,
     id: String,
+    /// Track the task's status (its type or its options ask for it).
+    tracked: bool,
     /// True when the id is a fresh ULID of ours rather than a caller's idempotency key.
     generated_id: bool,
     headers: HeaderMap,
@@ -328,6 +338,8 @@ impl Producer {
             task: T::NAME.to_owned(),
             source,
         })?;
+        let mut options = options;
+        options.track_status |= T::options().track_status;
         self.prepare(T::QUEUE, T::NAME, Bytes::from(payload), options)
     }
 
@@ -363,6 +375,9 @@ impl Producer {
                 timeout.as_millis().max(1).to_string().as_str(),
             );
         }
+        if options.track_status {
+            map.insert(jetq_contract::status::TRACK_STATUS, "1");
+        }
         let subject = self.subjects.task(queue, task);
         let caller = options
             .traceparent
@@ -375,6 +390,7 @@ impl Producer {
             task: task.to_owned(),
             subject,
             id,
+            tracked: options.track_status,
             generated_id,
             headers: map,
             payload,
@@ -403,10 +419,14 @@ impl Producer {
         let span = prepared.span.clone();
         let queue = prepared.queue.clone();
         let task = prepared.task.clone();
+        let queued = status::Queued::of(self, &prepared);
         let result = self
             .publish_until_acked(prepared, first)
             .instrument(span.clone())
             .await;
+        if let (Some(queued), Ok(enqueued)) = (queued, &result) {
+            self.record_queued(queued, enqueued).await;
+        }
         match &result {
             Ok(enqueued) => {
                 if !enqueued.duplicate {

@@ -1,4 +1,7 @@
-//! The web app: `POST /signup` and `POST /exports` enqueue tasks and answer 202 at once.
+//! The web app: `POST /signup` and `POST /exports` enqueue tasks and answer 202 at once;
+//! `GET /exports/{id}` (and its `/events` stream and `/page`) follows an export, `GET
+//! /exports/{id}/csv` streams the finished CSV from the artifact store, `DELETE /exports/{id}`
+//! cancels it.
 //!
 //! Configuration: `JETQ_*` (see `jetq_contract::ConnectionConfig`) and `WEB_LISTEN`
 //! (default `127.0.0.1:3000`). Stops on SIGTERM or Ctrl-C.

@@ -1,8 +1,10 @@
-//! The worker: sends the welcome emails over SMTP and writes the CSV exports.
+//! The worker: sends the welcome emails over SMTP and stores the CSV exports in the jetq
+//! artifact store.
 //!
 //! Configuration: `JETQ_*` (connection and worker settings, see `jetq_consumer::WorkerSettings`),
-//! `SMTP_HOST`/`SMTP_PORT`/`SMTP_FROM`/`SMTP_TIMEOUT` (default `127.0.0.1:2525`) and
-//! `EXPORT_DIR` (default `./exports`). Stops gracefully on SIGTERM or Ctrl-C.
+//! `SMTP_HOST`/`SMTP_PORT`/`SMTP_FROM`/`SMTP_TIMEOUT` (default `127.0.0.1:2525`) and, for an
+//! optional local copy of each export, `EXPORT_DIR` (unset by default). Stops gracefully on
+//! SIGTERM or Ctrl-C.
 //!
 //! Telemetry (see docs/OBSERVABILITY.md): logs by `RUST_LOG`/`JETQ_LOG_FORMAT`, traces and
 //! metrics over OTLP by the `OTEL_*` variables, `/healthz`, `/readyz` and `/metrics` on
@@ -40,7 +42,7 @@ async fn run(telemetry: &TelemetryGuard) -> Result<(), String> {
     let config = WorkerConfig::from_env().map_err(|err| err.to_string())?;
     tracing::info!(
         smtp = %format!("{}:{}", config.smtp.host, config.smtp.port),
-        exports = %config.exports.dir.display(),
+        local_copy = ?config.exports.dir,
         "worker starting"
     );
     let builder = Worker::from_env().map_err(|err| err.to_string())?;
