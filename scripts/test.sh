@@ -118,4 +118,5 @@ for bin in worker web jetq-scheduler jetq jetq-provision; do
 done
 "$repo/target/k8s-images/jetq-provision" --help >/dev/null
 
-cargo test --workspace "$@"
+# --no-fail-fast: one failing test binary must not hide the results of the others.
+cargo test --workspace --no-fail-fast "$@"

@@ -25,7 +25,7 @@ use jetq_contract::{headers, Subjects};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    error::StepError,
+    error::{PublishFailed, StepError},
     publish::{Outgoing, Publisher},
     state::{State, RELEASED_KEY},
 };
@@ -38,6 +38,13 @@ const LOOKBACK_EVERY: u64 = 10;
 const DIRECT_READS: usize = 32;
 /// How long an ordered consumer may stay silent before its bucket counts as done.
 const ORDERED_SILENCE: Duration = Duration::from_secs(1);
+/// A released task's publish, awaiting its ack.
+type Confirmation = futures::future::BoxFuture<'static, Result<(), PublishFailed>>;
+
+/// Due tasks of a pass are released sorted by due time in batches of up to this many, so a
+/// scheduler that reaches a bucket late (load, a pause) still releases it in due order rather
+/// than in enqueue order. Bounds the memory a pass holds.
+const SORT_BATCH: usize = 1024;
 /// Shortest pause between two passes over one bucket.
 const MIN_PASS_GAP: Duration = Duration::from_millis(100);
 /// Beyond this many not-yet-due tasks in a pass, the bucket's next pass waits for its second to
@@ -188,17 +195,18 @@ impl Releaser {
     /// Releases every task in the bucket of unix second `bucket`, each at (never before) its
     /// `Jetq-Not-Before`, then purges what was released. Returns how many were released.
     ///
-    /// The bucket is walked in passes: a pass releases, in stream order, every task already
+    /// The bucket is walked in passes: a pass releases, in due order, every task already
     /// due and notes the earliest one that is not; the next pass starts then (at most 10 passes
     /// a second; a bucket with many not-yet-due tasks waits for its second to end instead).
-    /// So tasks leave in due order to within a pass, and memory stays one message plus the
-    /// ack window. A task is skipped in a later pass only if an earlier pass saw it already
+    /// The due tasks of a pass leave sorted by due time (in batches of [`SORT_BATCH`]), so
+    /// tasks leave in due order even when the pass starts late, and memory stays one batch plus
+    /// the ack window. A task is skipped in a later pass only if an earlier pass saw it already
     /// due, so a late arrival is never purged unreleased.
     async fn release_bucket(&self, bucket: u64) -> Result<u64, StepError> {
         let filter = self.subjects.delayed_bucket(bucket);
         let bucket_end = Duration::from_secs(bucket + 1);
         let mut released = 0;
-        let mut in_flight = FuturesUnordered::new();
+        let mut in_flight: FuturesUnordered<Confirmation> = FuturesUnordered::new();
         // (last sequence seen, time) of the previous pass.
         let mut previous: Option<(u64, Duration)> = None;
         let mut last = None;
@@ -207,6 +215,7 @@ impl Releaser {
             let mut reader = BucketReader::new(&self.stream, &filter);
             let mut waiting = 0u64;
             let mut earliest_waiting = bucket_end;
+            let mut due = Vec::new();
             while let Some(message) = reader.next().await? {
                 last = Some(last.unwrap_or(0).max(message.sequence));
                 let not_before = message
@@ -224,26 +233,12 @@ impl Releaser {
                     earliest_waiting = earliest_waiting.min(not_before);
                     continue;
                 }
-                let Some((_, queue, task)) = self.subjects.parse_delayed(&message.subject) else {
-                    continue;
-                };
-                let (headers, id) = task_headers(&message.headers, message.sequence);
-                let outgoing = Outgoing {
-                    subject: self.subjects.task(queue, task),
-                    id,
-                    headers,
-                    payload: message.payload,
-                };
-                let first = self.publisher.send(&outgoing).await?;
-                let publisher = self.publisher.clone();
-                in_flight.push(async move { publisher.confirm(&outgoing, first).await });
-                released += 1;
-                while in_flight.len() >= self.window {
-                    if let Some(result) = in_flight.next().await {
-                        result?;
-                    }
+                due.push((not_before, message));
+                if due.len() >= SORT_BATCH {
+                    released += self.release_sorted(&mut due, &mut in_flight).await?;
                 }
             }
+            released += self.release_sorted(&mut due, &mut in_flight).await?;
             if waiting == 0 {
                 break;
             }
@@ -276,6 +271,43 @@ impl Releaser {
                 .await
                 .map_err(|err| StepError::Stream(Box::new(err)))?;
             tracing::debug!(bucket, released, "released delayed tasks");
+        }
+        Ok(released)
+    }
+}
+
+impl Releaser {
+    /// Publishes `due` (emptied) in due-time order, stream order among equal times, keeping at
+    /// most `window` publishes awaiting their acks. Returns how many were published.
+    async fn release_sorted(
+        &self,
+        due: &mut Vec<(Duration, Record)>,
+        in_flight: &mut FuturesUnordered<Confirmation>,
+    ) -> Result<u64, StepError> {
+        due.sort_by_key(|(not_before, message)| (*not_before, message.sequence));
+        let mut released = 0;
+        for (_, message) in due.drain(..) {
+            let Some((_, queue, task)) = self.subjects.parse_delayed(&message.subject) else {
+                continue;
+            };
+            let (headers, id) = task_headers(&message.headers, message.sequence);
+            let outgoing = Outgoing {
+                subject: self.subjects.task(queue, task),
+                id,
+                headers,
+                payload: message.payload,
+            };
+            let first = self.publisher.send(&outgoing).await?;
+            let publisher = self.publisher.clone();
+            in_flight.push(Box::pin(async move {
+                publisher.confirm(&outgoing, first).await.map(drop)
+            }));
+            released += 1;
+            while in_flight.len() >= self.window {
+                if let Some(result) = in_flight.next().await {
+                    result?;
+                }
+            }
         }
         Ok(released)
     }

@@ -301,6 +301,46 @@ async fn a_large_second_is_released_whole_and_once() {
     );
 }
 
+/// A scheduler that reaches a second late (here: started after the whole second fell due)
+/// releases its tasks in due order, not in the order they were enqueued.
+#[tokio::test]
+async fn a_second_released_late_still_leaves_in_due_order() {
+    init_logs();
+    let server = NatsServer::start().await;
+    let js = raw_jetstream(&server).await;
+    let producer = producer(&server).await;
+    // A whole second two seconds ahead, filled latest-first.
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock after 1970");
+    let second = SystemTime::UNIX_EPOCH + Duration::from_secs(now.as_secs() + 2);
+    let offsets_ms = [900u64, 100, 700, 300, 500, 0, 800];
+    for (n, offset) in offsets_ms.iter().enumerate() {
+        producer
+            .enqueue_at(
+                second + Duration::from_millis(*offset),
+                &Job {
+                    n: n as u64,
+                    note: String::new(),
+                },
+            )
+            .await
+            .expect("delayed enqueue");
+    }
+    // Let the whole second fall due with no scheduler running.
+    let all_due = second + Duration::from_millis(1100);
+    if let Ok(wait) = all_due.duration_since(SystemTime::now()) {
+        tokio::time::sleep(wait).await;
+    }
+    let running = RunningScheduler::start(releasing(&server)).await;
+    let tasks = released(&js, offsets_ms.len()).await;
+    running.stop().await;
+    let due: Vec<SystemTime> = tasks.iter().map(not_before).collect();
+    let mut sorted = due.clone();
+    sorted.sort();
+    assert_eq!(due, sorted, "released out of due order");
+}
+
 #[tokio::test]
 async fn tasks_due_while_no_scheduler_ran_are_released_when_one_starts() {
     init_logs();
