@@ -131,6 +131,18 @@ pub enum WorkerError {
     /// No handler was registered.
     #[error("the worker has no handlers; register at least one task type")]
     NoHandlers,
+    /// A queue listed in `JETQ_QUEUES` (or [`WorkerBuilder::queues`](crate::WorkerBuilder::queues))
+    /// has no registered handler: this binary cannot run its tasks.
+    #[error(
+        "queue {queue} is listed in JETQ_QUEUES but this worker has no handler for it \
+         (it handles: {handled}); fix JETQ_QUEUES or register the queue's task types"
+    )]
+    QueueWithoutHandlers {
+        /// The listed queue.
+        queue: String,
+        /// The queues this worker has handlers for, comma separated.
+        handled: String,
+    },
     /// A task type allows more attempts than its queue's `max_deliver` can deliver.
     #[error(
         "task {task} allows {max_attempts} attempts but queue {queue} delivers at most \

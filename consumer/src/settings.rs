@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use jetq_contract::{ConfigError, QueueSettings};
-use serde::Deserialize;
+use jetq_contract::{name, ConfigError, NameKind, QueueSettings};
+use serde::{Deserialize, Deserializer};
 
 fn default_concurrency() -> usize {
     16
@@ -33,6 +33,18 @@ fn default_true() -> bool {
     true
 }
 
+/// `emails, exports` → `["emails", "exports"]`; empty pieces are dropped, so an empty variable
+/// means "not set".
+fn comma_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    Ok(text
+        .split(',')
+        .map(str::trim)
+        .filter(|piece| !piece.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
 /// How a worker pulls and runs tasks.
 ///
 /// | variable | meaning |
@@ -47,6 +59,13 @@ fn default_true() -> bool {
 /// | `JETQ_PROVISION` | create or reconcile streams and consumers at startup (default `true`) |
 /// | `JETQ_SWEEPER` | run the sweeper that dead-letters tasks whose deliveries ran out (default `true`) |
 /// | `JETQ_METRICS_INTERVAL` | how often queue lag is read from consumer info for the metrics and readiness (default `10s`) |
+/// | `JETQ_QUEUES` | the queues this process pulls, comma separated (default: every queue it has a handler for) |
+/// | `JETQ_JANITOR` | pull no queue and only run the sweeper (default `false`; needs `JETQ_SWEEPER=true`) |
+///
+/// `JETQ_QUEUES` lets one worker binary that registers handlers for several queues run as one
+/// Deployment per queue (each scaled on its own lag, each with its own least-privilege NATS
+/// user). `JETQ_JANITOR` runs the same binary as the single sweeper of a deployment whose
+/// workers run with `JETQ_SWEEPER=false`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct WorkerSettings {
     /// Tasks of one queue run at once by this process.
@@ -79,6 +98,12 @@ pub struct WorkerSettings {
     /// How often queue lag (pending, ack pending) is polled from consumer info.
     #[serde(default = "default_metrics_interval", with = "humantime_serde")]
     pub metrics_interval: Duration,
+    /// The queues to pull; empty: every queue with a registered handler.
+    #[serde(default, deserialize_with = "comma_list")]
+    pub queues: Vec<String>,
+    /// Pull no queue; run only the sweeper.
+    #[serde(default)]
+    pub janitor: bool,
 }
 
 impl Default for WorkerSettings {
@@ -94,6 +119,8 @@ impl Default for WorkerSettings {
             provision: true,
             sweeper: true,
             metrics_interval: default_metrics_interval(),
+            queues: Vec::new(),
+            janitor: false,
         }
     }
 }
@@ -142,6 +169,26 @@ impl WorkerSettings {
         if self.metrics_interval < Duration::from_millis(100) {
             return Err(invalid("JETQ_METRICS_INTERVAL", "must be at least 100ms"));
         }
+        for queue in &self.queues {
+            if let Err(err) = name::validate(NameKind::Queue, queue) {
+                return Err(ConfigError::Invalid {
+                    field: "JETQ_QUEUES",
+                    problem: err.to_string(),
+                });
+            }
+        }
+        if self.janitor && !self.sweeper {
+            return Err(invalid(
+                "JETQ_JANITOR",
+                "a janitor only runs the sweeper: set JETQ_SWEEPER=true (or unset JETQ_JANITOR)",
+            ));
+        }
+        if self.janitor && !self.queues.is_empty() {
+            return Err(invalid(
+                "JETQ_JANITOR",
+                "a janitor pulls no queue: unset JETQ_QUEUES (or unset JETQ_JANITOR)",
+            ));
+        }
         Ok(())
     }
 
@@ -184,6 +231,19 @@ mod tests {
         assert_eq!(s.ack_wait, Duration::from_secs(60));
         assert_eq!(s.heartbeat_interval(), Duration::from_secs(20));
         assert_eq!(s.max_deliver, 26);
+        assert!(s.queues.is_empty(), "every registered queue by default");
+        assert!(!s.janitor);
+    }
+
+    #[test]
+    fn queues_are_a_comma_separated_list() {
+        let s =
+            WorkerSettings::from_env_iter(vars(&[("JETQ_QUEUES", " emails, exports ,")])).unwrap();
+        assert_eq!(s.queues, ["emails", "exports"]);
+        let s = WorkerSettings::from_env_iter(vars(&[("JETQ_QUEUES", "")])).unwrap();
+        assert!(s.queues.is_empty(), "empty means not set");
+        let s = WorkerSettings::from_env_iter(vars(&[("JETQ_JANITOR", "true")])).unwrap();
+        assert!(s.janitor && s.sweeper);
     }
 
     #[test]
@@ -198,5 +258,20 @@ mod tests {
             assert!(err.to_string().contains(field), "{err}");
         }
         assert!(WorkerSettings::from_env_iter(vars(&[("JETQ_CONCURRENCY", "many")])).is_err());
+        for (pairs, field) in [
+            (vars(&[("JETQ_QUEUES", "emails,bad queue")]), "JETQ_QUEUES"),
+            (vars(&[("JETQ_QUEUES", "a.b")]), "JETQ_QUEUES"),
+            (
+                vars(&[("JETQ_JANITOR", "true"), ("JETQ_SWEEPER", "false")]),
+                "JETQ_JANITOR",
+            ),
+            (
+                vars(&[("JETQ_JANITOR", "true"), ("JETQ_QUEUES", "emails")]),
+                "JETQ_JANITOR",
+            ),
+        ] {
+            let err = WorkerSettings::from_env_iter(pairs).unwrap_err();
+            assert!(err.to_string().contains(field), "{err}");
+        }
     }
 }

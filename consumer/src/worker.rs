@@ -118,6 +118,27 @@ impl WorkerBuilder {
         self
     }
 
+    /// Pulls only these queues (default: every queue with a registered handler). Each must
+    /// have a handler. Same as `JETQ_QUEUES`.
+    pub fn queues<I, Q>(mut self, queues: I) -> Self
+    where
+        I: IntoIterator<Item = Q>,
+        Q: Into<String>,
+    {
+        self.settings.queues = queues.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Runs as the janitor: pulls no queue and runs only the sweeper, which dead-letters tasks
+    /// whose deliveries ran out while no attempt could record the failure (a crash on the last
+    /// delivery). Handlers are optional. Same as `JETQ_JANITOR=true`.
+    pub fn janitor(mut self) -> Self {
+        self.settings.janitor = true;
+        self.settings.sweeper = true;
+        self.settings.queues.clear();
+        self
+    }
+
     /// Uses an existing client instead of connecting.
     pub fn client(mut self, client: async_nats::Client) -> Self {
         self.client = Some(client);
@@ -151,6 +172,7 @@ impl WorkerBuilder {
         self.settings.validate()?;
         let subjects = self.connection.subjects()?;
         let registry = self.registry()?;
+        let queues = self.pulled_queues(&registry)?;
 
         let client = match self.client {
             Some(client) => {
@@ -164,9 +186,6 @@ impl WorkerBuilder {
         if self.settings.provision {
             topology.ensure_streams().await?;
         }
-        let mut queues: Vec<String> = registry.keys().map(|(queue, _)| queue.clone()).collect();
-        queues.sort();
-        queues.dedup();
         let mut consumers = Vec::new();
         for queue in &queues {
             let consumer = if self.settings.provision {
@@ -224,8 +243,34 @@ impl WorkerBuilder {
         })
     }
 
+    /// The queues to pull: none for a janitor, the listed ones (each with a handler), or every
+    /// queue with a handler.
+    fn pulled_queues(&self, registry: &Registry) -> Result<Vec<String>, WorkerError> {
+        let mut handled: Vec<String> = registry.keys().map(|(queue, _)| queue.clone()).collect();
+        handled.sort();
+        handled.dedup();
+        if self.settings.janitor {
+            return Ok(Vec::new());
+        }
+        if self.settings.queues.is_empty() {
+            return Ok(handled);
+        }
+        let mut listed = self.settings.queues.clone();
+        listed.sort();
+        listed.dedup();
+        for queue in &listed {
+            if !handled.contains(queue) {
+                return Err(WorkerError::QueueWithoutHandlers {
+                    queue: queue.clone(),
+                    handled: handled.join(", "),
+                });
+            }
+        }
+        Ok(listed)
+    }
+
     fn registry(&self) -> Result<Registry, WorkerError> {
-        if self.registrations.is_empty() {
+        if self.registrations.is_empty() && !self.settings.janitor {
             return Err(WorkerError::NoHandlers);
         }
         let mut registry = HashMap::new();

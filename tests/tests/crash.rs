@@ -6,7 +6,6 @@ mod common;
 
 use std::{collections::HashSet, process::Stdio, time::Duration};
 
-use async_nats::jetstream::{consumer::PullConsumer, AckKind};
 use futures::StreamExt;
 use jetq_consumer::{TaskContext, WorkerSettings};
 use jetq_contract::{headers, FailureRecord, QueueSettings, StreamSettings, Subjects, Topology};
@@ -175,42 +174,7 @@ async fn the_sweeper_dead_letters_a_task_whose_deliveries_ran_out() {
         .unwrap();
 
     // Two deliveries that never produce a result (as if each worker died), via the raw durable.
-    let stream = js.get_stream("JETQ_TASKS").await.unwrap();
-    let consumer: PullConsumer = stream.get_consumer("worker-work").await.unwrap();
-    for delivery in 1..=2 {
-        let mut batch = consumer
-            .fetch()
-            .max_messages(1)
-            .expires(Duration::from_secs(2))
-            .messages()
-            .await
-            .unwrap();
-        let message = within(WAIT, "a delivery", batch.next())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(message.info().unwrap().delivered, delivery);
-        message.ack_with(AckKind::Nak(None)).await.unwrap();
-    }
-    // The server notices the spent deliveries when the queue is next pulled (as its workers
-    // always do): that pull gets nothing, and the advisory goes out.
-    let mut batch = consumer
-        .fetch()
-        .max_messages(1)
-        .expires(Duration::from_millis(500))
-        .messages()
-        .await
-        .unwrap();
-    let nothing = within(WAIT, "an empty pull", batch.next()).await;
-    assert!(
-        nothing.is_none() || nothing.as_ref().is_some_and(|r| r.is_err()),
-        "no third delivery: {nothing:?}"
-    );
-    eventually(WAIT, "the max-deliveries advisory to be captured", || {
-        let js = js.clone();
-        async move { (stream_len(&js, "JETQ_ADVISORIES").await == 1).then_some(()) }
-    })
-    .await;
+    common::strand_next_task(&js, "worker-work", 2).await;
     assert_eq!(
         stream_len(&js, "JETQ_TASKS").await,
         1,

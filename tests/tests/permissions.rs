@@ -1,12 +1,16 @@
 //! The least-privilege users shipped in `k8s/nats/permissions.conf`, enforced by a real
 //! nats-server started with that file: each role can do its job and nothing more.
 
+mod common;
+
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use futures::StreamExt;
 use jetq_consumer::{TaskContext, Worker, WorkerSettings};
-use jetq_contract::{ConnectionConfig, Secret, StreamSettings, Subjects, Task, Topology};
+use jetq_contract::{
+    headers, ConnectionConfig, QueueSettings, Secret, StreamSettings, Subjects, Task, Topology,
+};
 use jetq_producer::Producer;
 use jetq_tests::*;
 use serde::{Deserialize, Serialize};
@@ -117,6 +121,7 @@ async fn each_role_can_do_its_job_and_nothing_more() {
         .settings(WorkerSettings {
             provision: false,
             sweeper: false,
+            queues: vec!["emails".into()],
             ..fast_settings()
         })
         .handler(move |email: Email, _ctx: TaskContext| {
@@ -125,6 +130,11 @@ async fn each_role_can_do_its_job_and_nothing_more() {
                 tx.send(email.to).ok();
                 ok()
             }
+        })
+        // One binary handles both queues, as the example worker does; JETQ_QUEUES=emails makes
+        // this process bind only the emails durable, the only one its login may use.
+        .handler(|_export: Export, _ctx: TaskContext| async move {
+            panic!("an export ran in the emails pod")
         })
         .build()
         .await
@@ -191,34 +201,67 @@ async fn each_role_can_do_its_job_and_nothing_more() {
 async fn the_janitor_can_run_the_sweeper_and_workers_cannot() {
     let server = server().await;
     let admin = client(&as_user(&server, "admin", "JETQ_ADMIN_PASSWORD")).await;
-    let topology = Topology::new(admin, Subjects::default(), StreamSettings::default());
+    let topology = Topology::new(
+        admin.clone(),
+        Subjects::default(),
+        StreamSettings::default(),
+    );
     topology.ensure_streams().await.unwrap();
     topology
-        .ensure_queue("emails", &Default::default())
+        .ensure_queue(
+            "emails",
+            &QueueSettings {
+                max_deliver: 2,
+                ..QueueSettings::default()
+            },
+        )
         .await
         .unwrap();
+    Producer::builder()
+        .connection(as_user(&server, "producer", "JETQ_PRODUCER_PASSWORD"))
+        .provision(false)
+        .connect()
+        .await
+        .unwrap()
+        .enqueue(&Email {
+            to: "stranded@example.com".into(),
+        })
+        .await
+        .unwrap();
+    // Every delivery spent with no worker recording a result.
+    common::strand_next_task(&admin, "worker-emails", 2).await;
 
+    // The janitor deployment: the worker binary with JETQ_JANITOR=true, no queue, its own login.
+    let janitor_settings = WorkerSettings::from_env_iter([
+        ("JETQ_JANITOR".to_owned(), "true".to_owned()),
+        ("JETQ_PROVISION".to_owned(), "false".to_owned()),
+        ("JETQ_FETCH_EXPIRES".to_owned(), "500ms".to_owned()),
+    ])
+    .expect("janitor settings");
     let janitor = Worker::builder()
+        .connection(as_user(&server, "janitor", "JETQ_JANITOR_PASSWORD"))
+        .settings(janitor_settings)
+        .build()
+        .await
+        .expect("the janitor starts with its own permissions and no handlers");
+    assert!(janitor.queues().is_empty(), "a janitor pulls no queue");
+    tokio::spawn(janitor.run_until(std::future::pending()));
+    let dead = dead_letters(&admin, 1).await;
+    assert_eq!(
+        required_header(&dead[0], headers::DEAD_REASON),
+        "deliveries-exhausted"
+    );
+    assert_eq!(dead[0].subject.as_str(), "jetq.dead.emails.send_email");
+    common::await_drained(&admin).await;
+
+    // The janitor's login cannot serve a queue.
+    let bound = Worker::builder()
         .connection(as_user(&server, "janitor", "JETQ_JANITOR_PASSWORD"))
         .settings(WorkerSettings {
             provision: false,
-            sweeper: true,
+            sweeper: false,
             ..fast_settings()
-        });
-    // A janitor needs a queue to build; it takes none of the worker roles' durables, so it
-    // serves a queue of its own name for housekeeping tasks only if one is provisioned. Here it
-    // must fail to bind the emails durable (not its job) — proving the split is enforced — while
-    // its sweeper consumer is allowed.
-    let janitor_js = client(&as_user(&server, "janitor", "JETQ_JANITOR_PASSWORD")).await;
-    let sweeper = Topology::new(janitor_js, Subjects::default(), StreamSettings::default())
-        .ensure_sweeper_consumer()
-        .await;
-    assert!(
-        sweeper.is_ok(),
-        "the janitor may create the sweeper durable: {:?}",
-        sweeper.err()
-    );
-    let bound = janitor
+        })
         .handler(|_e: Email, _ctx: TaskContext| async move { ok() })
         .build()
         .await;

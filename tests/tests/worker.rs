@@ -702,4 +702,79 @@ async fn startup_errors_name_the_problem() {
 
     let none = worker(&server).build().await;
     assert!(matches!(none, Err(WorkerError::NoHandlers)));
+
+    let unserved = worker(&server)
+        .queues(["work", "emails"])
+        .handler(|_job: Job, _ctx: TaskContext| async move { ok() })
+        .build()
+        .await;
+    match unserved {
+        Err(err @ WorkerError::QueueWithoutHandlers { .. }) => {
+            let text = err.to_string();
+            assert!(
+                text.contains("emails") && text.contains("JETQ_QUEUES") && text.contains("work"),
+                "{text}"
+            );
+        }
+        Err(other) => panic!("expected QueueWithoutHandlers, got {other}"),
+        Ok(_) => panic!("expected QueueWithoutHandlers, got a worker"),
+    }
+}
+
+#[tokio::test]
+async fn a_worker_listed_queues_pulls_only_those() {
+    let server = NatsServer::start().await;
+    let js = raw_jetstream(&server).await;
+    let producer = producer(&server).await;
+    producer
+        .enqueue(&Email {
+            to: "ada@example.com".into(),
+        })
+        .await
+        .unwrap();
+    producer
+        .enqueue(&Job {
+            n: 7,
+            note: String::new(),
+        })
+        .await
+        .unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let emails_tx = tx.clone();
+    let worker = worker(&server)
+        .queues(["work"])
+        .handler(move |job: Job, _ctx: TaskContext| {
+            let tx = tx.clone();
+            async move {
+                tx.send(format!("job {}", job.n)).ok();
+                ok()
+            }
+        })
+        .handler(move |email: Email, _ctx: TaskContext| {
+            let tx = emails_tx.clone();
+            async move {
+                tx.send(format!("email {}", email.to)).ok();
+                ok()
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(worker.queues(), ["work"]);
+    let (stop, handle) = spawn_worker(worker);
+    assert_eq!(next(&mut rx, "the job").await, "job 7");
+    // The emails queue was neither bound nor provisioned: its task waits, unconsumed.
+    let tasks = js.get_stream("JETQ_TASKS").await.unwrap();
+    assert!(
+        tasks.consumer_info("worker-emails").await.is_err(),
+        "the emails durable must not be created by a worker that does not serve it"
+    );
+    eventually(WAIT, "only the email left in the stream", || {
+        let js = js.clone();
+        async move { (stream_len(&js, "JETQ_TASKS").await == 1).then_some(()) }
+    })
+    .await;
+    assert!(rx.try_recv().is_err(), "the email must not run");
+    stop.send(()).unwrap();
+    handle.await.unwrap();
 }

@@ -410,11 +410,7 @@ fn every_container_is_hardened_and_sized() {
 
 /// Variables the manifests set for features being added elsewhere: accepted, with a warning,
 /// while the binary does not read them yet. Remove an entry once its feature has landed.
-const PENDING: &[(&str, &str, &str)] = &[(
-    "worker",
-    "JETQ_QUEUES",
-    "consumer: a worker serves only the listed queues, so each queue's Deployment runs with its own least-privilege NATS user",
-)];
+const PENDING: &[(&str, &str, &str)] = &[];
 
 struct Binary {
     name: &'static str,

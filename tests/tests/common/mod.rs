@@ -60,3 +60,53 @@ pub async fn recording_worker(builder: jetq_consumer::WorkerBuilder) -> Unbounde
     tokio::spawn(worker.run_until(std::future::pending()));
     rx
 }
+
+/// Spends every delivery of the next task of durable `durable` without a result (as if each
+/// worker died mid-task, NAKing through the raw consumer), then pulls once more so the server
+/// notices and publishes its max-deliveries advisory; returns once `JETQ_ADVISORIES` holds it.
+/// The task is left stranded in the task stream for a sweeper to find.
+pub async fn strand_next_task(js: &jetstream::Context, durable: &str, max_deliver: u64) {
+    use async_nats::jetstream::{consumer::PullConsumer, AckKind};
+    use futures::StreamExt;
+
+    let stream = js.get_stream("JETQ_TASKS").await.expect("task stream");
+    let consumer: PullConsumer = stream.get_consumer(durable).await.expect("the durable");
+    let advisories_before = stream_len(js, "JETQ_ADVISORIES").await;
+    for delivery in 1..=max_deliver {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await
+            .expect("pull");
+        let message = within(WAIT, "a delivery", batch.next())
+            .await
+            .expect("a message")
+            .expect("a delivery");
+        assert_eq!(
+            message.info().expect("delivery info").delivered as u64,
+            delivery
+        );
+        message.ack_with(AckKind::Nak(None)).await.expect("nak");
+    }
+    // The server notices the spent deliveries when the queue is next pulled (as its workers
+    // always do): that pull gets nothing, and the advisory goes out.
+    let mut batch = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_millis(500))
+        .messages()
+        .await
+        .expect("pull");
+    let nothing = within(WAIT, "an empty pull", batch.next()).await;
+    assert!(
+        nothing.is_none() || nothing.as_ref().is_some_and(|r| r.is_err()),
+        "no delivery beyond max_deliver: {nothing:?}"
+    );
+    eventually(WAIT, "the max-deliveries advisory to be captured", || {
+        let js = js.clone();
+        async move { (stream_len(&js, "JETQ_ADVISORIES").await > advisories_before).then_some(()) }
+    })
+    .await;
+}
