@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from jetq import InvalidOption, NotSupported, SerializeError
+from jetq import DelayTooLong, InvalidName, InvalidOption, SerializeError
 from jetq.protocol import (
     ENQUEUED_AT,
     MSG_ID,
@@ -17,6 +17,7 @@ from jetq.protocol import (
     format_timestamp,
     header_block_size,
     new_ulid,
+    parse_timestamp,
     prepare,
     timeout_ms,
 )
@@ -90,11 +91,91 @@ def test_traceparent_validation() -> None:
         prepare(Subjects(), "q", "t", {}, traceparent="garbage")
 
 
-def test_delay_is_not_supported_until_the_protocol_defines_it() -> None:
-    with pytest.raises(NotSupported) as caught:
-        prepare(Subjects(), "q", "t", {}, delay=dt.timedelta(minutes=5))
-    assert caught.value.feature == "delay"
-    assert "PROTOCOL.md" in str(caught.value)
+T0 = dt.datetime(2026, 11, 27, 7, 0, 0, 250000, tzinfo=dt.timezone.utc)
+
+
+def test_a_delayed_task_goes_to_its_due_second_with_jetq_not_before() -> None:
+    # docs/PROTOCOL.md §7: subject <prefix>.delayed.<due unix second>.<queue>.<task>, header
+    # Jetq-Not-Before whose second is the subject's, everything else as an immediate task.
+    prepared = prepare(Subjects(), "emails", "send_email", {"to": "a"}, delay=1.8, now=T0, key="k1")
+    due = T0 + dt.timedelta(seconds=1.8)  # 07:00:02.050000
+    assert prepared.headers["Jetq-Not-Before"] == "2026-11-27T07:00:02.050000Z"
+    assert prepared.subject == f"jetq.delayed.{int(due.timestamp())}.emails.send_email"
+    assert prepared.subject == "jetq.delayed.1795762802.emails.send_email"
+    assert prepared.delayed and prepared.not_before == prepared.headers["Jetq-Not-Before"]
+    assert prepared.headers["Nats-Msg-Id"] == "k1" and not prepared.generated_id
+    assert list(prepared.headers) == ["Nats-Msg-Id", "Jetq-Enqueued-At", "Jetq-Not-Before"]
+    assert prepared.payload == b'{"to":"a"}'
+    # The subject's second and the header's second agree whatever the fraction.
+    for micros in (0, 1, 999_999):
+        at = T0.replace(microsecond=micros) + dt.timedelta(hours=1)
+        p = prepare(Subjects("my-app"), "q", "t", None, at=at, now=T0)
+        second = p.subject.split(".")[2]
+        header = parse_timestamp(p.headers["Jetq-Not-Before"])
+        assert header is not None and int(header.timestamp()) == int(second) == int(at.timestamp())
+        assert p.subject.startswith("my-app.delayed.") and p.subject.endswith(".q.t")
+
+
+def test_at_accepts_any_aware_timezone_and_refuses_naive_datetimes() -> None:
+    berlin = dt.timezone(dt.timedelta(hours=1))
+    at = dt.datetime(2026, 11, 27, 9, 0, tzinfo=berlin)  # 08:00 UTC
+    p = prepare(Subjects(), "q", "t", {}, at=at, now=T0)
+    assert p.headers["Jetq-Not-Before"] == "2026-11-27T08:00:00.000000Z"
+    with pytest.raises(InvalidOption) as caught:
+        prepare(Subjects(), "q", "t", {}, at=dt.datetime(2026, 11, 27, 9, 0), now=T0)
+    assert caught.value.option == "at" and "naive" in str(caught.value)
+    with pytest.raises(InvalidOption):
+        prepare(Subjects(), "q", "t", {}, at="2026-11-27T09:00:00Z", now=T0)  # type: ignore[arg-type]
+
+
+def test_a_due_time_already_past_or_a_zero_delay_is_an_ordinary_task() -> None:
+    for options in ({"delay": 0}, {"delay": dt.timedelta(0)}, {"at": T0}, {"at": T0 - dt.timedelta(days=3)}):
+        p = prepare(Subjects(), "q", "t", {}, now=T0, **options)  # type: ignore[arg-type]
+        assert p.subject == "jetq.task.q.t", options
+        assert "Jetq-Not-Before" not in p.headers and not p.delayed
+
+
+def test_delays_above_the_maximum_are_refused_before_sending() -> None:
+    thirty_days = dt.timedelta(days=30)
+    ok = prepare(Subjects(), "q", "t", {}, delay=thirty_days, now=T0)
+    assert ok.headers["Jetq-Not-Before"] == format_timestamp(T0 + thirty_days)
+    for options in ({"delay": thirty_days + dt.timedelta(microseconds=1)},
+                    {"delay": 31 * 24 * 3600}, {"at": T0 + dt.timedelta(days=31)}, {"delay": 1e300}):  # fmt: skip
+        with pytest.raises(DelayTooLong) as caught:
+            prepare(Subjects(), "q", "t", {}, now=T0, **options)  # type: ignore[arg-type]
+        assert caught.value.max_delay == thirty_days and caught.value.task == "t"
+        assert "maximum delay is 30 days" in str(caught.value)
+    # A producer's own maximum.
+    with pytest.raises(DelayTooLong):
+        prepare(Subjects(), "q", "t", {}, delay=61, now=T0, max_delay=dt.timedelta(minutes=1))
+    # Names are still checked first, so a bad name is reported as such.
+    with pytest.raises(InvalidName):
+        prepare(Subjects(), "q", "bad.name", {}, delay=dt.timedelta(days=90), now=T0)
+
+
+def test_bad_delays_are_invalid_options() -> None:
+    for bad in (-1, dt.timedelta(seconds=-1), float("nan"), float("inf"), "5s", True):
+        with pytest.raises(InvalidOption) as caught:
+            prepare(Subjects(), "q", "t", {}, delay=bad, now=T0)  # type: ignore[arg-type]
+        assert caught.value.option == "delay", bad
+    with pytest.raises(InvalidOption) as both:
+        prepare(Subjects(), "q", "t", {}, delay=5, at=T0 + dt.timedelta(hours=1), now=T0)
+    assert "not both" in str(both.value)
+
+
+def test_track_status_sends_the_opt_in_header() -> None:
+    p = prepare(Subjects(), "q", "t", {}, track_status=True)
+    assert p.headers["Jetq-Track-Status"] == "1" and p.tracked
+    assert "Jetq-Track-Status" not in prepare(Subjects(), "q", "t", {}).headers
+    assert prepare(Subjects(), "q", "t", {}).generated_id
+
+
+def test_timestamps_written_by_rust_parse() -> None:
+    assert parse_timestamp("2026-11-27T07:00:00Z") == T0.replace(microsecond=0)
+    assert parse_timestamp("2026-11-27T07:00:00.25Z") == T0
+    assert parse_timestamp("2026-11-27T08:00:00.250000123+01:00") == T0
+    for bad in ("", "yesterday", "2026-11-27T07:00:00"):
+        assert parse_timestamp(bad) is None, bad
 
 
 def test_header_block_size_counts_the_wire_bytes() -> None:

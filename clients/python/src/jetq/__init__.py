@@ -11,6 +11,8 @@ A small producer that speaks docs/PROTOCOL.md exactly, on the official ``nats-py
 - ``enqueue`` returns the task id only after JetStream acknowledged the task;
 - ``key=`` gives server-side deduplication (idempotent enqueue);
 - ``enqueue_many`` pipelines publishes through a bounded window of acks;
+- ``delay=`` / ``at=`` enqueue delayed tasks (released by ``jetq-scheduler``, up to 30 days);
+- ``track_status=True`` tracks a task; ``status``, ``wait`` and ``cancel`` follow it;
 - failures are typed (:mod:`jetq.errors`), the same cases as the Rust producer's;
 - the current OpenTelemetry span's W3C trace context is sent along when
   ``opentelemetry-api`` is installed.
@@ -20,6 +22,7 @@ from .config import Config
 from .errors import (
     ConfigError,
     ConnectError,
+    DelayTooLong,
     EnqueueError,
     InvalidKey,
     InvalidName,
@@ -32,13 +35,21 @@ from .errors import (
     Rejected,
     SerializeError,
     ServerTooOld,
+    StatusCorrupt,
+    StatusError,
+    StatusNotFound,
+    StatusReadError,
+    StatusUnavailable,
+    StatusWriteError,
     StreamFull,
     Timeout,
     TooLarge,
+    WaitTimeout,
 )
 from .names import validate_key, validate_name
 from .producer import AsyncProducer, Enqueued, TaskRequest, results_or_raise
 from .protocol import Prepared, Subjects
+from .status import CancelOutcome, Progress, TaskState, TaskStatus, Transition
 from .sync import Producer
 
 __version__ = "0.1.0"
@@ -51,6 +62,11 @@ __all__ = [
     "TaskRequest",
     "Prepared",
     "Subjects",
+    "TaskState",
+    "TaskStatus",
+    "Progress",
+    "Transition",
+    "CancelOutcome",
     "results_or_raise",
     "validate_name",
     "validate_key",
@@ -64,6 +80,7 @@ __all__ = [
     "InvalidOption",
     "SerializeError",
     "NotSupported",
+    "DelayTooLong",
     "TooLarge",
     "StreamFull",
     "NoStream",
@@ -71,5 +88,12 @@ __all__ = [
     "ProducerClosed",
     "Timeout",
     "Rejected",
+    "StatusError",
+    "StatusUnavailable",
+    "StatusReadError",
+    "StatusWriteError",
+    "StatusCorrupt",
+    "StatusNotFound",
+    "WaitTimeout",
     "__version__",
 ]

@@ -22,7 +22,17 @@ variable                       meaning
 ``JETQ_REQUEST_TIMEOUT``       publish-ack timeout, per attempt (default ``5s``)
 ``JETQ_ENQUEUE_WINDOW``        acks ``enqueue_many`` keeps outstanding at once (default 256)
 ``JETQ_PUBLISH_ATTEMPTS``      attempts per task when an ack times out (default 3)
+``JETQ_PROVISION``             may create the delayed-task stream and the status bucket on first
+                               use when they are missing (default ``true``; set ``false`` where
+                               the producer's NATS user may only publish)
+``JETQ_STATUS_TTL``            retention of status records (and artifacts) the producer creates
+                               the bucket with (default ``24h``)
+``JETQ_STREAM_REPLICAS``       replicas of the streams the producer creates (default 1)
+``JETQ_ARTIFACTS_MAX_BYTES``   byte limit of the artifact store it creates (-1: none)
 =============================  ===================================================================
+
+``max_delay`` (the longest ``delay=``/``at=`` accepted, 30 days) is set in code, as on the Rust
+side (``Producer::with_max_delay``).
 
 Durations use the Rust side's humantime spelling: ``750ms``, ``5s``, ``2m``, ``1h 30m``.
 """
@@ -30,6 +40,7 @@ Durations use the Rust side's humantime spelling: ``750ms``, ``5s``, ``2m``, ``1
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import os
 import re
 from typing import List, Mapping, Optional
@@ -123,6 +134,23 @@ class Config:
     publish_attempts: int = 3
     #: The connection name shown in the server's monitoring.
     client_name: str = "jetq-producer-python"
+    #: May create missing jetq objects on first use (the delayed-task stream is tried in any
+    #: case, as the Rust producer does; the status bucket only with this on).
+    provision: bool = True
+    #: The longest delay ``delay=`` / ``at=`` accepts, in seconds (30 days).
+    max_delay: float = 30 * 24 * 3600.0
+    #: Seconds a status record is kept after its last write, when this producer creates the
+    #: status bucket (``JETQ_STATUS_TTL``).
+    status_ttl: float = 24 * 3600.0
+    #: Replicas of the streams this producer creates (``JETQ_STREAM_REPLICAS``).
+    stream_replicas: int = 1
+    #: Byte limit of the artifact store this producer creates; -1 for none.
+    artifacts_max_bytes: int = -1
+
+    @property
+    def max_delay_timedelta(self) -> _dt.timedelta:
+        """:attr:`max_delay` as a ``timedelta``."""
+        return _dt.timedelta(seconds=self.max_delay)
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Config":
@@ -161,6 +189,18 @@ class Config:
         attempts = get("JETQ_PUBLISH_ATTEMPTS")
         if attempts is not None:
             config.publish_attempts = _parse_int(attempts, "JETQ_PUBLISH_ATTEMPTS", 1)
+        provision = get("JETQ_PROVISION")
+        if provision is not None:
+            config.provision = _parse_bool(provision, "JETQ_PROVISION")
+        ttl = get("JETQ_STATUS_TTL")
+        if ttl is not None:
+            config.status_ttl = parse_duration(ttl, "JETQ_STATUS_TTL")
+        replicas = get("JETQ_STREAM_REPLICAS")
+        if replicas is not None:
+            config.stream_replicas = _parse_int(replicas, "JETQ_STREAM_REPLICAS", 1)
+        artifacts = get("JETQ_ARTIFACTS_MAX_BYTES")
+        if artifacts is not None:
+            config.artifacts_max_bytes = _parse_int(artifacts, "JETQ_ARTIFACTS_MAX_BYTES", -1)
         config.validate()
         return config
 
@@ -220,6 +260,19 @@ class Config:
             raise ConfigError("JETQ_ENQUEUE_WINDOW", "must be at least 1")
         if self.publish_attempts < 1:
             raise ConfigError("JETQ_PUBLISH_ATTEMPTS", "must be at least 1")
+        if not self.max_delay > 0:
+            raise ConfigError("max_delay", "must be greater than zero")
+        if self.status_ttl < 1:
+            raise ConfigError(
+                "JETQ_STATUS_TTL", "must be at least 1s (status records would expire before anyone reads them)"
+            )
+        if not 1 <= self.stream_replicas <= 5:
+            raise ConfigError("JETQ_STREAM_REPLICAS", f"{self.stream_replicas} is outside 1..=5")
+        if self.artifacts_max_bytes == 0 or self.artifacts_max_bytes < -1:
+            raise ConfigError(
+                "JETQ_ARTIFACTS_MAX_BYTES",
+                f"{self.artifacts_max_bytes} is not a limit; use a positive number or -1 for none",
+            )
 
     def replace(self, **changes: object) -> "Config":
         """A copy with some fields changed (and validated)."""

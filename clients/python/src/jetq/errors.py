@@ -10,7 +10,9 @@ InvalidName         the queue or task name cannot be a subject token (a bug in t
 InvalidKey          the idempotency key cannot be a ``Nats-Msg-Id`` (a bug in the caller)
 InvalidOption       ``max_attempts`` / ``timeout`` out of range (a bug in the caller)
 SerializeError      the arguments are not JSON-serializable (a bug in the caller)
-NotSupported        the feature (``delay``) is not part of the wire protocol yet
+DelayTooLong        ``delay``/``at`` is further away than the producer's maximum (30 days by
+                    default); nothing was sent
+NotSupported        a feature the wire protocol does not define
 TooLarge            the message is over the server's size limit
 StreamFull          the task stream is at its limit and refused the task: try later
 NoStream            no stream captures the subject: jetq is not provisioned on this server
@@ -21,12 +23,17 @@ Rejected            the server refused the task for another reason
 ==================  ==========================================================================
 
 Every enqueue failure derives from :class:`EnqueueError`, every jetq error from
-:class:`JetqError`.
+:class:`JetqError`. ``status`` / ``wait`` / ``cancel`` raise the subclasses of
+:class:`StatusError` (the Rust producer's ``StatusError`` variants).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import datetime as _dt
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .status import TaskStatus
 
 __all__ = [
     "JetqError",
@@ -39,6 +46,7 @@ __all__ = [
     "InvalidOption",
     "SerializeError",
     "NotSupported",
+    "DelayTooLong",
     "TooLarge",
     "StreamFull",
     "NoStream",
@@ -46,6 +54,13 @@ __all__ = [
     "Timeout",
     "Rejected",
     "ProducerClosed",
+    "StatusError",
+    "StatusUnavailable",
+    "StatusReadError",
+    "StatusWriteError",
+    "StatusCorrupt",
+    "StatusNotFound",
+    "WaitTimeout",
 ]
 
 #: Characters a name may contain, as the Rust producer words it in its messages.
@@ -147,6 +162,18 @@ class NotSupported(EnqueueError):
         super().__init__(f"{feature} is not supported: {detail}")
 
 
+class DelayTooLong(EnqueueError, ValueError):
+    """The delay (for ``at=``: the time from now to the due time) is longer than the
+    producer's maximum (``Config.max_delay``, 30 days by default, as the Rust producer's).
+    Nothing was sent."""
+
+    def __init__(self, task: str, delay: _dt.timedelta, max_delay: _dt.timedelta) -> None:
+        self.task = task
+        self.delay = delay
+        self.max_delay = max_delay
+        super().__init__(f"task {task} cannot be delayed by {delay}: the maximum delay is {max_delay}")
+
+
 class TooLarge(EnqueueError):
     """The message (arguments plus headers) is larger than the server accepts."""
 
@@ -230,3 +257,65 @@ class Rejected(EnqueueError):
         super().__init__(
             f"the server rejected task {task}: {description} (code {code}, err_code {err_code})"
         )
+
+
+class StatusError(JetqError):
+    """Base class of the failures of ``status``, ``wait`` and ``cancel``."""
+
+
+class StatusUnavailable(StatusError):
+    """The status bucket does not exist and could not be created (``JETQ_PROVISION=false``, or
+    a NATS user that may not create it). Tracked tasks still run; they have no record."""
+
+    def __init__(self, bucket: str, reason: str) -> None:
+        self.bucket = bucket
+        self.reason = reason
+        super().__init__(f"the jetq status store is not available: bucket {bucket}: {reason}")
+
+
+class StatusReadError(StatusError):
+    """Reading the record failed (server unreachable, timeout)."""
+
+    def __init__(self, id: str, reason: str) -> None:
+        self.id = id
+        self.reason = reason
+        super().__init__(f"cannot read the status of task {id}: {reason}")
+
+
+class StatusWriteError(StatusError):
+    """Writing the record failed."""
+
+    def __init__(self, id: str, reason: str) -> None:
+        self.id = id
+        self.reason = reason
+        super().__init__(f"cannot write the status of task {id}: {reason}")
+
+
+class StatusCorrupt(StatusError):
+    """The record is not valid status JSON."""
+
+    def __init__(self, id: str, reason: str) -> None:
+        self.id = id
+        self.reason = reason
+        super().__init__(f"the status record of task {id} is not valid: {reason}")
+
+
+class StatusNotFound(StatusError, LookupError):
+    """No record: the task id is unknown, it is not tracked, or its record expired
+    (``JETQ_STATUS_TTL``). Only ``cancel`` raises it; ``status`` returns None."""
+
+    def __init__(self, id: str) -> None:
+        self.id = id
+        super().__init__(f"task {id} has no status record (unknown id, untracked type, or expired)")
+
+
+class WaitTimeout(StatusError):
+    """``wait`` ran out of time before the task reached a terminal state; :attr:`last` is the
+    last record seen (None if there was none)."""
+
+    def __init__(self, id: str, waited: float, last: "Optional[TaskStatus]") -> None:
+        self.id = id
+        self.waited = waited
+        self.last = last
+        state = last.state.value if last is not None else "none"
+        super().__init__(f"task {id} did not finish within {waited:g}s (last state: {state})")

@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as _dt
 import json
 import logging
 import ssl
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, AsyncIterator, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from . import errors
 from .config import Config
 from .errors import (
     ConnectError,
     EnqueueError,
+    JetqError,
     NoStream,
     NotConnected,
     ProducerClosed,
@@ -34,8 +37,10 @@ from .errors import (
     StreamFull,
     Timeout,
     TooLarge,
+    WaitTimeout,
 )
 from .protocol import Prepared, Seconds, Subjects, header_block_size, is_valid_traceparent, prepare
+from .status import CancelOutcome, StatusStore, TaskStatus
 from .tracing import current_trace_context
 
 __all__ = ["AsyncProducer", "Enqueued", "TaskRequest", "MIN_SERVER_VERSION"]
@@ -59,12 +64,14 @@ class Enqueued:
 
     #: The task id: the idempotency key if one was given, else a fresh ULID.
     id: str
-    #: The task's sequence in the task stream (of the original, for a duplicate).
+    #: The task's sequence in the task stream (of the original, for a duplicate); for a
+    #: delayed task, its sequence in the delayed-task stream.
     sequence: int
     #: True if a task with the same id was already in the duplicate window, so the server
     #: dropped this one.
     duplicate: bool
-    #: The stream that stored it (``JETQ_TASKS`` for the default prefix).
+    #: The stream that stored it (``JETQ_TASKS`` for the default prefix; ``JETQ_DELAYED`` for
+    #: a delayed task).
     stream: str
 
 
@@ -82,6 +89,8 @@ class TaskRequest:
     timeout: Optional[Seconds] = None
     traceparent: Optional[str] = None
     tracestate: Optional[str] = None
+    at: Optional[_dt.datetime] = None
+    track_status: bool = False
 
 
 TaskLike = Union[TaskRequest, Tuple[str, str, Any]]
@@ -292,6 +301,16 @@ class AsyncProducer:
         self._owns_connection = owns_connection
         self._inbox = _AckInbox(nc)
         self._closed = False
+        self._js = nc.jetstream(timeout=config.request_timeout)
+        self._status = StatusStore(
+            self._js,
+            self._subjects,
+            provision=config.provision,
+            ttl=config.status_ttl,
+            replicas=config.stream_replicas,
+            artifacts_max_bytes=config.artifacts_max_bytes,
+        )
+        self._delayed_lock = asyncio.Lock()
 
     @classmethod
     async def connect(cls, config: Optional[Config] = None, **changes: Any) -> "AsyncProducer":
@@ -358,10 +377,12 @@ class AsyncProducer:
         *,
         key: Optional[str] = None,
         delay: Optional[Seconds] = None,
+        at: Optional[_dt.datetime] = None,
         max_attempts: Optional[int] = None,
         timeout: Optional[Seconds] = None,
         traceparent: Optional[str] = None,
         tracestate: Optional[str] = None,
+        track_status: bool = False,
     ) -> Prepared:
         """Validates a task and builds its message without sending it.
 
@@ -382,10 +403,13 @@ class AsyncProducer:
             args,
             key=key,
             delay=delay,
+            at=at,
             max_attempts=max_attempts,
             timeout=timeout,
             traceparent=traceparent,
             tracestate=tracestate,
+            track_status=track_status,
+            max_delay=self._config.max_delay_timedelta,
         )
         return prepared
 
@@ -397,10 +421,12 @@ class AsyncProducer:
         *,
         key: Optional[str] = None,
         delay: Optional[Seconds] = None,
+        at: Optional[_dt.datetime] = None,
         max_attempts: Optional[int] = None,
         timeout: Optional[Seconds] = None,
         traceparent: Optional[str] = None,
         tracestate: Optional[str] = None,
+        track_status: bool = False,
     ) -> str:
         """Enqueues one task and returns its id once JetStream acknowledged it.
 
@@ -409,12 +435,21 @@ class AsyncProducer:
         :param args: the task's arguments, any JSON-serializable value (usually a dict)
         :param key: idempotency key: becomes the task id; a second enqueue with the same key
             inside the duplicate window (2 minutes by default) is dropped by the server
-        :param delay: not supported yet (raises :class:`~jetq.errors.NotSupported`)
+        :param delay: run it no earlier than this long from now (seconds or ``timedelta``;
+            Celery's ``countdown``): it waits in the delayed-task stream until a
+            ``jetq-scheduler`` releases it, within about a second of its due time. Zero means now;
+            above ``config.max_delay`` (30 days) raises :class:`~jetq.errors.DelayTooLong`
+        :param at: run it no earlier than this aware ``datetime`` (Celery's ``eta``); a time
+            already past enqueues it at once. Give ``delay`` or ``at``, not both
         :param max_attempts: overrides the task type's maximum attempts (>= 1)
         :param timeout: overrides the per-attempt timeout (seconds or ``timedelta``)
         :param traceparent: explicit W3C trace context; by default the current OpenTelemetry
             span's is used when ``opentelemetry-api`` is installed
         :param tracestate: W3C trace state, sent with ``traceparent``
+        :param track_status: track this task's status (``Jetq-Track-Status: 1``) even if its
+            worker-side type does not: the producer writes its ``queued`` record after the ack,
+            workers record every transition, and :meth:`status` / :meth:`wait` /
+            :meth:`cancel` follow it
         :raises EnqueueError: one of its subclasses, see :mod:`jetq.errors`
         """
         result = await self.enqueue_detailed(
@@ -423,10 +458,12 @@ class AsyncProducer:
             args,
             key=key,
             delay=delay,
+            at=at,
             max_attempts=max_attempts,
             timeout=timeout,
             traceparent=traceparent,
             tracestate=tracestate,
+            track_status=track_status,
         )
         return result.id
 
@@ -438,29 +475,110 @@ class AsyncProducer:
         *,
         key: Optional[str] = None,
         delay: Optional[Seconds] = None,
+        at: Optional[_dt.datetime] = None,
         max_attempts: Optional[int] = None,
         timeout: Optional[Seconds] = None,
         traceparent: Optional[str] = None,
         tracestate: Optional[str] = None,
+        track_status: bool = False,
     ) -> Enqueued:
         """Like :meth:`enqueue`, returning the whole acknowledgement (id, stream sequence,
-        duplicate flag)."""
+        duplicate flag, stream)."""
         prepared = self.prepare(
             queue,
             task,
             args,
             key=key,
             delay=delay,
+            at=at,
             max_attempts=max_attempts,
             timeout=timeout,
             traceparent=traceparent,
             tracestate=tracestate,
+            track_status=track_status,
         )
         return await self.publish_prepared(prepared)
 
     async def publish_prepared(self, prepared: Prepared) -> Enqueued:
         """Publishes a message built by :meth:`prepare` until it is acknowledged."""
-        return await self._publish_until_acked(prepared, None)
+        return await self._deliver(prepared, None)
+
+    async def _deliver(self, prepared: Prepared, first: Optional["asyncio.Future[Msg]"]) -> Enqueued:
+        """Publishes until acknowledged; for a delayed task whose stream is missing, creates it
+        and publishes again; for a tracked task, writes its ``queued`` record after the ack."""
+        try:
+            result = await self._publish_until_acked(prepared, first)
+        except NoStream:
+            # The first delayed task of this installation: create the delayed-task stream and
+            # send again, as the Rust producer does. A producer that may not create streams
+            # gets the original error.
+            if not prepared.delayed or not await self._ensure_delayed_stream():
+                raise
+            result = await self._publish_until_acked(prepared, None)
+        if prepared.tracked and not result.duplicate:
+            await self._record_queued(prepared, result)
+        return result
+
+    async def _record_queued(self, prepared: Prepared, result: Enqueued) -> None:
+        """Best effort: the task is queued whatever happens here (as in the Rust producer)."""
+        try:
+            await self._status.write_queued(
+                prepared.id,
+                prepared.queue,
+                prepared.task,
+                None if prepared.delayed else result.sequence,
+                prepared.headers.get("Jetq-Enqueued-At"),
+            )
+        except JetqError as err:
+            logger.warning("jetq: task %s queued, but its queued status was not recorded: %s", prepared.id, err)
+
+    def delayed_stream_config(self, replicas: int = 1, duplicate_window: float = 120.0) -> StreamConfig:
+        """The delayed-task stream (docs/PROTOCOL.md §7) as the Rust side creates it: Limits
+        retention (the scheduler deletes what it released), file storage, ``discard: new``, no
+        max age (a waiting task never expires), direct get on."""
+        return StreamConfig(
+            name=self._subjects.delayed_stream,
+            description="jetq delayed tasks waiting for their due time",
+            subjects=[self._subjects.all_delayed],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.NEW,
+            max_msgs=-1,
+            max_bytes=-1,
+            duplicate_window=duplicate_window,
+            num_replicas=replicas,
+            allow_direct=True,
+        )
+
+    async def _ensure_delayed_stream(self) -> bool:
+        """Creates the delayed-task stream with the task stream's replicas and duplicate window
+        (when the task stream can be read); False, logged, when that is not possible."""
+        async with self._delayed_lock:
+            try:
+                await self._js.stream_info(self._subjects.delayed_stream)
+                return True  # another enqueue (or a scheduler) created it meanwhile
+            except nats.js.errors.NotFoundError:
+                pass
+            except Exception as err:
+                logger.warning("jetq: cannot read the delayed-task stream: %s", err)
+                return False
+            replicas, window = 1, 120.0
+            try:
+                info = await self._js.stream_info(self._subjects.tasks_stream)
+                replicas = info.config.num_replicas or replicas
+                window = info.config.duplicate_window or window
+            except Exception:
+                logger.debug("jetq: task stream unreadable; delayed stream with defaults", exc_info=True)
+            try:
+                await self._js.add_stream(self.delayed_stream_config(replicas, window))
+            except nats.js.errors.BadRequestError as err:
+                if err.err_code != 10058:  # 10058: it exists already
+                    logger.warning("jetq: cannot create the delayed-task stream: %s", err)
+                    return False
+            except Exception as err:
+                logger.warning("jetq: cannot create the delayed-task stream: %s", err)
+                return False
+            return True
 
     async def enqueue_many(self, tasks: Iterable[TaskLike], *, window: Optional[int] = None) -> List[Outcome]:
         """Enqueues many tasks, pipelined: publishes go out in input order while up to
@@ -476,7 +594,7 @@ class AsyncProducer:
 
         async def finish(index: int, prepared: Prepared, first: Optional["asyncio.Future[Msg]"]) -> Tuple[int, Outcome]:
             try:
-                return index, await self._publish_until_acked(prepared, first)
+                return index, await self._deliver(prepared, first)
             except EnqueueError as err:
                 return index, err
 
@@ -499,10 +617,12 @@ class AsyncProducer:
                         request.args,
                         key=request.key,
                         delay=request.delay,
+                        at=request.at,
                         max_attempts=request.max_attempts,
                         timeout=request.timeout,
                         traceparent=request.traceparent,
                         tracestate=request.tracestate,
+                        track_status=request.track_status,
                     )
                 except EnqueueError as err:
                     results[index] = err
@@ -526,6 +646,65 @@ class AsyncProducer:
             outcome if outcome is not None else Rejected("(batch)", "internal error: missing result")
             for outcome in results
         ]
+
+    async def status(self, id: str) -> Optional[TaskStatus]:
+        """The status record of task ``id`` (docs/PROTOCOL.md §8); None if there is none
+        (unknown id, untracked task, or expired after ``JETQ_STATUS_TTL``).
+
+        :raises StatusError: :class:`~jetq.errors.StatusUnavailable` (no bucket),
+            :class:`~jetq.errors.StatusReadError`, :class:`~jetq.errors.StatusCorrupt`
+        """
+        self._check_open("(status)")
+        return await self._status.status(id)
+
+    async def wait(self, id: str, timeout: float) -> TaskStatus:
+        """Waits until task ``id`` reaches a terminal state (``succeeded``, ``failed``, ``dead``,
+        ``cancelled``) and returns that record. A failed task is returned too: look at
+        ``state``. Follows a KV watch on the task's key, so it returns as soon as the worker's
+        write lands, without polling.
+
+        :raises WaitTimeout: after ``timeout`` seconds (everything included), with the last
+            record seen in ``.last``
+        """
+        self._check_open("(wait)")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be greater than zero, not {timeout!r}")
+        deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            await asyncio.wait_for(self._status.kv(), timeout=timeout)
+        except asyncio.TimeoutError:
+            raise WaitTimeout(id, timeout, None) from None
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise WaitTimeout(id, timeout, None)
+        try:
+            return await self._status.wait(id, remaining)
+        except WaitTimeout as err:
+            raise WaitTimeout(id, timeout, err.last) from None
+
+    def watch(self, id: str) -> AsyncIterator[TaskStatus]:
+        """Every version of task ``id``'s record: the current one (if any), then each change as
+        the server pushes it (states and progress), ending after a terminal state. For a
+        progress bar or a server-sent-events endpoint; bound it yourself (``asyncio.timeout``).
+
+        ::
+
+            async for status in producer.watch(task_id):
+                print(status.state, status.progress)
+        """
+        self._check_open("(watch)")
+        return self._status.watch(id)
+
+    async def cancel(self, id: str) -> CancelOutcome:
+        """Cancels task ``id``: a task that has not started (queued, or waiting to retry)
+        becomes ``cancelled`` at once and is dropped, not run, when a worker pulls it; a running
+        task's handler is told and the task ends ``cancelled`` when the handler returns; a
+        finished task is left as it is. Only tracked tasks can be cancelled.
+
+        :raises StatusNotFound: the task has no record
+        """
+        self._check_open("(cancel)")
+        return await self._status.cancel(id)
 
     def _check_open(self, task: str) -> None:
         if self._closed:
@@ -580,12 +759,12 @@ class AsyncProducer:
                 if self._closed:
                     raise ProducerClosed(prepared.task) from None
                 raise
-            return self._read_ack(prepared, reply)
+            return self._read_ack(prepared, reply, attempt)
         if self._nc.is_connected:
             raise Timeout(prepared.task, prepared.id, ack_timeout, attempts)
         raise NotConnected(prepared.task, attempts)
 
-    def _read_ack(self, prepared: Prepared, reply: Msg) -> Enqueued:
+    def _read_ack(self, prepared: Prepared, reply: Msg, attempt: int = 1) -> Enqueued:
         headers = reply.headers or {}
         status = headers.get("Status")
         if status == "503":
@@ -605,7 +784,7 @@ class AsyncProducer:
             return Enqueued(
                 id=prepared.id,
                 sequence=int(body["seq"]),
-                duplicate=bool(body.get("duplicate", False)),
+                duplicate=is_duplicate(bool(body.get("duplicate", False)), attempt, prepared.generated_id),
                 stream=str(body.get("stream", "")),
             )
         except (KeyError, TypeError, ValueError):
@@ -621,6 +800,19 @@ class AsyncProducer:
             size = len(prepared.payload) + header_block_size(prepared.headers)
             return TooLarge(prepared.task, size, None, description)
         return Rejected(prepared.task, description, code=code, err_code=err_code)
+
+
+def is_duplicate(acked_duplicate: bool, attempt: int, generated_id: bool) -> bool:
+    """Whether an enqueue is reported as a duplicate, as the Rust producer decides it: a fresh
+    id of ours can only collide with our own earlier attempt of the same publish (whose ack
+    timed out but which the server stored), so a retried publish (``attempt > 1``) of a
+    generated id is this task, not a duplicate. With the caller's key it is a real duplicate.
+
+    >>> is_duplicate(True, 2, generated_id=True), is_duplicate(True, 2, generated_id=False)
+    (False, True)
+    """
+    ours = attempt > 1 and generated_id
+    return acked_duplicate and not ours
 
 
 def _int(value: Any) -> Optional[int]:

@@ -15,7 +15,7 @@ import os
 import time
 from typing import Any, Dict, Optional, Union
 
-from .errors import InvalidOption, NotSupported, SerializeError
+from .errors import DelayTooLong, InvalidOption, SerializeError
 from .names import NameKind, validate_key, validate_name
 
 __all__ = [
@@ -25,6 +25,9 @@ __all__ = [
     "TIMEOUT_MS",
     "TRACEPARENT",
     "TRACESTATE",
+    "NOT_BEFORE",
+    "TRACK_STATUS",
+    "DEFAULT_MAX_DELAY",
     "Subjects",
     "Prepared",
     "new_ulid",
@@ -32,6 +35,9 @@ __all__ = [
     "encode_args",
     "timeout_ms",
     "prepare",
+    "due_time",
+    "due_second",
+    "parse_timestamp",
     "header_block_size",
     "is_valid_traceparent",
 ]
@@ -49,6 +55,15 @@ TIMEOUT_MS = "Jetq-Timeout-Ms"
 TRACEPARENT = "traceparent"
 #: W3C trace state, sent along with ``traceparent``.
 TRACESTATE = "tracestate"
+#: A delayed task's due time, RFC 3339 UTC; its second is the delayed subject's ``<due>`` token.
+NOT_BEFORE = "Jetq-Not-Before"
+#: Asks workers to track this task's status (value ``1``), docs/PROTOCOL.md §8.
+TRACK_STATUS = "Jetq-Track-Status"
+
+#: The longest delay a producer accepts unless configured otherwise: 30 days, as the Rust
+#: producer (``jetq_contract::delayed::DEFAULT_MAX_DELAY``).
+DEFAULT_MAX_DELAY = _dt.timedelta(days=30)
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +93,40 @@ class Subjects:
     @property
     def tasks_stream(self) -> str:
         """The task stream: the prefix upper-cased, ``-`` turned into ``_``, plus ``_TASKS``."""
-        return f"{self.prefix.upper().replace('-', '_')}_TASKS"
+        return f"{self._upper}_TASKS"
+
+    def delayed(self, due: int, queue: str, task: str) -> str:
+        """``<prefix>.delayed.<due>.<queue>.<task>``: where a task due in unix second ``due``
+        waits for the scheduler (docs/PROTOCOL.md §7).
+
+        >>> Subjects().delayed(1790000000, "emails", "send")
+        'jetq.delayed.1790000000.emails.send'
+        """
+        return f"{self.prefix}.delayed.{due}.{queue}.{task}"
+
+    @property
+    def all_delayed(self) -> str:
+        """``<prefix>.delayed.*.*.*``: the delayed-task stream's subjects."""
+        return f"{self.prefix}.delayed.*.*.*"
+
+    @property
+    def delayed_stream(self) -> str:
+        """The delayed-task stream, e.g. ``JETQ_DELAYED``."""
+        return f"{self._upper}_DELAYED"
+
+    @property
+    def status_bucket(self) -> str:
+        """The KV bucket of task status records, e.g. ``JETQ_STATUS`` (docs/PROTOCOL.md §8)."""
+        return f"{self._upper}_STATUS"
+
+    @property
+    def artifacts_bucket(self) -> str:
+        """The object store of task artifacts, e.g. ``JETQ_ARTIFACTS``."""
+        return f"{self._upper}_ARTIFACTS"
+
+    @property
+    def _upper(self) -> str:
+        return self.prefix.upper().replace("-", "_")
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -104,6 +152,32 @@ def format_timestamp(at: Optional[_dt.datetime] = None) -> str:
     """RFC 3339 in UTC with microseconds, e.g. ``2026-11-27T07:00:00.123456Z``."""
     moment = _dt.datetime.now(_dt.timezone.utc) if at is None else at.astimezone(_dt.timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(text: str) -> Optional[_dt.datetime]:
+    """An RFC 3339 timestamp as jetq writes it (``...Z``, any fraction up to nanoseconds, or an
+    offset) as an aware UTC datetime (cut to microseconds); None when it is not one.
+
+    >>> parse_timestamp("2026-11-27T07:00:00.123456789Z")
+    datetime.datetime(2026, 11, 27, 7, 0, 0, 123456, tzinfo=datetime.timezone.utc)
+    """
+    if not isinstance(text, str):
+        return None
+    value = text.strip()
+    if value[-1:] in ("Z", "z"):
+        value = value[:-1] + "+00:00"
+    head, dot, rest = value.partition(".")
+    if dot:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        fraction, offset = rest[:digits], rest[digits:]
+        value = f"{head}.{(fraction + '000000')[:6]}{offset}" if fraction else head + offset
+    try:
+        moment = _dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return moment.astimezone(_dt.timezone.utc)
 
 
 def encode_args(task: str, args: Any) -> bytes:
@@ -180,6 +254,81 @@ def _trace_value(option: str, value: str) -> str:
     return value
 
 
+def due_time(
+    task: str,
+    *,
+    delay: Optional[Seconds] = None,
+    at: Optional[_dt.datetime] = None,
+    max_delay: _dt.timedelta = DEFAULT_MAX_DELAY,
+    now: Optional[_dt.datetime] = None,
+) -> Optional[_dt.datetime]:
+    """When a delayed task becomes due (aware UTC, microseconds), or None to enqueue it at once.
+
+    Mirrors the Rust producer's ``enqueue_in`` / ``enqueue_at``: ``delay`` (seconds or a
+    ``timedelta``, Celery's ``countdown``) or ``at`` (an aware ``datetime``, Celery's ``eta``);
+    a zero delay or a due time already past means "now"; a delay above ``max_delay`` raises
+    :class:`~jetq.errors.DelayTooLong`.
+
+    >>> t0 = _dt.datetime(2026, 11, 27, 7, 0, tzinfo=_dt.timezone.utc)
+    >>> due_time("t", delay=1.5, now=t0)
+    datetime.datetime(2026, 11, 27, 7, 0, 1, 500000, tzinfo=datetime.timezone.utc)
+    >>> due_time("t", at=t0 - _dt.timedelta(seconds=1), now=t0) is None
+    True
+    """
+    if delay is None and at is None:
+        return None
+    if delay is not None and at is not None:
+        raise InvalidOption("delay", "give either delay= (a countdown) or at= (a due time), not both")
+    moment = _dt.datetime.now(_dt.timezone.utc) if now is None else now.astimezone(_dt.timezone.utc)
+    if delay is not None:
+        if isinstance(delay, bool) or not isinstance(delay, (int, float, _dt.timedelta)):
+            raise InvalidOption("delay", f"{delay!r} is not a number of seconds or a timedelta")
+        if isinstance(delay, _dt.timedelta):
+            wait = delay
+        else:
+            if not math.isfinite(delay):
+                raise InvalidOption("delay", f"{delay!r} is not a finite number of seconds")
+            try:
+                wait = _dt.timedelta(seconds=delay)
+            except OverflowError:
+                raise DelayTooLong(task, _dt.timedelta.max, max_delay) from None
+        if wait < _dt.timedelta(0):
+            raise InvalidOption("delay", f"{delay!r} is negative; use at= for a due time in the past")
+        if wait > max_delay:
+            raise DelayTooLong(task, wait, max_delay)
+        if wait == _dt.timedelta(0):
+            return None
+        try:
+            return moment + wait
+        except OverflowError:  # pragma: no cover - max_delay keeps it in range
+            raise DelayTooLong(task, wait, max_delay) from None
+    assert at is not None
+    if not isinstance(at, _dt.datetime):
+        raise InvalidOption("at", f"{at!r} is not a datetime")
+    if at.tzinfo is None or at.tzinfo.utcoffset(at) is None:
+        raise InvalidOption(
+            "at",
+            f"{at!r} is a naive datetime; pass an aware one, e.g. "
+            "datetime.now(timezone.utc) + timedelta(hours=1) or django.utils.timezone.now() + ...",
+        )
+    due = at.astimezone(_dt.timezone.utc)
+    wait = due - moment
+    if wait > max_delay:
+        raise DelayTooLong(task, wait, max_delay)
+    if wait <= _dt.timedelta(0):
+        return None
+    return due
+
+
+def due_second(due: _dt.datetime) -> int:
+    """The per-second bucket of a due time: its unix second, rounded down (0 before the epoch).
+
+    >>> due_second(_dt.datetime(2026, 1, 1, 0, 0, 0, 999999, tzinfo=_dt.timezone.utc))
+    1767225600
+    """
+    return max(0, (due - _EPOCH) // _dt.timedelta(seconds=1))
+
+
 @dataclasses.dataclass(frozen=True)
 class Prepared:
     """One task ready to publish. Retries resend it unchanged (same ``Nats-Msg-Id``)."""
@@ -190,6 +339,18 @@ class Prepared:
     id: str
     headers: Dict[str, str]
     payload: bytes
+    #: True when the id is a fresh ULID of ours rather than the caller's idempotency key: the
+    #: only message that can share it is an earlier attempt of this very publish.
+    generated_id: bool = False
+    #: Track the task's status (``Jetq-Track-Status: 1``; the producer writes ``queued``).
+    tracked: bool = False
+    #: A delayed task's due time (the ``Jetq-Not-Before`` value); None for an immediate task.
+    not_before: Optional[str] = None
+
+    @property
+    def delayed(self) -> bool:
+        """True when this is published to the delayed-task stream."""
+        return self.not_before is not None
 
 
 def prepare(
@@ -200,17 +361,23 @@ def prepare(
     *,
     key: Optional[str] = None,
     delay: Optional[Seconds] = None,
+    at: Optional[_dt.datetime] = None,
     max_attempts: Optional[int] = None,
     timeout: Optional[Seconds] = None,
     traceparent: Optional[str] = None,
     tracestate: Optional[str] = None,
+    track_status: bool = False,
     enqueued_at: Optional[_dt.datetime] = None,
+    max_delay: _dt.timedelta = DEFAULT_MAX_DELAY,
+    now: Optional[_dt.datetime] = None,
 ) -> Prepared:
-    """Validates a task and builds its subject, id, headers and payload (docs/PROTOCOL.md §3).
+    """Validates a task and builds its subject, id, headers and payload (docs/PROTOCOL.md §3,
+    and §7 for a delayed one: ``delay``/``at`` in the future publish to
+    ``<prefix>.delayed.<due second>.<queue>.<task>`` with ``Jetq-Not-Before``).
 
     Raises the caller's-bug errors (:class:`~jetq.errors.InvalidName`,
     :class:`~jetq.errors.InvalidKey`, :class:`~jetq.errors.InvalidOption`,
-    :class:`~jetq.errors.SerializeError`, :class:`~jetq.errors.NotSupported`) before anything
+    :class:`~jetq.errors.SerializeError`, :class:`~jetq.errors.DelayTooLong`) before anything
     is sent. ``tracestate`` is only sent along with a ``traceparent``.
     """
     kinds: tuple[tuple[NameKind, str], ...] = (("queue", queue), ("task", task))
@@ -218,12 +385,9 @@ def prepare(
         validate_name(kind, value)
     if key is not None:
         validate_key(key)
-    if delay is not None:
-        raise NotSupported(
-            "delay",
-            "docs/PROTOCOL.md defines no delayed-task protocol yet (the scheduler has not "
-            "landed); enqueue without a delay, or schedule the enqueue yourself",
-        )
+    if not isinstance(track_status, bool):
+        raise InvalidOption("track_status", f"{track_status!r} is not True or False")
+    due = due_time(task, delay=delay, at=at, max_delay=max_delay, now=now)
     headers: Dict[str, str] = {
         MSG_ID: key if key is not None else new_ulid(),
         ENQUEUED_AT: format_timestamp(enqueued_at),
@@ -232,17 +396,31 @@ def prepare(
         headers[MAX_ATTEMPTS] = str(_max_attempts(max_attempts))
     if timeout is not None:
         headers[TIMEOUT_MS] = str(timeout_ms(timeout))
+    if track_status:
+        headers[TRACK_STATUS] = "1"
     if traceparent is not None:
         headers[TRACEPARENT] = _trace_value("traceparent", traceparent)
         if tracestate is not None:
             headers[TRACESTATE] = _trace_value("tracestate", tracestate)
+    payload = encode_args(task, args)
+    not_before: Optional[str] = None
+    if due is None:
+        subject = subjects.task(queue, task)
+    else:
+        # The header and the subject's second come from the same instant, so they always agree.
+        not_before = format_timestamp(due)
+        headers[NOT_BEFORE] = not_before
+        subject = subjects.delayed(due_second(due), queue, task)
     return Prepared(
         queue=queue,
         task=task,
-        subject=subjects.task(queue, task),
+        subject=subject,
         id=headers[MSG_ID],
         headers=headers,
-        payload=encode_args(task, args),
+        payload=payload,
+        generated_id=key is None,
+        tracked=track_status,
+        not_before=not_before,
     )
 
 

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime as _dt
 import os
 import threading
 import dataclasses
 from typing import Any, Callable, Coroutine, Dict, Iterable, List, Optional, TypeVar
 
 from .config import Config
-from .errors import ConnectError, JetqError, NotConnected, ProducerClosed, Timeout
+from .errors import ConnectError, JetqError, NotConnected, ProducerClosed, StatusReadError, Timeout, WaitTimeout
 from .producer import AsyncProducer, Enqueued, Outcome, TaskLike, _as_request
 from .protocol import Prepared, Seconds, Subjects
+from .status import CAS_ROUNDS, CancelOutcome, TaskStatus
 from .tracing import current_trace_context
 
 __all__ = ["Producer"]
@@ -132,10 +134,12 @@ class Producer:
         *,
         key: Optional[str] = None,
         delay: Optional[Seconds] = None,
+        at: Optional[_dt.datetime] = None,
         max_attempts: Optional[int] = None,
         timeout: Optional[Seconds] = None,
         traceparent: Optional[str] = None,
         tracestate: Optional[str] = None,
+        track_status: bool = False,
     ) -> str:
         """Enqueues one task and returns its id once JetStream acknowledged it.
 
@@ -148,10 +152,12 @@ class Producer:
             args,
             key=key,
             delay=delay,
+            at=at,
             max_attempts=max_attempts,
             timeout=timeout,
             traceparent=traceparent,
             tracestate=tracestate,
+            track_status=track_status,
         ).id
 
     def enqueue_detailed(
@@ -162,10 +168,12 @@ class Producer:
         *,
         key: Optional[str] = None,
         delay: Optional[Seconds] = None,
+        at: Optional[_dt.datetime] = None,
         max_attempts: Optional[int] = None,
         timeout: Optional[Seconds] = None,
         traceparent: Optional[str] = None,
         tracestate: Optional[str] = None,
+        track_status: bool = False,
     ) -> Enqueued:
         """Like :meth:`enqueue`, returning the whole acknowledgement."""
         self._check_usable(task)
@@ -176,10 +184,12 @@ class Producer:
             args,
             key=key,
             delay=delay,
+            at=at,
             max_attempts=max_attempts,
             timeout=timeout,
             traceparent=traceparent,
             tracestate=tracestate,
+            track_status=track_status,
         )
         return self.publish_prepared(prepared)
 
@@ -219,6 +229,32 @@ class Producer:
             self._async.enqueue_many(requests, window=window),
             bound,
             lambda: Timeout("(batch)", "(batch)", config.request_timeout, config.publish_attempts),
+        )
+
+    def _status_bound(self) -> float:
+        """The longest a status read or cancel may take: every compare-and-set round's read and
+        write, plus opening (or creating) the bucket, plus slack."""
+        return (2 * CAS_ROUNDS + 4) * self._config.request_timeout + _SLACK
+
+    def status(self, id: str) -> Optional[TaskStatus]:
+        """The status record of task ``id``, or None; see :meth:`jetq.AsyncProducer.status`."""
+        self._check_usable("(status)")
+        return self._call(
+            self._async.status(id), self._status_bound(), lambda: StatusReadError(id, "no answer in time")
+        )
+
+    def wait(self, id: str, timeout: float) -> TaskStatus:
+        """Blocks until task ``id`` reaches a terminal state and returns that record;
+        :class:`~jetq.errors.WaitTimeout` after ``timeout`` seconds. See
+        :meth:`jetq.AsyncProducer.wait`."""
+        self._check_usable("(wait)")
+        return self._call(self._async.wait(id, timeout), timeout + _SLACK, lambda: WaitTimeout(id, timeout, None))
+
+    def cancel(self, id: str) -> CancelOutcome:
+        """Cancels task ``id``; see :meth:`jetq.AsyncProducer.cancel`."""
+        self._check_usable("(cancel)")
+        return self._call(
+            self._async.cancel(id), self._status_bound(), lambda: StatusReadError(id, "no answer in time")
         )
 
     def close(self) -> None:
