@@ -506,6 +506,8 @@ class AsyncProducer:
     async def _deliver(self, prepared: Prepared, first: Optional["asyncio.Future[Msg]"]) -> Enqueued:
         """Publishes until acknowledged; for a delayed task whose stream is missing, creates it
         and publishes again; for a tracked task, writes its ``queued`` record after the ack."""
+        if first is None:
+            await self._open_status_for(prepared)
         try:
             result = await self._publish_until_acked(prepared, first)
         except NoStream:
@@ -518,6 +520,17 @@ class AsyncProducer:
         if prepared.tracked and not result.duplicate:
             await self._record_queued(prepared, result)
         return result
+
+    async def _open_status_for(self, prepared: Prepared) -> None:
+        """Opens (or creates) the status bucket **before** a tracked task is published: a worker
+        whose own types are untracked does not create it, and one that finds it missing runs the
+        task without status for 30 s. Best effort; a failure is reported by the ``queued``
+        write after the ack."""
+        if prepared.tracked:
+            try:
+                await self._status.kv()
+            except JetqError:
+                pass
 
     async def _record_queued(self, prepared: Prepared, result: Enqueued) -> None:
         """Best effort: the task is queued whatever happens here (as in the Rust producer)."""
@@ -628,6 +641,7 @@ class AsyncProducer:
                     results[index] = err
                     continue
                 await collect(limit)
+                await self._open_status_for(prepared)
                 # Send in input order now; only the ack waits (and any resend) run concurrently.
                 try:
                     first: Optional["asyncio.Future[Msg]"] = await self._send(prepared, attempt=1)
