@@ -16,9 +16,9 @@ from nats.aio.msg import Msg
 
 from jetq import AsyncProducer, TaskState
 from jetq.protocol import parse_timestamp
-from jetq.testing import NatsServer, stored_tasks
+from jetq.testing import NatsServer, RunningBinary, stored_tasks
 
-from .rust import RustProcess, rust_binaries, start_scheduler, worker_env
+from .rust import rust_binaries, start_scheduler, worker_env
 from .support import WAIT, config_for, within
 
 pytestmark = pytest.mark.rust
@@ -70,16 +70,16 @@ async def reports(nats_server: NatsServer) -> AsyncIterator[Reports]:
         await nc.close()
 
 
-StartWorker = Callable[[str], Awaitable[RustProcess]]
+StartWorker = Callable[[str], Awaitable[RunningBinary]]
 
 
 @pytest.fixture
 async def start_worker(nats_server: NatsServer, binaries: Dict[str, str], reports: Reports) -> AsyncIterator[StartWorker]:
     """Starts a ``test_worker`` process and waits until it pulls (it provisions the streams)."""
-    started: List[RustProcess] = []
+    started: List[RunningBinary] = []
 
-    async def start(name: str) -> RustProcess:
-        process = RustProcess(name, binaries["test_worker"], worker_env(nats_server.url, name))
+    async def start(name: str) -> RunningBinary:
+        process = RunningBinary(binaries["test_worker"], worker_env(nats_server.url, name))
         started.append(process)
 
         async def ready() -> None:
@@ -101,7 +101,7 @@ async def start_worker(nats_server: NatsServer, binaries: Dict[str, str], report
 
 
 @pytest.fixture
-def scheduler(nats_server: NatsServer, binaries: Dict[str, str]) -> Iterator[RustProcess]:
+def scheduler(nats_server: NatsServer, binaries: Dict[str, str]) -> Iterator[RunningBinary]:
     process = start_scheduler(binaries["jetq-scheduler"], nats_server.url)
     try:
         yield process
@@ -129,7 +129,7 @@ def _time(text: Optional[str]) -> dt.datetime:
 
 
 async def test_a_delayed_task_is_released_by_the_rust_scheduler_and_run_by_a_rust_worker_not_before_its_due_time(
-    nats_server: NatsServer, start_worker: StartWorker, scheduler: RustProcess, reports: Reports
+    nats_server: NatsServer, start_worker: StartWorker, scheduler: RunningBinary, reports: Reports
 ) -> None:
     worker = await start_worker("w1")
     producer = await within("connect", AsyncProducer.connect(config_for(nats_server)))

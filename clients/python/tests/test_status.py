@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -217,3 +218,27 @@ def test_the_blocking_producer_reads_waits_and_cancels(nats_server: NatsServer) 
         assert producer.cancel(task_id).cancelled
         assert producer.wait(task_id, 5).state is TaskState.CANCELLED
         assert producer.status("unknown") is None
+
+
+async def test_artifacts_are_read_from_the_object_store_with_their_digest_checked(
+    producer: AsyncProducer, raw_client: NatsClient, tmp_path: Path
+) -> None:
+    task_id = await producer.enqueue("exports", "generate_csv", {}, track_status=True)  # creates the store
+    store = await raw_client.jetstream().object_store("JETQ_ARTIFACTS")
+    content = b"row,customer,amount_cents\n" + b"".join(b"%d,c%d,%d\n" % (n, n, n * 7) for n in range(50_000))
+    await store.put(f"{task_id}/export.csv", content)  # several 128 KiB chunks, as a worker writes it
+    assert await within("artifact", producer.artifact(task_id, "export.csv")) == content
+    target = tmp_path / "export.csv"
+    with open(target, "wb") as file:
+        size = await within("artifact_to", producer.artifact_to(task_id, "export.csv", file))
+    assert size == len(content) and target.read_bytes() == content
+    with pytest.raises(jetq.ArtifactNotFound):
+        await producer.artifact(task_id, "other.csv")
+    for bad in ("", ".hidden", "a/b", "x" * 129):
+        with pytest.raises(jetq.InvalidArtifactName):
+            await producer.artifact(task_id, bad)
+
+
+async def test_without_an_artifact_store_an_artifact_is_not_found(producer: AsyncProducer) -> None:
+    with pytest.raises(jetq.ArtifactNotFound):
+        await within("artifact", producer.artifact("some-task", "export.csv"))

@@ -20,10 +20,12 @@ A small producer that speaks docs/PROTOCOL.md exactly, on the official ``nats-py
 
 from .config import Config
 from .errors import (
+    ArtifactNotFound,
     ConfigError,
     ConnectError,
     DelayTooLong,
     EnqueueError,
+    InvalidArtifactName,
     InvalidKey,
     InvalidName,
     InvalidOption,
@@ -95,5 +97,7 @@ __all__ = [
     "StatusCorrupt",
     "StatusNotFound",
     "WaitTimeout",
+    "InvalidArtifactName",
+    "ArtifactNotFound",
     "__version__",
 ]

@@ -61,6 +61,8 @@ __all__ = [
     "StatusCorrupt",
     "StatusNotFound",
     "WaitTimeout",
+    "InvalidArtifactName",
+    "ArtifactNotFound",
 ]
 
 #: Characters a name may contain, as the Rust producer words it in its messages.
@@ -319,3 +321,23 @@ class WaitTimeout(StatusError):
         self.last = last
         state = last.state.value if last is not None else "none"
         super().__init__(f"task {id} did not finish within {waited:g}s (last state: {state})")
+
+
+class InvalidArtifactName(StatusError, ValueError):
+    """An artifact name that is not 1-128 characters of ``[A-Za-z0-9._-]`` not starting with
+    ``.`` (the Rust side's rule)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"invalid artifact name {name!r}: 1-128 characters of A-Z a-z 0-9 . _ -, not starting with '.'"
+        )
+
+
+class ArtifactNotFound(StatusError, LookupError):
+    """The task has no artifact by that name (never stored, expired, or no artifact store)."""
+
+    def __init__(self, id: str, name: str) -> None:
+        self.id = id
+        self.name = name
+        super().__init__(f"task {id} has no artifact {name}")

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as _dt
+import io
 import json
 import logging
 import ssl
-from typing import Any, AsyncIterator, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import IO, Any, AsyncIterator, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -26,14 +27,17 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from . import errors
 from .config import Config
 from .errors import (
+    ArtifactNotFound,
     ConnectError,
     EnqueueError,
+    InvalidArtifactName,
     JetqError,
     NoStream,
     NotConnected,
     ProducerClosed,
     Rejected,
     ServerTooOld,
+    StatusReadError,
     StreamFull,
     Timeout,
     TooLarge,
@@ -720,6 +724,46 @@ class AsyncProducer:
         self._check_open("(cancel)")
         return await self._status.cancel(id)
 
+    async def artifact_to(self, id: str, name: str, file: IO[bytes], *, timeout: float = 300.0) -> int:
+        """Streams artifact ``name`` of task ``id`` (object ``<id>/<name>`` of the artifact store,
+        e.g. the example worker's ``export.csv``) into ``file`` chunk by chunk, checks its
+        SHA-256 digest, and returns its size. Bounded by ``timeout`` seconds.
+
+        :raises ArtifactNotFound: no such artifact (or no artifact store)
+        :raises InvalidArtifactName: a name the Rust side would refuse
+        :raises StatusReadError: reading failed, timed out, or the digest did not match
+        """
+        self._check_open("(artifact)")
+        _validate_artifact_name(name)
+        try:
+            return await asyncio.wait_for(self._read_artifact(id, name, file), timeout=timeout)
+        except asyncio.TimeoutError:
+            raise StatusReadError(id, f"artifact {name} was not read within {timeout:g}s") from None
+
+    async def artifact(self, id: str, name: str, *, timeout: float = 300.0) -> bytes:
+        """Artifact ``name`` of task ``id`` as bytes (in memory: prefer :meth:`artifact_to` for
+        large files)."""
+        buffer = io.BytesIO()
+        await self.artifact_to(id, name, buffer, timeout=timeout)
+        return buffer.getvalue()
+
+    async def _read_artifact(self, id: str, name: str, file: IO[bytes]) -> int:
+        try:
+            store = await self._js.object_store(self._subjects.artifacts_bucket)
+        except nats.js.errors.NotFoundError:
+            raise ArtifactNotFound(id, name) from None
+        except Exception as err:
+            raise StatusReadError(id, f"cannot open the artifact store: {err}") from err
+        try:
+            result = await store.get(f"{id}/{name}", writeinto=file)  # type: ignore[arg-type]
+        except nats.js.errors.ObjectNotFoundError:
+            raise ArtifactNotFound(id, name) from None
+        except nats.js.errors.ObjectDeletedError:
+            raise ArtifactNotFound(id, name) from None
+        except Exception as err:
+            raise StatusReadError(id, f"cannot read artifact {name}: {type(err).__name__}: {err}") from err
+        return int(result.info.size or 0)
+
     def _check_open(self, task: str) -> None:
         if self._closed:
             raise ProducerClosed(task)
@@ -814,6 +858,14 @@ class AsyncProducer:
             size = len(prepared.payload) + header_block_size(prepared.headers)
             return TooLarge(prepared.task, size, None, description)
         return Rejected(prepared.task, description, code=code, err_code=err_code)
+
+
+_ARTIFACT_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+
+
+def _validate_artifact_name(name: str) -> None:
+    if not isinstance(name, str) or not 1 <= len(name) <= 128 or name.startswith(".") or not set(name) <= _ARTIFACT_CHARS:
+        raise InvalidArtifactName(str(name))
 
 
 def is_duplicate(acked_duplicate: bool, attempt: int, generated_id: bool) -> bool:

@@ -15,7 +15,7 @@ import datetime as _dt
 import os
 import threading
 import dataclasses
-from typing import Any, Callable, Coroutine, Dict, Iterable, List, Optional, TypeVar
+from typing import IO, Any, Callable, Coroutine, Dict, Iterable, List, Optional, TypeVar
 
 from .config import Config
 from .errors import ConnectError, JetqError, NotConnected, ProducerClosed, StatusReadError, Timeout, WaitTimeout
@@ -255,6 +255,25 @@ class Producer:
         self._check_usable("(cancel)")
         return self._call(
             self._async.cancel(id), self._status_bound(), lambda: StatusReadError(id, "no answer in time")
+        )
+
+    def artifact_to(self, id: str, name: str, file: IO[bytes], *, timeout: float = 300.0) -> int:
+        """Streams artifact ``name`` of task ``id`` into ``file`` (digest checked) and returns its
+        size; see :meth:`jetq.AsyncProducer.artifact_to`. The writes happen on a worker thread."""
+        self._check_usable("(artifact)")
+        return self._call(
+            self._async.artifact_to(id, name, file, timeout=timeout),
+            timeout + _SLACK,
+            lambda: StatusReadError(id, f"artifact {name} was not read within {timeout:g}s"),
+        )
+
+    def artifact(self, id: str, name: str, *, timeout: float = 300.0) -> bytes:
+        """Artifact ``name`` of task ``id`` as bytes; see :meth:`jetq.AsyncProducer.artifact`."""
+        self._check_usable("(artifact)")
+        return self._call(
+            self._async.artifact(id, name, timeout=timeout),
+            timeout + _SLACK,
+            lambda: StatusReadError(id, f"artifact {name} was not read within {timeout:g}s"),
         )
 
     def close(self) -> None:

@@ -28,8 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import nats
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
@@ -45,6 +47,8 @@ __all__ = [
     "create_task_stream_sync",
     "stored_tasks",
     "stored_tasks_sync",
+    "RunningBinary",
+    "cargo_binary",
 ]
 
 #: Environment variable naming the server binary to test against.
@@ -307,3 +311,118 @@ def create_task_stream_sync(url: str, prefix: str = "jetq", **limits: float) -> 
 def stored_tasks_sync(url: str, stream: str = "JETQ_TASKS") -> List[StoredTask]:
     """:func:`stored_tasks` for synchronous tests (runs its own event loop)."""
     return asyncio.run(stored_tasks(url, stream))
+
+
+#: How long ``cargo build`` of a test binary may take (from scratch on a small machine: minutes).
+BUILD_TIMEOUT = 1800.0
+
+
+def cargo_binary(package: str, binary: str, workspace: "os.PathLike[str] | str", env_var: Optional[str] = None) -> str:
+    """The path of a Rust binary for a test: ``$<env_var>`` when set, else built with
+    ``cargo build -p <package> --bin <binary>`` in ``workspace`` (a no-op when up to date) from
+    ``target/debug`` (or ``$CARGO_TARGET_DIR``). Raises ``RuntimeError`` with the fix when
+    neither works."""
+    if env_var:
+        configured = os.environ.get(env_var)
+        if configured:
+            if not os.access(configured, os.X_OK):
+                raise RuntimeError(f"{env_var}={configured} is not an executable file")
+            return configured
+    cargo = shutil.which("cargo")
+    if cargo is None:
+        home = Path.home() / ".cargo" / "bin" / "cargo"
+        cargo = str(home) if os.access(home, os.X_OK) else None
+    if cargo is None:
+        hint = f" or set {env_var}" if env_var else ""
+        raise RuntimeError(f"the Rust binary {binary} is needed: install Rust (cargo){hint}")
+    command = [cargo, "build", "--quiet", "-p", package, "--bin", binary]
+    try:
+        built = subprocess.run(command, cwd=workspace, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{' '.join(command)} did not finish within {BUILD_TIMEOUT:g}s") from None
+    if built.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({built.returncode}):\n{built.stderr[-4000:]}")
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or Path(workspace) / "target")
+    return str(target / "debug" / binary)
+
+
+class RunningBinary:
+    """A binary (a jetq worker, the scheduler) run by a test: its output goes to a temporary
+    log file, ``JETQ_*``/``OTEL_*`` variables of the test process are not inherited (only
+    ``env``), OpenTelemetry export is off, and :meth:`stop` sends SIGTERM, then SIGKILL after
+    ``stop_timeout`` seconds.
+
+    ``ready_url`` (e.g. ``http://127.0.0.1:<port>/readyz`` for a ``JETQ_HEALTH_LISTEN``) is
+    polled until it answers 200, for at most ``ready_timeout`` seconds.
+    """
+
+    def __init__(
+        self,
+        binary: str,
+        env: Mapping[str, str],
+        *,
+        args: Sequence[str] = (),
+        ready_url: Optional[str] = None,
+        ready_timeout: float = 30.0,
+        stop_timeout: float = 15.0,
+    ) -> None:
+        self.name = os.path.basename(binary)
+        self._stop_timeout = stop_timeout
+        self._dir = tempfile.mkdtemp(prefix=f"jetq-{self.name}-")
+        self._log_path = os.path.join(self._dir, "output.log")
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("JETQ_", "OTEL_"))}
+        full_env.update({"OTEL_SDK_DISABLED": "true", "RUST_LOG": "warn"})
+        full_env.update(env)
+        with open(self._log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [binary, *args], env=full_env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        if ready_url is not None:
+            self._wait_ready(ready_url, ready_timeout)
+
+    def _wait_ready(self, url: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            try:
+                with urllib.request.urlopen(url, timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                logs = self.logs()[-4000:]
+                self.stop()
+                raise RuntimeError(f"{self.name} was not ready ({url}) within {timeout:g}s:\n{logs}")
+            time.sleep(0.1)
+
+    def logs(self) -> str:
+        """Everything the process wrote so far."""
+        try:
+            with open(self._log_path, encoding="utf-8", errors="replace") as log:
+                return log.read()
+        except FileNotFoundError:
+            return ""
+
+    def check_alive(self) -> None:
+        """Raises ``RuntimeError`` with the process's output if it exited."""
+        code = self.process.poll()
+        if code is not None:
+            raise RuntimeError(f"{self.name} exited with {code}:\n{self.logs()[-4000:]}")
+
+    def stop(self) -> None:
+        """Stops the process (SIGTERM, then SIGKILL after the bound) and removes its log."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=self._stop_timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=self._stop_timeout)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> "RunningBinary":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
