@@ -54,6 +54,18 @@ pub enum ProvisionError {
         /// The server's or client's error.
         source: BoxError,
     },
+    /// A process running with `JETQ_PROVISION=false` found a stream or bucket it needs missing
+    /// (or not readable with its NATS user).
+    #[error(
+        "{name} is missing or not readable: {source}; create it with jetq-provision (as the \
+         admin user) or run with JETQ_PROVISION=true"
+    )]
+    Missing {
+        /// The stream or bucket name.
+        name: String,
+        /// The server's or client's error.
+        source: BoxError,
+    },
 }
 
 /// Settings of one queue's durable consumer.

@@ -31,5 +31,5 @@ pub use error::{PublishFailed, SchedulerError, StateError};
 pub use file::{CatchUp, FieldError, Schedule, ScheduleFileError, Schedules, MAX_JITTER};
 pub use jetq_contract::{self as contract};
 pub use periodic::fire_id;
-pub use scheduler::{shutdown_signal, ReloadHandle, Scheduler, SchedulerBuilder};
+pub use scheduler::{provision, shutdown_signal, ReloadHandle, Scheduler, SchedulerBuilder};
 pub use settings::SchedulerSettings;

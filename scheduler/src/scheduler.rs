@@ -97,6 +97,13 @@ impl SchedulerBuilder {
         self
     }
 
+    /// Whether this scheduler creates the streams and its state bucket at startup (default
+    /// true). Off, they must exist (see [`provision`]).
+    pub fn provision(mut self, provision: bool) -> Self {
+        self.settings.provision = provision;
+        self
+    }
+
     /// Whether this scheduler releases delayed tasks (default true).
     pub fn release_delayed(mut self, release: bool) -> Self {
         self.settings.release_delayed = release;
@@ -110,7 +117,7 @@ impl SchedulerBuilder {
     }
 
     /// Validates the settings and the schedules file, connects, and provisions the task and
-    /// delayed-task streams and the state bucket.
+    /// delayed-task streams and the state bucket (or, with provisioning off, opens them).
     pub async fn build(self) -> Result<Scheduler, SchedulerError> {
         self.connection.validate()?;
         self.streams.validate()?;
@@ -133,17 +140,18 @@ impl SchedulerBuilder {
             None => jetq_contract::connect(&self.connection, "jetq-scheduler").await?,
         };
         let js = jetq_contract::jetstream(client, &self.connection);
-        Topology::new(js.clone(), subjects.clone(), self.streams.clone())
-            .ensure_tasks_stream()
-            .await?;
-        jetq_contract::delayed::ensure_delayed_stream(&js, &subjects, &self.streams).await?;
-        let kv = state::ensure_bucket(&js, &subjects, &self.streams).await?;
+        let kv = if self.settings.provision {
+            provision(&js, &subjects, &self.streams).await?;
+            state::ensure_bucket(&js, &subjects, &self.streams).await?
+        } else {
+            state::open_bucket(&js, &subjects).await?
+        };
         check_clock(&kv).await;
         let delayed_stream = js
             .get_stream(subjects.delayed_stream())
             .await
-            .map_err(|err| jetq_contract::ProvisionError::Stream {
-                name: subjects.delayed_stream(),
+            .map_err(|err| jetq_contract::ProvisionError::Missing {
+                name: format!("stream {}", subjects.delayed_stream()),
                 source: Box::new(err),
             })?;
         Ok(Scheduler {
@@ -158,6 +166,33 @@ impl SchedulerBuilder {
             reload: Arc::new(Notify::new()),
         })
     }
+}
+
+/// Creates or reconciles everything a scheduler uses on the server: the task stream, the
+/// delayed-task stream and the `JETQ_SCHEDULER` state bucket. A scheduler does this itself at
+/// startup unless `JETQ_PROVISION=false`; deployments with least-privilege NATS users run it
+/// once as the admin user (`jetq-provision` does) and give the scheduler its own user.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use jetq_scheduler::contract::{ConnectionConfig, StreamSettings};
+/// let connection = ConnectionConfig::with_url("nats://127.0.0.1:4222");
+/// let client = jetq_scheduler::contract::connect(&connection, "provision").await?;
+/// let js = jetq_scheduler::contract::jetstream(client, &connection);
+/// jetq_scheduler::provision(&js, &connection.subjects()?, &StreamSettings::default()).await?;
+/// # Ok(()) }
+/// ```
+pub async fn provision(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    streams: &StreamSettings,
+) -> Result<(), jetq_contract::ProvisionError> {
+    Topology::new(js.clone(), subjects.clone(), streams.clone())
+        .ensure_tasks_stream()
+        .await?;
+    jetq_contract::delayed::ensure_delayed_stream(js, subjects, streams).await?;
+    state::ensure_bucket(js, subjects, streams).await?;
+    Ok(())
 }
 
 /// Asks a running [`Scheduler`] to re-read its schedules file now (as SIGHUP does).

@@ -31,6 +31,7 @@ fn default_window() -> usize {
 /// | `JETQ_RELEASE_DELAYED` | release delayed tasks (default `true`) |
 /// | `JETQ_DELAYED_LOOKBACK` | how far back already-released seconds are re-checked for late arrivals (default `60s`) |
 /// | `JETQ_RELEASE_WINDOW` | delayed-task publishes awaiting their ack at once (default 256) |
+/// | `JETQ_PROVISION` | create or reconcile the task and delayed-task streams and the state bucket at startup (default `true`; `false` for a least-privilege `scheduler` NATS user, with `jetq-provision` run as admin) |
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct SchedulerSettings {
     /// The schedules file.
@@ -51,6 +52,9 @@ pub struct SchedulerSettings {
     /// Outstanding publish acks while releasing delayed tasks.
     #[serde(default = "default_window")]
     pub release_window: usize,
+    /// Whether to create the streams and the state bucket at startup (else they must exist).
+    #[serde(default = "default_true")]
+    pub provision: bool,
 }
 
 impl Default for SchedulerSettings {
@@ -62,6 +66,7 @@ impl Default for SchedulerSettings {
             release_delayed: true,
             delayed_lookback: default_lookback(),
             release_window: default_window(),
+            provision: true,
         }
     }
 }

@@ -47,6 +47,20 @@ pub(crate) fn schedule_key(name: &str) -> String {
 /// The state key of the delayed-task release watermark (last unix second released).
 pub(crate) const RELEASED_KEY: &str = "delayed.released";
 
+/// Opens the scheduler's existing state bucket (for a scheduler that does not provision).
+pub(crate) async fn open_bucket(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+) -> Result<kv::Store, ProvisionError> {
+    let bucket = subjects.scheduler_bucket();
+    js.get_key_value(&bucket)
+        .await
+        .map_err(|err| ProvisionError::Missing {
+            name: format!("key-value bucket {bucket}"),
+            source: Box::new(err),
+        })
+}
+
 /// Creates or reconciles the scheduler's state bucket.
 pub(crate) async fn ensure_bucket(
     js: &jetstream::Context,

@@ -3,13 +3,14 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::consumer::PullConsumer;
 use futures::StreamExt;
 use jetq_consumer::{TaskContext, Worker, WorkerSettings};
 use jetq_contract::{
-    headers, ConnectionConfig, QueueSettings, Secret, StreamSettings, Subjects, Task, Topology,
+    headers, ConnectionConfig, QueueSettings, Secret, StreamSettings, Subjects, Task, TaskOptions,
+    TaskState, Topology,
 };
 use jetq_producer::Producer;
 use jetq_tests::*;
@@ -26,13 +27,49 @@ impl Task for Export {
     const QUEUE: &'static str = "exports";
 }
 
-async fn server() -> NatsServer {
+/// An export whose status, result and artifact the web app follows.
+#[derive(Serialize, Deserialize)]
+struct TrackedExport {
+    rows: u32,
+}
+impl Task for TrackedExport {
+    const NAME: &'static str = "tracked_csv";
+    const QUEUE: &'static str = "exports";
+    fn options() -> TaskOptions {
+        TaskOptions::default().track_status(true)
+    }
+}
+
+/// Everything jetq-provision creates, as the admin user.
+async fn provision_as_admin(server: &NatsServer) -> async_nats::jetstream::Context {
+    let admin = client(&as_user(server, "admin", "JETQ_ADMIN_PASSWORD")).await;
+    let topology = Topology::new(
+        admin.clone(),
+        Subjects::default(),
+        StreamSettings::default(),
+    );
+    topology.ensure_streams().await.unwrap();
+    topology.ensure_status_stores().await.unwrap();
+    jetq_scheduler::provision(&admin, &Subjects::default(), &StreamSettings::default())
+        .await
+        .unwrap();
+    for queue in ["emails", "exports"] {
+        topology
+            .ensure_queue(queue, &Default::default())
+            .await
+            .unwrap();
+    }
+    admin
+}
+
+async fn start_server() -> NatsServer {
     let passwords = [
         "JETQ_ADMIN_PASSWORD",
         "JETQ_PRODUCER_PASSWORD",
         "JETQ_WORKER_EMAILS_PASSWORD",
         "JETQ_WORKER_EXPORTS_PASSWORD",
         "JETQ_JANITOR_PASSWORD",
+        "JETQ_SCHEDULER_PASSWORD",
     ]
     .iter()
     .map(|name| format!("{name}: \"{}\"\n", password(name)))
@@ -65,7 +102,7 @@ async fn client(config: &ConnectionConfig) -> async_nats::jetstream::Context {
 
 #[tokio::test]
 async fn each_role_can_do_its_job_and_nothing_more() {
-    let server = server().await;
+    let server = start_server().await;
     // admin provisions everything.
     let admin = client(&as_user(&server, "admin", "JETQ_ADMIN_PASSWORD")).await;
     let topology = Topology::new(
@@ -199,7 +236,7 @@ async fn each_role_can_do_its_job_and_nothing_more() {
 
 #[tokio::test]
 async fn the_janitor_can_run_the_sweeper_and_workers_cannot() {
-    let server = server().await;
+    let server = start_server().await;
     let admin = client(&as_user(&server, "admin", "JETQ_ADMIN_PASSWORD")).await;
     let topology = Topology::new(
         admin.clone(),
@@ -280,4 +317,148 @@ async fn the_janitor_can_run_the_sweeper_and_workers_cannot() {
         .ensure_sweeper_consumer()
         .await;
     assert!(denied.is_err(), "a queue worker must not run the sweeper");
+}
+
+#[tokio::test]
+async fn a_tracked_task_reports_its_status_result_and_artifact_through_least_privilege_users() {
+    let server = start_server().await;
+    provision_as_admin(&server).await;
+    let producer = Producer::builder()
+        .connection(as_user(&server, "producer", "JETQ_PRODUCER_PASSWORD"))
+        .provision(false)
+        .connect()
+        .await
+        .unwrap();
+    let worker = Worker::builder()
+        .connection(as_user(
+            &server,
+            "worker-exports",
+            "JETQ_WORKER_EXPORTS_PASSWORD",
+        ))
+        .settings(WorkerSettings {
+            provision: false,
+            sweeper: false,
+            queues: vec!["exports".into()],
+            ..fast_settings()
+        })
+        .handler(|export: TrackedExport, ctx: TaskContext| async move {
+            ctx.progress(50.0, "half way").await?;
+            ctx.put_artifact("export.csv", &mut &b"id\n1\n"[..]).await?;
+            ctx.set_result(&serde_json::json!({ "rows": export.rows }))?;
+            ok()
+        })
+        .build()
+        .await
+        .expect("the exports worker starts with its own user");
+    tokio::spawn(worker.run_until(std::future::pending()));
+
+    let enqueued = producer
+        .enqueue(&TrackedExport { rows: 2 })
+        .await
+        .expect("the producer enqueues a tracked task");
+    let done = producer
+        .wait(&enqueued.id, WAIT)
+        .await
+        .expect("the producer may read the task's status");
+    assert_eq!(done.state, TaskState::Succeeded, "{done:?}");
+    assert_eq!(done.result, Some(serde_json::json!({ "rows": 2 })));
+    let mut artifact = producer
+        .artifact(&enqueued.id, "export.csv")
+        .await
+        .expect("the producer may read artifacts");
+    let mut csv = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut artifact, &mut csv)
+        .await
+        .expect("artifact readable");
+    assert_eq!(csv, b"id\n1\n");
+}
+
+#[tokio::test]
+async fn the_scheduler_fires_schedules_and_releases_delayed_tasks_with_its_own_user() {
+    let server = start_server().await;
+    let admin = provision_as_admin(&server).await;
+    // The producer may enqueue delayed tasks. More than the scheduler reads with direct gets
+    // (32) in one second, so its ordered-consumer path runs with this user too.
+    let producer = Producer::builder()
+        .connection(as_user(&server, "producer", "JETQ_PRODUCER_PASSWORD"))
+        .provision(false)
+        .connect()
+        .await
+        .unwrap();
+    let due = SystemTime::now() + Duration::from_millis(300);
+    for n in 0..40 {
+        producer
+            .enqueue_at(
+                due,
+                &Email {
+                    to: format!("later-{n}@example.com"),
+                },
+            )
+            .await
+            .expect("the producer enqueues a delayed task");
+    }
+
+    let schedules = jetq_scheduler::Schedules::from_yaml(
+        "schedules:\n  - name: every-second\n    cron: \"* * * * * *\"\n    queue: emails\n    task: send_email\n    args: {to: cron@example.com}\n    catch_up: skip\n",
+        std::path::Path::new("schedules.yaml"),
+    )
+    .unwrap();
+    let running = RunningScheduler::start(
+        jetq_scheduler::Scheduler::builder()
+            .connection(as_user(&server, "scheduler", "JETQ_SCHEDULER_PASSWORD"))
+            .provision(false)
+            .release_delayed(true)
+            .misfire_grace(Duration::from_secs(1))
+            .schedules(schedules),
+    )
+    .await;
+    let tasks = eventually(WAIT, "a fired and a released task", || {
+        let admin = admin.clone();
+        async move {
+            let tasks = stream_messages(&admin, "JETQ_TASKS").await;
+            let fired = tasks
+                .iter()
+                .any(|t| t.headers.get(headers::SCHEDULE).is_some());
+            let released = tasks
+                .iter()
+                .filter(|t| t.headers.get(headers::NOT_BEFORE).is_some())
+                .count()
+                == 40;
+            (fired && released).then_some(tasks)
+        }
+    })
+    .await;
+    assert!(tasks
+        .iter()
+        .all(|t| t.subject.as_str() == "jetq.task.emails.send_email"));
+    eventually(WAIT, "the released task purged from JETQ_DELAYED", || {
+        let admin = admin.clone();
+        async move { (stream_len(&admin, "JETQ_DELAYED").await == 0).then_some(()) }
+    })
+    .await;
+    running.stop().await;
+
+    // ...and nothing more: it cannot consume tasks nor change streams.
+    let scheduler_js = client(&as_user(&server, "scheduler", "JETQ_SCHEDULER_PASSWORD")).await;
+    assert!(
+        scheduler_js.get_stream("JETQ_TASKS").await.is_err(),
+        "the scheduler must not read the task stream"
+    );
+    let created = scheduler_js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "ROGUE".into(),
+            subjects: vec!["rogue.>".into()],
+            ..Default::default()
+        })
+        .await;
+    assert!(created.is_err(), "the scheduler must not create streams");
+    // Without provisioning rights, a missing bucket is a clear startup error.
+    let fresh = start_server().await;
+    let err = jetq_scheduler::Scheduler::builder()
+        .connection(as_user(&fresh, "scheduler", "JETQ_SCHEDULER_PASSWORD"))
+        .provision(false)
+        .build()
+        .await
+        .expect_err("nothing provisioned");
+    assert!(err.to_string().contains("jetq-provision"), "{err}");
 }

@@ -114,6 +114,7 @@ pub const FIXED_USERS: &[(&str, &str)] = &[
     ("admin", "JETQ_ADMIN_PASSWORD"),
     ("producer", "JETQ_PRODUCER_PASSWORD"),
     ("janitor", "JETQ_JANITOR_PASSWORD"),
+    ("scheduler", "JETQ_SCHEDULER_PASSWORD"),
 ];
 
 /// `(user, password variable)` of every user rendered for `queues`, as `user: X, password: $Y`

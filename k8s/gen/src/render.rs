@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use crate::{
     permissions,
-    values::{Queue, Values},
+    values::{Queue, Values, HAND_BACK_AND_FLUSH},
     Error,
 };
 
@@ -24,6 +24,8 @@ pub const SCHEDULES_KEY: &str = "schedules.yaml";
 pub const SHARED_CONFIG: &str = "jetq-config";
 /// How long the scheduler takes to stop (its own 5 s grace) plus margin.
 pub const SCHEDULER_TERMINATION_GRACE: u64 = 15;
+/// `JETQ_SHUTDOWN_GRACE` of the janitor.
+pub const JANITOR_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// The uid/gid the images run as (distroless `nonroot`).
 pub const RUN_AS: u64 = 65532;
 
@@ -39,6 +41,8 @@ pub fn render(values: &Values) -> Result<BTreeMap<String, String>, Error> {
         files.insert(format!("app/{name}"), yaml(&worker(values, queue))?);
         app.push(name);
     }
+    files.insert("app/janitor.yaml".into(), yaml(&janitor(values))?);
+    app.push("janitor.yaml".into());
     files.insert(
         "app/scheduler.yaml".into(),
         yaml_all(&[scheduler(values), scheduler_pdb()])?,
@@ -323,8 +327,71 @@ fn worker(values: &Values, queue: &Queue) -> Value {
     })
 }
 
+/// The janitor: the worker image with `JETQ_JANITOR=true`, the one pod that runs the
+/// max-deliveries sweeper (queue workers run with `JETQ_SWEEPER=false`). One replica is enough:
+/// it only acts on the rare task whose every delivery ended without a result, and the advisory
+/// waits in its stream while the pod restarts. It runs the user's worker binary, so it gets the
+/// workers' shared environment (not any queue's).
+fn janitor(values: &Values) -> Value {
+    let mut env = vec![literal("JETQ_JANITOR", "true")];
+    env.extend(login(values, "janitor"));
+    env.push(literal("JETQ_PROVISION", "false"));
+    env.push(literal("JETQ_SWEEPER", "true"));
+    // It runs no tasks: nothing to wait for at shutdown but the sweep in progress.
+    env.push(literal(
+        "JETQ_SHUTDOWN_GRACE",
+        humantime::format_duration(JANITOR_SHUTDOWN_GRACE).to_string(),
+    ));
+    env.push(literal(
+        "JETQ_HEALTH_LISTEN",
+        format!("0.0.0.0:{HEALTH_PORT}"),
+    ));
+    env.push(literal("OTEL_SERVICE_NAME", "jetq-janitor"));
+    for (key, value) in &values.worker.env {
+        env.push(literal(key, value.clone()));
+    }
+    let (tmp, tmp_mount) = tmp_volume();
+    let mut container = Map::new();
+    container.insert("name".into(), json!("janitor"));
+    container.insert("image".into(), json!(values.images.worker));
+    container.insert("envFrom".into(), shared_config());
+    container.insert("env".into(), Value::Array(env));
+    health_probes(&mut container);
+    container.insert(
+        "resources".into(),
+        json!({ "requests": { "cpu": "10m", "memory": "32Mi" }, "limits": { "cpu": "200m", "memory": "128Mi" } }),
+    );
+    container.insert("securityContext".into(), container_security());
+    container.insert("volumeMounts".into(), json!([tmp_mount]));
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": "janitor", "labels": labels("janitor", None) },
+        "spec": {
+            "replicas": 1,
+            "revisionHistoryLimit": 5,
+            "selector": { "matchLabels": labels("janitor", None) },
+            "template": {
+                "metadata": { "labels": labels("janitor", None), "annotations": scrape_annotations() },
+                "spec": {
+                    "serviceAccountName": "jetq",
+                    "automountServiceAccountToken": false,
+                    "enableServiceLinks": false,
+                    "terminationGracePeriodSeconds": (JANITOR_SHUTDOWN_GRACE + HAND_BACK_AND_FLUSH).as_secs(),
+                    "securityContext": pod_security(),
+                    "containers": [Value::Object(container)],
+                    "volumes": [tmp],
+                },
+            },
+        },
+    })
+}
+
 fn scheduler(values: &Values) -> Value {
-    let mut env = login(values, "admin");
+    // Its own least-privilege user: the init containers provision as admin (jetq-provision
+    // creates the delayed-task stream and the scheduler's bucket too).
+    let mut env = login(values, "scheduler");
+    env.push(literal("JETQ_PROVISION", "false"));
     env.push(literal(
         "JETQ_SCHEDULES_FILE",
         format!("{SCHEDULES_DIR}/{SCHEDULES_KEY}"),

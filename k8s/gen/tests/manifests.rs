@@ -691,6 +691,7 @@ fn every_pod_logs_in_as_its_own_least_privilege_user_with_a_secret_password() {
         .collect();
     let secret = &values().nats.passwords_secret;
     let mut used = BTreeSet::new();
+    let mut janitors = 0;
     for overlay in OVERLAYS {
         let objects = rendered(overlay);
         assert!(
@@ -741,16 +742,33 @@ fn every_pod_logs_in_as_its_own_least_privilege_user_with_a_secret_password() {
                     }),
                     "{what}: the password of {user} is the Secret key {variable}"
                 );
+                let janitor = literal(&env, "JETQ_JANITOR") == Some("true");
                 let expected = match binary.name {
+                    "worker" if janitor => "janitor".to_owned(),
                     "worker" => permissions::worker_user(&queue_of(&objects, workload)),
                     "web" => "producer".to_owned(),
                     "jetq-provision" => "admin".to_owned(),
-                    // PENDING: the scheduler has no role of its own in permissions.conf yet.
-                    "scheduler" => "admin".to_owned(),
+                    "scheduler" => "scheduler".to_owned(),
                     other => panic!("{other}"),
                 };
                 assert_eq!(user, expected, "{what}");
-                if binary.name == "worker" {
+                if binary.name == "scheduler" {
+                    assert_eq!(
+                        literal(&env, "JETQ_PROVISION"),
+                        Some("false"),
+                        "{what}: the scheduler cannot provision"
+                    );
+                }
+                if janitor {
+                    assert_eq!(literal(&env, "JETQ_SWEEPER"), Some("true"), "{what}");
+                    assert_eq!(literal(&env, "JETQ_QUEUES"), None, "{what}: pulls no queue");
+                    assert_eq!(
+                        literal(&env, "JETQ_PROVISION"),
+                        Some("false"),
+                        "{what}: the janitor cannot provision"
+                    );
+                    janitors += 1;
+                } else if binary.name == "worker" {
                     assert_eq!(
                         literal(&env, "JETQ_PROVISION"),
                         Some("false"),
@@ -776,7 +794,14 @@ fn every_pod_logs_in_as_its_own_least_privilege_user_with_a_secret_password() {
     for queue in &values().queues {
         assert!(used.contains(&permissions::worker_user(&queue.name)));
     }
-    eprintln!("PENDING: the scheduler runs as admin until permissions.conf has a scheduler role; the janitor role has no deployment until a worker can run the sweeper alone");
+    for (user, _) in permissions::FIXED_USERS {
+        assert!(used.contains(*user), "no pod logs in as {user}");
+    }
+    assert_eq!(
+        janitors,
+        OVERLAYS.len(),
+        "exactly one janitor (the only sweeper) per overlay"
+    );
 }
 
 #[test]

@@ -244,6 +244,41 @@ async fn provisioning_and_each_pods_login_work_against_a_real_server() {
             .is_err(),
         "a producer must not read streams"
     );
+    producer
+        .enqueue_in(
+            Duration::from_secs(3600),
+            &SendEmail {
+                to: "later@example.com".into(),
+                subject: "Reminder".into(),
+                body: "Tomorrow".into(),
+            },
+        )
+        .await
+        .expect("the web pod enqueues a delayed task");
+
+    // The scheduler pod starts with its own login on what the init containers provisioned.
+    let scheduler = find(&objects, "Deployment", "scheduler");
+    let env = pod_env(&objects, &pod_spec(scheduler)["containers"][0], &url);
+    let mut settings = jetq_scheduler::SchedulerSettings::from_env_iter(env.clone()).unwrap();
+    assert!(!settings.provision, "the scheduler pod does not provision");
+    settings.schedules_file = None; // the ConfigMap mount is not here; the schedules are tested elsewhere
+    jetq_scheduler::Scheduler::builder()
+        .connection(ConnectionConfig::from_env_iter(env.clone()).unwrap())
+        .settings(settings)
+        .build()
+        .await
+        .expect("the scheduler pod starts with its own user");
+
+    // The janitor pod starts its sweeper with its own login and no handlers.
+    let janitor = find(&objects, "Deployment", "janitor");
+    let env = pod_env(&objects, &pod_spec(janitor)["containers"][0], &url);
+    let worker = jetq_consumer::Worker::builder()
+        .connection(ConnectionConfig::from_env_iter(env.clone()).unwrap())
+        .settings(jetq_consumer::WorkerSettings::from_env_iter(env.clone()).unwrap())
+        .build()
+        .await
+        .expect("the janitor pod starts with its own user");
+    assert!(worker.queues().is_empty(), "the janitor pulls no queue");
 
     // KEDA's view: the lag of each durable on the monitoring endpoint is what was enqueued.
     let jsz: Value = reqwest_json(&format!(

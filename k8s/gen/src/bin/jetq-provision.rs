@@ -1,6 +1,7 @@
 //! `jetq-provision [--queue QUEUE]...`: creates or reconciles what a jetq deployment needs on
 //! the NATS side — the task, dead-letter and advisory streams, the attempt-history bucket, the
-//! sweeper's consumer and the durable consumer of each given queue — then exits.
+//! sweeper's consumer, the task-status bucket and artifact store, the scheduler's delayed-task
+//! stream and state bucket, and the durable consumer of each given queue — then exits.
 //!
 //! Run it as the admin NATS user (it is the only role allowed to change streams and consumers);
 //! workers then run with `JETQ_PROVISION=false` and their own least-privilege users. In the
@@ -65,9 +66,13 @@ async fn provision(queues: &[String]) -> Result<(), Box<dyn std::error::Error>> 
     let subjects = connection.subjects()?;
     let client = jetq_contract::connect(&connection, "jetq-provision").await?;
     let js = jetq_contract::jetstream(client.clone(), &connection);
-    let topology = Topology::new(js, subjects.clone(), streams);
+    let topology = Topology::new(js.clone(), subjects.clone(), streams.clone());
     topology.ensure_streams().await?;
     topology.ensure_sweeper_consumer().await?;
+    // Everything the least-privilege users may use but not create: status of tracked tasks
+    // (workers, producers), the scheduler's delayed-task stream and state.
+    topology.ensure_status_stores().await?;
+    jetq_scheduler::provision(&js, &subjects, &streams).await?;
     for queue in queues {
         topology
             .ensure_queue(queue, &settings.queue_settings())
