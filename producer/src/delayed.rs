@@ -3,8 +3,10 @@
 //! A delayed task is published, with the same headers and payload as an immediate one plus
 //! `Jetq-Not-Before`, to `<prefix>.delayed.<due unix second>.<queue>.<task>` on the delayed-task
 //! stream. The scheduler (`jetq-scheduler`) moves it to its task subject when it is due. A delay
-//! above the producer's maximum ([`Producer::with_max_delay`], default 30 days) is refused with
-//! [`DelayError::TooLong`] before anything is sent; a due time that is already past enqueues the
+//! above the producer's maximum (`JETQ_MAX_DELAY`,
+//! [`ProducerBuilder::max_delay`](crate::ProducerBuilder::max_delay) or
+//! [`Producer::with_max_delay`], default 30 days) is refused with [`DelayError::TooLong`]
+//! before anything is sent; a due time that is already past enqueues the
 //! task at once. See `docs/PROTOCOL.md` (delayed tasks) and `docs/SCHEDULER.md`.
 
 use std::time::{Duration, SystemTime};

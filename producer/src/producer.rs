@@ -14,7 +14,8 @@ use async_nats::{
 use bytes::Bytes;
 use futures::{stream::FuturesUnordered, StreamExt};
 use jetq_contract::{
-    headers, name, ConnectionConfig, NameKind, StreamSettings, Subjects, Task, Topology,
+    headers, name, ConfigError, ConnectionConfig, NameKind, StreamSettings, Subjects, Task,
+    Topology,
 };
 use opentelemetry::metrics::Meter;
 use serde::Deserialize;
@@ -48,6 +49,9 @@ fn default_window() -> usize {
 fn default_attempts() -> u32 {
     3
 }
+fn default_max_delay() -> Duration {
+    jetq_contract::delayed::DEFAULT_MAX_DELAY
+}
 
 /// Producer settings from the environment.
 ///
@@ -56,6 +60,7 @@ fn default_attempts() -> u32 {
 /// | `JETQ_PROVISION` | create or reconcile the task stream at startup (default `true`; set `false` where the producer's NATS user may only publish) |
 /// | `JETQ_ENQUEUE_WINDOW` | publishes `enqueue_many` keeps awaiting acks at once (default 256) |
 /// | `JETQ_PUBLISH_ATTEMPTS` | attempts per task when an ack times out (default 3) |
+/// | `JETQ_MAX_DELAY` | longest delay `enqueue_in`/`enqueue_at` accept (default `30days`) |
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct ProducerSettings {
     /// Provision the task stream at startup.
@@ -67,6 +72,32 @@ pub struct ProducerSettings {
     /// Publish attempts per task on ack timeout.
     #[serde(default = "default_attempts")]
     pub publish_attempts: u32,
+    /// Longest accepted delay of a delayed task.
+    #[serde(default = "default_max_delay", with = "humantime_serde")]
+    pub max_delay: Duration,
+}
+
+impl ProducerSettings {
+    /// Reads `JETQ_*` from the given variables and validates the result.
+    pub fn from_env_iter<I>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let settings: ProducerSettings = jetq_contract::config::from_env_iter(vars)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks the settings; the error names the variable to fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_delay.is_zero() {
+            return Err(ConfigError::Invalid {
+                field: "JETQ_MAX_DELAY",
+                problem: "must be greater than zero (e.g. 30days)".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Default for ProducerSettings {
@@ -75,6 +106,7 @@ impl Default for ProducerSettings {
             provision: true,
             enqueue_window: default_window(),
             publish_attempts: default_attempts(),
+            max_delay: default_max_delay(),
         }
     }
 }
@@ -142,6 +174,13 @@ impl ProducerBuilder {
         self
     }
 
+    /// Longest delay `enqueue_in`/`enqueue_at` accept (default 30 days); longer ones are
+    /// refused before anything is sent. Same as `JETQ_MAX_DELAY`.
+    pub fn max_delay(mut self, max: Duration) -> Self {
+        self.settings.max_delay = max;
+        self
+    }
+
     /// Uses an existing client instead of connecting (its server version is still checked).
     pub fn client(mut self, client: async_nats::Client) -> Self {
         self.client = Some(client);
@@ -159,6 +198,7 @@ impl ProducerBuilder {
     pub async fn connect(self) -> Result<Producer, ProducerError> {
         self.connection.validate()?;
         self.streams.validate()?;
+        self.settings.validate()?;
         let subjects = self.connection.subjects()?;
         let client = match self.client {
             Some(client) => {
@@ -185,7 +225,7 @@ impl ProducerBuilder {
             ack_timeout: self.connection.request_timeout,
             window: self.settings.enqueue_window.max(1),
             attempts: self.settings.publish_attempts.max(1),
-            max_delay: jetq_contract::delayed::DEFAULT_MAX_DELAY,
+            max_delay: self.settings.max_delay,
         })
     }
 }
@@ -264,7 +304,7 @@ impl Producer {
     /// Connects with `JETQ_*` settings from the environment.
     pub async fn from_env() -> Result<Producer, ProducerError> {
         let vars: Vec<(String, String)> = std::env::vars().collect();
-        let settings: ProducerSettings = jetq_contract::config::from_env_iter(vars.clone())?;
+        let settings = ProducerSettings::from_env_iter(vars.clone())?;
         Producer::builder()
             .connection(ConnectionConfig::from_env_iter(vars.clone())?)
             .streams(StreamSettings::from_env_iter(vars)?)

@@ -8,10 +8,10 @@ use std::{
 
 use async_nats::jetstream::{self, message::StreamMessage};
 use jetq_contract::{headers, Subjects};
-use jetq_producer::{DelayError, EnqueueOptions, Producer, RawTask};
+use jetq_producer::{DelayError, EnqueueOptions, Producer, ProducerSettings, RawTask};
 use jetq_tests::{
-    eventually, init_logs, producer, raw_jetstream, required_header, scheduler, stream_len,
-    stream_messages, Job, NatsServer, RunningScheduler, WAIT,
+    connection, eventually, init_logs, producer, raw_jetstream, required_header, scheduler,
+    stream_len, stream_messages, Job, NatsServer, RunningScheduler, WAIT,
 };
 
 async fn tasks(js: &jetstream::Context) -> Vec<StreamMessage> {
@@ -142,6 +142,22 @@ async fn a_delay_above_the_maximum_is_refused_before_anything_is_sent() {
         .expect_err("2 h is over a 1 h maximum");
     assert!(matches!(err, DelayError::TooLong { .. }), "{err}");
     assert!(err.to_string().contains("maximum delay"), "{err}");
+    // The maximum is configuration too: JETQ_MAX_DELAY.
+    let env = |value: &str| [("JETQ_MAX_DELAY".to_owned(), value.to_owned())];
+    let from_env = Producer::builder()
+        .connection(connection(&server))
+        .settings(ProducerSettings::from_env_iter(env("1h")).expect("JETQ_MAX_DELAY=1h"))
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(from_env.max_delay(), Duration::from_secs(3600));
+    let err = from_env
+        .enqueue_in(Duration::from_secs(3601), &job)
+        .await
+        .expect_err("over JETQ_MAX_DELAY");
+    assert!(matches!(err, DelayError::TooLong { .. }), "{err}");
+    let invalid = ProducerSettings::from_env_iter(env("0s")).expect_err("zero maximum");
+    assert!(invalid.to_string().contains("JETQ_MAX_DELAY"), "{invalid}");
     // Exactly the maximum is accepted.
     producer
         .enqueue_in(jetq_contract::delayed::DEFAULT_MAX_DELAY, &job)
