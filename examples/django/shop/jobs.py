@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Optional
+from typing import IO, Optional
 
 import jetq
 
@@ -65,7 +65,8 @@ def send_welcome_email(member_id: int, email: str, name: str) -> Optional[str]:
 
 
 def start_export(export_id: str, rows: int, row_delay_ms: int = 0) -> str:
-    """Enqueues an export: task ``generate_csv`` on queue ``exports``. Returns the task id.
+    """Enqueues an export: task ``generate_csv`` on queue ``exports``, with its status tracked
+    (the worker reports progress and stores the CSV in the artifact store). Returns the task id.
 
     Keyed by the export id, so retrying after a :class:`jetq.Timeout` cannot start it twice.
     Raises :class:`jetq.EnqueueError` / :class:`jetq.ConnectError` for the view to report.
@@ -75,4 +76,24 @@ def start_export(export_id: str, rows: int, row_delay_ms: int = 0) -> str:
         "generate_csv",
         {"export_id": export_id, "rows": rows, "row_delay_ms": row_delay_ms},
         key=f"export-{export_id}",
+        track_status=True,
     )
+
+
+#: The name of an export's CSV in the artifact store (the Rust worker's ``CSV_ARTIFACT``).
+CSV_ARTIFACT = "export.csv"
+
+
+def export_status(task_id: str) -> Optional[jetq.TaskStatus]:
+    """The task's status record (state, attempt, progress, result), or None if it has none."""
+    return producer().status(task_id)
+
+
+def cancel_export(task_id: str) -> jetq.CancelOutcome:
+    """Cancels an export: dropped if it has not started, stopped at its next row if it runs."""
+    return producer().cancel(task_id)
+
+
+def export_csv_to(task_id: str, file: IO[bytes]) -> int:
+    """Streams a finished export's CSV from the artifact store into ``file``; its size."""
+    return producer().artifact_to(task_id, CSV_ARTIFACT, file, timeout=120.0)

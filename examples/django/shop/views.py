@@ -2,21 +2,23 @@
 
 - ``signup``: creates a member and enqueues the welcome email **after the transaction
   commits** (``transaction.on_commit``);
-- ``create_export``: creates an export and enqueues ``generate_csv``, answering with the task id;
-  ``export_status`` shows where it stands.
+- ``create_export``: creates an export and enqueues ``generate_csv`` (status tracked), answering
+  with the task id; ``export`` shows where it stands (state, progress, result) from the task's
+  status record and cancels it (``DELETE``); ``export_csv`` hands out the finished CSV, streamed
+  from the jetq artifact store (no disk shared with the workers).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Dict
+import tempfile
+from typing import Any, Dict, Optional
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_http_methods
 
@@ -27,6 +29,8 @@ from .models import Export, Member, SignupEvent
 
 #: The most rows one export may ask for.
 MAX_ROWS = 1_000_000
+#: The longest pause per row (a stand-in for a slow query, to watch progress and cancel).
+MAX_ROW_DELAY_MS = 1000
 
 
 def record_signup(member: Member) -> None:
@@ -73,17 +77,24 @@ def _body(request: HttpRequest) -> Dict[str, Any]:
 
 @require_http_methods(["POST"])
 def create_export(request: HttpRequest) -> HttpResponse:
-    """POST ``rows``: creates an export, enqueues ``generate_csv`` and answers 202 with the task
-    id. 503 when the queue is full or NATS does not answer (the export row says which)."""
+    """POST ``rows`` (and optionally ``row_delay_ms``, a pause per row): creates an export,
+    enqueues ``generate_csv`` and answers 202 with the task id. 503 when the queue is full or NATS does not answer (the export row says which)."""
+    body = _body(request)
     try:
-        rows = int(_body(request).get("rows", 0))
+        rows = int(body.get("rows", 0))
     except (TypeError, ValueError):
         rows = 0
     if not 1 <= rows <= MAX_ROWS:
         return JsonResponse({"error": f"rows must be between 1 and {MAX_ROWS}"}, status=400)
+    try:
+        row_delay_ms = int(body.get("row_delay_ms", 0))
+    except (TypeError, ValueError):
+        row_delay_ms = -1
+    if not 0 <= row_delay_ms <= MAX_ROW_DELAY_MS:
+        return JsonResponse({"error": f"row_delay_ms must be between 0 and {MAX_ROW_DELAY_MS}"}, status=400)
     export = Export.objects.create(rows=rows)  # committed (autocommit) before the enqueue
     try:
-        task_id = jobs.start_export(export.export_id, rows)
+        task_id = jobs.start_export(export.export_id, rows, row_delay_ms)
     except jetq.StreamFull:
         export.status = Export.Status.REFUSED
         export.save(update_fields=["status"])
@@ -106,11 +117,77 @@ def create_export(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _progress(status: jetq.TaskStatus) -> Optional[Dict[str, Any]]:
+    if status.progress is None:
+        return None
+    return {"percent": status.progress.percent, "message": status.progress.message}
+
+
+@require_http_methods(["GET", "DELETE"])
+def export(request: HttpRequest, export_id: str) -> HttpResponse:
+    """GET: where an export stands. ``status`` is the enqueue outcome while the task is not
+    stored (``refused``, ``unknown``), else the task's state from its status record (``queued``,
+    ``running``, ``retrying``, ``succeeded``, ``failed``, ``dead``, ``cancelled``), with
+    ``progress``, ``attempt``, ``error`` and, once it succeeded, ``result`` and ``csv_url``.
+
+    DELETE: cancels it — ``202 {"outcome": "cancelled"}`` if it had not started (it will not
+    run), ``202 {"outcome": "requested"}`` if it runs (it stops at its next row), ``409`` if it
+    had finished."""
+    row = get_object_or_404(Export, export_id=export_id)
+    if request.method == "DELETE":
+        return _cancel(row)
+    body: Dict[str, Any] = {"export_id": row.export_id, "task_id": row.task_id, "rows": row.rows, "status": row.status}
+    if row.status != Export.Status.QUEUED:
+        return JsonResponse(body)
+    try:
+        status = jobs.export_status(row.task_id)
+    except (jetq.StatusError, jetq.ConnectError) as err:
+        body["status_error"] = str(err)  # the task is queued; we just cannot see further
+        return JsonResponse(body)
+    if status is None:
+        return JsonResponse(body)  # no record yet, or it expired (JETQ_STATUS_TTL)
+    body.update(status=status.state.value, attempt=status.attempt, progress=_progress(status))
+    if status.error is not None:
+        body["error"] = status.error
+    if status.state is jetq.TaskState.SUCCEEDED:
+        body["result"] = status.result
+        body["csv_url"] = f"/exports/{row.export_id}/csv"
+    return JsonResponse(body)
+
+
+def _cancel(row: Export) -> HttpResponse:
+    if row.status != Export.Status.QUEUED:
+        return JsonResponse({"error": f"the export was never queued ({row.status})"}, status=409)
+    try:
+        outcome = jobs.cancel_export(row.task_id)
+    except jetq.StatusNotFound:
+        return JsonResponse({"error": "the export has no status record (expired?)"}, status=404)
+    except (jetq.StatusError, jetq.ConnectError) as err:
+        return JsonResponse({"error": f"the task queue did not answer: {err}"}, status=503)
+    if outcome.already_finished:
+        return JsonResponse({"error": f"the export has already finished ({outcome.status.state})"}, status=409)
+    return JsonResponse({"export_id": row.export_id, "outcome": outcome.outcome}, status=202)
+
+
 @require_GET
-def export_status(request: HttpRequest, export_id: str) -> HttpResponse:
-    """Where an export stands: ``ready`` once the worker wrote ``<EXPORT_DIR>/<export_id>.csv``,
-    else the enqueue outcome (``queued``, ``refused``, ``unknown``)."""
-    export = get_object_or_404(Export, export_id=export_id)
-    path = settings.EXPORT_DIR / f"{export.export_id}.csv"
-    status = "ready" if path.is_file() else export.status
-    return JsonResponse({"export_id": export.export_id, "task_id": export.task_id, "rows": export.rows, "status": status})
+def export_csv(request: HttpRequest, export_id: str) -> HttpResponse:
+    """The finished CSV, read from the artifact store into a spooled temporary file (memory up
+    to 1 MiB, then disk) and streamed to the client; 409 until the export has succeeded."""
+    row = get_object_or_404(Export, export_id=export_id)
+    try:
+        status = jobs.export_status(row.task_id) if row.task_id else None
+        if status is None or status.state is not jetq.TaskState.SUCCEEDED:
+            state = status.state.value if status is not None else row.status
+            return JsonResponse({"error": f"the export is not ready ({state})"}, status=409)
+        spool = tempfile.SpooledTemporaryFile(max_size=1 << 20)
+        try:
+            jobs.export_csv_to(row.task_id, spool)
+        except BaseException:
+            spool.close()
+            raise
+    except jetq.ArtifactNotFound:
+        return JsonResponse({"error": "the CSV is gone (expired)"}, status=410)
+    except (jetq.StatusError, jetq.ConnectError) as err:
+        return JsonResponse({"error": f"the task queue did not answer: {err}"}, status=503)
+    spool.seek(0)
+    return FileResponse(spool, as_attachment=True, filename=f"{row.export_id}.csv", content_type="text/csv")

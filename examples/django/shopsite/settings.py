@@ -49,9 +49,6 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "static/"
 
-#: Where the Rust worker writes finished exports (its EXPORT_DIR); the status view looks there.
-EXPORT_DIR = Path(os.environ.get("EXPORT_DIR", str(BASE_DIR / "exports")))
-
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -7,5 +7,6 @@ from shop import views
 urlpatterns = [
     path("signup/", views.signup, name="signup"),
     path("exports/", views.create_export, name="create-export"),
-    path("exports/<str:export_id>/", views.export_status, name="export-status"),
+    path("exports/<str:export_id>/", views.export, name="export"),
+    path("exports/<str:export_id>/csv", views.export_csv, name="export-csv"),
 ]

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-from pathlib import Path
 from typing import Any, List, Optional
 
 import pytest
 from django.db import transaction
-from django.test import Client, override_settings
+from django.test import Client
 
 from jetq.testing import NatsServer, create_task_stream_sync, stored_tasks_sync
 from shop import jobs, views
@@ -112,16 +111,35 @@ def test_export_answers_with_the_id_of_the_stored_task(nats_server: NatsServer, 
     assert task.headers["Nats-Msg-Id"] == body["task_id"] == f"export-{export.export_id}"
     assert ENQUEUED_AT.match(task.headers["Jetq-Enqueued-At"])
     assert json.loads(task.payload) == {"export_id": export.export_id, "rows": 250, "row_delay_ms": 0}
+    assert task.headers["Jetq-Track-Status"] == "1"
 
 
-def test_export_status_follows_the_workers_file(nats_server: NatsServer, task_stream: str, tmp_path: Path) -> None:
+def test_export_status_comes_from_the_tasks_status_record_and_cancel_works(nats_server: NatsServer, task_stream: str) -> None:
     client = Client()
-    with override_settings(EXPORT_DIR=tmp_path):
-        export_id = client.post("/exports/", {"rows": 3}).json()["export_id"]
-        assert client.get(f"/exports/{export_id}/").json()["status"] == "queued"
-        (tmp_path / f"{export_id}.csv").write_text("row,customer,amount_cents\n")
-        assert client.get(f"/exports/{export_id}/").json()["status"] == "ready"
+    created = client.post("/exports/", {"rows": 3}).json()
+    export_id, task_id = created["export_id"], created["task_id"]
+    [task] = stored_tasks_sync(nats_server.url)
+    assert task.headers["Jetq-Track-Status"] == "1", "exports are tracked"
+
+    status = client.get(f"/exports/{export_id}/").json()
+    assert status == {"export_id": export_id, "task_id": task_id, "rows": 3, "status": "queued", "attempt": 0, "progress": None}
+    assert client.get(f"/exports/{export_id}/csv").status_code == 409, "not ready"
+
+    cancelled = client.delete(f"/exports/{export_id}/")
+    assert cancelled.status_code == 202 and cancelled.json()["outcome"] == "cancelled"
+    assert client.get(f"/exports/{export_id}/").json()["status"] == "cancelled"
+    again = client.delete(f"/exports/{export_id}/")
+    assert again.status_code == 409 and "cancelled" in again.json()["error"]
     assert client.get("/exports/exp_missing/").status_code == 404
+    assert client.delete("/exports/exp_missing/").status_code == 404
+
+
+def test_an_export_that_was_never_queued_reports_its_enqueue_outcome(nats_server: NatsServer, task_stream: str) -> None:
+    export = Export.objects.create(rows=4, status=Export.Status.REFUSED)
+    client = Client()
+    assert client.get(f"/exports/{export.export_id}/").json()["status"] == "refused"
+    assert client.delete(f"/exports/{export.export_id}/").status_code == 409
+    assert client.get(f"/exports/{export.export_id}/csv").status_code == 409
 
 
 def test_a_full_queue_answers_503_and_marks_the_export_refused(nats_server: NatsServer) -> None:
@@ -146,4 +164,10 @@ def test_export_with_nats_down_answers_503_and_keeps_the_row(nats_server: NatsSe
 @pytest.mark.parametrize("rows", ["0", "-3", "lots", "1000001"])
 def test_export_rejects_bad_row_counts(rows: str) -> None:
     assert Client().post("/exports/", {"rows": rows}).status_code == 400
+    assert not Export.objects.exists()
+
+
+@pytest.mark.parametrize("delay", ["-1", "soon", "1001"])
+def test_export_rejects_bad_row_delays(delay: str) -> None:
+    assert Client().post("/exports/", {"rows": "3", "row_delay_ms": delay}).status_code == 400
     assert not Export.objects.exists()
