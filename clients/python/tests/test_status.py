@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -242,3 +243,25 @@ async def test_artifacts_are_read_from_the_object_store_with_their_digest_checke
 async def test_without_an_artifact_store_an_artifact_is_not_found(producer: AsyncProducer) -> None:
     with pytest.raises(jetq.ArtifactNotFound):
         await within("artifact", producer.artifact("some-task", "export.csv"))
+
+
+def test_the_blocking_watch_follows_changes_and_ends_at_a_terminal_state_or_its_timeout(nats_server: NatsServer) -> None:
+    create_task_stream_sync(nats_server.url)
+    with jetq.Producer(config_for(nats_server)) as producer:
+        task_id = producer.enqueue("work", "job", {}, track_status=True)
+        seen = []
+        for status in producer.watch(task_id, timeout=10):
+            seen.append(status.state)
+            if status.state is TaskState.QUEUED:
+                producer.cancel(task_id)  # the next version the server pushes
+        assert seen == [TaskState.QUEUED, TaskState.CANCELLED]
+
+        other = producer.enqueue("work", "job", {}, track_status=True)
+        started = time.monotonic()
+        assert [s.state for s in producer.watch(other, timeout=0.5)] == [TaskState.QUEUED]
+        assert 0.4 < time.monotonic() - started < 5, "ends quietly when its time is up"
+        # Abandoning a watch half-way stops it too.
+        watch = producer.watch(other, timeout=10)
+        assert next(watch).state is TaskState.QUEUED
+        watch.close()
+        assert producer.cancel(other).cancelled, "the producer is still usable"

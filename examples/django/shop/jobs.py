@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import IO, Optional
+from typing import IO, Iterator, Optional
 
 import jetq
 
@@ -87,6 +87,12 @@ CSV_ARTIFACT = "export.csv"
 def export_status(task_id: str) -> Optional[jetq.TaskStatus]:
     """The task's status record (state, attempt, progress, result), or None if it has none."""
     return producer().status(task_id)
+
+
+def watch_export(task_id: str, timeout: float) -> Iterator[jetq.TaskStatus]:
+    """Each version of the task's status record as the server pushes it, until it is over (or
+    ``timeout`` seconds passed)."""
+    return producer().watch(task_id, timeout=timeout)
 
 
 def cancel_export(task_id: str) -> jetq.CancelOutcome:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import functools
 import json
 import tempfile
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
-from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_http_methods
 
@@ -29,6 +29,9 @@ from .models import Export, Member, SignupEvent
 
 #: The most rows one export may ask for.
 MAX_ROWS = 1_000_000
+#: How long one server-sent-events response follows an export before it ends (the browser's
+#: EventSource reconnects by itself).
+EVENTS_TIMEOUT = 300.0
 #: The longest pause per row (a stand-in for a slow query, to watch progress and cancel).
 MAX_ROW_DELAY_MS = 1000
 
@@ -153,6 +156,34 @@ def export(request: HttpRequest, export_id: str) -> HttpResponse:
         body["result"] = status.result
         body["csv_url"] = f"/exports/{row.export_id}/csv"
     return JsonResponse(body)
+
+
+@require_GET
+def export_events(request: HttpRequest, export_id: str) -> HttpResponse:
+    """Server-sent events: one ``data:`` line of JSON (``status``, ``attempt``, ``progress``,
+    ``error``, ``result``) per change of the export's status record, pushed by the server as the
+    Rust worker writes it, ending after the final state. Each open stream holds one WSGI thread:
+    fine for a progress page, use ASGI for thousands of watchers."""
+    row = get_object_or_404(Export, export_id=export_id)
+    if row.status != Export.Status.QUEUED:
+        return JsonResponse({"error": f"the export was never queued ({row.status})"}, status=409)
+
+    def events() -> Iterator[str]:
+        try:
+            for status in jobs.watch_export(row.task_id, EVENTS_TIMEOUT):
+                event: Dict[str, Any] = {"status": status.state.value, "attempt": status.attempt, "progress": _progress(status)}
+                if status.error is not None:
+                    event["error"] = status.error
+                if status.state is jetq.TaskState.SUCCEEDED:
+                    event["result"] = status.result
+                yield f"data: {json.dumps(event)}\n\n"
+        except (jetq.StatusError, jetq.ConnectError) as err:
+            yield f"event: error\ndata: {json.dumps({'error': str(err)})}\n\n"
+
+    response = StreamingHttpResponse(events(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+    return response
 
 
 def _cancel(row: Export) -> HttpResponse:

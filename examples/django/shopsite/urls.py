@@ -9,4 +9,5 @@ urlpatterns = [
     path("exports/", views.create_export, name="create-export"),
     path("exports/<str:export_id>/", views.export, name="export"),
     path("exports/<str:export_id>/csv", views.export_csv, name="export-csv"),
+    path("exports/<str:export_id>/events", views.export_events, name="export-events"),
 ]

@@ -132,6 +132,11 @@ def test_export_status_comes_from_the_tasks_status_record_and_cancel_works(nats_
     assert again.status_code == 409 and "cancelled" in again.json()["error"]
     assert client.get("/exports/exp_missing/").status_code == 404
     assert client.delete("/exports/exp_missing/").status_code == 404
+    # The events stream of a finished export: its last state, then the end.
+    events = client.get(f"/exports/{export_id}/events")
+    assert events["Content-Type"] == "text/event-stream"
+    chunks = [c.decode() if isinstance(c, bytes) else c for c in events.streaming_content]  # type: ignore[attr-defined]
+    assert [json.loads(c[len("data: ") :]) for c in chunks] == [{"status": "cancelled", "attempt": 0, "progress": None}]
 
 
 def test_an_export_that_was_never_queued_reports_its_enqueue_outcome(nats_server: NatsServer, task_stream: str) -> None:

@@ -6,6 +6,7 @@ else it is built with cargo."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional
@@ -79,6 +80,23 @@ def test_an_export_enqueued_by_django_is_run_by_the_rust_worker_and_downloaded(r
     assert lines[1] == "1,customer-0001,7919" and lines[500] == "500,customer-0500,59500"
     assert len(content) == status["result"]["bytes"], "the artifact the worker stored, byte for byte"
     rust_worker.check_alive()
+
+
+def test_the_events_stream_pushes_progress_until_the_export_succeeds(rust_worker: RunningBinary) -> None:
+    client = Client()
+    created = client.post("/exports/", {"rows": 200, "row_delay_ms": 10})  # about 2 s
+    export_id = created.json()["export_id"]
+    response = client.get(f"/exports/{export_id}/events")
+    assert response.status_code == 200 and response["Content-Type"] == "text/event-stream"
+    events = []
+    for chunk in response.streaming_content:  # type: ignore[attr-defined]
+        text = chunk.decode() if isinstance(chunk, bytes) else chunk
+        assert text.startswith("data: ") and text.endswith("\n\n"), text
+        events.append(json.loads(text[len("data: ") :]))
+    assert events[-1]["status"] == "succeeded" and events[-1]["result"]["rows"] == 200
+    percents = [e["progress"]["percent"] for e in events if e["status"] == "running" and e["progress"]]
+    assert len(percents) >= 2, f"progress arrives while it runs: {events}"
+    assert percents == sorted(percents), "in order"
 
 
 def test_a_running_export_is_cancelled_from_django(rust_worker: RunningBinary) -> None:

@@ -14,8 +14,10 @@ import concurrent.futures
 import datetime as _dt
 import os
 import threading
+import time
 import dataclasses
-from typing import IO, Any, Callable, Coroutine, Dict, Iterable, List, Optional, TypeVar
+import logging
+from typing import IO, Any, AsyncIterator, Callable, Coroutine, Dict, Iterable, Iterator, List, Optional, TypeVar
 
 from .config import Config
 from .errors import ConnectError, JetqError, NotConnected, ProducerClosed, StatusReadError, Timeout, WaitTimeout
@@ -26,10 +28,31 @@ from .tracing import current_trace_context
 
 __all__ = ["Producer"]
 
+logger = logging.getLogger("jetq")
+
 T = TypeVar("T")
 
 #: Extra seconds granted on top of the computed bound of a call, for scheduling latency.
 _SLACK = 5.0
+
+
+async def _next(updates: AsyncIterator[TaskStatus], timeout: float) -> Optional[TaskStatus]:
+    """The next status of a watch, or None after ``timeout`` seconds (the wait is cancelled,
+    which ends the watch and stops its consumer)."""
+    try:
+        return await asyncio.wait_for(_anext(updates), timeout=timeout)
+    except asyncio.TimeoutError:
+        return None
+
+
+async def _anext(updates: AsyncIterator[TaskStatus]) -> TaskStatus:
+    return await updates.__anext__()
+
+
+async def _close(updates: AsyncIterator[TaskStatus]) -> None:
+    close = getattr(updates, "aclose", None)
+    if close is not None:
+        await close()
 
 
 class Producer:
@@ -249,6 +272,37 @@ class Producer:
         :meth:`jetq.AsyncProducer.wait`."""
         self._check_usable("(wait)")
         return self._call(self._async.wait(id, timeout), timeout + _SLACK, lambda: WaitTimeout(id, timeout, None))
+
+    def watch(self, id: str, timeout: float) -> Iterator[TaskStatus]:
+        """Every version of task ``id``'s record — the current one (if any), then each change
+        as the server pushes it (states and progress) — ending after a terminal state, or
+        quietly once ``timeout`` seconds have passed (look at the last state to tell which).
+        For a progress page or a server-sent-events response::
+
+            for status in producer.watch(task_id, timeout=300):
+                yield f"data: {status.state} {status.progress}\n\n"
+        """
+        self._check_usable("(watch)")
+        deadline = time.monotonic() + timeout
+        updates = self._async.watch(id)
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                try:
+                    status = self._call(_next(updates, remaining), remaining + _SLACK, lambda: WaitTimeout(id, timeout, None))
+                except StopAsyncIteration:
+                    return
+                if status is None:  # the time ran out while waiting for the next change
+                    return
+                yield status
+        finally:
+            if not self._closed:
+                try:
+                    self._call(_close(updates), _SLACK, lambda: StatusReadError(id, "watch did not stop"))
+                except Exception:  # stopping a watch must not hide what ended it
+                    logger.debug("jetq: error while closing a status watch", exc_info=True)
 
     def cancel(self, id: str) -> CancelOutcome:
         """Cancels task ``id``; see :meth:`jetq.AsyncProducer.cancel`."""
