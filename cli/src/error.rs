@@ -77,9 +77,6 @@ pub enum AdminError {
     /// The feature needs a newer server or is not built yet.
     #[error("not supported: {0}")]
     NotSupported(String),
-    /// A feature of jetq this command depends on does not exist yet.
-    #[error("not available: {0}")]
-    NotAvailable(String),
     /// A JetStream request failed.
     #[error("{action}: {source}")]
     Nats {
@@ -94,6 +91,9 @@ pub enum AdminError {
     /// A delayed enqueue failed.
     #[error(transparent)]
     Delay(#[from] jetq_producer::DelayError),
+    /// Reading a task's status failed (other than "no record", which is [`AdminError::NotFound`]).
+    #[error(transparent)]
+    Status(jetq_producer::StatusError),
     /// The schedules file could not be used.
     #[error(transparent)]
     Schedules(#[from] jetq_scheduler::ScheduleFileError),
@@ -148,7 +148,7 @@ impl AdminError {
             }
             AdminError::Connect(_) => ErrorKind::Unavailable,
             AdminError::NotFound { .. } => ErrorKind::NotFound,
-            AdminError::NotSupported(_) | AdminError::NotAvailable(_) => ErrorKind::NotSupported,
+            AdminError::NotSupported(_) => ErrorKind::NotSupported,
             AdminError::Schedules(jetq_scheduler::ScheduleFileError::Read { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
@@ -163,6 +163,11 @@ impl AdminError {
                 _ => ErrorKind::Failed,
             },
             AdminError::Delay(_) => ErrorKind::Usage,
+            AdminError::Status(jetq_producer::StatusError::ArtifactName(_)) => ErrorKind::Usage,
+            AdminError::Status(jetq_producer::StatusError::ArtifactNotFound { .. }) => {
+                ErrorKind::NotFound
+            }
+            AdminError::Status(_) => ErrorKind::Failed,
             AdminError::Nats { .. } | AdminError::Partial { .. } => ErrorKind::Failed,
         }
     }
@@ -182,7 +187,6 @@ mod tests {
         assert_eq!(AdminError::Invalid("x".into()).exit_code(), 2);
         assert_eq!(AdminError::not_found("dead letter 4", None).exit_code(), 3);
         assert_eq!(AdminError::NotSupported("x".into()).exit_code(), 4);
-        assert_eq!(AdminError::NotAvailable("x".into()).exit_code(), 4);
         assert_eq!(AdminError::nats("doing", "boom").exit_code(), 1);
         let text = AdminError::not_found("queue q", Some("check the name".into())).to_string();
         assert_eq!(text, "queue q not found: check the name");

@@ -9,6 +9,8 @@
 //! - [`pause`]: pause and resume a queue cluster-wide (nats-server 2.11+);
 //! - [`enqueue`]: enqueue an untyped task, now or delayed;
 //! - [`schedules`]: the scheduler's schedules with their next fires;
+//! - [`status`]: a tracked task's status, progress and result ([`Admin::task_status`],
+//!   [`Admin::wait_for_task`]);
 //! - [`dashboard`]: the web dashboard (`jetq dashboard`).
 //!
 //! Every error is an [`AdminError`] with a [`ErrorKind`] that maps to a documented exit code.
@@ -24,24 +26,10 @@ pub mod error;
 pub mod pause;
 pub mod schedules;
 pub mod stats;
-
-use std::convert::Infallible;
+pub mod status;
 
 pub use admin::Admin;
 pub use dead::{DeadFilter, DeadLetter, ReplayOptions, ReplayReport, Selection};
 pub use enqueue::{EnqueueOutcome, EnqueueRequest, When};
 pub use error::{AdminError, ErrorKind};
 pub use stats::{Overview, QueueStats};
-
-/// What `jetq status` and the dashboard say while task status does not exist.
-pub const STATUS_NOT_AVAILABLE: &str = "task status is not implemented yet: jetq does not record \
-     the state of a task after it is enqueued (the task status feature is planned)";
-
-impl Admin {
-    /// The status of a task by id. Not available yet: jetq keeps no per-task status, so this
-    /// always returns [`AdminError::NotAvailable`] (exit code 4).
-    pub async fn task_status(&self, task_id: &str) -> Result<Infallible, AdminError> {
-        let _ = task_id;
-        Err(AdminError::NotAvailable(STATUS_NOT_AVAILABLE.into()))
-    }
-}

@@ -39,7 +39,7 @@ Exit codes:
   1  error (server error, timeout, some items of a replay or purge failed)
   2  usage (bad option, invalid JSON or name)
   3  not found (queue, dead letter, task id, stream, schedules file)
-  4  not supported (needs a newer nats-server, or not implemented in jetq yet)
+  4  not supported (needs a newer nats-server)
   5  NATS unavailable (cannot connect, credentials refused, server too old)
 
 Durations are written like 30s, 5m, 2h, 7days; times as RFC 3339 (2026-11-27T07:00:00Z).";
@@ -78,7 +78,10 @@ enum Command {
     Resume(QueueArg),
     /// The scheduler's periodic schedules with their next fire times.
     Schedules(SchedulesArgs),
-    /// A task's status by id (not available yet).
+    /// A tracked task's status by id: state, attempts, progress, result, error, artifacts.
+    ///
+    /// Only task types with `track_status(true)` (or tasks enqueued with tracking) have a
+    /// status. `--wait` follows the record until the task finishes.
     Status(StatusArgs),
     /// Serve the web dashboard: live queue counts and rates, dead letters with replay and
     /// discard, schedules.
@@ -273,6 +276,10 @@ struct SchedulesArgs {
 struct StatusArgs {
     /// The task id.
     task_id: String,
+    /// Wait up to this long for the task to finish (succeeded, failed, dead or cancelled);
+    /// exit code 1 if it is still running then.
+    #[arg(long, value_parser = parse_duration)]
+    wait: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -359,27 +366,19 @@ fn report_error(err: &AdminError, json: bool) {
 
 async fn run(cli: Cli) -> Result<(), AdminError> {
     let json = cli.json;
-    // Commands that need no connection first.
-    match &cli.command {
-        Command::Schedules(args) => {
-            let path = schedules_path(args.file.as_deref())?;
-            // The last fires need NATS; the schedules themselves do not.
-            let views = match Admin::from_env().await {
-                Ok(admin) => admin.schedules(&path, args.count).await?,
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot read the last fires from NATS");
-                    jetq_cli::schedules::load_schedules(&path, args.count, chrono::Utc::now())?
-                }
-            };
-            print_schedules(&views, json);
-            return Ok(());
-        }
-        Command::Status(_) => {
-            return Err(AdminError::NotAvailable(
-                jetq_cli::STATUS_NOT_AVAILABLE.into(),
-            ))
-        }
-        _ => {}
+    // `schedules` works without NATS too.
+    if let Command::Schedules(args) = &cli.command {
+        let path = schedules_path(args.file.as_deref())?;
+        // The last fires need NATS; the schedules themselves do not.
+        let views = match Admin::from_env().await {
+            Ok(admin) => admin.schedules(&path, args.count).await?,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the last fires from NATS");
+                jetq_cli::schedules::load_schedules(&path, args.count, chrono::Utc::now())?
+            }
+        };
+        print_schedules(&views, json);
+        return Ok(());
     }
     let admin = Admin::from_env().await?;
     match cli.command {
@@ -475,7 +474,14 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
             };
             dashboard::run(admin, config, shutdown_signal()).await?;
         }
-        Command::Schedules(_) | Command::Status(_) => {}
+        Command::Status(args) => {
+            let status = match args.wait {
+                Some(timeout) => admin.wait_for_task(&args.task_id, timeout).await?,
+                None => admin.task_status(&args.task_id).await?,
+            };
+            print_task_status(&status, json);
+        }
+        Command::Schedules(_) => {}
     }
     Ok(())
 }
@@ -698,6 +704,51 @@ fn print_queues(overview: &Overview, json: bool) {
             rate.interval_secs
         ),
         None => println!("\ntask stream: {} stored", overview.tasks_stored),
+    }
+}
+
+fn print_task_status(status: &jetq_cli::status::TaskStatus, json: bool) {
+    if json {
+        print_json(status);
+        return;
+    }
+    let attempts = match status.max_attempts {
+        Some(max) => format!("{}/{max}", status.attempt),
+        None => status.attempt.to_string(),
+    };
+    println!(
+        "task        {} ({}.{})",
+        status.id, status.queue, status.task
+    );
+    println!("state       {}", status.state.as_str());
+    println!("attempt     {attempts}");
+    let times = [
+        ("enqueued", &status.enqueued_at),
+        ("started", &status.started_at),
+        ("finished", &status.finished_at),
+        ("next try", &status.next_attempt_at),
+        ("cancel req", &status.cancel_requested_at),
+    ];
+    for (label, at) in times {
+        if let Some(at) = at {
+            println!("{label:<11} {at}");
+        }
+    }
+    println!("updated     {}", status.updated_at);
+    if let Some(progress) = &status.progress {
+        println!("progress    {:.0}% {}", progress.percent, progress.message);
+    }
+    if let Some(result) = &status.result {
+        println!("result      {result}");
+    }
+    if let Some(reason) = &status.dead_reason {
+        println!("dead        {}", reason.as_str());
+    }
+    if let Some(error) = &status.error {
+        println!("error       {error}");
+    }
+    for artifact in &status.artifacts {
+        println!("artifact    {} ({} bytes)", artifact.name, artifact.size);
     }
 }
 

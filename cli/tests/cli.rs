@@ -516,16 +516,11 @@ async fn status_schedules_and_exit_codes() {
     let server = NatsServer::start().await;
     provision(&server, &[]).await;
 
+    // No status record (no tracked task ever ran here): not found, with what to do about it.
     let status = jetq(&server, &["--json", "status", "01JABC"]).await;
-    status.expect_code(4);
-    assert_eq!(status.json()["error"]["kind"], "not_supported");
-    assert!(
-        status
-            .stderr
-            .contains("not available: task status is not implemented yet"),
-        "{}",
-        status.stderr
-    );
+    status.expect_code(3);
+    assert_eq!(status.json()["error"]["kind"], "not_found");
+    assert!(status.stderr.contains("track_status"), "{}", status.stderr);
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("schedules.yaml");
@@ -605,4 +600,83 @@ async fn status_schedules_and_exit_codes() {
     .await;
     down.expect_code(5);
     assert_eq!(down.json()["error"]["kind"], "unavailable");
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Report {
+    rows: u32,
+}
+impl jetq_contract::Task for Report {
+    const NAME: &'static str = "report";
+    const QUEUE: &'static str = "reports";
+    fn options() -> jetq_contract::TaskOptions {
+        jetq_contract::TaskOptions::default().track_status(true)
+    }
+}
+
+#[tokio::test]
+async fn status_shows_a_tracked_task_and_waits_for_it_to_finish() {
+    init_logs();
+    let server = NatsServer::start().await;
+    provision(&server, &[]).await;
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let worker = worker(&server)
+        .handler(move |report: Report, ctx: jetq_consumer::TaskContext| {
+            let mut release = release_rx.clone();
+            async move {
+                ctx.progress(40.0, "row 4 of 10").await?;
+                // Hold the task until the test has seen it running.
+                let _ = release.wait_for(|go| *go).await;
+                ctx.set_result(&json!({ "rows": report.rows }))?;
+                Ok::<(), jetq_consumer::TaskError>(())
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let (_stop, _handle) = spawn_worker(worker);
+    let enqueued = producer(&server)
+        .await
+        .enqueue(&Report { rows: 10 })
+        .await
+        .unwrap();
+    let id = enqueued.id.as_str();
+
+    // Running, with its progress, in both output forms.
+    let running = eventually(WAIT, "the task running with progress", || async {
+        let run = jetq(&server, &["--json", "status", id]).await;
+        let record = run.ok_json();
+        (record["state"] == "running" && record["progress"]["percent"] == 40.0).then_some(record)
+    })
+    .await;
+    assert_eq!(running["queue"], "reports");
+    assert_eq!(running["attempt"], 1);
+    let human = jetq(&server, &["status", id]).await;
+    human.expect_code(0);
+    assert!(
+        human.stdout.contains("state       running"),
+        "{}",
+        human.stdout
+    );
+    assert!(human.stdout.contains("40% row 4 of 10"), "{}", human.stdout);
+
+    // --wait times out cleanly while it runs (exit 1, naming the last state)...
+    let timed_out = jetq(&server, &["--json", "status", id, "--wait", "300ms"]).await;
+    timed_out.expect_code(1);
+    assert!(timed_out.stderr.contains("running"), "{}", timed_out.stderr);
+    // ...and returns the final record once it finishes.
+    let waiting = {
+        let url = server.url();
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            jetq_with(&url, &[], &["--json", "status", &id, "--wait", "30s"]).await
+        })
+    };
+    release_tx.send(true).unwrap();
+    let done = within(WAIT, "status --wait to return", waiting)
+        .await
+        .unwrap()
+        .ok_json();
+    assert_eq!(done["state"], "succeeded");
+    assert_eq!(done["result"], json!({ "rows": 10 }));
 }

@@ -170,15 +170,50 @@ async fn every_endpoint_needs_the_token_and_changes_need_post_and_the_dashboard_
     .await;
     assert_eq!(gone.status, 404);
 
-    let status = http(&base, "GET", "/api/status/01JABC", &bearer).await;
-    assert_eq!(status.status, 501);
-    assert!(status.json()["error"]
-        .as_str()
-        .unwrap()
-        .contains("not implemented yet"));
-    let status_page = http(&base, "GET", "/status?id=01JABC", &bearer).await;
-    assert_eq!(status_page.status, 501);
-    assert!(status_page.body.contains("not available"));
+    // Status: a task without a record is 404 (JSON and page); a tracked one shows its record.
+    let unknown = http(&base, "GET", "/api/status/01JABC", &bearer).await;
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    assert!(unknown.body.contains("track_status"), "{}", unknown.body);
+    assert_eq!(
+        http(&base, "GET", "/status?id=01JABC", &bearer)
+            .await
+            .status,
+        404
+    );
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Tracked {
+        n: u32,
+    }
+    impl jetq_contract::Task for Tracked {
+        const NAME: &'static str = "tracked";
+        fn options() -> jetq_contract::TaskOptions {
+            jetq_contract::TaskOptions::default().track_status(true)
+        }
+    }
+    let enqueued = producer(&server)
+        .await
+        .enqueue(&Tracked { n: 1 })
+        .await
+        .unwrap();
+    let record = http(
+        &base,
+        "GET",
+        &format!("/api/status/{}", enqueued.id),
+        &bearer,
+    )
+    .await;
+    assert_eq!(record.status, 200, "{}", record.body);
+    assert_eq!(record.json()["state"], "queued");
+    assert_eq!(record.json()["task"], "tracked");
+    let page = http(
+        &base,
+        "GET",
+        &format!("/status?id={}", enqueued.id),
+        &bearer,
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("queued") && page.body.contains(&enqueued.id));
     assert_eq!(
         http(&base, "GET", "/api/schedules", &bearer).await.status,
         404

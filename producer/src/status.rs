@@ -158,18 +158,30 @@ impl StatusStores {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The status bucket for recording a tracked task's `queued` state at enqueue: after a
+    /// failure to open it, enqueues do not try again for [`REOPEN_AFTER`] (a producer whose
+    /// bucket is missing must not pay a lookup per enqueue).
+    async fn kv_for_enqueue(&self) -> Result<&kv::Store, StatusError> {
+        if self.kv.get().is_none() {
+            if let Some((until, reason)) = self.failed().clone() {
+                if tokio::time::Instant::now() < until {
+                    return Err(StatusError::Unavailable(ProvisionError::Bucket {
+                        bucket: self.topology.subjects().status_bucket(),
+                        source: format!("{reason} (tried again in at most {REOPEN_AFTER:?})")
+                            .into(),
+                    }));
+                }
+            }
+        }
+        self.kv().await
+    }
+
     /// The status bucket; created (with the artifact store) if missing and provisioning is on.
+    /// Explicit calls (status, wait, watch, cancel) always look again: the bucket may have been
+    /// created since (by a worker, or `jetq-provision`).
     async fn kv(&self) -> Result<&kv::Store, StatusError> {
         if let Some(kv) = self.kv.get() {
             return Ok(kv);
-        }
-        if let Some((until, reason)) = self.failed().clone() {
-            if tokio::time::Instant::now() < until {
-                return Err(StatusError::Unavailable(ProvisionError::Bucket {
-                    bucket: self.topology.subjects().status_bucket(),
-                    source: format!("{reason} (tried again in at most {REOPEN_AFTER:?})").into(),
-                }));
-            }
         }
         let opened = self
             .kv
@@ -296,7 +308,7 @@ impl Producer {
     }
 
     async fn write_queued(&self, queued: &Queued, sequence: u64) -> Result<(), StatusError> {
-        let kv = self.status.kv().await?;
+        let kv = self.status.kv_for_enqueue().await?;
         let key = wire::key(&queued.id);
         let sequence = (!queued.delayed).then_some(sequence);
         let mut record = TaskStatus::new(&queued.id, &queued.queue, &queued.task);

@@ -7,7 +7,8 @@
 //! - dead letters with their errors and **Replay** / **Discard** buttons (filters by queue,
 //!   task, reason), a detail page per dead letter;
 //! - schedules with their next fires, when a schedules file is configured;
-//! - a task-status lookup (which says that task status is not available yet).
+//! - a task-status lookup (`/status?id=`): state, attempts, progress, result and history of a
+//!   tracked task.
 //!
 //! ## Security
 //!
@@ -553,7 +554,7 @@ async fn api_schedules(State(state): State<AppState>) -> Response {
 
 async fn api_status(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match state.admin.task_status(&id).await {
-        Ok(never) => match never {},
+        Ok(status) => Json(status).into_response(),
         Err(err) => admin_error(err),
     }
 }
@@ -604,15 +605,21 @@ struct StatusQuery {
 
 async fn status_page(State(state): State<AppState>, Query(query): Query<StatusQuery>) -> Response {
     let id = query.id.unwrap_or_default();
-    let text = match state.admin.task_status(&id).await {
-        Ok(never) => match never {},
-        Err(err) => err.to_string(),
-    };
-    (
-        StatusCode::NOT_IMPLEMENTED,
-        Html(page::message(&format!("Task {id}"), &text)),
-    )
-        .into_response()
+    match state.admin.task_status(&id).await {
+        Ok(status) => Html(page::task_status(&status)).into_response(),
+        Err(err) => {
+            let status = if err.kind() == ErrorKind::NotFound {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            (
+                status,
+                Html(page::message(&format!("Task {id}"), &err.to_string())),
+            )
+                .into_response()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use crate::{
     dead::{DeadFilter, DeadLetter, DeadPage},
     schedules::ScheduleView,
     stats::Overview,
+    status::TaskStatus,
 };
 
 /// Everything the index page shows.
@@ -303,8 +304,8 @@ pub(super) fn index(view: &IndexView<'_>) -> String {
     body.push_str(
         "<section id=\"status\"><h2>Task status</h2><form action=\"/status\" method=\"get\" \
          class=\"filters\"><input name=\"id\" placeholder=\"task id\" aria-label=\"task id\">\
-         <button type=\"submit\">Look up</button></form><p class=\"muted\">Task status is not \
-         available yet: jetq does not record a task's state after it is enqueued.</p></section>",
+         <button type=\"submit\">Look up</button></form><p class=\"muted\">Tasks of types with \
+         <code>track_status(true)</code> keep their state, progress and result.</p></section>",
     );
     let _ = write!(
         body,
@@ -545,6 +546,81 @@ fn schedules_section(body: &mut String, view: &IndexView<'_>) {
         }
     }
     body.push_str("</section>");
+}
+
+/// The status page of one tracked task.
+pub(super) fn task_status(status: &TaskStatus) -> String {
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<header><h1><a href=\"/\" style=\"color:#fff;text-decoration:none\">jetq</a></h1>\
+         <span class=\"meta\">task {}</span></header><main><section id=\"task-status\">\
+         <h2>Task {}</h2><table><tbody>",
+        esc(&status.id),
+        esc(&status.id)
+    );
+    let optional = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".into());
+    let rows: [(&str, String); 11] = [
+        ("Queue", status.queue.clone()),
+        ("Task", status.task.clone()),
+        ("State", status.state.as_str().to_owned()),
+        (
+            "Attempt",
+            match status.max_attempts {
+                Some(max) => format!("{} of {max}", status.attempt),
+                None => status.attempt.to_string(),
+            },
+        ),
+        ("Enqueued at", optional(&status.enqueued_at)),
+        ("Started at", optional(&status.started_at)),
+        ("Finished at", optional(&status.finished_at)),
+        ("Next attempt at", optional(&status.next_attempt_at)),
+        (
+            "Progress",
+            status.progress.as_ref().map_or_else(
+                || "-".into(),
+                |p| format!("{:.0}% {}", p.percent, p.message),
+            ),
+        ),
+        (
+            "Result",
+            status
+                .result
+                .as_ref()
+                .map_or_else(|| "-".into(), |r| r.to_string()),
+        ),
+        ("Error", optional(&status.error)),
+    ];
+    for (name, value) in rows {
+        let _ = write!(body, "<tr><th>{name}</th><td>{}</td></tr>", esc(&value));
+    }
+    for artifact in &status.artifacts {
+        let _ = write!(
+            body,
+            "<tr><th>Artifact</th><td>{} ({} bytes)</td></tr>",
+            esc(&artifact.name),
+            artifact.size
+        );
+    }
+    body.push_str("</tbody></table>");
+    if !status.transitions.is_empty() {
+        body.push_str(
+            "<h2 style=\"margin-top:14px\">History</h2><table><thead><tr><th>At</th>\
+             <th>State</th><th>Attempt</th></tr></thead><tbody>",
+        );
+        for transition in &status.transitions {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&transition.at),
+                transition.state.as_str(),
+                transition.attempt
+            );
+        }
+        body.push_str("</tbody></table>");
+    }
+    body.push_str("<p><a href=\"/\">Back to the dashboard</a></p></section></main>");
+    layout(&format!("jetq task {}", status.id), &body)
 }
 
 /// The detail page of one dead letter.
