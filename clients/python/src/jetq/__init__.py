@@ -15,7 +15,9 @@ A small producer that speaks docs/PROTOCOL.md exactly, on the official ``nats-py
 - ``track_status=True`` tracks a task; ``status``, ``wait`` and ``cancel`` follow it;
 - failures are typed (:mod:`jetq.errors`), the same cases as the Rust producer's;
 - the current OpenTelemetry span's W3C trace context is sent along when
-  ``opentelemetry-api`` is installed.
+  ``opentelemetry-api`` is installed;
+- :func:`verify_push` checks the signature of a task pushed over HTTP by ``jetq-push``
+  (:mod:`jetq.push`).
 """
 
 from .config import Config
@@ -51,6 +53,18 @@ from .errors import (
 from .names import validate_key, validate_name
 from .producer import AsyncProducer, Enqueued, TaskRequest, results_or_raise
 from .protocol import Prepared, Subjects
+from .push import (
+    MalformedPushHeader,
+    MissingPushHeader,
+    PushSignatureError,
+    PushSignatureMismatch,
+    StalePush,
+    push_headers,
+    sign_push,
+    signing_keys_from_env,
+    verified_push,
+    verify_push,
+)
 from .status import CancelOutcome, Progress, TaskState, TaskStatus, Transition
 from .sync import Producer
 
@@ -99,5 +113,15 @@ __all__ = [
     "WaitTimeout",
     "InvalidArtifactName",
     "ArtifactNotFound",
+    "verify_push",
+    "sign_push",
+    "push_headers",
+    "signing_keys_from_env",
+    "verified_push",
+    "PushSignatureError",
+    "MissingPushHeader",
+    "MalformedPushHeader",
+    "StalePush",
+    "PushSignatureMismatch",
     "__version__",
 ]
