@@ -151,6 +151,11 @@ def test_custom_tolerance_and_default_clock() -> None:
     verify_push(old, BODY, ["secret"])
     with pytest.raises(StalePush):
         verify_push(old, BODY, ["secret"], tolerance=60)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError):
+            verify_push(old, BODY, ["secret"], tolerance=bad)
+        with pytest.raises(ValueError):
+            verified_push(["secret"], tolerance=bad)
 
 
 def test_keys_are_checked_and_never_shown() -> None:

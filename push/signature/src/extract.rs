@@ -73,6 +73,24 @@ pub struct VerifiedPush<T> {
     pub args: T,
 }
 
+impl<T> VerifiedPush<T> {
+    /// A `VerifiedPush` built by hand, to call a handler directly in a unit test.
+    ///
+    /// ```
+    /// use jetq_push_signature::VerifiedPush;
+    ///
+    /// let push = VerifiedPush::new("01JDQ5X1ZB8Y2K3M4N5P6Q7R8S", 1_764_240_000, 42u32);
+    /// assert_eq!((push.task_id.as_str(), push.args), ("01JDQ5X1ZB8Y2K3M4N5P6Q7R8S", 42));
+    /// ```
+    pub fn new(task_id: impl Into<String>, timestamp: u64, args: T) -> Self {
+        VerifiedPush {
+            task_id: task_id.into(),
+            timestamp,
+            args,
+        }
+    }
+}
+
 /// Why [`VerifiedPush`] refused a request; as a response, 401, 400 or axum's body error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

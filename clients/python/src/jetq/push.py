@@ -263,7 +263,8 @@ def verify_push(
     ``request.headers``, a plain dict): names are matched case-insensitively. ``body`` is the
     raw request body, exactly as received (``request.body`` in Django, ``request.get_data()``
     in Flask) — never re-encoded JSON. ``keys`` are the receiver's 1 or 2 keys (see
-    :func:`signing_keys_from_env`); a bad list raises :class:`~jetq.errors.ConfigError`.
+    :func:`signing_keys_from_env`); a bad list raises :class:`~jetq.errors.ConfigError`, a
+    negative or NaN ``tolerance`` :class:`ValueError`.
     ``now`` (Unix seconds, default the current time) is rounded down to the second.
 
     Checked in order, the first failure raised: every header present
@@ -273,6 +274,9 @@ def verify_push(
     (:class:`PushSignatureMismatch`).
     """
     key_bytes = _check_keys(keys)
+    # `not >=` also refuses NaN, which would otherwise turn the freshness check off.
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be a non-negative number of seconds, not {tolerance!r}")
     timestamp_text = _header(headers, TIMESTAMP_HEADER)
     if timestamp_text is None:
         raise MissingPushHeader(TIMESTAMP_HEADER)
@@ -331,6 +335,8 @@ def verified_push(
     """
     key_list = list(keys) if keys is not None else signing_keys_from_env()
     _check_keys(key_list)
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be a non-negative number of seconds, not {tolerance!r}")
 
     def decorate(view: _View) -> _View:
         @functools.wraps(view)
