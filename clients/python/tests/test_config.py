@@ -31,6 +31,11 @@ def test_reads_every_field() -> None:
             "JETQ_REQUEST_TIMEOUT": "750ms",
             "JETQ_ENQUEUE_WINDOW": "32",
             "JETQ_PUBLISH_ATTEMPTS": "5",
+            "JETQ_MAX_DELAY": "90days",
+            "JETQ_PROVISION": "false",
+            "JETQ_STATUS_TTL": "2h",
+            "JETQ_STREAM_REPLICAS": "3",
+            "JETQ_ARTIFACTS_MAX_BYTES": "1000000",
             "OTHER": "ignored",
         }
     )
@@ -40,6 +45,15 @@ def test_reads_every_field() -> None:
     assert config.prefix == "shop"
     assert config.connect_timeout == 2.0 and config.request_timeout == 0.75
     assert (config.enqueue_window, config.publish_attempts) == (32, 5)
+    assert config.max_delay == 90 * 86400.0 and config.max_delay_timedelta.days == 90
+    assert not config.provision and config.status_ttl == 7200.0
+    assert (config.stream_replicas, config.artifacts_max_bytes) == (3, 1_000_000)
+
+
+def test_delay_and_status_defaults_are_the_rust_sides() -> None:
+    config = Config()
+    assert config.max_delay == 30 * 86400.0 and config.provision
+    assert (config.status_ttl, config.stream_replicas, config.artifacts_max_bytes) == (86400.0, 1, -1)
 
 
 def test_secrets_never_print() -> None:
@@ -57,6 +71,12 @@ def test_secrets_never_print() -> None:
         ({"JETQ_NATS_USER": "u"}, "JETQ_NATS_USER/JETQ_NATS_PASSWORD"),
         ({"JETQ_NATS_TOKEN": "t", "JETQ_NATS_NKEY_SEED": "SU"}, "JETQ_NATS_TOKEN/USER/NKEY_SEED/CREDS_FILE"),
         ({"JETQ_PREFIX": "a.b"}, "JETQ_PREFIX"),
+        ({"JETQ_MAX_DELAY": "0s"}, "JETQ_MAX_DELAY"),
+        ({"JETQ_MAX_DELAY": "a month"}, "JETQ_MAX_DELAY"),
+        ({"JETQ_PROVISION": "maybe"}, "JETQ_PROVISION"),
+        ({"JETQ_STATUS_TTL": "0s"}, "JETQ_STATUS_TTL"),
+        ({"JETQ_STREAM_REPLICAS": "7"}, "JETQ_STREAM_REPLICAS"),
+        ({"JETQ_ARTIFACTS_MAX_BYTES": "0"}, "JETQ_ARTIFACTS_MAX_BYTES"),
         ({"JETQ_NATS_TLS_CERT": "/c.pem"}, "JETQ_NATS_TLS_CERT/JETQ_NATS_TLS_KEY"),
         ({"JETQ_CONNECT_TIMEOUT": "soon"}, "JETQ_CONNECT_TIMEOUT"),
         ({"JETQ_REQUEST_TIMEOUT": "0s"}, "JETQ_REQUEST_TIMEOUT"),

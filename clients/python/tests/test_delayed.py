@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType
 
@@ -93,7 +94,8 @@ async def test_enqueue_many_mixes_immediate_and_delayed_tasks(producer: AsyncPro
     assert [r.stream for r in acked] == ["JETQ_TASKS", "JETQ_DELAYED"] * 3
     assert [json.loads(t.payload)["n"] for t in await stored_tasks(nats_server.url)] == [0, 2, 4]
     delayed = await stored_tasks(nats_server.url, "JETQ_DELAYED")
-    assert [json.loads(t.payload)["n"] for t in delayed] == [1, 3, 5]
+    # The first delayed publishes found no stream and were resent once it existed, in any order.
+    assert sorted(json.loads(t.payload)["n"] for t in delayed) == [1, 3, 5]
 
 
 def test_the_blocking_producer_enqueues_delayed_tasks(nats_server: NatsServer) -> None:
@@ -115,3 +117,15 @@ def test_the_blocking_producer_enqueues_delayed_tasks(nats_server: NatsServer) -
 async def _stream_names(nc: NatsClient):  # type: ignore[no-untyped-def]
     for info in await nc.jetstream().streams_info():
         yield info.config.name
+
+
+async def test_the_producers_own_maximum_delay_applies(nats_server: NatsServer, task_stream: str) -> None:
+    producer = await within("connect", AsyncProducer.from_env({"JETQ_NATS_URL": nats_server.url, "JETQ_MAX_DELAY": "1m"}))
+    try:
+        with pytest.raises(jetq.DelayTooLong) as caught:
+            await producer.enqueue("work", "job", {}, delay=61)
+        assert caught.value.max_delay == dt.timedelta(minutes=1)
+        assert (await within("enqueue", producer.enqueue_detailed("work", "job", {}, delay=60))).stream == "JETQ_DELAYED"
+    finally:
+        await producer.close()
+    assert await stored_tasks(nats_server.url) == []

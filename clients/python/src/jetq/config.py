@@ -22,6 +22,7 @@ variable                       meaning
 ``JETQ_REQUEST_TIMEOUT``       publish-ack timeout, per attempt (default ``5s``)
 ``JETQ_ENQUEUE_WINDOW``        acks ``enqueue_many`` keeps outstanding at once (default 256)
 ``JETQ_PUBLISH_ATTEMPTS``      attempts per task when an ack times out (default 3)
+``JETQ_MAX_DELAY``             longest delay ``delay=``/``at=`` accept (default ``30days``)
 ``JETQ_PROVISION``             may create the delayed-task stream and the status bucket on first
                                use when they are missing (default ``true``; set ``false`` where
                                the producer's NATS user may only publish)
@@ -30,9 +31,6 @@ variable                       meaning
 ``JETQ_STREAM_REPLICAS``       replicas of the streams the producer creates (default 1)
 ``JETQ_ARTIFACTS_MAX_BYTES``   byte limit of the artifact store it creates (-1: none)
 =============================  ===================================================================
-
-``max_delay`` (the longest ``delay=``/``at=`` accepted, 30 days) is set in code, as on the Rust
-side (``Producer::with_max_delay``).
 
 Durations use the Rust side's humantime spelling: ``750ms``, ``5s``, ``2m``, ``1h 30m``.
 """
@@ -137,7 +135,7 @@ class Config:
     #: May create missing jetq objects on first use (the delayed-task stream is tried in any
     #: case, as the Rust producer does; the status bucket only with this on).
     provision: bool = True
-    #: The longest delay ``delay=`` / ``at=`` accepts, in seconds (30 days).
+    #: The longest delay ``delay=`` / ``at=`` accepts, in seconds (30 days; ``JETQ_MAX_DELAY``).
     max_delay: float = 30 * 24 * 3600.0
     #: Seconds a status record is kept after its last write, when this producer creates the
     #: status bucket (``JETQ_STATUS_TTL``).
@@ -189,6 +187,9 @@ class Config:
         attempts = get("JETQ_PUBLISH_ATTEMPTS")
         if attempts is not None:
             config.publish_attempts = _parse_int(attempts, "JETQ_PUBLISH_ATTEMPTS", 1)
+        max_delay = get("JETQ_MAX_DELAY")
+        if max_delay is not None:
+            config.max_delay = parse_duration(max_delay, "JETQ_MAX_DELAY")
         provision = get("JETQ_PROVISION")
         if provision is not None:
             config.provision = _parse_bool(provision, "JETQ_PROVISION")
@@ -261,7 +262,7 @@ class Config:
         if self.publish_attempts < 1:
             raise ConfigError("JETQ_PUBLISH_ATTEMPTS", "must be at least 1")
         if not self.max_delay > 0:
-            raise ConfigError("max_delay", "must be greater than zero")
+            raise ConfigError("JETQ_MAX_DELAY", "must be greater than zero (e.g. 30days)")
         if self.status_ttl < 1:
             raise ConfigError(
                 "JETQ_STATUS_TTL", "must be at least 1s (status records would expire before anyone reads them)"

@@ -166,7 +166,8 @@ class NotSupported(EnqueueError):
 
 class DelayTooLong(EnqueueError, ValueError):
     """The delay (for ``at=``: the time from now to the due time) is longer than the
-    producer's maximum (``Config.max_delay``, 30 days by default, as the Rust producer's).
+    producer's maximum (``JETQ_MAX_DELAY`` / ``Config.max_delay``, 30 days by default, as the
+    Rust producer's).
     Nothing was sent."""
 
     def __init__(self, task: str, delay: _dt.timedelta, max_delay: _dt.timedelta) -> None:
