@@ -201,9 +201,22 @@ async def test_without_provisioning_a_missing_bucket_is_unavailable_and_tasks_st
         assert "JETQ_STATUS" in str(caught.value)
         with pytest.raises(jetq.StatusUnavailable):
             await producer.cancel(task_id)
+        # A worker (here: a producer that may provision) creates the bucket meanwhile.
+        other = await within("connect", AsyncProducer.connect(config_for(nats_server)))
+        try:
+            assert await other.status("anything") is None
+        finally:
+            await other.close()
+        # Enqueues do not look again for 30 s (no lookup per tracked enqueue) ...
+        later = await within("tracked enqueue", producer.enqueue("work", "job", {}, track_status=True))
+        # ... explicit calls always do, and find the bucket at once.
+        assert await producer.status(later) is None, "no queued record: the enqueue did not look"
+        third = await within("tracked enqueue", producer.enqueue("work", "job", {}, track_status=True))
+        status = await producer.status(third)
+        assert status is not None and status.state is TaskState.QUEUED, "once open, enqueues record again"
     finally:
         await producer.close()
-    assert len(await stored_tasks(nats_server.url)) == 1, "status never decides whether a task is queued"
+    assert len(await stored_tasks(nats_server.url)) == 3, "status never decides whether a task is queued"
 
 
 def test_the_blocking_producer_reads_waits_and_cancels(nats_server: NatsServer) -> None:

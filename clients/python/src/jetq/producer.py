@@ -532,7 +532,7 @@ class AsyncProducer:
         write after the ack."""
         if prepared.tracked:
             try:
-                await self._status.kv()
+                await self._status.kv(for_enqueue=True)
             except JetqError:
                 pass
 

@@ -422,12 +422,15 @@ class StatusStore:
                 if err.err_code != 10058:
                     raise
 
-    async def kv(self) -> KeyValue:
+    async def kv(self, *, for_enqueue: bool = False) -> KeyValue:
         """The bucket; :class:`~jetq.errors.StatusUnavailable` if it is missing and cannot be
-        created. After such a failure it is not tried again for 30 s."""
+        created. After such a failure, enqueues (``for_enqueue``) do not try again for 30 s, so
+        a producer without the bucket pays no lookup per tracked enqueue; explicit calls
+        (status, wait, watch, cancel) always look again, since a worker or ``jetq-provision``
+        may have created it since (as the Rust producer)."""
         if self._kv is not None:
             return self._kv
-        if self._failed is not None and time.monotonic() < self._failed[0]:
+        if for_enqueue and self._failed is not None and time.monotonic() < self._failed[0]:
             raise StatusUnavailable(self.bucket, f"{self._failed[1]} (tried again in at most {REOPEN_AFTER:g}s)")
         async with self._lock:
             if self._kv is not None:
@@ -440,6 +443,7 @@ class StatusStore:
                         raise StatusUnavailable(self.bucket, "the bucket does not exist (JETQ_PROVISION=false)") from None
                     await self._create()
                     self._kv = await self._js.key_value(self.bucket)
+                self._failed = None
             except StatusUnavailable as err:
                 self._failed = (time.monotonic() + REOPEN_AFTER, err.reason)
                 raise
@@ -489,6 +493,7 @@ class StatusStore:
         already ahead (the record carries this task's sequence, or — for a delayed task — a
         released copy of this very enqueue)."""
         record = queued_record(id, queue, task, sequence, enqueued_at)
+        await self.kv(for_enqueue=True)
         for _ in range(CAS_ROUNDS):
             try:
                 existing, revision = await self.entry(id)
