@@ -16,7 +16,7 @@ use async_nats::{
 use bytes::Bytes;
 use jetq_contract::{
     failure::{truncate_error, MAX_KEPT_ATTEMPTS},
-    headers, AttemptFailure, DeadReason, FailureRecord, Subjects,
+    headers, AttemptFailure, DeadReason, FailureRecord, HttpFailure, Subjects,
 };
 use tracing::Instrument;
 
@@ -32,6 +32,8 @@ pub(crate) struct DeadLetter<'a> {
     pub(crate) reason: DeadReason,
     pub(crate) attempts: u32,
     pub(crate) error: String,
+    /// The HTTP response behind the final error, if the handler attached one.
+    pub(crate) http: Option<HttpFailure>,
 }
 
 /// Writes dead letters and keeps the per-attempt error history.
@@ -152,6 +154,7 @@ impl DeadLetters {
             history,
             enqueued_at,
             dead_at: dead_at.clone(),
+            http: letter.http,
         };
         let record_json = serde_json::to_string(&record).unwrap_or_else(|_| "{}".to_owned());
         map.insert(

@@ -2,7 +2,7 @@
 
 use std::{fmt, time::Duration};
 
-use jetq_contract::{ConfigError, ConnectError, NameError, ProvisionError};
+use jetq_contract::{ConfigError, ConnectError, HttpFailure, NameError, ProvisionError};
 
 /// How a failed attempt should be treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +37,7 @@ pub enum FailureKind {
 pub struct TaskError {
     kind: FailureKind,
     message: String,
+    http: Option<HttpFailure>,
 }
 
 impl TaskError {
@@ -45,6 +46,7 @@ impl TaskError {
         TaskError {
             kind: FailureKind::Retry { after: None },
             message: error.to_string(),
+            http: None,
         }
     }
 
@@ -53,6 +55,7 @@ impl TaskError {
         TaskError {
             kind: FailureKind::Retry { after: Some(delay) },
             message: error.to_string(),
+            http: None,
         }
     }
 
@@ -61,7 +64,30 @@ impl TaskError {
         TaskError {
             kind: FailureKind::Fatal,
             message: error.to_string(),
+            http: None,
         }
+    }
+
+    /// Attaches the HTTP response behind the failure. If the task is dead-lettered with this
+    /// error (a fatal error, or the final attempt), the dead letter's failure record carries
+    /// the status and the body excerpt in its `http` field.
+    ///
+    /// ```
+    /// use jetq_consumer::{contract::HttpFailure, TaskError};
+    ///
+    /// let body = br#"{"error":"unknown account"}"#;
+    /// let error = TaskError::fatal("endpoint answered 404 Not Found")
+    ///     .with_http(HttpFailure::new(404, body));
+    /// assert_eq!(error.http().map(|h| h.status), Some(404));
+    /// ```
+    pub fn with_http(mut self, http: HttpFailure) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    /// The HTTP response behind the failure, if one was attached.
+    pub fn http(&self) -> Option<&HttpFailure> {
+        self.http.as_ref()
     }
 
     /// How the failure is treated.

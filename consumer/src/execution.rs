@@ -10,7 +10,9 @@ use std::{
 
 use async_nats::jetstream::{self, AckKind};
 use futures::FutureExt;
-use jetq_contract::{headers, otel::attributes as attr, AttemptOutcome, DeadReason, Subjects};
+use jetq_contract::{
+    headers, otel::attributes as attr, AttemptOutcome, DeadReason, HttpFailure, Subjects,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -19,14 +21,21 @@ use crate::{
     context::TaskContext,
     dead_letter::{attempt_failure, DeadLetter, DeadLetters},
     error::FailureKind,
-    handler::{CallError, Registration},
+    handler::{CallError, Registration, ANY_TASK},
     settings::WorkerSettings,
     status::{self, Start, StatusRecorder, Tracker},
     telemetry::{self, ProcessSpan, WorkerMetrics},
 };
 
-/// Handlers by `(queue, task)`.
+/// Handlers by `(queue, task)`; task [`ANY_TASK`] holds a queue's catch-all raw handler.
 pub(crate) type Registry = HashMap<(String, String), Registration>;
+
+/// The handler of a task: its own registration, else its queue's catch-all.
+fn lookup<'a>(registry: &'a Registry, queue: &str, task: &str) -> Option<&'a Registration> {
+    registry
+        .get(&(queue.to_owned(), task.to_owned()))
+        .or_else(|| registry.get(&(queue.to_owned(), ANY_TASK.to_owned())))
+}
 
 /// Longest delay between hand-backs of a task whose type no worker knows.
 const UNKNOWN_TASK_MAX_DELAY: Duration = Duration::from_secs(30);
@@ -39,11 +48,13 @@ enum Outcome {
         outcome: AttemptOutcome,
         error: String,
         retry_after: Option<Duration>,
+        http: Option<HttpFailure>,
     },
     /// Dead-letter now.
     Dead {
         reason: DeadReason,
         error: String,
+        http: Option<HttpFailure>,
     },
     /// Shutdown grace ran out: give the task back for another worker.
     HandedBack,
@@ -160,8 +171,7 @@ impl Executor {
     }
 
     async fn process_delivery(&self, message: jetstream::Message, mut delivery: Delivery) {
-        let key = (delivery.queue.clone(), delivery.task.clone());
-        let Some(registration) = self.registry.get(&key) else {
+        let Some(registration) = lookup(&self.registry, &delivery.queue, &delivery.task) else {
             return self.unknown_task(message, delivery).await;
         };
         let max_deliver = u32::try_from(self.settings.max_deliver).unwrap_or(u32::MAX);
@@ -171,6 +181,7 @@ impl Executor {
                 let outcome = Outcome::Dead {
                     reason: DeadReason::Undecodable,
                     error: problem,
+                    http: None,
                 };
                 return self.finish(message, &delivery, 1, outcome).await;
             }
@@ -185,6 +196,7 @@ impl Executor {
                      (crash, kill or lost connection) before reporting",
                     delivery.attempt - 1
                 ),
+                http: None,
             };
             return self.finish(message, &delivery, max_attempts, outcome).await;
         }
@@ -318,11 +330,13 @@ impl Executor {
                 outcome: AttemptOutcome::Timeout,
                 error: format!("attempt timed out after {timeout:?}"),
                 retry_after: None,
+                http: None,
             },
             Ok(Err(panic)) => Outcome::Failed {
                 outcome: AttemptOutcome::Panic,
                 error: format!("handler panicked: {}", panic_message(panic.as_ref())),
                 retry_after: None,
+                http: None,
             },
             Ok(Ok(Ok(()))) => Outcome::Succeeded,
             Ok(Ok(Err(CallError::Undecodable(err)))) => Outcome::Dead {
@@ -331,16 +345,19 @@ impl Executor {
                     "payload does not decode as task {}: {err}",
                     registration.task
                 ),
+                http: None,
             },
             Ok(Ok(Err(CallError::Failed(err)))) => match err.kind() {
                 FailureKind::Fatal => Outcome::Dead {
                     reason: DeadReason::Fatal,
                     error: err.message().to_owned(),
+                    http: err.http().cloned(),
                 },
                 FailureKind::Retry { after } => Outcome::Failed {
                     outcome: AttemptOutcome::Error,
                     error: err.message().to_owned(),
                     retry_after: after,
+                    http: err.http().cloned(),
                 },
             },
         }
@@ -375,6 +392,7 @@ impl Executor {
                 outcome,
                 error,
                 retry_after,
+                http,
             } => {
                 telemetry::record_failure(&span, attempt_error_type(outcome), &error);
                 if delivery.attempt >= max_attempts {
@@ -386,13 +404,18 @@ impl Executor {
                         )
                         .await;
                     let history_error = format!("final attempt {}: {error}", delivery.attempt);
-                    self.dead_letter(message, delivery, DeadReason::Exhausted, history_error)
-                        .await;
+                    self.dead_letter(
+                        message,
+                        delivery,
+                        DeadReason::Exhausted,
+                        history_error,
+                        http,
+                    )
+                    .await;
                     return;
                 }
                 let delay = retry_after.unwrap_or_else(|| {
-                    self.registry
-                        .get(&(delivery.queue.clone(), delivery.task.clone()))
+                    lookup(&self.registry, &delivery.queue, &delivery.task)
                         .map(|r| r.options.retry.delay(delivery.attempt))
                         .unwrap_or(Duration::from_secs(1))
                 });
@@ -412,10 +435,15 @@ impl Executor {
                     tracing::warn!(error = %err, "could not NAK a failed task; it returns after ack_wait");
                 }
             }
-            Outcome::Dead { reason, error } => {
+            Outcome::Dead {
+                reason,
+                error,
+                http,
+            } => {
                 telemetry::record_failure(&span, reason.as_str(), &error);
                 span.set_attribute(attr::OUTCOME, "dead_lettered");
-                self.dead_letter(message, delivery, reason, error).await;
+                self.dead_letter(message, delivery, reason, error, http)
+                    .await;
             }
             Outcome::HandedBack => {
                 span.set_attribute(attr::OUTCOME, "handed_back");
@@ -438,6 +466,7 @@ impl Executor {
         delivery: &Delivery,
         reason: DeadReason,
         error: String,
+        http: Option<HttpFailure>,
     ) {
         let letter = DeadLetter {
             queue: &delivery.queue,
@@ -448,6 +477,7 @@ impl Executor {
             reason,
             attempts: delivery.attempt,
             error: error.clone(),
+            http,
         };
         match self.dead_letters.write(letter).await {
             Ok(()) => {
@@ -490,7 +520,7 @@ impl Executor {
             telemetry::record_failure(&span, DeadReason::UnknownTask.as_str(), &error);
             span.set_attribute(attr::OUTCOME, "dead_lettered");
             return self
-                .dead_letter(message, &delivery, DeadReason::UnknownTask, error)
+                .dead_letter(message, &delivery, DeadReason::UnknownTask, error, None)
                 .await;
         }
         // Spread the remaining deliveries over the remaining grace period.
@@ -511,9 +541,7 @@ impl Executor {
     fn tracks(&self, message: &jetstream::Message, delivery: &Delivery) -> bool {
         delivery.status.is_some()
             || status::has_track_header(message.headers.as_ref())
-            || self
-                .registry
-                .get(&(delivery.queue.clone(), delivery.task.clone()))
+            || lookup(&self.registry, &delivery.queue, &delivery.task)
                 .is_some_and(|registration| registration.options.track_status)
     }
 }

@@ -1,8 +1,10 @@
-//! Handlers: typed functions registered per task type, erased so the worker can hold them in
-//! one table keyed by queue and task name.
+//! Handlers: typed functions registered per task type, and raw ones registered by name for a
+//! task type or a whole queue, erased so the worker can hold them in one table keyed by queue
+//! and task name.
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
+use bytes::Bytes;
 use jetq_contract::{Task, TaskOptions};
 
 use crate::{context::TaskContext, error::TaskError};
@@ -19,7 +21,7 @@ pub(crate) type CallFuture = Pin<Box<dyn Future<Output = Result<(), CallError>> 
 
 /// A handler with its task type erased.
 pub(crate) trait ErasedHandler: Send + Sync {
-    fn call(&self, payload: &[u8], context: TaskContext) -> CallFuture;
+    fn call(&self, payload: &Bytes, context: TaskContext) -> CallFuture;
 }
 
 struct TypedHandler<T, F> {
@@ -33,7 +35,7 @@ where
     F: Fn(T, TaskContext) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), TaskError>> + Send + 'static,
 {
-    fn call(&self, payload: &[u8], context: TaskContext) -> CallFuture {
+    fn call(&self, payload: &Bytes, context: TaskContext) -> CallFuture {
         match serde_json::from_slice::<T>(payload) {
             Ok(task) => {
                 let future = (self.function)(task, context);
@@ -44,11 +46,31 @@ where
     }
 }
 
-/// A registered task type: names, defaults and the erased handler.
+/// A handler that takes the payload as it is, undecoded.
+struct RawHandler<F> {
+    function: F,
+}
+
+impl<F, Fut> ErasedHandler for RawHandler<F>
+where
+    F: Fn(Bytes, TaskContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), TaskError>> + Send + 'static,
+{
+    fn call(&self, payload: &Bytes, context: TaskContext) -> CallFuture {
+        let future = (self.function)(payload.clone(), context);
+        Box::pin(async move { future.await.map_err(CallError::Failed) })
+    }
+}
+
+/// The task name of a raw registration that takes every task type of its queue.
+pub const ANY_TASK: &str = "*";
+
+/// A registered task type (or, with task [`ANY_TASK`], a whole queue): names, defaults and the
+/// erased handler.
 #[derive(Clone)]
 pub(crate) struct Registration {
-    pub(crate) queue: &'static str,
-    pub(crate) task: &'static str,
+    pub(crate) queue: String,
+    pub(crate) task: String,
     pub(crate) options: TaskOptions,
     pub(crate) handler: Arc<dyn ErasedHandler>,
 }
@@ -61,13 +83,31 @@ impl Registration {
         Fut: Future<Output = Result<(), TaskError>> + Send + 'static,
     {
         Registration {
-            queue: T::QUEUE,
-            task: T::NAME,
+            queue: T::QUEUE.to_owned(),
+            task: T::NAME.to_owned(),
             options: T::options(),
             handler: Arc::new(TypedHandler {
                 function,
                 _task: std::marker::PhantomData,
             }),
+        }
+    }
+
+    pub(crate) fn raw<F, Fut>(
+        queue: String,
+        task: String,
+        options: TaskOptions,
+        function: F,
+    ) -> Self
+    where
+        F: Fn(Bytes, TaskContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), TaskError>> + Send + 'static,
+    {
+        Registration {
+            queue,
+            task,
+            options,
+            handler: Arc::new(RawHandler { function }),
         }
     }
 }

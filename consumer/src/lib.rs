@@ -34,6 +34,7 @@ mod worker;
 
 pub use context::TaskContext;
 pub use error::{error_chain, FailureKind, TaskError, WorkerError};
+pub use handler::ANY_TASK;
 pub use jetq_contract::{self as contract, RetryPolicy, Task, TaskOptions};
 pub use settings::WorkerSettings;
 pub use status::{ArtifactWriter, StatusError};

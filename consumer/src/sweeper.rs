@@ -130,6 +130,7 @@ impl Sweeper {
             reason: DeadReason::DeliveriesExhausted,
             attempts,
             error: error.clone(),
+            http: None,
         };
         self.dead_letters
             .write(letter)

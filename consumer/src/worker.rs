@@ -3,8 +3,11 @@
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{consumer::PullConsumer, AckKind};
+use bytes::Bytes;
 use futures::StreamExt;
-use jetq_contract::{name, ConnectionConfig, NameKind, StreamSettings, Subjects, Task, Topology};
+use jetq_contract::{
+    name, ConnectionConfig, NameKind, StreamSettings, Subjects, Task, TaskOptions, Topology,
+};
 use opentelemetry::metrics::Meter;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -14,7 +17,7 @@ use crate::{
     dead_letter::DeadLetters,
     error::{TaskError, WorkerError},
     execution::{Executor, Registry},
-    handler::Registration,
+    handler::{Registration, ANY_TASK},
     settings::WorkerSettings,
     status::StatusRecorder,
     sweeper::Sweeper,
@@ -165,6 +168,54 @@ impl WorkerBuilder {
         self
     }
 
+    /// Registers a raw handler by name: it gets the task's payload as the bytes on the wire
+    /// (the JSON arguments, undecoded) and runs under `options` (attempts, timeout, backoff,
+    /// status tracking), like a typed handler.
+    ///
+    /// `task` is one task type's wire name, or [`ANY_TASK`](crate::ANY_TASK) (`"*"`) for
+    /// every task type of `queue` that has no handler of its own — a worker that runs tasks it
+    /// has no Rust type for, such as the HTTP push worker (`jetq-push`). Names are validated at
+    /// [`WorkerBuilder::build`] (an invalid one is [`WorkerError::InvalidName`]); registering
+    /// the same `(queue, task)` twice is [`WorkerError::DuplicateHandler`]. A task that a
+    /// catch-all takes is never "unknown": it runs instead of being handed back.
+    ///
+    /// ```no_run
+    /// use bytes::Bytes;
+    /// use jetq_consumer::{TaskContext, TaskError, TaskOptions, Worker, ANY_TASK};
+    ///
+    /// # async fn run() -> Result<(), jetq_consumer::WorkerError> {
+    /// let worker = Worker::builder()
+    ///     .url("nats://127.0.0.1:4222")
+    ///     .raw_handler("webhooks", ANY_TASK, TaskOptions::default().max_attempts(5),
+    ///         |payload: Bytes, ctx: TaskContext| async move {
+    ///             println!("{} #{}: {} bytes", ctx.task(), ctx.attempt(), payload.len());
+    ///             Ok::<(), TaskError>(())
+    ///         })
+    ///     .build()
+    ///     .await?;
+    /// worker.run().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn raw_handler<F, Fut>(
+        mut self,
+        queue: impl Into<String>,
+        task: impl Into<String>,
+        options: TaskOptions,
+        handler: F,
+    ) -> Self
+    where
+        F: Fn(Bytes, TaskContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), TaskError>> + Send + 'static,
+    {
+        self.registrations.push(Registration::raw(
+            queue.into(),
+            task.into(),
+            options,
+            handler,
+        ));
+        self
+    }
+
     /// Validates the handlers, connects, provisions and returns a worker ready to run.
     pub async fn build(self) -> Result<Worker, WorkerError> {
         self.connection.validate()?;
@@ -275,22 +326,24 @@ impl WorkerBuilder {
         }
         let mut registry = HashMap::new();
         for registration in &self.registrations {
-            name::validate(NameKind::Queue, registration.queue)?;
-            name::validate(NameKind::Task, registration.task)?;
+            name::validate(NameKind::Queue, &registration.queue)?;
+            if registration.task != ANY_TASK {
+                name::validate(NameKind::Task, &registration.task)?;
+            }
             let attempts = registration.options.max_attempts;
             if i64::from(attempts) >= self.settings.max_deliver {
                 return Err(WorkerError::AttemptsExceedDeliveries {
-                    queue: registration.queue.to_owned(),
-                    task: registration.task.to_owned(),
+                    queue: registration.queue.clone(),
+                    task: registration.task.clone(),
                     max_attempts: attempts,
                     max_deliver: self.settings.max_deliver,
                 });
             }
-            let key = (registration.queue.to_owned(), registration.task.to_owned());
+            let key = (registration.queue.clone(), registration.task.clone());
             if registry.insert(key, registration.clone()).is_some() {
                 return Err(WorkerError::DuplicateHandler {
-                    queue: registration.queue.to_owned(),
-                    task: registration.task.to_owned(),
+                    queue: registration.queue.clone(),
+                    task: registration.task.clone(),
                 });
             }
         }

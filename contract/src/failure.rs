@@ -75,6 +75,60 @@ pub struct FailureRecord {
     pub enqueued_at: Option<String>,
     /// When the dead letter was written.
     pub dead_at: String,
+    /// The HTTP response that ended the task, when its handler called an HTTP endpoint and
+    /// reported the response (jetq-push does; see `docs/PUSH.md`). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpFailure>,
+}
+
+/// The HTTP response behind a failure: its status and a bounded excerpt of its body.
+///
+/// ```
+/// use jetq_contract::HttpFailure;
+///
+/// let failure = HttpFailure::new(404, "no such user".as_bytes());
+/// assert_eq!(failure.status, 404);
+/// assert_eq!(failure.body, "no such user");
+/// assert!(!failure.body_truncated);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpFailure {
+    /// The response status code.
+    pub status: u16,
+    /// The start of the response body, at most [`MAX_HTTP_BODY_EXCERPT`] bytes, decoded as
+    /// UTF-8 with invalid sequences replaced.
+    pub body: String,
+    /// True when the body was longer than the excerpt.
+    #[serde(default)]
+    pub body_truncated: bool,
+}
+
+/// Longest excerpt of an HTTP response body kept in a failure record, in bytes.
+pub const MAX_HTTP_BODY_EXCERPT: usize = 1024;
+
+impl HttpFailure {
+    /// The status and the first [`MAX_HTTP_BODY_EXCERPT`] bytes of `body` (cut on a character
+    /// boundary). `body` may be longer than what was read; pass what you have.
+    pub fn new(status: u16, body: &[u8]) -> Self {
+        let mut end = body.len().min(MAX_HTTP_BODY_EXCERPT);
+        let mut text = String::from_utf8_lossy(&body[..end]).into_owned();
+        // A multi-byte character cut at the limit decodes as U+FFFD; drop it.
+        if end < body.len() && text.ends_with('\u{FFFD}') {
+            text.pop();
+        }
+        while text.len() > MAX_HTTP_BODY_EXCERPT {
+            end = text.len() - 1;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+        }
+        HttpFailure {
+            status,
+            body: text,
+            body_truncated: body.len() > MAX_HTTP_BODY_EXCERPT,
+        }
+    }
 }
 
 /// Attempts whose errors are kept in a dead letter; older ones are dropped first.
@@ -112,6 +166,7 @@ mod tests {
             }],
             enqueued_at: None,
             dead_at: "2026-01-01T00:00:01Z".into(),
+            http: None,
         };
         let json = serde_json::to_string(&record).unwrap();
         assert!(!json.contains('\n'), "header values cannot hold newlines");
@@ -119,6 +174,23 @@ mod tests {
         assert!(json.contains("\"outcome\":\"timeout\""));
         let back: FailureRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(back, record);
+    }
+
+    #[test]
+    fn http_failure_is_optional_and_bounded() {
+        let old = r#"{"reason":"fatal","attempts":1,"error":"x","history":[],"enqueued_at":null,"dead_at":"t"}"#;
+        let record: FailureRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(record.http, None);
+        assert!(!serde_json::to_string(&record).unwrap().contains("http"));
+
+        let long = "é".repeat(MAX_HTTP_BODY_EXCERPT);
+        let failure = HttpFailure::new(400, long.as_bytes());
+        assert!(failure.body_truncated);
+        assert!(failure.body.len() <= MAX_HTTP_BODY_EXCERPT);
+        assert!(failure.body.chars().all(|c| c == 'é'));
+        let short = HttpFailure::new(500, b"oops\xff");
+        assert_eq!(short.body, "oops\u{FFFD}");
+        assert!(!short.body_truncated);
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub mod topology;
 
 pub use config::{ConfigError, ConnectionConfig, Secret, StreamSettings};
 pub use connect::{connect, jetstream, ConnectError, Version};
-pub use failure::{AttemptFailure, AttemptOutcome, DeadReason, FailureRecord};
+pub use failure::{AttemptFailure, AttemptOutcome, DeadReason, FailureRecord, HttpFailure};
 pub use name::{KeyError, NameError, NameKind};
 pub use retry::RetryPolicy;
 pub use status::{TaskState, TaskStatus};

@@ -778,3 +778,136 @@ async fn a_worker_listed_queues_pulls_only_those() {
     stop.send(()).unwrap();
     handle.await.unwrap();
 }
+
+#[tokio::test]
+async fn raw_handlers_take_a_task_type_or_a_whole_queue_by_name_and_get_the_payload_bytes() {
+    init_logs();
+    let server = NatsServer::start().await;
+    let (tx, mut rx) = mpsc::unbounded_channel::<(String, String, u32, Bytes)>();
+    let specific = tx.clone();
+    let built = worker(&server)
+        // A typed handler on another queue keeps working next to raw ones.
+        .handler(|_email: Email, _ctx: TaskContext| async move { ok() })
+        .raw_handler(
+            "hooks",
+            "special",
+            TaskOptions::default().max_attempts(1),
+            move |payload: Bytes, ctx: TaskContext| {
+                let tx = specific.clone();
+                async move {
+                    tx.send((
+                        "special".into(),
+                        ctx.task().to_owned(),
+                        ctx.max_attempts(),
+                        payload,
+                    ))
+                    .ok();
+                    ok()
+                }
+            },
+        )
+        .raw_handler(
+            "hooks",
+            jetq_consumer::ANY_TASK,
+            TaskOptions::default().max_attempts(2),
+            move |payload: Bytes, ctx: TaskContext| {
+                let tx = tx.clone();
+                async move {
+                    tx.send((
+                        "any".into(),
+                        ctx.task().to_owned(),
+                        ctx.max_attempts(),
+                        payload,
+                    ))
+                    .ok();
+                    if ctx.task() == "refused" {
+                        return Err(TaskError::fatal("endpoint answered 404 Not Found")
+                            .with_http(jetq_contract::HttpFailure::new(404, b"no such hook")));
+                    }
+                    ok()
+                }
+            },
+        )
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(built.queues(), vec!["emails", "hooks"]);
+    let (_stop, _run) = spawn_worker(built);
+    let producer = producer(&server).await;
+    let raw = |task: &str, payload: &'static [u8]| RawTask {
+        queue: "hooks".into(),
+        task: task.into(),
+        payload: Bytes::from_static(payload),
+        options: Default::default(),
+    };
+    producer
+        .enqueue_raw(raw("special", b"{\"a\":1}"))
+        .await
+        .unwrap();
+    let got = next(&mut rx, "the task type's own handler").await;
+    assert_eq!(
+        got,
+        (
+            "special".into(),
+            "special".into(),
+            1,
+            Bytes::from_static(b"{\"a\":1}")
+        )
+    );
+    // Not JSON of any type: a raw handler gets the bytes as they are.
+    producer
+        .enqueue_raw(raw("anything", b"[1, 2]"))
+        .await
+        .unwrap();
+    let got = next(&mut rx, "the queue's catch-all").await;
+    assert_eq!(
+        got,
+        (
+            "any".into(),
+            "anything".into(),
+            2,
+            Bytes::from_static(b"[1, 2]")
+        )
+    );
+
+    producer.enqueue_raw(raw("refused", b"{}")).await.unwrap();
+    next(&mut rx, "the refused task").await;
+    let js = raw_jetstream(&server).await;
+    let dead = dead_letters(&js, 1).await;
+    let record: FailureRecord =
+        serde_json::from_str(&header(&dead[0], headers::FAILURE).unwrap()).unwrap();
+    assert_eq!(record.error, "endpoint answered 404 Not Found");
+    let http = record
+        .http
+        .expect("the HTTP response in the failure record");
+    assert_eq!((http.status, http.body.as_str()), (404, "no such hook"));
+    common::await_drained(&js).await;
+
+    let bad_queue = worker(&server)
+        .raw_handler(
+            "bad.queue",
+            "x",
+            TaskOptions::default(),
+            |_: Bytes, _| async { ok() },
+        )
+        .build()
+        .await;
+    assert!(matches!(bad_queue, Err(WorkerError::InvalidName(_))));
+    let bad_task = worker(&server)
+        .raw_handler("hooks", "a*", TaskOptions::default(), |_: Bytes, _| async {
+            ok()
+        })
+        .build()
+        .await;
+    assert!(matches!(bad_task, Err(WorkerError::InvalidName(_))));
+    let twice = worker(&server)
+        .raw_handler("hooks", "*", TaskOptions::default(), |_: Bytes, _| async {
+            ok()
+        })
+        .raw_handler("hooks", "*", TaskOptions::default(), |_: Bytes, _| async {
+            ok()
+        })
+        .build()
+        .await;
+    assert!(matches!(twice, Err(WorkerError::DuplicateHandler { ref task, .. }) if task == "*"));
+}

@@ -168,6 +168,7 @@ pub async fn write_dead(js: &jetstream::Context, letter: &Letter<'_>) -> u64 {
         }],
         enqueued_at: Some(now.clone()),
         dead_at: now.clone(),
+        http: None,
     };
     let mut map = HeaderMap::new();
     // A distinct task-stream sequence per letter keeps the dedup ids distinct.

@@ -1,0 +1,776 @@
+//! HTTP push dispatch (`jetq-push`) against a real nats-server and real HTTP endpoints: axum
+//! servers on loopback ports inside the test, which record every request they get (arrival
+//! time, headers, body, requests in flight) and answer as the test says.
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode, Uri},
+    response::{IntoResponse, Response},
+    Router,
+};
+use common::await_drained;
+use jetq_contract::{DeadReason, FailureRecord, Subjects, Task};
+use jetq_push::{PushConfig, PushError};
+use jetq_push_signature::{SigningKeys, Verifier, VerifyError};
+use jetq_tests::{otel::*, *};
+use opentelemetry::trace::TraceContextExt;
+use serde::{Deserialize, Serialize};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// What the push worker signs with (new key first, old key second: a rotation).
+const KEYS: &str = "push-test-key-new,push-test-key-old";
+
+/// A task of the `hooks` queue; the push worker has no Rust type for it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Notify {
+    n: u64,
+    #[serde(default)]
+    note: String,
+}
+
+impl Task for Notify {
+    const NAME: &'static str = "notify";
+    const QUEUE: &'static str = "hooks";
+}
+
+/// A task of the `bursts` queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Burst {
+    n: u64,
+}
+
+impl Task for Burst {
+    const NAME: &'static str = "burst";
+    const QUEUE: &'static str = "bursts";
+}
+
+fn notify(n: u64) -> Notify {
+    Notify {
+        n,
+        note: format!("task {n}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The test endpoint.
+
+/// One request as the endpoint received it.
+#[derive(Debug, Clone)]
+struct Received {
+    /// 1-based arrival order.
+    n: usize,
+    at: Instant,
+    wall: SystemTime,
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn attempt(&self) -> u32 {
+        self.header("jetq-attempt")
+            .and_then(|v| v.parse().ok())
+            .expect("Jetq-Attempt header")
+    }
+}
+
+/// How the endpoint answers one request.
+struct Reply {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+    delay: Duration,
+}
+
+impl Reply {
+    fn status(status: u16) -> Self {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: String::new(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    fn ok() -> Self {
+        Reply::status(200)
+    }
+
+    fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    fn body(mut self, body: impl Into<String>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+type Behaviour = Arc<dyn Fn(&Received) -> Reply + Send + Sync>;
+
+#[derive(Clone)]
+struct EndpointState {
+    behaviour: Behaviour,
+    count: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: Arc<AtomicUsize>,
+    tx: mpsc::UnboundedSender<Received>,
+}
+
+/// Counts a request in flight until it is answered or abandoned by the client.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn handle(
+    State(state): State<EndpointState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    let _in_flight = InFlight(state.in_flight.clone());
+    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let received = Received {
+        n: state.count.fetch_add(1, Ordering::SeqCst) + 1,
+        at: Instant::now(),
+        wall: SystemTime::now(),
+        path: uri.path().to_owned(),
+        headers,
+        body,
+    };
+    let reply = (state.behaviour)(&received);
+    state.tx.send(received).ok();
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let mut response = (
+        StatusCode::from_u16(reply.status).expect("valid test status"),
+        reply.body,
+    )
+        .into_response();
+    for (name, value) in reply.headers {
+        response
+            .headers_mut()
+            .insert(name, value.parse().expect("valid test header"));
+    }
+    response
+}
+
+/// An HTTP server on a loopback port that records every request.
+struct Endpoint {
+    addr: SocketAddr,
+    requests: mpsc::UnboundedReceiver<Received>,
+    max_in_flight: Arc<AtomicUsize>,
+    server: JoinHandle<()>,
+}
+
+impl Endpoint {
+    async fn start(behaviour: impl Fn(&Received) -> Reply + Send + Sync + 'static) -> Endpoint {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Endpoint::serve(listener, behaviour)
+    }
+
+    fn serve(
+        listener: TcpListener,
+        behaviour: impl Fn(&Received) -> Reply + Send + Sync + 'static,
+    ) -> Endpoint {
+        let (tx, requests) = mpsc::unbounded_channel();
+        let max_in_flight = Arc::new(AtomicUsize::new(0));
+        let state = EndpointState {
+            behaviour: Arc::new(behaviour),
+            count: Arc::new(AtomicUsize::new(0)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            max_in_flight: max_in_flight.clone(),
+            tx,
+        };
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().fallback(handle).with_state(state);
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.ok();
+        });
+        Endpoint {
+            addr,
+            requests,
+            max_in_flight,
+            server,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn next(&mut self, what: &str) -> Received {
+        next(&mut self.requests, what).await
+    }
+
+    /// Everything received and not yet taken.
+    fn drain(&mut self) -> Vec<Received> {
+        let mut all = Vec::new();
+        while let Ok(received) = self.requests.try_recv() {
+            all.push(received);
+        }
+        all
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The push worker under test.
+
+/// A running push worker; stopped gracefully by [`PushWorker::stop`].
+struct PushWorker {
+    stop: oneshot::Sender<()>,
+    run: JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl PushWorker {
+    /// Writes `targets` to a file, reads the configuration through the variables the binary
+    /// reads, and runs the worker with the tests' fast settings.
+    async fn start(server: &NatsServer, targets: &str) -> PushWorker {
+        PushWorker::start_with(server, targets, |builder| builder).await
+    }
+
+    async fn start_with(
+        server: &NatsServer,
+        targets: &str,
+        tweak: impl FnOnce(jetq_consumer::WorkerBuilder) -> jetq_consumer::WorkerBuilder,
+    ) -> PushWorker {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("targets.yaml");
+        std::fs::write(&path, targets).unwrap();
+        let config = PushConfig::from_env_iter(vec![
+            (
+                "JETQ_PUSH_TARGETS_FILE".to_owned(),
+                path.display().to_string(),
+            ),
+            ("JETQ_PUSH_SIGNING_KEYS".to_owned(), KEYS.to_owned()),
+        ])
+        .expect("the targets file is valid");
+        let builder = jetq_push::register(tweak(worker(server)), &config).unwrap();
+        let worker = builder.build().await.expect("the push worker builds");
+        let (stop, stopped) = oneshot::channel();
+        let run = tokio::spawn(worker.run_until(async {
+            stopped.await.ok();
+        }));
+        PushWorker {
+            stop,
+            run,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.send(()).ok();
+        within(WAIT, "the push worker to stop", self.run)
+            .await
+            .unwrap();
+    }
+}
+
+/// The failure record of a dead letter.
+fn failure_record(message: &async_nats::jetstream::message::StreamMessage) -> FailureRecord {
+    serde_json::from_str(&required_header(message, "Jetq-Failure")).expect("failure record JSON")
+}
+
+/// A target for the `hooks` queue at `url` with short backoffs, plus `extra` YAML lines.
+fn hooks_target(url: &str, extra: &str) -> String {
+    format!(
+        "targets:\n  - name: hooks\n    queue: hooks\n    url: {url}\n    backoff: 100ms\n    \
+         backoff_max: 200ms\n{extra}"
+    )
+}
+
+/// Logs for the test; tests here run next to one that sets its own subscriber.
+fn setup() {
+    isolate_subscribers();
+    init_logs();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+
+#[tokio::test]
+async fn a_2xx_answer_acks_the_task_and_the_request_carries_every_header_and_a_valid_signature() {
+    setup();
+    let server = NatsServer::start().await;
+    let mut endpoint = Endpoint::start(|_| Reply::ok()).await;
+    let push = PushWorker::start(
+        &server,
+        &hooks_target(&endpoint.url("/jetq/{queue}/{task}"), ""),
+    )
+    .await;
+    let producer = producer(&server).await;
+    let enqueued = producer.enqueue(&notify(7)).await.unwrap();
+
+    let request = endpoint.next("the pushed task").await;
+    assert_eq!(request.path, "/jetq/hooks/notify");
+    let args: Notify = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!(args, notify(7), "the body is the task's JSON arguments");
+    assert_eq!(request.header("content-type"), Some("application/json"));
+    assert_eq!(request.header("jetq-task-id"), Some(enqueued.id.as_str()));
+    assert_eq!(request.attempt(), 1);
+    assert_eq!(request.header("jetq-queue"), Some("hooks"));
+    assert_eq!(request.header("jetq-task"), Some("notify"));
+    let enqueued_at = request
+        .header("jetq-enqueued-at")
+        .expect("Jetq-Enqueued-At");
+    let enqueued_at = jetq_contract::time::parse(enqueued_at).expect("RFC 3339 enqueue time");
+    assert!(enqueued_at <= request.wall);
+
+    // The endpoint holds only the old key of the rotation and still accepts.
+    let verifier = Verifier::new(SigningKeys::new(["push-test-key-old"]).unwrap());
+    let (ts, id, signature) = (
+        request.header("jetq-timestamp"),
+        request.header("jetq-task-id"),
+        request.header("jetq-signature"),
+    );
+    assert!(signature.is_some_and(|s| s.starts_with("v1=")));
+    verifier
+        .verify(ts, id, signature, &request.body, SystemTime::now())
+        .expect("the signature verifies at the endpoint");
+    let tampered = br#"{"n":8,"note":"task 7"}"#;
+    assert_eq!(
+        verifier.verify(ts, id, signature, tampered, SystemTime::now()),
+        Err(VerifyError::Mismatch),
+        "a tampered body is refused"
+    );
+    let other = Verifier::new(SigningKeys::new(["not-the-key"]).unwrap());
+    assert!(other
+        .verify(ts, id, signature, &request.body, SystemTime::now())
+        .is_err());
+
+    await_drained(&raw_jetstream(&server).await).await;
+    push.stop().await;
+    assert!(endpoint.drain().is_empty(), "one request, acked");
+}
+
+#[tokio::test]
+async fn a_4xx_answer_dead_letters_the_task_with_the_status_and_a_bounded_body_excerpt() {
+    setup();
+    let server = NatsServer::start().await;
+    let long_body = format!("invalid address: {}", "x".repeat(4000));
+    let mut endpoint = Endpoint::start({
+        let long_body = long_body.clone();
+        move |_| Reply::status(422).body(long_body.clone())
+    })
+    .await;
+    let push = PushWorker::start(&server, &hooks_target(&endpoint.url("/hook"), "")).await;
+    let enqueued = producer(&server).await.enqueue(&notify(1)).await.unwrap();
+
+    let js = raw_jetstream(&server).await;
+    let dead = dead_letters(&js, 1).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        header(&dead[0], "Jetq-Task-Id").as_deref(),
+        Some(enqueued.id.as_str())
+    );
+    let record = failure_record(&dead[0]);
+    assert_eq!(record.reason, DeadReason::Fatal);
+    assert_eq!(record.attempts, 1, "a 4xx is not retried");
+    let http = record.http.expect("the HTTP failure record");
+    assert_eq!(http.status, 422);
+    assert!(http.body.starts_with("invalid address: xxx"));
+    assert!(http.body.len() <= jetq_contract::failure::MAX_HTTP_BODY_EXCERPT);
+    assert!(http.body_truncated);
+    assert!(record.error.contains("422"), "{}", record.error);
+    let payload: Notify = serde_json::from_slice(&dead[0].payload).unwrap();
+    assert_eq!(payload, notify(1), "the dead letter keeps the task");
+
+    await_drained(&js).await;
+    push.stop().await;
+    assert_eq!(endpoint.drain().len(), 1, "exactly one request");
+}
+
+#[tokio::test]
+async fn a_5xx_answer_is_retried_with_backoff_until_the_endpoint_recovers() {
+    setup();
+    let server = NatsServer::start().await;
+    let mut endpoint = Endpoint::start(|request| match request.n {
+        1 => Reply::status(500).body("database down"),
+        2 => Reply::status(502),
+        _ => Reply::ok(),
+    })
+    .await;
+    let push = PushWorker::start(&server, &hooks_target(&endpoint.url("/hook"), "")).await;
+    let enqueued = producer(&server).await.enqueue(&notify(1)).await.unwrap();
+
+    let mut attempts = Vec::new();
+    for what in ["attempt 1", "attempt 2", "attempt 3"] {
+        let request = endpoint.next(what).await;
+        assert_eq!(request.header("jetq-task-id"), Some(enqueued.id.as_str()));
+        attempts.push(request.attempt());
+    }
+    assert_eq!(attempts, vec![1, 2, 3]);
+    let js = raw_jetstream(&server).await;
+    await_drained(&js).await;
+    push.stop().await;
+    assert_eq!(stream_len(&js, &Subjects::default().dead_stream()).await, 0);
+    assert!(endpoint.drain().is_empty());
+}
+
+#[tokio::test]
+async fn retry_after_of_a_429_and_a_503_is_honoured_in_seconds_and_as_a_date() {
+    setup();
+    let server = NatsServer::start().await;
+    let retry_at = Arc::new(std::sync::Mutex::new(None::<SystemTime>));
+    let mut endpoint = Endpoint::start({
+        let retry_at = retry_at.clone();
+        move |request| match request.n {
+            1 => Reply::status(429).header("retry-after", "2"),
+            2 => {
+                let at = request.wall + Duration::from_secs(3);
+                let date = httpdate::fmt_http_date(at);
+                *retry_at.lock().unwrap() = Some(httpdate::parse_http_date(&date).unwrap());
+                Reply::status(503).header("retry-after", date)
+            }
+            _ => Reply::ok(),
+        }
+    })
+    .await;
+    // The backoff (100 ms) would retry much sooner: only Retry-After explains the gaps.
+    let push = PushWorker::start(&server, &hooks_target(&endpoint.url("/hook"), "")).await;
+    producer(&server).await.enqueue(&notify(1)).await.unwrap();
+
+    let first = endpoint.next("the first request").await;
+    let second = endpoint.next("the retry after Retry-After: 2").await;
+    let gap = second.at - first.at;
+    assert!(
+        gap >= Duration::from_millis(1990),
+        "retried after {gap:?}, not 2 s"
+    );
+    assert!(gap < Duration::from_secs(6), "retried after {gap:?}");
+    let third = endpoint.next("the retry after the Retry-After date").await;
+    let due = retry_at.lock().unwrap().expect("the date was sent");
+    assert!(
+        third.wall + Duration::from_millis(10) >= due,
+        "retried {:?} before the Retry-After date",
+        due.duration_since(third.wall).unwrap_or_default()
+    );
+    assert_eq!(third.attempt(), 3);
+    await_drained(&raw_jetstream(&server).await).await;
+    push.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_times_out_and_the_task_is_retried() {
+    setup();
+    let server = NatsServer::start().await;
+    let mut endpoint = Endpoint::start(|request| match request.n {
+        1 => Reply::ok().delay(Duration::from_secs(5)),
+        _ => Reply::ok(),
+    })
+    .await;
+    let push = PushWorker::start(
+        &server,
+        &hooks_target(&endpoint.url("/hook"), "    timeout: 400ms\n"),
+    )
+    .await;
+    producer(&server).await.enqueue(&notify(1)).await.unwrap();
+
+    let slow = endpoint.next("the request that hangs").await;
+    let retry = endpoint.next("the retry after the timeout").await;
+    assert_eq!((slow.attempt(), retry.attempt()), (1, 2));
+    let gap = retry.at - slow.at;
+    assert!(
+        gap >= Duration::from_millis(400),
+        "retried after {gap:?}, before the timeout"
+    );
+    assert!(
+        gap < Duration::from_secs(5),
+        "the client waited for the slow answer ({gap:?})"
+    );
+    await_drained(&raw_jetstream(&server).await).await;
+    push.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retried_until_the_endpoint_is_up() {
+    setup();
+    let server = NatsServer::start().await;
+    let port = jetq_harness::free_port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let push = PushWorker::start(&server, &hooks_target(&url, "")).await;
+    producer(&server).await.enqueue(&notify(1)).await.unwrap();
+
+    // Nothing listens yet: wait until the server delivered the task a second time, i.e. the
+    // first attempt failed and was NAK'd with the backoff.
+    let js = raw_jetstream(&server).await;
+    let subjects = Subjects::default();
+    eventually(WAIT, "a second delivery after a refused connection", || {
+        let js = js.clone();
+        let subjects = subjects.clone();
+        async move {
+            let stream = js.get_stream(subjects.tasks_stream()).await.ok()?;
+            let info = stream.consumer_info(subjects.durable("hooks")).await.ok()?;
+            (info.delivered.consumer_sequence >= 2).then_some(())
+        }
+    })
+    .await;
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let mut endpoint = Endpoint::serve(listener, |_| Reply::ok());
+    let request = endpoint.next("the task once the endpoint is up").await;
+    assert!(request.attempt() >= 2, "attempt {}", request.attempt());
+    await_drained(&js).await;
+    push.stop().await;
+    assert_eq!(stream_len(&js, &subjects.dead_stream()).await, 0);
+}
+
+#[tokio::test]
+async fn concurrency_and_rate_limits_hold_under_a_burst_and_waiting_tasks_are_not_redelivered() {
+    setup();
+    let server = NatsServer::start().await;
+    // Slow answers: only the concurrency limit bounds the requests in flight.
+    let mut slow = Endpoint::start(|_| Reply::ok().delay(Duration::from_millis(200))).await;
+    // Fast answers: only the rate limit bounds the requests per second.
+    let mut fast = Endpoint::start(|_| Reply::ok()).await;
+    let targets = format!(
+        "targets:
+  - name: slow
+    queue: hooks
+    url: {}
+    concurrency: 3
+  - name: fast
+    queue: bursts
+    url: {}
+    rate: 10
+    burst: 2
+",
+        slow.url("/slow"),
+        fast.url("/fast")
+    );
+    // 16 tasks per queue run at once in this process; ack_wait (3 s) is shorter than the
+    // rate-limited queue's drain (~3 s), so waiting tasks live on the worker's heartbeats.
+    let push = PushWorker::start_with(&server, &targets, |builder| builder.concurrency(16)).await;
+    let producer = producer(&server).await;
+    let (slow_count, fast_count) = (18, 32);
+    for n in 0..slow_count {
+        producer.enqueue(&notify(n)).await.unwrap();
+    }
+    for n in 0..fast_count {
+        producer.enqueue(&Burst { n }).await.unwrap();
+    }
+
+    let mut fast_requests = Vec::new();
+    for _ in 0..fast_count {
+        fast_requests.push(fast.next("a rate-limited request").await);
+    }
+    let mut slow_requests = Vec::new();
+    for _ in 0..slow_count {
+        slow_requests.push(slow.next("a concurrency-limited request").await);
+    }
+    let js = raw_jetstream(&server).await;
+    await_drained(&js).await;
+    push.stop().await;
+
+    let max_in_flight = slow.max_in_flight.load(Ordering::SeqCst);
+    assert_eq!(max_in_flight, 3, "requests in flight at the slow endpoint");
+    let times: Vec<Instant> = fast_requests.iter().map(|r| r.at).collect();
+    let busiest = times
+        .iter()
+        .map(|start| {
+            times
+                .iter()
+                .filter(|t| **t >= *start && **t < *start + Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap();
+    // A bucket of 2 refilled at 10/s lets at most 2 + 10 through in any second.
+    assert!(busiest <= 12, "{busiest} requests in one second at 10/s");
+    let span = times
+        .iter()
+        .max()
+        .unwrap()
+        .duration_since(*times.iter().min().unwrap());
+    assert!(
+        span >= Duration::from_millis(2900),
+        "{fast_count} requests at 10/s after a burst of 2 took only {span:?}"
+    );
+    for requests in [&fast_requests, &slow_requests] {
+        assert!(
+            requests.iter().all(|r| r.attempt() == 1),
+            "a waiting task was redelivered"
+        );
+    }
+    assert!(
+        slow.drain().is_empty() && fast.drain().is_empty(),
+        "one request per task"
+    );
+}
+
+#[tokio::test]
+async fn the_request_carries_the_trace_context_of_the_task_continuing_the_producers_trace() {
+    isolate_subscribers();
+    let capture = SpanCapture::new();
+    let _traced = tracing::dispatcher::set_default(&capture.dispatch());
+    let server = NatsServer::start().await;
+    let mut endpoint = Endpoint::start(|_| Reply::ok()).await;
+    let push = PushWorker::start(&server, &hooks_target(&endpoint.url("/hook"), "")).await;
+    let producer = producer(&server).await;
+    let request_span = tracing::info_span!("web_request");
+    let trace = request_span.context().span().span_context().trace_id();
+    producer
+        .enqueue(&notify(1))
+        .instrument(request_span)
+        .await
+        .unwrap();
+
+    let request = endpoint.next("the pushed task").await;
+    let traceparent = request
+        .header("traceparent")
+        .expect("traceparent")
+        .to_owned();
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    assert_eq!(
+        parts[1],
+        trace.to_string(),
+        "the producer's trace continues"
+    );
+    await_drained(&raw_jetstream(&server).await).await;
+    push.stop().await;
+
+    // The parent is the attempt's `process` span, a child of the producer's `send` span.
+    let process = eventually(WAIT, "the process span", || {
+        let spans = capture.spans();
+        async move {
+            spans.into_iter().find(|span| {
+                span.name.starts_with("process ") && span.span_context.trace_id() == trace
+            })
+        }
+    })
+    .await;
+    assert_eq!(parts[2], process.span_context.span_id().to_string());
+    let send = capture
+        .spans()
+        .into_iter()
+        .find(|span| span.name.starts_with("send ") && span.span_context.trace_id() == trace)
+        .expect("the producer's send span");
+    assert_eq!(process.parent_span_id, send.span_context.span_id());
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed_and_dead_letter_the_task() {
+    setup();
+    let server = NatsServer::start().await;
+    let mut endpoint = Endpoint::start(|request| match request.path.as_str() {
+        "/hook" => Reply::status(307).header("location", "/elsewhere"),
+        _ => Reply::ok(),
+    })
+    .await;
+    let push = PushWorker::start(&server, &hooks_target(&endpoint.url("/hook"), "")).await;
+    producer(&server).await.enqueue(&notify(1)).await.unwrap();
+
+    let js = raw_jetstream(&server).await;
+    let dead = dead_letters(&js, 1).await;
+    let record = failure_record(&dead[0]);
+    assert_eq!(record.reason, DeadReason::Fatal);
+    assert_eq!(record.http.map(|http| http.status), Some(307));
+    assert!(record.error.contains("/elsewhere"), "{}", record.error);
+    await_drained(&js).await;
+    push.stop().await;
+    let paths: Vec<String> = endpoint.drain().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        paths,
+        vec!["/hook".to_owned()],
+        "the redirect was not followed"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_targets_file_or_missing_keys_are_refused_at_startup_naming_what_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("targets.yaml");
+    std::fs::write(
+        &path,
+        "targets:
+  - name: billing
+    queue: billing
+    url: https://billing.example.com/jetq/{task}
+    rate: fast
+    concurrency: 0
+  - name: reports
+    queue: reports
+    url: https://reports.example.com/{queue}/{tasks}
+",
+    )
+    .unwrap();
+    let vars = |extra: &[(&str, &str)]| {
+        let mut vars = vec![(
+            "JETQ_PUSH_TARGETS_FILE".to_owned(),
+            path.display().to_string(),
+        )];
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        vars
+    };
+    let err = PushConfig::from_env_iter(vars(&[("JETQ_PUSH_SIGNING_KEYS", KEYS)])).unwrap_err();
+    assert!(matches!(err, PushError::Targets(_)), "{err:?}");
+    let text = err.to_string();
+    for expected in [
+        "target billing: field `rate`",
+        "target billing: field `concurrency`",
+        "target reports: field `url`",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing in: {text}");
+    }
+    assert!(text.contains(&path.display().to_string()), "{text}");
+
+    // Unsigned requests need an explicit opt-in; the refusal says how to fix it.
+    std::fs::write(
+        &path,
+        "targets:\n  - queue: q\n    url: http://127.0.0.1:1/x\n",
+    )
+    .unwrap();
+    let err = PushConfig::from_env_iter(vars(&[])).unwrap_err();
+    assert!(matches!(err, PushError::SigningRequired), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("JETQ_PUSH_SIGNING_KEYS") && text.contains("JETQ_PUSH_UNSIGNED=true"));
+    assert!(PushConfig::from_env_iter(vars(&[("JETQ_PUSH_UNSIGNED", "true")])).is_ok());
+    let err = PushConfig::from_env_iter(vars(&[("JETQ_PUSH_SIGNING_KEYS", "a,,b")])).unwrap_err();
+    assert!(err.to_string().contains("JETQ_PUSH_SIGNING_KEYS"), "{err}");
+    let missing = PushConfig::from_env_iter(Vec::new()).unwrap_err();
+    assert!(
+        missing.to_string().contains("JETQ_PUSH_TARGETS_FILE"),
+        "{missing}"
+    );
+}
