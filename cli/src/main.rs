@@ -857,6 +857,11 @@ fn print_dead_letters(letters: &[DeadLetter], json: bool) {
         );
         println!("  error        {}", d.error.as_deref().unwrap_or("-"));
         if let Some(failure) = &d.failure {
+            if let Some(http) = &failure.http {
+                let more = if http.body_truncated { " (cut)" } else { "" };
+                println!("  http status  {}", http.status);
+                println!("  http body    {}{more}", cut(&http.body, 500));
+            }
             if !failure.history.is_empty() {
                 println!("  history");
                 for attempt in &failure.history {

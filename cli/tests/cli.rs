@@ -680,3 +680,39 @@ async fn status_shows_a_tracked_task_and_waits_for_it_to_finish() {
     assert_eq!(done["state"], "succeeded");
     assert_eq!(done["result"], json!({ "rows": 10 }));
 }
+
+#[tokio::test]
+async fn dead_show_prints_the_http_answer_of_a_pushed_task() {
+    init_logs();
+    let server = NatsServer::start().await;
+    provision(&server, &[]).await;
+    let js = raw_jetstream(&server).await;
+    let letter = Letter {
+        reason: DeadReason::Fatal,
+        error: "target hooks: POST https://app.example/hook answered 422 Unprocessable Entity",
+        http: Some(jetq_contract::HttpFailure::new(
+            422,
+            b"{\"error\":\"unknown address\"}",
+        )),
+        ..Letter::new("hooks", "notify", "pushed-1")
+    };
+    let seq = write_dead(&js, &letter).await.to_string();
+    let shown = jetq(&server, &["--json", "dead", "show", &seq])
+        .await
+        .ok_json();
+    assert_eq!(shown["failure"]["http"]["status"], 422);
+    assert_eq!(
+        shown["failure"]["http"]["body"],
+        "{\"error\":\"unknown address\"}"
+    );
+    let text = jetq(&server, &["dead", "show", &seq]).await;
+    text.expect_code(0);
+    assert!(
+        text.stdout.contains("http status  422")
+            && text
+                .stdout
+                .contains("http body    {\"error\":\"unknown address\"}"),
+        "{}",
+        text.stdout
+    );
+}

@@ -136,6 +136,8 @@ pub struct Letter<'a> {
     pub error: &'a str,
     pub payload: &'a str,
     pub traceparent: Option<&'a str>,
+    /// The HTTP answer in the failure record (as the push worker writes it).
+    pub http: Option<jetq_contract::HttpFailure>,
 }
 
 impl<'a> Letter<'a> {
@@ -148,6 +150,7 @@ impl<'a> Letter<'a> {
             error: "smtp refused",
             payload: "{\"n\":1}",
             traceparent: None,
+            http: None,
         }
     }
 }
@@ -168,7 +171,7 @@ pub async fn write_dead(js: &jetstream::Context, letter: &Letter<'_>) -> u64 {
         }],
         enqueued_at: Some(now.clone()),
         dead_at: now.clone(),
-        http: None,
+        http: letter.http.clone(),
     };
     let mut map = HeaderMap::new();
     // A distinct task-stream sequence per letter keeps the dedup ids distinct.
