@@ -5,6 +5,7 @@ key encoding, and the typed errors. (Records written by the Rust worker: tests/t
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from pathlib import Path
@@ -278,3 +279,17 @@ def test_the_blocking_watch_follows_changes_and_ends_at_a_terminal_state_or_its_
         assert next(watch).state is TaskState.QUEUED
         watch.close()
         assert producer.cancel(other).cancelled, "the producer is still usable"
+
+
+async def test_an_artifact_that_does_not_match_its_digest_is_refused(producer: AsyncProducer, raw_client: NatsClient) -> None:
+    await producer.enqueue("exports", "generate_csv", {}, track_status=True, key="task-9")  # creates the store
+    js = raw_client.jetstream()
+    store = await js.object_store("JETQ_ARTIFACTS")
+    await store.put("task-9/export.csv", b"the real content\n")
+    subject = "$O.JETQ_ARTIFACTS.M." + base64.urlsafe_b64encode(b"task-9/export.csv").decode()
+    meta = json.loads((await js.get_last_msg("OBJ_JETQ_ARTIFACTS", subject)).data or b"")
+    meta["digest"] = "SHA-256=" + base64.urlsafe_b64encode(b"\0" * 32).decode()
+    await js.publish(subject, json.dumps(meta).encode(), headers={"Nats-Rollup": "sub"})
+    with pytest.raises(jetq.StatusReadError) as caught:
+        await within("artifact", producer.artifact("task-9", "export.csv"))
+    assert "digest" in str(caught.value)

@@ -10,8 +10,10 @@ time is retried with the **same** ``Nats-Msg-Id`` (the duplicate window makes th
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import datetime as _dt
+import hashlib
 import io
 import json
 import logging
@@ -748,21 +750,60 @@ class AsyncProducer:
         return buffer.getvalue()
 
     async def _read_artifact(self, id: str, name: str, file: IO[bytes]) -> int:
+        """Reads object ``<id>/<name>`` as the object store protocol lays it out: its metadata
+        by direct get (last message on ``$O.<bucket>.M.<base64url name>``), then its chunks
+        (``$O.<bucket>.C.<nuid>``) through an ordered consumer. Done here rather than with
+        nats-py's object store, which asks with ``STREAM.MSG.GET`` — a right the least-privilege
+        producer user (k8s/nats/permissions.conf) does not have, while direct gets it has."""
+        bucket = self._subjects.artifacts_bucket
+        stream = f"OBJ_{bucket}"
+        encoded = base64.urlsafe_b64encode(f"{id}/{name}".encode("utf-8")).decode()
         try:
-            store = await self._js.object_store(self._subjects.artifacts_bucket)
-        except nats.js.errors.NotFoundError:
-            raise ArtifactNotFound(id, name) from None
-        except Exception as err:
-            raise StatusReadError(id, f"cannot open the artifact store: {err}") from err
-        try:
-            result = await store.get(f"{id}/{name}", writeinto=file)  # type: ignore[arg-type]
-        except nats.js.errors.ObjectNotFoundError:
-            raise ArtifactNotFound(id, name) from None
-        except nats.js.errors.ObjectDeletedError:
-            raise ArtifactNotFound(id, name) from None
+            meta = await self._js.get_msg(stream, subject=f"$O.{bucket}.M.{encoded}", direct=True)
+        except (nats.js.errors.NotFoundError, nats.errors.NoRespondersError):
+            raise ArtifactNotFound(id, name) from None  # no such object, or no artifact store
         except Exception as err:
             raise StatusReadError(id, f"cannot read artifact {name}: {type(err).__name__}: {err}") from err
-        return int(result.info.size or 0)
+        try:
+            info = json.loads(meta.data or b"")
+            nuid, size, digest = str(info["nuid"]), int(info.get("size", 0)), str(info.get("digest", ""))
+        except (ValueError, KeyError, TypeError) as err:
+            raise StatusReadError(id, f"artifact {name} has unreadable metadata: {err}") from None
+        if info.get("deleted"):
+            raise ArtifactNotFound(id, name)
+        expected = base64.urlsafe_b64decode(digest.split("=", 1)[1]) if "=" in digest else None
+        hasher = hashlib.sha256()
+        written = 0
+        if size > 0:
+            chunks: "asyncio.Queue[Msg]" = asyncio.Queue()
+
+            async def on_chunk(msg: Msg) -> None:
+                await chunks.put(msg)
+
+            try:
+                subscription = await self._js.subscribe(
+                    f"$O.{bucket}.C.{nuid}", stream=stream, cb=on_chunk, ordered_consumer=True, inactive_threshold=30.0
+                )
+            except Exception as err:
+                raise StatusReadError(id, f"cannot read artifact {name}: {type(err).__name__}: {err}") from err
+            loop = asyncio.get_running_loop()
+            try:
+                while True:
+                    msg = await chunks.get()
+                    data = msg.data or b""
+                    hasher.update(data)
+                    written += len(data)
+                    await loop.run_in_executor(None, file.write, data)
+                    if msg.metadata.num_pending == 0:
+                        break
+            finally:
+                try:
+                    await subscription.unsubscribe()
+                except Exception:
+                    logger.debug("jetq: error while stopping an artifact read", exc_info=True)
+        if written != size or (expected is not None and hasher.digest() != expected):
+            raise StatusReadError(id, f"artifact {name} does not match its digest or size ({written} of {size} bytes)")
+        return written
 
     def _check_open(self, task: str) -> None:
         if self._closed:

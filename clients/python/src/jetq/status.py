@@ -23,7 +23,8 @@ from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
 
 import nats
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 from nats.js.kv import KeyValue
 
 from .errors import (
@@ -55,6 +56,8 @@ logger = logging.getLogger("jetq")
 CAS_ROUNDS = 8
 #: After the bucket could not be opened, it is not tried again for this long (seconds).
 REOPEN_AFTER = 30.0
+#: Seconds after which the server removes the consumer of an abandoned watch.
+WATCH_INACTIVE_THRESHOLD = 30.0
 #: Transitions kept in a record.
 MAX_TRANSITIONS = 50
 
@@ -545,35 +548,47 @@ class StatusStore:
         raise StatusWriteError(id, "the record kept changing while the cancellation was written")
 
     async def watch(self, id: str) -> AsyncIterator[TaskStatus]:
-        """The current record (if any), then every change, ending after a terminal state."""
-        kv = await self.kv()
+        """The current record (if any), then every change, ending after a terminal state.
+
+        An ordered push consumer on ``KV_<bucket>`` filtered to the key's subject, last value
+        first — what a KV watch is, without the consumer-info request nats-py's ``kv.watch``
+        makes, so a least-privilege producer user (k8s/nats/permissions.conf: consumer create
+        and flow control only) can wait and watch."""
+        await self.kv()
+        bucket = self.bucket
+        updates: "asyncio.Queue[Msg]" = asyncio.Queue()
+
+        async def on_message(msg: Msg) -> None:
+            await updates.put(msg)
+
         try:
-            watcher = await kv.watch(status_key(id))
+            subscription = await self._js.subscribe(
+                f"$KV.{bucket}.{status_key(id)}",
+                stream=f"KV_{bucket}",
+                cb=on_message,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                inactive_threshold=WATCH_INACTIVE_THRESHOLD,
+            )
         except Exception as err:
             raise StatusReadError(id, _reason(err)) from err
         try:
             while True:
-                try:
-                    entry = await watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
-                except Exception as err:  # pragma: no cover - the queue only ends on stop()
-                    raise StatusReadError(id, _reason(err)) from err
-                if entry is None:  # "no more history": the live part follows
+                msg = await updates.get()
+                headers = msg.headers or {}
+                # A delete or purge (or a 2.11+ expiry marker): no record to report.
+                if headers.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in headers:
                     continue
-                if isinstance(entry, KeyValue.Entry):
-                    if entry.operation is not None:  # a delete or purge (expiry): no record
-                        continue
-                    try:
-                        status = TaskStatus.from_json(entry.value or b"")
-                    except ValueError as err:
-                        raise StatusCorrupt(id, str(err)) from None
-                    yield status
-                    if status.is_terminal:
-                        return
-                else:  # the watcher was stopped
+                try:
+                    status = TaskStatus.from_json(msg.data or b"")
+                except ValueError as err:
+                    raise StatusCorrupt(id, str(err)) from None
+                yield status
+                if status.is_terminal:
                     return
         finally:
             try:
-                await watcher.stop()  # type: ignore[no-untyped-call]
+                await subscription.unsubscribe()
             except Exception:  # the connection may be gone; the server drops the consumer
                 logger.debug("jetq: error while stopping a status watch", exc_info=True)
 

@@ -1,0 +1,115 @@
+"""The Python producer as the least-privilege ``producer`` user of k8s/nats/permissions.conf (the
+file the Kubernetes deployment ships, also enforced on the Rust side by tests/tests/permissions.rs):
+everything a web app does — enqueue, delayed enqueue, tracked enqueue, status, wait, watch,
+cancel, artifacts — works with exactly those rights, with ``JETQ_PROVISION=false``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+import nats
+import pytest
+
+import jetq
+from jetq import AsyncProducer, TaskState
+from jetq.testing import NatsServer, stored_tasks
+
+from .support import config_for, within
+
+PERMISSIONS = Path(__file__).resolve().parents[3] / "k8s" / "nats" / "permissions.conf"
+PASSWORDS = {
+    name: f"pw-{name.lower()}"
+    for name in (
+        "JETQ_ADMIN_PASSWORD", "JETQ_PRODUCER_PASSWORD", "JETQ_WORKER_EMAILS_PASSWORD",
+        "JETQ_WORKER_EXPORTS_PASSWORD", "JETQ_JANITOR_PASSWORD", "JETQ_SCHEDULER_PASSWORD",
+    )
+}  # fmt: skip
+
+
+@pytest.fixture
+def secured_server() -> Iterator[NatsServer]:
+    variables = "\n".join(f'{name}: "{value}"' for name, value in PASSWORDS.items())
+    server = NatsServer(extra_config=f"{variables}\n{PERMISSIONS.read_text(encoding='utf-8')}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def url_as(server: NatsServer, user: str) -> str:
+    password = PASSWORDS[f"JETQ_{user.upper().replace('-', '_')}_PASSWORD"]
+    return f"nats://{user}:{password}@127.0.0.1:{server.port}"
+
+
+@pytest.fixture
+async def provisioned(secured_server: NatsServer) -> AsyncIterator[NatsServer]:
+    """What jetq-provision (the admin user) sets up: the task and delayed streams, the status
+    bucket and the artifact store."""
+    from jetq.testing import create_task_stream
+
+    await within("task stream", create_task_stream(url_as(secured_server, "admin")))
+    admin = await within("admin", AsyncProducer.connect(config_for(secured_server, nats_url=url_as(secured_server, "admin"))))
+    try:
+        await within("delayed stream", admin.enqueue("emails", "send_email", {}, delay=3600, key="provision-delayed"))
+        await within("status stores", admin.status("provision"))
+        nc = await nats.connect(url_as(secured_server, "admin"))
+        try:
+            store = await nc.jetstream().object_store("JETQ_ARTIFACTS")
+            await store.put("export-1/export.csv", b"row,customer,amount_cents\n1,customer-0001,7919\n")
+        finally:
+            await nc.close()
+    finally:
+        await admin.close()
+    yield secured_server
+
+
+async def test_the_producer_user_can_do_everything_a_web_app_needs(provisioned: NatsServer) -> None:
+    config = config_for(provisioned, nats_url=url_as(provisioned, "producer"), provision=False)
+    producer = await within("connect", AsyncProducer.connect(config))
+    try:
+        plain = await within("enqueue", producer.enqueue_detailed("emails", "send_email", {"to": "a@example.com"}))
+        assert plain.stream == "JETQ_TASKS"
+        delayed = await within("delayed", producer.enqueue_detailed("emails", "send_email", {}, delay=60))
+        assert delayed.stream == "JETQ_DELAYED"
+        tracked = await within("tracked", producer.enqueue_detailed("exports", "generate_csv", {"rows": 1}, track_status=True))
+        status = await within("status", producer.status(tracked.id))
+        assert status is not None and status.state is TaskState.QUEUED and status.sequence == tracked.sequence
+
+        async def first_seen() -> TaskState:
+            async for update in producer.watch(tracked.id):
+                return update.state
+            raise AssertionError("the watch ended without a record")
+
+        assert await within("watch", first_seen()) is TaskState.QUEUED
+        with pytest.raises(jetq.WaitTimeout):
+            await within("wait", producer.wait(tracked.id, 0.5))
+        assert (await within("cancel", producer.cancel(tracked.id))).cancelled
+        assert (await within("wait", producer.wait(tracked.id, 10))).state is TaskState.CANCELLED
+        csv = await within("artifact", producer.artifact("export-1", "export.csv"))
+        assert csv.startswith(b"row,customer,amount_cents\n")
+        with pytest.raises(jetq.ArtifactNotFound):
+            await within("artifact", producer.artifact("export-2", "export.csv"))
+    finally:
+        await producer.close()
+    stored = await stored_tasks(url_as(provisioned, "admin"))
+    assert [t.headers["Nats-Msg-Id"] for t in stored] == [plain.id, tracked.id]
+
+
+async def test_the_producer_user_cannot_create_what_is_missing(secured_server: NatsServer) -> None:
+    from jetq.testing import create_task_stream
+
+    await within("task stream", create_task_stream(url_as(secured_server, "admin")))
+    config = config_for(secured_server, nats_url=url_as(secured_server, "producer"), provision=False, request_timeout=1.0)
+    producer = await within("connect", AsyncProducer.connect(config))
+    try:
+        # No delayed stream and no right to create it: the publish's own error, nothing else.
+        with pytest.raises(jetq.NoStream):
+            await within("delayed", producer.enqueue("emails", "send_email", {}, delay=60))
+        # No status bucket: the tracked task is still queued; reading says why there is no record.
+        task_id = await within("tracked", producer.enqueue("exports", "generate_csv", {}, track_status=True))
+        with pytest.raises(jetq.StatusUnavailable):
+            await within("status", producer.status(task_id))
+    finally:
+        await producer.close()
+    assert len(await stored_tasks(url_as(secured_server, "admin"))) == 1
