@@ -201,6 +201,27 @@ fn health_probes(container: &mut Map<String, Value>) {
     );
 }
 
+/// A long-running jetq container: the shared settings plus its own `env`, health probes on
+/// `JETQ_HEALTH_LISTEN`, the hardened security context, its resources and mounts.
+fn service_container(
+    name: &str,
+    image: &str,
+    env: Vec<Value>,
+    resources: Value,
+    mounts: Value,
+) -> Value {
+    let mut container = Map::new();
+    container.insert("name".into(), json!(name));
+    container.insert("image".into(), json!(image));
+    container.insert("envFrom".into(), shared_config());
+    container.insert("env".into(), Value::Array(env));
+    health_probes(&mut container);
+    container.insert("resources".into(), resources);
+    container.insert("securityContext".into(), container_security());
+    container.insert("volumeMounts".into(), mounts);
+    Value::Object(container)
+}
+
 fn scrape_annotations() -> Value {
     json!({
         "prometheus.io/scrape": "true",
@@ -284,22 +305,18 @@ fn worker(values: &Values, queue: &Queue) -> Value {
         mounts.push(json!({ "name": format!("data-{i}"), "mountPath": dir }));
     }
 
-    let mut container = Map::new();
-    container.insert("name".into(), json!("worker"));
-    container.insert("image".into(), json!(values.images.worker));
-    container.insert("envFrom".into(), shared_config());
-    container.insert("env".into(), Value::Array(env));
-    health_probes(&mut container);
-    container.insert(
-        "resources".into(),
-        queue
-            .resources
-            .clone()
-            .or_else(|| values.worker.resources.clone())
-            .unwrap_or_else(default_resources),
+    let resources = queue
+        .resources
+        .clone()
+        .or_else(|| values.worker.resources.clone())
+        .unwrap_or_else(default_resources);
+    let container = service_container(
+        "worker",
+        &values.images.worker,
+        env,
+        resources,
+        Value::Array(mounts),
     );
-    container.insert("securityContext".into(), container_security());
-    container.insert("volumeMounts".into(), Value::Array(mounts));
 
     json!({
         "apiVersion": "apps/v1",
@@ -319,7 +336,7 @@ fn worker(values: &Values, queue: &Queue) -> Value {
                     "terminationGracePeriodSeconds": values.termination_grace(queue),
                     "securityContext": pod_security(),
                     "initContainers": [provision],
-                    "containers": [Value::Object(container)],
+                    "containers": [container],
                     "volumes": volumes,
                 },
             },
@@ -351,18 +368,13 @@ fn janitor(values: &Values) -> Value {
         env.push(literal(key, value.clone()));
     }
     let (tmp, tmp_mount) = tmp_volume();
-    let mut container = Map::new();
-    container.insert("name".into(), json!("janitor"));
-    container.insert("image".into(), json!(values.images.worker));
-    container.insert("envFrom".into(), shared_config());
-    container.insert("env".into(), Value::Array(env));
-    health_probes(&mut container);
-    container.insert(
-        "resources".into(),
+    let container = service_container(
+        "janitor",
+        &values.images.worker,
+        env,
         json!({ "requests": { "cpu": "10m", "memory": "32Mi" }, "limits": { "cpu": "200m", "memory": "128Mi" } }),
+        json!([tmp_mount]),
     );
-    container.insert("securityContext".into(), container_security());
-    container.insert("volumeMounts".into(), json!([tmp_mount]));
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -379,7 +391,7 @@ fn janitor(values: &Values) -> Value {
                     "enableServiceLinks": false,
                     "terminationGracePeriodSeconds": (JANITOR_SHUTDOWN_GRACE + HAND_BACK_AND_FLUSH).as_secs(),
                     "securityContext": pod_security(),
-                    "containers": [Value::Object(container)],
+                    "containers": [container],
                     "volumes": [tmp],
                 },
             },
@@ -402,23 +414,15 @@ fn scheduler(values: &Values) -> Value {
     ));
     env.push(literal("OTEL_SERVICE_NAME", "jetq-scheduler"));
     let (tmp, tmp_mount) = tmp_volume();
-    let mut container = Map::new();
-    container.insert("name".into(), json!("scheduler"));
-    container.insert("image".into(), json!(values.images.scheduler));
-    container.insert("envFrom".into(), shared_config());
-    container.insert("env".into(), Value::Array(env));
-    health_probes(&mut container);
-    container.insert(
-        "resources".into(),
+    let container = service_container(
+        "scheduler",
+        &values.images.scheduler,
+        env,
         values
             .scheduler
             .resources
             .clone()
             .unwrap_or_else(default_resources),
-    );
-    container.insert("securityContext".into(), container_security());
-    container.insert(
-        "volumeMounts".into(),
         json!([tmp_mount, { "name": "schedules", "mountPath": SCHEDULES_DIR, "readOnly": true }]),
     );
     json!({
@@ -451,7 +455,7 @@ fn scheduler(values: &Values) -> Value {
                         .iter()
                         .map(|queue| provision_container(values, queue, &format!("provision-{}", queue.name)))
                         .collect::<Vec<_>>(),
-                    "containers": [Value::Object(container)],
+                    "containers": [container],
                     "volumes": [tmp, { "name": "schedules", "configMap": { "name": "jetq-schedules" } }],
                 },
             },
