@@ -245,3 +245,27 @@ async def test_a_task_cancelled_before_a_worker_pulls_it_is_dropped_without_runn
         assert status is not None and status.state is TaskState.CANCELLED
     finally:
         await producer.close()
+
+
+async def test_a_delayed_task_cancelled_before_its_release_never_runs(
+    nats_server: NatsServer, start_worker: StartWorker, scheduler: RunningBinary, reports: Reports
+) -> None:
+    await start_worker("w1")
+    producer = await within("connect", AsyncProducer.connect(config_for(nats_server)))
+    try:
+        cancelled = await within("enqueue", producer.enqueue("work", "job", {"n": 1}, delay=1.0, track_status=True))
+        control = await within("enqueue", producer.enqueue("work", "job", {"n": 2}, delay=1.5, track_status=True))
+        assert (await producer.cancel(cancelled)).cancelled
+        done = await within("control", producer.wait(control, RUN_WAIT), RUN_WAIT + 5)
+        assert done.state is TaskState.SUCCEEDED
+
+        async def gone() -> Optional[bool]:
+            empty = await stored_tasks(nats_server.url) == [] and await stored_tasks(nats_server.url, "JETQ_DELAYED") == []
+            return True if empty else None
+
+        await eventually("both released and the cancelled one terminated", gone)
+        assert [n for _, n, _, _ in reports.started] == [2], "the cancelled task never ran"
+        status = await producer.status(cancelled)
+        assert status is not None and status.state is TaskState.CANCELLED
+    finally:
+        await producer.close()
