@@ -53,7 +53,7 @@ use std::{
     time::Duration,
 };
 
-use jetq_consumer::{TaskOptions, Worker, WorkerBuilder, WorkerError, ANY_TASK};
+use jetq_consumer::{TaskOptions, Worker, WorkerBuilder, WorkerError, WorkerSettings, ANY_TASK};
 use jetq_contract::ConfigError;
 use jetq_push_signature::SigningKeys;
 use serde::Deserialize;
@@ -177,6 +177,46 @@ impl PushConfig {
     }
 }
 
+impl PushConfig {
+    /// Checks the targets against the worker settings they will run under: every target's
+    /// `max_attempts` below `JETQ_MAX_DELIVER`, and a target for every queue in `JETQ_QUEUES`.
+    /// The worker checks both too, but cannot name the target.
+    ///
+    /// ```
+    /// use jetq_consumer::WorkerSettings;
+    /// use jetq_push::{PushConfig, Signing, Targets};
+    ///
+    /// let targets = Targets::from_yaml(
+    ///     "targets:\n  - queue: emails\n    url: https://a.example/x\n    max_attempts: 40\n",
+    ///     std::path::Path::new("inline"),
+    /// ).unwrap();
+    /// let config = PushConfig::new(targets, Signing::Unsigned);
+    /// let err = config.check_worker(&WorkerSettings::default()).unwrap_err();
+    /// assert!(err.to_string().contains("target emails"), "{err}");
+    /// ```
+    pub fn check_worker(&self, settings: &WorkerSettings) -> Result<(), PushError> {
+        for target in self.targets.iter() {
+            if i64::from(target.max_attempts) >= settings.max_deliver {
+                return Err(PushError::AttemptsExceedDeliveries {
+                    target: target.name.clone(),
+                    max_attempts: target.max_attempts,
+                    max_deliver: settings.max_deliver,
+                });
+            }
+        }
+        if !settings.janitor {
+            for queue in &settings.queues {
+                if !self.targets.iter().any(|target| &target.queue == queue) {
+                    return Err(PushError::QueueWithoutTarget {
+                        queue: queue.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn dispatch_excerpt_floor() -> usize {
     jetq_contract::failure::MAX_HTTP_BODY_EXCERPT
 }
@@ -207,6 +247,30 @@ pub enum PushError {
         /// What is wrong.
         problem: String,
     },
+    /// A target allows more attempts than the queue delivers a task.
+    #[error(
+        "target {target}: field `max_attempts` is {max_attempts} but JETQ_MAX_DELIVER is \
+         {max_deliver}; a task is delivered at most JETQ_MAX_DELIVER times (one delivery is kept \
+         to dead-letter a crashed final attempt): raise JETQ_MAX_DELIVER above {max_attempts} \
+         or lower max_attempts"
+    )]
+    AttemptsExceedDeliveries {
+        /// The target.
+        target: String,
+        /// Its attempts.
+        max_attempts: u32,
+        /// `JETQ_MAX_DELIVER`.
+        max_deliver: i64,
+    },
+    /// A queue in `JETQ_QUEUES` has no target.
+    #[error(
+        "queue {queue} is listed in JETQ_QUEUES but the targets file has no target for it; \
+         add a target or fix JETQ_QUEUES"
+    )]
+    QueueWithoutTarget {
+        /// The queue.
+        queue: String,
+    },
     /// The HTTP client could not be built (TLS setup).
     #[error("cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
@@ -219,7 +283,8 @@ pub enum PushError {
 /// handler per target registered: what the `jetq-push` binary runs.
 pub fn from_env() -> Result<WorkerBuilder, PushError> {
     let vars: Vec<(String, String)> = std::env::vars().collect();
-    let config = PushConfig::from_env_iter(vars)?;
+    let config = PushConfig::from_env_iter(vars.clone())?;
+    config.check_worker(&WorkerSettings::from_env_iter(vars)?)?;
     register(Worker::from_env()?, &config)
 }
 
