@@ -605,18 +605,21 @@ async fn concurrency_and_rate_limits_hold_under_a_burst_and_waiting_tasks_are_no
     let max_in_flight = slow.max_in_flight.load(Ordering::SeqCst);
     assert_eq!(max_in_flight, 3, "requests in flight at the slow endpoint");
     let times: Vec<Instant> = fast_requests.iter().map(|r| r.at).collect();
+    // A bucket of 2 refilled at 10/s lets at most 2 + 10 requests leave in any second. They
+    // are timed on arrival here, a little after they left: the window is 950 ms so that
+    // 50 ms of scheduling delay on one arrival cannot make a held limit look broken.
+    let window = Duration::from_millis(950);
     let busiest = times
         .iter()
         .map(|start| {
             times
                 .iter()
-                .filter(|t| **t >= *start && **t < *start + Duration::from_secs(1))
+                .filter(|t| **t >= *start && **t < *start + window)
                 .count()
         })
         .max()
         .unwrap();
-    // A bucket of 2 refilled at 10/s lets at most 2 + 10 through in any second.
-    assert!(busiest <= 12, "{busiest} requests in one second at 10/s");
+    assert!(busiest <= 12, "{busiest} requests within {window:?} at 10/s");
     let span = times
         .iter()
         .max()
