@@ -619,7 +619,10 @@ async fn concurrency_and_rate_limits_hold_under_a_burst_and_waiting_tasks_are_no
         })
         .max()
         .unwrap();
-    assert!(busiest <= 12, "{busiest} requests within {window:?} at 10/s");
+    assert!(
+        busiest <= 12,
+        "{busiest} requests within {window:?} at 10/s"
+    );
     let span = times
         .iter()
         .max()
