@@ -780,3 +780,73 @@ async fn a_bad_targets_file_or_missing_keys_are_refused_at_startup_naming_what_t
         "{missing}"
     );
 }
+
+#[tokio::test]
+async fn tls_is_verified_and_an_endpoint_with_an_untrusted_certificate_gets_no_request() {
+    setup();
+    use tokio_rustls::rustls::{
+        self,
+        pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
+    };
+    let server = NatsServer::start().await;
+    // A TLS endpoint whose certificate no trust store knows (self-signed, for 127.0.0.1).
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![CertificateDer::from(cert.der().to_vec())],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (handshakes, mut handshake_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let handshakes = handshakes.clone();
+            tokio::spawn(async move {
+                handshakes.send(acceptor.accept(tcp).await.is_ok()).ok();
+            });
+        }
+    });
+
+    let url = format!("https://{addr}/hook");
+    let push = PushWorker::start(&server, &hooks_target(&url, "    max_attempts: 2\n")).await;
+    producer(&server).await.enqueue(&notify(1)).await.unwrap();
+
+    let js = raw_jetstream(&server).await;
+    let dead = dead_letters(&js, 1).await;
+    let record = failure_record(&dead[0]);
+    assert_eq!(
+        record.reason,
+        DeadReason::Exhausted,
+        "TLS failures are retried"
+    );
+    assert_eq!(record.http, None, "no HTTP answer: the handshake failed");
+    assert!(
+        record.error.to_lowercase().contains("certificate"),
+        "{}",
+        record.error
+    );
+    await_drained(&js).await;
+    push.stop().await;
+    let mut completed = Vec::new();
+    while let Ok(done) = handshake_rx.try_recv() {
+        completed.push(done);
+    }
+    assert!(!completed.is_empty(), "the client connected");
+    assert!(
+        completed.iter().all(|done| !done),
+        "the client completed a handshake with an untrusted certificate"
+    );
+}
