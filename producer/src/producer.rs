@@ -439,6 +439,11 @@ impl Producer {
     }
 
     async fn send(&self, prepared: &Prepared) -> Result<PublishAckFuture, EnqueueError> {
+        if prepared.tracked {
+            // The status bucket must exist before a worker can pull this task: a worker with no
+            // tracked types of its own does not create it, and would run the task unrecorded.
+            self.status.open_before_tracked_publish().await;
+        }
         let message = PublishMessage::build()
             .payload(prepared.payload.clone())
             .headers(prepared.headers.clone());

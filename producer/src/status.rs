@@ -176,6 +176,14 @@ impl StatusStores {
         self.kv().await
     }
 
+    /// Opens (creates, when provisioning is on) the status bucket before a tracked task is
+    /// published. Best effort, with the enqueue backoff: the task is published either way.
+    pub(crate) async fn open_before_tracked_publish(&self) {
+        if let Err(err) = self.kv_for_enqueue().await {
+            tracing::warn!(error = %err, "tracked task published without a status bucket");
+        }
+    }
+
     /// The status bucket; created (with the artifact store) if missing and provisioning is on.
     /// Explicit calls (status, wait, watch, cancel) always look again: the bucket may have been
     /// created since (by a worker, or `jetq-provision`).

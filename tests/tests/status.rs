@@ -890,3 +890,37 @@ async fn tracked_tasks_still_run_when_the_status_store_is_missing() {
         "nothing created it"
     );
 }
+
+/// A task tracked per enqueue, pulled by a worker with no tracked type of its own on a server
+/// where no status bucket exists yet: the producer opens (creates) the bucket before it
+/// publishes, so the worker, which pulls the task at once, finds it and records every state.
+#[tokio::test]
+async fn a_task_tracked_per_enqueue_is_recorded_by_a_worker_with_no_tracked_types() {
+    let server = NatsServer::start().await;
+    let worker = worker(&server)
+        .handler(|_job: Job, ctx: TaskContext| async move {
+            ctx.set_result(&"done")?;
+            ok()
+        })
+        .build()
+        .await
+        .unwrap();
+    let (_stop, _run) = spawn(worker);
+    let producer = producer(&server).await;
+    let enqueued = producer
+        .enqueue_with(
+            &Job {
+                n: 1,
+                note: String::new(),
+            },
+            EnqueueOptions::new().track_status(),
+        )
+        .await
+        .unwrap();
+    let done = producer
+        .wait(&enqueued.id, WAIT)
+        .await
+        .expect("the worker recorded the task");
+    assert_eq!(done.state, TaskState::Succeeded, "{done:?}");
+    assert_eq!(done.result, Some(serde_json::json!("done")));
+}
