@@ -11,7 +11,7 @@ use std::{
 
 use bytes::Bytes;
 use jetq_consumer::TaskContext;
-use jetq_contract::{ConfigError, ConnectionConfig, NameKind};
+use jetq_contract::{ConfigError, ConnectionConfig, NameKind, Subjects};
 use jetq_producer::{EnqueueError, EnqueueOptions, Producer, ProducerError, RawTask};
 use jetq_tests::*;
 use serde::Deserialize;
@@ -24,6 +24,26 @@ struct Vectors {
     valid: Vec<Valid>,
     invalid: Vec<Invalid>,
     invalid_prefixes: Vec<InvalidPrefix>,
+    delayed: Vec<Delayed>,
+    status_keys: Vec<StatusKey>,
+}
+
+/// A due time and where a delayed task due then is published (PROTOCOL §7).
+#[derive(Debug, Deserialize)]
+struct Delayed {
+    name: String,
+    due: String,
+    queue: String,
+    task: String,
+    subject: String,
+    not_before: String,
+}
+
+/// A task id and its key in the status bucket (PROTOCOL §8).
+#[derive(Debug, Deserialize)]
+struct StatusKey {
+    id: String,
+    key: String,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -126,6 +146,47 @@ fn matches_pattern(name: &str, value: &str, patterns: &BTreeMap<String, String>)
                 && jetq_contract::time::parse(value).is_some()
         }
         other => panic!("pattern {other:?} has no matcher in tests/tests/conformance.rs; add one"),
+    }
+}
+
+#[test]
+fn delayed_subjects_and_not_before_headers_match_the_vectors() {
+    let vectors = vectors();
+    assert!(!vectors.delayed.is_empty());
+    for vector in &vectors.delayed {
+        let due = jetq_contract::time::parse(&vector.due)
+            .unwrap_or_else(|| panic!("{}: unparsable due time", vector.name));
+        let second = jetq_contract::delayed::bucket_of(due);
+        assert_eq!(
+            Subjects::default().delayed(second, &vector.queue, &vector.task),
+            vector.subject,
+            "{}",
+            vector.name
+        );
+        assert_eq!(
+            jetq_contract::time::format(due),
+            vector.not_before,
+            "{}",
+            vector.name
+        );
+    }
+}
+
+#[test]
+fn status_keys_match_the_vectors_and_decode_back() {
+    let vectors = vectors();
+    assert!(!vectors.status_keys.is_empty());
+    for vector in &vectors.status_keys {
+        assert_eq!(
+            jetq_contract::status::key(&vector.id),
+            vector.key,
+            "{:?}",
+            vector.id
+        );
+        assert_eq!(
+            jetq_contract::status::id_from_key(&vector.key).as_deref(),
+            Some(vector.id.as_str())
+        );
     }
 }
 

@@ -13,7 +13,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 import jetq
 from jetq import AsyncProducer, ConfigError, InvalidKey, InvalidName
-from jetq.protocol import Subjects, prepare
+from jetq.protocol import Subjects, parse_timestamp, prepare
+from jetq.status import id_from_key, status_key
 from jetq.testing import NatsServer, create_task_stream, stored_tasks
 
 from .support import load_vectors, config_for, within
@@ -75,6 +76,22 @@ def test_invalid_vector_is_refused_with_the_documented_error(vector: Dict[str, A
     else:
         assert isinstance(err, InvalidKey)
         assert err.reason == vector["reason"], vector["name"]
+
+
+@pytest.mark.parametrize("vector", VECTORS["delayed"], ids=ids(VECTORS["delayed"]))
+def test_delayed_vector_is_prepared_exactly(vector: Dict[str, Any]) -> None:
+    due = parse_timestamp(vector["due"])
+    assert due is not None, vector["name"]
+    # Prepared a minute before it is due: a delayed publish.
+    prepared = prepare(Subjects(), vector["queue"], vector["task"], {}, at=due, now=due - dt.timedelta(minutes=1))
+    assert prepared.subject == vector["subject"], vector["name"]
+    assert prepared.headers["Jetq-Not-Before"] == vector["not_before"], vector["name"]
+
+
+@pytest.mark.parametrize("vector", VECTORS["status_keys"], ids=[repr(v["id"]) for v in VECTORS["status_keys"]])
+def test_status_key_vector(vector: Dict[str, Any]) -> None:
+    assert status_key(vector["id"]) == vector["key"]
+    assert id_from_key(vector["key"]) == vector["id"]
 
 
 @pytest.mark.parametrize("vector", VECTORS["invalid_prefixes"], ids=ids(VECTORS["invalid_prefixes"]))
