@@ -460,6 +460,7 @@ impl Worker {
                 queue,
                 consumer,
                 semaphore,
+                concurrency,
                 executor.clone(),
                 self.settings.fetch_expires,
                 stop_pulling.clone(),
@@ -513,12 +514,24 @@ impl Worker {
     }
 }
 
+/// How long a pull waits for busy slots to free up before it asks for fewer tasks than the
+/// worker's concurrency.
+///
+/// A pull request costs the server far more than one delivery (async-nats also subscribes a
+/// fresh inbox for each batch): taking whatever slots were free when the last batch ended made
+/// batches half the concurrency on average under load, and the server spent about 1.5× the
+/// CPU per task of a client that pulls full batches (BENCHMARKS.md). Waiting at most this long
+/// only happens while slots are busy, so an idle worker pulls at once; a worker of slow tasks
+/// loses at most this much per pull.
+const GATHER_SLOTS: Duration = Duration::from_millis(1);
+
 /// Pulls at most as many tasks as there are free slots, so no task waits in a local buffer
 /// while its ack_wait runs out.
 async fn pull_loop(
     queue: String,
     consumer: PullConsumer,
     slots: Arc<Semaphore>,
+    concurrency: usize,
     executor: Arc<Executor>,
     expires: Duration,
     stop: CancellationToken,
@@ -535,6 +548,20 @@ async fn pull_loop(
         let mut permits = vec![first];
         while let Ok(permit) = slots.clone().try_acquire_owned() {
             permits.push(permit);
+        }
+        if permits.len() < concurrency {
+            let gathered = tokio::time::sleep(GATHER_SLOTS);
+            tokio::pin!(gathered);
+            while permits.len() < concurrency {
+                tokio::select! {
+                    permit = slots.clone().acquire_owned() => match permit {
+                        Ok(permit) => permits.push(permit),
+                        Err(_) => return,
+                    },
+                    _ = &mut gathered => break,
+                    _ = stop.cancelled() => return,
+                }
+            }
         }
         let batch = consumer
             .batch()
@@ -569,7 +596,9 @@ async fn pull_loop(
                         };
                         let executor = executor.clone();
                         tokio::spawn(async move {
-                            executor.process(message).await;
+                            // Boxed: the processing future is ~8 KB, which tokio would
+                            // otherwise copy into each task's cell and again when it ends.
+                            Box::pin(executor.process(message)).await;
                             drop(permit);
                         });
                     }
