@@ -6,6 +6,13 @@ use std::{
 };
 
 use bytes::Bytes;
+use http::{
+    header::{CONTENT_TYPE, LOCATION, RETRY_AFTER, USER_AGENT},
+    HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode,
+};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use jetq_consumer::{contract::HttpFailure, TaskContext, TaskError};
 use jetq_contract::headers as task_headers;
 use jetq_push_signature::{sign, SigningKeys, SIGNATURE_HEADER, TASK_ID_HEADER, TIMESTAMP_HEADER};
@@ -14,14 +21,14 @@ use opentelemetry::{
     trace::TraceContextExt,
 };
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use reqwest::{
-    header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER, USER_AGENT},
-    StatusCode,
-};
 use tokio::time::Instant;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::{flow::Limiter, targets::Target};
+use crate::{
+    flow::Limiter,
+    metrics::{Answer, PushMetrics},
+    targets::Target,
+};
 
 /// Header carrying the attempt number, 1-based.
 pub const ATTEMPT_HEADER: &str = "Jetq-Attempt";
@@ -50,26 +57,40 @@ pub enum Signing {
     Unsigned,
 }
 
-/// What every delivery shares: the HTTP clients and the signing keys.
+/// The pooled HTTP(S) client every request goes through.
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Redirects a target with `follow_redirects: true` follows at most.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// What every delivery shares: the HTTP client and the signing keys.
 pub(crate) struct Dispatcher {
-    /// Does not follow redirects (the default).
-    pub(crate) client: reqwest::Client,
-    /// Follows up to 5 redirects, for targets with `follow_redirects: true`.
-    pub(crate) redirecting_client: reqwest::Client,
+    /// One connection pool for every target; redirects are never followed by the client
+    /// itself (see [`Dispatcher::exchange`]).
+    pub(crate) client: HttpClient,
     pub(crate) signing: Signing,
     pub(crate) max_response_bytes: usize,
+    pub(crate) metrics: PushMetrics,
 }
 
 /// A target with its live limits.
 pub(crate) struct LiveTarget {
     pub(crate) target: Arc<Target>,
     pub(crate) limiter: Limiter,
+    /// Metric attributes of its requests (the host is fixed: no placeholder may be in it).
+    attributes: Vec<opentelemetry::KeyValue>,
 }
 
 impl LiveTarget {
     pub(crate) fn new(target: Arc<Target>) -> Self {
         let limiter = Limiter::new(target.concurrency, target.rate, target.burst);
-        LiveTarget { target, limiter }
+        let attributes =
+            PushMetrics::target_attributes(&target.name, &target.url_for("queue", "task"));
+        LiveTarget {
+            target,
+            limiter,
+            attributes,
+        }
     }
 }
 
@@ -85,7 +106,11 @@ impl Dispatcher {
         let started = Instant::now();
         let deadline = started + ctx.timeout().saturating_sub(DEADLINE_MARGIN);
         let wait_until = deadline.min(started + target.max_wait);
-        let _permit = match tokio::time::timeout_at(wait_until, live.limiter.acquire()).await {
+        let waiting = self.metrics.waiting(&target.name);
+        let acquired = tokio::time::timeout_at(wait_until, live.limiter.acquire()).await;
+        drop(waiting);
+        self.metrics.waited(&target.name, started.elapsed());
+        let _permit = match acquired {
             Ok(Some(permit)) => permit,
             Ok(None) | Err(_) => {
                 return Err(TaskError::retry(format!(
@@ -110,27 +135,75 @@ impl Dispatcher {
         let timeout = target.timeout.min(remaining);
         let url = target.url_for(ctx.queue(), ctx.task());
         let headers = self.headers(&ctx, &payload)?;
-        let client = if target.follow_redirects {
-            &self.redirecting_client
-        } else {
-            &self.client
-        };
         tracing::debug!(target = %target.name, %url, ?timeout, "sending task");
-        let sent = client
-            .post(&url)
-            .headers(headers)
-            .timeout(timeout)
-            .body(payload)
-            .send()
-            .await;
-        let response = match sent {
-            Ok(response) => response,
-            Err(err) => return Err(request_error(&target.name, &url, timeout, &err)),
+        let sending = Instant::now();
+        let exchanged =
+            tokio::time::timeout(timeout, self.exchange(target, &url, &headers, payload)).await;
+        let took = sending.elapsed();
+        let (url, status, response_headers, body) = match exchanged {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(failure)) => {
+                self.metrics
+                    .request(&live.attributes, Answer::Error(failure.kind()), took);
+                return Err(failure.into_task_error(&target.name));
+            }
+            Err(_elapsed) => {
+                self.metrics
+                    .request(&live.attributes, Answer::Error("timeout"), took);
+                return Err(TaskError::retry(format!(
+                    "target {}: POST {url} timed out after {timeout:?}",
+                    target.name
+                )));
+            }
         };
-        let status = response.status();
-        let response_headers = response.headers().clone();
-        let body = read_limited(response, self.max_response_bytes).await;
+        self.metrics
+            .request(&live.attributes, Answer::Status(status.as_u16()), took);
         classify(&target.name, &url, status, &response_headers, &body)
+    }
+
+    /// Sends the request and reads the answer's head and (bounded) body, following redirects
+    /// only for targets that allow it: the same POST, headers and body go to the `Location`
+    /// (resolved against the current URL, `http`/`https` only), at most [`MAX_REDIRECTS`]
+    /// times. Returns the URL that answered.
+    async fn exchange(
+        &self,
+        target: &Target,
+        url: &str,
+        headers: &HeaderMap,
+        payload: Bytes,
+    ) -> Result<(String, StatusCode, HeaderMap, Vec<u8>), SendFailure> {
+        let mut url = url.to_owned();
+        let mut hops = 0;
+        loop {
+            let mut request = Request::builder()
+                .method(Method::POST)
+                .uri(url.as_str())
+                .body(Full::new(payload.clone()))
+                .map_err(|err| SendFailure::Invalid(format!("POST {url}: {err}")))?;
+            *request.headers_mut() = headers.clone();
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|err| SendFailure::Send {
+                    url: url.clone(),
+                    connect: err.is_connect(),
+                    error: jetq_consumer::error_chain(&err),
+                })?;
+            let status = response.status();
+            let next = (target.follow_redirects && status.is_redirection() && hops < MAX_REDIRECTS)
+                .then(|| redirect_target(&url, response.headers()))
+                .flatten();
+            if let Some(next) = next {
+                hops += 1;
+                tracing::debug!(target = %target.name, from = %url, to = %next, "following a redirect");
+                url = next;
+                continue;
+            }
+            let (parts, body) = response.into_parts();
+            let body = read_limited(body, self.max_response_bytes).await;
+            return Ok((url, status, parts.headers, body));
+        }
     }
 
     /// Every header of the request: content type, task facts, signature, trace context.
@@ -228,34 +301,72 @@ fn inject_trace_context(ctx: &TaskContext, map: &mut HeaderMap) {
     }
 }
 
-/// Reads at most `limit` bytes of the body (what is left unread is dropped with the
-/// connection); a body that fails half way is reported as what was read.
-async fn read_limited(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
-    let mut body = Vec::new();
-    while body.len() < limit {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                let take = chunk.len().min(limit - body.len());
-                body.extend_from_slice(&chunk[..take]);
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
-    body
+/// Where a redirect points: its `Location` resolved against `url`, if that is an `http` or
+/// `https` URL.
+fn redirect_target(url: &str, headers: &HeaderMap) -> Option<String> {
+    let location = headers.get(LOCATION)?.to_str().ok()?;
+    let next = url::Url::parse(url).ok()?.join(location).ok()?;
+    matches!(next.scheme(), "http" | "https").then(|| next.to_string())
 }
 
-fn request_error(target: &str, url: &str, timeout: Duration, err: &reqwest::Error) -> TaskError {
-    let what = if err.is_timeout() {
-        format!("timed out after {timeout:?}")
-    } else if err.is_connect() {
-        "could not connect".to_owned()
-    } else {
-        "failed".to_owned()
-    };
-    TaskError::retry(format!(
-        "target {target}: POST {url} {what}: {}",
-        jetq_consumer::error_chain(err)
-    ))
+/// Why no answer came back.
+enum SendFailure {
+    /// The request could not be built (a URL the target's template should never produce).
+    Invalid(String),
+    /// Connecting, TLS, or the exchange failed.
+    Send {
+        url: String,
+        connect: bool,
+        error: String,
+    },
+}
+
+impl SendFailure {
+    fn kind(&self) -> &'static str {
+        match self {
+            SendFailure::Invalid(_) => "invalid_request",
+            SendFailure::Send { connect: true, .. } => "connect",
+            SendFailure::Send { .. } => "request",
+        }
+    }
+
+    fn into_task_error(self, target: &str) -> TaskError {
+        match self {
+            SendFailure::Invalid(error) => TaskError::fatal(format!(
+                "target {target}: cannot build the request: {error}"
+            )),
+            SendFailure::Send {
+                url,
+                connect,
+                error,
+            } => {
+                let what = if connect {
+                    "could not connect"
+                } else {
+                    "failed"
+                };
+                TaskError::retry(format!("target {target}: POST {url} {what}: {error}"))
+            }
+        }
+    }
+}
+
+/// Reads at most `limit` bytes of the body (what is left unread is dropped with the
+/// connection); a body that fails half way is reported as what was read.
+async fn read_limited(mut body: hyper::body::Incoming, limit: usize) -> Vec<u8> {
+    let mut read = Vec::new();
+    while read.len() < limit {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    let take = data.len().min(limit - read.len());
+                    read.extend_from_slice(&data[..take]);
+                }
+            }
+            Some(Err(_)) | None => break,
+        }
+    }
+    read
 }
 
 /// The outcome of an answer (see the table in `docs/PUSH.md`).

@@ -44,14 +44,10 @@
 
 mod dispatch;
 mod flow;
+pub mod metrics;
 mod targets;
 
-use std::{
-    fmt,
-    path::PathBuf,
-    sync::{Arc, Once},
-    time::Duration,
-};
+use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 
 use jetq_consumer::{TaskOptions, Worker, WorkerBuilder, WorkerError, WorkerSettings, ANY_TASK};
 use jetq_contract::ConfigError;
@@ -59,8 +55,8 @@ use jetq_push_signature::SigningKeys;
 use serde::Deserialize;
 
 pub use dispatch::{
-    Signing, ATTEMPT_HEADER, ENQUEUED_AT_HEADER, MAX_ATTEMPTS_HEADER, MAX_RETRY_AFTER,
-    QUEUE_HEADER, TASK_HEADER,
+    Signing, ATTEMPT_HEADER, ENQUEUED_AT_HEADER, MAX_ATTEMPTS_HEADER, MAX_REDIRECTS,
+    MAX_RETRY_AFTER, QUEUE_HEADER, TASK_HEADER,
 };
 pub use jetq_push_signature::{SIGNATURE_HEADER, TASK_ID_HEADER, TIMESTAMP_HEADER};
 pub use targets::{
@@ -72,8 +68,6 @@ use dispatch::{Dispatcher, LiveTarget};
 
 /// Default of `JETQ_PUSH_MAX_RESPONSE_BYTES`.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024;
-/// Redirects a target with `follow_redirects: true` follows at most.
-pub const MAX_REDIRECTS: usize = 5;
 
 fn default_max_response_bytes() -> usize {
     DEFAULT_MAX_RESPONSE_BYTES
@@ -273,7 +267,7 @@ pub enum PushError {
     },
     /// The HTTP client could not be built (TLS setup).
     #[error("cannot build the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    Client(String),
     /// The worker could not be built.
     #[error(transparent)]
     Worker(#[from] WorkerError),
@@ -296,21 +290,21 @@ pub fn from_env() -> Result<WorkerBuilder, PushError> {
 /// attempt; the worker heartbeats it, so a waiting task is not redelivered). A task's own
 /// timeout (`Jetq-Timeout-Ms`) replaces the attempt timeout and so caps the request's.
 pub fn register(builder: WorkerBuilder, config: &PushConfig) -> Result<WorkerBuilder, PushError> {
-    install_crypto_provider();
-    let client = |redirects: reqwest::redirect::Policy| {
-        reqwest::Client::builder()
-            .redirect(redirects)
-            .https_only(false)
-            .tls_backend_rustls()
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .map_err(PushError::Client)
-    };
+    register_with_meter(builder, config, &metrics::meter())
+}
+
+/// [`register`], recording the push metrics ([`metrics`]) with `meter` instead of the global
+/// meter provider's `jetq-push` meter.
+pub fn register_with_meter(
+    builder: WorkerBuilder,
+    config: &PushConfig,
+    meter: &opentelemetry::metrics::Meter,
+) -> Result<WorkerBuilder, PushError> {
     let dispatcher = Arc::new(Dispatcher {
-        client: client(reqwest::redirect::Policy::none())?,
-        redirecting_client: client(reqwest::redirect::Policy::limited(MAX_REDIRECTS))?,
+        client: http_client()?,
         signing: config.signing.clone(),
         max_response_bytes: config.max_response_bytes,
+        metrics: metrics::PushMetrics::new(meter),
     });
     let mut builder = builder;
     for target in config.targets.iter() {
@@ -342,14 +336,39 @@ pub fn register(builder: WorkerBuilder, config: &PushConfig) -> Result<WorkerBui
     Ok(builder)
 }
 
-/// reqwest is built without a bundled crypto provider: use ring (already linked through
-/// rustls) unless the process installed one.
-fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if rustls::crypto::CryptoProvider::get_default().is_none() {
-            // Another thread may have won the race; either provider is fine.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
-    });
+/// One pooled client for HTTP/1.1 and HTTP/2 (over TLS by ALPN), verifying TLS with rustls
+/// (ring) against the system's trust store. It never follows redirects itself.
+fn http_client() -> Result<dispatch::HttpClient, PushError> {
+    let loaded = rustls_native_certs::load_native_certs();
+    for error in &loaded.errors {
+        tracing::warn!(%error, "could not load some system CA certificates");
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(loaded.certs);
+    if added == 0 {
+        tracing::warn!(
+            ignored,
+            "no usable system CA certificates: https targets will fail their TLS handshakes \
+             (install the CA bundle, e.g. ca-certificates, or use a base image that has it)"
+        );
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|err| PushError::Client(err.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .build();
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(https),
+    )
 }

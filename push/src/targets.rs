@@ -519,7 +519,7 @@ impl Fields {
         let sample = text
             .replace(QUEUE_PLACEHOLDER, "queue")
             .replace(TASK_PLACEHOLDER, "task");
-        match reqwest::Url::parse(&sample) {
+        match url::Url::parse(&sample) {
             Ok(url) if !matches!(url.scheme(), "http" | "https") => {
                 self.error(
                     "url",

@@ -275,6 +275,15 @@ impl PushWorker {
         targets: &str,
         tweak: impl FnOnce(jetq_consumer::WorkerBuilder) -> jetq_consumer::WorkerBuilder,
     ) -> PushWorker {
+        PushWorker::start_full(server, targets, tweak, None).await
+    }
+
+    async fn start_full(
+        server: &NatsServer,
+        targets: &str,
+        tweak: impl FnOnce(jetq_consumer::WorkerBuilder) -> jetq_consumer::WorkerBuilder,
+        meter: Option<opentelemetry::metrics::Meter>,
+    ) -> PushWorker {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("targets.yaml");
         std::fs::write(&path, targets).unwrap();
@@ -286,7 +295,11 @@ impl PushWorker {
             ("JETQ_PUSH_SIGNING_KEYS".to_owned(), KEYS.to_owned()),
         ])
         .expect("the targets file is valid");
-        let builder = jetq_push::register(tweak(worker(server)), &config).unwrap();
+        let builder = match meter {
+            Some(meter) => jetq_push::register_with_meter(tweak(worker(server)), &config, &meter),
+            None => jetq_push::register(tweak(worker(server)), &config),
+        }
+        .unwrap();
         let worker = builder.build().await.expect("the push worker builds");
         let (stop, stopped) = oneshot::channel();
         let run = tokio::spawn(worker.run_until(async {
@@ -424,6 +437,9 @@ async fn a_4xx_answer_dead_letters_the_task_with_the_status_and_a_bounded_body_e
 #[tokio::test]
 async fn a_5xx_answer_is_retried_with_backoff_until_the_endpoint_recovers() {
     setup();
+    let telemetry =
+        jetq_telemetry::Telemetry::new(jetq_telemetry::TelemetryConfig::local("jetq-push", "warn"))
+            .unwrap();
     let server = NatsServer::start().await;
     let mut endpoint = Endpoint::start(|request| match request.n {
         1 => Reply::status(500).body("database down"),
@@ -431,7 +447,13 @@ async fn a_5xx_answer_is_retried_with_backoff_until_the_endpoint_recovers() {
         _ => Reply::ok(),
     })
     .await;
-    let push = PushWorker::start(&server, &hooks_target(&endpoint.url("/hook"), "")).await;
+    let push = PushWorker::start_full(
+        &server,
+        &hooks_target(&endpoint.url("/hook"), ""),
+        |builder| builder,
+        Some(telemetry.meter("jetq-push")),
+    )
+    .await;
     let enqueued = producer(&server).await.enqueue(&notify(1)).await.unwrap();
 
     let mut attempts = Vec::new();
@@ -446,6 +468,37 @@ async fn a_5xx_answer_is_retried_with_backoff_until_the_endpoint_recovers() {
     push.stop().await;
     assert_eq!(stream_len(&js, &Subjects::default().dead_stream()).await, 0);
     assert!(endpoint.drain().is_empty());
+
+    // Each answer is counted per target and status; nothing waits any more.
+    let samples = parse_prometheus(&telemetry.metrics_text().unwrap());
+    let port = endpoint.addr.port().to_string();
+    for (status, error) in [("500", Some("500")), ("502", Some("502")), ("200", None)] {
+        let mut labels = vec![
+            ("jetq_push_target", "hooks"),
+            ("http_request_method", "POST"),
+            ("http_response_status_code", status),
+            ("server_address", "127.0.0.1"),
+            ("server_port", port.as_str()),
+        ];
+        if let Some(error) = error {
+            labels.push(("error_type", error));
+        }
+        assert_eq!(
+            metric(
+                &samples,
+                "http_client_request_duration_seconds_count",
+                &labels
+            ),
+            1.0,
+            "{status}: {samples:#?}"
+        );
+    }
+    let target = [("jetq_push_target", "hooks")];
+    assert_eq!(
+        metric(&samples, "jetq_push_wait_duration_seconds_count", &target),
+        3.0
+    );
+    assert_eq!(metric(&samples, "jetq_push_waiting", &target), 0.0);
 }
 
 #[tokio::test]
@@ -696,16 +749,22 @@ async fn the_request_carries_the_trace_context_of_the_task_continuing_the_produc
 }
 
 #[tokio::test]
-async fn redirects_are_not_followed_and_dead_letter_the_task() {
+async fn redirects_are_not_followed_unless_the_target_allows_them() {
     setup();
     let server = NatsServer::start().await;
     let mut endpoint = Endpoint::start(|request| match request.path.as_str() {
-        "/hook" => Reply::status(307).header("location", "/elsewhere"),
+        "/hook" | "/moved" => Reply::status(307).header("location", "/elsewhere"),
         _ => Reply::ok(),
     })
     .await;
-    let push = PushWorker::start(&server, &hooks_target(&endpoint.url("/hook"), "")).await;
-    producer(&server).await.enqueue(&notify(1)).await.unwrap();
+    let targets = format!(
+        "{}  - name: follows\n    queue: bursts\n    url: {}\n    follow_redirects: true\n",
+        hooks_target(&endpoint.url("/hook"), ""),
+        endpoint.url("/moved")
+    );
+    let push = PushWorker::start(&server, &targets).await;
+    let producer = producer(&server).await;
+    producer.enqueue(&notify(1)).await.unwrap();
 
     let js = raw_jetstream(&server).await;
     let dead = dead_letters(&js, 1).await;
@@ -714,13 +773,35 @@ async fn redirects_are_not_followed_and_dead_letter_the_task() {
     assert_eq!(record.http.map(|http| http.status), Some(307));
     assert!(record.error.contains("/elsewhere"), "{}", record.error);
     await_drained(&js).await;
-    push.stop().await;
     let paths: Vec<String> = endpoint.drain().into_iter().map(|r| r.path).collect();
     assert_eq!(
         paths,
         vec!["/hook".to_owned()],
         "the redirect was not followed"
     );
+
+    // A target that follows redirects sends the same signed POST to the new location.
+    producer.enqueue(&Burst { n: 2 }).await.unwrap();
+    let first = endpoint.next("the request to the old location").await;
+    let moved = endpoint.next("the request to the new location").await;
+    assert_eq!(
+        (first.path.as_str(), moved.path.as_str()),
+        ("/moved", "/elsewhere")
+    );
+    assert_eq!(moved.body, first.body);
+    let verifier = Verifier::new(SigningKeys::from_env_value(KEYS).unwrap());
+    verifier
+        .verify(
+            moved.header("jetq-timestamp"),
+            moved.header("jetq-task-id"),
+            moved.header("jetq-signature"),
+            &moved.body,
+            SystemTime::now(),
+        )
+        .expect("the redirected request is still signed");
+    await_drained(&js).await;
+    push.stop().await;
+    assert_eq!(stream_len(&js, &Subjects::default().dead_stream()).await, 1);
 }
 
 #[tokio::test]
