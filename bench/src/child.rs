@@ -38,6 +38,23 @@ pub struct ChildWorker {
 impl ChildWorker {
     /// Spawns `<this binary> worker <args>` and waits until it printed `READY`.
     pub async fn start(args: &WorkerArgs) -> Result<ChildWorker, String> {
+        let mut words = vec!["worker".to_owned()];
+        words.extend(args.to_args());
+        ChildWorker::spawn(words).await
+    }
+
+    /// Spawns `<this binary> scheduler --url <url>` (a jetq scheduler) and waits until it
+    /// printed `READY`.
+    pub async fn start_scheduler(url: &str) -> Result<ChildWorker, String> {
+        ChildWorker::spawn(vec![
+            "scheduler".to_owned(),
+            "--url".to_owned(),
+            url.to_owned(),
+        ])
+        .await
+    }
+
+    async fn spawn(words_after_exe: Vec<String>) -> Result<ChildWorker, String> {
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         // Profiling aid: JETQ_BENCH_WORKER_WRAPPER="perf record -g -o /tmp/w.data --" runs
         // every worker under that command (RSS figures then describe the wrapper).
@@ -57,8 +74,7 @@ impl ChildWorker {
             None => Command::new(exe),
         };
         let mut child = command
-            .arg("worker")
-            .args(args.to_args())
+            .args(words_after_exe)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -3,9 +3,12 @@
 //!
 //! ```text
 //! jetq-bench [--quick] [--reps N] [--sync always|default|both] [--concurrency N] [--window N]
-//!            [--sections enqueue,drain,latency,memory,scale] [--scale 10000,100000,1000000]
-//!            [--scale-reps N] [--server PATH] [--out FILE] [--diagnose] [--only jetq|raw]
+//!            [--drain-workers 1,2,4] [--sections enqueue,drain,latency,memory,delayed,scale]
+//!            [--scale 10000,100000,1000000] [--scale-reps N] [--delayed-pending N]
+//!            [--server PATH] [--out FILE] [--diagnose] [--only jetq|raw]
 //! jetq-bench worker --impl jetq|raw --url URL [--concurrency N] [--hold-ms N] [--latency]
+//!            [--double-ack]
+//! jetq-bench scheduler --url URL
 //! ```
 
 mod child;
@@ -56,6 +59,10 @@ pub struct Config {
     syncs: Vec<bool>,
     concurrency: usize,
     window: usize,
+    /// Worker process counts of the drain section.
+    drain_workers: Vec<usize>,
+    /// Delayed tasks pending in the scheduler-memory run.
+    delayed_pending: u64,
     sections: Vec<String>,
     scale: Vec<u64>,
     server: Option<PathBuf>,
@@ -69,7 +76,7 @@ pub struct Config {
 /// Scaling runs at least this big repeat only `--scale-reps` times (default 1).
 const BIG_SCALE: u64 = 1_000_000;
 
-const SECTIONS: [&str; 5] = ["enqueue", "drain", "latency", "memory", "scale"];
+const SECTIONS: [&str; 6] = ["enqueue", "drain", "latency", "memory", "delayed", "scale"];
 
 impl Config {
     fn parse(args: &[String]) -> Result<Config, String> {
@@ -80,6 +87,8 @@ impl Config {
             syncs: vec![true, false],
             concurrency: 16,
             window: 256,
+            drain_workers: vec![1, 2, 4],
+            delayed_pending: 1_000_000,
             sections: SECTIONS.iter().map(|s| s.to_string()).collect(),
             scale: vec![10_000, 100_000, 1_000_000],
             server: None,
@@ -138,6 +147,13 @@ impl Config {
                             .collect::<Result<Vec<_>, _>>()?,
                     )
                 }
+                "--drain-workers" => {
+                    config.drain_workers = value()?
+                        .split(',')
+                        .map(|n| number(n.to_owned()).map(|n| n.max(1) as usize))
+                        .collect::<Result<Vec<_>, _>>()?
+                }
+                "--delayed-pending" => config.delayed_pending = number(value()?)?,
                 "--server" => config.server = Some(PathBuf::from(value()?)),
                 "--out" => config.out = Some(PathBuf::from(value()?)),
                 "--diagnose" => config.diagnose = true,
@@ -148,6 +164,7 @@ impl Config {
         }
         if config.quick {
             config.scale = vec![10_000, 100_000];
+            config.delayed_pending = 100_000;
         }
         config.reps = reps.unwrap_or(if config.quick { 1 } else { 3 }).max(1);
         if config.scale_reps == 0 {
@@ -174,6 +191,15 @@ impl Config {
         }
     }
 
+    /// Delayed-task accuracy run: (tasks, spread of their due times).
+    fn delayed_sizes(&self) -> (u64, Duration) {
+        if self.quick {
+            (500, Duration::from_secs(3))
+        } else {
+            (2_000, Duration::from_secs(6))
+        }
+    }
+
     /// Sending time of a latency run at `rate`. 5,000/s is beyond what this machine's disk
     /// takes under `sync_interval: always`: that run is kept short, as its backlog must drain.
     fn latency_duration(&self, rate: u32, sync: bool) -> Duration {
@@ -190,8 +216,10 @@ impl Config {
 
 fn usage() -> String {
     "usage: jetq-bench [--quick] [--reps N] [--sync always|default|both] [--concurrency N] \
-     [--window N] [--sections enqueue,drain,latency,memory,scale] [--scale N,N,..] \
-     [--scale-reps N] [--server PATH] [--out FILE] [--diagnose] [--only jetq|raw]"
+     [--window N] [--drain-workers 1,2,4] \
+     [--sections enqueue,drain,latency,memory,delayed,scale] [--scale N,N,..] \
+     [--scale-reps N] [--delayed-pending N] [--server PATH] [--out FILE] [--diagnose] \
+     [--only jetq|raw]"
         .to_owned()
 }
 
@@ -220,6 +248,8 @@ fn main() -> ExitCode {
             Ok(worker_args) => runtime.block_on(worker::run(worker_args)),
             Err(e) => Err(e),
         }
+    } else if args.first().map(String::as_str) == Some("scheduler") {
+        runtime.block_on(worker::run_scheduler(&args[1..]))
     } else {
         match Config::parse(&args) {
             Ok(config) => runtime.block_on(run(config)),
@@ -362,7 +392,7 @@ async fn run(config: Config) -> Result<(), String> {
                 }
             }
             if config.runs("drain") {
-                for workers in [1, 2, 4] {
+                for &workers in &config.drain_workers {
                     for &imp in &order {
                         let name = format!(
                             "drain {drain_n} queued, {workers} worker process{} (concurrency {})",
@@ -377,6 +407,7 @@ async fn run(config: Config) -> Result<(), String> {
                             drain_n,
                             config.concurrency,
                             config.diagnose,
+                            false,
                         )
                         .await;
                         if config.diagnose {
@@ -397,6 +428,37 @@ async fn run(config: Config) -> Result<(), String> {
                             value,
                         );
                     }
+                }
+            }
+            if config.runs("drain") && config.only.is_none() {
+                // What confirmed acks would cost a worker: both columns are the raw twin, one
+                // worker process, confirmed (`double_ack`, handled concurrently) vs plain acks.
+                let name = format!(
+                    "diagnostic: raw drain {drain_n} queued, confirmed (double) acks in the jetq \
+                     column vs plain acks, 1 worker process"
+                );
+                for (imp, double_ack) in [(Impl::Jetq, true), (Impl::Raw, false)] {
+                    let result = measure::drain(
+                        &spec,
+                        sync,
+                        Impl::Raw,
+                        1,
+                        drain_n,
+                        config.concurrency,
+                        false,
+                        double_ack,
+                    )
+                    .await;
+                    let value = result.map(|d| d.rate);
+                    table.record(
+                        &progress,
+                        group,
+                        &name,
+                        "tasks/s",
+                        Better::Higher,
+                        imp,
+                        value,
+                    );
                 }
             }
             if config.runs("latency") {
@@ -497,6 +559,77 @@ async fn run(config: Config) -> Result<(), String> {
                 }
             }
         }
+        if config.runs("delayed") {
+            // jetq only: there is no raw twin of the scheduler in this harness.
+            let group = "delayed tasks (jetq scheduler process + worker process)";
+            let (n, spread) = config.delayed_sizes();
+            let lead = Duration::from_secs(3);
+            let name = format!(
+                "fire accuracy, {n} tasks due over {}s (sync_interval: always): handler start − \
+                 due time",
+                spread.as_secs()
+            );
+            let result =
+                measure::delayed_accuracy(&spec, true, n, lead, spread, config.concurrency).await;
+            if let Ok(lateness) = &result {
+                progress.log(&format!("  ({} delayed tasks ran)", lateness.samples));
+            }
+            for (what, pick) in [
+                ("p50", (|l: &measure::Lateness| l.p50_ms) as fn(&_) -> f64),
+                ("p99", |l| l.p99_ms),
+                ("max", |l| l.max_ms),
+            ] {
+                table.record(
+                    &progress,
+                    group,
+                    &format!("{name} {what}"),
+                    "ms",
+                    Better::Lower,
+                    Impl::Jetq,
+                    result.as_ref().map(pick).map_err(Clone::clone),
+                );
+            }
+            if rep < config.scale_reps {
+                let pending = config.delayed_pending;
+                let result = measure::scheduler_memory(&spec, pending).await;
+                for (what, pick) in [
+                    (
+                        "scheduler RSS, nothing pending",
+                        (|m: &measure::SchedulerMemory| m.idle_kib) as fn(&_) -> u64,
+                    ),
+                    (
+                        "scheduler RSS, all pending (5 s after the last enqueue)",
+                        |m| m.pending_kib,
+                    ),
+                    ("scheduler peak RSS (VmHWM) over the run", |m| m.peak_kib),
+                ] {
+                    table.record(
+                        &progress,
+                        group,
+                        &format!("{what}, {pending} delayed tasks due within the hour"),
+                        "MiB",
+                        Better::Lower,
+                        Impl::Jetq,
+                        result
+                            .as_ref()
+                            .map(|m| kib_to_mib(pick(m)))
+                            .map_err(Clone::clone),
+                    );
+                }
+                table.record(
+                    &progress,
+                    group,
+                    &format!(
+                        "delayed enqueue (enqueue_in, 256 at once, server default fsync), \
+                         {pending} tasks"
+                    ),
+                    "tasks/s",
+                    Better::Higher,
+                    Impl::Jetq,
+                    result.map(|m| m.enqueue_rate),
+                );
+            }
+        }
         if config.runs("scale") {
             let group = "how cost grows (server default fsync, 1 worker process)";
             for &n in &config.scale {
@@ -513,6 +646,7 @@ async fn run(config: Config) -> Result<(), String> {
                         n,
                         config.concurrency,
                         config.diagnose,
+                        false,
                     )
                     .await;
                     if config.diagnose {

@@ -339,7 +339,8 @@ async fn count_pulls(url: &str) -> Outcome<(Arc<AtomicU64>, tokio::task::JoinHan
 }
 
 /// Drain: `n` tasks queued, `workers` worker processes, timed from `GO` until the stream is
-/// empty (every task acked).
+/// empty (every task acked). `double_ack` (raw twin only): confirmed acks.
+#[allow(clippy::too_many_arguments)]
 pub async fn drain(
     spec: &ServerSpec,
     sync: bool,
@@ -348,6 +349,7 @@ pub async fn drain(
     n: u64,
     concurrency: usize,
     diagnose: bool,
+    double_ack: bool,
 ) -> Outcome<Drained> {
     let server = spec.start(sync).await;
     let url = server.url();
@@ -367,6 +369,7 @@ pub async fn drain(
         concurrency,
         latency: false,
         hold: Duration::ZERO,
+        double_ack,
     };
     let mut children = Vec::new();
     for _ in 0..workers {
@@ -482,6 +485,7 @@ pub async fn latency(
         concurrency,
         latency: true,
         hold: Duration::ZERO,
+        double_ack: false,
     };
     let mut child = ChildWorker::start(&args).await?;
     child.go().await?;
@@ -615,6 +619,7 @@ pub async fn memory(
         concurrency,
         latency: false,
         hold,
+        double_ack: false,
     };
     let mut child = ChildWorker::start(&args).await?;
     child.go().await?;
@@ -651,4 +656,168 @@ pub async fn memory(
         return Err(format!("{tasks} of {n} tasks handled"));
     }
     Ok(Memory { idle_kib, busy_kib })
+}
+
+/// How late delayed tasks started, relative to their due time, in ms.
+#[derive(Debug, Clone, Copy)]
+pub struct Lateness {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub samples: u64,
+}
+
+/// Delayed-task fire accuracy: `n` tasks enqueued with `Producer::enqueue_in`, due between
+/// `lead` and `lead + spread` from now, released by a jetq scheduler process and run by a jetq
+/// worker process; handler start minus due time (a task never starts early: those count 0).
+pub async fn delayed_accuracy(
+    spec: &ServerSpec,
+    sync: bool,
+    n: u64,
+    lead: Duration,
+    spread: Duration,
+    concurrency: usize,
+) -> Outcome<Lateness> {
+    let server = spec.start(sync).await;
+    let url = server.url();
+    let mut scheduler = ChildWorker::start_scheduler(&url).await?;
+    scheduler.go().await?;
+    let args = WorkerArgs {
+        imp: Impl::Jetq,
+        url: url.clone(),
+        concurrency,
+        latency: true,
+        hold: Duration::ZERO,
+        double_ack: false,
+    };
+    let mut worker = ChildWorker::start(&args).await?;
+    worker.go().await?;
+    let producer = Producer::builder()
+        .url(url.as_str())
+        .connect()
+        .await
+        .map_err(|e| format!("producer: {e}"))?;
+    let start = Instant::now();
+    let enqueued: Vec<Result<(), String>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let producer = &producer;
+            async move {
+                let delay = lead + spread.mul_f64(i as f64 / n.max(1) as f64);
+                let mut email = SendEmail::new(i + 1);
+                // The worker reports handler start minus this: the due time.
+                email.sent_at_us = crate::workload::now_us() + delay.as_micros() as u64;
+                producer
+                    .enqueue_in(delay, &email)
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("enqueue_in: {e}"))
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    if let Some(Err(err)) = enqueued.into_iter().find(Result::is_err) {
+        return Err(err);
+    }
+    if start.elapsed() > lead {
+        return Err(format!(
+            "enqueueing {n} delayed tasks took {:?}, longer than the lead {lead:?}",
+            start.elapsed()
+        ));
+    }
+    let deadline = start + lead + spread + Duration::from_secs(30);
+    let report = loop {
+        let report = worker.report().await?;
+        if report.samples >= n {
+            break report;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} of {n} delayed tasks ran within 30 s of the last due time",
+                report.samples
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    worker.kill().await;
+    scheduler.kill().await;
+    drop(server);
+    let ms = |us: u64| us as f64 / 1000.0;
+    Ok(Lateness {
+        p50_ms: ms(report.p50_us),
+        p99_ms: ms(report.p99_us),
+        max_ms: ms(report.max_us),
+        samples: report.samples,
+    })
+}
+
+/// What the scheduler-memory run measured.
+#[derive(Debug, Clone, Copy)]
+pub struct SchedulerMemory {
+    /// VmRSS of the scheduler process 2 s after it started, nothing pending, KiB.
+    pub idle_kib: u64,
+    /// VmRSS with every task pending, 5 s after the last enqueue, KiB.
+    pub pending_kib: u64,
+    /// Peak VmRSS (VmHWM) over the whole run, KiB.
+    pub peak_kib: u64,
+    /// Delayed enqueues per second (`enqueue_in`, 256 at once).
+    pub enqueue_rate: f64,
+}
+
+/// The scheduler's memory with `n` delayed tasks pending (due within the next hour, spread
+/// over its seconds), enqueued while it runs.
+pub async fn scheduler_memory(spec: &ServerSpec, n: u64) -> Outcome<SchedulerMemory> {
+    let server = spec.start(false).await;
+    let url = server.url();
+    let mut scheduler = ChildWorker::start_scheduler(&url).await?;
+    scheduler.go().await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_kib = scheduler.rss_kib().ok_or("scheduler died")?;
+    let producer = Producer::builder()
+        .url(url.as_str())
+        .connect()
+        .await
+        .map_err(|e| format!("producer: {e}"))?;
+    let start = Instant::now();
+    let hour = Duration::from_secs(3600);
+    let failed = futures::stream::iter(0..n)
+        .map(|i| {
+            let producer = &producer;
+            async move {
+                let delay = Duration::from_secs(60) + hour.mul_f64(i as f64 / n.max(1) as f64);
+                producer.enqueue_in(delay, &SendEmail::new(i + 1)).await
+            }
+        })
+        .buffer_unordered(256)
+        .filter(|result| futures::future::ready(result.is_err()))
+        .count()
+        .await;
+    let enqueue_rate = n as f64 / start.elapsed().as_secs_f64();
+    if failed > 0 {
+        return Err(format!("{failed} of {n} delayed enqueues failed"));
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let pending_kib = scheduler.rss_kib().ok_or("scheduler died")?;
+    let peak_kib = scheduler.peak_rss_kib().unwrap_or(0);
+    let js = raw_context(&url).await?;
+    let pending = js
+        .get_stream(Subjects::default().delayed_stream())
+        .await
+        .map_err(|e| format!("delayed stream: {e}"))?
+        .get_info()
+        .await
+        .map_err(|e| format!("delayed stream info: {e}"))?
+        .state
+        .messages;
+    scheduler.kill().await;
+    drop(server);
+    if pending < n {
+        return Err(format!("only {pending} of {n} delayed tasks pending"));
+    }
+    Ok(SchedulerMemory {
+        idle_kib,
+        pending_kib,
+        peak_kib,
+        enqueue_rate,
+    })
 }

@@ -178,7 +178,7 @@ pub fn render(
         config.reps,
         if config.scale_reps < config.reps && config.runs("scale") {
             format!(
-                " ({} for scaling runs of 1,000,000 tasks or more)",
+                " ({} for scaling runs of 1,000,000 tasks or more and for the scheduler-memory run)",
                 config.scale_reps
             )
         } else {

@@ -35,6 +35,9 @@ pub struct WorkerArgs {
     pub latency: bool,
     /// Simulated work per task (0: a no-op handler).
     pub hold: Duration,
+    /// Raw twin only: confirmed acks (`double_ack`, a request answered by the server) instead
+    /// of plain ones; the messages of a batch are then handled concurrently, as jetq does.
+    pub double_ack: bool,
 }
 
 impl WorkerArgs {
@@ -53,6 +56,9 @@ impl WorkerArgs {
         if self.latency {
             args.push("--latency".to_owned());
         }
+        if self.double_ack {
+            args.push("--double-ack".to_owned());
+        }
         args
     }
 
@@ -64,6 +70,7 @@ impl WorkerArgs {
             concurrency: 16,
             latency: false,
             hold: Duration::ZERO,
+            double_ack: false,
         };
         let mut iter = args.iter();
         while let Some(arg) = iter.next() {
@@ -83,6 +90,7 @@ impl WorkerArgs {
                         Duration::from_millis(value()?.parse().map_err(|e| format!("{arg}: {e}"))?)
                 }
                 "--latency" => parsed.latency = true,
+                "--double-ack" => parsed.double_ack = true,
                 other => return Err(format!("unknown worker argument {other}")),
             }
         }
@@ -182,7 +190,12 @@ pub async fn run(args: WorkerArgs) -> Result<(), String> {
                 .map_err(|e| format!("get consumer: {e}"))?;
             println!("READY");
             wait_for_go(&mut lines).await?;
-            tokio::spawn(raw_loop(consumer, args.concurrency, recorder.clone()));
+            tokio::spawn(raw_loop(
+                consumer,
+                args.concurrency,
+                args.double_ack,
+                recorder.clone(),
+            ));
         }
     }
     while let Ok(Some(line)) = lines.next_line().await {
@@ -205,9 +218,10 @@ async fn wait_for_go(lines: &mut Lines<BufReader<Stdin>>) -> Result<(), String> 
 }
 
 /// The raw twin: a durable pull consumer fetching batches of `batch` messages, decoding each
-/// and acking it with a plain ack. With `hold` > 0 (the RSS-at-full-concurrency run) the
-/// messages of a batch are handled concurrently.
-async fn raw_loop(consumer: PullConsumer, batch: usize, recorder: Arc<Recorder>) {
+/// and acking it with a plain ack (a confirmed one with `double_ack`). With `hold` > 0 (the
+/// RSS-at-full-concurrency run) or `double_ack`, the messages of a batch are handled
+/// concurrently.
+async fn raw_loop(consumer: PullConsumer, batch: usize, double_ack: bool, recorder: Arc<Recorder>) {
     loop {
         let messages = consumer
             .batch()
@@ -223,16 +237,18 @@ async fn raw_loop(consumer: PullConsumer, batch: usize, recorder: Arc<Recorder>)
                 continue;
             }
         };
-        if recorder.hold.is_zero() {
+        if recorder.hold.is_zero() && !double_ack {
             while let Some(Ok(message)) = messages.next().await {
-                handle_raw(&recorder, message).await;
+                handle_raw(&recorder, message, false).await;
             }
         } else {
             let mut running = FuturesUnordered::new();
             loop {
                 tokio::select! {
                     next = messages.next() => match next {
-                        Some(Ok(message)) => running.push(handle_raw(&recorder, message)),
+                        Some(Ok(message)) => {
+                            running.push(handle_raw(&recorder, message, double_ack))
+                        }
                         _ => break,
                     },
                     Some(()) = running.next(), if !running.is_empty() => {}
@@ -243,12 +259,42 @@ async fn raw_loop(consumer: PullConsumer, batch: usize, recorder: Arc<Recorder>)
     }
 }
 
-async fn handle_raw(recorder: &Recorder, message: jetstream::Message) {
+async fn handle_raw(recorder: &Recorder, message: jetstream::Message, double_ack: bool) {
     match serde_json::from_slice::<SendEmail>(&message.payload) {
         Ok(email) => recorder.on_task(&email).await,
         Err(err) => eprintln!("raw worker: undecodable payload: {err}"),
     }
-    if let Err(err) = message.ack().await {
+    let acked = if double_ack {
+        message.double_ack().await
+    } else {
+        message.ack().await
+    };
+    if let Err(err) = acked {
         eprintln!("raw worker: ack failed: {err}");
     }
+}
+
+/// The `scheduler` subcommand: a jetq scheduler (no schedules, releasing delayed tasks) in its
+/// own process, so its memory can be read. Same protocol as a worker: `READY`, `GO`, `REPORT`
+/// (all counts 0).
+pub async fn run_scheduler(args: &[String]) -> Result<(), String> {
+    let url = match args {
+        [flag, url] if flag == "--url" => url.clone(),
+        _ => return Err("usage: jetq-bench scheduler --url URL".into()),
+    };
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let scheduler = jetq_scheduler::Scheduler::builder()
+        .url(url)
+        .build()
+        .await
+        .map_err(|e| format!("jetq scheduler: {e}"))?;
+    println!("READY");
+    wait_for_go(&mut lines).await?;
+    tokio::spawn(scheduler.run_until(std::future::pending()));
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.trim() == "REPORT" {
+            println!("REPORT 0 0 0 0 0 0");
+        }
+    }
+    std::process::exit(0)
 }
