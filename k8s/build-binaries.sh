@@ -8,13 +8,14 @@
 set -eu
 profile="${1:-release}"
 out="${2:-/out}"
-bins="worker web jetq-scheduler jetq jetq-provision"
+bins="worker web jetq-scheduler jetq jetq-provision jetq-push"
 
 cargo build --locked --profile "$profile" \
   -p jetq-examples --bin worker --bin web \
   -p jetq-scheduler --bin jetq-scheduler \
   -p jetq-cli --bin jetq \
-  -p jetq-k8s --bin jetq-provision
+  -p jetq-k8s --bin jetq-provision \
+  -p jetq-push --bin jetq-push
 
 case "$profile" in
   dev | test) dir=debug ;;
