@@ -11,6 +11,8 @@
 //! - [`status`]: status records of tracked tasks ([`TaskStatus`]), their KV keys and buckets.
 
 pub mod config;
+#[cfg(feature = "config-file")]
+pub mod config_file;
 pub mod connect;
 pub mod delayed;
 pub mod failure;

@@ -24,20 +24,14 @@
 //! once, so a broken file is fixed in one round. URLs come only from this file, never from a
 //! task.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    fmt,
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 
 use jetq_contract::{
-    name::{self, NameKind},
+    config_file::{Entry, ListFile, Value},
+    name::NameKind,
     RetryPolicy,
 };
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use serde_norway::Value;
 
 /// Placeholder replaced by the task's queue.
 pub const QUEUE_PLACEHOLDER: &str = "{queue}";
@@ -122,56 +116,7 @@ pub struct Targets {
 impl Targets {
     /// Parses and validates a targets file's text. `origin` names it in errors.
     pub fn from_yaml(text: &str, origin: &Path) -> Result<Self, TargetsFileError> {
-        let invalid = |errors| TargetsFileError::Invalid {
-            path: origin.to_owned(),
-            errors,
-        };
-        let document: Value =
-            serde_norway::from_str(text).map_err(|err| TargetsFileError::Syntax {
-                path: origin.to_owned(),
-                message: err.to_string(),
-            })?;
-        let entries = match document {
-            Value::Mapping(mut top) => {
-                let mut errors = Vec::new();
-                for key in top.keys() {
-                    if key.as_str() != Some("targets") {
-                        errors.push(FieldError::new(
-                            "(file)",
-                            &describe_key(key),
-                            "unknown top-level key; the file holds one key, `targets`",
-                        ));
-                    }
-                }
-                if !errors.is_empty() {
-                    return Err(invalid(errors));
-                }
-                match top.remove("targets") {
-                    Some(Value::Sequence(entries)) => entries,
-                    _ => {
-                        return Err(invalid(vec![FieldError::new(
-                            "(file)",
-                            "targets",
-                            "must be a non-empty list of targets",
-                        )]))
-                    }
-                }
-            }
-            _ => {
-                return Err(invalid(vec![FieldError::new(
-                    "(file)",
-                    "targets",
-                    "the file must be a mapping with a `targets` list",
-                )]))
-            }
-        };
-        if entries.is_empty() {
-            return Err(invalid(vec![FieldError::new(
-                "(file)",
-                "targets",
-                "must be a non-empty list of targets",
-            )]));
-        }
+        let entries = FILE.entries(text, origin)?;
         let mut errors = Vec::new();
         let mut list: Vec<Arc<Target>> = Vec::new();
         for (index, entry) in entries.into_iter().enumerate() {
@@ -193,6 +138,7 @@ impl Targets {
                     None => format!("every task of queue {}", target.queue),
                 };
                 errors.push(FieldError::new(
+                    FILE.item,
                     &target.name,
                     if target.task.is_some() {
                         "task"
@@ -206,6 +152,7 @@ impl Targets {
         for (name, count) in names {
             if count > 1 {
                 errors.push(FieldError::new(
+                    FILE.item,
                     name,
                     "name",
                     "is used by another target; names must be unique",
@@ -213,7 +160,7 @@ impl Targets {
             }
         }
         if !errors.is_empty() {
-            return Err(invalid(errors));
+            return Err(FILE.invalid(origin, errors));
         }
         list.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Targets { list })
@@ -221,10 +168,7 @@ impl Targets {
 
     /// Reads, parses and validates a targets file.
     pub fn load(path: &Path) -> Result<Self, TargetsFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TargetsFileError::Read {
-            path: path.to_owned(),
-            source: Arc::new(source),
-        })?;
+        let (text, _) = FILE.load(path)?;
         Self::from_yaml(&text, path)
     }
 
@@ -256,73 +200,19 @@ impl Targets {
     }
 }
 
-/// One problem in a targets file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    /// The target's name, or `#<n>` (1-based position) if it has none yet, or `(file)`.
-    pub target: String,
-    /// The field at fault.
-    pub field: String,
-    /// What is wrong and what is expected.
-    pub problem: String,
-}
-
-impl FieldError {
-    fn new(target: &str, field: &str, problem: impl Into<String>) -> Self {
-        FieldError {
-            target: target.to_owned(),
-            field: field.to_owned(),
-            problem: problem.into(),
-        }
-    }
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "target {}: field `{}` {}",
-            self.target, self.field, self.problem
-        )
-    }
-}
+/// One problem in a targets file: the target (its name, or `#<n>` while it has none, or
+/// `(file)`), the field and what is wrong.
+pub use jetq_contract::config_file::FieldError;
 
 /// A targets file that cannot be used: `jetq-push` refuses to start with one.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum TargetsFileError {
-    /// The file could not be read.
-    #[error("cannot read targets file {}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: Arc<std::io::Error>,
-    },
-    /// The file is not valid YAML.
-    #[error("targets file {} is not valid YAML: {message}", path.display())]
-    Syntax {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message, with line and column.
-        message: String,
-    },
-    /// One or more targets are invalid.
-    #[error("invalid targets file {}: {}", path.display(), join(errors))]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// Every problem found.
-        errors: Vec<FieldError>,
-    },
-}
+pub type TargetsFileError = jetq_contract::config_file::FileError;
 
-fn join(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
-}
+/// A targets file: a non-empty `targets` list.
+const FILE: ListFile = ListFile {
+    key: "targets",
+    item: "target",
+    required: true,
+};
 
 const FIELDS: &[&str] = &[
     "name",
@@ -340,96 +230,58 @@ const FIELDS: &[&str] = &[
     "follow_redirects",
 ];
 
-fn describe_key(key: &Value) -> String {
-    match key {
-        Value::String(s) => s.clone(),
-        other => serde_norway::to_string(other)
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|_| "?".into()),
-    }
-}
-
 fn parse_entry(index: usize, entry: Value) -> Result<Target, Vec<FieldError>> {
-    let position = format!("#{}", index + 1);
-    let Value::Mapping(mapping) = entry else {
-        return Err(vec![FieldError::new(
-            &position,
-            "(entry)",
-            "must be a mapping with queue and url",
-        )]);
-    };
-    let mut fields = BTreeMap::new();
-    let mut unknown = Vec::new();
-    for (key, value) in mapping {
-        let key = describe_key(&key);
-        if FIELDS.contains(&key.as_str()) {
-            fields.insert(key, value);
-        } else {
-            unknown.push(key);
-        }
-    }
-    let mut ctx = Fields {
-        label: position.clone(),
-        fields,
-        errors: Vec::new(),
-    };
+    let (mut ctx, unknown) = Entry::new(FILE.item, index, entry, FIELDS)?;
     // The label first, so every other error is reported under it.
     let queue = ctx.name("queue", NameKind::Queue, true);
     let task = ctx.name("task", NameKind::Task, false);
-    let explicit = ctx.string("name", false);
+    let explicit = ctx.name("name", NameKind::Task, false);
     let label = match (&explicit, &queue, &task) {
-        (Some(name), _, _) if name::validate(NameKind::Task, name).is_ok() => name.clone(),
-        (Some(name), _, _) => {
-            ctx.error(
-                "name",
-                format!("{name:?} is not a valid name: use 1-64 characters of A-Z a-z 0-9 _ -"),
-            );
-            position.clone()
-        }
-        (None, Some(queue), Some(task)) => format!("{queue}/{task}"),
-        (None, Some(queue), None) => queue.clone(),
-        (None, None, _) => position.clone(),
+        (Some(name), _, _) => Some(name.clone()),
+        (None, Some(queue), Some(task)) => Some(format!("{queue}/{task}")),
+        (None, Some(queue), None) => Some(queue.clone()),
+        (None, None, _) => None,
     };
-    for error in &mut ctx.errors {
-        error.target = label.clone();
+    if let Some(label) = &label {
+        ctx.relabel(label);
     }
-    ctx.label = label;
-    for key in unknown {
-        ctx.error(
-            &key,
-            format!("is not a target field (known: {})", FIELDS.join(", ")),
-        );
-    }
-    let url = ctx.url();
-    let timeout = ctx.duration("timeout", DEFAULT_TIMEOUT);
-    let concurrency = ctx.int(
-        "concurrency",
-        DEFAULT_CONCURRENCY as u64,
-        MAX_CONCURRENCY as u64,
-    );
-    let rate = ctx.rate();
-    let burst = ctx.int("burst", 1, u64::from(u32::MAX));
-    if rate.is_none() && ctx.fields.contains_key("burst") {
+    ctx.unknown_fields(unknown, FIELDS);
+    let url = url(&mut ctx);
+    let timeout = positive_duration(&mut ctx, "timeout", DEFAULT_TIMEOUT);
+    let concurrency = ctx
+        .int("concurrency", 1, MAX_CONCURRENCY as u64)
+        .unwrap_or(DEFAULT_CONCURRENCY as u64);
+    let rate = rate(&mut ctx);
+    if rate.is_none() && ctx.has("burst") {
         ctx.error(
             "burst",
             "needs `rate`: the bucket refills at `rate` per second",
         );
     }
-    let max_attempts = ctx.int("max_attempts", u64::from(DEFAULT_MAX_ATTEMPTS), 1000);
-    let backoff = ctx.duration("backoff", DEFAULT_BACKOFF);
-    let backoff_max = ctx.duration("backoff_max", DEFAULT_BACKOFF_MAX);
+    let burst = ctx.int("burst", 1, u64::from(u32::MAX)).unwrap_or(1);
+    let max_attempts = ctx
+        .int("max_attempts", 1, 1000)
+        .unwrap_or(u64::from(DEFAULT_MAX_ATTEMPTS));
+    let backoff = positive_duration(&mut ctx, "backoff", DEFAULT_BACKOFF);
+    let backoff_max = positive_duration(&mut ctx, "backoff_max", DEFAULT_BACKOFF_MAX);
     if backoff_max < backoff {
         ctx.error("backoff_max", "must not be shorter than `backoff`");
     }
-    let max_wait = ctx.duration("max_wait", DEFAULT_MAX_WAIT);
-    let follow_redirects = ctx.bool("follow_redirects", false);
-    let Fields { label, errors, .. } = ctx;
+    let max_wait = positive_duration(&mut ctx, "max_wait", DEFAULT_MAX_WAIT);
+    let follow_redirects = ctx.bool("follow_redirects").unwrap_or(false);
+    let label = ctx.label().to_owned();
+    let errors = ctx.into_errors();
     if !errors.is_empty() {
         return Err(errors);
     }
     let (Some(queue), Some(url)) = (queue, url) else {
         // Missing required fields were reported above.
-        return Err(vec![FieldError::new(&label, "(entry)", "is incomplete")]);
+        return Err(vec![FieldError::new(
+            FILE.item,
+            &label,
+            "(entry)",
+            "is incomplete",
+        )]);
     };
     Ok(Target {
         name: label,
@@ -447,177 +299,100 @@ fn parse_entry(index: usize, entry: Value) -> Result<Target, Vec<FieldError>> {
     })
 }
 
-/// Field-by-field extraction of one target, collecting every error.
-struct Fields {
-    label: String,
-    fields: BTreeMap<String, Value>,
-    errors: Vec<FieldError>,
+/// The `url` field: http(s), a host without placeholders, no credentials, only the known
+/// placeholders.
+fn url(ctx: &mut Entry) -> Option<String> {
+    let text = ctx.string("url", true)?;
+    let authority = text
+        .split_once("://")
+        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or_default())
+        .unwrap_or_default();
+    if authority.is_empty() && text.contains("://") {
+        ctx.error("url", format!("{text:?} has no host"));
+        return None;
+    }
+    if authority.contains(['{', '}']) {
+        ctx.error(
+            "url",
+            format!("{text:?} may not have a placeholder in its host"),
+        );
+        return None;
+    }
+    // Any other `{...}` would be sent literally: almost certainly a typo.
+    let rest = text
+        .replace(QUEUE_PLACEHOLDER, "")
+        .replace(TASK_PLACEHOLDER, "");
+    if rest.contains(['{', '}']) {
+        ctx.error(
+            "url",
+            format!(
+                "{text:?} has an unknown placeholder; only {{queue}} and {{task}} are replaced"
+            ),
+        );
+        return None;
+    }
+    let sample = text
+        .replace(QUEUE_PLACEHOLDER, "queue")
+        .replace(TASK_PLACEHOLDER, "task");
+    match url::Url::parse(&sample) {
+        Ok(url) if !matches!(url.scheme(), "http" | "https") => {
+            ctx.error(
+                "url",
+                format!("{text:?} has scheme {:?}; use http or https", url.scheme()),
+            );
+            None
+        }
+        Ok(url) if url.host_str().is_none_or(str::is_empty) => {
+            ctx.error("url", format!("{text:?} has no host"));
+            None
+        }
+        Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+            ctx.error(
+                "url",
+                format!("{text:?} holds credentials; endpoints authenticate jetq by the request signature"),
+            );
+            None
+        }
+        Ok(_) => Some(text),
+        Err(err) => {
+            ctx.error("url", format!("{text:?} is not a valid URL: {err}"));
+            None
+        }
+    }
 }
 
-impl Fields {
-    fn error(&mut self, field: &str, problem: impl Into<String>) {
-        self.errors
-            .push(FieldError::new(&self.label, field, problem.into()));
+/// A duration field that must be greater than zero; `default` when absent or invalid.
+fn positive_duration(ctx: &mut Entry, field: &str, default: Duration) -> Duration {
+    match ctx.duration(field) {
+        None => default,
+        Some(duration) if duration.is_zero() => {
+            ctx.error(field, "must be greater than zero");
+            default
+        }
+        Some(duration) => duration,
     }
+}
 
-    fn string(&mut self, field: &str, required: bool) -> Option<String> {
-        match self.fields.get(field) {
-            Some(Value::String(text)) => Some(text.clone()),
-            Some(Value::Null) | None if !required => None,
-            None | Some(Value::Null) => {
-                self.error(field, "is required");
-                None
-            }
-            Some(_) => {
-                self.error(field, "must be a string");
-                None
-            }
-        }
-    }
-
-    fn name(&mut self, field: &str, kind: NameKind, required: bool) -> Option<String> {
-        let text = self.string(field, required)?;
-        match name::validate(kind, &text) {
-            Ok(()) => Some(text),
-            Err(err) => {
-                self.error(field, err.to_string());
-                None
-            }
-        }
-    }
-
-    fn url(&mut self) -> Option<String> {
-        let text = self.string("url", true)?;
-        let authority = text
-            .split_once("://")
-            .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or_default())
-            .unwrap_or_default();
-        if authority.is_empty() && text.contains("://") {
-            self.error("url", format!("{text:?} has no host"));
-            return None;
-        }
-        if authority.contains(['{', '}']) {
-            self.error(
-                "url",
-                format!("{text:?} may not have a placeholder in its host"),
-            );
-            return None;
-        }
-        // Any other `{...}` would be sent literally: almost certainly a typo.
-        let rest = text
-            .replace(QUEUE_PLACEHOLDER, "")
-            .replace(TASK_PLACEHOLDER, "");
-        if rest.contains(['{', '}']) {
-            self.error(
-                "url",
-                format!(
-                    "{text:?} has an unknown placeholder; only {{queue}} and {{task}} are replaced"
-                ),
-            );
-            return None;
-        }
-        let sample = text
-            .replace(QUEUE_PLACEHOLDER, "queue")
-            .replace(TASK_PLACEHOLDER, "task");
-        match url::Url::parse(&sample) {
-            Ok(url) if !matches!(url.scheme(), "http" | "https") => {
-                self.error(
-                    "url",
-                    format!("{text:?} has scheme {:?}; use http or https", url.scheme()),
-                );
-                None
-            }
-            Ok(url) if url.host_str().is_none_or(str::is_empty) => {
-                self.error("url", format!("{text:?} has no host"));
-                None
-            }
-            Ok(url) if !url.username().is_empty() || url.password().is_some() => {
-                self.error(
-                    "url",
-                    format!("{text:?} holds credentials; endpoints authenticate jetq by the request signature"),
-                );
-                None
-            }
-            Ok(_) => Some(text),
-            Err(err) => {
-                self.error("url", format!("{text:?} is not a valid URL: {err}"));
-                None
-            }
-        }
-    }
-
-    fn duration(&mut self, field: &str, default: Duration) -> Duration {
-        match self.fields.get(field) {
-            None | Some(Value::Null) => default,
-            Some(Value::String(text)) => match humantime::parse_duration(text) {
-                Ok(duration) if duration.is_zero() => {
-                    self.error(field, "must be greater than zero");
-                    default
-                }
-                Ok(duration) => duration,
-                Err(err) => {
-                    self.error(
-                        field,
-                        format!("{text:?} is not a duration (e.g. 500ms, 30s, 5m): {err}"),
-                    );
-                    default
-                }
-            },
-            Some(_) => {
-                self.error(field, "must be a duration such as 30s or 5m");
-                default
-            }
-        }
-    }
-
-    fn int(&mut self, field: &str, default: u64, max: u64) -> u64 {
-        match self.fields.get(field) {
-            None | Some(Value::Null) => default,
-            Some(Value::Number(number)) => match number.as_u64() {
-                Some(n) if (1..=max).contains(&n) => n,
-                _ => {
-                    self.error(field, format!("must be an integer from 1 to {max}"));
-                    default
-                }
-            },
-            Some(_) => {
-                self.error(field, format!("must be an integer from 1 to {max}"));
-                default
-            }
-        }
-    }
-
-    fn rate(&mut self) -> Option<f64> {
-        match self.fields.get("rate") {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(number)) => match number.as_f64() {
-                Some(rate) if rate.is_finite() && rate > 0.0 && rate <= 1_000_000.0 => Some(rate),
-                _ => {
-                    self.error(
-                        "rate",
-                        "must be a number of requests per second above 0 (e.g. 50 or 0.5)",
-                    );
-                    None
-                }
-            },
-            Some(_) => {
-                self.error(
+/// The `rate` field: requests per second above 0.
+fn rate(ctx: &mut Entry) -> Option<f64> {
+    match ctx.take("rate") {
+        None => None,
+        Some(Value::Number(number)) => match number.as_f64() {
+            Some(rate) if rate.is_finite() && rate > 0.0 && rate <= 1_000_000.0 => Some(rate),
+            _ => {
+                ctx.error(
                     "rate",
                     "must be a number of requests per second above 0 (e.g. 50 or 0.5)",
                 );
                 None
             }
-        }
-    }
-
-    fn bool(&mut self, field: &str, default: bool) -> bool {
-        match self.fields.get(field) {
-            None | Some(Value::Null) => default,
-            Some(Value::Bool(value)) => *value,
-            Some(_) => {
-                self.error(field, "must be true or false");
-                default
-            }
+        },
+        Some(_) => {
+            ctx.error(
+                "rate",
+                "must be a number of requests per second above 0 (e.g. 50 or 0.5)",
+            );
+            None
         }
     }
 }
@@ -724,9 +499,8 @@ mod tests {
   - queue: mail
 ",
         );
-        let has = |target: &str, field: &str| {
-            found.iter().any(|e| e.target == target && e.field == field)
-        };
+        let has =
+            |target: &str, field: &str| found.iter().any(|e| e.item == target && e.field == field);
         for field in ["url", "timeout", "concurrency", "rate", "colour"] {
             assert!(
                 has("billing", field),
@@ -766,7 +540,7 @@ mod tests {
         assert!(
             found
                 .iter()
-                .any(|e| e.target == "second" && e.field == "name"),
+                .any(|e| e.item == "second" && e.field == "name"),
             "{found:?}"
         );
     }

@@ -19,17 +19,13 @@
 //! Every problem is reported with the schedule it belongs to and the field at fault, all of them
 //! at once, so a broken ConfigMap is fixed in one round.
 
-use std::{
-    collections::{BTreeMap, HashSet},
-    fmt,
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashSet, fmt, path::Path, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use jetq_contract::name::{self, NameKind};
-use serde_norway::Value;
+use jetq_contract::{
+    config_file::{Entry, ListFile, Value},
+    name::NameKind,
+};
 
 use crate::cron::CronSchedule;
 
@@ -99,56 +95,7 @@ impl Schedules {
 
     /// Parses and validates a schedules file's text. `origin` names it in errors.
     pub fn from_yaml(text: &str, origin: &Path) -> Result<Self, ScheduleFileError> {
-        let document: Value =
-            serde_norway::from_str(text).map_err(|err| ScheduleFileError::Syntax {
-                path: origin.to_owned(),
-                message: err.to_string(),
-            })?;
-        let entries = match document {
-            Value::Null => return Ok(Self::empty()),
-            Value::Mapping(mut top) => {
-                let mut errors = Vec::new();
-                for key in top.keys() {
-                    if key.as_str() != Some("schedules") {
-                        errors.push(FieldError::new(
-                            "(file)",
-                            &describe_key(key),
-                            "unknown top-level key; the file holds one key, `schedules`",
-                        ));
-                    }
-                }
-                if !errors.is_empty() {
-                    return Err(ScheduleFileError::Invalid {
-                        path: origin.to_owned(),
-                        errors,
-                    });
-                }
-                match top.remove("schedules") {
-                    None | Some(Value::Null) => return Ok(Self::empty()),
-                    Some(Value::Sequence(entries)) => entries,
-                    Some(_) => {
-                        return Err(ScheduleFileError::Invalid {
-                            path: origin.to_owned(),
-                            errors: vec![FieldError::new(
-                                "(file)",
-                                "schedules",
-                                "must be a list of schedules",
-                            )],
-                        })
-                    }
-                }
-            }
-            _ => {
-                return Err(ScheduleFileError::Invalid {
-                    path: origin.to_owned(),
-                    errors: vec![FieldError::new(
-                        "(file)",
-                        "schedules",
-                        "the file must be a mapping with a `schedules` list",
-                    )],
-                })
-            }
-        };
+        let entries = FILE.entries(text, origin)?;
         let mut errors = Vec::new();
         let mut list = Vec::new();
         let mut names = HashSet::new();
@@ -156,6 +103,7 @@ impl Schedules {
             if let Some(name) = entry.get("name").and_then(Value::as_str) {
                 if !names.insert(name.to_owned()) {
                     errors.push(FieldError::new(
+                        FILE.item,
                         name,
                         "name",
                         "is used by another schedule; names must be unique",
@@ -168,10 +116,7 @@ impl Schedules {
             }
         }
         if !errors.is_empty() {
-            return Err(ScheduleFileError::Invalid {
-                path: origin.to_owned(),
-                errors,
-            });
+            return Err(FILE.invalid(origin, errors));
         }
         list.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Schedules { list })
@@ -179,10 +124,7 @@ impl Schedules {
 
     /// Reads, parses and validates a schedules file.
     pub fn load(path: &Path) -> Result<Self, ScheduleFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScheduleFileError::Read {
-            path: path.to_owned(),
-            source: Arc::new(source),
-        })?;
+        let (text, _) = FILE.load(path)?;
         Self::from_yaml(&text, path)
     }
 
@@ -207,74 +149,20 @@ impl Schedules {
     }
 }
 
-/// One problem in a schedules file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    /// The schedule's name, or `#<n>` (1-based position) if it has no usable name, or `(file)`.
-    pub schedule: String,
-    /// The field at fault.
-    pub field: String,
-    /// What is wrong and what is expected.
-    pub problem: String,
-}
-
-impl FieldError {
-    fn new(schedule: &str, field: &str, problem: impl Into<String>) -> Self {
-        FieldError {
-            schedule: schedule.to_owned(),
-            field: field.to_owned(),
-            problem: problem.into(),
-        }
-    }
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "schedule {}: field `{}` {}",
-            self.schedule, self.field, self.problem
-        )
-    }
-}
+/// One problem in a schedules file: the schedule (its name, or `#<n>` while it has none, or
+/// `(file)`), the field and what is wrong.
+pub use jetq_contract::config_file::FieldError;
 
 /// A schedules file that cannot be used. The scheduler refuses to start with one, and keeps
 /// its previous schedules when a reload finds one.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ScheduleFileError {
-    /// The file could not be read.
-    #[error("cannot read schedules file {}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: Arc<std::io::Error>,
-    },
-    /// The file is not valid YAML.
-    #[error("schedules file {} is not valid YAML: {message}", path.display())]
-    Syntax {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message, with line and column.
-        message: String,
-    },
-    /// One or more schedules are invalid.
-    #[error("invalid schedules file {}: {}", path.display(), join(errors))]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// Every problem found.
-        errors: Vec<FieldError>,
-    },
-}
+pub type ScheduleFileError = jetq_contract::config_file::FileError;
 
-fn join(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
-}
+/// A schedules file: a `schedules` list, possibly empty.
+const FILE: ListFile = ListFile {
+    key: "schedules",
+    item: "schedule",
+    required: false,
+};
 
 const FIELDS: &[&str] = &[
     "name",
@@ -291,73 +179,20 @@ const FIELDS: &[&str] = &[
     "timeout",
 ];
 
-fn describe_key(key: &Value) -> String {
-    match key {
-        Value::String(s) => s.clone(),
-        other => serde_norway::to_string(other)
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|_| "?".into()),
-    }
-}
-
 /// Field-by-field extraction of one schedule, collecting every error.
 fn parse_entry(index: usize, entry: Value) -> Result<Schedule, Vec<FieldError>> {
-    let position = format!("#{}", index + 1);
-    let Value::Mapping(mapping) = entry else {
-        return Err(vec![FieldError::new(
-            &position,
-            "(entry)",
-            "must be a mapping with name, cron, queue and task",
-        )]);
-    };
-    let mut fields = BTreeMap::new();
-    let mut errors = Vec::new();
-    let mut unknown = Vec::new();
-    for (key, value) in mapping {
-        let key = describe_key(&key);
-        if FIELDS.contains(&key.as_str()) {
-            fields.insert(key, value);
-        } else {
-            unknown.push(key);
-        }
-    }
+    let (mut ctx, unknown) = Entry::new(FILE.item, index, entry, FIELDS)?;
     // The name first: every other error is reported under it.
-    let label = match fields.get("name") {
-        Some(Value::String(name)) if name::validate(NameKind::Task, name).is_ok() => name.clone(),
-        Some(Value::String(name)) => {
-            errors.push(FieldError::new(
-                &position,
-                "name",
-                format!("{name:?} is not a valid name: use 1-64 characters of A-Z a-z 0-9 _ -"),
-            ));
-            position.clone()
-        }
-        Some(_) => {
-            errors.push(FieldError::new(&position, "name", "must be a string"));
-            position.clone()
-        }
-        None => {
-            errors.push(FieldError::new(&position, "name", "is required"));
-            position.clone()
-        }
-    };
-    for key in unknown {
-        errors.push(FieldError::new(
-            &label,
-            &key,
-            format!("is not a schedule field (known: {})", FIELDS.join(", ")),
-        ));
+    if let Some(name) = ctx.name("name", NameKind::Task, true) {
+        ctx.relabel(&name);
     }
-    let mut ctx = Fields {
-        label: &label,
-        fields,
-        errors,
-    };
+    let label = ctx.label().to_owned();
+    ctx.unknown_fields(unknown, FIELDS);
     let expression = ctx.string("cron", true);
     let zone = ctx.string("timezone", false);
-    let queue = ctx.name("queue", NameKind::Queue);
-    let task = ctx.name("task", NameKind::Task);
-    let args = ctx.args();
+    let queue = ctx.name("queue", NameKind::Queue, true);
+    let task = ctx.name("task", NameKind::Task, true);
+    let args = args(&mut ctx);
     let jitter = ctx.duration("jitter").unwrap_or_default();
     if jitter > MAX_JITTER {
         ctx.error("jitter", "must be at most 1h");
@@ -378,7 +213,9 @@ fn parse_entry(index: usize, entry: Value) -> Result<Schedule, Vec<FieldError>> 
     let catch_up_window = ctx
         .duration("catch_up_window")
         .unwrap_or(Duration::from_secs(3600));
-    let max_attempts = ctx.positive_int("max_attempts");
+    let max_attempts = ctx
+        .int("max_attempts", 1, u64::from(u32::MAX))
+        .and_then(|n| u32::try_from(n).ok());
     let timeout = ctx.duration("timeout");
     if timeout.is_some_and(|t| t.is_zero()) {
         ctx.error("timeout", "must be greater than zero");
@@ -412,7 +249,7 @@ fn parse_entry(index: usize, entry: Value) -> Result<Schedule, Vec<FieldError>> 
             );
         }
     }
-    let errors = ctx.errors;
+    let errors = ctx.into_errors();
     match (cron, queue, task, errors.is_empty()) {
         (Some(cron), Some(queue), Some(task), true) => Ok(Schedule {
             name: label,
@@ -431,102 +268,14 @@ fn parse_entry(index: usize, entry: Value) -> Result<Schedule, Vec<FieldError>> 
     }
 }
 
-struct Fields<'a> {
-    label: &'a str,
-    fields: BTreeMap<String, Value>,
-    errors: Vec<FieldError>,
-}
-
-impl Fields<'_> {
-    fn error(&mut self, field: &str, problem: impl Into<String>) {
-        self.errors
-            .push(FieldError::new(self.label, field, problem.into()));
-    }
-
-    fn string(&mut self, field: &str, required: bool) -> Option<String> {
-        match self.fields.remove(field) {
-            Some(Value::String(s)) => Some(s),
-            None | Some(Value::Null) => {
-                if required {
-                    self.error(field, "is required");
-                }
-                None
-            }
-            Some(_) => {
-                self.error(field, "must be a string");
-                None
-            }
-        }
-    }
-
-    fn name(&mut self, field: &str, kind: NameKind) -> Option<String> {
-        let value = self.string(field, true)?;
-        match name::validate(kind, &value) {
-            Ok(()) => Some(value),
-            Err(err) => {
-                self.error(field, err.to_string());
-                None
-            }
-        }
-    }
-
-    fn args(&mut self) -> Option<Bytes> {
-        let value = self.fields.remove("args")?;
-        match serde_json::to_vec(&value) {
-            Ok(json) => Some(Bytes::from(json)),
-            Err(err) => {
-                self.error("args", format!("cannot be converted to JSON: {err}"));
-                None
-            }
-        }
-    }
-
-    fn duration(&mut self, field: &str) -> Option<Duration> {
-        match self.fields.remove(field) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(text)) => match humantime::parse_duration(text.trim()) {
-                Ok(duration) => Some(duration),
-                Err(err) => {
-                    self.error(
-                        field,
-                        format!("{text:?} is not a duration ({err}); use e.g. 30s, 5m, 1h"),
-                    );
-                    None
-                }
-            },
-            Some(Value::Number(n)) if n.as_u64() == Some(0) => Some(Duration::ZERO),
-            Some(_) => {
-                self.error(field, "must be a duration with a unit, e.g. 30s, 5m, 1h");
-                None
-            }
-        }
-    }
-
-    fn bool(&mut self, field: &str) -> Option<bool> {
-        match self.fields.remove(field) {
-            None | Some(Value::Null) => None,
-            Some(Value::Bool(b)) => Some(b),
-            Some(_) => {
-                self.error(field, "must be true or false");
-                None
-            }
-        }
-    }
-
-    fn positive_int(&mut self, field: &str) -> Option<u32> {
-        match self.fields.remove(field) {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
-                Some(n) if n >= 1 => Some(n),
-                _ => {
-                    self.error(field, format!("{n} is not a whole number ≥ 1"));
-                    None
-                }
-            },
-            Some(_) => {
-                self.error(field, "must be a whole number ≥ 1");
-                None
-            }
+/// The `args` field: any YAML value that converts to JSON, serialized once.
+fn args(ctx: &mut Entry) -> Option<Bytes> {
+    let value = ctx.take("args")?;
+    match serde_json::to_vec(&value) {
+        Ok(json) => Some(Bytes::from(json)),
+        Err(err) => {
+            ctx.error("args", format!("cannot be converted to JSON: {err}"));
+            None
         }
     }
 }
@@ -624,7 +373,7 @@ schedules:
         );
         let found: Vec<(String, String)> = errors
             .iter()
-            .map(|e| (e.schedule.clone(), e.field.clone()))
+            .map(|e| (e.item.clone(), e.field.clone()))
             .collect();
         for expected in [
             ("report", "colour"),
@@ -642,11 +391,7 @@ schedules:
                 "missing {expected:?} in {errors:#?}"
             );
         }
-        let text = ScheduleFileError::Invalid {
-            path: "s.yaml".into(),
-            errors,
-        }
-        .to_string();
+        let text = FILE.invalid(Path::new("s.yaml"), errors).to_string();
         assert!(
             text.contains("schedule report: field `timezone` unknown time zone \"Europe/Berlln\""),
             "{text}"
@@ -660,7 +405,7 @@ schedules:
         );
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert_eq!(
-            (errors[0].schedule.as_str(), errors[0].field.as_str()),
+            (errors[0].item.as_str(), errors[0].field.as_str()),
             ("r", "cron")
         );
         assert!(errors[1].problem.contains("never fires"), "{errors:?}");
@@ -680,7 +425,7 @@ schedules:
         let errors = errors_of("schedules: 3");
         assert_eq!(errors[0].field, "schedules");
         let errors = errors_of("schedules:\n  - just a string\n");
-        assert_eq!(errors[0].schedule, "#1");
+        assert_eq!(errors[0].item, "#1");
     }
 
     fn errors_of(text: &str) -> Vec<FieldError> {

@@ -412,6 +412,7 @@ impl Runners {
 
 fn read_file(path: &Path) -> Result<String, crate::file::ScheduleFileError> {
     std::fs::read_to_string(path).map_err(|source| crate::file::ScheduleFileError::Read {
+        what: "schedules",
         path: path.to_owned(),
         source: Arc::new(source),
     })

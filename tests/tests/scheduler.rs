@@ -290,7 +290,7 @@ async fn an_invalid_schedules_file_is_refused_at_startup_naming_schedule_and_fie
     match err {
         SchedulerError::Schedules(ScheduleFileError::Invalid { errors, .. }) => {
             assert_eq!(errors.len(), 1, "{errors:?}");
-            assert_eq!(errors[0].schedule, "nightly-report");
+            assert_eq!(errors[0].item, "nightly-report");
             assert_eq!(errors[0].field, "timezone");
         }
         other => panic!("expected an invalid-schedules error, got {other:?}"),
