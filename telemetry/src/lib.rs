@@ -110,6 +110,53 @@ pub fn init(service_name: &str) -> Result<TelemetryGuard, TelemetryError> {
     Telemetry::new(TelemetryConfig::from_env(service_name, DEFAULT_LOG_FILTER)?)?.install()
 }
 
+/// What a binary's `run` returns to [`run_main`]: a future borrowing the installed telemetry.
+pub type RunFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + 'a>>;
+
+/// The `main` of a jetq binary: installs telemetry for `service_name` ([`init`]), runs `run`
+/// with it, and exits with status 1 — the error on stderr prefixed with `program`, and in the
+/// logs — when either fails. The last spans and metrics are flushed before it returns (off the
+/// runtime's threads: the exporters block).
+///
+/// ```no_run
+/// use jetq_telemetry::{RunFuture, TelemetryGuard};
+///
+/// fn run(telemetry: &TelemetryGuard) -> RunFuture<'_> {
+///     Box::pin(async move {
+///         let _status = telemetry.serve_status(jetq_telemetry::Readiness::new()).await;
+///         Ok(())
+///     })
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> std::process::ExitCode {
+///     jetq_telemetry::run_main("my-worker", "my-worker", run).await
+/// }
+/// ```
+pub async fn run_main<F>(service_name: &str, program: &str, run: F) -> std::process::ExitCode
+where
+    F: for<'a> FnOnce(&'a TelemetryGuard) -> RunFuture<'a>,
+{
+    let telemetry = match init(service_name) {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("{program}: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let code = match run(&telemetry).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err}");
+            eprintln!("{program}: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    };
+    let _ = tokio::task::spawn_blocking(move || drop(telemetry)).await;
+    code
+}
+
 /// The log filter of [`init`] when `RUST_LOG` is not set: `info`, without the OpenTelemetry
 /// API's own start-up notices (export failures are warnings and still show).
 pub const DEFAULT_LOG_FILTER: &str = "info,opentelemetry=warn";

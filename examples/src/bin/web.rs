@@ -19,24 +19,7 @@ use jetq_telemetry::{Readiness, TelemetryGuard};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let telemetry = match jetq_telemetry::init("jetq-web") {
-        Ok(telemetry) => telemetry,
-        Err(err) => {
-            eprintln!("web: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let code = match run(&telemetry).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!("{err}");
-            eprintln!("web: {err}");
-            ExitCode::FAILURE
-        }
-    };
-    // Flushes the last spans and metrics; blocking, so off the runtime's threads.
-    let _ = tokio::task::spawn_blocking(move || drop(telemetry)).await;
-    code
+    jetq_telemetry::run_main("jetq-web", "web", |telemetry| Box::pin(run(telemetry))).await
 }
 
 async fn run(telemetry: &TelemetryGuard) -> Result<(), String> {
