@@ -352,6 +352,38 @@ async fn run(config: Config) -> Result<(), String> {
                         value,
                     );
                 }
+                if config.diagnose && config.only.is_none() {
+                    // Both columns are jetq: the pipeline loop of `enqueue_many` against as many
+                    // concurrent `enqueue` calls as its window.
+                    let name = format!(
+                        "diagnostic: jetq, {} concurrent enqueue calls (jetq column) vs \
+                         enqueue_many (raw column), {pipe_n} tasks",
+                        config.window
+                    );
+                    let concurrent =
+                        measure::enqueue_concurrent(&spec, sync, pipe_n, config.window).await;
+                    let many = measure::enqueue_pipelined(
+                        &spec,
+                        sync,
+                        Impl::Jetq,
+                        pipe_n,
+                        config.window,
+                        false,
+                    )
+                    .await
+                    .map(|p| p.rate);
+                    for (imp, value) in [(Impl::Jetq, concurrent), (Impl::Raw, many)] {
+                        table.record(
+                            &progress,
+                            group,
+                            &name,
+                            "tasks/s",
+                            Better::Higher,
+                            imp,
+                            value,
+                        );
+                    }
+                }
                 if config.diagnose {
                     // The "jetq" column holds raw publishes carrying jetq's two headers: the
                     // ratio is what the headers (dedup by Nats-Msg-Id) cost the server alone.

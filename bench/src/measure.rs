@@ -260,6 +260,43 @@ pub async fn enqueue_pipelined(
     })
 }
 
+/// Diagnostic: jetq's producer with `window` concurrent `enqueue` calls instead of one
+/// `enqueue_many`: tasks/s for `n` tasks. Tells the cost of the pipeline loop from the cost of
+/// preparing and publishing each task.
+pub async fn enqueue_concurrent(
+    spec: &ServerSpec,
+    sync: bool,
+    n: u64,
+    window: usize,
+) -> Outcome<f64> {
+    let server = spec.start(sync).await;
+    let url = server.url();
+    let producer = Producer::builder()
+        .url(url.as_str())
+        .connect()
+        .await
+        .map_err(|e| format!("producer: {e}"))?;
+    let run = |users: Vec<u64>| {
+        let producer = &producer;
+        futures::stream::iter(users)
+            .map(move |user| async move { producer.enqueue(&SendEmail::new(user)).await })
+            .buffer_unordered(window)
+            .filter(|result| futures::future::ready(result.is_err()))
+            .count()
+    };
+    if run(vec![WARMUP_USER; WARMUP_TASKS as usize]).await > 0 {
+        return Err("warm-up enqueue failed".into());
+    }
+    let start = Instant::now();
+    let failed = run((1..=n).collect()).await;
+    let elapsed = start.elapsed();
+    drop(server);
+    if failed > 0 {
+        return Err(format!("{failed} of {n} enqueues failed"));
+    }
+    Ok(n as f64 / elapsed.as_secs_f64())
+}
+
 /// The raw twin of `enqueue_many`: serialize, publish, keep at most `window` ack futures
 /// outstanding, await every one.
 async fn raw_pipelined(
@@ -698,7 +735,7 @@ pub async fn delayed_accuracy(
         .await
         .map_err(|e| format!("producer: {e}"))?;
     let start = Instant::now();
-    let enqueued: Vec<Result<(), String>> = futures::stream::iter(0..n)
+    let enqueue_all = futures::stream::iter(0..n)
         .map(|i| {
             let producer = &producer;
             async move {
@@ -714,8 +751,11 @@ pub async fn delayed_accuracy(
             }
         })
         .buffer_unordered(64)
-        .collect()
-        .await;
+        .collect::<Vec<Result<(), String>>>();
+    // A server that stops answering publishes (its store full) must not hang the run.
+    let enqueued = tokio::time::timeout(lead + Duration::from_secs(30), enqueue_all)
+        .await
+        .map_err(|_| format!("enqueueing {n} delayed tasks did not finish"))?;
     if let Some(Err(err)) = enqueued.into_iter().find(Result::is_err) {
         return Err(err);
     }
@@ -780,7 +820,7 @@ pub async fn scheduler_memory(spec: &ServerSpec, n: u64) -> Outcome<SchedulerMem
         .map_err(|e| format!("producer: {e}"))?;
     let start = Instant::now();
     let hour = Duration::from_secs(3600);
-    let failed = futures::stream::iter(0..n)
+    let enqueue_all = futures::stream::iter(0..n)
         .map(|i| {
             let producer = &producer;
             async move {
@@ -790,8 +830,15 @@ pub async fn scheduler_memory(spec: &ServerSpec, n: u64) -> Outcome<SchedulerMem
         })
         .buffer_unordered(256)
         .filter(|result| futures::future::ready(result.is_err()))
-        .count()
-        .await;
+        .count();
+    // A server that stops answering publishes (its store full: JetStream's default limit is
+    // 75% of the disk space free at its start) must not hang the run.
+    let limit = Duration::from_secs(60 + n / 10_000);
+    let failed = tokio::time::timeout(limit, enqueue_all)
+        .await
+        .map_err(|_| {
+            format!("enqueueing {n} delayed tasks did not finish within {limit:?} (store full?)")
+        })?;
     let enqueue_rate = n as f64 / start.elapsed().as_secs_f64();
     if failed > 0 {
         return Err(format!("{failed} of {n} delayed enqueues failed"));
