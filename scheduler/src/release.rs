@@ -81,13 +81,20 @@ impl Releaser {
                 result = self.tick(tick, !swept) => result,
             };
             let pause = match result {
-                Ok(()) => {
+                Ok(through) => {
                     swept = true;
                     failures = 0;
                     tick = tick.wrapping_add(1);
-                    // Wake just after the next whole second.
-                    let into = unix_now().subsec_millis();
-                    Duration::from_millis(u64::from(1000 - into) + 2)
+                    let now = unix_now();
+                    if now.as_secs() > through {
+                        // The tick ran into a new second (its last pass followed due times to
+                        // the end of the second): that second's tasks are due now, not after
+                        // the next boundary.
+                        Duration::ZERO
+                    } else {
+                        // Wake just after the next whole second.
+                        Duration::from_millis(u64::from(1000 - now.subsec_millis()) + 2)
+                    }
                 }
                 Err(err) => {
                     failures = failures.saturating_add(1);
@@ -102,7 +109,8 @@ impl Releaser {
         }
     }
 
-    async fn tick(&self, tick: u64, startup: bool) -> Result<(), StepError> {
+    /// Releases every due second up to now; returns the last second released.
+    async fn tick(&self, tick: u64, startup: bool) -> Result<u64, StepError> {
         let now = unix_now().as_secs();
         let mark = match self.state.load::<u64>(RELEASED_KEY).await? {
             Some(mark) => mark,
@@ -136,7 +144,7 @@ impl Releaser {
                 }
             }
             self.state.advance(RELEASED_KEY, now).await?;
-            return Ok(());
+            return Ok(now);
         }
         let mut bucket = mark + 1;
         while bucket <= now {
@@ -146,7 +154,7 @@ impl Releaser {
             }
             bucket += 1;
         }
-        Ok(())
+        Ok(now)
     }
 
     /// Where a fresh installation starts: just before its earliest waiting task, or now.
