@@ -53,6 +53,31 @@ fn releasing(server: &NatsServer) -> jetq_scheduler::SchedulerBuilder {
     scheduler(server).release_delayed(true)
 }
 
+/// Publishes a delayed task that fell due at `due`, in the past, exactly as a producer would
+/// have published it before then (docs/PROTOCOL.md §7), so a test can have tasks that fell due
+/// while no scheduler ran without waiting for the clock. Creates the delayed stream first.
+async fn publish_past_due(js: &jetstream::Context, due: SystemTime, job: &Job) {
+    let subjects = Subjects::default();
+    jetq_scheduler::provision(js, &subjects, &jetq_contract::StreamSettings::default())
+        .await
+        .expect("delayed stream");
+    let mut headers = async_nats::HeaderMap::new();
+    let id = format!("past-due:{}:{}", job.n, jetq_contract::time::format(due));
+    headers.insert(headers::MSG_ID, id.as_str());
+    headers.insert(headers::ENQUEUED_AT, jetq_contract::time::now().as_str());
+    headers.insert(
+        headers::NOT_BEFORE,
+        jetq_contract::time::format(due).as_str(),
+    );
+    let subject = subjects.delayed(jetq_contract::delayed::bucket_of(due), "work", "job");
+    let payload = serde_json::to_vec(job).expect("job serializes");
+    js.publish_with_headers(subject, headers, payload.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored in the delayed stream");
+}
+
 #[tokio::test]
 async fn delayed_tasks_become_runnable_within_a_second_of_their_due_time_in_order() {
     init_logs();
@@ -368,29 +393,19 @@ async fn a_second_released_late_still_leaves_in_due_order() {
     init_logs();
     let server = NatsServer::start().await;
     let js = raw_jetstream(&server).await;
-    let producer = producer(&server).await;
-    // A whole second two seconds ahead, filled latest-first.
+    // A whole second that fell due five seconds ago with no scheduler running, filled
+    // latest-first.
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .expect("clock after 1970");
-    let second = SystemTime::UNIX_EPOCH + Duration::from_secs(now.as_secs() + 2);
+    let second = SystemTime::UNIX_EPOCH + Duration::from_secs(now.as_secs() - 5);
     let offsets_ms = [900u64, 100, 700, 300, 500, 0, 800];
     for (n, offset) in offsets_ms.iter().enumerate() {
-        producer
-            .enqueue_at(
-                second + Duration::from_millis(*offset),
-                &Job {
-                    n: n as u64,
-                    note: String::new(),
-                },
-            )
-            .await
-            .expect("delayed enqueue");
-    }
-    // Let the whole second fall due with no scheduler running.
-    let all_due = second + Duration::from_millis(1100);
-    if let Ok(wait) = all_due.duration_since(SystemTime::now()) {
-        tokio::time::sleep(wait).await;
+        let job = Job {
+            n: n as u64,
+            note: String::new(),
+        };
+        publish_past_due(&js, second + Duration::from_millis(*offset), &job).await;
     }
     let running = RunningScheduler::start(releasing(&server)).await;
     let tasks = released(&js, offsets_ms.len()).await;
@@ -407,17 +422,13 @@ async fn tasks_due_while_no_scheduler_ran_are_released_when_one_starts() {
     let server = NatsServer::start().await;
     let js = raw_jetstream(&server).await;
     let producer = producer(&server).await;
+    // Due two seconds ago, while no scheduler ran.
     for n in 0..3u64 {
-        producer
-            .enqueue_in(
-                Duration::from_millis(200),
-                &Job {
-                    n,
-                    note: String::new(),
-                },
-            )
-            .await
-            .expect("delayed enqueue");
+        let job = Job {
+            n,
+            note: String::new(),
+        };
+        publish_past_due(&js, SystemTime::now() - Duration::from_secs(2), &job).await;
     }
     // Far-future tasks stay put.
     producer
@@ -430,7 +441,6 @@ async fn tasks_due_while_no_scheduler_ran_are_released_when_one_starts() {
         )
         .await
         .expect("delayed enqueue");
-    tokio::time::sleep(Duration::from_millis(1500)).await; // let them fall due with no scheduler
     let running = RunningScheduler::start(releasing(&server)).await;
     let tasks = released(&js, 3).await;
     running.stop().await;
