@@ -119,15 +119,13 @@ pub struct ListFile {
 }
 
 impl ListFile {
-    /// Reads the file at `path` and returns its entries.
-    pub fn load(&self, path: &Path) -> Result<(String, Vec<Value>), FileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+    /// Reads the file at `path` (its text; [`ListFile::entries`] parses it).
+    pub fn read(&self, path: &Path) -> Result<String, FileError> {
+        std::fs::read_to_string(path).map_err(|source| FileError::Read {
             what: self.key,
             path: path.to_owned(),
             source: Arc::new(source),
-        })?;
-        let entries = self.entries(&text, path)?;
-        Ok((text, entries))
+        })
     }
 
     /// The entries of a file's text; `origin` names the file in errors.

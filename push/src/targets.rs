@@ -168,7 +168,7 @@ impl Targets {
 
     /// Reads, parses and validates a targets file.
     pub fn load(path: &Path) -> Result<Self, TargetsFileError> {
-        let (text, _) = FILE.load(path)?;
+        let text = FILE.read(path)?;
         Self::from_yaml(&text, path)
     }
 

@@ -124,7 +124,7 @@ impl Schedules {
 
     /// Reads, parses and validates a schedules file.
     pub fn load(path: &Path) -> Result<Self, ScheduleFileError> {
-        let (text, _) = FILE.load(path)?;
+        let text = read(path)?;
         Self::from_yaml(&text, path)
     }
 
@@ -156,6 +156,11 @@ pub use jetq_contract::config_file::FieldError;
 /// A schedules file that cannot be used. The scheduler refuses to start with one, and keeps
 /// its previous schedules when a reload finds one.
 pub type ScheduleFileError = jetq_contract::config_file::FileError;
+
+/// The text of the schedules file at `path`.
+pub(crate) fn read(path: &Path) -> Result<String, ScheduleFileError> {
+    FILE.read(path)
+}
 
 /// A schedules file: a `schedules` list, possibly empty.
 const FILE: ListFile = ListFile {

@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     future::Future,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::Arc,
     time::Duration,
 };
@@ -126,7 +126,7 @@ impl SchedulerBuilder {
         let (schedules, file_text) = match (&self.schedules, &self.settings.schedules_file) {
             (Some(schedules), _) => (schedules.clone(), None),
             (None, Some(path)) => {
-                let text = read_file(path)?;
+                let text = crate::file::read(path)?;
                 (Schedules::from_yaml(&text, path)?, Some(text))
             }
             (None, None) => (Schedules::empty(), None),
@@ -330,7 +330,7 @@ impl Scheduler {
                 }
             };
             let Some(path) = &file else { continue };
-            match read_file(path) {
+            match crate::file::read(path) {
                 Ok(text) => {
                     if !forced && last_text.as_deref() == Some(text.as_str()) {
                         continue;
@@ -408,14 +408,6 @@ impl Runners {
         }
         changed
     }
-}
-
-fn read_file(path: &Path) -> Result<String, crate::file::ScheduleFileError> {
-    std::fs::read_to_string(path).map_err(|source| crate::file::ScheduleFileError::Read {
-        what: "schedules",
-        path: path.to_owned(),
-        source: Arc::new(source),
-    })
 }
 
 /// Warns when this host's clock is more than a second off the server's: every replica fires by
