@@ -1,13 +1,7 @@
 //! The [`Scheduler`]: runs every schedule of the schedules file and releases delayed tasks,
 //! reloading the file when it changes (or on SIGHUP) without a restart.
 
-use std::{
-    collections::HashMap,
-    future::Future,
-    path::PathBuf,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use async_nats::jetstream;
 use jetq_contract::{ConnectionConfig, StreamSettings, Subjects, Topology};
