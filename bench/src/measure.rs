@@ -151,11 +151,13 @@ pub async fn enqueue_sequential(
             let js = raw_context(&url).await?;
             create_task_stream(&js).await?;
             let subject = subject();
+            let id_base = crate::workload::now_us() << 20;
             let publish = |user| {
                 let (js, subject) = (&js, &subject);
                 async move {
                     let payload = Bytes::from(SendEmail::new(user).to_json());
-                    js.publish(subject.clone(), payload)
+                    let headers = jetq_headers(id_base + user);
+                    js.publish_with_headers(subject.clone(), headers, payload)
                         .await
                         .map_err(|e| format!("publish: {e}"))?
                         .await
@@ -191,8 +193,8 @@ pub struct Piped {
 }
 
 /// Enqueue, one producer, pipelined with `window` acks outstanding: tasks/s for `n` tasks.
-/// `raw_headers` (diagnostic, raw twin only) adds the two headers jetq sends, `Nats-Msg-Id`
-/// with a fresh id and `Jetq-Enqueued-At`, to tell the server's cost of them from jetq's own.
+/// `raw_headers` (raw twin only): publish the very message jetq does, with [`jetq_headers`];
+/// without them the raw twin publishes the bare body, which costs the server less.
 pub async fn enqueue_pipelined(
     spec: &ServerSpec,
     sync: bool,
@@ -297,8 +299,23 @@ pub async fn enqueue_concurrent(
     Ok(n as f64 / elapsed.as_secs_f64())
 }
 
+/// The two headers jetq's producer puts on every task: `Nats-Msg-Id` (the task id, a fresh
+/// unique one here) and `Jetq-Enqueued-At` (now). A raw twin sending them publishes the very
+/// message jetq does, so the server does the same work for both (its duplicate check and
+/// header parsing cost it about a third more than a header-less publish: see BENCHMARKS.md).
+fn jetq_headers(unique: u64) -> async_nats::HeaderMap {
+    let mut map = async_nats::HeaderMap::new();
+    let id = format!("{unique:026X}");
+    map.insert(jetq_contract::headers::MSG_ID, id.as_str());
+    map.insert(
+        jetq_contract::headers::ENQUEUED_AT,
+        jetq_contract::time::now().as_str(),
+    );
+    map
+}
+
 /// The raw twin of `enqueue_many`: serialize, publish, keep at most `window` ack futures
-/// outstanding, await every one.
+/// outstanding, await every one. With `headers`, each message carries [`jetq_headers`].
 async fn raw_pipelined(
     js: &jetstream::Context,
     subject: &str,
@@ -317,13 +334,7 @@ async fn raw_pipelined(
         }
         let payload = Bytes::from(task.to_json());
         let ack = if headers {
-            let mut map = async_nats::HeaderMap::new();
-            let id = format!("{:026X}", id_base + i as u64);
-            map.insert(jetq_contract::headers::MSG_ID, id.as_str());
-            map.insert(
-                jetq_contract::headers::ENQUEUED_AT,
-                jetq_contract::time::now().as_str(),
-            );
+            let map = jetq_headers(id_base + i as u64);
             js.publish_with_headers(subject.to_owned(), map, payload)
                 .await
         } else {

@@ -2,9 +2,21 @@
 
 use std::time::{Duration, SystemTime};
 
+/// The last instant RFC 3339's four-digit years can write: 9999-12-31T23:59:59.999999Z.
+const LAST_WRITABLE: Duration = Duration::from_micros(253_402_300_799_999_999);
+
 /// Formats `at` as RFC 3339 UTC with microseconds, e.g. `2026-11-27T07:00:00.123456Z`.
+///
+/// Times outside what the format can write are clamped: before 1970 to the epoch, after
+/// 9999 to its last microsecond (only a broken clock or a caller's nonsense due time gets
+/// there, and a timestamp header must not panic the enqueue).
 pub fn format(at: SystemTime) -> String {
-    humantime::format_rfc3339_micros(at).to_string()
+    // humantime panics outside these bounds.
+    let since_epoch = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .min(LAST_WRITABLE);
+    humantime::format_rfc3339_micros(SystemTime::UNIX_EPOCH + since_epoch).to_string()
 }
 
 /// The current time, formatted with [`format`].
@@ -34,6 +46,14 @@ mod tests {
         let text = format(at);
         assert!(text.ends_with('Z'));
         assert_eq!(parse(&text), Some(at));
+    }
+
+    #[test]
+    fn clamps_what_four_digit_years_cannot_write_instead_of_panicking() {
+        let before = SystemTime::UNIX_EPOCH - Duration::from_secs(86_400);
+        assert_eq!(format(before), "1970-01-01T00:00:00.000000Z");
+        let after = SystemTime::UNIX_EPOCH + LAST_WRITABLE + Duration::from_secs(86_400 * 400);
+        assert_eq!(format(after), "9999-12-31T23:59:59.999999Z");
     }
 
     #[test]

@@ -9,7 +9,12 @@
 //! before anything is sent; a due time that is already past enqueues the
 //! task at once. See `docs/PROTOCOL.md` (delayed tasks) and `docs/SCHEDULER.md`.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    borrow::Cow,
+    time::{Duration, SystemTime},
+};
+
+use async_nats::Subject;
 
 use bytes::Bytes;
 use jetq_contract::{delayed as wire, headers, StreamSettings, Task};
@@ -169,19 +174,21 @@ impl Producer {
         due: SystemTime,
     ) -> Result<Enqueued, EnqueueError> {
         let mut prepared: Prepared = self.prepare(
-            &raw.queue,
-            &raw.task,
+            Cow::Owned(raw.queue.clone()),
+            Cow::Owned(raw.task.clone()),
             Bytes::clone(&raw.payload),
             raw.options.clone(),
         )?;
-        prepared.subject = self
-            .subjects
-            .delayed(wire::bucket_of(due), &raw.queue, &raw.task);
-        prepared.headers.insert(
+        prepared.subject = Subject::from(self.subjects.delayed(
+            wire::bucket_of(due),
+            &raw.queue,
+            &raw.task,
+        ));
+        prepared.extra_headers.insert(
             headers::NOT_BEFORE,
             jetq_contract::time::format(due).as_str(),
         );
-        self.publish_traced(prepared, None).await
+        self.publish(prepared).await
     }
 
     async fn ensure_delayed_stream(&self) -> bool {

@@ -1,6 +1,6 @@
 //! The [`Producer`]: turns tasks into JetStream publishes and waits for their acks.
 
-use std::time::{Duration, SystemTime};
+use std::{borrow::Cow, time::Duration};
 
 use async_nats::{
     connection::State,
@@ -9,14 +9,10 @@ use async_nats::{
         context::{PublishAckFuture, PublishError, PublishErrorKind},
         message::PublishMessage,
     },
-    HeaderMap,
 };
 use bytes::Bytes;
 use futures::{stream::FuturesUnordered, StreamExt};
-use jetq_contract::{
-    headers, name, ConfigError, ConnectionConfig, NameKind, StreamSettings, Subjects, Task,
-    Topology,
-};
+use jetq_contract::{ConfigError, ConnectionConfig, StreamSettings, Subjects, Task, Topology};
 use opentelemetry::metrics::Meter;
 use serde::Deserialize;
 use tracing::Instrument;
@@ -25,9 +21,13 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 #[path = "delayed.rs"]
 pub(crate) mod delayed;
 
+#[path = "prepared.rs"]
+mod prepared;
+
 #[path = "status.rs"]
 pub(crate) mod status;
 
+use self::prepared::Prepared;
 use crate::{
     error::{EnqueueError, ProducerError},
     options::{EnqueueOptions, Enqueued},
@@ -279,22 +279,6 @@ pub struct RawTask {
     pub options: EnqueueOptions,
 }
 
-/// A task ready to publish: subject, id and headers decided, so retries resend it unchanged.
-struct Prepared {
-    queue: String,
-    task: String,
-    subject: String,
-    id: String,
-    /// Track the task's status (its type or its options ask for it).
-    tracked: bool,
-    /// True when the id is a fresh ULID of ours rather than a caller's idempotency key.
-    generated_id: bool,
-    headers: HeaderMap,
-    payload: Bytes,
-    /// The task's `send` span: open from preparation until the ack (or the final error).
-    span: tracing::Span,
-}
-
 impl Producer {
     /// A builder with defaults (`nats://127.0.0.1:4222`, prefix `jetq`, provisioning on).
     pub fn builder() -> ProducerBuilder {
@@ -335,13 +319,18 @@ impl Producer {
         options: EnqueueOptions,
     ) -> Result<Enqueued, EnqueueError> {
         let prepared = self.prepare_typed(task, options)?;
-        self.publish_traced(prepared, None).await
+        self.publish(prepared).await
     }
 
     /// Enqueues an untyped task: JSON arguments for a queue and task name.
     pub async fn enqueue_raw(&self, task: RawTask) -> Result<Enqueued, EnqueueError> {
-        let prepared = self.prepare(&task.queue, &task.task, task.payload, task.options)?;
-        self.publish_traced(prepared, None).await
+        let prepared = self.prepare(
+            Cow::Owned(task.queue),
+            Cow::Owned(task.task),
+            task.payload,
+            task.options,
+        )?;
+        self.publish(prepared).await
     }
 
     /// Enqueues many tasks, pipelined: publishes go out in order while up to the configured
@@ -363,90 +352,28 @@ impl Producer {
     where
         I: IntoIterator<Item = RawTask>,
     {
-        let prepared = tasks
-            .into_iter()
-            .map(|t| self.prepare(&t.queue, &t.task, t.payload, t.options));
+        let prepared = tasks.into_iter().map(|t| {
+            self.prepare(
+                Cow::Owned(t.queue),
+                Cow::Owned(t.task),
+                t.payload,
+                t.options,
+            )
+        });
         self.publish_pipelined(prepared).await
-    }
-
-    fn prepare_typed<T: Task>(
-        &self,
-        task: &T,
-        options: EnqueueOptions,
-    ) -> Result<Prepared, EnqueueError> {
-        let payload = serde_json::to_vec(task).map_err(|source| EnqueueError::Serialize {
-            task: T::NAME.to_owned(),
-            source,
-        })?;
-        let mut options = options;
-        options.track_status |= T::options().track_status;
-        self.prepare(T::QUEUE, T::NAME, Bytes::from(payload), options)
-    }
-
-    fn prepare(
-        &self,
-        queue: &str,
-        task: &str,
-        payload: Bytes,
-        options: EnqueueOptions,
-    ) -> Result<Prepared, EnqueueError> {
-        name::validate(NameKind::Queue, queue)?;
-        name::validate(NameKind::Task, task)?;
-        let generated_id = options.key.is_none();
-        let id = match options.key {
-            Some(key) => {
-                name::validate_key(&key)?;
-                key
-            }
-            None => ulid::Ulid::new().to_string(),
-        };
-        let mut map = HeaderMap::new();
-        map.insert(headers::MSG_ID, id.as_str());
-        map.insert(
-            headers::ENQUEUED_AT,
-            jetq_contract::time::format(SystemTime::now()).as_str(),
-        );
-        if let Some(attempts) = options.max_attempts {
-            map.insert(headers::MAX_ATTEMPTS, attempts.to_string().as_str());
-        }
-        if let Some(timeout) = options.timeout {
-            map.insert(
-                headers::TIMEOUT_MS,
-                timeout.as_millis().max(1).to_string().as_str(),
-            );
-        }
-        if options.track_status {
-            map.insert(jetq_contract::status::TRACK_STATUS, "1");
-        }
-        let subject = self.subjects.task(queue, task);
-        let caller = options
-            .traceparent
-            .as_deref()
-            .map(|parent| (parent, options.tracestate.as_deref()));
-        let span =
-            telemetry::send_span(&subject, queue, task, &id, payload.len(), caller, &mut map);
-        Ok(Prepared {
-            queue: queue.to_owned(),
-            task: task.to_owned(),
-            subject,
-            id,
-            tracked: options.track_status,
-            generated_id,
-            headers: map,
-            payload,
-            span,
-        })
     }
 
     async fn send(&self, prepared: &Prepared) -> Result<PublishAckFuture, EnqueueError> {
         if prepared.tracked {
             // The status bucket must exist before a worker can pull this task: a worker with no
             // tracked types of its own does not create it, and would run the task unrecorded.
-            self.status.open_before_tracked_publish().await;
+            // Boxed: opening a KV bucket is a future of several KB, and without the box every
+            // enqueue's future would reserve room for it.
+            Box::pin(self.status.open_before_tracked_publish()).await;
         }
         let message = PublishMessage::build()
             .payload(prepared.payload.clone())
-            .headers(prepared.headers.clone());
+            .headers(prepared.headers());
         self.js
             .send_publish(prepared.subject.clone(), message)
             .instrument(prepared.span.clone())
@@ -454,57 +381,93 @@ impl Producer {
             .map_err(|err| self.classify(prepared, err))
     }
 
-    /// [`Producer::publish_until_acked`] inside the task's `send` span, recording the outcome
-    /// on the span and in the metrics.
+    /// Sends the first attempt of a task and waits for its ack (resending while acks time out).
+    async fn publish(&self, prepared: Prepared) -> Result<Enqueued, EnqueueError> {
+        match self.send_first(&prepared).await {
+            Ok(first) => self.publish_traced(prepared, first).await,
+            Err(err) => Err(self.failed(&prepared, err)),
+        }
+    }
+
+    /// The first send of a task: `Ok(None)` when the send itself timed out (the retry loop of
+    /// [`Producer::publish_traced`] sends it again), `Err` when it cannot be sent at all.
+    async fn send_first(
+        &self,
+        prepared: &Prepared,
+    ) -> Result<Option<PublishAckFuture>, EnqueueError> {
+        match self.send(prepared).await {
+            Ok(ack_future) => Ok(Some(ack_future)),
+            Err(EnqueueError::Timeout { .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Records a failed enqueue in the metrics and on its span.
+    fn failed(&self, prepared: &Prepared, err: EnqueueError) -> EnqueueError {
+        self.metrics
+            .failed(prepared.queue.clone(), prepared.task.clone(), &err);
+        telemetry::record_error(&prepared.span, &err);
+        err
+    }
+
+    /// Awaits the ack of the first attempt `first` (already sent), resending with the same id
+    /// while acks time out, inside the task's `send` span; records the outcome on the span and
+    /// in the metrics.
+    ///
+    /// This future is what `enqueue_many` keeps in flight for every outstanding task, so it is
+    /// kept small: the rare paths (a resend, a tracked task's status record) are boxed.
     async fn publish_traced(
         &self,
         prepared: Prepared,
         first: Option<PublishAckFuture>,
     ) -> Result<Enqueued, EnqueueError> {
-        let span = prepared.span.clone();
-        let queue = prepared.queue.clone();
-        let task = prepared.task.clone();
-        let queued = status::Queued::of(self, &prepared);
         let result = self
-            .publish_until_acked(prepared, first)
-            .instrument(span.clone())
+            .publish_until_acked(&prepared, first)
+            .instrument(prepared.span.clone())
             .await;
-        if let (Some(queued), Ok(enqueued)) = (queued, &result) {
-            self.record_queued(queued, enqueued).await;
+        let (sequence, duplicate) = match result {
+            Ok(acked) => acked,
+            Err(err) => return Err(self.failed(&prepared, err)),
+        };
+        if !duplicate {
+            self.metrics
+                .enqueued(prepared.queue.clone(), prepared.task.clone());
         }
-        match &result {
-            Ok(enqueued) => {
-                if !enqueued.duplicate {
-                    self.metrics.enqueued(&queue, &task);
-                }
-                span.set_attribute(
-                    "jetq.task.sequence",
-                    i64::try_from(enqueued.sequence).unwrap_or(i64::MAX),
-                );
-            }
-            Err(err) => {
-                self.metrics.failed(&queue, &task, err);
-                telemetry::record_error(&span, err);
-            }
+        if !prepared.span.is_disabled() {
+            prepared.span.set_attribute(
+                "jetq.task.sequence",
+                i64::try_from(sequence).unwrap_or(i64::MAX),
+            );
         }
-        result
+        let queued = status::Queued::of(self, &prepared);
+        let enqueued = Enqueued {
+            id: prepared.id,
+            sequence,
+            duplicate,
+        };
+        if let Some(queued) = queued {
+            Box::pin(self.record_queued(queued, &enqueued)).await;
+        }
+        Ok(enqueued)
     }
 
-    /// Publishes and awaits the ack, resending with the same id while acks time out: a timeout
-    /// means the outcome is unknown, and the duplicate window makes the resend safe.
-    /// `first` is an ack future of an attempt already sent by the caller.
+    /// Awaits acks, resending with the same id while acks time out: a timeout means the outcome
+    /// is unknown, and the duplicate window makes the resend safe. `first` is the ack future
+    /// of the attempt already sent, `None` if that send timed out. Returns the task's stream
+    /// sequence and whether the server dropped it as a duplicate.
     async fn publish_until_acked(
         &self,
-        prepared: Prepared,
+        prepared: &Prepared,
         first: Option<PublishAckFuture>,
-    ) -> Result<Enqueued, EnqueueError> {
+    ) -> Result<(u64, bool), EnqueueError> {
         let mut pending = first;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let ack_future = match pending.take() {
                 Some(future) => future,
-                None => match self.send(&prepared).await {
+                // A resend: rare, so its (larger) send future is boxed.
+                None => match Box::pin(self.send(prepared)).await {
                     Ok(future) => future,
                     Err(EnqueueError::Timeout { .. }) if attempt < self.attempts => continue,
                     Err(err) => return Err(self.timeout_or_disconnected(err, attempt)),
@@ -515,13 +478,9 @@ impl Producer {
                     // A fresh id can only collide with our own earlier attempt, whose ack timed
                     // out but which the server stored: that is this task, not a duplicate.
                     let ours = attempt > 1 && prepared.generated_id;
-                    return Ok(Enqueued {
-                        id: prepared.id,
-                        sequence: ack.sequence,
-                        duplicate: ack.duplicate && !ours,
-                    });
+                    return Ok((ack.sequence, ack.duplicate && !ours));
                 }
-                Err(err) => match self.classify(&prepared, err) {
+                Err(err) => match self.classify(prepared, err) {
                     EnqueueError::Timeout { .. } if attempt < self.attempts => continue,
                     err => return Err(self.timeout_or_disconnected(err, attempt)),
                 },
@@ -550,18 +509,11 @@ impl Producer {
                 }
             }
             // Send in input order now; only the ack waits (and any resend) run concurrently.
-            let first = match self.send(&prepared).await {
-                Ok(ack_future) => Some(ack_future),
-                // Not sent in time: leave it to the retry loop rather than failing at once.
-                Err(EnqueueError::Timeout { .. }) => None,
-                Err(err) => {
-                    self.metrics.failed(&prepared.queue, &prepared.task, &err);
-                    telemetry::record_error(&prepared.span, &err);
-                    results[index] = Some(Err(err));
-                    continue;
-                }
-            };
-            in_flight.push(async move { (index, self.publish_traced(prepared, first).await) });
+            match self.send_first(&prepared).await {
+                Ok(first) => in_flight
+                    .push(async move { (index, self.publish_traced(prepared, first).await) }),
+                Err(err) => results[index] = Some(Err(self.failed(&prepared, err))),
+            }
         }
         while let Some((done, result)) = in_flight.next().await {
             results[done] = Some(result);
@@ -600,7 +552,7 @@ impl Producer {
     }
 
     fn classify(&self, prepared: &Prepared, err: PublishError) -> EnqueueError {
-        let task = prepared.task.clone();
+        let task = prepared.task.to_string();
         match err.kind() {
             PublishErrorKind::TimedOut => EnqueueError::Timeout {
                 task,
@@ -614,7 +566,7 @@ impl Producer {
                 source: err,
             },
             PublishErrorKind::StreamNotFound => EnqueueError::NoStream {
-                subject: prepared.subject.clone(),
+                subject: prepared.subject.to_string(),
             },
             _ => {
                 let server_error = std::error::Error::source(&err)

@@ -242,12 +242,9 @@ impl Queued {
     pub(super) fn of(producer: &Producer, prepared: &Prepared) -> Option<Queued> {
         prepared.tracked.then(|| Queued {
             id: prepared.id.clone(),
-            queue: prepared.queue.clone(),
-            task: prepared.task.clone(),
-            enqueued_at: prepared
-                .headers
-                .get(jetq_contract::headers::ENQUEUED_AT)
-                .map(|value| value.as_str().to_owned()),
+            queue: prepared.queue.to_string(),
+            task: prepared.task.to_string(),
+            enqueued_at: Some(prepared.enqueued_at.clone()),
             delayed: producer.subjects.parse_task(&prepared.subject).is_none(),
         })
     }

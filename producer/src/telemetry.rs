@@ -1,7 +1,7 @@
 //! The producer's traces and metrics: one `send <subject>` span (kind PRODUCER) per enqueued
 //! task, whose W3C context travels in the task's headers, and the enqueue counters.
 
-use std::fmt;
+use std::{borrow::Cow, fmt};
 
 use async_nats::HeaderMap;
 use jetq_contract::otel::{self, attributes as attr, metrics as names};
@@ -50,21 +50,29 @@ impl ProducerMetrics {
         }
     }
 
-    pub(crate) fn enqueued(&self, queue: &str, task: &str) {
+    pub(crate) fn enqueued(&self, queue: Cow<'static, str>, task: Cow<'static, str>) {
         self.enqueued.add(1, &labels(queue, task));
     }
 
-    pub(crate) fn failed(&self, queue: &str, task: &str, error: &EnqueueError) {
+    pub(crate) fn failed(
+        &self,
+        queue: Cow<'static, str>,
+        task: Cow<'static, str>,
+        error: &EnqueueError,
+    ) {
         let mut labels = labels(queue, task).to_vec();
         labels.push(KeyValue::new(attr::ERROR_TYPE, error_type(error)));
         self.failures.add(1, &labels);
     }
 }
 
-fn labels(queue: &str, task: &str) -> [KeyValue; 2] {
+/// The queue and task labels. A typed task's names are `&'static str` (cloning their `Cow` is
+/// free), so its labels cost no allocation: this runs for every enqueue, whether or not a
+/// meter provider is installed.
+fn labels(queue: Cow<'static, str>, task: Cow<'static, str>) -> [KeyValue; 2] {
     [
-        KeyValue::new(attr::QUEUE, queue.to_owned()),
-        KeyValue::new(attr::TASK_NAME, task.to_owned()),
+        KeyValue::new(attr::QUEUE, queue),
+        KeyValue::new(attr::TASK_NAME, task),
     ]
 }
 
@@ -105,14 +113,19 @@ pub(crate) fn send_span(
         jetq.queue = %queue,
         jetq.task.name = %task,
     );
-    span.set_attribute(attr::MESSAGING_SYSTEM, attr::MESSAGING_SYSTEM_NATS);
-    span.set_attribute(attr::MESSAGING_OPERATION_TYPE, "send");
-    span.set_attribute(attr::MESSAGING_OPERATION_NAME, "send");
-    span.set_attribute(attr::MESSAGING_DESTINATION_NAME, subject.to_owned());
-    span.set_attribute(
-        attr::MESSAGING_MESSAGE_BODY_SIZE,
-        i64::try_from(body_size).unwrap_or(i64::MAX),
-    );
+    // Without a subscriber that records this span (no OpenTelemetry layer, or a filter that
+    // drops it) there is nothing to set: skip building the attribute values and the context.
+    let recorded = !span.is_disabled();
+    if recorded {
+        span.set_attribute(attr::MESSAGING_SYSTEM, attr::MESSAGING_SYSTEM_NATS);
+        span.set_attribute(attr::MESSAGING_OPERATION_TYPE, "send");
+        span.set_attribute(attr::MESSAGING_OPERATION_NAME, "send");
+        span.set_attribute(attr::MESSAGING_DESTINATION_NAME, subject.to_owned());
+        span.set_attribute(
+            attr::MESSAGING_MESSAGE_BODY_SIZE,
+            i64::try_from(body_size).unwrap_or(i64::MAX),
+        );
+    }
     let caller = caller.and_then(|(parent, state)| {
         let parsed = otel::parse(parent, state);
         if parsed.is_none() {
@@ -130,9 +143,10 @@ pub(crate) fn send_span(
                 headers.insert(jetq_contract::headers::TRACESTATE, state);
             }
         }
-        None => {
+        None if recorded => {
             otel::inject(&span.context(), headers);
         }
+        None => {}
     }
     span
 }
