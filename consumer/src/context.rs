@@ -1,6 +1,9 @@
 //! [`TaskContext`]: what a handler knows about the attempt it runs.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use async_nats::HeaderMap;
 use tokio_util::sync::CancellationToken;
@@ -8,15 +11,16 @@ use tokio_util::sync::CancellationToken;
 /// Facts about the running attempt, handed to every handler.
 #[derive(Debug, Clone)]
 pub struct TaskContext {
-    pub(crate) id: String,
-    pub(crate) queue: String,
-    pub(crate) task: String,
+    pub(crate) id: Arc<str>,
+    pub(crate) queue: Arc<str>,
+    pub(crate) task: Arc<str>,
     pub(crate) attempt: u32,
     pub(crate) max_attempts: u32,
     pub(crate) sequence: u64,
     pub(crate) enqueued_at: SystemTime,
     pub(crate) timeout: Duration,
-    pub(crate) headers: HeaderMap,
+    /// Shared with the worker, which keeps them for a dead letter.
+    pub(crate) headers: Arc<HeaderMap>,
     pub(crate) shutdown: CancellationToken,
     /// The status of a tracked task (see `status.rs` for the context's status methods).
     pub(crate) status: crate::status::ContextStatus,

@@ -20,7 +20,7 @@ use jetq_contract::{
 };
 use tracing::Instrument;
 
-use crate::telemetry::{self, WorkerMetrics};
+use crate::telemetry::{self, TaskLabels, WorkerMetrics};
 
 /// Everything needed to write one dead letter.
 pub(crate) struct DeadLetter<'a> {
@@ -126,7 +126,9 @@ impl DeadLetters {
         let (queue, task, reason) = (letter.queue, letter.task, letter.reason.as_str());
         let result = self.publish(subject, letter).instrument(span.clone()).await;
         match &result {
-            Ok(()) => self.metrics.dead_lettered(queue, task, reason),
+            Ok(()) => self
+                .metrics
+                .dead_lettered(&TaskLabels::of(queue, task), reason),
             Err(err) => telemetry::record_failure(&span, "dead_letter_write", &err.to_string()),
         }
         result

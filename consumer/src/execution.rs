@@ -2,13 +2,15 @@
 //! turn the outcome into exactly one of ack, NAK with delay, or dead letter then Term.
 
 use std::{
-    collections::HashMap,
     panic::AssertUnwindSafe,
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use async_nats::jetstream::{self, AckKind};
+use async_nats::{
+    jetstream::{self, AckKind},
+    HeaderMap,
+};
 use futures::FutureExt;
 use jetq_contract::{
     headers, otel::attributes as attr, AttemptOutcome, DeadReason, HttpFailure, Subjects,
@@ -21,21 +23,11 @@ use crate::{
     context::TaskContext,
     dead_letter::{attempt_failure, DeadLetter, DeadLetters},
     error::FailureKind,
-    handler::{CallError, Registration, ANY_TASK},
+    handler::{CallError, Registration, Registry},
     settings::WorkerSettings,
     status::{self, Start, StatusRecorder, Tracker},
-    telemetry::{self, ProcessSpan, WorkerMetrics},
+    telemetry::{self, ProcessSpan, TaskLabels, WorkerMetrics},
 };
-
-/// Handlers by `(queue, task)`; task [`ANY_TASK`] holds a queue's catch-all raw handler.
-pub(crate) type Registry = HashMap<(String, String), Registration>;
-
-/// The handler of a task: its own registration, else its queue's catch-all.
-fn lookup<'a>(registry: &'a Registry, queue: &str, task: &str) -> Option<&'a Registration> {
-    registry
-        .get(&(queue.to_owned(), task.to_owned()))
-        .or_else(|| registry.get(&(queue.to_owned(), ANY_TASK.to_owned())))
-}
 
 /// Longest delay between hand-backs of a task whose type no worker knows.
 const UNKNOWN_TASK_MAX_DELAY: Duration = Duration::from_secs(30);
@@ -96,11 +88,20 @@ pub(crate) struct Executor {
     pub(crate) status: StatusRecorder,
 }
 
-/// What the message says about itself, parsed once.
-struct Delivery {
-    id: String,
-    queue: String,
-    task: String,
+/// What the message says about itself, parsed once, and the handler it goes to.
+///
+/// The strings are shared with the task's context (and, for a registered type, with its
+/// registration), so a delivery allocates only its id and its header map.
+struct Delivery<'a> {
+    id: Arc<str>,
+    queue: Arc<str>,
+    task: Arc<str>,
+    /// This worker's handler of the task, if it has one.
+    registration: Option<&'a Registration>,
+    /// Metric labels of the task's queue and type.
+    labels: TaskLabels,
+    /// The message's headers, taken out of it once: the context shares them with the handler.
+    headers: Arc<HeaderMap>,
     attempt: u32,
     sequence: u64,
     enqueued_at: SystemTime,
@@ -111,8 +112,8 @@ struct Delivery {
 impl Executor {
     /// Processes one delivery to its end. Never panics on bad input: every path ends in an
     /// ack, a NAK or a dead letter.
-    pub(crate) async fn process(self: Arc<Self>, message: jetstream::Message) {
-        let delivery = match self.parse(&message) {
+    pub(crate) async fn process(self: Arc<Self>, mut message: jetstream::Message) {
+        let delivery = match self.parse(&mut message) {
             Ok(delivery) => delivery,
             Err(problem) => {
                 tracing::error!(subject = %message.subject, %problem, "unusable delivery; terminating it");
@@ -122,15 +123,14 @@ impl Executor {
                 return;
             }
         };
-        let durable = self.subjects.durable(&delivery.queue);
         let span = ProcessSpan {
             subject: message.subject.as_str(),
-            durable: &durable,
+            subjects: &self.subjects,
             id: &delivery.id,
             queue: &delivery.queue,
             task: &delivery.task,
             attempt: delivery.attempt,
-            headers: message.headers.as_ref(),
+            headers: Some(&delivery.headers),
         }
         .open();
         self.process_delivery(message, delivery)
@@ -138,44 +138,61 @@ impl Executor {
             .await
     }
 
-    fn parse(&self, message: &jetstream::Message) -> Result<Delivery, String> {
+    /// Reads the delivery's facts and takes its headers out of the message.
+    fn parse(&self, message: &mut jetstream::Message) -> Result<Delivery<'_>, String> {
         let info = message
             .info()
             .map_err(|err| format!("no JetStream metadata: {err}"))?;
+        let (attempt, sequence) = (info.delivered, info.stream_sequence);
+        let published = u64::try_from(info.published.unix_timestamp_nanos())
+            .map(|nanos| UNIX_EPOCH + Duration::from_nanos(nanos))
+            .unwrap_or_else(|_| SystemTime::now());
         let (queue, task) = self
             .subjects
             .parse_task(message.subject.as_str())
             .ok_or_else(|| "not a jetq task subject".to_owned())?;
-        let header = |name: &str| {
-            message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str().to_owned())
+        let registration = self.registry.lookup(queue, task);
+        let (queue, task, labels) = match registration {
+            Some(registration) if !registration.is_catch_all() => (
+                registration.queue.clone(),
+                registration.task.clone(),
+                registration.labels.clone(),
+            ),
+            _ => {
+                let (queue, task): (Arc<str>, Arc<str>) = (Arc::from(queue), Arc::from(task));
+                let labels = TaskLabels::new(queue.clone(), task.clone());
+                (queue, task, labels)
+            }
         };
-        let published = u64::try_from(info.published.unix_timestamp_nanos())
-            .map(|nanos| UNIX_EPOCH + Duration::from_nanos(nanos))
-            .unwrap_or_else(|_| SystemTime::now());
-        let enqueued_at = header(headers::ENQUEUED_AT)
-            .and_then(|text| jetq_contract::time::parse(&text))
+        let headers = message.message.headers.take().unwrap_or_default();
+        let header = |name| headers.get(name).map(|value| value.as_str());
+        let enqueued_at = header(headers::names::ENQUEUED_AT)
+            .and_then(jetq_contract::time::parse)
             .unwrap_or(published);
+        let id = match header(headers::names::MSG_ID) {
+            Some(id) => Arc::from(id),
+            None => Arc::from(format!("seq-{sequence}")),
+        };
         Ok(Delivery {
-            id: header(headers::MSG_ID).unwrap_or_else(|| format!("seq-{}", info.stream_sequence)),
-            queue: queue.to_owned(),
-            task: task.to_owned(),
-            attempt: u32::try_from(info.delivered).unwrap_or(u32::MAX).max(1),
-            sequence: info.stream_sequence,
+            id,
+            queue,
+            task,
+            registration,
+            labels,
+            headers: Arc::new(headers),
+            attempt: u32::try_from(attempt).unwrap_or(u32::MAX).max(1),
+            sequence,
             enqueued_at,
             status: None,
         })
     }
 
-    async fn process_delivery(&self, message: jetstream::Message, mut delivery: Delivery) {
-        let Some(registration) = lookup(&self.registry, &delivery.queue, &delivery.task) else {
-            return self.unknown_task(message, delivery).await;
+    async fn process_delivery(&self, message: jetstream::Message, mut delivery: Delivery<'_>) {
+        let Some(registration) = delivery.registration else {
+            return Box::pin(self.unknown_task(message, delivery)).await;
         };
         let max_deliver = u32::try_from(self.settings.max_deliver).unwrap_or(u32::MAX);
-        let (max_attempts, timeout) = match self.overrides(&message, registration) {
+        let (max_attempts, timeout) = match overrides(&delivery.headers, registration) {
             Ok(limits) => limits,
             Err(problem) => {
                 let outcome = Outcome::Dead {
@@ -200,12 +217,12 @@ impl Executor {
             };
             return self.finish(message, &delivery, max_attempts, outcome).await;
         }
-        let tracked = self.tracks(&message, &delivery);
+        let tracked = tracks(&delivery);
         if tracked {
-            match self.status.start(delivery.started(max_attempts)).await {
+            match Box::pin(self.status.start(delivery.started(max_attempts))).await {
                 Start::Skip(state) => {
-                    status::settle_skipped(&message, state).await;
-                    return self.dead_letters.forget(delivery.sequence).await;
+                    Box::pin(status::settle_skipped(&message, state)).await;
+                    return Box::pin(self.dead_letters.forget(delivery.sequence)).await;
                 }
                 Start::Run(tracker) => delivery.status = Some(tracker),
                 Start::Unavailable => {}
@@ -220,22 +237,21 @@ impl Executor {
             sequence: delivery.sequence,
             enqueued_at: delivery.enqueued_at,
             timeout,
-            headers: message.headers.clone().unwrap_or_default(),
+            headers: delivery.headers.clone(),
             shutdown: self.shutdown.clone(),
             status: status::ContextStatus::of(delivery.status.clone(), tracked),
         };
         tracing::debug!("task started");
         let started = Instant::now();
         let outcome = {
-            let _running = self.metrics.running(&delivery.queue, &delivery.task);
+            let _running = self.metrics.running(&delivery.labels);
             self.run(&message, registration, context, timeout).await
         };
         if let Some(tracker) = delivery.status.as_ref().filter(|t| t.is_cancelled()) {
             if !matches!(outcome, Outcome::HandedBack) {
-                let (queue, task) = (&delivery.queue, &delivery.task);
                 self.metrics
-                    .duration(queue, task, "cancelled", started.elapsed());
-                return status::settle_cancelled(&message, tracker).await;
+                    .duration(&delivery.labels, "cancelled", started.elapsed());
+                return Box::pin(status::settle_cancelled(&message, tracker)).await;
             }
         }
         let label = match &outcome {
@@ -244,58 +260,11 @@ impl Executor {
             Outcome::Failed { .. } | Outcome::Dead { .. } => "failed",
         };
         self.metrics
-            .duration(&delivery.queue, &delivery.task, label, started.elapsed());
+            .duration(&delivery.labels, label, started.elapsed());
         if let Some(error_type) = outcome.handler_error_type() {
-            self.metrics
-                .failed(&delivery.queue, &delivery.task, error_type);
+            self.metrics.failed(&delivery.labels, error_type);
         }
         self.finish(message, &delivery, max_attempts, outcome).await
-    }
-
-    /// Per-task overrides from headers; a malformed override is a producer bug, reported as
-    /// undecodable rather than silently ignored.
-    fn overrides(
-        &self,
-        message: &jetstream::Message,
-        registration: &Registration,
-    ) -> Result<(u32, Duration), String> {
-        let header = |name: &str| {
-            message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str())
-        };
-        let max_attempts = match header(headers::MAX_ATTEMPTS) {
-            None => registration.options.max_attempts,
-            Some(text) => text
-                .trim()
-                .parse::<u32>()
-                .ok()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| {
-                    format!(
-                        "header {} is not a positive integer: {text:?}",
-                        headers::MAX_ATTEMPTS
-                    )
-                })?,
-        };
-        let timeout = match header(headers::TIMEOUT_MS) {
-            None => registration.options.timeout,
-            Some(text) => text
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|n| *n >= 1)
-                .map(Duration::from_millis)
-                .ok_or_else(|| {
-                    format!(
-                        "header {} is not a positive integer: {text:?}",
-                        headers::TIMEOUT_MS
-                    )
-                })?,
-        };
-        Ok((max_attempts, timeout))
     }
 
     /// Runs the handler under its timeout, catching panics, sending progress heartbeats so a
@@ -364,10 +333,15 @@ impl Executor {
     }
 
     /// Turns an outcome into the one message action that ends this delivery.
+    ///
+    /// Every await here but the ack is boxed, as are the status and unknown-task paths of
+    /// `process_delivery`: they write dead letters, history and status records, whose futures
+    /// are kilobytes, and an unboxed one makes every task's future that large (it is moved
+    /// into the heap per delivery; the memcpy was a quarter of a worker's instructions).
     async fn finish(
         &self,
         message: jetstream::Message,
-        delivery: &Delivery,
+        delivery: &Delivery<'_>,
         max_attempts: u32,
         outcome: Outcome,
     ) {
@@ -376,15 +350,15 @@ impl Executor {
         match outcome {
             Outcome::Succeeded => {
                 span.set_attribute(attr::OUTCOME, "succeeded");
-                self.metrics.succeeded(&delivery.queue, &delivery.task);
+                self.metrics.succeeded(&delivery.labels);
                 if let Some(tracker) = &delivery.status {
-                    tracker.succeeded().await;
+                    Box::pin(tracker.succeeded()).await;
                 }
                 if let Err(err) = message.ack().await {
                     tracing::warn!(error = %err, "could not ack a finished task; it will run again");
                 }
                 if delivery.attempt > 1 {
-                    self.dead_letters.forget(delivery.sequence).await;
+                    Box::pin(self.dead_letters.forget(delivery.sequence)).await;
                 }
                 tracing::debug!("task succeeded");
             }
@@ -397,39 +371,38 @@ impl Executor {
                 telemetry::record_failure(&span, attempt_error_type(outcome), &error);
                 if delivery.attempt >= max_attempts {
                     span.set_attribute(attr::OUTCOME, "dead_lettered");
-                    self.dead_letters
-                        .record_failure(
-                            delivery.sequence,
-                            attempt_failure(delivery.attempt, outcome, &error),
-                        )
-                        .await;
+                    Box::pin(self.dead_letters.record_failure(
+                        delivery.sequence,
+                        attempt_failure(delivery.attempt, outcome, &error),
+                    ))
+                    .await;
                     let history_error = format!("final attempt {}: {error}", delivery.attempt);
-                    self.dead_letter(
+                    Box::pin(self.dead_letter(
                         message,
                         delivery,
                         DeadReason::Exhausted,
                         history_error,
                         http,
-                    )
+                    ))
                     .await;
                     return;
                 }
                 let delay = retry_after.unwrap_or_else(|| {
-                    lookup(&self.registry, &delivery.queue, &delivery.task)
+                    delivery
+                        .registration
                         .map(|r| r.options.retry.delay(delivery.attempt))
                         .unwrap_or(Duration::from_secs(1))
                 });
                 tracing::warn!(%error, retry_in = ?delay, "attempt failed; will retry");
                 span.set_attribute(attr::OUTCOME, "retried");
-                self.metrics.retried(&delivery.queue, &delivery.task);
-                self.dead_letters
-                    .record_failure(
-                        delivery.sequence,
-                        attempt_failure(delivery.attempt, outcome, &error),
-                    )
-                    .await;
+                self.metrics.retried(&delivery.labels);
+                Box::pin(self.dead_letters.record_failure(
+                    delivery.sequence,
+                    attempt_failure(delivery.attempt, outcome, &error),
+                ))
+                .await;
                 if let Some(tracker) = &delivery.status {
-                    tracker.retrying(&error, delay).await;
+                    Box::pin(tracker.retrying(&error, delay)).await;
                 }
                 if let Err(err) = message.ack_with(AckKind::Nak(Some(delay))).await {
                     tracing::warn!(error = %err, "could not NAK a failed task; it returns after ack_wait");
@@ -442,14 +415,13 @@ impl Executor {
             } => {
                 telemetry::record_failure(&span, reason.as_str(), &error);
                 span.set_attribute(attr::OUTCOME, "dead_lettered");
-                self.dead_letter(message, delivery, reason, error, http)
-                    .await;
+                Box::pin(self.dead_letter(message, delivery, reason, error, http)).await;
             }
             Outcome::HandedBack => {
                 span.set_attribute(attr::OUTCOME, "handed_back");
                 tracing::info!("shutdown grace over; handing the task back");
                 if let Some(tracker) = &delivery.status {
-                    tracker.handed_back().await;
+                    Box::pin(tracker.handed_back()).await;
                 }
                 if let Err(err) = message.ack_with(AckKind::Nak(None)).await {
                     tracing::warn!(error = %err, "could not hand a task back; it returns after ack_wait");
@@ -463,7 +435,7 @@ impl Executor {
     async fn dead_letter(
         &self,
         message: jetstream::Message,
-        delivery: &Delivery,
+        delivery: &Delivery<'_>,
         reason: DeadReason,
         error: String,
         http: Option<HttpFailure>,
@@ -472,7 +444,7 @@ impl Executor {
             queue: &delivery.queue,
             task: &delivery.task,
             sequence: delivery.sequence,
-            headers: message.headers.as_ref(),
+            headers: Some(&delivery.headers),
             payload: message.payload.clone(),
             reason,
             attempts: delivery.attempt,
@@ -482,7 +454,7 @@ impl Executor {
         match self.dead_letters.write(letter).await {
             Ok(()) => {
                 let dead = delivery.dead(reason, &error);
-                let tracked = self.tracks(&message, delivery);
+                let tracked = tracks(delivery);
                 let tracker = delivery.status.as_ref();
                 self.status.dead_lettered(tracker, tracked, dead).await;
                 if let Err(err) = message.ack_with(AckKind::Term).await {
@@ -505,7 +477,7 @@ impl Executor {
     /// A task type no handler is registered for: during a rolling deploy a newer producer may
     /// be ahead of the workers, so hand it back with a delay until the grace period (or the
     /// deliveries) run out, then dead-letter it.
-    async fn unknown_task(&self, message: jetstream::Message, delivery: Delivery) {
+    async fn unknown_task(&self, message: jetstream::Message, delivery: Delivery<'_>) {
         let age = SystemTime::now()
             .duration_since(delivery.enqueued_at)
             .unwrap_or_default();
@@ -536,17 +508,52 @@ impl Executor {
     }
 }
 
-impl Executor {
-    /// True if the task keeps a status record: its type opts in or its message asks.
-    fn tracks(&self, message: &jetstream::Message, delivery: &Delivery) -> bool {
-        delivery.status.is_some()
-            || status::has_track_header(message.headers.as_ref())
-            || lookup(&self.registry, &delivery.queue, &delivery.task)
-                .is_some_and(|registration| registration.options.track_status)
-    }
+/// Per-task overrides from headers; a malformed override is a producer bug, reported as
+/// undecodable rather than silently ignored.
+fn overrides(headers: &HeaderMap, registration: &Registration) -> Result<(u32, Duration), String> {
+    let header = |name| headers.get(name).map(|v| v.as_str());
+    let max_attempts = match header(headers::names::MAX_ATTEMPTS) {
+        None => registration.options.max_attempts,
+        Some(text) => text
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                format!(
+                    "header {} is not a positive integer: {text:?}",
+                    headers::MAX_ATTEMPTS
+                )
+            })?,
+    };
+    let timeout = match header(headers::names::TIMEOUT_MS) {
+        None => registration.options.timeout,
+        Some(text) => text
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .map(Duration::from_millis)
+            .ok_or_else(|| {
+                format!(
+                    "header {} is not a positive integer: {text:?}",
+                    headers::TIMEOUT_MS
+                )
+            })?,
+    };
+    Ok((max_attempts, timeout))
 }
 
-impl Delivery {
+/// True if the task keeps a status record: its type opts in or its message asks.
+fn tracks(delivery: &Delivery<'_>) -> bool {
+    delivery.status.is_some()
+        || status::has_track_header(Some(&delivery.headers))
+        || delivery
+            .registration
+            .is_some_and(|registration| registration.options.track_status)
+}
+
+impl Delivery<'_> {
     fn started(&self, max_attempts: u32) -> status::Started<'_> {
         status::Started {
             id: &self.id,

@@ -131,7 +131,7 @@ pub enum StatusError {
 /// True if the message asks for its status to be tracked (`Jetq-Track-Status: 1` or `true`).
 pub(crate) fn has_track_header(headers: Option<&HeaderMap>) -> bool {
     headers
-        .and_then(|map| map.get(wire::TRACK_STATUS))
+        .and_then(|map| map.get(jetq_contract::headers::names::TRACK_STATUS))
         .map(|value| {
             let value = value.as_str().trim();
             value == "1" || value.eq_ignore_ascii_case("true")
@@ -718,10 +718,10 @@ impl TaskContext {
         match &self.status {
             ContextStatus::Tracked(tracker) => Ok(tracker),
             ContextStatus::Unavailable => Err(StatusError::Unavailable {
-                task: self.task.clone(),
+                task: self.task.to_string(),
             }),
             ContextStatus::Untracked => Err(StatusError::NotTracked {
-                task: self.task.clone(),
+                task: self.task.to_string(),
             }),
         }
     }
@@ -784,14 +784,14 @@ impl TaskContext {
     pub fn set_result<R: Serialize>(&self, result: &R) -> Result<(), StatusError> {
         let tracker = self.tracker()?;
         let encode = |source| StatusError::Encode {
-            id: self.id.clone(),
+            id: self.id.to_string(),
             source,
         };
         let value = serde_json::to_value(result).map_err(encode)?;
         let size = serde_json::to_vec(&value).map_err(encode)?.len();
         if size > MAX_RESULT_BYTES {
             return Err(StatusError::ResultTooLarge {
-                id: self.id.clone(),
+                id: self.id.to_string(),
                 size,
             });
         }
@@ -824,7 +824,7 @@ impl TaskContext {
             .put(object_meta(&self.id, name), reader)
             .await
             .map_err(|err| StatusError::Artifact {
-                id: self.id.clone(),
+                id: self.id.to_string(),
                 name: name.to_owned(),
                 source: Box::new(err),
             })?;
@@ -863,7 +863,7 @@ impl TaskContext {
             finished,
             upload: Some(upload),
             tracker: tracker.clone(),
-            id: self.id.clone(),
+            id: self.id.to_string(),
             name: name.to_owned(),
         })
     }
@@ -878,7 +878,7 @@ impl TaskContext {
             .objects
             .as_ref()
             .ok_or_else(|| StatusError::NoArtifactStore {
-                id: self.id.clone(),
+                id: self.id.to_string(),
                 name: name.to_owned(),
             })
     }

@@ -22,7 +22,10 @@ use async_nats::{
     jetstream::{consumer::PullConsumer, context::ConsumerInfoErrorKind},
     HeaderMap,
 };
-use jetq_contract::otel::{self, attributes as attr, metrics as names};
+use jetq_contract::{
+    otel::{self, attributes as attr, metrics as names},
+    Subjects,
+};
 use opentelemetry::{
     metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter},
     trace::{Status, TraceContextExt},
@@ -104,38 +107,35 @@ impl WorkerMetrics {
         }
     }
 
-    pub(crate) fn succeeded(&self, queue: &str, task: &str) {
-        self.succeeded.add(1, &labels(queue, task));
+    pub(crate) fn succeeded(&self, labels: &TaskLabels) {
+        self.succeeded.add(1, &labels.0);
     }
 
-    pub(crate) fn failed(&self, queue: &str, task: &str, error_type: &'static str) {
+    pub(crate) fn failed(&self, labels: &TaskLabels, error_type: &'static str) {
         self.failed
-            .add(1, &with(labels(queue, task), attr::ERROR_TYPE, error_type));
+            .add(1, &labels.with(attr::ERROR_TYPE, error_type));
     }
 
-    pub(crate) fn retried(&self, queue: &str, task: &str) {
-        self.retried.add(1, &labels(queue, task));
+    pub(crate) fn retried(&self, labels: &TaskLabels) {
+        self.retried.add(1, &labels.0);
     }
 
-    pub(crate) fn dead_lettered(&self, queue: &str, task: &str, reason: &'static str) {
+    pub(crate) fn dead_lettered(&self, labels: &TaskLabels, reason: &'static str) {
         self.dead_lettered
-            .add(1, &with(labels(queue, task), attr::DEAD_REASON, reason));
+            .add(1, &labels.with(attr::DEAD_REASON, reason));
     }
 
-    pub(crate) fn duration(&self, queue: &str, task: &str, outcome: &'static str, took: Duration) {
-        self.duration.record(
-            took.as_secs_f64(),
-            &with(labels(queue, task), attr::OUTCOME, outcome),
-        );
+    pub(crate) fn duration(&self, labels: &TaskLabels, outcome: &'static str, took: Duration) {
+        self.duration
+            .record(took.as_secs_f64(), &labels.with(attr::OUTCOME, outcome));
     }
 
     /// Counts an attempt as running until the returned guard is dropped.
-    pub(crate) fn running(&self, queue: &str, task: &str) -> InFlight {
-        let labels = labels(queue, task);
-        self.in_flight.add(1, &labels);
+    pub(crate) fn running(&self, labels: &TaskLabels) -> InFlight {
+        self.in_flight.add(1, &labels.0);
         InFlight {
             counter: self.in_flight.clone(),
-            labels,
+            labels: labels.clone(),
         }
     }
 
@@ -154,31 +154,45 @@ impl WorkerMetrics {
 /// Decrements the in-flight gauge when dropped.
 pub(crate) struct InFlight {
     counter: UpDownCounter<i64>,
-    labels: [KeyValue; 2],
+    labels: TaskLabels,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.counter.add(-1, &self.labels);
+        self.counter.add(-1, &self.labels.0);
     }
 }
 
-fn labels(queue: &str, task: &str) -> [KeyValue; 2] {
-    [
-        KeyValue::new(attr::QUEUE, queue.to_owned()),
-        KeyValue::new(attr::TASK_NAME, task.to_owned()),
-    ]
-}
+/// The `jetq.queue` and `jetq.task.name` labels of one task type. Their values are shared
+/// strings, so cloning the labels (several metric calls per attempt) allocates nothing; the
+/// registry builds them once per registered task type.
+#[derive(Clone)]
+pub(crate) struct TaskLabels([KeyValue; 2]);
 
-fn with(labels: [KeyValue; 2], key: &'static str, value: &'static str) -> [KeyValue; 3] {
-    let [queue, task] = labels;
-    [queue, task, KeyValue::new(key, value)]
+impl TaskLabels {
+    pub(crate) fn new(queue: Arc<str>, task: Arc<str>) -> Self {
+        TaskLabels([
+            KeyValue::new(attr::QUEUE, queue),
+            KeyValue::new(attr::TASK_NAME, task),
+        ])
+    }
+
+    /// For paths that are not per task (dead letters, the sweeper): built from plain names.
+    pub(crate) fn of(queue: &str, task: &str) -> Self {
+        TaskLabels::new(Arc::from(queue), Arc::from(task))
+    }
+
+    fn with(&self, key: &'static str, value: &'static str) -> [KeyValue; 3] {
+        let [queue, task] = self.0.clone();
+        [queue, task, KeyValue::new(key, value)]
+    }
 }
 
 /// What a `process` span is made of.
 pub(crate) struct ProcessSpan<'a> {
     pub(crate) subject: &'a str,
-    pub(crate) durable: &'a str,
+    /// For the consumer group name (the queue's durable).
+    pub(crate) subjects: &'a Subjects,
     pub(crate) id: &'a str,
     pub(crate) queue: &'a str,
     pub(crate) task: &'a str,
@@ -190,7 +204,6 @@ impl ProcessSpan<'_> {
     /// Opens the span of one attempt, a child of the producer's span. Its fields (task id,
     /// queue, task, attempt, trace id) are on every log line emitted inside it.
     pub(crate) fn open(self) -> tracing::Span {
-        let parent = otel::extract(self.headers);
         let span = tracing::info_span!(
             "process",
             otel.name = %format_args!("process {}", self.subject),
@@ -202,13 +215,22 @@ impl ProcessSpan<'_> {
             jetq.attempt = i64::from(self.attempt),
             trace_id = tracing::field::Empty,
         );
+        // Nothing records a disabled span (no subscriber, or a filter drops it): skip reading
+        // the trace context and building attribute values, which every attempt would pay.
+        if span.is_disabled() {
+            return span;
+        }
+        let parent = otel::extract(self.headers);
         // Fails only without an OpenTelemetry layer; the trace id is still logged below.
         let _ = span.set_parent(parent.clone());
         span.set_attribute(attr::MESSAGING_SYSTEM, attr::MESSAGING_SYSTEM_NATS);
         span.set_attribute(attr::MESSAGING_OPERATION_TYPE, "process");
         span.set_attribute(attr::MESSAGING_OPERATION_NAME, "process");
         span.set_attribute(attr::MESSAGING_DESTINATION_NAME, self.subject.to_owned());
-        span.set_attribute(attr::MESSAGING_CONSUMER_GROUP_NAME, self.durable.to_owned());
+        span.set_attribute(
+            attr::MESSAGING_CONSUMER_GROUP_NAME,
+            self.subjects.durable(self.queue),
+        );
         let own = span.context();
         let trace_id = [own.span().span_context(), parent.span().span_context()]
             .into_iter()

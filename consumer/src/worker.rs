@@ -1,6 +1,6 @@
 //! The [`Worker`]: pulls tasks for its registered types and runs them until shut down.
 
-use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{consumer::PullConsumer, AckKind};
 use bytes::Bytes;
@@ -16,8 +16,8 @@ use crate::{
     context::TaskContext,
     dead_letter::DeadLetters,
     error::{TaskError, WorkerError},
-    execution::{Executor, Registry},
-    handler::{Registration, ANY_TASK},
+    execution::Executor,
+    handler::{Registration, Registry},
     settings::WorkerSettings,
     status::StatusRecorder,
     sweeper::Sweeper,
@@ -267,7 +267,7 @@ impl WorkerBuilder {
         } else {
             None
         };
-        let any_tracked = registry.values().any(|r| r.options.track_status);
+        let any_tracked = registry.registrations().any(|r| r.options.track_status);
         let recheck = self.settings.heartbeat_interval();
         let status = StatusRecorder::new(
             topology,
@@ -297,7 +297,7 @@ impl WorkerBuilder {
     /// The queues to pull: none for a janitor, the listed ones (each with a handler), or every
     /// queue with a handler.
     fn pulled_queues(&self, registry: &Registry) -> Result<Vec<String>, WorkerError> {
-        let mut handled: Vec<String> = registry.keys().map(|(queue, _)| queue.clone()).collect();
+        let mut handled: Vec<String> = registry.queues().map(str::to_owned).collect();
         handled.sort();
         handled.dedup();
         if self.settings.janitor {
@@ -324,26 +324,25 @@ impl WorkerBuilder {
         if self.registrations.is_empty() && !self.settings.janitor {
             return Err(WorkerError::NoHandlers);
         }
-        let mut registry = HashMap::new();
+        let mut registry = Registry::default();
         for registration in &self.registrations {
             name::validate(NameKind::Queue, &registration.queue)?;
-            if registration.task != ANY_TASK {
+            if !registration.is_catch_all() {
                 name::validate(NameKind::Task, &registration.task)?;
             }
             let attempts = registration.options.max_attempts;
             if i64::from(attempts) >= self.settings.max_deliver {
                 return Err(WorkerError::AttemptsExceedDeliveries {
-                    queue: registration.queue.clone(),
-                    task: registration.task.clone(),
+                    queue: registration.queue.to_string(),
+                    task: registration.task.to_string(),
                     max_attempts: attempts,
                     max_deliver: self.settings.max_deliver,
                 });
             }
-            let key = (registration.queue.clone(), registration.task.clone());
-            if registry.insert(key, registration.clone()).is_some() {
+            if !registry.insert(registration.clone()) {
                 return Err(WorkerError::DuplicateHandler {
-                    queue: registration.queue.clone(),
-                    task: registration.task.clone(),
+                    queue: registration.queue.to_string(),
+                    task: registration.task.to_string(),
                 });
             }
         }

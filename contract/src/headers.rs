@@ -37,3 +37,35 @@ pub const SCHEDULE: &str = "Jetq-Schedule";
 /// On a task enqueued by a periodic schedule: the fire time it stands for, RFC 3339 UTC with
 /// seconds (the part of its `Nats-Msg-Id` after `<schedule>:`).
 pub const FIRE_TIME: &str = "Jetq-Fire-Time";
+
+/// The hot names above as [`HeaderName`](async_nats::header::HeaderName)s, for the per-task
+/// paths of the producer and the worker: looking a header up (or inserting one) by `&str`
+/// validates the name and copies a non-standard one into a fresh allocation every time.
+///
+/// ```
+/// use async_nats::HeaderMap;
+/// use jetq_contract::headers;
+///
+/// let mut map = HeaderMap::new();
+/// map.insert(headers::ENQUEUED_AT, "2026-11-27T07:00:00.000000Z");
+/// let value = map.get(headers::names::ENQUEUED_AT).map(|v| v.as_str());
+/// assert_eq!(value, Some("2026-11-27T07:00:00.000000Z"));
+/// ```
+pub mod names {
+    use async_nats::header::HeaderName;
+
+    /// [`MSG_ID`](super::MSG_ID).
+    pub const MSG_ID: HeaderName = HeaderName::from_static(super::MSG_ID);
+    /// [`ENQUEUED_AT`](super::ENQUEUED_AT).
+    pub const ENQUEUED_AT: HeaderName = HeaderName::from_static(super::ENQUEUED_AT);
+    /// [`MAX_ATTEMPTS`](super::MAX_ATTEMPTS).
+    pub const MAX_ATTEMPTS: HeaderName = HeaderName::from_static(super::MAX_ATTEMPTS);
+    /// [`TIMEOUT_MS`](super::TIMEOUT_MS).
+    pub const TIMEOUT_MS: HeaderName = HeaderName::from_static(super::TIMEOUT_MS);
+    /// [`TRACEPARENT`](super::TRACEPARENT).
+    pub const TRACEPARENT: HeaderName = HeaderName::from_static(super::TRACEPARENT);
+    /// [`TRACESTATE`](super::TRACESTATE).
+    pub const TRACESTATE: HeaderName = HeaderName::from_static(super::TRACESTATE);
+    /// [`TRACK_STATUS`](crate::status::TRACK_STATUS).
+    pub const TRACK_STATUS: HeaderName = HeaderName::from_static(crate::status::TRACK_STATUS);
+}

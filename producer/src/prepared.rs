@@ -9,15 +9,12 @@
 
 use std::{borrow::Cow, time::SystemTime};
 
-use async_nats::{header::HeaderName, HeaderMap, Subject};
+use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use jetq_contract::{headers, name, NameKind, Task};
 
 use super::Producer;
 use crate::{telemetry, EnqueueError, EnqueueOptions};
-
-const MSG_ID: HeaderName = HeaderName::from_static(headers::MSG_ID);
-const ENQUEUED_AT: HeaderName = HeaderName::from_static(headers::ENQUEUED_AT);
 
 /// A task ready to publish (see the module documentation).
 pub(crate) struct Prepared {
@@ -44,8 +41,8 @@ impl Prepared {
     /// The message's headers, built afresh for each send.
     pub(crate) fn headers(&self) -> HeaderMap {
         let mut map = self.extra_headers.clone();
-        map.insert(MSG_ID, self.id.as_str());
-        map.insert(ENQUEUED_AT, self.enqueued_at.as_str());
+        map.insert(headers::names::MSG_ID, self.id.as_str());
+        map.insert(headers::names::ENQUEUED_AT, self.enqueued_at.as_str());
         map
     }
 }
