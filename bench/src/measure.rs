@@ -151,12 +151,15 @@ pub async fn enqueue_sequential(
             let js = raw_context(&url).await?;
             create_task_stream(&js).await?;
             let subject = subject();
-            let id_base = crate::workload::now_us() << 20;
+            // One id per message, warm-up included (the warm-up repeats a user).
+            let next_id = std::cell::Cell::new(crate::workload::now_us() << 20);
             let publish = |user| {
                 let (js, subject) = (&js, &subject);
+                let unique = next_id.get();
+                next_id.set(unique + 1);
                 async move {
                     let payload = Bytes::from(SendEmail::new(user).to_json());
-                    let headers = jetq_headers(id_base + user);
+                    let headers = jetq_headers(unique);
                     js.publish_with_headers(subject.clone(), headers, payload)
                         .await
                         .map_err(|e| format!("publish: {e}"))?

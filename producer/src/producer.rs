@@ -369,7 +369,9 @@ impl Producer {
             // tracked types of its own does not create it, and would run the task unrecorded.
             // Boxed: opening a KV bucket is a future of several KB, and without the box every
             // enqueue's future would reserve room for it.
-            Box::pin(self.status.open_before_tracked_publish()).await;
+            Box::pin(self.status.open_before_tracked_publish())
+                .instrument(prepared.span.clone())
+                .await;
         }
         let message = PublishMessage::build()
             .payload(prepared.payload.clone())
@@ -452,26 +454,32 @@ impl Producer {
     }
 
     /// Awaits acks, resending with the same id while acks time out: a timeout means the outcome
-    /// is unknown, and the duplicate window makes the resend safe. `first` is the ack future
-    /// of the attempt already sent, `None` if that send timed out. Returns the task's stream
-    /// sequence and whether the server dropped it as a duplicate.
+    /// is unknown, and the duplicate window makes the resend safe. The caller made the first
+    /// send (attempt 1): `first` is its ack future, `None` if that send itself timed out. At
+    /// most `publish_attempts` sends in all. Returns the task's stream sequence and whether the
+    /// server dropped it as a duplicate.
     async fn publish_until_acked(
         &self,
         prepared: &Prepared,
         first: Option<PublishAckFuture>,
     ) -> Result<(u64, bool), EnqueueError> {
+        let mut attempt = 1;
         let mut pending = first;
-        let mut attempt = 0;
         loop {
-            attempt += 1;
             let ack_future = match pending.take() {
                 Some(future) => future,
-                // A resend: rare, so its (larger) send future is boxed.
-                None => match Box::pin(self.send(prepared)).await {
-                    Ok(future) => future,
-                    Err(EnqueueError::Timeout { .. }) if attempt < self.attempts => continue,
-                    Err(err) => return Err(self.timeout_or_disconnected(err, attempt)),
-                },
+                None if attempt >= self.attempts => {
+                    return Err(self.timeout_or_disconnected(self.timed_out(prepared), attempt));
+                }
+                None => {
+                    attempt += 1;
+                    // A resend: rare, so its (larger) send future is boxed.
+                    match Box::pin(self.send(prepared)).await {
+                        Ok(future) => future,
+                        Err(EnqueueError::Timeout { .. }) => continue,
+                        Err(err) => return Err(self.timeout_or_disconnected(err, attempt)),
+                    }
+                }
             };
             match ack_future.await {
                 Ok(ack) => {
@@ -481,10 +489,20 @@ impl Producer {
                     return Ok((ack.sequence, ack.duplicate && !ours));
                 }
                 Err(err) => match self.classify(prepared, err) {
-                    EnqueueError::Timeout { .. } if attempt < self.attempts => continue,
+                    EnqueueError::Timeout { .. } => continue,
                     err => return Err(self.timeout_or_disconnected(err, attempt)),
                 },
             }
+        }
+    }
+
+    /// The error of a task whose every attempt timed out (`attempts` is set by the caller).
+    fn timed_out(&self, prepared: &Prepared) -> EnqueueError {
+        EnqueueError::Timeout {
+            task: prepared.task.to_string(),
+            id: prepared.id.clone(),
+            timeout: self.ack_timeout,
+            attempts: 1,
         }
     }
 
@@ -554,12 +572,7 @@ impl Producer {
     fn classify(&self, prepared: &Prepared, err: PublishError) -> EnqueueError {
         let task = prepared.task.to_string();
         match err.kind() {
-            PublishErrorKind::TimedOut => EnqueueError::Timeout {
-                task,
-                id: prepared.id.clone(),
-                timeout: self.ack_timeout,
-                attempts: 1,
-            },
+            PublishErrorKind::TimedOut => self.timed_out(prepared),
             PublishErrorKind::MaxPayloadExceeded => EnqueueError::TooLarge {
                 task,
                 size: prepared.payload.len(),

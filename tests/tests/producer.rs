@@ -418,3 +418,59 @@ async fn enqueue_futures_stay_small() {
     assert!(one <= 4096, "the enqueue future is {one} bytes");
     assert!(many <= 4096, "the enqueue_many future is {many} bytes");
 }
+
+/// An ack that never comes (no stream: a plain subscriber takes the publish and never answers)
+/// is retried with the identical message, and `publish_attempts` bounds the sends in all —
+/// for `enqueue`, whose first send happens before the retry loop, and for `enqueue_many`.
+#[tokio::test]
+async fn an_unacknowledged_enqueue_is_sent_exactly_publish_attempts_times_with_one_id() {
+    use futures::StreamExt;
+
+    let server = NatsServer::start().await;
+    let listener = async_nats::connect(server.url()).await.unwrap();
+    let mut sink = listener.subscribe("jetq.task.work.job").await.unwrap();
+    listener.flush().await.unwrap();
+    let mut config = connection(&server);
+    config.request_timeout = Duration::from_millis(300);
+    let producer = Producer::builder()
+        .connection(config)
+        .provision(false)
+        .publish_attempts(3)
+        .connect()
+        .await
+        .unwrap();
+    let job = Job {
+        n: 1,
+        note: String::new(),
+    };
+    let one = within(Duration::from_secs(10), "enqueue", producer.enqueue(&job)).await;
+    let many = within(
+        Duration::from_secs(10),
+        "enqueue_many",
+        producer.enqueue_many(std::slice::from_ref(&job)),
+    )
+    .await;
+    for result in [one, many.into_iter().next().expect("one result")] {
+        match result {
+            Err(EnqueueError::Timeout { attempts, .. }) => assert_eq!(attempts, 3),
+            other => panic!("expected a timeout after 3 attempts, got {other:?}"),
+        }
+    }
+    // Both enqueues are over: everything they sent has reached the subscriber or is in flight.
+    let mut ids = Vec::new();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(500), sink.next()).await
+    {
+        let id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(headers::MSG_ID))
+            .map(|v| v.as_str().to_owned())
+            .expect("every send carries the task id");
+        ids.push(id);
+    }
+    assert_eq!(ids.len(), 6, "3 sends per enqueue: {ids:?}");
+    assert!(ids[..3].iter().all(|id| id == &ids[0]), "{ids:?}");
+    assert!(ids[3..].iter().all(|id| id == &ids[3]), "{ids:?}");
+    assert_ne!(ids[0], ids[3], "two tasks, two ids");
+}
