@@ -76,6 +76,16 @@ async fn create_task_stream(js: &jetstream::Context) -> Outcome<Stream> {
         .map_err(|e| format!("create stream: {e}"))
 }
 
+/// The task stream a worker twin pulls from, with the raw twin's durable when it is raw's turn
+/// (jetq's worker creates its own).
+async fn stream_for(url: &str, imp: Impl) -> Outcome<Stream> {
+    let stream = create_task_stream(&raw_context(url).await?).await?;
+    if imp == Impl::Raw {
+        create_raw_consumer(&stream).await?;
+    }
+    Ok(stream)
+}
+
 /// The raw twin's durable: a plain pull consumer with explicit acks on the email subject.
 async fn create_raw_consumer(stream: &Stream) -> Outcome<()> {
     stream
@@ -409,11 +419,7 @@ pub async fn drain(
         true => Some(count_pulls(&url).await?),
         false => None,
     };
-    let js = raw_context(&url).await?;
-    let stream = create_task_stream(&js).await?;
-    if imp == Impl::Raw {
-        create_raw_consumer(&stream).await?;
-    }
+    let stream = stream_for(&url, imp).await?;
     let args = WorkerArgs {
         imp,
         url: url.clone(),
@@ -525,11 +531,7 @@ pub async fn latency(
 ) -> Outcome<Latency> {
     let server = spec.start(sync).await;
     let url = server.url();
-    let js = raw_context(&url).await?;
-    let stream = create_task_stream(&js).await?;
-    if imp == Impl::Raw {
-        create_raw_consumer(&stream).await?;
-    }
+    let stream = stream_for(&url, imp).await?;
     let args = WorkerArgs {
         imp,
         url: url.clone(),
@@ -659,11 +661,7 @@ pub async fn memory(
 ) -> Outcome<Memory> {
     let server = spec.start(true).await;
     let url = server.url();
-    let js = raw_context(&url).await?;
-    let stream = create_task_stream(&js).await?;
-    if imp == Impl::Raw {
-        create_raw_consumer(&stream).await?;
-    }
+    let stream = stream_for(&url, imp).await?;
     let args = WorkerArgs {
         imp,
         url: url.clone(),
