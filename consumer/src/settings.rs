@@ -23,8 +23,11 @@ fn default_shutdown_grace() -> Duration {
 fn default_unknown_task_grace() -> Duration {
     Duration::from_secs(300)
 }
+/// The longest pull request lifetime by default.
+const MAX_DEFAULT_FETCH_EXPIRES: Duration = Duration::from_secs(5);
+
 fn default_fetch_expires() -> Duration {
-    Duration::from_secs(5)
+    WorkerSettings::default_fetch_expires(default_ack_wait())
 }
 fn default_metrics_interval() -> Duration {
     Duration::from_secs(10)
@@ -55,7 +58,7 @@ fn comma_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>,
 /// | `JETQ_MAX_IN_FLIGHT` | cluster-wide cap of in-flight tasks per queue (default 1000) |
 /// | `JETQ_SHUTDOWN_GRACE` | time in-flight tasks get to finish on SIGTERM (default `25s`) |
 /// | `JETQ_UNKNOWN_TASK_GRACE` | how long a task of an unknown type is handed back before it is dead-lettered (default `5m`) |
-/// | `JETQ_FETCH_EXPIRES` | lifetime of one pull request (default `5s`) |
+/// | `JETQ_FETCH_EXPIRES` | lifetime of one pull request (default: a third of `JETQ_ACK_WAIT`, at most `5s`; if set, at least `100ms` and shorter than `JETQ_ACK_WAIT`) |
 /// | `JETQ_PROVISION` | create or reconcile streams and consumers at startup (default `true`) |
 /// | `JETQ_SWEEPER` | run the sweeper that dead-letters tasks whose deliveries ran out (default `true`) |
 /// | `JETQ_METRICS_INTERVAL` | how often queue lag is read from consumer info for the metrics and readiness (default `10s`) |
@@ -72,7 +75,7 @@ pub struct WorkerSettings {
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// Redelivery timeout of the queue's durable consumer.
-    #[serde(default = "default_ack_wait", with = "humantime_serde")]
+    #[serde(default = "default_ack_wait", with = "jetq_contract::config::duration")]
     pub ack_wait: Duration,
     /// Deliveries per task.
     #[serde(default = "default_max_deliver")]
@@ -81,13 +84,22 @@ pub struct WorkerSettings {
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: i64,
     /// Shutdown grace period.
-    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    #[serde(
+        default = "default_shutdown_grace",
+        with = "jetq_contract::config::duration"
+    )]
     pub shutdown_grace: Duration,
     /// Unknown task grace period.
-    #[serde(default = "default_unknown_task_grace", with = "humantime_serde")]
+    #[serde(
+        default = "default_unknown_task_grace",
+        with = "jetq_contract::config::duration"
+    )]
     pub unknown_task_grace: Duration,
     /// Pull request lifetime.
-    #[serde(default = "default_fetch_expires", with = "humantime_serde")]
+    #[serde(
+        default = "default_fetch_expires",
+        with = "jetq_contract::config::duration"
+    )]
     pub fetch_expires: Duration,
     /// Provision at startup.
     #[serde(default = "default_true")]
@@ -96,7 +108,10 @@ pub struct WorkerSettings {
     #[serde(default = "default_true")]
     pub sweeper: bool,
     /// How often queue lag (pending, ack pending) is polled from consumer info.
-    #[serde(default = "default_metrics_interval", with = "humantime_serde")]
+    #[serde(
+        default = "default_metrics_interval",
+        with = "jetq_contract::config::duration"
+    )]
     pub metrics_interval: Duration,
     /// The queues to pull; empty: every queue with a registered handler.
     #[serde(default, deserialize_with = "comma_list")]
@@ -127,13 +142,36 @@ impl Default for WorkerSettings {
 
 impl WorkerSettings {
     /// Reads `JETQ_*` from the given variables and validates the result.
+    ///
+    /// Without `JETQ_FETCH_EXPIRES`, the pull request lifetime follows `JETQ_ACK_WAIT`
+    /// ([`WorkerSettings::default_fetch_expires`]); a value that is set is checked as given.
     pub fn from_env_iter<I>(vars: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        let settings: WorkerSettings = jetq_contract::config::from_env_iter(vars)?;
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let mut settings: WorkerSettings =
+            jetq_contract::config::from_env_iter(vars.iter().cloned())?;
+        let fetch_expires_set = vars
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("JETQ_FETCH_EXPIRES"));
+        if !fetch_expires_set {
+            settings.fetch_expires = Self::default_fetch_expires(settings.ack_wait);
+        }
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// The pull request lifetime when none is configured: a third of `ack_wait`, at most 5 s.
+    ///
+    /// A pull request must end well inside `ack_wait` (it is checked to be shorter): the
+    /// shutdown drain waits out one open request, and a request that outlived `ack_wait` would
+    /// hold deliveries the server already considers late. A third is the heartbeat interval, so
+    /// a request never outlives two missed heartbeats; 5 s caps the idle request rate at the
+    /// default `ack_wait` of 30 s. `JETQ_ACK_WAIT=1s` (the minimum) gives 333 ms, above the
+    /// 100 ms floor. A fixed 5 s default made every `JETQ_ACK_WAIT` of 5 s or less fail to start.
+    pub fn default_fetch_expires(ack_wait: Duration) -> Duration {
+        (ack_wait / 3).min(MAX_DEFAULT_FETCH_EXPIRES)
     }
 
     /// Checks the settings; the error names the variable to fix.
@@ -233,6 +271,46 @@ mod tests {
         assert_eq!(s.max_deliver, 26);
         assert!(s.queues.is_empty(), "every registered queue by default");
         assert!(!s.janitor);
+    }
+
+    #[test]
+    fn a_short_ack_wait_gets_a_shorter_fetch_expires() {
+        for (ack_wait, expires) in [
+            ("1s", Duration::from_millis(333)),
+            ("5s", Duration::from_millis(1666)),
+            ("6s", Duration::from_secs(2)),
+            ("15s", Duration::from_secs(5)),
+            ("30s", Duration::from_secs(5)),
+            ("10m", Duration::from_secs(5)),
+        ] {
+            let s = WorkerSettings::from_env_iter(vars(&[("JETQ_ACK_WAIT", ack_wait)]))
+                .unwrap_or_else(|err| panic!("JETQ_ACK_WAIT={ack_wait}: {err}"));
+            assert_eq!(
+                s.fetch_expires.as_millis(),
+                expires.as_millis(),
+                "{ack_wait}"
+            );
+            assert!(s.fetch_expires < s.ack_wait);
+        }
+        assert_eq!(
+            WorkerSettings::default().fetch_expires,
+            Duration::from_secs(5)
+        );
+        // Set explicitly, it is checked as given.
+        let s = WorkerSettings::from_env_iter(vars(&[
+            ("JETQ_ACK_WAIT", "2s"),
+            ("JETQ_FETCH_EXPIRES", "1s"),
+        ]))
+        .unwrap();
+        assert_eq!(s.fetch_expires, Duration::from_secs(1));
+        for expires in ["2s", "5s", "50ms"] {
+            let err = WorkerSettings::from_env_iter(vars(&[
+                ("JETQ_ACK_WAIT", "2s"),
+                ("JETQ_FETCH_EXPIRES", expires),
+            ]))
+            .unwrap_err();
+            assert!(err.to_string().contains("JETQ_FETCH_EXPIRES"), "{err}");
+        }
     }
 
     #[test]

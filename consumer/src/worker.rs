@@ -95,15 +95,17 @@ impl WorkerBuilder {
     /// Redelivery timeout; heartbeats go out at a third of it (default 30 s).
     pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
         self.settings.ack_wait = ack_wait;
-        // A pull request must end well inside ack_wait; keep the default valid for short waits.
+        // A pull request must end well inside ack_wait; keep the default valid for short waits
+        // (the same default JETQ_ACK_WAIT gets without JETQ_FETCH_EXPIRES).
         if self.settings.fetch_expires >= ack_wait {
-            self.settings.fetch_expires = ack_wait / 2;
+            self.settings.fetch_expires = WorkerSettings::default_fetch_expires(ack_wait);
         }
         self
     }
 
-    /// Lifetime of one pull request (default 5 s, must be shorter than `ack_wait`). Shorter
-    /// means a faster stop at shutdown, longer means fewer idle requests.
+    /// Lifetime of one pull request (default a third of `ack_wait`, at most 5 s; must be shorter
+    /// than `ack_wait`). Shorter means a faster stop at shutdown, longer means fewer idle
+    /// requests.
     pub fn fetch_expires(mut self, expires: Duration) -> Self {
         self.settings.fetch_expires = expires;
         self
@@ -233,7 +235,12 @@ impl WorkerBuilder {
             None => jetq_contract::connect(&self.connection, "jetq-worker").await?,
         };
         let js = jetq_contract::jetstream(client.clone(), &self.connection);
-        let topology = Topology::new(js.clone(), subjects.clone(), self.streams.clone());
+        let meter = self.meter.clone().unwrap_or_else(telemetry::meter);
+        // Creates what is missing; existing streams are compared, never changed (a worker
+        // started without JETQ_STREAM_MAX_MSGS must not lift an operator's limit): differences
+        // are logged and counted. Requests are retried while a fresh cluster elects leaders.
+        let topology =
+            Topology::new(js.clone(), subjects.clone(), self.streams.clone()).with_meter(&meter);
         if self.settings.provision {
             topology.ensure_streams().await?;
         }
@@ -256,13 +263,7 @@ impl WorkerBuilder {
         }
         let sweeper = if self.settings.sweeper {
             let advisories = topology.ensure_sweeper_consumer().await?;
-            let tasks = js
-                .get_stream(subjects.tasks_stream())
-                .await
-                .map_err(|err| jetq_contract::ProvisionError::Stream {
-                    name: subjects.tasks_stream(),
-                    source: Box::new(err),
-                })?;
+            let tasks = topology.stream(&subjects.tasks_stream()).await?;
             Some((advisories, tasks))
         } else {
             None
@@ -277,7 +278,6 @@ impl WorkerBuilder {
             self.settings.provision,
         )
         .await?;
-        let meter = self.meter.unwrap_or_else(telemetry::meter);
         let metrics = WorkerMetrics::new(&meter);
         let dead_letters = DeadLetters::new(js.clone(), subjects.clone(), history, metrics.clone());
         Ok(Worker {

@@ -1,16 +1,20 @@
-//! Configuration shared by every jetq component, read from `JETQ_*` environment variables with
-//! envy, or built in code.
+//! Configuration shared by every jetq component, read from `JETQ_*` environment variables, or
+//! built in code.
 //!
-//! envy handles flat structs only, so each concern is its own struct read from the same
-//! environment: [`ConnectionConfig`] (where NATS is and how to log in) and [`StreamSettings`]
-//! (how the task and dead-letter streams are provisioned). Durations use humantime (`30s`,
-//! `5m`, `30days`).
+//! Settings are flat structs, so each concern is its own struct read from the same environment:
+//! [`ConnectionConfig`] (where NATS is and how to log in) and [`StreamSettings`] (how the task
+//! and dead-letter streams are provisioned); every component's own settings are read the same
+//! way with [`from_env_iter`]. Durations use humantime (`30s`, `5m`, `30days`) through
+//! [`duration`]. A value that cannot be read is an error naming the variable and the form it
+//! accepts: `invalid JETQ_ACK_WAIT: "banana" is not a duration like 30s, 5m or 1h30m`.
 
 use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 
 use serde::Deserialize;
 
 use crate::subject::{Subjects, DEFAULT_PREFIX};
+
+mod env;
 
 /// The prefix of every jetq environment variable.
 pub const ENV_PREFIX: &str = "JETQ_";
@@ -41,7 +45,21 @@ impl fmt::Debug for Secret {
 /// A configuration that cannot work, with a message that says what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    /// An environment variable could not be parsed (wrong type or format).
+    /// An environment variable could not be read (wrong type or format).
+    #[error("invalid {variable}: {problem}")]
+    Variable {
+        /// The variable, e.g. `JETQ_ACK_WAIT`.
+        variable: String,
+        /// Its value and the form that is accepted, e.g. `"banana" is not a duration like 30s`.
+        problem: String,
+    },
+    /// A required environment variable is not set.
+    #[error("{variable} is required")]
+    Missing {
+        /// The variable, e.g. `JETQ_PUSH_TARGETS_FILE`.
+        variable: String,
+    },
+    /// The environment could not be read for a reason no single variable explains.
     #[error("invalid jetq configuration in the environment: {0}")]
     Env(String),
     /// A value parsed but is not usable.
@@ -61,30 +79,68 @@ impl ConfigError {
             problem: problem.into(),
         }
     }
-
-    fn from_envy(err: envy::Error) -> Self {
-        // envy names the lower-cased field; say which variable that is.
-        let text = match err {
-            envy::Error::MissingValue(field) => {
-                format!("JETQ_{} is required", field.to_uppercase())
-            }
-            envy::Error::Custom(message) => message,
-        };
-        ConfigError::Env(text)
-    }
 }
 
-/// Reads a config struct from `JETQ_*` variables of the given environment.
+/// Reads a config struct from `JETQ_*` variables of the given environment: the one reader of
+/// every jetq settings struct (connection, streams, worker, producer, scheduler, push).
 ///
-/// Tests pass their own iterator instead of mutating the process environment.
+/// `JETQ_ACK_WAIT` fills the field `ack_wait`. Numbers and booleans are parsed here; duration
+/// fields use [`duration`]. Every error names the variable and what it accepts. Tests pass
+/// their own iterator instead of mutating the process environment.
+///
+/// ```
+/// use jetq_contract::{ConfigError, StreamSettings};
+/// let vars = [("JETQ_DUPLICATE_WINDOW".to_string(), "soon".to_string())];
+/// let err = jetq_contract::config::from_env_iter::<StreamSettings, _>(vars).unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "invalid JETQ_DUPLICATE_WINDOW: \"soon\" is not a duration like 30s, 5m or 1h30m"
+/// );
+/// ```
 pub fn from_env_iter<T, I>(vars: I) -> Result<T, ConfigError>
 where
     T: serde::de::DeserializeOwned,
     I: IntoIterator<Item = (String, String)>,
 {
-    envy::prefixed(ENV_PREFIX)
-        .from_iter(vars)
-        .map_err(ConfigError::from_envy)
+    env::from_iter(ENV_PREFIX, vars)
+}
+
+/// Serde adapter of a `Duration` setting (`#[serde(with = "jetq_contract::config::duration")]`):
+/// humantime text (`30s`, `5m`, `1h30m`, `30days`), with an error that shows the accepted form.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    /// The accepted form, as errors name it.
+    pub const EXPECTED: &str = "a duration like 30s, 5m or 1h30m";
+
+    /// Reads humantime text.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        // Parsed inside the visitor, so the refusal comes out of the deserializer of the value
+        // (which knows its variable) rather than after it.
+        deserializer.deserialize_str(HumanDuration)
+    }
+
+    struct HumanDuration;
+
+    impl serde::de::Visitor<'_> for HumanDuration {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(EXPECTED)
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Duration, E> {
+            humantime::parse_duration(text.trim())
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(text), &self))
+        }
+    }
+
+    /// Writes humantime text.
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        humantime_serde::serialize(value, serializer)
+    }
 }
 
 fn default_url() -> String {
@@ -151,10 +207,10 @@ pub struct ConnectionConfig {
     #[serde(default = "default_prefix")]
     pub prefix: String,
     /// Connect timeout.
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    #[serde(default = "default_connect_timeout", with = "duration")]
     pub connect_timeout: Duration,
     /// JetStream request and publish-ack timeout.
-    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    #[serde(default = "default_request_timeout", with = "duration")]
     pub request_timeout: Duration,
 }
 
@@ -316,16 +372,16 @@ pub struct StreamSettings {
     #[serde(default = "default_limit")]
     pub stream_max_bytes: i64,
     /// Dedup window for `Nats-Msg-Id`.
-    #[serde(default = "default_duplicate_window", with = "humantime_serde")]
+    #[serde(default = "default_duplicate_window", with = "duration")]
     pub duplicate_window: Duration,
     /// Dead-letter retention.
-    #[serde(default = "default_dead_max_age", with = "humantime_serde")]
+    #[serde(default = "default_dead_max_age", with = "duration")]
     pub dead_max_age: Duration,
     /// Dead-letter stream byte limit.
     #[serde(default = "default_limit")]
     pub dead_max_bytes: i64,
     /// Retention of status records and artifacts after their last write.
-    #[serde(default = "default_status_ttl", with = "humantime_serde")]
+    #[serde(default = "default_status_ttl", with = "duration")]
     pub status_ttl: Duration,
     /// Artifact store byte limit.
     #[serde(default = "default_limit")]
@@ -474,7 +530,10 @@ mod tests {
         }
         let err =
             ConnectionConfig::from_env_iter(vars(&[("JETQ_CONNECT_TIMEOUT", "soon")])).unwrap_err();
-        assert!(matches!(err, ConfigError::Env(_)), "{err}");
+        assert!(
+            matches!(&err, ConfigError::Variable { variable, .. } if variable == "JETQ_CONNECT_TIMEOUT"),
+            "{err}"
+        );
         let err =
             StreamSettings::from_env_iter(vars(&[("JETQ_STREAM_REPLICAS", "7")])).unwrap_err();
         assert!(err.to_string().contains("JETQ_STREAM_REPLICAS"), "{err}");
@@ -485,5 +544,104 @@ mod tests {
         assert!(err.to_string().contains("JETQ_STATUS_TTL"), "{err}");
         let settings = StreamSettings::from_env_iter(vars(&[("JETQ_STATUS_TTL", "2h")])).unwrap();
         assert_eq!(settings.status_ttl, Duration::from_secs(7200));
+    }
+
+    /// Every primitive type's error names the variable, the refused value and the accepted
+    /// form (envy 0.4.2 named neither for durations and dropped the prefix for numbers).
+    #[test]
+    fn parse_errors_name_the_variable_and_the_accepted_form() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct All {
+            #[serde(default)]
+            flag: bool,
+            #[serde(default)]
+            count: usize,
+            #[serde(default)]
+            small: u32,
+            #[serde(default)]
+            limit: i64,
+            #[serde(default, with = "duration")]
+            wait: Duration,
+            #[serde(default)]
+            path: Option<PathBuf>,
+            #[serde(default)]
+            list: Vec<u16>,
+        }
+        for (name, value, expected) in [
+            (
+                "JETQ_FLAG",
+                "yes",
+                "invalid JETQ_FLAG: \"yes\" is not true or false",
+            ),
+            (
+                "JETQ_COUNT",
+                "many",
+                "invalid JETQ_COUNT: \"many\" is not a whole number (0 or more)",
+            ),
+            (
+                "JETQ_COUNT",
+                "-1",
+                "invalid JETQ_COUNT: \"-1\" is not a whole number (0 or more)",
+            ),
+            (
+                "JETQ_SMALL",
+                "5000000000",
+                "invalid JETQ_SMALL: \"5000000000\" is not a whole number from 0 to 4294967295",
+            ),
+            (
+                "JETQ_LIMIT",
+                "1.5",
+                "invalid JETQ_LIMIT: \"1.5\" is not a whole number",
+            ),
+            (
+                "JETQ_WAIT",
+                "banana",
+                "invalid JETQ_WAIT: \"banana\" is not a duration like 30s, 5m or 1h30m",
+            ),
+            (
+                "JETQ_WAIT",
+                "30",
+                "invalid JETQ_WAIT: \"30\" is not a duration like 30s, 5m or 1h30m",
+            ),
+            (
+                "JETQ_LIST",
+                "1,x",
+                "invalid JETQ_LIST: \"x\" is not a whole number from 0 to 65535",
+            ),
+        ] {
+            let err = from_env_iter::<All, _>(vars(&[(name, value)])).unwrap_err();
+            assert_eq!(err.to_string(), expected);
+        }
+        let all: All = from_env_iter(vars(&[
+            ("JETQ_FLAG", " TRUE "),
+            ("JETQ_COUNT", "7"),
+            ("JETQ_LIMIT", "-1"),
+            ("JETQ_WAIT", "1h30m"),
+            ("JETQ_PATH", "/x"),
+            ("JETQ_LIST", "1,2"),
+            ("OTHER_COUNT", "ignored"),
+        ]))
+        .unwrap();
+        assert!(all.flag);
+        assert_eq!((all.count, all.limit, all.list), (7, -1, vec![1, 2]));
+        assert_eq!(all.wait, Duration::from_secs(5400));
+        let long = "x".repeat(500);
+        let err = from_env_iter::<All, _>(vars(&[("JETQ_COUNT", &long)])).unwrap_err();
+        assert!(
+            err.to_string().len() < 200,
+            "a long value is cut short: {err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_required_variable_is_named() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Needs {
+            targets_file: PathBuf,
+        }
+        let err = from_env_iter::<Needs, _>(vars(&[])).unwrap_err();
+        assert_eq!(err.to_string(), "JETQ_TARGETS_FILE is required");
     }
 }

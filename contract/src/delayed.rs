@@ -14,7 +14,11 @@ use async_nats::jetstream::{
     stream::{DiscardPolicy, RetentionPolicy, StorageType},
 };
 
-use crate::{config::StreamSettings, subject::Subjects, topology::ProvisionError};
+use crate::{
+    config::StreamSettings,
+    subject::Subjects,
+    topology::{ProvisionError, Topology},
+};
 
 /// The longest delay a producer accepts unless configured otherwise: 30 days (as Cloud Tasks).
 pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -53,21 +57,16 @@ pub fn delayed_stream_config(
     }
 }
 
-/// Creates or reconciles the delayed-task stream.
+/// Creates the delayed-task stream if it is missing; an existing one is left unchanged and
+/// compared (see [`Topology::ensure_delayed_stream`], which also reconciles).
 pub async fn ensure_delayed_stream(
     js: &jetstream::Context,
     subjects: &Subjects,
     settings: &StreamSettings,
 ) -> Result<(), ProvisionError> {
-    let config = delayed_stream_config(subjects, settings);
-    let name = config.name.clone();
-    js.create_or_update_stream(config)
+    Topology::new(js.clone(), subjects.clone(), settings.clone())
+        .ensure_delayed_stream()
         .await
-        .map_err(|err| ProvisionError::Stream {
-            name,
-            source: Box::new(err),
-        })?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     failure::DeadReason,
-    topology::{ProvisionError, Topology},
+    topology::{ProvisionError, Topology, ARTIFACT_CHECKS, STATUS_BUCKET_CHECKS},
 };
 
 /// Header that asks workers to track this task's status even if its type does not opt in.
@@ -447,26 +447,14 @@ impl Topology {
         }
     }
 
-    /// Creates or reconciles the status bucket and the artifact store (idempotent; retention
-    /// follows `JETQ_STATUS_TTL`).
+    /// Creates the status bucket and the artifact store where they are missing (idempotent;
+    /// retention follows `JETQ_STATUS_TTL`); existing ones are verified or updated as
+    /// [`Topology::existing`] says.
     pub async fn ensure_status_stores(&self) -> Result<(), ProvisionError> {
-        let bucket = self.subjects().status_bucket();
-        self.jetstream()
-            .create_or_update_key_value(self.status_bucket_config())
-            .await
-            .map_err(|err| ProvisionError::Bucket {
-                bucket,
-                source: Box::new(err),
-            })?;
-        let config = self.artifacts_stream_config();
-        let name = config.name.clone();
-        self.jetstream()
-            .create_or_update_stream(config)
-            .await
-            .map_err(|err| ProvisionError::Stream {
-                name,
-                source: Box::new(err),
-            })?;
+        self.ensure_bucket_checked(self.status_bucket_config(), STATUS_BUCKET_CHECKS)
+            .await?;
+        self.ensure_stream(self.artifacts_stream_config(), ARTIFACT_CHECKS)
+            .await?;
         Ok(())
     }
 

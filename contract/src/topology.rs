@@ -1,5 +1,22 @@
-//! Provisioning: create-or-reconcile the streams, the attempt-history bucket and the durable
-//! consumer of each queue. Every call is idempotent, so every component can run it at startup.
+//! Provisioning: create the streams, the buckets and the durable consumer of each queue. Every
+//! call is idempotent and safe when many processes start at once, so every component can run it
+//! at startup.
+//!
+//! **Who changes an existing stream.** Creating is create-first: a stream or bucket that does
+//! not exist is created as this process is configured; one that exists exactly as configured is
+//! left alone. One that exists with other settings is *compared*, field by field: under
+//! [`Existing::Verify`] (workers, schedulers, producers) it is left unchanged and each difference
+//! is logged as a warning naming the variable that would match it, and counted in
+//! [`PROVISION_MISMATCHES`]; only under [`Existing::Reconcile`] (the explicit provisioner,
+//! `jetq-provision`) is it updated. A worker started without `JETQ_STREAM_MAX_MSGS` therefore
+//! never lifts a limit an operator set.
+//!
+//! **A fresh cluster.** Until the cluster has elected its leaders, JetStream API requests time
+//! out or answer "temporarily unavailable". Every request here is retried on such errors with
+//! backoff for [`DEFAULT_PROVISION_BUDGET`] (see [`Topology::with_budget`]), then fails naming
+//! the object and how long it waited. (The client's create-or-update sends an update, then a
+//! create; several processes doing that at once on a new cluster left requests unanswered and
+//! crashed workers one stream at a time.)
 //!
 //! - Task stream: WorkQueue retention (an acked task is gone), file storage and `discard: New`,
 //!   so a full stream refuses the enqueue instead of deleting unprocessed tasks.
@@ -10,16 +27,32 @@
 //! - One durable pull consumer per queue with explicit acks. It never gets an
 //!   `inactive_threshold`: a queue scaled to zero pods must keep its durable.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use async_nats::jetstream::{
     self,
     consumer::{pull, AckPolicy, DeliverPolicy},
     kv,
     stream::{DiscardPolicy, RetentionPolicy, StorageType},
+    ErrorCode,
 };
+use opentelemetry::{metrics::Counter, KeyValue};
 
 use crate::{config::StreamSettings, subject::Subjects};
+
+/// How long provisioning keeps retrying a request that timed out or found JetStream not ready
+/// (no leader yet, cluster not available) before it fails. A fresh three-node cluster elects
+/// its meta leader and then each stream's leader within seconds; a minute covers a slow
+/// start without hiding a cluster that is really down.
+pub const DEFAULT_PROVISION_BUDGET: Duration = Duration::from_secs(60);
+
+/// Counter of settings of an existing stream or bucket that differ from a process's own and
+/// were left unchanged (attributes `jetq.stream`, `jetq.setting`).
+pub const PROVISION_MISMATCHES: &str = "jetq.provision.mismatches";
+
+/// The first pause between retries; doubled each time up to [`MAX_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(200);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(3);
 
 /// A boxed error from the NATS client.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -52,6 +85,22 @@ pub enum ProvisionError {
         /// The bucket name.
         bucket: String,
         /// The server's or client's error.
+        source: BoxError,
+    },
+    /// JetStream did not become ready (requests timed out, no leader, cluster unavailable)
+    /// within the provisioning budget.
+    #[error(
+        "cannot provision {name}: JetStream was not ready after {attempts} attempts in \
+         {waited:?} (is the cluster up and has it elected a leader?): {source}"
+    )]
+    Unavailable {
+        /// The stream, bucket or consumer.
+        name: String,
+        /// Requests sent.
+        attempts: u32,
+        /// Time spent trying.
+        waited: Duration,
+        /// The last error.
         source: BoxError,
     },
     /// A process running with `JETQ_PROVISION=false` found a stream or bucket it needs missing
@@ -96,22 +145,108 @@ impl Default for QueueSettings {
 const ADVISORY_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 const ATTEMPTS_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// What provisioning does with a stream or bucket that exists with other settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Existing {
+    /// Leave it unchanged; warn (and count in [`PROVISION_MISMATCHES`]) for each setting that
+    /// differs. What workers, schedulers and producers do: a process that merely starts never
+    /// changes limits an operator set.
+    #[default]
+    Verify,
+    /// Update it to this topology's settings. Only the explicit provisioner (`jetq-provision`).
+    Reconcile,
+}
+
+/// One setting of an existing stream or bucket that differs from this process's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// The stream (`JETQ_TASKS`, `KV_JETQ_STATUS`, …).
+    pub stream: String,
+    /// The setting, as `nats stream info` names it (`max_msgs`, `max_age`, …).
+    pub setting: &'static str,
+    /// Its value on the server.
+    pub existing: String,
+    /// Its value in this process's settings.
+    pub configured: String,
+    /// The variable that sets it, if one does.
+    pub variable: Option<&'static str>,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "stream {} has {} {} but this process is configured with {}",
+            self.stream, self.setting, self.existing, self.configured
+        )?;
+        match self.variable {
+            Some(variable) => write!(
+                f,
+                " ({variable}); left unchanged: set {variable} to match, or run jetq-provision \
+                 to apply this process's value"
+            ),
+            None => f.write_str("; left unchanged: run jetq-provision to apply it"),
+        }
+    }
+}
+
 /// The JetStream objects of one jetq installation (one prefix).
 #[derive(Debug, Clone)]
 pub struct Topology {
     js: jetstream::Context,
     subjects: Subjects,
     settings: StreamSettings,
+    existing: Existing,
+    budget: Duration,
+    mismatches: Option<Counter<u64>>,
 }
 
 impl Topology {
-    /// A topology for the given context, prefix and stream settings.
+    /// A topology for the given context, prefix and stream settings. It creates what is
+    /// missing and leaves existing streams unchanged ([`Existing::Verify`]).
     pub fn new(js: jetstream::Context, subjects: Subjects, settings: StreamSettings) -> Self {
         Topology {
             js,
             subjects,
             settings,
+            existing: Existing::Verify,
+            budget: DEFAULT_PROVISION_BUDGET,
+            mismatches: None,
         }
+    }
+
+    /// Updates existing streams and buckets to these settings ([`Existing::Reconcile`]): for
+    /// the explicit provisioner only.
+    pub fn reconciling(mut self) -> Self {
+        self.existing = Existing::Reconcile;
+        self
+    }
+
+    /// How long requests are retried while JetStream is not ready (default
+    /// [`DEFAULT_PROVISION_BUDGET`]).
+    pub fn with_budget(mut self, budget: Duration) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Counts mismatches found under [`Existing::Verify`] in [`PROVISION_MISMATCHES`] of
+    /// `meter` (they are logged either way).
+    pub fn with_meter(mut self, meter: &opentelemetry::metrics::Meter) -> Self {
+        self.mismatches = Some(
+            meter
+                .u64_counter(PROVISION_MISMATCHES)
+                .with_description(
+                    "settings of existing jetq streams that differ from this process's and were \
+                     left unchanged",
+                )
+                .build(),
+        );
+        self
+    }
+
+    /// What this topology does with existing streams and buckets.
+    pub fn existing(&self) -> Existing {
+        self.existing
     }
 
     /// The subjects of this installation.
@@ -180,69 +315,235 @@ impl Topology {
         }
     }
 
-    /// Creates or reconciles the task, dead-letter and advisory streams and the attempt-history
-    /// bucket.
+    /// Creates the task, dead-letter and advisory streams and the attempt-history bucket where
+    /// they are missing; existing ones are verified or updated as [`Topology::existing`] says.
     pub async fn ensure_streams(&self) -> Result<(), ProvisionError> {
-        for config in [
-            self.tasks_stream_config(),
-            self.dead_stream_config(),
-            self.advisories_stream_config(),
-        ] {
-            let name = config.name.clone();
-            self.js
-                .create_or_update_stream(config)
-                .await
-                .map_err(|err| ProvisionError::Stream {
-                    name,
-                    source: Box::new(err),
-                })?;
-        }
-        self.ensure_attempts_bucket().await?;
+        self.ensure_tasks_stream().await?;
+        self.ensure_stream(self.dead_stream_config(), DEAD_CHECKS)
+            .await?;
+        self.ensure_stream(self.advisories_stream_config(), ADVISORY_CHECKS)
+            .await?;
+        self.ensure_bucket_checked(self.attempts_bucket_config(), BUCKET_CHECKS)
+            .await?;
         Ok(())
     }
 
-    /// Creates or reconciles only the task stream: what a producer needs.
+    /// Creates only the task stream if it is missing (what a producer needs); an existing one
+    /// is verified or updated as [`Topology::existing`] says.
     pub async fn ensure_tasks_stream(&self) -> Result<(), ProvisionError> {
-        let config = self.tasks_stream_config();
-        let name = config.name.clone();
-        self.js
-            .create_or_update_stream(config)
+        self.ensure_stream(self.tasks_stream_config(), TASK_CHECKS)
             .await
-            .map_err(|err| ProvisionError::Stream {
-                name,
-                source: Box::new(err),
-            })?;
+    }
+
+    /// Creates the delayed-task stream if it is missing (see [`crate::delayed`]); an existing
+    /// one is verified or updated as [`Topology::existing`] says.
+    pub async fn ensure_delayed_stream(&self) -> Result<(), ProvisionError> {
+        let config = crate::delayed::delayed_stream_config(&self.subjects, &self.settings);
+        self.ensure_stream(config, DELAYED_CHECKS).await
+    }
+
+    /// Creates a key-value bucket if it is missing and returns it; an existing one is compared
+    /// on its max age, replicas and history, and verified or updated as
+    /// [`Topology::existing`] says.
+    pub async fn ensure_bucket(&self, config: kv::Config) -> Result<kv::Store, ProvisionError> {
+        self.ensure_bucket_checked(config, BUCKET_CHECKS).await
+    }
+
+    fn attempts_bucket_config(&self) -> kv::Config {
+        kv::Config {
+            bucket: self.subjects.attempts_bucket(),
+            description: "jetq: errors of failed attempts, until the task ends".into(),
+            history: 1,
+            max_age: ATTEMPTS_MAX_AGE,
+            storage: StorageType::File,
+            num_replicas: self.settings.stream_replicas,
+            ..Default::default()
+        }
+    }
+
+    /// Create-first: `create` makes a missing stream and answers success for one that exists
+    /// exactly as configured, so concurrent starters never race an update against a create.
+    /// Only a stream that exists with other settings is read and compared.
+    pub(crate) async fn ensure_stream(
+        &self,
+        config: jetstream::stream::Config,
+        checks: &[Check],
+    ) -> Result<(), ProvisionError> {
+        let name = config.name.clone();
+        let stream_error = |source: BoxError| ProvisionError::Stream {
+            name: name.clone(),
+            source,
+        };
+        match self
+            .retry(&name, || self.js.create_stream(config.clone()))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(Attempted::Final(err)) if has_code(&err, ErrorCode::STREAM_NAME_EXIST) => {}
+            Err(err) => return Err(err.into_provision_error(&name, stream_error)),
+        }
+        let existing = self.stream_config(&name).await?;
+        let mismatches = differences(&name, &existing, &config, checks);
+        if mismatches.is_empty() {
+            return Ok(());
+        }
+        match self.existing {
+            Existing::Verify => self.report(&mismatches),
+            Existing::Reconcile => {
+                self.retry(&name, || self.js.update_stream(&config))
+                    .await
+                    .map_err(|err| err.into_provision_error(&name, stream_error))?;
+                report_updated(&mismatches);
+            }
+        }
         Ok(())
     }
 
-    async fn ensure_attempts_bucket(&self) -> Result<kv::Store, ProvisionError> {
-        let bucket = self.subjects.attempts_bucket();
-        self.js
-            .create_or_update_key_value(kv::Config {
-                bucket: bucket.clone(),
-                description: "jetq: errors of failed attempts, until the task ends".into(),
-                history: 1,
-                max_age: ATTEMPTS_MAX_AGE,
-                storage: StorageType::File,
-                num_replicas: self.settings.stream_replicas,
-                ..Default::default()
-            })
+    pub(crate) async fn ensure_bucket_checked(
+        &self,
+        config: kv::Config,
+        checks: &[Check],
+    ) -> Result<kv::Store, ProvisionError> {
+        let bucket = config.bucket.clone();
+        let bucket_error = |source: BoxError| ProvisionError::Bucket {
+            bucket: bucket.clone(),
+            source,
+        };
+        match self
+            .retry(&bucket, || self.js.create_key_value(config.clone()))
             .await
-            .map_err(|err| ProvisionError::Bucket {
-                bucket,
-                source: Box::new(err),
+        {
+            Ok(store) => return Ok(store),
+            Err(Attempted::Final(err)) if has_code(&err, ErrorCode::STREAM_NAME_EXIST) => {}
+            Err(err) => return Err(err.into_provision_error(&bucket, bucket_error)),
+        }
+        let stream = format!("KV_{bucket}");
+        let existing = self.stream_config(&stream).await?;
+        let wanted = jetstream::stream::Config {
+            name: stream.clone(),
+            max_age: config.max_age,
+            num_replicas: config.num_replicas,
+            max_messages_per_subject: config.history,
+            ..Default::default()
+        };
+        let mismatches = differences(&stream, &existing, &wanted, checks);
+        if !mismatches.is_empty() {
+            match self.existing {
+                Existing::Verify => self.report(&mismatches),
+                Existing::Reconcile => {
+                    self.retry(&bucket, || self.js.update_key_value(config.clone()))
+                        .await
+                        .map_err(|err| err.into_provision_error(&bucket, bucket_error))?;
+                    report_updated(&mismatches);
+                }
+            }
+        }
+        self.retry(&bucket, || self.js.get_key_value(bucket.clone()))
+            .await
+            .map_err(|err| err.into_provision_error(&bucket, bucket_error))
+    }
+
+    /// An existing stream's configuration as the server holds it.
+    async fn stream_config(&self, name: &str) -> Result<jetstream::stream::Config, ProvisionError> {
+        let stream = self
+            .retry(name, || self.js.get_stream(name))
+            .await
+            .map_err(|err| {
+                err.into_provision_error(name, |source| ProvisionError::Stream {
+                    name: name.to_owned(),
+                    source,
+                })
+            })?;
+        Ok(stream.cached_info().config.clone())
+    }
+
+    /// A stream by name, retried while JetStream is not ready.
+    pub async fn stream(&self, name: &str) -> Result<jetstream::stream::Stream, ProvisionError> {
+        self.retry(name, || self.js.get_stream(name))
+            .await
+            .map_err(|err| {
+                err.into_provision_error(name, |source| ProvisionError::Stream {
+                    name: name.to_owned(),
+                    source,
+                })
             })
+    }
+
+    fn report(&self, mismatches: &[Mismatch]) {
+        for mismatch in mismatches {
+            tracing::warn!(
+                stream = %mismatch.stream,
+                setting = mismatch.setting,
+                existing = %mismatch.existing,
+                configured = %mismatch.configured,
+                variable = mismatch.variable.unwrap_or(""),
+                "{mismatch}"
+            );
+            if let Some(counter) = &self.mismatches {
+                counter.add(
+                    1,
+                    &[
+                        KeyValue::new("jetq.stream", mismatch.stream.clone()),
+                        KeyValue::new("jetq.setting", mismatch.setting),
+                    ],
+                );
+            }
+        }
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or JetStream stayed not ready for the whole
+    /// budget. Only errors that mean "not ready yet" (timeouts, no responders, no leader,
+    /// cluster unavailable) are retried, with doubling pauses and jitter so that processes that
+    /// started together do not retry in lockstep.
+    async fn retry<T, E, F, Fut>(&self, name: &str, mut op: F) -> Result<T, Attempted<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.budget;
+        let mut pause = FIRST_RETRY_PAUSE;
+        let mut attempts: u32 = 0;
+        loop {
+            attempts += 1;
+            let err = match op().await {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            if !is_transient(&err) {
+                return Err(Attempted::Final(err));
+            }
+            let jittered = pause.mul_f64(rand::random_range(0.5..1.0));
+            if tokio::time::Instant::now() + jittered >= deadline {
+                return Err(Attempted::GaveUp {
+                    last: err,
+                    attempts,
+                    waited: started.elapsed(),
+                });
+            }
+            tracing::info!(
+                object = name,
+                attempts,
+                error = %err,
+                retry_in = ?jittered,
+                "JetStream is not ready yet; provisioning tries again"
+            );
+            tokio::time::sleep(jittered).await;
+            pause = (pause * 2).min(MAX_RETRY_PAUSE);
+        }
     }
 
     /// The attempt-history bucket (created by [`Topology::ensure_streams`]).
     pub async fn attempts_bucket(&self) -> Result<kv::Store, ProvisionError> {
         let bucket = self.subjects.attempts_bucket();
-        self.js
-            .get_key_value(bucket.clone())
+        self.retry(&bucket, || self.js.get_key_value(bucket.clone()))
             .await
-            .map_err(|err| ProvisionError::Bucket {
-                bucket,
-                source: Box::new(err),
+            .map_err(|err| {
+                err.into_provision_error(&bucket, |source| ProvisionError::Bucket {
+                    bucket: bucket.clone(),
+                    source,
+                })
             })
     }
 
@@ -265,7 +566,9 @@ impl Topology {
         }
     }
 
-    /// Creates or reconciles the durable consumer of `queue` and returns it.
+    /// Creates or reconciles the durable consumer of `queue` and returns it. The durable's
+    /// settings are the workers' of that queue (`JETQ_ACK_WAIT`, `JETQ_MAX_DELIVER`,
+    /// `JETQ_MAX_IN_FLIGHT`), so they are applied whatever [`Topology::existing`] says.
     pub async fn ensure_queue(
         &self,
         queue: &str,
@@ -277,15 +580,15 @@ impl Topology {
             durable: durable.clone(),
             source,
         };
+        let tasks = self.subjects.tasks_stream();
         let stream = self
-            .js
-            .get_stream(self.subjects.tasks_stream())
+            .retry(&tasks, || self.js.get_stream(&tasks))
             .await
-            .map_err(|err| consumer_error(Box::new(err)))?;
-        stream
-            .create_consumer(self.queue_consumer_config(queue, settings))
+            .map_err(|err| err.into_provision_error(&durable, consumer_error))?;
+        let config = self.queue_consumer_config(queue, settings);
+        self.retry(&durable, || stream.create_consumer(config.clone()))
             .await
-            .map_err(|err| consumer_error(Box::new(err)))
+            .map_err(|err| err.into_provision_error(&durable, consumer_error))
     }
 
     /// The durable consumer on the advisory stream that the dead-letter sweeper reads.
@@ -293,30 +596,398 @@ impl Topology {
         &self,
     ) -> Result<jetstream::consumer::PullConsumer, ProvisionError> {
         let name = self.subjects.advisories_stream();
-        let stream = self
-            .js
-            .get_stream(&name)
+        let stream = self.stream(&name).await?;
+        let config = pull::Config {
+            durable_name: Some("sweeper".into()),
+            name: Some("sweeper".into()),
+            description: Some("jetq: moves tasks whose deliveries ran out to dead letters".into()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            ..Default::default()
+        };
+        self.retry("sweeper", || stream.create_consumer(config.clone()))
             .await
-            .map_err(|err| ProvisionError::Stream {
-                name: name.clone(),
-                source: Box::new(err),
-            })?;
-        stream
-            .create_consumer(pull::Config {
-                durable_name: Some("sweeper".into()),
-                name: Some("sweeper".into()),
-                description: Some(
-                    "jetq: moves tasks whose deliveries ran out to dead letters".into(),
-                ),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                ..Default::default()
+            .map_err(|err| {
+                err.into_provision_error("the sweeper's consumer", |source| {
+                    ProvisionError::Consumer {
+                        queue: "(advisories)".into(),
+                        durable: "sweeper".into(),
+                        source,
+                    }
+                })
             })
-            .await
-            .map_err(|err| ProvisionError::Consumer {
-                queue: "(advisories)".into(),
-                durable: "sweeper".into(),
-                source: Box::new(err),
-            })
+    }
+}
+
+/// How a retried request ended.
+enum Attempted<E> {
+    /// It failed with an error retrying does not help.
+    Final(E),
+    /// JetStream stayed not ready for the whole budget.
+    GaveUp {
+        last: E,
+        attempts: u32,
+        waited: Duration,
+    },
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> Attempted<E> {
+    fn into_provision_error(
+        self,
+        name: &str,
+        otherwise: impl FnOnce(BoxError) -> ProvisionError,
+    ) -> ProvisionError {
+        match self {
+            Attempted::Final(err) => otherwise(Box::new(err)),
+            Attempted::GaveUp {
+                last,
+                attempts,
+                waited,
+            } => ProvisionError::Unavailable {
+                name: name.to_owned(),
+                attempts,
+                waited,
+                source: Box::new(last),
+            },
+        }
+    }
+}
+
+/// The errors (and their sources) of one request, outermost first.
+fn chain<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |err| err.source())
+}
+
+/// Whether the server answered `code` anywhere in `err`'s chain.
+fn has_code(err: &(dyn std::error::Error + 'static), code: ErrorCode) -> bool {
+    use jetstream::{
+        context::CreateStreamErrorKind, context::GetStreamErrorKind, stream::ConsumerErrorKind,
+    };
+    chain(err).any(|err| {
+        if let Some(api) = err.downcast_ref::<jetstream::Error>() {
+            return api.error_code() == code;
+        }
+        if let Some(create) = err.downcast_ref::<jetstream::context::CreateStreamError>() {
+            return matches!(create.kind(), CreateStreamErrorKind::JetStream(api) if api.error_code() == code);
+        }
+        if let Some(get) = err.downcast_ref::<jetstream::context::GetStreamError>() {
+            return matches!(get.kind(), GetStreamErrorKind::JetStream(api) if api.error_code() == code);
+        }
+        if let Some(consumer) = err.downcast_ref::<jetstream::stream::ConsumerError>() {
+            return matches!(consumer.kind(), ConsumerErrorKind::JetStream(api) if api.error_code() == code);
+        }
+        false
+    })
+}
+
+/// Server answers that mean "not ready yet" rather than "no": a cluster still electing its
+/// leaders, or one whose peers have not all reported (insufficient resources for R3 until
+/// they have).
+const NOT_READY: [ErrorCode; 8] = [
+    ErrorCode::CLUSTER_NOT_AVAILABLE,
+    ErrorCode::CLUSTER_NOT_LEADER,
+    ErrorCode::CLUSTER_NOT_ACTIVE,
+    ErrorCode::CLUSTER_INCOMPLETE,
+    ErrorCode::CLUSTER_NO_PEERS,
+    ErrorCode::CLUSTER_NOT_ASSIGNED,
+    ErrorCode::INSUFFICIENT_RESOURCES,
+    ErrorCode::RAFT_GENERAL,
+];
+
+fn not_ready(api: &jetstream::Error) -> bool {
+    NOT_READY.contains(&api.error_code()) || api.code() == 503
+}
+
+/// Whether retrying `err` later can succeed: the request timed out, nobody answered, or the
+/// server said it is not ready.
+fn is_transient(err: &(dyn std::error::Error + 'static)) -> bool {
+    use jetstream::{
+        context::{
+            CreateKeyValueErrorKind, CreateStreamErrorKind, GetStreamErrorKind, RequestErrorKind,
+        },
+        stream::ConsumerErrorKind,
+    };
+    chain(err).any(|err| {
+        if let Some(api) = err.downcast_ref::<jetstream::Error>() {
+            return not_ready(api);
+        }
+        if let Some(create) = err.downcast_ref::<jetstream::context::CreateStreamError>() {
+            return match create.kind() {
+                CreateStreamErrorKind::TimedOut | CreateStreamErrorKind::JetStreamUnavailable => {
+                    true
+                }
+                CreateStreamErrorKind::JetStream(api) => not_ready(&api),
+                _ => false,
+            };
+        }
+        if let Some(get) = err.downcast_ref::<jetstream::context::GetStreamError>() {
+            return matches!(get.kind(), GetStreamErrorKind::JetStream(api) if not_ready(&api));
+        }
+        if let Some(request) = err.downcast_ref::<jetstream::context::RequestError>() {
+            return matches!(
+                request.kind(),
+                RequestErrorKind::TimedOut | RequestErrorKind::NoResponders
+            );
+        }
+        if let Some(request) = err.downcast_ref::<async_nats::RequestError>() {
+            return matches!(
+                request.kind(),
+                async_nats::RequestErrorKind::TimedOut | async_nats::RequestErrorKind::NoResponders
+            );
+        }
+        if let Some(create) = err.downcast_ref::<jetstream::context::CreateKeyValueError>() {
+            return create.kind() == CreateKeyValueErrorKind::TimedOut;
+        }
+        if let Some(consumer) = err.downcast_ref::<jetstream::stream::ConsumerError>() {
+            return match consumer.kind() {
+                ConsumerErrorKind::TimedOut => true,
+                ConsumerErrorKind::JetStream(api) => not_ready(&api),
+                _ => false,
+            };
+        }
+        false
+    })
+}
+
+/// A setting compared between an existing stream and this process's configuration, with the
+/// variable that sets it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Check {
+    Subjects,
+    Retention,
+    Storage,
+    Discard,
+    MaxMsgs(Option<&'static str>),
+    MaxBytes(Option<&'static str>),
+    MaxAge(Option<&'static str>),
+    DuplicateWindow,
+    Replicas,
+    History,
+}
+
+const TASK_CHECKS: &[Check] = &[
+    Check::Subjects,
+    Check::Retention,
+    Check::Storage,
+    Check::Discard,
+    Check::MaxMsgs(Some("JETQ_STREAM_MAX_MSGS")),
+    Check::MaxBytes(Some("JETQ_STREAM_MAX_BYTES")),
+    Check::DuplicateWindow,
+    Check::Replicas,
+];
+const DELAYED_CHECKS: &[Check] = &[
+    Check::Subjects,
+    Check::Retention,
+    Check::Storage,
+    Check::Discard,
+    Check::MaxMsgs(Some("JETQ_STREAM_MAX_MSGS")),
+    Check::MaxBytes(Some("JETQ_STREAM_MAX_BYTES")),
+    Check::MaxAge(None),
+    Check::DuplicateWindow,
+    Check::Replicas,
+];
+const DEAD_CHECKS: &[Check] = &[
+    Check::Subjects,
+    Check::Retention,
+    Check::Storage,
+    Check::MaxAge(Some("JETQ_DEAD_MAX_AGE")),
+    Check::MaxBytes(Some("JETQ_DEAD_MAX_BYTES")),
+    Check::DuplicateWindow,
+    Check::Replicas,
+];
+const ADVISORY_CHECKS: &[Check] = &[
+    Check::Subjects,
+    Check::Retention,
+    Check::Storage,
+    Check::MaxAge(None),
+    Check::Replicas,
+];
+pub(crate) const ARTIFACT_CHECKS: &[Check] = &[
+    Check::Subjects,
+    Check::Storage,
+    Check::Discard,
+    Check::MaxAge(Some("JETQ_STATUS_TTL")),
+    Check::MaxBytes(Some("JETQ_ARTIFACTS_MAX_BYTES")),
+    Check::Replicas,
+];
+pub(crate) const BUCKET_CHECKS: &[Check] = &[Check::MaxAge(None), Check::Replicas, Check::History];
+pub(crate) const STATUS_BUCKET_CHECKS: &[Check] = &[
+    Check::MaxAge(Some("JETQ_STATUS_TTL")),
+    Check::Replicas,
+    Check::History,
+];
+
+fn limit(value: i64) -> String {
+    if value < 0 {
+        "-1 (no limit)".to_owned()
+    } else {
+        value.to_string()
+    }
+}
+
+fn age(value: Duration) -> String {
+    if value.is_zero() {
+        "0s (no limit)".to_owned()
+    } else {
+        humantime::format_duration(value).to_string()
+    }
+}
+
+/// The settings among `checks` in which `existing` (as the server holds it) differs from
+/// `wanted`.
+pub(crate) fn differences(
+    stream: &str,
+    existing: &jetstream::stream::Config,
+    wanted: &jetstream::stream::Config,
+    checks: &[Check],
+) -> Vec<Mismatch> {
+    let mut found = Vec::new();
+    let mut compare = |setting: &'static str, has: String, wants: String, variable| {
+        if has != wants {
+            found.push(Mismatch {
+                stream: stream.to_owned(),
+                setting,
+                existing: has,
+                configured: wants,
+                variable,
+            });
+        }
+    };
+    for check in checks {
+        match *check {
+            Check::Subjects => {
+                let mut has = existing.subjects.clone();
+                has.sort();
+                let mut wants = wanted.subjects.clone();
+                wants.sort();
+                compare("subjects", format!("{has:?}"), format!("{wants:?}"), None);
+            }
+            Check::Retention => compare(
+                "retention",
+                format!("{:?}", existing.retention),
+                format!("{:?}", wanted.retention),
+                None,
+            ),
+            Check::Storage => compare(
+                "storage",
+                format!("{:?}", existing.storage),
+                format!("{:?}", wanted.storage),
+                None,
+            ),
+            Check::Discard => compare(
+                "discard",
+                format!("{:?}", existing.discard),
+                format!("{:?}", wanted.discard),
+                None,
+            ),
+            Check::MaxMsgs(variable) => compare(
+                "max_msgs",
+                limit(existing.max_messages),
+                limit(wanted.max_messages),
+                variable,
+            ),
+            Check::MaxBytes(variable) => compare(
+                "max_bytes",
+                limit(existing.max_bytes),
+                limit(wanted.max_bytes),
+                variable,
+            ),
+            Check::MaxAge(variable) => compare(
+                "max_age",
+                age(existing.max_age),
+                age(wanted.max_age),
+                variable,
+            ),
+            // Unset, the server picks its default (2 min, or less with a short max age).
+            Check::DuplicateWindow if wanted.duplicate_window.is_zero() => {}
+            Check::DuplicateWindow => compare(
+                "duplicate_window",
+                age(existing.duplicate_window),
+                age(wanted.duplicate_window),
+                Some("JETQ_DUPLICATE_WINDOW"),
+            ),
+            Check::Replicas => compare(
+                "num_replicas",
+                existing.num_replicas.max(1).to_string(),
+                wanted.num_replicas.max(1).to_string(),
+                Some("JETQ_STREAM_REPLICAS"),
+            ),
+            Check::History => compare(
+                "max_msgs_per_subject",
+                existing.max_messages_per_subject.max(1).to_string(),
+                wanted.max_messages_per_subject.max(1).to_string(),
+                None,
+            ),
+        }
+    }
+    found
+}
+
+fn report_updated(mismatches: &[Mismatch]) {
+    for mismatch in mismatches {
+        tracing::info!(
+            stream = %mismatch.stream,
+            setting = mismatch.setting,
+            from = %mismatch.existing,
+            to = %mismatch.configured,
+            "existing stream updated"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tasks(settings: StreamSettings) -> jetstream::stream::Config {
+        let subjects = Subjects::default();
+        // The configuration needs no connection; build it the way Topology does.
+        jetstream::stream::Config {
+            name: subjects.tasks_stream(),
+            subjects: vec![subjects.all_tasks()],
+            retention: RetentionPolicy::WorkQueue,
+            storage: StorageType::File,
+            discard: DiscardPolicy::New,
+            max_messages: settings.stream_max_msgs,
+            max_bytes: settings.stream_max_bytes,
+            duplicate_window: settings.duplicate_window,
+            num_replicas: settings.stream_replicas,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn differences_name_each_setting_and_its_variable() {
+        let existing = tasks(StreamSettings {
+            stream_max_msgs: 5,
+            stream_replicas: 3,
+            ..StreamSettings::default()
+        });
+        let wanted = tasks(StreamSettings::default());
+        let found = differences("JETQ_TASKS", &existing, &wanted, TASK_CHECKS);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].setting, "max_msgs");
+        assert_eq!(found[0].existing, "5");
+        assert_eq!(found[0].configured, "-1 (no limit)");
+        assert_eq!(found[0].variable, Some("JETQ_STREAM_MAX_MSGS"));
+        let text = found[0].to_string();
+        assert!(
+            text.contains("JETQ_TASKS") && text.contains("JETQ_STREAM_MAX_MSGS"),
+            "{text}"
+        );
+        assert_eq!(found[1].setting, "num_replicas");
+        assert!(differences("JETQ_TASKS", &wanted, &wanted, TASK_CHECKS).is_empty());
+    }
+
+    #[test]
+    fn an_unset_duplicate_window_is_the_servers_choice() {
+        let existing = jetstream::stream::Config {
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        };
+        let wanted = jetstream::stream::Config::default();
+        assert!(differences("X", &existing, &wanted, &[Check::DuplicateWindow]).is_empty());
     }
 }

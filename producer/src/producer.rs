@@ -73,7 +73,10 @@ pub struct ProducerSettings {
     #[serde(default = "default_attempts")]
     pub publish_attempts: u32,
     /// Longest accepted delay of a delayed task.
-    #[serde(default = "default_max_delay", with = "humantime_serde")]
+    #[serde(
+        default = "default_max_delay",
+        with = "jetq_contract::config::duration"
+    )]
     pub max_delay: Duration,
 }
 

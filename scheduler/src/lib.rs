@@ -31,5 +31,7 @@ pub use error::{PublishFailed, SchedulerError, StateError};
 pub use file::{CatchUp, FieldError, Schedule, ScheduleFileError, Schedules, MAX_JITTER};
 pub use jetq_contract::{self as contract};
 pub use periodic::fire_id;
-pub use scheduler::{provision, shutdown_signal, ReloadHandle, Scheduler, SchedulerBuilder};
+pub use scheduler::{
+    provision, provision_with, shutdown_signal, ReloadHandle, Scheduler, SchedulerBuilder,
+};
 pub use settings::SchedulerSettings;

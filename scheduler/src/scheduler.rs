@@ -135,8 +135,9 @@ impl SchedulerBuilder {
         };
         let js = jetq_contract::jetstream(client, &self.connection);
         let kv = if self.settings.provision {
-            provision(&js, &subjects, &self.streams).await?;
-            state::ensure_bucket(&js, &subjects, &self.streams).await?
+            let topology = Topology::new(js.clone(), subjects.clone(), self.streams.clone());
+            provision_with(&topology).await?;
+            state::ensure_bucket(&topology).await?
         } else {
             state::open_bucket(&js, &subjects).await?
         };
@@ -162,10 +163,12 @@ impl SchedulerBuilder {
     }
 }
 
-/// Creates or reconciles everything a scheduler uses on the server: the task stream, the
-/// delayed-task stream and the `JETQ_SCHEDULER` state bucket. A scheduler does this itself at
-/// startup unless `JETQ_PROVISION=false`; deployments with least-privilege NATS users run it
-/// once as the admin user (`jetq-provision` does) and give the scheduler its own user.
+/// Creates what a scheduler uses on the server where it is missing: the task stream, the
+/// delayed-task stream and the `JETQ_SCHEDULER` state bucket. Existing ones are compared and
+/// left unchanged (differences are logged); [`provision_with`] a reconciling
+/// [`Topology`] updates them instead. A scheduler does this itself at startup unless
+/// `JETQ_PROVISION=false`; deployments with least-privilege NATS users run it once as the
+/// admin user (`jetq-provision` does) and give the scheduler its own user.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -181,11 +184,20 @@ pub async fn provision(
     subjects: &Subjects,
     streams: &StreamSettings,
 ) -> Result<(), jetq_contract::ProvisionError> {
-    Topology::new(js.clone(), subjects.clone(), streams.clone())
-        .ensure_tasks_stream()
-        .await?;
-    jetq_contract::delayed::ensure_delayed_stream(js, subjects, streams).await?;
-    state::ensure_bucket(js, subjects, streams).await?;
+    provision_with(&Topology::new(
+        js.clone(),
+        subjects.clone(),
+        streams.clone(),
+    ))
+    .await
+}
+
+/// [`provision`] with the given topology: `jetq-provision` passes a
+/// [`Topology::reconciling`] one, so existing streams and the bucket take its settings.
+pub async fn provision_with(topology: &Topology) -> Result<(), jetq_contract::ProvisionError> {
+    topology.ensure_tasks_stream().await?;
+    topology.ensure_delayed_stream().await?;
+    state::ensure_bucket(topology).await?;
     Ok(())
 }
 

@@ -38,16 +38,16 @@ pub struct SchedulerSettings {
     #[serde(default)]
     pub schedules_file: Option<PathBuf>,
     /// File change check period.
-    #[serde(default = "default_poll", with = "humantime_serde")]
+    #[serde(default = "default_poll", with = "jetq_contract::config::duration")]
     pub schedules_poll: Duration,
     /// Lateness still counted as on time.
-    #[serde(default = "default_grace", with = "humantime_serde")]
+    #[serde(default = "default_grace", with = "jetq_contract::config::duration")]
     pub misfire_grace: Duration,
     /// Whether this process releases delayed tasks.
     #[serde(default = "default_true")]
     pub release_delayed: bool,
     /// Re-check period of released seconds for late arrivals.
-    #[serde(default = "default_lookback", with = "humantime_serde")]
+    #[serde(default = "default_lookback", with = "jetq_contract::config::duration")]
     pub delayed_lookback: Duration,
     /// Outstanding publish acks while releasing delayed tasks.
     #[serde(default = "default_window")]

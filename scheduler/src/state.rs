@@ -9,7 +9,7 @@ use async_nats::jetstream::{
     stream::StorageType,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
-use jetq_contract::{ProvisionError, StreamSettings, Subjects};
+use jetq_contract::{ProvisionError, Subjects, Topology};
 
 use crate::error::StateError;
 
@@ -61,26 +61,19 @@ pub(crate) async fn open_bucket(
         })
 }
 
-/// Creates or reconciles the scheduler's state bucket.
-pub(crate) async fn ensure_bucket(
-    js: &jetstream::Context,
-    subjects: &Subjects,
-    settings: &StreamSettings,
-) -> Result<kv::Store, ProvisionError> {
-    let bucket = subjects.scheduler_bucket();
-    js.create_or_update_key_value(kv::Config {
-        bucket: bucket.clone(),
-        description: "jetq scheduler: last fire of each schedule, last released second".into(),
-        history: 1,
-        storage: StorageType::File,
-        num_replicas: settings.stream_replicas,
-        ..Default::default()
-    })
-    .await
-    .map_err(|err| ProvisionError::Bucket {
-        bucket,
-        source: Box::new(err),
-    })
+/// Creates the scheduler's state bucket if it is missing and opens it (an existing one is
+/// verified or updated as the topology says).
+pub(crate) async fn ensure_bucket(topology: &Topology) -> Result<kv::Store, ProvisionError> {
+    topology
+        .ensure_bucket(kv::Config {
+            bucket: topology.subjects().scheduler_bucket(),
+            description: "jetq scheduler: last fire of each schedule, last released second".into(),
+            history: 1,
+            storage: StorageType::File,
+            num_replicas: topology.settings().stream_replicas,
+            ..Default::default()
+        })
+        .await
 }
 
 /// Watermarks in the state bucket.

@@ -1,5 +1,6 @@
 //! Provisioning against a real nats-server: stream and consumer settings as documented,
-//! idempotent reconcile, and the refusal of servers that are too old.
+//! idempotent provisioning, existing limits left alone by everyone but the explicit
+//! provisioner, and the refusal of servers that are too old.
 
 use std::time::Duration;
 
@@ -81,7 +82,7 @@ async fn streams_and_queue_consumers_are_provisioned_as_documented() {
 }
 
 #[tokio::test]
-async fn provisioning_is_idempotent_and_reconciles_changed_settings() {
+async fn provisioning_is_idempotent_and_the_provisioner_reconciles_changed_settings() {
     let server = NatsServer::start().await;
     let js = raw_jetstream(&server).await;
     let topology =
@@ -99,7 +100,12 @@ async fn provisioning_is_idempotent_and_reconciles_changed_settings() {
         dead_max_age: Duration::from_secs(7 * 24 * 3600),
         ..StreamSettings::default()
     };
-    topology(changed.clone()).ensure_streams().await.unwrap();
+    // Only a reconciling topology (jetq-provision's) changes existing streams.
+    topology(changed.clone())
+        .reconciling()
+        .ensure_streams()
+        .await
+        .unwrap();
     let mut tasks = js.get_stream("JETQ_TASKS").await.unwrap();
     assert_eq!(tasks.info().await.unwrap().config.max_messages, 10_000);
     let mut dead = js.get_stream("JETQ_DEAD").await.unwrap();
@@ -128,6 +134,94 @@ async fn provisioning_is_idempotent_and_reconciles_changed_settings() {
         1,
         "reconciled, not duplicated"
     );
+}
+
+/// Issue #17 item 6: a worker started without `JETQ_STREAM_MAX_MSGS` reset the task stream's
+/// `max_msgs` from 5 to -1. Workers, schedulers and producers now leave an existing stream's
+/// settings alone and report each difference (log and metric); `jetq-provision` still applies.
+#[tokio::test]
+async fn processes_without_stream_settings_leave_existing_limits_alone_and_report_them() {
+    let server = NatsServer::start().await;
+    let js = raw_jetstream(&server).await;
+    let limited = StreamSettings {
+        stream_max_msgs: 5,
+        status_ttl: Duration::from_secs(3600),
+        ..StreamSettings::default()
+    };
+    Topology::new(js.clone(), Subjects::default(), limited.clone())
+        .reconciling()
+        .ensure_streams()
+        .await
+        .unwrap();
+    Topology::new(js.clone(), Subjects::default(), limited)
+        .reconciling()
+        .ensure_status_stores()
+        .await
+        .unwrap();
+    let max_msgs = || {
+        let js = js.clone();
+        async move {
+            let mut tasks = js.get_stream("JETQ_TASKS").await.unwrap();
+            tasks.info().await.unwrap().config.max_messages
+        }
+    };
+    assert_eq!(max_msgs().await, 5);
+
+    let telemetry = jetq_telemetry::Telemetry::new(jetq_telemetry::TelemetryConfig::local(
+        "jetq-worker",
+        "warn",
+    ))
+    .unwrap();
+    let worker = worker(&server)
+        .meter(telemetry.meter("jetq-consumer"))
+        .handler(|_job: Job, _ctx: TaskContext| async move { ok() })
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(
+        max_msgs().await,
+        5,
+        "a worker without JETQ_STREAM_MAX_MSGS lifted the operator's limit"
+    );
+    let samples = jetq_tests::otel::parse_prometheus(&telemetry.metrics_text().unwrap());
+    assert_eq!(
+        jetq_tests::otel::metric(
+            &samples,
+            "jetq_provision_mismatches_total",
+            &[("jetq_stream", "JETQ_TASKS"), ("jetq_setting", "max_msgs")]
+        ),
+        1.0,
+        "the difference is counted"
+    );
+    drop(worker);
+
+    // A producer and a scheduler that provision leave it alone as well.
+    let _producer = Producer::builder()
+        .connection(connection(&server))
+        .connect()
+        .await
+        .unwrap();
+    let _scheduler = scheduler(&server).build().await.unwrap();
+    assert_eq!(max_msgs().await, 5);
+    // Buckets too: the status bucket keeps its TTL when a process with the default one (as a
+    // worker of a tracked type) provisions.
+    Topology::new(js.clone(), Subjects::default(), StreamSettings::default())
+        .ensure_status_stores()
+        .await
+        .unwrap();
+    let mut status = js.get_stream("KV_JETQ_STATUS").await.unwrap();
+    assert_eq!(
+        status.info().await.unwrap().config.max_age,
+        Duration::from_secs(3600)
+    );
+
+    // The explicit provisioner applies its settings.
+    Topology::new(js.clone(), Subjects::default(), StreamSettings::default())
+        .reconciling()
+        .ensure_streams()
+        .await
+        .unwrap();
+    assert_eq!(max_msgs().await, -1);
 }
 
 #[tokio::test]

@@ -3,6 +3,9 @@
 //! and watch another worker finish the task.
 //!
 //! The handler sleeps for the number of milliseconds in `Job::note` (`sleep:<ms>`).
+//!
+//! Like the real worker binaries, it exits with status 1 and a message on stderr when its
+//! configuration is unusable or it cannot start, and publishes `test.ready` once it pulls.
 
 use std::time::Duration;
 
@@ -16,15 +19,16 @@ async fn main() {
         Ok(builder) => builder,
         Err(err) => {
             eprintln!("test_worker: {err}");
-            std::process::exit(2);
+            std::process::exit(1);
         }
     };
     let url = std::env::var("JETQ_NATS_URL").unwrap_or_default();
-    let reporter = match async_nats::connect(url).await {
+    let urls: Vec<&str> = url.split(',').map(str::trim).collect();
+    let reporter = match async_nats::connect(urls.as_slice()).await {
         Ok(client) => client,
         Err(err) => {
             eprintln!("test_worker: cannot connect reporter: {err}");
-            std::process::exit(2);
+            std::process::exit(1);
         }
     };
     let worker_name = std::env::var("TEST_WORKER_NAME").unwrap_or_else(|_| "worker".into());
@@ -52,7 +56,7 @@ async fn main() {
         Ok(worker) => worker,
         Err(err) => {
             eprintln!("test_worker: {err}");
-            std::process::exit(2);
+            std::process::exit(1);
         }
     };
     let _ = reporter.publish("test.ready", worker_name.into()).await;

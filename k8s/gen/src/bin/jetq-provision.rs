@@ -1,10 +1,14 @@
-//! `jetq-provision [--queue QUEUE]...`: creates or reconciles what a jetq deployment needs on
+//! `jetq-provision [--queue QUEUE]...`: creates or updates what a jetq deployment needs on
 //! the NATS side — the task, dead-letter and advisory streams, the attempt-history bucket, the
 //! sweeper's consumer, the task-status bucket and artifact store, the scheduler's delayed-task
 //! stream and state bucket, and the durable consumer of each given queue — then exits.
 //!
 //! Run it as the admin NATS user (it is the only role allowed to change streams and consumers);
-//! workers then run with `JETQ_PROVISION=false` and their own least-privilege users. In the
+//! workers then run with `JETQ_PROVISION=false` and their own least-privilege users. It is the
+//! only jetq process that updates an *existing* stream or bucket to its `JETQ_*` settings
+//! (`JETQ_STREAM_MAX_MSGS`, `JETQ_STATUS_TTL`, …): workers, schedulers and producers create
+//! what is missing and only report differences. Requests are retried while a fresh cluster
+//! elects its leaders. In the
 //! Kubernetes manifests it is the init container of every worker pod, with the same `JETQ_*`
 //! settings as the worker (`JETQ_ACK_WAIT`, `JETQ_MAX_DELIVER`, `JETQ_MAX_IN_FLIGHT`), so the
 //! durable matches the workers that use it. Durables never get an `inactive_threshold`: a queue
@@ -66,13 +70,15 @@ async fn provision(queues: &[String]) -> Result<(), Box<dyn std::error::Error>> 
     let subjects = connection.subjects()?;
     let client = jetq_contract::connect(&connection, "jetq-provision").await?;
     let js = jetq_contract::jetstream(client.clone(), &connection);
-    let topology = Topology::new(js.clone(), subjects.clone(), streams.clone());
+    // The one process that updates existing streams and buckets to its settings: workers,
+    // schedulers and producers only create what is missing and report differences.
+    let topology = Topology::new(js.clone(), subjects.clone(), streams.clone()).reconciling();
     topology.ensure_streams().await?;
     topology.ensure_sweeper_consumer().await?;
     // Everything the least-privilege users may use but not create: status of tracked tasks
     // (workers, producers), the scheduler's delayed-task stream and state.
     topology.ensure_status_stores().await?;
-    jetq_scheduler::provision(&js, &subjects, &streams).await?;
+    jetq_scheduler::provision_with(&topology).await?;
     for queue in queues {
         topology
             .ensure_queue(queue, &settings.queue_settings())
