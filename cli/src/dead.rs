@@ -36,19 +36,21 @@ use async_nats::{
 };
 use bytes::Bytes;
 use futures::{stream::FuturesUnordered, StreamExt};
-use jetq_contract::{headers, FailureRecord, NameKind, Subjects};
+use jetq_contract::{dead::headers_wire_len, headers, FailureRecord, NameKind, Subjects};
 use serde::Serialize;
 
 use crate::{admin::Admin, error::AdminError};
 
 /// Headers a worker adds when it dead-letters a task; a replay drops them.
-pub const DEAD_LETTER_HEADERS: [&str; 6] = [
+pub const DEAD_LETTER_HEADERS: [&str; 8] = [
     headers::TASK_ID,
     headers::DEAD_REASON,
     headers::ATTEMPTS,
     headers::DEAD_AT,
     headers::TASK_SEQUENCE,
     headers::FAILURE,
+    headers::PAYLOAD_OBJECT,
+    headers::PAYLOAD_SIZE,
 ];
 
 /// Longest `Nats-Msg-Id` the protocol allows.
@@ -108,9 +110,18 @@ pub struct DeadLetter {
     /// The payload as text (invalid UTF-8 replaced), when it is not JSON.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload_text: Option<String>,
-    /// The payload, byte for byte.
+    /// The payload, byte for byte. Empty in the stream when the body was too large to travel
+    /// in the dead letter ([`DeadLetter::payload_object`]); [`Admin::dead_letter`] and the replay
+    /// read it from the object store.
     #[serde(skip)]
     pub payload: Bytes,
+    /// The object in the dead-letter body store that holds the task's body
+    /// (`Jetq-Payload-Object`), when it did not fit in the dead letter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_object: Option<String>,
+    /// The body's size in bytes (`Jetq-Payload-Size`), with [`DeadLetter::payload_object`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_size: Option<u64>,
     /// The original headers, for a faithful replay.
     #[serde(skip)]
     pub raw_headers: HeaderMap,
@@ -162,10 +173,11 @@ impl DeadLetter {
                 values.iter().map(|v| v.as_str().to_owned()).collect(),
             );
         }
-        let args = serde_json::from_slice(&payload).ok();
-        let payload_text = match args {
-            Some(_) => None,
-            None => Some(String::from_utf8_lossy(&payload).into_owned()),
+        let payload_object = header(headers::PAYLOAD_OBJECT);
+        let (args, payload_text) = match payload_object {
+            // The body is elsewhere: nothing to show until it is read.
+            Some(_) => (None, None),
+            None => describe_payload(&payload),
         };
         Some(DeadLetter {
             sequence,
@@ -183,9 +195,51 @@ impl DeadLetter {
             args,
             payload_text,
             payload,
+            payload_size: header(headers::PAYLOAD_SIZE).and_then(|s| s.trim().parse().ok()),
+            payload_object,
             raw_headers,
             stored,
         })
+    }
+
+    /// The body's length, wherever the body is.
+    fn body_len(&self) -> usize {
+        match (&self.payload_object, self.payload_size) {
+            (Some(_), Some(size)) if self.payload.is_empty() => {
+                usize::try_from(size).unwrap_or(usize::MAX)
+            }
+            _ => self.payload.len(),
+        }
+    }
+
+    /// The replay's headers made to fit the server's `max_payload`. A task stored just under
+    /// the limit can be a few bytes too large to replay with the longer replay id: the short
+    /// form `replay:<seq>` (unique per dead letter all the same) makes the room; past that, the
+    /// error says what to change instead of the client failing on the size.
+    fn fit_replay_headers(&self, mut out: HeaderMap, max: usize) -> Result<HeaderMap, AdminError> {
+        if headers_wire_len(&out) + self.body_len() <= max {
+            return Ok(out);
+        }
+        out.insert(
+            headers::MSG_ID,
+            format!("replay:{}", self.sequence).as_str(),
+        );
+        let size = headers_wire_len(&out) + self.body_len();
+        if size > max {
+            return Err(AdminError::Invalid(format!(
+                "dead letter {}: its replay would be {size} bytes, over the server's max_payload \
+                 of {max}; raise max_payload in the server configuration to replay it, or \
+                 enqueue a smaller task in its place",
+                self.sequence
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Puts the body read from the dead-letter body store in place.
+    fn set_body(&mut self, body: Bytes) {
+        (self.args, self.payload_text) = describe_payload(&body);
+        self.payload = body;
     }
 
     fn from_stream_message(subjects: &Subjects, message: StreamMessage) -> Option<DeadLetter> {
@@ -250,6 +304,14 @@ impl DeadLetter {
             out,
             self.payload.clone(),
         )
+    }
+}
+
+/// A body as JSON arguments, or else as text.
+fn describe_payload(payload: &[u8]) -> (Option<serde_json::Value>, Option<String>) {
+    match serde_json::from_slice(payload) {
+        Ok(args) => (Some(args), None),
+        Err(_) => (None, Some(String::from_utf8_lossy(payload).into_owned())),
     }
 }
 
@@ -682,7 +744,53 @@ impl Admin {
                 })
             }
         };
-        DeadLetter::from_stream_message(self.subjects(), message).ok_or_else(not_found)
+        let mut dead =
+            DeadLetter::from_stream_message(self.subjects(), message).ok_or_else(not_found)?;
+        if let Some(object) = dead.payload_object.clone() {
+            dead.set_body(self.dead_payload(&object).await?);
+        }
+        Ok(dead)
+    }
+
+    /// The body of a dead letter that did not fit in it, from the dead-letter body store.
+    pub async fn dead_payload(&self, object: &str) -> Result<Bytes, AdminError> {
+        use tokio::io::AsyncReadExt;
+        let bucket = self.subjects().dead_payloads_bucket();
+        let store = self
+            .jetstream()
+            .get_object_store(&bucket)
+            .await
+            .map_err(|err| AdminError::nats(format!("cannot open object store {bucket}"), err))?;
+        let mut reader = store.get(object).await.map_err(|err| {
+            AdminError::nats(
+                format!("cannot read dead-letter body {object} from {bucket}"),
+                err,
+            )
+        })?;
+        let mut body = Vec::new();
+        reader.read_to_end(&mut body).await.map_err(|err| {
+            AdminError::nats(
+                format!("cannot read dead-letter body {object} from {bucket}"),
+                err,
+            )
+        })?;
+        Ok(Bytes::from(body))
+    }
+
+    /// Deletes a dead letter's body object once the letter is gone. Best effort: a body left
+    /// behind expires with the store (`JETQ_DEAD_MAX_AGE`).
+    async fn forget_dead_payload(&self, dead: &DeadLetter) {
+        let Some(object) = &dead.payload_object else {
+            return;
+        };
+        let bucket = self.subjects().dead_payloads_bucket();
+        let deleted = match self.jetstream().get_object_store(&bucket).await {
+            Ok(store) => store.delete(object).await.map_err(|err| err.to_string()),
+            Err(err) => Err(err.to_string()),
+        };
+        if let Err(err) = deleted {
+            tracing::warn!(object = %object, error = %err, "could not delete the body of a removed dead letter; it expires with the store");
+        }
     }
 
     /// The dead letters of a task id (a task enqueued twice with one key can die twice).
@@ -845,8 +953,13 @@ impl Admin {
                 }
             }
             let (js, name) = (self.jetstream(), &name);
-            in_flight
-                .push(async move { (dead.sequence, delete_dead(js, name, dead.sequence).await) });
+            in_flight.push(async move {
+                let outcome = delete_dead(js, name, dead.sequence).await;
+                if outcome.is_ok() {
+                    self.forget_dead_payload(&dead).await;
+                }
+                (dead.sequence, outcome)
+            });
         }
         while let Some((sequence, outcome)) = in_flight.next().await {
             purged(&mut report, sequence, outcome, progress);
@@ -875,7 +988,12 @@ impl Admin {
     }
 
     async fn send_replay(&self, dead: &DeadLetter) -> Result<PublishAckFuture, AdminError> {
-        let (subject, headers, payload) = dead.replay_message(self.subjects());
+        let (subject, headers, mut payload) = dead.replay_message(self.subjects());
+        if let (Some(object), true) = (&dead.payload_object, payload.is_empty()) {
+            payload = self.dead_payload(object).await?;
+        }
+        let max = self.jetstream().client().max_payload();
+        let headers = dead.fit_replay_headers(headers, max)?;
         self.jetstream()
             .send_publish(
                 subject,
@@ -912,6 +1030,8 @@ impl Admin {
             match outcome {
                 Ok(ack) if ack.stream == tasks_name => {
                     let (_, headers, _) = dead.replay_message(self.subjects());
+                    let max = self.jetstream().client().max_payload();
+                    let headers = dead.fit_replay_headers(headers, max).unwrap_or_default();
                     return Ok(Replayed {
                         dead_sequence: dead.sequence,
                         queue: dead.queue.clone(),
@@ -961,7 +1081,10 @@ impl Admin {
         };
         // Only now, with the replay stored, may the dead letter go.
         match delete_dead(self.jetstream(), &stream_name(dead_stream), sequence).await {
-            Ok(_) => (sequence, Ok(replayed)),
+            Ok(_) => {
+                self.forget_dead_payload(&dead).await;
+                (sequence, Ok(replayed))
+            }
             Err(err) => (
                 sequence,
                 Err(AdminError::nats(

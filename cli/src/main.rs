@@ -672,6 +672,7 @@ fn print_queues(overview: &Overview, json: bool) {
                     q.max_in_flight
                         .map_or_else(|| "-".into(), |m| m.to_string()),
                     q.redelivered.to_string(),
+                    q.stranded.to_string(),
                     q.dead.to_string(),
                     q.delayed.to_string(),
                     rate(q.rate.map(|r| r.delivered_per_sec)),
@@ -686,6 +687,7 @@ fn print_queues(overview: &Overview, json: bool) {
                 "IN FLIGHT",
                 "MAX IN FLIGHT",
                 "REDELIVERED",
+                "STRANDED",
                 "DEAD",
                 "DELAYED",
                 "RATE/S",

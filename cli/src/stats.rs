@@ -33,6 +33,13 @@ pub struct QueueStats {
     pub waiting_pulls: u64,
     /// Tasks of this queue stored in the task stream (`pending + in_flight` with a consumer).
     pub stored: u64,
+    /// Stored tasks that are neither pending nor in flight: every delivery was spent and the
+    /// task is waiting for the sweeper to dead-letter it — or the dead-letter write keeps
+    /// failing (see `jetq.tasks.dead_letter_failures` and the workers' logs). Such a task is in
+    /// no other list; a number that stays above zero needs an operator. (Stream and consumer
+    /// are read one after the other, so a task that moves in between can show here for one
+    /// sample.)
+    pub stranded: u64,
     /// Dead letters of this queue.
     pub dead: u64,
     /// Delayed tasks of this queue waiting for their due time.
@@ -203,6 +210,11 @@ impl Admin {
                 entry.pending = *count;
             }
         }
+        for entry in queues.values_mut() {
+            if entry.consumer.is_some() {
+                entry.stranded = entry.stored.saturating_sub(entry.pending + entry.in_flight);
+            }
+        }
         for (queue, count) in &dead {
             queues
                 .entry(queue.clone())
@@ -275,6 +287,7 @@ fn empty(queue: &str) -> QueueStats {
         redelivered: 0,
         waiting_pulls: 0,
         stored: 0,
+        stranded: 0,
         dead: 0,
         delayed: 0,
         paused: false,

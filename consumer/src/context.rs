@@ -22,6 +22,9 @@ pub struct TaskContext {
     /// Shared with the worker, which keeps them for a dead letter.
     pub(crate) headers: Arc<HeaderMap>,
     pub(crate) shutdown: CancellationToken,
+    /// Cancelled when this attempt is over for the worker: its timeout ran out, the shutdown
+    /// grace ended, the task was cancelled, or the attempt ended otherwise.
+    pub(crate) attempt_over: CancellationToken,
     /// The status of a tracked task (see `status.rs` for the context's status methods).
     pub(crate) status: crate::status::ContextStatus,
 }
@@ -42,7 +45,9 @@ impl TaskContext {
         &self.task
     }
 
-    /// This attempt's number, starting at 1 (JetStream's delivery count).
+    /// This attempt's number, starting at 1. Deliveries handed back without running to an
+    /// outcome (a worker's shutdown grace ran out, no handler of the type yet) are not
+    /// attempts: this is JetStream's delivery count minus those hand-backs.
     pub fn attempt(&self) -> u32 {
         self.attempt
     }
@@ -86,5 +91,37 @@ impl TaskContext {
     /// Resolves when the worker starts shutting down.
     pub async fn shutting_down(&self) {
         self.shutdown.cancelled().await
+    }
+
+    /// A token cancelled when this attempt is over for the worker: its timeout ran out, the
+    /// shutdown grace ended (the task is handed back), the task was cancelled, or the handler's
+    /// future was dropped.
+    ///
+    /// The worker stops waiting for the handler at those points, but it cannot stop a thread.
+    /// Blocking or CPU-bound work must run on a blocking thread (`spawn_blocking`) — on the
+    /// handler's own thread it would stop the attempt's heartbeats and its timeout — and check
+    /// this token at safe points to stop early:
+    ///
+    /// ```no_run
+    /// # fn crunch_chunk(_i: u32) {}
+    /// use jetq_consumer::{TaskContext, TaskError};
+    ///
+    /// async fn checksum(ctx: TaskContext) -> Result<(), TaskError> {
+    ///     let token = ctx.cancellation_token();
+    ///     tokio::task::spawn_blocking(move || {
+    ///         for chunk in 0..1_000 {
+    ///             if token.is_cancelled() {
+    ///                 return; // timed out, handed back or cancelled: stop the work
+    ///             }
+    ///             crunch_chunk(chunk);
+    ///         }
+    ///     })
+    ///     .await
+    ///     .map_err(|err| TaskError::retry(format!("the blocking work failed: {err}")))?;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.attempt_over.clone()
     }
 }

@@ -6,21 +6,30 @@
 //! dead letter (or a worker retrying after a lost ack) store it once.
 //!
 //! Errors of earlier attempts would be lost with each redelivery (a NAK cannot change the
-//! message), so each failed attempt is recorded in a KV bucket keyed by the task's sequence;
+//! message), so each failed attempt is recorded in the task's attempt record (`attempts.rs`);
 //! the record is read when the task dies and deleted when it ends either way.
+//!
+//! A letter always fits: a body too large to travel beside the failure headers goes to the
+//! dead-letter body store and the letter names it (`jetq_contract::dead`).
 
 use async_nats::{
-    jetstream::{self, kv, message::PublishMessage},
+    jetstream::{context::PublishError, message::PublishMessage},
     HeaderMap,
 };
+use std::time::Duration;
+
 use bytes::Bytes;
 use jetq_contract::{
-    failure::{truncate_error, MAX_KEPT_ATTEMPTS},
-    headers, AttemptFailure, DeadReason, FailureRecord, HttpFailure, Subjects,
+    dead::{headers_wire_len, payload_object_name},
+    failure::truncate_error,
+    headers, AttemptFailure, DeadReason, FailureRecord, HttpFailure, Topology,
 };
 use tracing::Instrument;
 
-use crate::telemetry::{self, TaskLabels, WorkerMetrics};
+use crate::{
+    attempts::Attempts,
+    telemetry::{self, TaskLabels, WorkerMetrics},
+};
 
 /// Everything needed to write one dead letter.
 pub(crate) struct DeadLetter<'a> {
@@ -36,80 +45,80 @@ pub(crate) struct DeadLetter<'a> {
     pub(crate) http: Option<HttpFailure>,
 }
 
-/// Writes dead letters and keeps the per-attempt error history.
+/// Why a dead letter could not be written. The task then stays in the task stream (it is
+/// never dropped) and the write is tried again later.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DeadLetterError {
+    /// The dead-letter stream did not store the letter (unreachable, full, no permission).
+    #[error("could not publish the dead letter: {0}")]
+    Publish(#[from] PublishError),
+    /// The body was too large to travel in the letter and could not be stored beside it.
+    #[error("could not store the body of the dead letter in {bucket}: {problem}")]
+    PayloadStore {
+        /// The object store.
+        bucket: String,
+        /// What failed.
+        problem: String,
+    },
+    /// Even with the body moved out and the failure record cut to its final error, the
+    /// task's own headers leave no room for the dead-letter headers.
+    #[error(
+        "the dead letter's headers alone take {size} bytes, over the server's max_payload of \
+         {max}: the task's own headers are too large"
+    )]
+    TooLarge {
+        /// Bytes needed.
+        size: usize,
+        /// The server's `max_payload`.
+        max: usize,
+    },
+}
+
+impl DeadLetterError {
+    /// The `error.type` of a failed write, for metrics and spans.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            DeadLetterError::Publish(_) => "publish",
+            DeadLetterError::PayloadStore { .. } => "payload_store",
+            DeadLetterError::TooLarge { .. } => "too_large",
+        }
+    }
+}
+
+/// Writes dead letters; reads the attempt history that goes into them.
 #[derive(Clone)]
 pub(crate) struct DeadLetters {
-    js: jetstream::Context,
-    subjects: Subjects,
-    history: Option<kv::Store>,
+    topology: Topology,
+    attempts: Attempts,
     metrics: WorkerMetrics,
+    /// May create the dead-letter body store if it is missing (`JETQ_PROVISION`).
+    provision: bool,
 }
 
 impl DeadLetters {
     pub(crate) fn new(
-        js: jetstream::Context,
-        subjects: Subjects,
-        history: Option<kv::Store>,
+        topology: Topology,
+        attempts: Attempts,
         metrics: WorkerMetrics,
+        provision: bool,
     ) -> Self {
         DeadLetters {
-            js,
-            subjects,
-            history,
+            topology,
+            attempts,
             metrics,
+            provision,
         }
     }
 
-    /// Records a failed attempt. Best effort: a lost record costs one line of history, never
-    /// the task.
-    pub(crate) async fn record_failure(&self, sequence: u64, failure: AttemptFailure) {
-        let Some(store) = &self.history else { return };
-        let mut history = self.history(sequence).await;
-        history.push(failure);
-        if history.len() > MAX_KEPT_ATTEMPTS {
-            history.drain(..history.len() - MAX_KEPT_ATTEMPTS);
-        }
-        match serde_json::to_vec(&history) {
-            Ok(bytes) => {
-                if let Err(err) = store.put(sequence.to_string(), bytes.into()).await {
-                    tracing::warn!(sequence, error = %err, "could not record the failed attempt");
-                }
-            }
-            Err(err) => tracing::warn!(sequence, error = %err, "could not encode attempt history"),
-        }
-    }
-
-    /// The recorded failures of a task, oldest first.
-    pub(crate) async fn history(&self, sequence: u64) -> Vec<AttemptFailure> {
-        let Some(store) = &self.history else {
-            return Vec::new();
-        };
-        match store.get(sequence.to_string()).await {
-            Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
-            Ok(None) => Vec::new(),
-            Err(err) => {
-                tracing::warn!(sequence, error = %err, "could not read attempt history");
-                Vec::new()
-            }
-        }
-    }
-
-    /// Drops a task's history once it ended (succeeded or dead-lettered).
-    pub(crate) async fn forget(&self, sequence: u64) {
-        if let Some(store) = &self.history {
-            if let Err(err) = store.purge(sequence.to_string()).await {
-                tracing::debug!(sequence, error = %err, "could not purge attempt history");
-            }
-        }
+    /// The attempt records (history and hand-backs) of tasks.
+    pub(crate) fn attempts(&self) -> &Attempts {
+        &self.attempts
     }
 
     /// Publishes the dead letter and waits for the stream's ack. Only after `Ok` may the task
     /// be removed from the task stream. Traced as a `send` span linked to the task's trace.
-    pub(crate) async fn write(
-        &self,
-        letter: DeadLetter<'_>,
-    ) -> Result<(), jetstream::context::PublishError> {
-        let subject = self.subjects.dead(letter.queue, letter.task);
+    pub(crate) async fn write(&self, letter: DeadLetter<'_>) -> Result<(), DeadLetterError> {
+        let subject = self.topology.subjects().dead(letter.queue, letter.task);
         let task_id = letter
             .headers
             .and_then(|map| map.get(headers::MSG_ID))
@@ -125,11 +134,13 @@ impl DeadLetters {
         );
         let (queue, task, reason) = (letter.queue, letter.task, letter.reason.as_str());
         let result = self.publish(subject, letter).instrument(span.clone()).await;
+        let labels = TaskLabels::of(queue, task);
         match &result {
-            Ok(()) => self
-                .metrics
-                .dead_lettered(&TaskLabels::of(queue, task), reason),
-            Err(err) => telemetry::record_failure(&span, "dead_letter_write", &err.to_string()),
+            Ok(()) => self.metrics.dead_lettered(&labels, reason),
+            Err(err) => {
+                telemetry::record_failure(&span, "dead_letter_write", &err.to_string());
+                self.metrics.dead_letter_failed(&labels, err.kind());
+            }
         }
         result
     }
@@ -138,9 +149,22 @@ impl DeadLetters {
         &self,
         subject: String,
         letter: DeadLetter<'_>,
-    ) -> Result<(), jetstream::context::PublishError> {
-        let history = self.history(letter.sequence).await;
-        let mut map = letter.headers.cloned().unwrap_or_default();
+    ) -> Result<(), DeadLetterError> {
+        let history = self.attempts.record(letter.sequence).await.failures;
+        // A replayed dead letter's task may still carry these: a new letter must not inherit
+        // them (HeaderMap has no remove, so copy the others).
+        let mut map = HeaderMap::new();
+        if let Some(original) = letter.headers {
+            for (name, values) in original.iter() {
+                let name: &str = name.as_ref();
+                if name == headers::PAYLOAD_OBJECT || name == headers::PAYLOAD_SIZE {
+                    continue;
+                }
+                for value in values {
+                    map.append(name, value.as_str());
+                }
+            }
+        }
         let task_id = map
             .get(headers::MSG_ID)
             .map(|value| value.as_str().to_owned())
@@ -149,7 +173,7 @@ impl DeadLetters {
             .get(headers::ENQUEUED_AT)
             .map(|value| value.as_str().to_owned());
         let dead_at = jetq_contract::time::now();
-        let record = FailureRecord {
+        let mut record = FailureRecord {
             reason: letter.reason,
             attempts: letter.attempts,
             error: truncate_error(&letter.error),
@@ -158,7 +182,6 @@ impl DeadLetters {
             dead_at: dead_at.clone(),
             http: letter.http,
         };
-        let record_json = serde_json::to_string(&record).unwrap_or_else(|_| "{}".to_owned());
         map.insert(
             headers::MSG_ID,
             format!("dead:{}:{}", letter.sequence, task_id).as_str(),
@@ -168,12 +191,35 @@ impl DeadLetters {
         map.insert(headers::ATTEMPTS, letter.attempts.to_string().as_str());
         map.insert(headers::DEAD_AT, dead_at.as_str());
         map.insert(headers::TASK_SEQUENCE, letter.sequence.to_string().as_str());
-        map.insert(headers::FAILURE, record_json.as_str());
+        map.insert(headers::FAILURE, record_json(&record).as_str());
+
+        let max = self.topology.jetstream().client().max_payload();
+        let mut payload = letter.payload;
+        if headers_wire_len(&map) + payload.len() > max {
+            // The letter would be refused: keep the body beside it instead.
+            let object = payload_object_name(letter.sequence, &task_id);
+            self.store_payload(&object, &payload).await?;
+            map.insert(headers::PAYLOAD_OBJECT, object.as_str());
+            map.insert(headers::PAYLOAD_SIZE, payload.len().to_string().as_str());
+            payload = Bytes::new();
+            if headers_wire_len(&map) > max {
+                record.history.clear();
+                record.http = None;
+                record.error = cut(&record.error, 256);
+                map.insert(headers::FAILURE, record_json(&record).as_str());
+            }
+            let size = headers_wire_len(&map);
+            if size > max {
+                return Err(DeadLetterError::TooLarge { size, max });
+            }
+            tracing::info!(object = %object, "dead letter too large for one message: its body went to the dead-letter body store");
+        }
         let ack = self
-            .js
+            .topology
+            .jetstream()
             .send_publish(
                 subject,
-                PublishMessage::build().payload(letter.payload).headers(map),
+                PublishMessage::build().payload(payload).headers(map),
             )
             .await?;
         ack.await?;
@@ -188,6 +234,62 @@ impl DeadLetters {
         );
         Ok(())
     }
+
+    /// Stores a dead letter's body in the body store, creating the store if it is missing and
+    /// this process provisions.
+    async fn store_payload(&self, object: &str, payload: &Bytes) -> Result<(), DeadLetterError> {
+        let bucket = self.topology.subjects().dead_payloads_bucket();
+        let failed = |problem: String| DeadLetterError::PayloadStore {
+            bucket: bucket.clone(),
+            problem,
+        };
+        let store = match self.topology.dead_payload_store().await {
+            Ok(store) => store,
+            Err(missing) if self.provision => {
+                tracing::info!(error = %missing, "creating the dead-letter body store");
+                self.topology
+                    .ensure_dead_payload_store()
+                    .await
+                    .map_err(|err| failed(err.to_string()))?;
+                self.topology
+                    .dead_payload_store()
+                    .await
+                    .map_err(|err| failed(err.to_string()))?
+            }
+            Err(missing) => return Err(failed(missing.to_string())),
+        };
+        let mut reader = payload.as_ref();
+        store
+            .put(object, &mut reader)
+            .await
+            .map_err(|err| failed(err.to_string()))?;
+        Ok(())
+    }
+}
+
+fn record_json(record: &FailureRecord) -> String {
+    serde_json::to_string(record).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// `text` cut to at most `max` bytes on a character boundary.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// How long a task whose dead letter could not be written waits before the write is tried
+/// again: 5 s, doubling with each delivery, at most 5 minutes.
+pub(crate) fn retry_delay(delivered: u64) -> Duration {
+    let doublings = u32::try_from(delivered.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(6);
+    (Duration::from_secs(5) * 2u32.pow(doublings)).min(Duration::from_secs(300))
 }
 
 /// Builds the record of one failed attempt, timestamped now.

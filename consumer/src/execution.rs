@@ -21,10 +21,11 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
     context::TaskContext,
-    dead_letter::{attempt_failure, DeadLetter, DeadLetters},
+    dead_letter::{self, attempt_failure, DeadLetter, DeadLetters},
     error::FailureKind,
     handler::{CallError, Registration, Registry},
     settings::WorkerSettings,
+    stall::{StallWatch, TaskNames as StallNames},
     status::{self, Start, StatusRecorder, Tracker},
     telemetry::{self, ProcessSpan, TaskLabels, WorkerMetrics},
 };
@@ -86,6 +87,8 @@ pub(crate) struct Executor {
     pub(crate) metrics: WorkerMetrics,
     /// Status records of tracked tasks.
     pub(crate) status: StatusRecorder,
+    /// Reports handlers that block their thread.
+    pub(crate) stall: Arc<StallWatch>,
 }
 
 /// What the message says about itself, parsed once, and the handler it goes to.
@@ -102,6 +105,10 @@ struct Delivery<'a> {
     labels: TaskLabels,
     /// The message's headers, taken out of it once: the context shares them with the handler.
     headers: Arc<HeaderMap>,
+    /// JetStream's delivery count (1-based): every delivery, hand-backs included.
+    delivered: u64,
+    /// The attempt number (delivered − hand-backs, see `jetq_contract::attempts`). Known once
+    /// the attempt record was read; `delivered` until then.
     attempt: u32,
     sequence: u64,
     enqueued_at: SystemTime,
@@ -136,6 +143,22 @@ impl Executor {
         self.process_delivery(message, delivery)
             .instrument(span)
             .await
+    }
+
+    /// Gives a delivery back at once without running it (the worker is stopping, or the
+    /// server sent more than asked for). Recorded as a hand-back first: it is no attempt.
+    pub(crate) async fn hand_back_unrun(&self, message: jetstream::Message) {
+        if let Ok(info) = message.info() {
+            let sequence = info.stream_sequence;
+            if let Some((queue, task)) = self.subjects.parse_task(message.subject.as_str()) {
+                self.metrics
+                    .handed_back(&TaskLabels::new(Arc::from(queue), Arc::from(task)));
+            }
+            Box::pin(self.dead_letters.attempts().record_hand_back(sequence)).await;
+        }
+        if let Err(err) = message.ack_with(AckKind::Nak(None)).await {
+            tracing::warn!(error = %err, "could not hand a task back; it returns after ack_wait");
+        }
     }
 
     /// Reads the delivery's facts and takes its headers out of the message.
@@ -180,6 +203,7 @@ impl Executor {
             registration,
             labels,
             headers: Arc::new(headers),
+            delivered: u64::try_from(attempt).unwrap_or(1).max(1),
             attempt: u32::try_from(attempt).unwrap_or(u32::MAX).max(1),
             sequence,
             enqueued_at,
@@ -191,6 +215,13 @@ impl Executor {
         let Some(registration) = delivery.registration else {
             return Box::pin(self.unknown_task(message, delivery)).await;
         };
+        // A first delivery has no record; a redelivery may have been handed back before, which
+        // does not count as an attempt.
+        if delivery.delivered > 1 {
+            let record = Box::pin(self.dead_letters.attempts().record(delivery.sequence)).await;
+            delivery.attempt = record.attempt(delivery.delivered);
+            tracing::Span::current().set_attribute(attr::ATTEMPT, i64::from(delivery.attempt));
+        }
         let max_deliver = u32::try_from(self.settings.max_deliver).unwrap_or(u32::MAX);
         let (max_attempts, timeout) = match overrides(&delivery.headers, registration) {
             Ok(limits) => limits,
@@ -217,17 +248,38 @@ impl Executor {
             };
             return self.finish(message, &delivery, max_attempts, outcome).await;
         }
+        // The server's last delivery is kept to dead-letter the task, never to run it: a run
+        // that failed or was handed back now would leave the task stranded in the stream.
+        // Reached with attempts left only when hand-backs used up `max_deliver`.
+        if delivery.delivered >= self.settings.max_deliver.max(1) as u64 {
+            let outcome = Outcome::Dead {
+                reason: DeadReason::DeliveriesExhausted,
+                error: format!(
+                    "the task was delivered {} times (JETQ_MAX_DELIVER) with attempt {} of \
+                     {max_attempts} still to run: it was handed back too often (shutdowns, \
+                     unknown type)",
+                    delivery.delivered, delivery.attempt
+                ),
+                http: None,
+            };
+            return self.finish(message, &delivery, max_attempts, outcome).await;
+        }
         let tracked = tracks(&delivery);
         if tracked {
             match Box::pin(self.status.start(delivery.started(max_attempts))).await {
                 Start::Skip(state) => {
                     Box::pin(status::settle_skipped(&message, state)).await;
-                    return Box::pin(self.dead_letters.forget(delivery.sequence)).await;
+                    return Box::pin(self.dead_letters.attempts().forget(delivery.sequence)).await;
                 }
                 Start::Run(tracker) => delivery.status = Some(tracker),
                 Start::Unavailable => {}
             }
         }
+        // Cancelled with the task (tracked), and by `run` when the attempt is over.
+        let attempt_over = match &delivery.status {
+            Some(tracker) => tracker.cancellation().child_token(),
+            None => CancellationToken::new(),
+        };
         let context = TaskContext {
             id: delivery.id.clone(),
             queue: delivery.queue.clone(),
@@ -239,19 +291,32 @@ impl Executor {
             timeout,
             headers: delivery.headers.clone(),
             shutdown: self.shutdown.clone(),
+            attempt_over: attempt_over.clone(),
             status: status::ContextStatus::of(delivery.status.clone(), tracked),
         };
         tracing::debug!("task started");
         let started = Instant::now();
         let outcome = {
             let _running = self.metrics.running(&delivery.labels);
-            self.run(&message, registration, context, timeout).await
+            let names = StallNames {
+                id: delivery.id.clone(),
+                queue: delivery.queue.clone(),
+                task: delivery.task.clone(),
+            };
+            let watched = self.stall.watch(
+                names,
+                delivery.labels.clone(),
+                registration.handler.call(&message.payload, context),
+            );
+            self.run(&message, watched, registration, timeout, attempt_over)
+                .await
         };
         if let Some(tracker) = delivery.status.as_ref().filter(|t| t.is_cancelled()) {
             if !matches!(outcome, Outcome::HandedBack) {
                 self.metrics
                     .duration(&delivery.labels, "cancelled", started.elapsed());
-                return Box::pin(status::settle_cancelled(&message, tracker)).await;
+                Box::pin(status::settle_cancelled(&message, tracker)).await;
+                return Box::pin(self.dead_letters.attempts().forget(delivery.sequence)).await;
             }
         }
         let label = match &outcome {
@@ -272,12 +337,15 @@ impl Executor {
     async fn run(
         &self,
         message: &jetstream::Message,
+        handler: impl std::future::Future<Output = Result<(), CallError>>,
         registration: &Registration,
-        context: TaskContext,
         timeout: Duration,
+        attempt_over: CancellationToken,
     ) -> Outcome {
-        let call =
-            AssertUnwindSafe(registration.handler.call(&message.payload, context)).catch_unwind();
+        // Whatever ends the attempt (timeout, hand-back, an outcome), work the handler moved to
+        // a blocking thread learns it through the context's cancellation token.
+        let _attempt_over = attempt_over.drop_guard();
+        let call = AssertUnwindSafe(handler).catch_unwind();
         let timed = tokio::time::timeout(timeout, call);
         tokio::pin!(timed);
         let interval = self.settings.heartbeat_interval();
@@ -357,8 +425,8 @@ impl Executor {
                 if let Err(err) = message.ack().await {
                     tracing::warn!(error = %err, "could not ack a finished task; it will run again");
                 }
-                if delivery.attempt > 1 {
-                    Box::pin(self.dead_letters.forget(delivery.sequence)).await;
+                if delivery.delivered > 1 {
+                    Box::pin(self.dead_letters.attempts().forget(delivery.sequence)).await;
                 }
                 tracing::debug!("task succeeded");
             }
@@ -371,7 +439,7 @@ impl Executor {
                 telemetry::record_failure(&span, attempt_error_type(outcome), &error);
                 if delivery.attempt >= max_attempts {
                     span.set_attribute(attr::OUTCOME, "dead_lettered");
-                    Box::pin(self.dead_letters.record_failure(
+                    Box::pin(self.dead_letters.attempts().record_failure(
                         delivery.sequence,
                         attempt_failure(delivery.attempt, outcome, &error),
                     ))
@@ -396,7 +464,7 @@ impl Executor {
                 tracing::warn!(%error, retry_in = ?delay, "attempt failed; will retry");
                 span.set_attribute(attr::OUTCOME, "retried");
                 self.metrics.retried(&delivery.labels);
-                Box::pin(self.dead_letters.record_failure(
+                Box::pin(self.dead_letters.attempts().record_failure(
                     delivery.sequence,
                     attempt_failure(delivery.attempt, outcome, &error),
                 ))
@@ -423,6 +491,14 @@ impl Executor {
                 if let Some(tracker) = &delivery.status {
                     Box::pin(tracker.handed_back()).await;
                 }
+                // Before the NAK: the next delivery must see that this one was no attempt.
+                self.metrics.handed_back(&delivery.labels);
+                Box::pin(
+                    self.dead_letters
+                        .attempts()
+                        .record_hand_back(delivery.sequence),
+                )
+                .await;
                 if let Err(err) = message.ack_with(AckKind::Nak(None)).await {
                     tracing::warn!(error = %err, "could not hand a task back; it returns after ack_wait");
                 }
@@ -460,14 +536,16 @@ impl Executor {
                 if let Err(err) = message.ack_with(AckKind::Term).await {
                     tracing::warn!(error = %err, "dead letter written but the task was not terminated; it will be dead-lettered again (deduplicated)");
                 }
-                self.dead_letters.forget(delivery.sequence).await;
+                self.dead_letters.attempts().forget(delivery.sequence).await;
             }
             Err(err) => {
-                tracing::error!(error = %err, "could not write the dead letter; retrying later");
-                if let Err(err) = message
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
-                    .await
-                {
+                // The task stays in the stream (never dropped). Retry with a growing delay: a
+                // cause that lasts (a full dead-letter stream, missing permissions) must not
+                // flood the logs; `jetq.tasks.dead_letter_failures` and `jetq queues`
+                // (STRANDED) show it.
+                let delay = dead_letter::retry_delay(delivery.delivered);
+                tracing::error!(error = %err, retry_in = ?delay, "could not write the dead letter; the task stays in the task stream and the write is retried");
+                if let Err(err) = message.ack_with(AckKind::Nak(Some(delay))).await {
                     tracing::warn!(error = %err, "could not NAK the task either; it returns after ack_wait");
                 }
             }
@@ -482,11 +560,11 @@ impl Executor {
             .duration_since(delivery.enqueued_at)
             .unwrap_or_default();
         let grace = self.settings.unknown_task_grace;
-        let last_delivery = i64::from(delivery.attempt) >= self.settings.max_deliver - 1;
+        let last_delivery = delivery.delivered as i64 >= self.settings.max_deliver - 1;
         if age >= grace || last_delivery {
             let error = format!(
                 "no worker has a handler for task {} on queue {} (waited {:?}, {} deliveries)",
-                delivery.task, delivery.queue, age, delivery.attempt
+                delivery.task, delivery.queue, age, delivery.delivered
             );
             let span = tracing::Span::current();
             telemetry::record_failure(&span, DeadReason::UnknownTask.as_str(), &error);
@@ -497,11 +575,19 @@ impl Executor {
         }
         // Spread the remaining deliveries over the remaining grace period.
         let deliveries_left =
-            (self.settings.max_deliver - 1 - i64::from(delivery.attempt)).max(1) as u32;
+            (self.settings.max_deliver - 1 - delivery.delivered as i64).max(1) as u32;
         let delay = ((grace - age) / deliveries_left)
             .clamp(Duration::from_millis(200), UNKNOWN_TASK_MAX_DELAY);
         tracing::warn!(retry_in = ?delay, "no handler for this task type here; handing it back");
         tracing::Span::current().set_attribute(attr::OUTCOME, "handed_back");
+        // A worker that knows the type later starts at attempt 1.
+        self.metrics.handed_back(&delivery.labels);
+        Box::pin(
+            self.dead_letters
+                .attempts()
+                .record_hand_back(delivery.sequence),
+        )
+        .await;
         if let Err(err) = message.ack_with(AckKind::Nak(Some(delay))).await {
             tracing::warn!(error = %err, "could not hand back an unknown task");
         }

@@ -12,7 +12,14 @@
 //!   deliveries ran out anyway.
 //! - **Bounded buffering.** A worker pulls at most as many tasks as it has free slots.
 //! - **Graceful shutdown.** Stop pulling, let running tasks finish within the grace period,
-//!   hand the rest back at once.
+//!   hand the rest back at once. A hand-back is not an attempt: rolling deploys never use up a
+//!   task's attempts (`jetq_contract::attempts`).
+//! - **Dead letters that fit.** A task accepted near the server's `max_payload` is still
+//!   dead-lettered: its body goes to the dead-letter body store (`jetq_contract::dead`).
+//! - **Blocking work is visible.** A handler must not block its thread (its heartbeats and
+//!   timeout share it): blocking work goes to `spawn_blocking` with
+//!   [`TaskContext::cancellation_token`]; a poll that holds its thread too long is logged and
+//!   counted (`jetq.tasks.stalled`).
 //! - **Observable.** Every attempt runs in a `process <subject>` span (kind CONSUMER) that
 //!   continues the producer's trace from the task's `traceparent`; outcomes, durations, in-flight
 //!   tasks and queue lag are OpenTelemetry metrics; [`Worker::health`] feeds `/readyz`
@@ -21,12 +28,14 @@
 //!   handlers report progress, keep results, store artifacts and see cancellations through the
 //!   [`TaskContext`] (see `docs/STATUS.md`).
 
+mod attempts;
 mod context;
 mod dead_letter;
 mod error;
 mod execution;
 mod handler;
 mod settings;
+mod stall;
 mod status;
 mod sweeper;
 mod telemetry;
@@ -40,3 +49,7 @@ pub use settings::WorkerSettings;
 pub use status::{ArtifactWriter, StatusError};
 pub use telemetry::{NotReady, WorkerHealth};
 pub use worker::{shutdown_signal, Worker, WorkerBuilder};
+
+/// The token type of [`TaskContext::cancellation_token`], re-exported so handlers need not
+/// depend on `tokio-util` themselves.
+pub use tokio_util::sync::CancellationToken;

@@ -466,6 +466,11 @@ impl Tracker {
         self.cancelled.is_cancelled()
     }
 
+    /// A token cancelled with the task (the parent of the attempt's own token).
+    pub(crate) fn cancellation(&self) -> &CancellationToken {
+        &self.cancelled
+    }
+
     /// Stops the cancellation watch: the attempt is over.
     pub(crate) fn close(&self) {
         self.done.cancel();

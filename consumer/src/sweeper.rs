@@ -23,7 +23,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    dead_letter::{DeadLetter, DeadLetters},
+    dead_letter::{self, DeadLetter, DeadLetters},
     status::{self, StatusRecorder},
 };
 
@@ -94,8 +94,12 @@ impl Sweeper {
         let action = match outcome {
             Ok(()) => AckKind::Ack,
             Err(err) => {
-                tracing::warn!(sequence = parsed.stream_seq, error = %err, "sweeper will retry");
-                AckKind::Nak(Some(Duration::from_secs(5)))
+                // Backs off like a worker's failed dead-letter write: a lasting cause must not
+                // repeat every few seconds forever (the metric and `jetq queues` show it).
+                let delivered = advisory.info().map(|info| info.delivered).unwrap_or(1);
+                let delay = dead_letter::retry_delay(u64::try_from(delivered).unwrap_or(1));
+                tracing::warn!(sequence = parsed.stream_seq, error = %err, retry_in = ?delay, "sweeper could not move a stranded task to dead letters; will retry");
+                AckKind::Nak(Some(delay))
             }
         };
         if let Err(err) = advisory.ack_with(action).await {
@@ -152,7 +156,7 @@ impl Sweeper {
             .delete_message(sequence)
             .await
             .map_err(|err| format!("dead letter written but task {sequence} not deleted: {err}"))?;
-        self.dead_letters.forget(sequence).await;
+        self.dead_letters.attempts().forget(sequence).await;
         Ok(())
     }
 }

@@ -56,6 +56,9 @@ pub(crate) struct WorkerMetrics {
     failed: Counter<u64>,
     retried: Counter<u64>,
     dead_lettered: Counter<u64>,
+    dead_letter_failures: Counter<u64>,
+    handed_back: Counter<u64>,
+    stalled: Counter<u64>,
     duration: Histogram<f64>,
     in_flight: UpDownCounter<i64>,
     pending: Gauge<u64>,
@@ -81,6 +84,18 @@ impl WorkerMetrics {
             dead_lettered: meter
                 .u64_counter(names::DEAD_LETTERED)
                 .with_description("Tasks written to the dead-letter stream, by jetq.dead.reason")
+                .build(),
+            dead_letter_failures: meter
+                .u64_counter(names::DEAD_LETTER_FAILURES)
+                .with_description("Dead-letter writes that failed, by error.type; the task stays in the task stream and is retried")
+                .build(),
+            handed_back: meter
+                .u64_counter(names::HANDED_BACK)
+                .with_description("Deliveries handed back without an outcome (shutdown, unknown type); not attempts")
+                .build(),
+            stalled: meter
+                .u64_counter(names::STALLED)
+                .with_description("Handler polls that blocked their thread past the stall threshold")
                 .build(),
             duration: meter
                 .f64_histogram(names::DURATION)
@@ -123,6 +138,19 @@ impl WorkerMetrics {
     pub(crate) fn dead_lettered(&self, labels: &TaskLabels, reason: &'static str) {
         self.dead_lettered
             .add(1, &labels.with(attr::DEAD_REASON, reason));
+    }
+
+    pub(crate) fn dead_letter_failed(&self, labels: &TaskLabels, error_type: &'static str) {
+        self.dead_letter_failures
+            .add(1, &labels.with(attr::ERROR_TYPE, error_type));
+    }
+
+    pub(crate) fn handed_back(&self, labels: &TaskLabels) {
+        self.handed_back.add(1, &labels.0);
+    }
+
+    pub(crate) fn stalled(&self, labels: &TaskLabels) {
+        self.stalled.add(1, &labels.0);
     }
 
     pub(crate) fn duration(&self, labels: &TaskLabels, outcome: &'static str, took: Duration) {

@@ -28,6 +28,12 @@ pub const DEAD_AT: &str = "Jetq-Dead-At";
 pub const TASK_SEQUENCE: &str = "Jetq-Task-Sequence";
 /// On a dead letter: the failure record as compact JSON ([`crate::FailureRecord`]).
 pub const FAILURE: &str = "Jetq-Failure";
+/// On a dead letter whose task body did not fit in one message beside its failure record: the
+/// name of the object in the `<PREFIX>_DEAD_PAYLOADS` object store that holds the body. The dead
+/// letter's own body is then empty. See [`crate::dead`].
+pub const PAYLOAD_OBJECT: &str = "Jetq-Payload-Object";
+/// On a dead letter with [`PAYLOAD_OBJECT`]: the body's size in bytes.
+pub const PAYLOAD_SIZE: &str = "Jetq-Payload-Size";
 
 /// On a delayed task: the earliest time it may run, RFC 3339 UTC. The scheduler releases the task
 /// to its task subject at (never before) this time. Kept on the released task.

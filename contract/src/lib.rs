@@ -4,13 +4,16 @@
 //! - [`name`]: the validation of queue and task names (they become subject tokens);
 //! - [`Subjects`]: every subject, stream, consumer and bucket name, from one prefix;
 //! - [`headers`]: the header names of the protocol (see `docs/PROTOCOL.md`);
-//! - [`FailureRecord`]: what a dead letter says about how its task died;
+//! - [`FailureRecord`]: what a dead letter says about how its task died; [`attempts`]: which
+//!   deliveries count as attempts (hand-backs do not);
 //! - [`ConnectionConfig`] and [`connect()`]: configuration from `JETQ_*` and a version-checked
 //!   connection; [`Topology`]: idempotent provisioning of streams and queue consumers;
 //! - [`otel`]: W3C trace-context propagation in headers, span attribute and metric names;
 //! - [`status`]: status records of tracked tasks ([`TaskStatus`]), their KV keys and buckets.
 
+pub mod attempts;
 pub mod config;
+pub mod dead;
 #[cfg(feature = "config-file")]
 pub mod config_file;
 pub mod connect;

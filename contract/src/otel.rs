@@ -125,6 +125,16 @@ pub mod metrics {
     pub const RETRIED: &str = "jetq.tasks.retried";
     /// Counter: tasks written to the dead-letter stream.
     pub const DEAD_LETTERED: &str = "jetq.tasks.dead_lettered";
+    /// Counter: dead-letter writes that failed, by `error.type` (`publish`, `payload_store`,
+    /// `too_large`). The task stays in the task stream and the write is retried; a rising count
+    /// means tasks that cannot end anywhere a user sees them.
+    pub const DEAD_LETTER_FAILURES: &str = "jetq.tasks.dead_letter_failures";
+    /// Counter: deliveries handed back without an outcome (shutdown, unknown type); they do
+    /// not count as attempts.
+    pub const HANDED_BACK: &str = "jetq.tasks.handed_back";
+    /// Counter: handler polls that held their thread longer than the stall threshold (a
+    /// blocking or CPU-bound handler that should use `spawn_blocking`).
+    pub const STALLED: &str = "jetq.tasks.stalled";
     /// Histogram (seconds): how long each attempt's handler ran.
     pub const DURATION: &str = "jetq.task.duration";
     /// Up-down counter: attempts running now in this process.

@@ -14,6 +14,7 @@
 //! | scheduler state KV bucket | `JETQ_SCHEDULER` |
 //! | task status KV bucket | `JETQ_STATUS` |
 //! | task artifact object store | `JETQ_ARTIFACTS` |
+//! | bodies of dead letters too large to carry their own | `JETQ_DEAD_PAYLOADS` (object store) |
 
 use crate::name::{validate, NameError, NameKind};
 
@@ -132,6 +133,12 @@ impl Subjects {
     /// Name of the object store holding the artifacts of tracked tasks.
     pub fn artifacts_bucket(&self) -> String {
         format!("{}_ARTIFACTS", self.upper)
+    }
+
+    /// Name of the object store holding the bodies of dead letters that would not fit in one
+    /// message with their failure record (see `docs/PROTOCOL.md`, dead letters).
+    pub fn dead_payloads_bucket(&self) -> String {
+        format!("{}_DEAD_PAYLOADS", self.upper)
     }
 
     /// The durable pull consumer of a queue. KEDA's `consumer` field names this.

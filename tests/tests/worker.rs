@@ -548,7 +548,11 @@ async fn an_unknown_task_type_is_handed_back_until_a_worker_knows_it() {
         .unwrap();
     let (_stop_new, _new_run) = spawn_worker(new);
     let attempt = next(&mut rx, "the new worker to run the task").await;
-    assert!(attempt >= 2, "it was handed back before: attempt {attempt}");
+    // It was handed back at least once before, and hand-backs are not attempts.
+    assert_eq!(
+        attempt, 1,
+        "hand-backs of an unknown type do not use up attempts"
+    );
     assert_eq!(stream_len(&js, "JETQ_DEAD").await, 0);
 }
 
@@ -649,12 +653,90 @@ async fn shutdown_lets_short_tasks_finish_and_hands_long_ones_to_another_worker_
         "the long task to be picked up by the second worker",
     )
     .await;
-    assert_eq!((who, what, n, attempt), ("second", "start", 2, 2));
+    // Handed back at the end of the grace period: not a failed attempt.
+    assert_eq!((who, what, n, attempt), ("second", "start", 2, 1));
     let waited = stop_at.elapsed();
     assert!(
         waited < Duration::from_secs(10),
         "handed back at once, not after ack_wait (20 s): {waited:?}"
     );
+}
+
+/// A long task interrupted by more rolling deploys than it has attempts: each hand-back at the
+/// end of the shutdown grace is no attempt, so it completes with the count of its one real
+/// failure instead of being dead-lettered as exhausted.
+#[tokio::test]
+async fn a_long_task_survives_more_rolling_restarts_than_attempts_and_counts_only_real_failures() {
+    init_logs();
+    let server = NatsServer::start().await;
+    let js = raw_jetstream(&server).await;
+    // Job allows 3 attempts; 1 real failure + 5 restarts = 6 deliveries before the last one.
+    const RESTARTS: u32 = 5;
+    let (tx, mut rx) = mpsc::unbounded_channel::<(u32, u32, &'static str)>();
+    let make = |generation: u32, tx: mpsc::UnboundedSender<(u32, u32, &'static str)>| {
+        worker(&server)
+            .ack_wait(Duration::from_secs(20))
+            .shutdown_grace(Duration::from_millis(200))
+            .handler(move |_job: Job, ctx: TaskContext| {
+                let tx = tx.clone();
+                async move {
+                    tx.send((generation, ctx.attempt(), "start")).ok();
+                    if generation == 0 {
+                        return Err(TaskError::retry("a real failure"));
+                    }
+                    if generation <= RESTARTS {
+                        // Longer than the grace: this run is interrupted by the deploy.
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
+                    tx.send((generation, ctx.attempt(), "done")).ok();
+                    ok()
+                }
+            })
+            .build()
+    };
+    producer(&server)
+        .await
+        .enqueue(&Job {
+            n: 1,
+            note: "long".into(),
+        })
+        .await
+        .unwrap();
+    // Generation 0 fails once (a real failure), then keeps the task for its retry... which
+    // goes to generation 0 again: stop it after its first failure so generation 1 gets it.
+    let first = make(0, tx.clone()).await.unwrap();
+    let (stop, run) = spawn_worker(first);
+    assert_eq!(next(&mut rx, "the first attempt").await, (0, 1, "start"));
+    let _ = stop.send(());
+    within(WAIT, "generation 0 to stop", run).await.unwrap();
+    for generation in 1..=RESTARTS {
+        let worker = make(generation, tx.clone()).await.unwrap();
+        let (stop, run) = spawn_worker(worker);
+        let (seen_generation, attempt, what) = next(
+            &mut rx,
+            &format!("generation {generation} to start the task"),
+        )
+        .await;
+        assert_eq!((seen_generation, what), (generation, "start"));
+        assert_eq!(
+            attempt, 2,
+            "generation {generation}: one real failure before, the hand-backs do not count"
+        );
+        let _ = stop.send(());
+        within(WAIT, "a rolling restart", run).await.unwrap();
+    }
+    let last = make(RESTARTS + 1, tx).await.unwrap();
+    let (_stop, _run) = spawn_worker(last);
+    assert_eq!(
+        next(&mut rx, "the last run").await,
+        (RESTARTS + 1, 2, "start")
+    );
+    assert_eq!(
+        next(&mut rx, "the task to finish").await,
+        (RESTARTS + 1, 2, "done")
+    );
+    common::await_drained(&js).await;
+    assert_eq!(stream_len(&js, "JETQ_DEAD").await, 0, "never dead-lettered");
 }
 
 #[tokio::test]

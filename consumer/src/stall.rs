@@ -1,0 +1,204 @@
+//! Detecting handlers that block their thread.
+//!
+//! An attempt's handler, its heartbeats and its timeout share one async task: a handler that
+//! runs CPU-bound code or a blocking call without yielding stops all three. Its heartbeats stop,
+//! so the server redelivers it to another worker while it still runs, and its timeout cannot
+//! fire. The supported way is `tokio::task::spawn_blocking` with the context's
+//! [`cancellation_token`](crate::TaskContext::cancellation_token) (see `docs/RELIABILITY.md`).
+//!
+//! This module makes the mistake visible. Every poll of a handler's future marks the time it
+//! started in a [`Slot`]; a watchdog thread (a plain OS thread, so a blocked async runtime
+//! cannot stop it) looks at the running slots a few times per threshold and reports a poll that
+//! has held its thread longer than the threshold — once per poll, with the task's id and type —
+//! as an error log and the `jetq.tasks.stalled` counter.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, Weak,
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use crate::telemetry::{TaskLabels, WorkerMetrics};
+
+/// The longest a handler's poll may hold its thread before it is reported.
+const MAX_THRESHOLD: Duration = Duration::from_secs(1);
+
+/// The running attempts of one worker and the watchdog that looks at them.
+pub(crate) struct StallWatch {
+    slots: Mutex<HashMap<u64, Arc<Slot>>>,
+    next_key: AtomicU64,
+    /// Time base of [`Slot::polling_since`].
+    epoch: Instant,
+    threshold: Duration,
+    metrics: WorkerMetrics,
+}
+
+/// One running attempt.
+pub(crate) struct Slot {
+    /// Milliseconds after the epoch at which the current poll started, plus one; 0 when the
+    /// handler is not being polled.
+    polling_since: AtomicU64,
+    /// The current poll was reported already.
+    reported: AtomicBool,
+    names: TaskNames,
+    labels: TaskLabels,
+}
+
+/// Which task a slot runs, for the report.
+pub(crate) struct TaskNames {
+    pub(crate) id: Arc<str>,
+    pub(crate) queue: Arc<str>,
+    pub(crate) task: Arc<str>,
+}
+
+impl StallWatch {
+    /// A watch reporting polls longer than half the heartbeat interval (at most 1 s): by then a
+    /// blocked handler has put its next heartbeat at risk. Starts the watchdog thread, which
+    /// ends when the watch is dropped.
+    pub(crate) fn start(heartbeat_interval: Duration, metrics: WorkerMetrics) -> Arc<Self> {
+        let threshold = (heartbeat_interval / 2).clamp(Duration::from_millis(50), MAX_THRESHOLD);
+        let watch = Arc::new(StallWatch {
+            slots: Mutex::new(HashMap::new()),
+            next_key: AtomicU64::new(0),
+            epoch: Instant::now(),
+            threshold,
+            metrics,
+        });
+        let weak = Arc::downgrade(&watch);
+        let spawned = std::thread::Builder::new()
+            .name("jetq-stall-watch".into())
+            .spawn(move || watchdog(weak, threshold / 4));
+        if let Err(err) = spawned {
+            tracing::warn!(error = %err, "could not start the stall watchdog; blocked handlers are reported only when they yield");
+        }
+        watch
+    }
+
+    /// Wraps a handler's future so its polls are watched while it runs.
+    pub(crate) fn watch<F: Future>(
+        self: &Arc<Self>,
+        names: TaskNames,
+        labels: TaskLabels,
+        future: F,
+    ) -> Watched<F> {
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(Slot {
+            polling_since: AtomicU64::new(0),
+            reported: AtomicBool::new(false),
+            names,
+            labels,
+        });
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.insert(key, slot.clone());
+        }
+        Watched {
+            future,
+            slot,
+            watch: self.clone(),
+            _registered: Registered {
+                key,
+                watch: Arc::downgrade(self),
+            },
+        }
+    }
+
+    fn now_mark(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
+    }
+
+    /// Reports `slot` if its current poll has run past the threshold and was not reported.
+    fn check(&self, slot: &Slot, now_mark: u64) {
+        let since = slot.polling_since.load(Ordering::Acquire);
+        if since == 0 {
+            return;
+        }
+        let held = Duration::from_millis(now_mark.saturating_sub(since));
+        if held > self.threshold && !slot.reported.swap(true, Ordering::AcqRel) {
+            self.report(slot, held, "is still running");
+        }
+    }
+
+    fn report(&self, slot: &Slot, held: Duration, state: &str) {
+        tracing::error!(
+            task_id = %slot.names.id,
+            queue = %slot.names.queue,
+            task = %slot.names.task,
+            held = ?held,
+            threshold = ?self.threshold,
+            "a handler blocked its thread for {held:?} in one poll and {state}: heartbeats and \
+             the timeout of its attempt cannot run meanwhile, so the task may be redelivered \
+             while it runs. Run blocking or CPU-bound work with tokio::task::spawn_blocking \
+             and the context's cancellation_token()"
+        );
+        self.metrics.stalled(&slot.labels);
+    }
+}
+
+/// The watchdog thread: looks at every running slot each `period` until the watch is gone.
+fn watchdog(watch: Weak<StallWatch>, period: Duration) {
+    loop {
+        std::thread::sleep(period);
+        let Some(watch) = watch.upgrade() else { return };
+        let now = watch.now_mark();
+        let slots: Vec<Arc<Slot>> = match watch.slots.lock() {
+            Ok(slots) => slots.values().cloned().collect(),
+            Err(_) => return,
+        };
+        for slot in slots {
+            watch.check(&slot, now);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A handler's future whose polls are timed.
+    pub(crate) struct Watched<F> {
+        #[pin]
+        future: F,
+        slot: Arc<Slot>,
+        watch: Arc<StallWatch>,
+        _registered: Registered,
+    }
+}
+
+impl<F: Future> Future for Watched<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let started = this.watch.now_mark();
+        this.slot.reported.store(false, Ordering::Release);
+        this.slot.polling_since.store(started, Ordering::Release);
+        let result = this.future.poll(cx);
+        this.slot.polling_since.store(0, Ordering::Release);
+        let held = Duration::from_millis(this.watch.now_mark().saturating_sub(started));
+        if held > this.watch.threshold && !this.slot.reported.swap(true, Ordering::AcqRel) {
+            this.watch.report(this.slot, held, "has yielded since");
+        }
+        result
+    }
+}
+
+/// Removes a slot from the watch when its attempt's future is dropped.
+struct Registered {
+    key: u64,
+    watch: Weak<StallWatch>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Some(watch) = self.watch.upgrade() {
+            if let Ok(mut slots) = watch.slots.lock() {
+                slots.remove(&self.key);
+            }
+        }
+    }
+}
