@@ -78,7 +78,11 @@ impl TaskOptions {
         self
     }
 
-    /// Sets the per-attempt timeout.
+    /// Sets the per-attempt timeout. When it runs out the worker stops waiting for the handler
+    /// (its future is dropped) and the attempt fails as `timeout`. A handler that blocks its
+    /// thread (CPU-bound work, a blocking call) cannot be stopped that way and stops its own
+    /// heartbeats: run such work on `tokio::task::spawn_blocking` and check the context's
+    /// `cancellation_token()` (see `docs/RELIABILITY.md`).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

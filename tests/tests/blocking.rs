@@ -116,6 +116,7 @@ async fn blocking_work_on_spawn_blocking_keeps_heartbeats_and_stops_at_its_timeo
     assert!(!long.1, "the long work ran to its end");
     assert!(long.2 >= Duration::from_millis(4500));
     let runaway = seen.iter().find(|s| s.0 == "runaway").expect("runaway");
+    eprintln!("runaway stopped after {:?}; long work took {:?}", runaway.2, long.2);
     assert!(runaway.1, "the runaway work saw the cancellation");
     assert!(
         runaway.2 >= Duration::from_secs(1) && runaway.2 < Duration::from_secs(3),

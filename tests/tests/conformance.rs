@@ -26,6 +26,25 @@ struct Vectors {
     invalid_prefixes: Vec<InvalidPrefix>,
     delayed: Vec<Delayed>,
     status_keys: Vec<StatusKey>,
+    dead_payload_objects: Vec<DeadPayloadObject>,
+    attempts: Vec<AttemptVector>,
+}
+
+/// Where a dead letter's body is stored when it does not fit (PROTOCOL §5).
+#[derive(Debug, Deserialize)]
+struct DeadPayloadObject {
+    sequence: u64,
+    task_id: String,
+    object: String,
+}
+
+/// An attempt record and a delivery count, and the attempt number (PROTOCOL §4).
+#[derive(Debug, Deserialize)]
+struct AttemptVector {
+    name: String,
+    record: Option<String>,
+    delivered: u64,
+    attempt: u32,
 }
 
 /// A due time and where a delayed task due then is published (PROTOCOL §7).
@@ -166,6 +185,33 @@ fn delayed_subjects_and_not_before_headers_match_the_vectors() {
         assert_eq!(
             jetq_contract::time::format(due),
             vector.not_before,
+            "{}",
+            vector.name
+        );
+    }
+}
+
+#[test]
+fn dead_payload_objects_and_attempt_numbers_match_the_vectors() {
+    let vectors = vectors();
+    assert!(!vectors.dead_payload_objects.is_empty() && !vectors.attempts.is_empty());
+    for vector in &vectors.dead_payload_objects {
+        assert_eq!(
+            jetq_contract::dead::payload_object_name(vector.sequence, &vector.task_id),
+            vector.object,
+            "{vector:?}"
+        );
+    }
+    for vector in &vectors.attempts {
+        // An unreadable record counts as none, as the worker reads it.
+        let record = vector
+            .record
+            .as_deref()
+            .and_then(|json| jetq_contract::attempts::AttemptRecord::from_json(json.as_bytes()).ok())
+            .unwrap_or_default();
+        assert_eq!(
+            record.attempt(vector.delivered),
+            vector.attempt,
             "{}",
             vector.name
         );

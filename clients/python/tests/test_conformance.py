@@ -13,7 +13,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 import jetq
 from jetq import AsyncProducer, ConfigError, InvalidKey, InvalidName
-from jetq.protocol import Subjects, parse_timestamp, prepare
+from jetq.protocol import Subjects, attempt_number, dead_payload_object, parse_timestamp, prepare
 from jetq.status import id_from_key, status_key
 from jetq.testing import NatsServer, create_task_stream, stored_tasks
 
@@ -92,6 +92,17 @@ def test_delayed_vector_is_prepared_exactly(vector: Dict[str, Any]) -> None:
 def test_status_key_vector(vector: Dict[str, Any]) -> None:
     assert status_key(vector["id"]) == vector["key"]
     assert id_from_key(vector["key"]) == vector["id"]
+
+
+@pytest.mark.parametrize("vector", VECTORS["dead_payload_objects"], ids=[v["object"] for v in VECTORS["dead_payload_objects"]])
+def test_dead_payload_object_vector(vector: Dict[str, Any]) -> None:
+    assert dead_payload_object(vector["sequence"], vector["task_id"]) == vector["object"]
+
+
+@pytest.mark.parametrize("vector", VECTORS["attempts"], ids=ids(VECTORS["attempts"]))
+def test_attempt_number_vector(vector: Dict[str, Any]) -> None:
+    record = vector["record"].encode() if vector["record"] is not None else None
+    assert attempt_number(record, vector["delivered"]) == vector["attempt"]
 
 
 @pytest.mark.parametrize("vector", VECTORS["invalid_prefixes"], ids=ids(VECTORS["invalid_prefixes"]))

@@ -38,6 +38,10 @@ __all__ = [
     "due_time",
     "due_second",
     "parse_timestamp",
+    "attempt_number",
+    "dead_payload_object",
+    "PAYLOAD_OBJECT",
+    "PAYLOAD_SIZE",
     "header_block_size",
     "is_valid_traceparent",
 ]
@@ -432,3 +436,33 @@ def header_block_size(headers: Dict[str, str]) -> int:
     for name, value in headers.items():
         size += len(name.encode()) + 2 + len(value.encode()) + 2
     return size
+
+
+#: On a dead letter whose body did not fit beside its failure headers: the object in the
+#: ``<PREFIX>_DEAD_PAYLOADS`` object store holding the body (PROTOCOL.md §5).
+PAYLOAD_OBJECT = "Jetq-Payload-Object"
+#: With ``PAYLOAD_OBJECT``: the body's size in bytes.
+PAYLOAD_SIZE = "Jetq-Payload-Size"
+
+
+def dead_payload_object(sequence: int, task_id: str) -> str:
+    """The object name of the body of a dead letter too large to carry it (PROTOCOL.md §5):
+    ``<task stream sequence>-<task id's UTF-8 bytes as lower-case hex>``."""
+    return f"{sequence}-{task_id.encode().hex()}"
+
+
+def attempt_number(record: Optional[bytes], delivered: int) -> int:
+    """The attempt number of a delivery (PROTOCOL.md §4): JetStream's delivery count minus the
+    hand-backs in the task's attempt record (``JETQ_ATTEMPTS``), never below 1. ``record`` is the
+    stored value, or ``None`` when there is none; an unreadable record counts as none."""
+    hand_backs = 0
+    if record is not None:
+        try:
+            parsed = json.loads(record)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            value = parsed.get("hand_backs", 0)
+            if isinstance(value, int) and value >= 0:
+                hand_backs = value
+    return max(1, delivered - hand_backs)
