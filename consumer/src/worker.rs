@@ -2,7 +2,7 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use async_nats::jetstream::{consumer::PullConsumer, AckKind};
+use async_nats::jetstream::consumer::PullConsumer;
 use bytes::Bytes;
 use futures::StreamExt;
 use jetq_contract::{
@@ -13,12 +13,14 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    attempts::Attempts,
     context::TaskContext,
     dead_letter::DeadLetters,
     error::{TaskError, WorkerError},
     execution::Executor,
     handler::{Registration, Registry},
     settings::WorkerSettings,
+    stall::StallWatch,
     status::StatusRecorder,
     sweeper::Sweeper,
     telemetry::{self, WorkerHealth, WorkerMetrics},
@@ -270,6 +272,7 @@ impl WorkerBuilder {
         };
         let any_tracked = registry.registrations().any(|r| r.options.track_status);
         let recheck = self.settings.heartbeat_interval();
+        let dead_letter_topology = topology.clone();
         let status = StatusRecorder::new(
             topology,
             client.clone(),
@@ -279,7 +282,12 @@ impl WorkerBuilder {
         )
         .await?;
         let metrics = WorkerMetrics::new(&meter);
-        let dead_letters = DeadLetters::new(js.clone(), subjects.clone(), history, metrics.clone());
+        let dead_letters = DeadLetters::new(
+            dead_letter_topology,
+            Attempts::new(history),
+            metrics.clone(),
+            self.settings.provision,
+        );
         Ok(Worker {
             health: WorkerHealth::new(client.clone()),
             metrics,
@@ -441,6 +449,7 @@ impl Worker {
             hand_back: hand_back.clone(),
             metrics: self.metrics.clone(),
             status: self.status.clone(),
+            stall: StallWatch::start(self.settings.heartbeat_interval(), self.metrics.clone()),
         });
         loops.push(tokio::spawn(telemetry::watch_queues(
             self.consumers.clone(),
@@ -590,7 +599,7 @@ async fn pull_loop(
                     Some(Ok(message)) => {
                         let Some(permit) = permits.pop() else {
                             // The server sent more than requested; never run it unslotted.
-                            let _ = message.ack_with(AckKind::Nak(None)).await;
+                            executor.hand_back_unrun(message).await;
                             continue;
                         };
                         let executor = executor.clone();
@@ -613,7 +622,7 @@ async fn pull_loop(
                     // still delivers goes straight back, so nothing waits out ack_wait here.
                     let deadline = tokio::time::Instant::now() + expires + Duration::from_secs(1);
                     while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, batch.next()).await {
-                        let _ = message.ack_with(AckKind::Nak(None)).await;
+                        executor.hand_back_unrun(message).await;
                     }
                     return;
                 }
