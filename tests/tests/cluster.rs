@@ -3,6 +3,10 @@
 //! acknowledged task is lost and processing resumes without operator action. While only one
 //! node is up there is no quorum: enqueues fail with a clear error (never hang) and nothing is
 //! delivered until a second node returns.
+//!
+//! A cold start: on a fresh cluster, four worker processes, a scheduler and the provisioner
+//! started at the same instant all become ready (issue #26 item 1: workers used to crash-loop,
+//! one stream further on each restart).
 
 mod common;
 
@@ -11,8 +15,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::StreamExt;
 use jetq_consumer::Worker;
-use jetq_contract::{ConnectionConfig, StreamSettings};
+use jetq_contract::{ConnectionConfig, StreamSettings, Topology};
 use jetq_producer::{EnqueueError, Producer};
 use jetq_tests::*;
 
@@ -177,4 +182,136 @@ async fn killing_the_leader_and_a_second_node_loses_no_acknowledged_task() {
         processed.len(),
         restored_at.elapsed()
     );
+}
+
+/// A `test_worker` process against the cluster; its stderr is collected, and its exit (if it
+/// ever exits) is reported on `exits` with that output.
+fn spawn_cluster_worker(
+    urls: &str,
+    name: String,
+    exits: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::io::AsyncReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_test_worker"))
+        .env("JETQ_NATS_URL", urls)
+        .env("JETQ_STREAM_REPLICAS", "3")
+        .env("JETQ_REQUEST_TIMEOUT", "2s")
+        .env("TEST_WORKER_NAME", &name)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("test_worker starts");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    tokio::spawn(async move {
+        let mut output = String::new();
+        // Reading to the end also keeps the pipe from filling up while the worker runs.
+        let _ = stderr.read_to_string(&mut output).await;
+        let status = child.wait().await;
+        let _ = exits.send((name, format!("{status:?}\n{output}")));
+    })
+}
+
+/// Issue #26 item 1: two workers started together on a fresh cluster both exited with
+/// `cannot create or update stream JETQ_DEAD: jetstream request timed out` (the client's update
+/// and another's create left both unanswered; no retry). Now provisioning is create-first and
+/// waits for the cluster: everything started at once becomes ready, nothing exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_scheduler_and_provisioner_started_together_on_a_fresh_cluster_all_become_ready() {
+    init_logs();
+    let servers = cluster().await;
+    let urls = urls(&servers);
+    let watcher = async_nats::connect(servers[0].url()).await.unwrap();
+    let mut ready = watcher.subscribe("test.ready").await.unwrap();
+    watcher.flush().await.unwrap();
+    let connection = ConnectionConfig {
+        request_timeout: Duration::from_secs(2),
+        ..ConnectionConfig::with_url(urls.clone())
+    };
+    let streams = StreamSettings {
+        stream_replicas: 3,
+        ..StreamSettings::default()
+    };
+    let started = Instant::now();
+
+    let (exits_tx, mut exits) = tokio::sync::mpsc::unbounded_channel();
+    let workers: Vec<_> = (0..4)
+        .map(|i| spawn_cluster_worker(&urls, format!("w{i}"), exits_tx.clone()))
+        .collect();
+    let scheduler = tokio::spawn({
+        let connection = connection.clone();
+        let streams = streams.clone();
+        async move {
+            jetq_scheduler::Scheduler::builder()
+                .connection(connection)
+                .streams(streams)
+                .build()
+                .await
+                .map_err(|err| err.to_string())
+        }
+    });
+    // What jetq-provision does, as the admin would run it next to the first pods.
+    let provisioner = tokio::spawn({
+        let connection = connection.clone();
+        let streams = streams.clone();
+        async move {
+            let client = jetq_contract::connect(&connection, "jetq-provision")
+                .await
+                .map_err(|err| err.to_string())?;
+            let js = jetq_contract::jetstream(client, &connection);
+            let topology = Topology::new(js, connection.subjects().unwrap(), streams).reconciling();
+            topology
+                .ensure_streams()
+                .await
+                .map_err(|err| err.to_string())?;
+            topology
+                .ensure_sweeper_consumer()
+                .await
+                .map_err(|err| err.to_string())?;
+            topology
+                .ensure_status_stores()
+                .await
+                .map_err(|err| err.to_string())?;
+            jetq_scheduler::provision_with(&topology)
+                .await
+                .map_err(|err| err.to_string())
+        }
+    });
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(50);
+    let mut ready_workers = HashSet::new();
+    while ready_workers.len() < 4 {
+        tokio::select! {
+            message = ready.next() => {
+                let message = message.expect("the readiness subscription stays open");
+                ready_workers.insert(String::from_utf8_lossy(&message.payload).into_owned());
+            }
+            Some((name, output)) = exits.recv() => {
+                panic!("worker {name} exited instead of waiting for the cluster: {output}");
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                panic!("only {ready_workers:?} of 4 workers ready after 50 s");
+            }
+        }
+    }
+    let scheduler = within(Duration::from_secs(30), "the scheduler to build", scheduler)
+        .await
+        .unwrap();
+    if let Err(err) = &scheduler {
+        panic!("the scheduler did not start: {err}");
+    }
+    within(Duration::from_secs(30), "the provisioner", provisioner)
+        .await
+        .unwrap()
+        .unwrap_or_else(|err| panic!("the provisioner failed: {err}"));
+    // Still running: no worker exited after saying it was ready either.
+    assert!(exits.try_recv().is_err(), "a worker exited");
+    println!(
+        "cold start of a 3-node cluster: everything ready after {:?}",
+        started.elapsed()
+    );
+    for worker in workers {
+        worker.abort();
+    }
 }
