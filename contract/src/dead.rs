@@ -26,7 +26,7 @@ use async_nats::{
     HeaderMap,
 };
 
-use crate::topology::{ProvisionError, Topology};
+use crate::topology::{ProvisionError, Topology, DEAD_PAYLOAD_CHECKS};
 
 /// The object name of the body of the dead letter of the task at `sequence` with id `task_id`:
 /// `<sequence>-<task id as lower-case hex>` (object names allow only `[-/_=.a-zA-Z0-9]`, task
@@ -80,18 +80,12 @@ impl Topology {
         }
     }
 
-    /// Creates or reconciles the dead-letter body store.
+    /// Creates the dead-letter body store if it is missing (part of
+    /// [`Topology::ensure_streams`]); an existing one is verified or updated as
+    /// [`Topology::existing`] says.
     pub async fn ensure_dead_payload_store(&self) -> Result<(), ProvisionError> {
-        let config = self.dead_payloads_stream_config();
-        let name = config.name.clone();
-        self.jetstream()
-            .create_or_update_stream(config)
+        self.ensure_stream(self.dead_payloads_stream_config(), DEAD_PAYLOAD_CHECKS)
             .await
-            .map_err(|err| ProvisionError::Stream {
-                name,
-                source: Box::new(err),
-            })?;
-        Ok(())
     }
 
     /// The dead-letter body store (created by [`Topology::ensure_dead_payload_store`]).

@@ -91,7 +91,7 @@ pub enum ProvisionError {
     /// within the provisioning budget.
     #[error(
         "cannot provision {name}: JetStream was not ready after {attempts} attempts in \
-         {waited:?} (is the cluster up and has it elected a leader?): {source}"
+         {waited:?} (is JetStream enabled, the cluster up and its leader elected?): {source}"
     )]
     Unavailable {
         /// The stream, bucket or consumer.
@@ -325,6 +325,7 @@ impl Topology {
             .await?;
         self.ensure_bucket_checked(self.attempts_bucket_config(), BUCKET_CHECKS)
             .await?;
+        self.ensure_dead_payload_store().await?;
         Ok(())
     }
 
@@ -810,6 +811,14 @@ pub(crate) const ARTIFACT_CHECKS: &[Check] = &[
     Check::Discard,
     Check::MaxAge(Some("JETQ_STATUS_TTL")),
     Check::MaxBytes(Some("JETQ_ARTIFACTS_MAX_BYTES")),
+    Check::Replicas,
+];
+pub(crate) const DEAD_PAYLOAD_CHECKS: &[Check] = &[
+    Check::Subjects,
+    Check::Storage,
+    Check::Discard,
+    Check::MaxAge(Some("JETQ_DEAD_MAX_AGE")),
+    Check::MaxBytes(Some("JETQ_DEAD_MAX_BYTES")),
     Check::Replicas,
 ];
 pub(crate) const BUCKET_CHECKS: &[Check] = &[Check::MaxAge(None), Check::Replicas, Check::History];

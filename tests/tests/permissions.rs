@@ -462,3 +462,68 @@ async fn the_scheduler_fires_schedules_and_releases_delayed_tasks_with_its_own_u
         .expect_err("nothing provisioned");
     assert!(err.to_string().contains("jetq-provision"), "{err}");
 }
+
+/// A task too large for its dead letter, run by a least-privilege worker that provisions
+/// nothing: its body goes to the dead-letter body store that jetq-provision created.
+#[tokio::test]
+async fn a_least_privilege_worker_dead_letters_a_task_too_large_for_its_letter() {
+    let server = start_server().await;
+    let admin = provision_as_admin(&server).await;
+    let worker = Worker::builder()
+        .connection(as_user(
+            &server,
+            "worker-emails",
+            "JETQ_WORKER_EMAILS_PASSWORD",
+        ))
+        .settings(WorkerSettings {
+            provision: false,
+            sweeper: false,
+            queues: vec!["emails".into()],
+            ..fast_settings()
+        })
+        .handler(|_email: Email, _ctx: TaskContext| async move { ok() })
+        .build()
+        .await
+        .expect("an emails worker starts with its own permissions");
+    tokio::spawn(worker.run_until(std::future::pending()));
+    // Not an Email: undecodable, and 16 bytes under max_payload with its headers.
+    let mut map = async_nats::HeaderMap::new();
+    map.insert(headers::MSG_ID, "huge-not-an-email-0000000000");
+    let max = admin.client().server_info().max_payload;
+    let body = vec![b'z'; max - jetq_contract::dead::headers_wire_len(&map) - 16];
+    admin
+        .publish_with_headers("jetq.task.emails.send_email", map, body.clone().into())
+        .await
+        .unwrap()
+        .await
+        .expect("the task fits");
+    let letter = eventually(WAIT, "the dead letter", || {
+        let admin = admin.clone();
+        async move {
+            stream_messages(&admin, "JETQ_DEAD")
+                .await
+                .into_iter()
+                .next()
+        }
+    })
+    .await;
+    assert_eq!(
+        header(&letter, headers::DEAD_REASON).as_deref(),
+        Some("undecodable")
+    );
+    let object = header(&letter, headers::PAYLOAD_OBJECT).expect("the body went to the store");
+    let store = admin
+        .get_object_store(Subjects::default().dead_payloads_bucket())
+        .await
+        .unwrap();
+    let mut stored = Vec::new();
+    use tokio::io::AsyncReadExt;
+    store
+        .get(&object)
+        .await
+        .unwrap()
+        .read_to_end(&mut stored)
+        .await
+        .unwrap();
+    assert_eq!(stored, body);
+}
