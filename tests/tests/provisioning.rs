@@ -224,6 +224,41 @@ async fn processes_without_stream_settings_leave_existing_limits_alone_and_repor
     assert_eq!(max_msgs().await, -1);
 }
 
+/// Provisioning waits while JetStream does not answer, then fails naming what it provisioned,
+/// how long it tried and what to check — never at once (a cluster still electing its leader
+/// answers the same way) and never forever.
+#[tokio::test]
+async fn provisioning_gives_up_after_its_budget_when_jetstream_never_answers() {
+    let server = NatsServer::builder().jetstream(false).start().await;
+    let js = raw_jetstream(&server).await;
+    let started = std::time::Instant::now();
+    let result = within(
+        WAIT,
+        "provisioning to give up",
+        Topology::new(js, Subjects::default(), StreamSettings::default())
+            .with_budget(Duration::from_secs(2))
+            .ensure_streams(),
+    )
+    .await;
+    let waited = started.elapsed();
+    match result {
+        Err(err @ jetq_contract::ProvisionError::Unavailable { attempts, .. }) => {
+            assert!(attempts > 1, "retried: {err}");
+            let text = err.to_string();
+            assert!(
+                text.contains("JETQ_TASKS") && text.contains("is JetStream enabled"),
+                "{text}"
+            );
+        }
+        Err(other) => panic!("expected Unavailable, got {other}"),
+        Ok(()) => panic!("no JetStream, no streams"),
+    }
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(10),
+        "tried for {waited:?} with a 2 s budget"
+    );
+}
+
 #[tokio::test]
 async fn a_server_older_than_2_10_is_refused_with_both_versions_named() {
     let Some(old) = jetq_harness::old_server_binary() else {
