@@ -32,10 +32,11 @@ use crate::cron::CronSchedule;
 /// The longest jitter accepted.
 pub const MAX_JITTER: Duration = Duration::from_secs(3600);
 
-/// What to do with fires that were missed because no scheduler ran at their time.
+/// What to do with fires that were missed: more than the misfire grace late because no
+/// scheduler ran near their time. Fires at most the grace late are on time and always published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CatchUp {
-    /// Drop missed fires; only the next regular fire runs.
+    /// Drop missed fires; only the on-time fires after them run.
     Skip,
     /// Run the most recent missed fire once (if it is inside the catch-up window), standing for
     /// all of them.
@@ -147,6 +148,17 @@ impl Schedules {
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }
+}
+
+/// The warning for a schedules file at `path` that holds no schedules, or `None` if it holds
+/// some.
+pub(crate) fn empty_file_warning(schedules: &Schedules, path: &Path) -> Option<String> {
+    schedules.is_empty().then(|| {
+        format!(
+            "schedules file {} holds no schedules: no periodic task will run",
+            path.display()
+        )
+    })
 }
 
 /// One problem in a schedules file: the schedule (its name, or `#<n>` while it has none, or
@@ -351,6 +363,25 @@ schedules:
         assert!(parse("").unwrap().is_empty());
         assert!(parse("schedules: []").unwrap().is_empty());
         assert!(parse("schedules:").unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_empty_file_is_warned_about_by_name() {
+        let path = Path::new("/etc/jetq/schedules.yaml");
+        for text in ["", "schedules: []", "schedules:", "# all commented out\n"] {
+            let warning = empty_file_warning(&Schedules::from_yaml(text, path).unwrap(), path)
+                .unwrap_or_else(|| panic!("no warning for {text:?}"));
+            assert!(
+                warning.contains("/etc/jetq/schedules.yaml") && warning.contains("no schedules"),
+                "{warning}"
+            );
+        }
+        let one = Schedules::from_yaml(
+            "schedules:\n  - {name: r, cron: \"0 0 3 * * *\", queue: q, task: t}\n",
+            path,
+        )
+        .unwrap();
+        assert_eq!(empty_file_warning(&one, path), None);
     }
 
     #[test]

@@ -19,6 +19,7 @@
 mod cron;
 mod error;
 mod file;
+mod metrics;
 mod periodic;
 mod publish;
 mod release;
@@ -30,6 +31,7 @@ pub use cron::{CronError, CronSchedule};
 pub use error::{PublishFailed, SchedulerError, StateError};
 pub use file::{CatchUp, FieldError, Schedule, ScheduleFileError, Schedules, MAX_JITTER};
 pub use jetq_contract::{self as contract};
+pub use metrics::FIRES_SKIPPED;
 pub use periodic::fire_id;
 pub use scheduler::{
     provision, provision_with, shutdown_signal, ReloadHandle, Scheduler, SchedulerBuilder,

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     error::SchedulerError,
     file::{Schedule, Schedules},
+    metrics::SchedulerMetrics,
     periodic::{self, Shared},
     publish::Publisher,
     release::Releaser,
@@ -40,6 +41,7 @@ pub struct SchedulerBuilder {
     settings: SchedulerSettings,
     client: Option<async_nats::Client>,
     schedules: Option<Schedules>,
+    meter: Option<opentelemetry::metrics::Meter>,
 }
 
 impl SchedulerBuilder {
@@ -104,6 +106,13 @@ impl SchedulerBuilder {
         self
     }
 
+    /// The OpenTelemetry meter the scheduler's metrics are recorded with (default: the global
+    /// meter provider's `jetq-scheduler` meter, as it is when `build` is called).
+    pub fn meter(mut self, meter: opentelemetry::metrics::Meter) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
     /// Uses an existing client instead of connecting (its server version is still checked).
     pub fn client(mut self, client: async_nats::Client) -> Self {
         self.client = Some(client);
@@ -121,7 +130,9 @@ impl SchedulerBuilder {
             (Some(schedules), _) => (schedules.clone(), None),
             (None, Some(path)) => {
                 let text = crate::file::read(path)?;
-                (Schedules::from_yaml(&text, path)?, Some(text))
+                let schedules = Schedules::from_yaml(&text, path)?;
+                warn_if_empty(&schedules, path);
+                (schedules, Some(text))
             }
             (None, None) => (Schedules::empty(), None),
         };
@@ -149,9 +160,11 @@ impl SchedulerBuilder {
                 name: format!("stream {}", subjects.delayed_stream()),
                 source: Box::new(err),
             })?;
+        let meter = self.meter.unwrap_or_else(crate::metrics::meter);
         Ok(Scheduler {
             js,
             subjects,
+            metrics: SchedulerMetrics::new(&meter),
             settings: self.settings,
             state: State::new(kv),
             delayed_stream,
@@ -218,6 +231,7 @@ impl ReloadHandle {
 pub struct Scheduler {
     js: jetstream::Context,
     subjects: Subjects,
+    metrics: SchedulerMetrics,
     settings: SchedulerSettings,
     state: State,
     delayed_stream: jetstream::stream::Stream,
@@ -296,6 +310,7 @@ impl Scheduler {
             publisher: Publisher::new(self.js.clone()),
             state: self.state.clone(),
             grace: self.settings.misfire_grace,
+            metrics: self.metrics.clone(),
         };
         let mut runners = Runners {
             shared,
@@ -343,6 +358,7 @@ impl Scheduler {
                     }
                     match Schedules::from_yaml(&text, path) {
                         Ok(schedules) => {
+                            warn_if_empty(&schedules, path);
                             let changed = runners.apply(&schedules);
                             tracing::info!(
                                 schedules = schedules.len(),
@@ -374,6 +390,15 @@ impl Scheduler {
         if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
             tracing::warn!("scheduler tasks did not stop in time; aborting them");
         }
+    }
+}
+
+/// A schedules file that parses but holds no schedules is accepted (a scheduler may be there
+/// only to release delayed tasks), but it is more often a mistake — a ConfigMap emptied by a bad
+/// template, every entry commented out — so it is a warning at startup and at each reload.
+fn warn_if_empty(schedules: &Schedules, path: &std::path::Path) {
+    if let Some(warning) = crate::file::empty_file_warning(schedules, path) {
+        tracing::warn!(file = %path.display(), "{warning}");
     }
 }
 

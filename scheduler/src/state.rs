@@ -171,4 +171,30 @@ impl State {
         }
         Err(StateError::contended(key))
     }
+
+    /// Moves the watermark under `key` from `from` to `to`, only if it is still at `from`;
+    /// true when this call moved it. Several replicas plan the same skip from the same
+    /// watermark: exactly one of them moves it, so only that one reports the skipped fires.
+    /// Any other value (moved by another replica, deleted) is left alone: the caller plans
+    /// again from what is there now.
+    pub(crate) async fn advance_from<T: Mark>(
+        &self,
+        key: &str,
+        from: T,
+        to: T,
+    ) -> Result<bool, StateError> {
+        for _ in 0..16u32 {
+            let revision = match self.read::<T>(key).await? {
+                Some((Some(current), revision)) if current == from => revision,
+                _ => return Ok(false),
+            };
+            match self.kv.update(key, to.encode().into(), revision).await {
+                Ok(_) => return Ok(true),
+                // Changed since the read: re-read, which then finds another value.
+                Err(err) if err.kind() == UpdateErrorKind::WrongLastRevision => continue,
+                Err(err) => return Err(StateError::new(key, err)),
+            }
+        }
+        Err(StateError::contended(key))
+    }
 }
