@@ -350,6 +350,11 @@ fn default_status_ttl() -> Duration {
 
 /// How the task and dead-letter streams are provisioned.
 ///
+/// These settings apply when a process creates a missing stream or bucket. An existing one is
+/// updated to them only by the explicit provisioner (`jetq-provision`); workers, schedulers and
+/// producers leave it unchanged and warn for each difference, naming the variable (see
+/// [`crate::topology`] and `docs/OPERATIONS.md`, "Who provisions what").
+///
 /// | variable | meaning |
 /// |---|---|
 /// | `JETQ_STREAM_REPLICAS` | replicas of every jetq stream (1 in dev, 3 in production) |
