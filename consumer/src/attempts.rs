@@ -52,7 +52,12 @@ impl Attempts {
     /// delivery reads it.
     pub(crate) async fn record_hand_back(&self, sequence: u64) {
         self.update(sequence, |record| {
-            record.hand_backs = record.hand_backs.saturating_add(1)
+            record.hand_backs = record.hand_backs.saturating_add(1);
+            tracing::debug!(
+                sequence,
+                hand_backs = record.hand_backs,
+                "hand-back recorded"
+            );
         })
         .await;
     }

@@ -110,6 +110,11 @@ impl DeadLetters {
         }
     }
 
+    /// The worker's JetStream context.
+    pub(crate) fn jetstream(&self) -> &async_nats::jetstream::Context {
+        self.topology.jetstream()
+    }
+
     /// The attempt records (history and hand-backs) of tasks.
     pub(crate) fn attempts(&self) -> &Attempts {
         &self.attempts

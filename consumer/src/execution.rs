@@ -145,9 +145,19 @@ impl Executor {
             .await
     }
 
-    /// Gives a delivery back at once without running it (the worker is stopping, or the
-    /// server sent more than asked for). Recorded as a hand-back first: it is no attempt.
-    pub(crate) async fn hand_back_unrun(&self, message: jetstream::Message) {
+    /// The JetStream context of this worker's connection.
+    pub(crate) fn jetstream(&self) -> &jetstream::Context {
+        self.dead_letters.jetstream()
+    }
+
+    /// Gives a delivery back without running it (the worker is stopping, the server sent more
+    /// than asked for, or it waited too long for a slot): redelivered after `delay` (at once
+    /// for `None`). Recorded as a hand-back first: it is no attempt.
+    pub(crate) async fn hand_back_unrun(
+        &self,
+        message: jetstream::Message,
+        delay: Option<Duration>,
+    ) {
         if let Ok(info) = message.info() {
             let sequence = info.stream_sequence;
             if let Some((queue, task)) = self.subjects.parse_task(message.subject.as_str()) {
@@ -156,7 +166,7 @@ impl Executor {
             }
             Box::pin(self.dead_letters.attempts().record_hand_back(sequence)).await;
         }
-        if let Err(err) = message.ack_with(AckKind::Nak(None)).await {
+        if let Err(err) = message.ack_with(AckKind::Nak(delay)).await {
             tracing::warn!(error = %err, "could not hand a task back; it returns after ack_wait");
         }
     }

@@ -10,7 +10,8 @@
 //!   task is terminated. One delivery is kept in reserve so a task whose final attempt crashed
 //!   its worker is dead-lettered on that reserve delivery, and the sweeper catches tasks whose
 //!   deliveries ran out anyway.
-//! - **Bounded buffering.** A worker pulls at most as many tasks as it has free slots.
+//! - **Bounded buffering.** A worker holds at most its concurrency plus a small prefetch per
+//!   queue; a prefetched task waits at most 500 ms for a slot before it is handed back.
 //! - **Graceful shutdown.** Stop pulling, let running tasks finish within the grace period,
 //!   hand the rest back at once. A hand-back is not an attempt: rolling deploys never use up a
 //!   task's attempts (`jetq_contract::attempts`).
@@ -34,6 +35,7 @@ mod dead_letter;
 mod error;
 mod execution;
 mod handler;
+mod pull;
 mod settings;
 mod stall;
 mod status;

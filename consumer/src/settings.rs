@@ -59,6 +59,7 @@ fn comma_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>,
 /// | `JETQ_SHUTDOWN_GRACE` | time in-flight tasks get to finish on SIGTERM (default `25s`) |
 /// | `JETQ_UNKNOWN_TASK_GRACE` | how long a task of an unknown type is handed back before it is dead-lettered (default `5m`) |
 /// | `JETQ_FETCH_EXPIRES` | lifetime of one pull request (default: a third of `JETQ_ACK_WAIT`, at most `5s`; if set, at least `100ms` and shorter than `JETQ_ACK_WAIT`) |
+/// | `JETQ_PREFETCH` | tasks of one queue fetched ahead of free slots, so the next ones are on their way while the current ones run (default: `JETQ_CONCURRENCY`; `0` fetches only for free slots). A fetched task waits at most 500 ms (a quarter of `JETQ_ACK_WAIT` if shorter) for a slot, else it is handed back for another worker and prefetching pauses for 30 s |
 /// | `JETQ_PROVISION` | create or reconcile streams and consumers at startup (default `true`) |
 /// | `JETQ_SWEEPER` | run the sweeper that dead-letters tasks whose deliveries ran out (default `true`) |
 /// | `JETQ_METRICS_INTERVAL` | how often queue lag is read from consumer info for the metrics and readiness (default `10s`) |
@@ -101,6 +102,9 @@ pub struct WorkerSettings {
         with = "jetq_contract::config::duration"
     )]
     pub fetch_expires: Duration,
+    /// Tasks fetched ahead of free slots; `None`: as many as `concurrency`.
+    #[serde(default)]
+    pub prefetch: Option<usize>,
     /// Provision at startup.
     #[serde(default = "default_true")]
     pub provision: bool,
@@ -131,6 +135,7 @@ impl Default for WorkerSettings {
             shutdown_grace: default_shutdown_grace(),
             unknown_task_grace: default_unknown_task_grace(),
             fetch_expires: default_fetch_expires(),
+            prefetch: None,
             provision: true,
             sweeper: true,
             metrics_interval: default_metrics_interval(),
@@ -172,6 +177,12 @@ impl WorkerSettings {
     /// 100 ms floor. A fixed 5 s default made every `JETQ_ACK_WAIT` of 5 s or less fail to start.
     pub fn default_fetch_expires(ack_wait: Duration) -> Duration {
         (ack_wait / 3).min(MAX_DEFAULT_FETCH_EXPIRES)
+    }
+
+    /// Tasks of one queue fetched ahead of free slots (`JETQ_PREFETCH`, default the
+    /// concurrency).
+    pub fn prefetch(&self) -> usize {
+        self.prefetch.unwrap_or(self.concurrency)
     }
 
     /// Checks the settings; the error names the variable to fix.

@@ -4,7 +4,6 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use async_nats::jetstream::consumer::PullConsumer;
 use bytes::Bytes;
-use futures::StreamExt;
 use jetq_contract::{
     name, ConnectionConfig, NameKind, StreamSettings, Subjects, Task, TaskOptions, Topology,
 };
@@ -19,6 +18,7 @@ use crate::{
     error::{TaskError, WorkerError},
     execution::Executor,
     handler::{Registration, Registry},
+    pull,
     settings::WorkerSettings,
     stall::StallWatch,
     status::StatusRecorder,
@@ -110,6 +110,14 @@ impl WorkerBuilder {
     /// requests.
     pub fn fetch_expires(mut self, expires: Duration) -> Self {
         self.settings.fetch_expires = expires;
+        self
+    }
+
+    /// Tasks of each queue fetched ahead of free slots (default: the concurrency; 0 fetches
+    /// only for free slots). A fetched task waits at most 500 ms for a slot (a quarter of
+    /// `ack_wait` if shorter), else it is handed back for another worker and prefetching pauses.
+    pub fn prefetch(mut self, prefetch: usize) -> Self {
+        self.settings.prefetch = Some(prefetch);
         self
     }
 
@@ -464,13 +472,18 @@ impl Worker {
         for (queue, consumer) in self.consumers {
             let semaphore = Arc::new(Semaphore::new(concurrency));
             slots.push(semaphore.clone());
-            loops.push(tokio::spawn(pull_loop(
+            loops.push(tokio::spawn(pull::pull_loop(
                 queue,
                 consumer,
+                executor.jetstream().clone(),
                 semaphore,
-                concurrency,
+                pull::PullSettings {
+                    concurrency,
+                    prefetch: self.settings.prefetch(),
+                    expires: self.settings.fetch_expires,
+                    max_buffer_wait: pull::max_buffer_wait(self.settings.ack_wait),
+                },
                 executor.clone(),
-                self.settings.fetch_expires,
                 stop_pulling.clone(),
             )));
         }
@@ -519,115 +532,6 @@ impl Worker {
             tracing::warn!(error = %err, "could not flush the last acks");
         }
         tracing::info!("worker stopped");
-    }
-}
-
-/// How long a pull waits for busy slots to free up before it asks for fewer tasks than the
-/// worker's concurrency.
-///
-/// A pull request costs the server far more than one delivery (async-nats also subscribes a
-/// fresh inbox for each batch): taking whatever slots were free when the last batch ended made
-/// batches half the concurrency on average under load, and the server spent about 1.5× the
-/// CPU per task of a client that pulls full batches (BENCHMARKS.md). Waiting at most this long
-/// only happens while slots are busy, so an idle worker pulls at once; a worker of slow tasks
-/// loses at most this much per pull.
-const GATHER_SLOTS: Duration = Duration::from_millis(1);
-
-/// Pulls at most as many tasks as there are free slots, so no task waits in a local buffer
-/// while its ack_wait runs out.
-async fn pull_loop(
-    queue: String,
-    consumer: PullConsumer,
-    slots: Arc<Semaphore>,
-    concurrency: usize,
-    executor: Arc<Executor>,
-    expires: Duration,
-    stop: CancellationToken,
-) {
-    let mut failures: u32 = 0;
-    loop {
-        let first = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            _ = stop.cancelled() => return,
-        };
-        let mut permits = vec![first];
-        while let Ok(permit) = slots.clone().try_acquire_owned() {
-            permits.push(permit);
-        }
-        if permits.len() < concurrency {
-            let gathered = tokio::time::sleep(GATHER_SLOTS);
-            tokio::pin!(gathered);
-            while permits.len() < concurrency {
-                tokio::select! {
-                    permit = slots.clone().acquire_owned() => match permit {
-                        Ok(permit) => permits.push(permit),
-                        Err(_) => return,
-                    },
-                    _ = &mut gathered => break,
-                    _ = stop.cancelled() => return,
-                }
-            }
-        }
-        let batch = consumer
-            .batch()
-            .max_messages(permits.len())
-            .expires(expires)
-            .messages()
-            .await;
-        let mut batch = match batch {
-            Ok(batch) => {
-                failures = 0;
-                batch
-            }
-            Err(err) => {
-                failures = failures.saturating_add(1);
-                let pause = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
-                tracing::warn!(%queue, error = %err, retry_in = ?pause, "pull request failed");
-                drop(permits);
-                tokio::select! {
-                    _ = tokio::time::sleep(pause) => continue,
-                    _ = stop.cancelled() => return,
-                }
-            }
-        };
-        loop {
-            tokio::select! {
-                next = batch.next() => match next {
-                    Some(Ok(message)) => {
-                        let Some(permit) = permits.pop() else {
-                            // The server sent more than requested; never run it unslotted.
-                            executor.hand_back_unrun(message).await;
-                            continue;
-                        };
-                        let executor = executor.clone();
-                        tokio::spawn(async move {
-                            // Boxed: the processing future is ~4.5 KB, which tokio would
-                            // otherwise copy into each task's cell and again when it ends.
-                            // (Its rare paths are boxed inside, or it would be twice that.)
-                            Box::pin(executor.process(message)).await;
-                            drop(permit);
-                        });
-                    }
-                    Some(Err(err)) => {
-                        tracing::debug!(%queue, error = %err, "pull request ended with a status");
-                        break;
-                    }
-                    None => break,
-                },
-                _ = stop.cancelled() => {
-                    // The pull request stays open on the server until it expires: anything it
-                    // still delivers goes straight back, so nothing waits out ack_wait here.
-                    let deadline = tokio::time::Instant::now() + expires + Duration::from_secs(1);
-                    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, batch.next()).await {
-                        executor.hand_back_unrun(message).await;
-                    }
-                    return;
-                }
-            }
-        }
     }
 }
 

@@ -23,6 +23,7 @@ fn worker_cases() -> Vec<Case> {
         duration("JETQ_UNKNOWN_TASK_GRACE"),
         duration("JETQ_FETCH_EXPIRES"),
         case("JETQ_FETCH_EXPIRES", "1h", "shorter than JETQ_ACK_WAIT"),
+        number("JETQ_PREFETCH"),
         boolean("JETQ_PROVISION"),
         boolean("JETQ_SWEEPER"),
         duration("JETQ_METRICS_INTERVAL"),

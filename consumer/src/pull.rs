@@ -1,0 +1,392 @@
+//! Pulling one queue's tasks: overlapping pull requests sized to the free slots plus a small,
+//! bounded prefetch.
+//!
+//! Why not one pull request per free slot, waited for before the next: every request is a round
+//! trip, and with short tasks the slots sat idle for it — a worker of 16 slots drained a quarter
+//! of what the server can deliver. Why not async-nats's `messages()` stream: it buffers whatever
+//! it fetched, out of the worker's sight, and a task that waits in a buffer while slow tasks
+//! hold every slot has its `ack_wait` running out — it is redelivered elsewhere while it still
+//! waits here.
+//!
+//! So this loop keeps its own books, on one inbox subscription:
+//!
+//! - **What it may hold.** Tasks running + tasks buffered here + tasks requested and not yet
+//!   delivered never exceed `concurrency + prefetch`. A new request asks for the room left, once
+//!   that room is worth a request (a quarter of the total, or anything when no request is
+//!   waiting), so requests overlap: the next tasks are on their way while the current ones run.
+//! - **How long a buffered task may wait.** At most [`max_buffer_wait`] — far below `ack_wait`.
+//!   A task that waited longer is handed back (no attempt used, see `jetq_contract::attempts`),
+//!   redelivered once this loop's open requests are over (at most `JETQ_FETCH_EXPIRES`) so it
+//!   goes to an idle pod instead of bouncing back here, and prefetching stops for
+//!   [`PREFETCH_COOL_DOWN`]: this queue's tasks are slow, and a pod of slow tasks must not sit on
+//!   work that another pod could run (what KEDA scales out for).
+//! - **Requests the server forgot.** Each request is expected to end by its `expires` (the
+//!   server then says how many it did not deliver, status 408); one not heard of by its expiry
+//!   plus a margin (a server restart, a lost connection) is written off.
+
+use std::{collections::VecDeque, sync::Arc, time::Duration};
+
+use async_nats::{
+    jetstream::{
+        self,
+        consumer::{pull::BatchConfig, PullConsumer},
+    },
+    StatusCode, Subject,
+};
+use futures::StreamExt;
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::execution::Executor;
+
+/// How long prefetching stays off after a buffered task had to be handed back.
+pub(crate) const PREFETCH_COOL_DOWN: Duration = Duration::from_secs(30);
+
+/// The margin after a request's `expires` before it is written off as forgotten.
+const FORGOTTEN_AFTER: Duration = Duration::from_secs(2);
+
+/// The header of a 408/409 status that says how many messages of the request were not sent.
+const PENDING_MESSAGES: &str = "Nats-Pending-Messages";
+
+/// The longest a task may wait in this pod's buffer for a slot: 500 ms, or a quarter of
+/// `ack_wait` if that is shorter (a buffered task gets no heartbeats).
+pub(crate) fn max_buffer_wait(ack_wait: Duration) -> Duration {
+    (ack_wait / 4).min(Duration::from_millis(500))
+}
+
+/// How one queue is pulled.
+#[derive(Debug, Clone)]
+pub(crate) struct PullSettings {
+    /// Tasks of the queue run at once.
+    pub(crate) concurrency: usize,
+    /// Tasks fetched ahead of free slots.
+    pub(crate) prefetch: usize,
+    /// Lifetime of one pull request.
+    pub(crate) expires: Duration,
+    /// See [`max_buffer_wait`].
+    pub(crate) max_buffer_wait: Duration,
+}
+
+/// A pull request the server has not finished.
+struct Request {
+    /// Messages it may still deliver.
+    remaining: usize,
+    /// When the server ends it.
+    expires_at: Instant,
+    /// When it is written off if the server never says it ended.
+    forgotten_at: Instant,
+}
+
+/// A delivered task waiting for a slot.
+struct Buffered {
+    message: jetstream::Message,
+    since: Instant,
+}
+
+/// The loop's books.
+struct Books {
+    requests: VecDeque<Request>,
+    buffer: VecDeque<Buffered>,
+    /// Slots taken from the semaphore and not yet given to a task.
+    free: Vec<OwnedSemaphorePermit>,
+    prefetch_off_until: Option<Instant>,
+}
+
+impl Books {
+    fn requested(&self) -> usize {
+        self.requests.iter().map(|r| r.remaining).sum()
+    }
+
+    /// A delivered message used up one unit of the oldest request (the server serves waiting
+    /// requests in order).
+    fn delivered(&mut self) {
+        if let Some(front) = self.requests.front_mut() {
+            front.remaining = front.remaining.saturating_sub(1);
+            if front.remaining == 0 {
+                self.requests.pop_front();
+            }
+        }
+    }
+
+    /// The server ended the oldest request with `undelivered` messages not sent.
+    fn ended(&mut self, undelivered: Option<usize>) {
+        match undelivered {
+            Some(count) => {
+                // Prefer the request with exactly that many left (the oldest normally is).
+                let position = self
+                    .requests
+                    .iter()
+                    .position(|r| r.remaining == count)
+                    .unwrap_or(0);
+                self.requests.remove(position);
+            }
+            None => {
+                self.requests.pop_front();
+            }
+        }
+    }
+
+    /// How long this loop's open requests may still deliver: a task handed back sooner could
+    /// come straight back to them.
+    fn open_for(&self, now: Instant) -> Option<Duration> {
+        self.requests
+            .iter()
+            .map(|r| r.expires_at.saturating_duration_since(now))
+            .max()
+            .filter(|left| !left.is_zero())
+    }
+
+    fn write_off_forgotten(&mut self, now: Instant) {
+        self.requests.retain(|r| r.forgotten_at > now);
+    }
+}
+
+/// Pulls `consumer`'s tasks into `slots` until `stop`, then hands back whatever arrives.
+pub(crate) async fn pull_loop(
+    queue: String,
+    consumer: PullConsumer,
+    js: jetstream::Context,
+    slots: Arc<Semaphore>,
+    settings: PullSettings,
+    executor: Arc<Executor>,
+    stop: CancellationToken,
+) {
+    let client = js.client();
+    let inbox = Subject::from(client.new_inbox());
+    let mut subscription = match subscribe(&client, &inbox, &queue, &stop).await {
+        Some(subscription) => subscription,
+        None => return,
+    };
+    let capacity = settings.concurrency + settings.prefetch;
+    let worth_a_request = (capacity / 4).max(1);
+    let mut books = Books {
+        requests: VecDeque::new(),
+        buffer: VecDeque::new(),
+        free: Vec::new(),
+        prefetch_off_until: None,
+    };
+    let mut failures: u32 = 0;
+    let mut tick = tokio::time::interval(settings.max_buffer_wait / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // Free slots first go to buffered tasks.
+        while let (Some(_), Some(permit)) = (books.buffer.front(), books.free.pop()) {
+            if let Some(buffered) = books.buffer.pop_front() {
+                run(&executor, buffered.message, permit);
+            }
+        }
+        // Ask for the room left, when it is worth a request.
+        let now = Instant::now();
+        let prefetch = match books.prefetch_off_until {
+            Some(until) if until > now => 0,
+            _ => settings.prefetch,
+        };
+        let running = settings.concurrency - slots.available_permits() - books.free.len();
+        let held = running + books.buffer.len() + books.requested();
+        let room = (settings.concurrency + prefetch).saturating_sub(held);
+        if room > 0 && (room >= worth_a_request || books.requests.is_empty()) {
+            let request = BatchConfig {
+                batch: room,
+                expires: Some(settings.expires),
+                ..Default::default()
+            };
+            match consumer.request_batch(request, inbox.clone()).await {
+                Ok(()) => {
+                    failures = 0;
+                    books.requests.push_back(Request {
+                        remaining: room,
+                        expires_at: now + settings.expires,
+                        forgotten_at: now + settings.expires + FORGOTTEN_AFTER,
+                    });
+                }
+                Err(err) => {
+                    failures = failures.saturating_add(1);
+                    let pause = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                    tracing::warn!(%queue, error = %err, retry_in = ?pause, "pull request failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => continue,
+                        _ = stop.cancelled() => {
+                            return hand_back_rest(books, subscription, &executor, settings.expires).await
+                        }
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => {
+                return hand_back_rest(books, subscription, &executor, settings.expires).await;
+            }
+            next = subscription.next() => match next {
+                Some(message) => on_message(&queue, message, &js, &mut books, &executor),
+                None => {
+                    // The client closed the subscription (connection closed for good).
+                    tracing::warn!(%queue, "pull subscription ended; subscribing again");
+                    books.requests.clear();
+                    match subscribe(&client, &inbox, &queue, &stop).await {
+                        Some(again) => subscription = again,
+                        None => {
+                            for buffered in books.buffer.drain(..) {
+                                executor.hand_back_unrun(buffered.message, None).await;
+                            }
+                            return;
+                        }
+                    }
+                }
+            },
+            permit = slots.clone().acquire_owned(), if books.free.len() < settings.concurrency => {
+                match permit {
+                    Ok(permit) => books.free.push(permit),
+                    Err(_) => return,
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                books.write_off_forgotten(now);
+                let waited_too_long = books
+                    .buffer
+                    .front()
+                    .is_some_and(|b| now.duration_since(b.since) > settings.max_buffer_wait);
+                if waited_too_long {
+                    // Redelivered once this loop's open requests are over, so it reaches
+                    // another worker instead of bouncing back here.
+                    let delay = books.open_for(now);
+                    let mut handed_back = 0;
+                    while let Some(front) = books.buffer.front() {
+                        if now.duration_since(front.since) <= settings.max_buffer_wait {
+                            break;
+                        }
+                        if let Some(buffered) = books.buffer.pop_front() {
+                            executor.hand_back_unrun(buffered.message, delay).await;
+                            handed_back += 1;
+                        }
+                    }
+                    books.prefetch_off_until = Some(now + PREFETCH_COOL_DOWN);
+                    tracing::info!(%queue, handed_back, cool_down = ?PREFETCH_COOL_DOWN, "tasks waited too long for a slot: handed back for other workers, prefetch paused");
+                }
+            }
+        }
+    }
+}
+
+/// Subscribes the loop's inbox, retrying until it works or the worker stops.
+async fn subscribe(
+    client: &async_nats::Client,
+    inbox: &Subject,
+    queue: &str,
+    stop: &CancellationToken,
+) -> Option<async_nats::Subscriber> {
+    let mut failures: u32 = 0;
+    loop {
+        match client.subscribe(inbox.clone()).await {
+            Ok(subscription) => return Some(subscription),
+            Err(err) => {
+                failures = failures.saturating_add(1);
+                let pause = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                tracing::warn!(%queue, error = %err, retry_in = ?pause, "cannot subscribe the pull inbox");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.cancelled() => return None,
+                }
+            }
+        }
+    }
+}
+
+/// A message on the inbox: a task (run it or buffer it) or a status about a request.
+fn on_message(
+    queue: &str,
+    message: async_nats::Message,
+    js: &jetstream::Context,
+    books: &mut Books,
+    executor: &Arc<Executor>,
+) {
+    match message.status {
+        None | Some(StatusCode::OK) => {
+            books.delivered();
+            let message = jetstream::Message {
+                message,
+                context: js.clone(),
+            };
+            match books.free.pop() {
+                Some(permit) => run(executor, message, permit),
+                None => books.buffer.push_back(Buffered {
+                    message,
+                    since: Instant::now(),
+                }),
+            }
+        }
+        // Idle heartbeat: nothing to book.
+        Some(StatusCode::IDLE_HEARTBEAT) => {}
+        Some(status) => {
+            // 408 request expired, 409 max waiting / leadership change / consumer deleted, 404
+            // no messages: the request is over; the header says what it did not deliver.
+            let undelivered = message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get(PENDING_MESSAGES))
+                .and_then(|value| value.as_str().trim().parse::<usize>().ok());
+            books.ended(undelivered);
+            if status != StatusCode::TIMEOUT && status != StatusCode::NOT_FOUND {
+                tracing::debug!(%queue, %status, description = ?message.description, "pull request ended with a status");
+            }
+        }
+    }
+}
+
+/// Runs a task in its own tokio task; the slot comes back when it ends.
+fn run(executor: &Arc<Executor>, message: jetstream::Message, permit: OwnedSemaphorePermit) {
+    let executor = executor.clone();
+    tokio::spawn(async move {
+        // Boxed: the processing future is ~4.5 KB, which tokio would otherwise copy into each
+        // task's cell and again when it ends. (Its rare paths are boxed inside, or it would be
+        // twice that.)
+        Box::pin(executor.process(message)).await;
+        drop(permit);
+    });
+}
+
+/// At shutdown: hands back the buffered tasks, then whatever the open requests still deliver
+/// until they end, so nothing waits out `ack_wait` in a stopped worker.
+///
+/// A task handed back while this worker's requests are still open would come straight back to
+/// them (and be handed back again, each round a delivery of `max_deliver`): everything is
+/// handed back with a delay that outlasts those requests, so another worker gets it then.
+async fn hand_back_rest(
+    mut books: Books,
+    mut subscription: async_nats::Subscriber,
+    executor: &Arc<Executor>,
+    expires: Duration,
+) {
+    let deadline = Instant::now() + expires + Duration::from_millis(200);
+    let outlast =
+        |now: Instant| Some(deadline.saturating_duration_since(now) + Duration::from_millis(100));
+    for buffered in books.buffer.drain(..) {
+        executor
+            .hand_back_unrun(buffered.message, outlast(Instant::now()))
+            .await;
+    }
+    let js_context = executor.jetstream().clone();
+    while !books.requests.is_empty() {
+        let Ok(Some(message)) = tokio::time::timeout_at(deadline, subscription.next()).await else {
+            break;
+        };
+        if message.status.is_some() && message.status != Some(StatusCode::OK) {
+            if message.status != Some(StatusCode::IDLE_HEARTBEAT) {
+                books.ended(None);
+            }
+            continue;
+        }
+        books.delivered();
+        let message = jetstream::Message {
+            message,
+            context: js_context.clone(),
+        };
+        executor
+            .hand_back_unrun(message, outlast(Instant::now()))
+            .await;
+    }
+}
