@@ -85,6 +85,10 @@ log "nats-server: $("$server" --version 2>&1)"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
+# 4b. Publishing: every publishable crate packages and verifies offline, and the README example
+# builds against the packaged facade crate `jetq` (scripts/check-packaging.sh).
+bash "$repo/scripts/check-packaging.sh"
+
 # 5. The Python client (clients/python) and the Django example (examples/django): types, then
 # their pytest suites against the same pinned server. A failure fails this script; pytest's
 # "no tests collected" (exit 5) is reported but does not.
