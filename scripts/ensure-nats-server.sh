@@ -41,7 +41,8 @@ smtp_ok() {
 }
 
 # The Python client's and the Django example's test dependencies, pinned so every machine tests
-# with the same versions (wheel: builds the client's wheel offline in its packaging test).
+# with the same versions (setuptools, wheel, build, twine: the client's packaging test builds its
+# sdist and wheel offline, without build isolation, and checks them with twine).
 PYTHON_TEST_PACKAGES=(
   "nats-py==2.16.0"
   "pytest==9.2.0"
@@ -51,6 +52,9 @@ PYTHON_TEST_PACKAGES=(
   "opentelemetry-sdk==1.45.2"
   "mypy==2.4.1"
   "wheel==0.48.0"
+  "setuptools==80.9.0"
+  "build==1.6.1"
+  "twine==7.0.0"
 )
 
 python_tests_ok() {
@@ -68,7 +72,15 @@ for pin in sys.argv[1:]:
 PY
 }
 
-if server_ok && smtp_ok && python_tests_ok; then
+# The client's runtime dependency as a wheel file: the packaging test installs the client's wheel
+# into a fresh virtualenv offline (pip --no-index --find-links), as a user's pip would from PyPI.
+wheels="$repo/.tools/wheels"
+NATS_PY_WHEEL="nats_py-2.16.0-py3-none-any.whl"
+wheels_ok() {
+  [ -f "$wheels/$NATS_PY_WHEEL" ]
+}
+
+if server_ok && smtp_ok && python_tests_ok && wheels_ok; then
   echo "$server"
   exit 0
 fi
@@ -105,6 +117,10 @@ if ! python_tests_ok; then
   log "installing the Python client's test dependencies into $venv: ${PYTHON_TEST_PACKAGES[*]}"
   "${pip[@]}" "${PYTHON_TEST_PACKAGES[@]}" >&2
 fi
+if ! wheels_ok; then
+  log "downloading the nats-py wheel into $wheels"
+  "$python" -m pip download --quiet --disable-pip-version-check --no-deps -d "$wheels" "nats-py==2.16.0" >&2
+fi
 
 if ! server_ok; then
   log "expected $server --version to print v$NATS_SERVER_VERSION, got: $("$server" --version 2>&1 || true)"
@@ -116,6 +132,10 @@ if ! smtp_ok; then
 fi
 if ! python_tests_ok; then
   log "the Python test dependencies (${PYTHON_TEST_PACKAGES[*]}) are not installed in $venv"
+  exit 1
+fi
+if ! wheels_ok; then
+  log "$wheels/$NATS_PY_WHEEL is missing"
   exit 1
 fi
 log "$("$server" --version 2>&1)"

@@ -11,7 +11,7 @@ variable                       meaning
 ``JETQ_NATS_TOKEN``            token authentication
 ``JETQ_NATS_USER``,            user/password authentication
 ``JETQ_NATS_PASSWORD``
-``JETQ_NATS_NKEY_SEED``        nkey seed (``SU…``); needs the ``nkeys`` package (``jetq[nkeys]``)
+``JETQ_NATS_NKEY_SEED``        nkey seed (``SU…``); needs the ``nkeys`` package (``jetq-client[nkeys]``)
 ``JETQ_NATS_CREDS_FILE``       path to a ``.creds`` file (JWT + nkey); needs ``nkeys`` too
 ``JETQ_NATS_TLS_CA``           CA certificate (PEM) to verify the server
 ``JETQ_NATS_TLS_CERT``,        client certificate and key (PEM)

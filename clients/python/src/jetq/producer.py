@@ -208,7 +208,7 @@ async def connect_nats(config: Config) -> NatsClient:
             raise errors.ConfigError(
                 "JETQ_NATS_NKEY_SEED/JETQ_NATS_CREDS_FILE",
                 "nkey and credentials-file authentication need the nkeys package "
-                "(pip install 'jetq[nkeys]')",
+                "(pip install 'jetq-client[nkeys]')",
             ) from None
     if config.nkey_seed is not None:
         options["nkeys_seed_str"] = config.nkey_seed

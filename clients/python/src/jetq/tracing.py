@@ -1,5 +1,5 @@
 """W3C trace context from the current OpenTelemetry context, when ``opentelemetry-api`` is
-installed (it is optional: ``pip install jetq[otel]``).
+installed (it is optional: ``pip install jetq-client[otel]``).
 
 Only ``traceparent`` and ``tracestate`` are written — the two headers docs/PROTOCOL.md defines —
 with the W3C propagator itself, whatever global propagator the application configured (a
