@@ -78,6 +78,22 @@ async fn publish_past_due(js: &jetstream::Context, due: SystemTime, job: &Job) {
         .expect("stored in the delayed stream");
 }
 
+/// The documented lateness of a delayed release (docs/SCHEDULER.md "Guarantees", BENCHMARKS.md
+/// "delayed tasks"): p99 116 ms — handler start minus due time with 2,000 tasks due over 6 s —
+/// and 503 ms in the worst of the benchmark's runs. The guarantee is "within 1 s".
+const DOCUMENTED_P99_LATENESS: Duration = Duration::from_millis(116);
+/// What the test allows the p99 of its store-time lateness: over four times the documented p99
+/// and about the benchmark's worst run (a busy 2-core machine), yet half of what a release one
+/// second late gives the tasks due early in their second (issue #27: such a release stayed
+/// within 1 s for every task here and passed).
+const P99_LATENESS_LIMIT: Duration = Duration::from_millis(500);
+
+/// The nearest-rank `p` percentile (0 < p ≤ 1) of `sorted` (ascending, not empty).
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
 #[tokio::test]
 async fn delayed_tasks_become_runnable_within_a_second_of_their_due_time_in_order() {
     init_logs();
@@ -86,7 +102,7 @@ async fn delayed_tasks_become_runnable_within_a_second_of_their_due_time_in_orde
     let producer = producer(&server).await;
     let running = RunningScheduler::start(releasing(&server)).await;
 
-    // Enqueued out of order; sub-second delays included.
+    // Sub-second and longer delays, enqueued out of order.
     let delays_ms = [2200u64, 300, 1500, 800, 2900, 1200, 600, 2500];
     for (n, delay) in delays_ms.iter().enumerate() {
         producer
@@ -100,36 +116,63 @@ async fn delayed_tasks_become_runnable_within_a_second_of_their_due_time_in_orde
             .await
             .expect("delayed enqueue");
     }
-    let at = SystemTime::now() + Duration::from_millis(1800);
-    producer
-        .enqueue_at(
-            at,
-            &Job {
-                n: 99,
-                note: "at".into(),
-            },
-        )
-        .await
-        .expect("enqueue_at");
+    // Due times at fixed points of their seconds (50, 200, 350, ... ms past the second, over
+    // three seconds), so the sample always has tasks due early in a second: a release that
+    // waits for the end of the due second makes those nearly a second late.
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock after 1970");
+    let base = SystemTime::UNIX_EPOCH + Duration::from_secs(now.as_secs() + 2);
+    let mut at: Vec<SystemTime> = (0..20u64)
+        .map(|k| base + Duration::from_millis(50 + 150 * k))
+        .collect();
+    at.reverse();
+    at.rotate_left(7);
+    for (k, due) in at.iter().enumerate() {
+        producer
+            .enqueue_at(
+                *due,
+                &Job {
+                    n: 100 + k as u64,
+                    note: "at".into(),
+                },
+            )
+            .await
+            .expect("enqueue_at");
+    }
 
-    let tasks = released(&js, delays_ms.len() + 1).await;
+    let count = delays_ms.len() + at.len();
+    let tasks = released(&js, count).await;
     running.stop().await;
-    let mut worst = Duration::ZERO;
+    assert_eq!(tasks.len(), count, "each task released once");
+    let mut late = Vec::new();
     let mut previous = SystemTime::UNIX_EPOCH;
     for task in &tasks {
         assert_eq!(task.subject.as_str(), "jetq.task.work.job");
-        let late = lateness(task);
-        worst = worst.max(late);
+        let lateness = lateness(task);
         assert!(
-            late <= Duration::from_millis(1000),
-            "task {} released {late:?} late",
+            lateness <= Duration::from_millis(1000),
+            "task {} released {lateness:?} late: the guarantee is within 1 s",
             task.sequence
         );
+        late.push(lateness);
         let due = not_before(task);
         assert!(due >= previous, "released out of due order");
         previous = due;
     }
-    eprintln!("worst lateness of {} delayed tasks: {worst:?}", tasks.len());
+    late.sort();
+    let (p50, p99) = (percentile(&late, 0.5), percentile(&late, 0.99));
+    eprintln!(
+        "lateness of {} delayed tasks (store time − due time): p50 {p50:?}, p99 {p99:?}, max \
+         {:?}; documented p99 {DOCUMENTED_P99_LATENESS:?}",
+        late.len(),
+        late[late.len() - 1]
+    );
+    assert!(
+        p99 <= P99_LATENESS_LIMIT,
+        "p99 lateness {p99:?} (p50 {p50:?}) over {P99_LATENESS_LIMIT:?}: the documented p99 is \
+         {DOCUMENTED_P99_LATENESS:?}; all: {late:?}"
+    );
     // The delayed stream is empty again: released tasks are purged.
     assert_eq!(
         stream_len(&js, &Subjects::default().delayed_stream()).await,

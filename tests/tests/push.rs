@@ -465,9 +465,16 @@ async fn a_5xx_answer_is_retried_with_backoff_until_the_endpoint_recovers() {
         _ => Reply::ok(),
     })
     .await;
+    // Backoffs long enough that the second is told from the first despite the ±20 % jitter
+    // (PUSH.md): 300 ms ± 60, then 600 ms ± 120.
+    let targets = format!(
+        "targets:\n  - name: hooks\n    queue: hooks\n    url: {}\n    backoff: 300ms\n    \
+         backoff_max: 10s\n",
+        endpoint.url("/hook")
+    );
     let push = PushWorker::start_full(
         &server,
-        &hooks_target(&endpoint.url("/hook"), ""),
+        &targets,
         |builder| builder,
         Some(telemetry.meter("jetq-push")),
     )
@@ -475,12 +482,47 @@ async fn a_5xx_answer_is_retried_with_backoff_until_the_endpoint_recovers() {
     let enqueued = producer(&server).await.enqueue(&notify(1)).await.unwrap();
 
     let mut attempts = Vec::new();
+    let mut arrivals = Vec::new();
     for what in ["attempt 1", "attempt 2", "attempt 3"] {
         let request = endpoint.next(what).await;
         assert_eq!(request.header("jetq-task-id"), Some(enqueued.id.as_str()));
         attempts.push(request.attempt());
+        arrivals.push(request.at);
     }
     assert_eq!(attempts, vec![1, 2, 3]);
+    // Each gap follows the target's backoff for that attempt (issue #27: a worker that used the
+    // first attempt's delay every time passed this test): at least the delay less its jitter,
+    // and not far beyond it (a NAK without delay is early, an ack_wait expiry — 3 s — late).
+    let retry = jetq_push::Targets::from_yaml(&targets, std::path::Path::new("targets.yaml"))
+        .unwrap()
+        .find("hooks", "notify")
+        .expect("the hooks target")
+        .retry
+        .clone();
+    let slack = Duration::from_millis(900);
+    for (attempt, pair) in (1u32..).zip(arrivals.windows(2)) {
+        let gap = pair[1] - pair[0];
+        let base = retry
+            .initial
+            .mul_f64(retry.multiplier.powi(attempt as i32 - 1))
+            .min(retry.max);
+        let (shortest, longest) = (
+            base.mul_f64(1.0 - retry.jitter),
+            base.mul_f64(1.0 + retry.jitter),
+        );
+        assert!(
+            gap >= shortest,
+            "retry after attempt {attempt} came after {gap:?}, before its backoff \
+             ({base:?} ± {} %)",
+            retry.jitter * 100.0
+        );
+        assert!(
+            gap <= longest + slack && longest + slack < fast_settings().ack_wait,
+            "retry after attempt {attempt} came after {gap:?}, far beyond its backoff \
+             ({base:?} ± {} %)",
+            retry.jitter * 100.0
+        );
+    }
     let js = raw_jetstream(&server).await;
     await_drained(&js).await;
     push.stop().await;

@@ -14,7 +14,7 @@ use std::{
 
 use bytes::Bytes;
 use jetq_consumer::{TaskContext, TaskError, WorkerError};
-use jetq_contract::{headers, FailureRecord, Task, TaskOptions};
+use jetq_contract::{headers, FailureRecord, RetryPolicy, Task, TaskOptions};
 use jetq_producer::{EnqueueOptions, RawTask};
 use jetq_tests::*;
 use serde::{Deserialize, Serialize};
@@ -110,6 +110,93 @@ async fn a_failing_task_is_retried_with_backoff_and_then_succeeds() {
         gap >= Duration::from_millis(45) && gap < Duration::from_millis(2500),
         "{gap:?}"
     );
+    let js = raw_jetstream(&server).await;
+    common::await_drained(&js).await;
+    assert_eq!(stream_len(&js, "JETQ_DEAD").await, 0);
+}
+
+/// A task of its own queue whose retries back off exponentially, without jitter, so every gap
+/// between attempts has an exact lower bound.
+#[derive(Debug, Serialize, Deserialize)]
+struct Backoff {
+    n: u64,
+}
+
+impl Task for Backoff {
+    const NAME: &'static str = "backoff";
+    const QUEUE: &'static str = "backoff";
+    fn options() -> TaskOptions {
+        TaskOptions::default()
+            .max_attempts(4)
+            .timeout(Duration::from_secs(10))
+            .retry(
+                RetryPolicy::exponential(Duration::from_millis(200))
+                    .max(Duration::from_secs(10))
+                    .jitter(0.0),
+            )
+    }
+}
+
+/// Issue #27: every integration test used a constant policy, so a worker that computed the
+/// delay of attempt 1 for every attempt (`retry.delay(1)`) passed them all. Here the gaps must
+/// grow as the policy says (200, 400, 800 ms): never shorter (the server redelivers a NAK with
+/// delay only after the delay), and not much longer either (a NAK without delay is far too
+/// early, an ack_wait expiry far too late).
+#[tokio::test]
+async fn retries_wait_the_exponential_backoff_of_each_attempt() {
+    init_logs();
+    let server = NatsServer::start().await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let worker = worker(&server)
+        .handler(move |_task: Backoff, ctx: TaskContext| {
+            let tx = tx.clone();
+            async move {
+                tx.send((ctx.attempt(), Instant::now())).ok();
+                if ctx.attempt() < 4 {
+                    return Err(TaskError::retry("provider unavailable"));
+                }
+                ok()
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let (_stop, _run) = spawn_worker(worker);
+    producer(&server)
+        .await
+        .enqueue(&Backoff { n: 1 })
+        .await
+        .unwrap();
+    let mut attempts = Vec::new();
+    for what in ["attempt 1", "attempt 2", "attempt 3", "attempt 4"] {
+        attempts.push(next(&mut rx, what).await);
+    }
+    assert_eq!(
+        attempts.iter().map(|(a, _)| *a).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    let policy = Backoff::options().retry;
+    // Slack above the delay: the NAK, the redelivery and the pull, on a busy 2-core machine;
+    // still well below fast_settings' ack_wait (3 s) for the longest gap (800 ms).
+    let slack = Duration::from_millis(900);
+    let ack_wait = fast_settings().ack_wait;
+    let mut gaps = Vec::new();
+    for (attempt, pair) in (1u32..).zip(attempts.windows(2)) {
+        let gap = pair[1].1 - pair[0].1;
+        let delay = policy.delay(attempt);
+        gaps.push((gap, delay));
+        assert!(
+            gap >= delay,
+            "retry after attempt {attempt} came {gap:?} later, before its backoff of {delay:?} \
+             (gaps and delays so far: {gaps:?})"
+        );
+        assert!(
+            gap <= delay + slack && delay + slack < ack_wait,
+            "retry after attempt {attempt} came {gap:?} later, far beyond its backoff of \
+             {delay:?} (gaps and delays so far: {gaps:?})"
+        );
+    }
+    eprintln!("gaps between attempts (measured, policy): {gaps:?}");
     let js = raw_jetstream(&server).await;
     common::await_drained(&js).await;
     assert_eq!(stream_len(&js, "JETQ_DEAD").await, 0);
