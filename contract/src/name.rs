@@ -90,8 +90,23 @@ pub struct KeyError {
     pub reason: &'static str,
 }
 
+/// Task-id prefixes jetq itself writes (docs/PROTOCOL.md §3, "Reserved ids"): a replayed dead
+/// letter (`replay:`), a released delayed task that had no id (`delayed:`) and a dead letter
+/// (`dead:`). An idempotency key starting with one of them is refused, so a caller's key can
+/// never be mistaken for (or deduplicated against) one of these.
+pub const RESERVED_KEY_PREFIXES: [&str; 3] = ["replay:", "delayed:", "dead:"];
+
 /// Checks an idempotency key: 1-256 printable ASCII characters without spaces, so it survives
-/// as a header value in every NATS client unchanged.
+/// as a header value in every NATS client unchanged, and none of the ids jetq reserves for
+/// itself: a [`RESERVED_KEY_PREFIXES`] prefix, or the shape of a schedule's fire id
+/// (`<name>:<YYYY-MM-DDTHH:MM:SSZ>`, see [`is_fire_id`]).
+///
+/// ```
+/// use jetq_contract::name::validate_key;
+/// assert!(validate_key("signup:ada@example.com").is_ok());
+/// assert!(validate_key("replay:42:01J9ZQ").is_err());
+/// assert!(validate_key("nightly-report:2026-11-28T02:00:00Z").is_err());
+/// ```
 pub fn validate_key(value: &str) -> Result<(), KeyError> {
     let error = |reason| KeyError {
         value: value.to_owned(),
@@ -106,7 +121,36 @@ pub fn validate_key(value: &str) -> Result<(), KeyError> {
     if !value.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(error("only printable ASCII without spaces is allowed"));
     }
+    if RESERVED_KEY_PREFIXES
+        .iter()
+        .any(|prefix| value.starts_with(prefix))
+    {
+        return Err(error(
+            "it starts with a prefix jetq reserves (replay:, delayed:, dead:)",
+        ));
+    }
+    if is_fire_id(value) {
+        return Err(error(
+            "it has the form of a schedule's fire id (<name>:<YYYY-MM-DDTHH:MM:SSZ>)",
+        ));
+    }
     Ok(())
+}
+
+/// True if `id` has the shape of a periodic fire's id: a name (`[A-Za-z0-9_-]{1,64}`), `:`, and
+/// a fire time `YYYY-MM-DDTHH:MM:SSZ` (digits where the shape has them). Such ids belong to
+/// the scheduler.
+pub fn is_fire_id(id: &str) -> bool {
+    const SHAPE: &[u8] = b"dddd-dd-ddTdd:dd:ddZ";
+    let Some((name, time)) = id.split_once(':') else {
+        return false;
+    };
+    validate(NameKind::Task, name).is_ok()
+        && time.len() == SHAPE.len()
+        && time.bytes().zip(SHAPE).all(|(byte, &shape)| match shape {
+            b'd' => byte.is_ascii_digit(),
+            other => byte == other,
+        })
 }
 
 #[cfg(test)]
@@ -136,5 +180,28 @@ mod tests {
         assert!(validate_key("").is_err());
         assert!(validate_key("line\nbreak").is_err());
         assert!(validate_key(&"k".repeat(257)).is_err());
+    }
+
+    #[test]
+    fn keys_may_not_take_the_ids_jetq_writes() {
+        for reserved in [
+            "replay:42:01J9ZQ",
+            "replay:42",
+            "delayed:9",
+            "dead:3:x",
+            "nightly-report:2026-11-28T02:00:00Z",
+        ] {
+            assert!(validate_key(reserved).is_err(), "{reserved}");
+        }
+        for fine in [
+            "Replay:42",
+            "my-replay:42",
+            "signup:ada@example.com",
+            "nightly-report:2026-11-28T02:00:00.000Z",
+            "nightly.report:2026-11-28T02:00:00Z",
+            "dead",
+        ] {
+            assert!(validate_key(fine).is_ok(), "{fine}");
+        }
     }
 }

@@ -56,8 +56,11 @@ pub enum EnqueueError {
         /// The server's description (`maximum messages exceeded`, `maximum bytes exceeded`).
         description: String,
     },
-    /// No stream captures the task's subject: the stream was never provisioned (run a worker
-    /// or a producer with provisioning on) or was deleted.
+    /// No stream captured the task's subject on any attempt (the server answered "no
+    /// responders", 503, to each; the producer pauses 250 ms, doubling, between them): the
+    /// stream was never provisioned (run a worker or a producer with provisioning on), was
+    /// deleted, or has had no leader for longer than the attempts lasted. Nothing was stored;
+    /// enqueueing again later with the same key is safe.
     #[error("no stream accepts subject {subject}: the jetq task stream does not exist")]
     NoStream {
         /// The subject that nothing captured.

@@ -40,6 +40,26 @@ const STREAM_STORE_FAILED: u64 = 10077;
 /// JetStream's error code for a message over the stream's `max_msg_size`.
 const MESSAGE_EXCEEDS_MAXIMUM: u64 = 10054;
 
+/// The pause before resending a task whose publish found no responders (503): 250 ms after
+/// the first send, doubling, at most 2 s.
+fn no_responders_pause(attempt: u32) -> Duration {
+    Duration::from_millis(250 << attempt.saturating_sub(1).min(3))
+}
+
+/// True when a publish stored nothing and may succeed shortly: no responders (no stream
+/// captures the subject, or the stream has no leader during an election) or a JetStream error
+/// with code 503 (temporarily unavailable) other than a failed store (10077: a full stream or
+/// exhausted resources, which a resend does not cure).
+fn is_unavailable(err: &EnqueueError) -> bool {
+    match err {
+        EnqueueError::NoStream { .. } => true,
+        EnqueueError::Rejected { source, .. } => std::error::Error::source(source)
+            .and_then(|source| source.downcast_ref::<jetstream::Error>())
+            .is_some_and(|err| err.code() == 503 && err.error_code().0 != STREAM_STORE_FAILED),
+        _ => false,
+    }
+}
+
 fn default_true() -> bool {
     true
 }
@@ -493,6 +513,13 @@ impl Producer {
                 }
                 Err(err) => match self.classify(prepared, err) {
                     EnqueueError::Timeout { .. } => continue,
+                    // Nothing was stored, and it may be stored in a moment: resend with the same
+                    // id after a pause while attempts remain (docs/PROTOCOL.md §3, "Publish
+                    // errors"). Boxed: rare, and the sleep would grow every in-flight future.
+                    err if attempt < self.attempts && is_unavailable(&err) => {
+                        Box::pin(tokio::time::sleep(no_responders_pause(attempt))).await;
+                        continue;
+                    }
                     err => return Err(self.timeout_or_disconnected(err, attempt)),
                 },
             }

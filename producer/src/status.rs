@@ -292,6 +292,18 @@ impl AsyncRead for Artifact {
     }
 }
 
+/// True if both timestamps are present, parse (docs/PROTOCOL.md §3, "Timestamps") and name the
+/// same microsecond.
+fn same_instant(a: Option<&str>, b: Option<&str>) -> bool {
+    match (
+        a.and_then(jetq_contract::time::parse),
+        b.and_then(jetq_contract::time::parse),
+    ) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
 fn decode(id: &str, bytes: &[u8]) -> Result<TaskStatus, StatusError> {
     TaskStatus::from_json(bytes).map_err(|source| StatusError::Corrupt {
         id: id.to_owned(),
@@ -301,8 +313,11 @@ fn decode(id: &str, bytes: &[u8]) -> Result<TaskStatus, StatusError> {
 
 impl Producer {
     /// Writes the `queued` record of a tracked task after its enqueue was acknowledged (not for
-    /// a duplicate). A worker that already wrote this task's record (it ran before this write)
-    /// is never overwritten. Best effort: the task is queued whatever happens here.
+    /// a duplicate), as docs/PROTOCOL.md §8 "The producer's queued write" says: compare-and-set
+    /// (create when there is no record, else update on the revision read), skipped when the
+    /// record already belongs to this task or a later one (a worker was faster), and replacing
+    /// a record left by an earlier task with the same id, terminal or not. Best effort: the
+    /// task is queued whatever happens here.
     pub(super) async fn record_queued(&self, queued: Queued, enqueued: &Enqueued) {
         if enqueued.duplicate {
             return;
@@ -336,9 +351,16 @@ impl Producer {
                     if let Ok(existing) = TaskStatus::from_json(&entry.value) {
                         let worker_ahead = match sequence {
                             Some(sequence) => existing.sequence >= Some(sequence),
+                            // A delayed task has no task-stream sequence yet: a record with
+                            // one and this enqueue's time (compared as instants, since the
+                            // worker may have written the time in another accepted form) is
+                            // this task, released and already taken by a worker.
                             None => {
                                 existing.sequence.is_some()
-                                    && existing.enqueued_at == queued.enqueued_at
+                                    && same_instant(
+                                        existing.enqueued_at.as_deref(),
+                                        queued.enqueued_at.as_deref(),
+                                    )
                             }
                         };
                         if worker_ahead {

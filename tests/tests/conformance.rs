@@ -207,7 +207,9 @@ fn dead_payload_objects_and_attempt_numbers_match_the_vectors() {
         let record = vector
             .record
             .as_deref()
-            .and_then(|json| jetq_contract::attempts::AttemptRecord::from_json(json.as_bytes()).ok())
+            .and_then(|json| {
+                jetq_contract::attempts::AttemptRecord::from_json(json.as_bytes()).ok()
+            })
             .unwrap_or_default();
         assert_eq!(
             record.attempt(vector.delivered),
@@ -518,4 +520,190 @@ async fn a_task_enqueued_by_the_python_client_is_run_by_a_rust_worker() {
     within(WAIT, "worker shutdown", running)
         .await
         .expect("worker task");
+}
+
+/// A timestamp and the instant every reader takes it for, or `None` (PROTOCOL §3, Timestamps).
+#[derive(Debug, Deserialize)]
+struct TimestampVector {
+    name: String,
+    text: String,
+    utc: Option<String>,
+}
+
+/// A publish reply and what the producer makes of it (PROTOCOL §3, Publish errors).
+#[derive(Debug, Deserialize)]
+struct PublishAckVector {
+    name: String,
+    status: Option<String>,
+    body: String,
+    outcome: String,
+    sequence: Option<u64>,
+    duplicate: Option<bool>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LaterSections {
+    timestamps: Vec<TimestampVector>,
+    publish_acks: Vec<PublishAckVector>,
+}
+
+fn later_sections() -> LaterSections {
+    let path = repo_root().join("docs/conformance/vectors.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn timestamps_are_read_as_the_vectors_say() {
+    let vectors = later_sections().timestamps;
+    assert!(!vectors.is_empty());
+    for vector in vectors {
+        assert_eq!(
+            jetq_contract::time::parse(&vector.text).map(jetq_contract::time::format),
+            vector.utc,
+            "{}: {:?}",
+            vector.name,
+            vector.text
+        );
+    }
+}
+
+/// Answers every publish on `jetq.task.acks.<vector>` with the vector's reply, written on a raw
+/// connection so a status line (`NATS/1.0 408`) can be sent as a server would; counts the sends.
+/// A `503` vector gets no answer: the server itself says "no responders".
+async fn ack_responder(
+    server: &NatsServer,
+    vectors: &[PublishAckVector],
+) -> std::sync::Arc<std::sync::Mutex<HashMap<String, u32>>> {
+    use tokio::io::AsyncWriteExt;
+    let replies: HashMap<String, (Option<String>, String)> = vectors
+        .iter()
+        .map(|v| (v.name.clone(), (v.status.clone(), v.body.clone())))
+        .collect();
+    let sends = std::sync::Arc::new(std::sync::Mutex::new(HashMap::new()));
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let mut subscriptions = Vec::new();
+    for name in replies.keys() {
+        subscriptions.push(
+            client
+                .subscribe(format!("jetq.task.acks.{name}"))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut subscriber = futures::stream::select_all(subscriptions);
+    client.flush().await.unwrap();
+    let address = server.url().trim_start_matches("nats://").to_owned();
+    let mut raw = tokio::net::TcpStream::connect(address).await.unwrap();
+    raw.write_all(b"CONNECT {\"verbose\":false,\"headers\":true}\r\n")
+        .await
+        .unwrap();
+    let counted = sends.clone();
+    tokio::spawn(async move {
+        while let Some(message) = futures::StreamExt::next(&mut subscriber).await {
+            let name = message
+                .subject
+                .as_str()
+                .rsplit('.')
+                .next()
+                .unwrap()
+                .to_owned();
+            *counted.lock().unwrap().entry(name.clone()).or_insert(0) += 1;
+            let (Some(reply), Some((status, body))) = (message.reply, replies.get(&name)) else {
+                continue;
+            };
+            let head = match status {
+                Some(code) => format!("NATS/1.0 {code}\r\n\r\n"),
+                None => "NATS/1.0\r\n\r\n".to_owned(),
+            };
+            let frame = format!(
+                "HPUB {reply} {} {}\r\n{head}{body}\r\n",
+                head.len(),
+                head.len() + body.len()
+            );
+            raw.write_all(frame.as_bytes()).await.unwrap();
+        }
+    });
+    sends
+}
+
+#[tokio::test]
+async fn publish_replies_are_retried_or_reported_as_the_vectors_say() {
+    let vectors = later_sections().publish_acks;
+    let server = NatsServer::start().await;
+    // A 503 vector must find nobody listening: only the other vectors are answered.
+    let answered: Vec<PublishAckVector> = vectors
+        .iter()
+        .filter(|v| v.status.as_deref() != Some("503"))
+        .map(|v| PublishAckVector {
+            name: v.name.clone(),
+            status: v.status.clone(),
+            body: v.body.clone(),
+            outcome: v.outcome.clone(),
+            sequence: v.sequence,
+            duplicate: v.duplicate,
+            error: v.error.clone(),
+        })
+        .collect();
+    let sends = ack_responder(&server, &answered).await;
+    let attempts = 3;
+    let producer = Producer::builder()
+        .connection(connection(&server))
+        .provision(false)
+        .publish_attempts(attempts)
+        .connect()
+        .await
+        .unwrap();
+    for vector in &vectors {
+        let subscribed = vector.status.as_deref() != Some("503");
+        let result = within(
+            Duration::from_secs(20),
+            &vector.name,
+            producer.enqueue_raw(RawTask {
+                queue: "acks".into(),
+                task: vector.name.clone(),
+                payload: Bytes::from_static(b"{}"),
+                options: EnqueueOptions::new().key(format!("ack-{}", vector.name)),
+            }),
+        )
+        .await;
+        let sent = sends
+            .lock()
+            .unwrap()
+            .get(&vector.name)
+            .copied()
+            .unwrap_or(0);
+        match (vector.outcome.as_str(), result) {
+            ("stored", Ok(enqueued)) => {
+                assert_eq!(Some(enqueued.sequence), vector.sequence, "{}", vector.name);
+                assert_eq!(
+                    Some(enqueued.duplicate),
+                    vector.duplicate,
+                    "{}",
+                    vector.name
+                );
+                assert_eq!(sent, 1, "{}: sends", vector.name);
+            }
+            (outcome @ ("retry" | "give_up"), Err(err)) => {
+                let kind = match &err {
+                    EnqueueError::NoStream { .. } => "NoStream",
+                    EnqueueError::StreamFull { .. } => "StreamFull",
+                    EnqueueError::TooLarge { .. } => "TooLarge",
+                    EnqueueError::Rejected { .. } => "Rejected",
+                    other => panic!("{}: unexpected {other:?}", vector.name),
+                };
+                assert_eq!(
+                    Some(kind),
+                    vector.error.as_deref(),
+                    "{}: {err}",
+                    vector.name
+                );
+                if subscribed {
+                    let expected = if outcome == "retry" { attempts } else { 1 };
+                    assert_eq!(sent, expected, "{}: sends", vector.name);
+                }
+            }
+            (expected, other) => panic!("{}: expected {expected}, got {other:?}", vector.name),
+        }
+    }
 }

@@ -13,7 +13,9 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 import jetq
 from jetq import AsyncProducer, ConfigError, InvalidKey, InvalidName
-from jetq.protocol import Subjects, attempt_number, dead_payload_object, parse_timestamp, prepare
+from jetq.errors import EnqueueError
+from jetq.producer import Enqueued, is_unavailable
+from jetq.protocol import Subjects, attempt_number, dead_payload_object, format_timestamp, parse_timestamp, prepare
 from jetq.status import id_from_key, status_key
 from jetq.testing import NatsServer, create_task_stream, stored_tasks
 
@@ -103,6 +105,40 @@ def test_dead_payload_object_vector(vector: Dict[str, Any]) -> None:
 def test_attempt_number_vector(vector: Dict[str, Any]) -> None:
     record = vector["record"].encode() if vector["record"] is not None else None
     assert attempt_number(record, vector["delivered"]) == vector["attempt"]
+
+
+@pytest.mark.parametrize("vector", VECTORS["timestamps"], ids=ids(VECTORS["timestamps"]))
+def test_timestamp_vector(vector: Dict[str, Any]) -> None:
+    parsed = parse_timestamp(vector["text"])
+    if vector["utc"] is None:
+        assert parsed is None, vector["name"]
+    else:
+        assert parsed is not None, vector["name"]
+        assert format_timestamp(parsed) == vector["utc"], vector["name"]
+
+
+class _Reply:
+    """A publish reply as nats-py hands it over: headers (None without) and the body."""
+
+    def __init__(self, status: Optional[str], body: str) -> None:
+        self.headers = {"Status": status} if status is not None else None
+        self.data = body.encode()
+
+
+@pytest.mark.parametrize("vector", VECTORS["publish_acks"], ids=ids(VECTORS["publish_acks"]))
+def test_publish_ack_vector(vector: Dict[str, Any]) -> None:
+    prepared = prepare(Subjects(), "emails", "send_email", {"n": 1})
+    reader = object.__new__(AsyncProducer)  # _read_ack needs no connection
+    try:
+        outcome: Any = reader._read_ack(prepared, _Reply(vector["status"], vector["body"]))  # type: ignore[arg-type]
+    except EnqueueError as err:
+        outcome = err
+    if vector["outcome"] == "stored":
+        assert isinstance(outcome, Enqueued), vector["name"]
+        assert (outcome.sequence, outcome.duplicate) == (vector["sequence"], vector["duplicate"])
+    else:
+        assert type(outcome).__name__ == vector["error"], vector["name"]
+        assert is_unavailable(outcome) == (vector["outcome"] == "retry"), vector["name"]
 
 
 @pytest.mark.parametrize("vector", VECTORS["invalid_prefixes"], ids=ids(VECTORS["invalid_prefixes"]))

@@ -10,16 +10,32 @@ The rejection reasons are the Rust producer's texts word for word; the shared te
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from .errors import InvalidKey, InvalidName
 
-__all__ = ["MAX_NAME_LEN", "MAX_KEY_LEN", "NameKind", "validate_name", "validate_key", "is_valid_name"]
+__all__ = [
+    "MAX_NAME_LEN",
+    "MAX_KEY_LEN",
+    "RESERVED_KEY_PREFIXES",
+    "NameKind",
+    "validate_name",
+    "validate_key",
+    "is_valid_name",
+    "is_fire_id",
+]
 
 #: The longest queue, task or prefix name, in bytes.
 MAX_NAME_LEN = 64
 #: The longest idempotency key, in bytes.
 MAX_KEY_LEN = 256
+
+#: Task-id prefixes jetq writes itself (docs/PROTOCOL.md §3, "Reserved ids"): replays of dead
+#: letters, released delayed tasks that had no id, dead letters. Refused at the start of a key.
+RESERVED_KEY_PREFIXES = ("replay:", "delayed:", "dead:")
+
+_FIRE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}:[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
 #: What a name is used for.
 NameKind = Literal["queue", "task", "prefix"]
@@ -74,7 +90,8 @@ def is_valid_name(value: str) -> bool:
 def validate_key(value: str) -> None:
     """Raises :class:`~jetq.errors.InvalidKey` unless ``value`` is 1-256 printable ASCII
     characters without spaces (``!`` to ``~``), so it survives as a header value in every NATS
-    client unchanged.
+    client unchanged, and none of the ids jetq reserves: a :data:`RESERVED_KEY_PREFIXES` prefix
+    or the shape of a schedule's fire id (:func:`is_fire_id`).
 
     >>> validate_key("order-42:confirm")
     """
@@ -86,3 +103,17 @@ def validate_key(value: str) -> None:
         raise InvalidKey(value, "it is longer than 256 bytes")
     if not all("!" <= char <= "~" for char in value):
         raise InvalidKey(value, "only printable ASCII without spaces is allowed")
+    if value.startswith(RESERVED_KEY_PREFIXES):
+        raise InvalidKey(value, "it starts with a prefix jetq reserves (replay:, delayed:, dead:)")
+    if is_fire_id(value):
+        raise InvalidKey(value, "it has the form of a schedule's fire id (<name>:<YYYY-MM-DDTHH:MM:SSZ>)")
+
+
+def is_fire_id(value: str) -> bool:
+    """True if ``value`` has the shape of a periodic fire's id, ``<schedule>:<fire time>``
+    (``nightly-report:2026-11-28T02:00:00Z``): such ids belong to the scheduler.
+
+    >>> is_fire_id("nightly-report:2026-11-28T02:00:00Z"), is_fire_id("signup:ada@example.com")
+    (True, False)
+    """
+    return _FIRE_ID.fullmatch(value) is not None

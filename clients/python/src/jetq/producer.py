@@ -858,7 +858,15 @@ class AsyncProducer:
                 if self._closed:
                     raise ProducerClosed(prepared.task) from None
                 raise
-            return self._read_ack(prepared, reply, attempt)
+            try:
+                return self._read_ack(prepared, reply, attempt)
+            except (NoStream, Rejected) as err:
+                # Nothing was stored and it may be stored in a moment (no responders: no stream,
+                # or no stream leader during an election; a JetStream 503): resend with the same
+                # id after a pause while attempts remain (docs/PROTOCOL.md §3, "Publish errors").
+                if attempt >= attempts or not is_unavailable(err):
+                    raise
+                await asyncio.sleep(no_responders_pause(attempt))
         if self._nc.is_connected:
             raise Timeout(prepared.task, prepared.id, ack_timeout, attempts)
         raise NotConnected(prepared.task, attempts)
@@ -920,6 +928,26 @@ def is_duplicate(acked_duplicate: bool, attempt: int, generated_id: bool) -> boo
     """
     ours = attempt > 1 and generated_id
     return acked_duplicate and not ours
+
+
+def is_unavailable(err: EnqueueError) -> bool:
+    """True when a publish stored nothing and may succeed shortly: no responders (503) or a
+    JetStream error with code 503 other than a failed store (err_code 10077: a full stream or
+    exhausted resources, which a resend does not cure) — resend with the same id (as the Rust
+    producer does)."""
+    if isinstance(err, NoStream):
+        return True
+    return isinstance(err, Rejected) and err.code == 503 and err.err_code != STREAM_STORE_FAILED
+
+
+def no_responders_pause(attempt: int) -> float:
+    """Seconds before resending after :func:`is_unavailable`: 0.25 after the first send,
+    doubling, at most 2.
+
+    >>> [no_responders_pause(n) for n in (1, 2, 3, 4, 5)]
+    [0.25, 0.5, 1.0, 2.0, 2.0]
+    """
+    return 0.25 * (1 << min(max(attempt - 1, 0), 3))
 
 
 def _int(value: Any) -> Optional[int]:

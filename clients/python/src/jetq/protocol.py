@@ -12,6 +12,7 @@ import datetime as _dt
 import json
 import math
 import os
+import re
 import time
 from typing import Any, Dict, Optional, Union
 
@@ -158,30 +159,48 @@ def format_timestamp(at: Optional[_dt.datetime] = None) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_TIMESTAMP = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt]([0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{1,9}))?"
+    r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))"
+)
+
+
 def parse_timestamp(text: str) -> Optional[_dt.datetime]:
-    """An RFC 3339 timestamp as jetq writes it (``...Z``, any fraction up to nanoseconds, or an
-    offset) as an aware UTC datetime (cut to microseconds); None when it is not one.
+    """A timestamp in the form every jetq reader accepts (docs/PROTOCOL.md §3, "Timestamps"):
+    ``YYYY-MM-DDTHH:MM:SS``, an optional fraction of 1 to 9 digits (cut to microseconds), then
+    ``Z`` or a numeric offset ``+HH:MM``/``-HH:MM``; ``T`` and ``Z`` may be lower case. Returned
+    as an aware UTC datetime; None for anything else (no zone, a space for ``T``, an impossible
+    date), exactly as the Rust side's ``jetq_contract::time::parse``.
 
     >>> parse_timestamp("2026-11-27T07:00:00.123456789Z")
     datetime.datetime(2026, 11, 27, 7, 0, 0, 123456, tzinfo=datetime.timezone.utc)
     """
     if not isinstance(text, str):
         return None
-    value = text.strip()
-    if value[-1:] in ("Z", "z"):
-        value = value[:-1] + "+00:00"
-    head, dot, rest = value.partition(".")
-    if dot:
-        digits = len(rest) - len(rest.lstrip("0123456789"))
-        fraction, offset = rest[:digits], rest[digits:]
-        value = f"{head}.{(fraction + '000000')[:6]}{offset}" if fraction else head + offset
+    match = _TIMESTAMP.fullmatch(text)
+    if match is None:
+        return None
+    date, time, fraction, zulu, sign, hours, minutes = match.groups()
+    if not zulu and (int(hours) > 23 or int(minutes) > 59):
+        return None
     try:
-        moment = _dt.datetime.fromisoformat(value)
+        moment = _dt.datetime.fromisoformat(f"{date}T{time}.{((fraction or '') + '000000')[:6]}+00:00")
     except ValueError:
         return None
-    if moment.tzinfo is None:
-        return None
-    return moment.astimezone(_dt.timezone.utc)
+    if not zulu:
+        offset = _dt.timedelta(hours=int(hours), minutes=int(minutes))
+        try:
+            moment = moment - offset if sign == "+" else moment + offset
+        except OverflowError:
+            return None
+    return moment
+
+
+def same_instant(a: Optional[str], b: Optional[str]) -> bool:
+    """True if both timestamps parse and name the same microsecond (a worker may write the
+    enqueue time in another accepted form than the producer sent)."""
+    first, second = parse_timestamp(a or ""), parse_timestamp(b or "")
+    return first is not None and first == second
 
 
 def encode_args(task: str, args: Any) -> bytes:

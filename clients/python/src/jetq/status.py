@@ -35,7 +35,7 @@ from .errors import (
     StatusWriteError,
     WaitTimeout,
 )
-from .protocol import Subjects, format_timestamp
+from .protocol import Subjects, format_timestamp, same_instant
 
 __all__ = [
     "TaskState",
@@ -508,7 +508,8 @@ class StatusStore:
                 if sequence is not None:
                     worker_ahead = known is not None and known >= sequence
                 else:
-                    worker_ahead = known is not None and existing.get("enqueued_at") == enqueued_at
+                    # Compared as instants: the worker may write another accepted form.
+                    worker_ahead = known is not None and same_instant(existing.get("enqueued_at"), enqueued_at)
                 if worker_ahead:
                     return
             if await self._update(id, record, revision):
