@@ -18,7 +18,7 @@ pub const SCHEDULES_FILE_ENV: &str = "JETQ_SCHEDULES_FILE";
 pub struct ScheduleView {
     /// Schedule name.
     pub name: String,
-    /// Cron expression (six fields, seconds first).
+    /// Cron expression (five fields as in a crontab, or six with seconds first).
     pub cron: String,
     /// IANA time zone.
     pub timezone: String,

@@ -24,8 +24,9 @@ use croner::{
     Cron,
 };
 
-/// A cron expression (six fields: second, minute, hour, day of month, month, day of week) in
-/// a time zone.
+/// A cron expression in a time zone: a standard five-field crontab line (minute, hour, day of
+/// month, month, day of week; it fires at second 0) or six fields with seconds first (second,
+/// minute, hour, day of month, month, day of week).
 ///
 /// ```
 /// use jetq_scheduler::CronSchedule;
@@ -45,7 +46,7 @@ pub struct CronSchedule {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CronError {
     /// The expression does not parse (the message says why).
-    #[error("invalid cron expression {expression:?}: {problem} (expected six fields: second minute hour day-of-month month day-of-week, e.g. \"0 0 3 * * *\")")]
+    #[error("invalid cron expression {expression:?}: {problem} (expected five fields: minute hour day-of-month month day-of-week, e.g. \"30 2 * * *\", or six with seconds first, e.g. \"0 30 2 * * *\")")]
     Expression {
         /// The expression as given.
         expression: String,
@@ -63,7 +64,8 @@ pub enum CronError {
 }
 
 impl CronSchedule {
-    /// Parses `expression` (seconds required) for the IANA time zone `zone`.
+    /// Parses `expression` (five fields, or six with seconds first) for the IANA time zone
+    /// `zone`.
     pub fn parse(expression: &str, zone: &str) -> Result<Self, CronError> {
         let zone = Tz::from_str(zone.trim()).map_err(|_| CronError::Zone {
             zone: zone.to_owned(),
@@ -71,10 +73,11 @@ impl CronSchedule {
         Self::new(expression, zone)
     }
 
-    /// Parses `expression` (seconds required) for a time zone.
+    /// Parses `expression` (five fields, or six with seconds first) for a time zone.
     pub fn new(expression: &str, zone: Tz) -> Result<Self, CronError> {
         let cron = CronParser::builder()
-            .seconds(Seconds::Required)
+            // Five fields as in a crontab (second 0), or six with seconds first.
+            .seconds(Seconds::Optional)
             .build()
             .parse(expression.trim())
             .map_err(|err| CronError::Expression {
@@ -279,8 +282,11 @@ mod tests {
 
     #[test]
     fn rejects_bad_input_with_reasons() {
-        let err = CronSchedule::parse("0 3 * * *", "UTC").unwrap_err();
+        let err = CronSchedule::parse("3 * * *", "UTC").unwrap_err();
         assert!(matches!(err, CronError::Expression { .. }), "{err}");
+        assert!(err.to_string().contains("five fields"), "{err}");
+        let err = CronSchedule::parse("0 0 25 * * *", "UTC").unwrap_err();
+        assert!(err.to_string().contains("0 0 25 * * *"), "{err}");
         let err = CronSchedule::parse("0 61 * * * *", "UTC").unwrap_err();
         assert!(err.to_string().contains("0 61 * * * *"), "{err}");
         let err = CronSchedule::parse("0 0 3 * * *", "Mars/Olympus").unwrap_err();
@@ -289,6 +295,25 @@ mod tests {
             CronError::Zone {
                 zone: "Mars/Olympus".into()
             }
+        );
+    }
+
+    #[test]
+    fn five_field_crontab_lines_fire_at_second_zero() {
+        let crontab = CronSchedule::parse("30 2 * * *", "UTC").unwrap();
+        let seconds = CronSchedule::parse("0 30 2 * * *", "UTC").unwrap();
+        assert_eq!(
+            fires(&crontab, "2026-05-01T00:00:00Z", "2026-05-03T00:00:00Z"),
+            vec!["2026-05-01T02:30:00+00:00", "2026-05-02T02:30:00+00:00"]
+        );
+        assert_eq!(
+            fires(&crontab, "2026-05-01T00:00:00Z", "2026-05-03T00:00:00Z"),
+            fires(&seconds, "2026-05-01T00:00:00Z", "2026-05-03T00:00:00Z")
+        );
+        let every_five = CronSchedule::parse("*/5 * * * MON-FRI", "UTC").unwrap();
+        assert_eq!(
+            fires(&every_five, "2026-05-01T10:00:00Z", "2026-05-01T10:11:00Z"),
+            vec!["2026-05-01T10:05:00+00:00", "2026-05-01T10:10:00+00:00"]
         );
     }
 

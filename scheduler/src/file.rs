@@ -3,7 +3,7 @@
 //! ```yaml
 //! schedules:
 //!   - name: nightly-report          # [A-Za-z0-9_-]{1,64}, unique; names the fires' ids and state
-//!     cron: "0 0 3 * * *"           # six fields, seconds first
+//!     cron: "0 0 3 * * *"           # six fields, seconds first (or five: "0 3 * * *")
 //!     timezone: Europe/Berlin       # IANA name, default UTC
 //!     queue: reports
 //!     task: nightly_report
@@ -390,7 +390,7 @@ schedules:
             r#"
 schedules:
   - name: report
-    cron: "0 0 3 * *"
+    cron: "0 3 * *"
     timezone: Europe/Berlln
     queue: "re.ports"
     task: nightly
@@ -437,7 +437,7 @@ schedules:
     #[test]
     fn a_bad_cron_expression_is_named() {
         let errors = errors(
-            "schedules:\n  - {name: r, cron: \"0 0 3 * *\", queue: q, task: t}\n  - {name: s, cron: \"0 0 0 30 2 *\", queue: q, task: t}\n",
+            "schedules:\n  - {name: r, cron: \"0 3 * *\", queue: q, task: t}\n  - {name: s, cron: \"0 0 0 30 2 *\", queue: q, task: t}\n",
         );
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert_eq!(

@@ -31,7 +31,7 @@ fn scheduler_cases() -> Vec<Case> {
         boolean("JETQ_PROVISION"),
         // Read by the telemetry every binary starts first.
         case("JETQ_LOG_FORMAT", "xml", "human or json"),
-        case("JETQ_HEALTH_LISTEN", "nowhere", "0.0.0.0:9090"),
+        case("JETQ_HEALTH_LISTEN", "nowhere", "0.0.0.0:8459"),
     ]);
     cases
 }

@@ -23,16 +23,16 @@ pub enum LogFormat {
 /// | `OTEL_SERVICE_NAME` | `service.name` of traces and metrics (default: the binary's name, e.g. `jetq-worker`) |
 /// | `OTEL_RESOURCE_ATTRIBUTES` | more resource attributes, `key=value,…` |
 /// | `OTEL_SDK_DISABLED` | `true`: no OpenTelemetry traces and no OTLP metrics (logs and `/metrics` stay) |
-/// | `OTEL_TRACES_EXPORTER` | `otlp` (default) or `none` |
-/// | `OTEL_METRICS_EXPORTER` | `otlp` (default), `prometheus` or `none`: whether metrics are also pushed over OTLP (`/metrics` always serves them) |
-/// | `OTEL_EXPORTER_OTLP_ENDPOINT` | collector base URL, `http://` only (default `http://localhost:4318`); `/v1/traces` and `/v1/metrics` are appended |
+/// | `OTEL_TRACES_EXPORTER` | `otlp` or `none`; unset: `otlp` when an OTLP endpoint is configured, else nothing is exported |
+/// | `OTEL_METRICS_EXPORTER` | `otlp`, `prometheus` or `none`: whether metrics are also pushed over OTLP (`/metrics` always serves them); unset: `otlp` when an endpoint is configured |
+/// | `OTEL_EXPORTER_OTLP_ENDPOINT` | collector base URL, `http://` only; `/v1/traces` and `/v1/metrics` are appended. Unset (and no per-signal endpoint): no OTLP export, unless an `OTEL_*_EXPORTER` says `otlp` (then the SDK's default `http://localhost:4318`) |
 /// | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` | full per-signal URLs, used as given |
 /// | `OTEL_EXPORTER_OTLP_PROTOCOL` (and per-signal) | only `http/protobuf` is built in |
 /// | `OTEL_EXPORTER_OTLP_HEADERS`, `…_TIMEOUT`, `…_COMPRESSION`, `OTEL_TRACES_SAMPLER(_ARG)`, `OTEL_BSP_*`, `OTEL_METRIC_EXPORT_INTERVAL` | read by the OpenTelemetry SDK itself from the process environment |
 /// | `RUST_LOG` | log filter (default given by the binary, e.g. `info`) |
 /// | `JETQ_LOG_FORMAT` | `human` (default) or `json` |
 /// | `JETQ_TRACE_FILTER` | which spans are traced, same syntax as `RUST_LOG` (default `info`) |
-/// | `JETQ_HEALTH_LISTEN` | address of `/healthz`, `/readyz` and `/metrics` (default `0.0.0.0:9090`) |
+/// | `JETQ_HEALTH_LISTEN` | address of `/healthz`, `/readyz` and `/metrics` (default `0.0.0.0:8459`) |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TelemetryConfig {
     /// `service.name`.
@@ -57,8 +57,10 @@ pub struct TelemetryConfig {
     pub health_listen: SocketAddr,
 }
 
-/// The default status server address of binaries.
-pub const DEFAULT_HEALTH_LISTEN: &str = "0.0.0.0:9090";
+/// The default status server address of binaries. Port 8459 is used by nothing common: not
+/// Prometheus (9090) nor its exporters (9091–9999), not NATS (4222, 6222, 8222), OTLP (4317,
+/// 4318) or the usual application ports (3000, 8000, 8080).
+pub const DEFAULT_HEALTH_LISTEN: &str = "0.0.0.0:8459";
 
 impl TelemetryConfig {
     /// Reads the configuration from the process environment. `service_name` and `log_filter`
@@ -109,8 +111,6 @@ impl TelemetryConfig {
             get("OTEL_METRICS_EXPORTER"),
             &["otlp", "prometheus"],
         )?;
-        let traces = traces && !disabled;
-        let otlp_metrics = otlp_metrics && !disabled;
         for name in [
             "OTEL_EXPORTER_OTLP_PROTOCOL",
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
@@ -135,6 +135,11 @@ impl TelemetryConfig {
         };
         let traces_endpoint = signal("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "v1/traces");
         let metrics_endpoint = signal("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "v1/metrics");
+        // Quiet by default: with no collector configured nothing is exported (a worker with no
+        // collector would otherwise log an export error every few seconds). An explicit
+        // `OTEL_*_EXPORTER=otlp` exports to the SDK's default endpoint.
+        let traces = !disabled && traces.unwrap_or(traces_endpoint.is_some());
+        let otlp_metrics = !disabled && otlp_metrics.unwrap_or(metrics_endpoint.is_some());
         for (name, endpoint) in [
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &traces_endpoint),
             ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", &metrics_endpoint),
@@ -189,7 +194,7 @@ impl TelemetryConfig {
             .map_err(|err| {
                 invalid(
                     "JETQ_HEALTH_LISTEN",
-                    format!("not a socket address ({err}); expected e.g. 0.0.0.0:9090"),
+                    format!("not a socket address ({err}); expected e.g. 0.0.0.0:8459"),
                 )
             })?;
         Ok(TelemetryConfig {
@@ -239,22 +244,22 @@ fn parse_bool(field: &'static str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
-/// Whether an `OTEL_*_EXPORTER` list asks for OTLP export (the default when unset): `none`
-/// turns it off, other supported names are accepted, anything else is an error rather than
-/// silently exporting nothing.
+/// Whether an `OTEL_*_EXPORTER` list asks for OTLP export (`None` when unset: then an
+/// endpoint decides): `none` turns it off, other supported names are accepted, anything else is
+/// an error rather than silently exporting nothing.
 fn exporter(
     field: &'static str,
     value: Option<&str>,
     supported: &[&str],
-) -> Result<bool, ConfigError> {
-    let Some(list) = value else { return Ok(true) };
+) -> Result<Option<bool>, ConfigError> {
+    let Some(list) = value else { return Ok(None) };
     let items: Vec<String> = list
         .split(',')
         .map(|item| item.trim().to_ascii_lowercase())
         .filter(|item| !item.is_empty())
         .collect();
     if items.iter().any(|item| item == "none") {
-        return Ok(false);
+        return Ok(Some(false));
     }
     for item in &items {
         if !supported.contains(&item.as_str()) {
@@ -267,7 +272,7 @@ fn exporter(
             ));
         }
     }
-    Ok(items.iter().any(|item| item == "otlp"))
+    Ok(Some(items.iter().any(|item| item == "otlp")))
 }
 
 /// `key1=value1,key2=value2` with percent-encoded values, as the OpenTelemetry spec defines it.
@@ -313,23 +318,39 @@ mod tests {
     }
 
     #[test]
-    fn defaults_export_everything_over_otlp() {
+    fn defaults_export_nothing_without_a_collector() {
         let c = config(&[]).unwrap();
         assert_eq!(c.service_name, "jetq-worker");
-        assert!(c.traces && c.otlp_metrics);
-        assert_eq!(c.traces_endpoint, None, "the SDK's default endpoint");
+        assert!(!c.traces && !c.otlp_metrics, "no endpoint: no OTLP export");
+        assert_eq!(c.traces_endpoint, None);
         assert_eq!(c.log_format, LogFormat::Human);
         assert_eq!(c.log_filter, "info");
-        assert_eq!(c.health_listen.to_string(), "0.0.0.0:9090");
+        assert_eq!(c.health_listen.to_string(), "0.0.0.0:8459");
+        // An explicit exporter uses the SDK's default endpoint.
+        let c = config(&[("OTEL_TRACES_EXPORTER", "otlp")]).unwrap();
+        assert!(c.traces && !c.otlp_metrics);
+        assert_eq!(c.traces_endpoint, None, "the SDK's default endpoint");
+        let c = config(&[("OTEL_METRICS_EXPORTER", "otlp")]).unwrap();
+        assert!(!c.traces && c.otlp_metrics);
+        // A per-signal endpoint turns on that signal only.
+        let c = config(&[(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://t:4318/v1/traces",
+        )])
+        .unwrap();
+        assert!(c.traces && !c.otlp_metrics);
     }
 
     #[test]
     fn switches_and_endpoints() {
-        let c = config(&[("OTEL_SDK_DISABLED", "TRUE")]).unwrap();
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318");
+        let c = config(&[endpoint]).unwrap();
+        assert!(c.traces && c.otlp_metrics, "an endpoint turns export on");
+        let c = config(&[endpoint, ("OTEL_SDK_DISABLED", "TRUE")]).unwrap();
         assert!(!c.traces && !c.otlp_metrics);
-        let c = config(&[("OTEL_TRACES_EXPORTER", "none")]).unwrap();
+        let c = config(&[endpoint, ("OTEL_TRACES_EXPORTER", "none")]).unwrap();
         assert!(!c.traces && c.otlp_metrics);
-        let c = config(&[("OTEL_METRICS_EXPORTER", "prometheus")]).unwrap();
+        let c = config(&[endpoint, ("OTEL_METRICS_EXPORTER", "prometheus")]).unwrap();
         assert!(c.traces && !c.otlp_metrics);
         let c = config(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),

@@ -17,11 +17,14 @@
 //! - **Logs** go to stderr through `tracing-subscriber`, filtered by `RUST_LOG`; human-readable
 //!   by default, one flat JSON object per line with `JETQ_LOG_FORMAT=json`.
 //! - **Traces**: the `tracing` spans of jetq (and of the application) are exported over
-//!   OTLP http/protobuf, configured by the standard `OTEL_*` variables; `OTEL_SDK_DISABLED=true`
-//!   or `OTEL_TRACES_EXPORTER=none` turn export off. The global propagator is set to W3C
+//!   OTLP http/protobuf when a collector is configured (`OTEL_EXPORTER_OTLP_ENDPOINT`, or
+//!   `OTEL_TRACES_EXPORTER=otlp`); with none, nothing is exported and nothing is logged about
+//!   it. An unreachable collector is reported once (and once more when it answers again), not
+//!   at every export. `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none` turn export off. The global propagator is set to W3C
 //!   TraceContext.
 //! - **Metrics**: the global meter provider feeds a Prometheus registry served on `/metrics`,
-//!   and is also pushed over OTLP unless `OTEL_METRICS_EXPORTER` says otherwise.
+//!   and is also pushed over OTLP when a collector is configured, unless
+//!   `OTEL_METRICS_EXPORTER` says otherwise.
 //! - The returned [`TelemetryGuard`] flushes and shuts everything down when dropped.
 //!
 //! Libraries never depend on this crate: jetq's producer and consumer only use `tracing` and the
@@ -30,6 +33,7 @@
 mod config;
 mod filter;
 mod logs;
+mod quiet;
 mod status;
 
 use std::{
@@ -204,6 +208,10 @@ impl Telemetry {
                 signal: "traces",
                 message: err.to_string(),
             })?;
+            let exporter = quiet::QuietSpans {
+                inner: exporter,
+                reach: quiet::Reachability::new("traces", config.traces_endpoint.as_deref()),
+            };
             Some(
                 SdkTracerProvider::builder()
                     .with_batch_exporter(exporter)
@@ -233,6 +241,10 @@ impl Telemetry {
                 signal: "metrics",
                 message: err.to_string(),
             })?;
+            let exporter = quiet::QuietMetrics {
+                inner: exporter,
+                reach: quiet::Reachability::new("metrics", config.metrics_endpoint.as_deref()),
+            };
             meters = meters.with_periodic_exporter(exporter);
         }
         Ok(Telemetry {

@@ -8,7 +8,7 @@
 //!
 //! Telemetry (see docs/OBSERVABILITY.md): logs by `RUST_LOG`/`JETQ_LOG_FORMAT`, traces and
 //! metrics over OTLP by the `OTEL_*` variables, `/healthz`, `/readyz` and `/metrics` on
-//! `JETQ_HEALTH_LISTEN` (default `0.0.0.0:9090`).
+//! `JETQ_HEALTH_LISTEN` (default `0.0.0.0:8459`).
 
 use std::process::ExitCode;
 

@@ -44,12 +44,16 @@ pub enum Error {
     },
 }
 
-/// The `k8s/` directory of this repository.
-pub fn k8s_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("k8s/gen has a parent")
-        .to_path_buf()
+/// The directory `jetq-k8s` works in when not given one: `k8s` under the current directory
+/// when it holds `k8s/values.yaml` (a checkout of this repository, or a project laid out like
+/// it), the current directory otherwise. Never the directory the binary was built in.
+pub fn default_dir(cwd: &Path) -> PathBuf {
+    let nested = cwd.join("k8s");
+    if nested.join("values.yaml").is_file() {
+        nested
+    } else {
+        cwd.to_path_buf()
+    }
 }
 
 /// Reads and renders a values file.

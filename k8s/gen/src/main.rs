@@ -1,23 +1,31 @@
-//! `jetq-k8s render|check [--values FILE] [--out DIR]`: renders `k8s/generated/` from
-//! `k8s/values.yaml`, or checks that it is up to date.
+//! `jetq-k8s render|check [--dir DIR] [--values FILE] [--out DIR]`: renders the manifests
+//! (`DIR/generated/`) from a values file (`DIR/values.yaml`), or checks that they are up to date.
+//! Paths are relative to the current directory.
 
 use std::{path::PathBuf, process::ExitCode};
 
-const USAGE: &str = "usage: jetq-k8s render|check [--values FILE] [--out DIR]
+const USAGE: &str = "usage: jetq-k8s render|check [--dir DIR] [--values FILE] [--out DIR]
 
-  render   write the manifests rendered from the values file into DIR
-  check    exit 1 if DIR is not what the values file renders to
+  render   write the manifests rendered from the values file into the output directory
+  check    exit 1 if the output directory is not what the values file renders to
 
-  --values FILE   default: k8s/values.yaml of this repository
-  --out DIR       default: k8s/generated of this repository";
+  --dir DIR       the k8s directory (default: ./k8s if ./k8s/values.yaml exists, else .)
+  --values FILE   default: DIR/values.yaml
+  --out DIR       default: DIR/generated";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let command = args.next();
-    let mut values = jetq_k8s::k8s_dir().join("values.yaml");
-    let mut out = jetq_k8s::k8s_dir().join("generated");
+    if matches!(command.as_deref(), Some("--help" | "-h" | "help")) {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let mut dir: Option<PathBuf> = None;
+    let mut values: Option<PathBuf> = None;
+    let mut out: Option<PathBuf> = None;
     while let Some(arg) = args.next() {
         let target = match arg.as_str() {
+            "--dir" => &mut dir,
             "--values" => &mut values,
             "--out" => &mut out,
             _ => {
@@ -26,13 +34,16 @@ fn main() -> ExitCode {
             }
         };
         match args.next() {
-            Some(value) => *target = PathBuf::from(value),
+            Some(value) => *target = Some(PathBuf::from(value)),
             None => {
                 eprintln!("jetq-k8s: {arg} needs a value\n{USAGE}");
                 return ExitCode::from(2);
             }
         }
     }
+    let dir = dir.unwrap_or_else(|| jetq_k8s::default_dir(std::path::Path::new(".")));
+    let values = values.unwrap_or_else(|| dir.join("values.yaml"));
+    let out = out.unwrap_or_else(|| dir.join("generated"));
     let files = match jetq_k8s::render_file(&values) {
         Ok(files) => files,
         Err(err) => {

@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// Port of `/healthz`, `/readyz` and `/metrics` in every jetq pod (`JETQ_HEALTH_LISTEN`).
-pub const HEALTH_PORT: u16 = 9090;
+pub const HEALTH_PORT: u16 = 8459;
 /// Port the example web app listens on in its pod.
 pub const WEB_PORT: u16 = 3000;
 /// Where the scheduler's schedules ConfigMap is mounted (a directory: a subPath mount would
@@ -52,14 +52,19 @@ pub fn render(values: &Values) -> Result<BTreeMap<String, String>, Error> {
         files.insert("app/web.yaml".into(), yaml_all(&web)?);
         app.push("web.yaml".into());
     }
-    files.insert(
-        format!("app/{SCHEDULES_KEY}"),
-        format!(
-            "# Generated from the `schedules` of k8s/values.yaml; parsed by jetq-scheduler.\n{}",
-            serde_norway::to_string(&json!({ "schedules": values.schedules }))
-                .map_err(|err| Error::Render(err.to_string()))?
-        ),
+    let schedules = format!(
+        "# Generated from the `schedules` of k8s/values.yaml; parsed by jetq-scheduler.\n{}",
+        serde_norway::to_string(&json!({ "schedules": values.schedules }))
+            .map_err(|err| Error::Render(err.to_string()))?
     );
+    // The scheduler's own loader: a file it would refuse (a bad cron expression or time zone, an
+    // unknown field, a duplicate name) is refused here, before any replica is deployed.
+    jetq_scheduler::Schedules::from_yaml(
+        &schedules,
+        std::path::Path::new(&format!("{SCHEDULES_DIR}/{SCHEDULES_KEY}")),
+    )
+    .map_err(|err| Error::Values(format!("schedules: {err}")))?;
+    files.insert(format!("app/{SCHEDULES_KEY}"), schedules);
     files.insert(
         "app/kustomization.yaml".into(),
         yaml(&json!({

@@ -17,8 +17,12 @@ pub use jetq_k8s::Values;
 /// The overlays users apply.
 pub const OVERLAYS: &[&str] = &["dev", "prod", "prod-hpa"];
 
+/// The `k8s/` directory of this repository (the tests run from the crate's directory).
 pub fn k8s() -> PathBuf {
-    jetq_k8s::k8s_dir()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("k8s/gen has a parent")
+        .to_path_buf()
 }
 
 pub fn repo() -> PathBuf {
