@@ -115,6 +115,13 @@ export JETQ_TEST_EXAMPLE_WORKER_BIN="${CARGO_TARGET_DIR:-$repo/target}/debug/wor
 run_pytest clients/python
 run_pytest examples/django
 
+# The Node.js producer (clients/node), written from docs/PROTOCOL.md alone: its pinned packages
+# (package-lock.json) installed with npm ci, then its tests: the shared conformance vectors and
+# the end-to-end run with the Rust example worker built above.
+command -v npm >/dev/null 2>&1 || { log "npm not found: the Node.js client's tests need Node.js 18+"; exit 1; }
+log "npm ci + npm test: clients/node"
+(cd "$repo/clients/node" && npm ci --no-audit --no-fund --loglevel=error >&2 && npm test)
+
 # Kubernetes manifests (k8s/gen tests): kubectl renders the overlays; Node.js runs the offline
 # schema validator, whose pinned packages (k8s/validate/package-lock.json) are installed here.
 for tool in kubectl node npm; do

@@ -1,0 +1,378 @@
+// The jetq producer for Node.js: docs/PROTOCOL.md (1.1) on the official @nats-io packages.
+// Every enqueue is one request on the task subject whose reply is the JetStream publish ack;
+// the reply is read by classifyReply (§3), so the retry rules live in one place.
+
+import { connect, headers as natsHeaders, errors as natsErrors } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
+import {
+  EnqueueError, NotConnected, StatusCorrupt, StatusUnavailable, Timeout, TooLarge, WaitTimeout,
+} from './errors.js';
+import {
+  Subjects, classifyReply, formatTimestamp, headerBlockSize, isDuplicate, isTerminal, nowMicros,
+  parseTimestamp, prepare, retryPauseMs, statusKey,
+} from './protocol.js';
+
+const NANOS_PER_MS = 1_000_000;
+const DAY_MS = 24 * 3600 * 1000;
+/** Compare-and-set rounds of the queued write before it gives up (§8). */
+const CAS_ROUNDS = 8;
+const REOPEN_AFTER_MS = 30_000;
+
+let otel; // @opentelemetry/api when installed (optional), resolved once
+async function traceContextFromOpenTelemetry() {
+  if (otel === undefined) {
+    try { otel = await import('@opentelemetry/api'); } catch { otel = null; }
+  }
+  if (!otel) return {};
+  const carrier = {};
+  otel.propagation.inject(otel.context.active(), carrier);
+  return carrier.traceparent ? { traceparent: carrier.traceparent, tracestate: carrier.tracestate } : {};
+}
+
+function sleep(ms) { return new Promise((resolve) => { setTimeout(resolve, ms); }); }
+
+function isNoResponders(err) {
+  return err instanceof natsErrors.NoRespondersError
+    || (err instanceof natsErrors.RequestError && err.isNoResponders())
+    || err?.cause instanceof natsErrors.NoRespondersError;
+}
+
+function isTimeout(err) {
+  return err instanceof natsErrors.TimeoutError || err?.cause instanceof natsErrors.TimeoutError;
+}
+
+/**
+ * A jetq producer. Create with `Producer.connect({servers})` or `new Producer(nc, options)`.
+ *
+ * options: prefix ('jetq'), requestTimeoutMs (2000: per publish attempt), publishAttempts (3),
+ * enqueueWindow (256), maxDelayMs (30 days), provision (true: create the delayed stream and the
+ * status stores when missing), replicas (1), statusTtlMs (24 h), artifactsMaxBytes (-1).
+ */
+export class Producer {
+  constructor(nc, options = {}) {
+    this.nc = nc;
+    this.subjects = new Subjects(options.prefix ?? 'jetq');
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 2000;
+    this.publishAttempts = Math.max(1, options.publishAttempts ?? 3);
+    this.enqueueWindow = Math.max(1, options.enqueueWindow ?? 256);
+    this.maxDelayMs = options.maxDelayMs ?? 30 * DAY_MS;
+    this.provision = options.provision ?? true;
+    this.replicas = options.replicas ?? 1;
+    this.statusTtlMs = options.statusTtlMs ?? DAY_MS;
+    this.artifactsMaxBytes = options.artifactsMaxBytes ?? -1;
+    this.ownsConnection = options.ownsConnection ?? false;
+    this.kv = null;
+    this.kvFailedUntil = 0;
+  }
+
+  /** Connects (nats.js options, e.g. `{servers: 'nats://127.0.0.1:4222'}`) and builds a producer. */
+  static async connect(connectOptions = {}, options = {}) {
+    const nc = await connect(connectOptions);
+    return new Producer(nc, { ...options, ownsConnection: true });
+  }
+
+  async close() {
+    if (this.ownsConnection) await this.nc.drain();
+  }
+
+  /**
+   * Enqueues one task and resolves once the server stored it: `{id, sequence, duplicate,
+   * stream}`. Options as `prepare` in protocol.js (key, maxAttempts, timeoutMs, delayMs, at,
+   * traceparent, tracestate, trackStatus, json). Rejects with the typed errors of errors.js.
+   */
+  async enqueue(queue, task, args, options = {}) {
+    const prepared = await this.prepare(queue, task, args, options);
+    return this.deliver(prepared);
+  }
+
+  /** Builds the message (validating everything) without sending it. */
+  async prepare(queue, task, args, options = {}) {
+    let trace = {};
+    if (!options.traceparent) trace = await traceContextFromOpenTelemetry();
+    return prepare(this.subjects, queue, task, args, { maxDelayMs: this.maxDelayMs, ...trace, ...options });
+  }
+
+  /**
+   * Enqueues many tasks: sent in input order, up to `window` acks awaited at once. Resolves to
+   * one result per task, in order: `{ok: true, value}` or `{ok: false, error}`; one task's
+   * failure does not stop the others.
+   * @param {Array<{queue: string, task: string, args?: unknown, options?: object}>} tasks
+   */
+  async enqueueMany(tasks, { window = this.enqueueWindow } = {}) {
+    const results = new Array(tasks.length);
+    const inFlight = new Set();
+    for (let index = 0; index < tasks.length; index += 1) {
+      const { queue, task, args, options } = tasks[index];
+      while (inFlight.size >= window) await Promise.race(inFlight);
+      let prepared;
+      try {
+        prepared = await this.prepare(queue, task, args, options ?? {});
+      } catch (error) {
+        results[index] = { ok: false, error };
+        continue;
+      }
+      const running = this.deliver(prepared).then(
+        (value) => { results[index] = { ok: true, value }; },
+        (error) => { results[index] = { ok: false, error }; },
+      ).finally(() => inFlight.delete(running));
+      inFlight.add(running);
+    }
+    await Promise.all(inFlight);
+    return results;
+  }
+
+  async deliver(prepared) {
+    if (prepared.tracked) await this.statusBucket({ forEnqueue: true }).catch(() => null);
+    let result;
+    try {
+      result = await this.publishUntilAcked(prepared);
+    } catch (err) {
+      // §7: the first delayed task of an installation creates the delayed stream, then
+      // publishes again once.
+      if (!(prepared.delayed && err.name === 'NoStream' && this.provision && await this.ensureDelayedStream())) throw err;
+      result = await this.publishUntilAcked(prepared);
+    }
+    if (prepared.tracked && !result.duplicate) await this.recordQueued(prepared, result);
+    return result;
+  }
+
+  async publishUntilAcked(prepared) {
+    const size = prepared.payload.length + headerBlockSize(prepared.headers);
+    const limit = this.nc.info?.max_payload;
+    if (limit && size > limit) throw new TooLarge(prepared.task, size, limit);
+    const hdrs = natsHeaders();
+    for (const [name, value] of prepared.headers) hdrs.set(name, value);
+    const what = { task: prepared.task, subject: prepared.subject, size };
+    let lastError = null;
+    for (let attempt = 1; attempt <= this.publishAttempts; attempt += 1) {
+      if (this.nc.isClosed()) throw new NotConnected(prepared.task, attempt);
+      let status = null;
+      let body = '';
+      try {
+        const reply = await this.nc.request(prepared.subject, prepared.payload, { timeout: this.requestTimeoutMs, headers: hdrs });
+        if (reply.headers?.hasError || (reply.headers && reply.headers.code >= 300)) status = String(reply.headers.code);
+        body = reply.data?.length ? new TextDecoder().decode(reply.data) : '';
+      } catch (err) {
+        if (isNoResponders(err)) {
+          status = '503';
+        } else if (isTimeout(err)) {
+          lastError = null; // the outcome is unknown: resend the same message (§3)
+          continue;
+        } else if (this.nc.isClosed() || err instanceof natsErrors.ClosedConnectionError) {
+          throw new NotConnected(prepared.task, attempt);
+        } else {
+          throw new EnqueueError(`cannot publish task ${prepared.task}: ${err.message}`, { cause: err });
+        }
+      }
+      const reply = classifyReply(what, status, body);
+      if (reply.outcome === 'stored') {
+        return {
+          id: prepared.id,
+          sequence: reply.sequence,
+          duplicate: isDuplicate(reply.duplicate, attempt, prepared.generatedId),
+          stream: reply.stream,
+        };
+      }
+      if (reply.outcome === 'give_up') throw reply.error;
+      lastError = reply.error;
+      if (attempt < this.publishAttempts) await sleep(retryPauseMs(attempt));
+    }
+    if (lastError) throw lastError;
+    throw new Timeout(prepared.task, prepared.id, this.requestTimeoutMs, this.publishAttempts);
+  }
+
+  async jsm() {
+    this.manager ??= await jetstreamManager(this.nc);
+    return this.manager;
+  }
+
+  /** Creates the delayed-task stream with §7's settings; false when it cannot. */
+  async ensureDelayedStream() {
+    const jsm = await this.jsm();
+    let replicas = 1;
+    let window = 2 * 60 * 1000 * NANOS_PER_MS;
+    try {
+      const info = await jsm.streams.info(this.subjects.tasksStream);
+      replicas = info.config.num_replicas || replicas;
+      window = info.config.duplicate_window || window;
+    } catch { /* defaults */ }
+    try {
+      await jsm.streams.add({
+        name: this.subjects.delayedStream,
+        description: 'jetq delayed tasks waiting for their due time',
+        subjects: [this.subjects.allDelayed],
+        retention: 'limits',
+        storage: 'file',
+        discard: 'new',
+        max_age: 0,
+        max_msgs: -1,
+        max_bytes: -1,
+        duplicate_window: window,
+        num_replicas: replicas,
+        allow_direct: true,
+      });
+    } catch (err) {
+      if (err?.api_error?.err_code !== 10058 && !/already in use/.test(err?.message ?? '')) return false;
+    }
+    return true;
+  }
+
+  /** Creates the status bucket and artifact store streams with §8's settings. */
+  async ensureStatusStores() {
+    const jsm = await this.jsm();
+    const ttl = this.statusTtlMs * NANOS_PER_MS;
+    const status = this.subjects.statusBucket;
+    const artifacts = this.subjects.artifactsBucket;
+    const configs = [
+      {
+        name: `KV_${status}`, description: 'jetq: status, progress and results of tracked tasks',
+        subjects: [`$KV.${status}.>`], max_msgs_per_subject: 1, max_age: ttl, storage: 'file',
+        discard: 'new', allow_rollup_hdrs: true, deny_delete: true, deny_purge: false,
+        allow_direct: true, num_replicas: this.replicas,
+      },
+      {
+        name: `OBJ_${artifacts}`, description: 'jetq: artifacts of tracked tasks',
+        subjects: [`$O.${artifacts}.C.>`, `$O.${artifacts}.M.>`], max_age: ttl,
+        max_bytes: this.artifactsMaxBytes, storage: 'file', discard: 'new',
+        allow_rollup_hdrs: true, allow_direct: true, num_replicas: this.replicas,
+      },
+    ];
+    for (const config of configs) {
+      try {
+        await jsm.streams.add(config);
+      } catch (err) {
+        if (err?.api_error?.err_code !== 10058 && !/already in use/.test(err?.message ?? '')) throw err;
+      }
+    }
+  }
+
+  /** The status bucket; created first when missing and provisioning is on (§8). */
+  async statusBucket({ forEnqueue = false } = {}) {
+    if (this.kv) return this.kv;
+    if (forEnqueue && Date.now() < this.kvFailedUntil) throw new StatusUnavailable('the status bucket was missing moments ago');
+    const bucket = this.subjects.statusBucket;
+    try {
+      const jsm = await this.jsm();
+      try {
+        await jsm.streams.info(`KV_${bucket}`);
+      } catch (err) {
+        if (!this.provision) throw err;
+        await this.ensureStatusStores();
+      }
+      this.kv = await new Kvm(this.nc).open(bucket);
+      return this.kv;
+    } catch (err) {
+      this.kvFailedUntil = Date.now() + REOPEN_AFTER_MS;
+      throw new StatusUnavailable(`the jetq status store ${bucket} is not available: ${err.message}`, { cause: err });
+    }
+  }
+
+  /**
+   * The producer's `queued` write (§8): compare-and-set; skipped when the record is this task's
+   * or a later one's; replaces an earlier task's record, terminal or not. Best effort.
+   */
+  async recordQueued(prepared, result) {
+    try {
+      const kv = await this.statusBucket({ forEnqueue: true });
+      const key = statusKey(prepared.id);
+      const sequence = prepared.delayed ? undefined : result.sequence;
+      const now = formatTimestamp(nowMicros());
+      const record = {
+        id: prepared.id, queue: prepared.queue, task: prepared.task, state: 'queued',
+        ...(sequence !== undefined ? { sequence } : {}), attempt: 0,
+        enqueued_at: prepared.enqueuedAt, updated_at: now,
+        transitions: [{ state: 'queued', attempt: 0, at: now }],
+      };
+      const bytes = JSON.stringify(record);
+      for (let round = 0; round < CAS_ROUNDS; round += 1) {
+        const entry = await kv.get(key);
+        if (entry && entry.operation === 'PUT') {
+          let existing = null;
+          try { existing = entry.json(); } catch { existing = null; }
+          const known = Number.isInteger(existing?.sequence) ? existing.sequence : null;
+          const enqueuedAt = parseTimestamp(existing?.enqueued_at ?? '');
+          const ahead = sequence !== undefined
+            ? known !== null && known >= sequence
+            : known !== null && enqueuedAt !== null && enqueuedAt === parseTimestamp(prepared.enqueuedAt);
+          if (ahead) return;
+        }
+        try {
+          if (entry) await kv.update(key, bytes, entry.revision);
+          else await kv.create(key, bytes);
+          return;
+        } catch (err) {
+          if (/wrong last sequence|10071|key exists/i.test(`${err?.message} ${err?.api_error?.err_code}`)) continue;
+          throw err;
+        }
+      }
+      throw new Error('the record kept changing while it was written');
+    } catch (err) {
+      process.emitWarning(`jetq: task ${prepared.id} queued, but its queued status was not recorded: ${err.message}`);
+    }
+  }
+
+  /** The status record of task `id` (§8), or null: unknown id, untracked, or expired. */
+  async status(id) {
+    const kv = await this.statusBucket();
+    const entry = await kv.get(statusKey(id));
+    if (!entry || entry.operation !== 'PUT') return null;
+    return decode(id, entry);
+  }
+
+  /**
+   * Every version of task `id`'s record from now on (the current one first), ending after a
+   * terminal state. Stop early with `break`; bound it yourself.
+   */
+  async* watch(id) {
+    const kv = await this.statusBucket();
+    const watcher = await kv.watch({ key: statusKey(id) });
+    try {
+      for await (const entry of watcher) {
+        if (entry.operation !== 'PUT') continue;
+        const record = decode(id, entry);
+        yield record;
+        if (isTerminal(record.state)) return;
+      }
+    } finally {
+      watcher.stop();
+    }
+  }
+
+  /** Waits for a terminal record of task `id`; WaitTimeout after `timeoutMs`. */
+  async wait(id, timeoutMs) {
+    let last = null;
+    let timer;
+    const kv = await this.statusBucket();
+    const watcher = await kv.watch({ key: statusKey(id) });
+    const expired = new Promise((resolve) => {
+      timer = setTimeout(() => { watcher.stop(); resolve(); }, timeoutMs);
+    });
+    const watched = (async () => {
+      for await (const entry of watcher) {
+        if (entry.operation !== 'PUT') continue;
+        last = decode(id, entry);
+        if (isTerminal(last.state)) return last;
+      }
+      return null;
+    })();
+    try {
+      const done = await Promise.race([watched, expired]);
+      if (done) return done;
+      throw new WaitTimeout(id, timeoutMs, last);
+    } finally {
+      clearTimeout(timer);
+      watcher.stop();
+    }
+  }
+}
+
+function decode(id, entry) {
+  try {
+    const record = entry.json();
+    if (record === null || typeof record !== 'object' || typeof record.state !== 'string') throw new Error('not a status record');
+    return record;
+  } catch (err) {
+    throw new StatusCorrupt(`the status record of task ${id} is not valid: ${err.message}`);
+  }
+}

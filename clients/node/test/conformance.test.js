@@ -1,0 +1,186 @@
+// The Node.js producer against docs/conformance/vectors.json, the same file the Rust and Python
+// producers are tested against: the exact bytes of every valid vector (prepared, and stored by
+// a real server), every refusal with its reason, delayed subjects, status keys, timestamps, and
+// what each publish reply makes the producer do (counted sends against a fake responder).
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect, headers as natsHeaders } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
+import {
+  InvalidKey, InvalidName, Producer, Subjects, classifyReply, formatTimestamp, parseTimestamp,
+  prepare, statusKey,
+} from '../src/index.js';
+import { createTaskStream, loadVectors, natsServerBinary, startNatsServer, within } from './support.js';
+
+const VECTORS = loadVectors();
+const PATTERNS = Object.fromEntries(Object.entries(VECTORS.patterns).map(([k, v]) => [k, new RegExp(v)]));
+
+/** The vector's options as this client's enqueue options. */
+function options(vector) {
+  const opts = vector.options;
+  const out = {};
+  if ('key' in opts) out.key = opts.key;
+  if ('max_attempts' in opts) out.maxAttempts = opts.max_attempts;
+  if ('timeout_us' in opts) out.timeoutMs = opts.timeout_us / 1000;
+  if ('traceparent' in opts) out.traceparent = opts.traceparent;
+  if ('tracestate' in opts) out.tracestate = opts.tracestate;
+  // A double cannot hold every integer (nested_values has 2^53 + 1): such args go pre-encoded.
+  if (JSON.stringify(vector.args) !== vector.payload) out.json = vector.payload;
+  return out;
+}
+
+function checkMessage(vector, subject, headers, payload) {
+  assert.equal(subject, vector.subject, vector.name);
+  assert.equal(Buffer.from(payload).toString('utf8'), vector.payload, vector.name);
+  assert.deepEqual(Buffer.compare(Buffer.from(payload), Buffer.from(vector.payload, 'utf8')), 0, vector.name);
+  const expected = [...Object.keys(vector.headers), ...Object.keys(vector.header_patterns)].sort();
+  assert.deepEqual([...headers.keys()].sort(), expected, `${vector.name}: header names`);
+  for (const [name, value] of Object.entries(vector.headers)) assert.equal(headers.get(name), value, `${vector.name}: ${name}`);
+  for (const [name, pattern] of Object.entries(vector.header_patterns)) {
+    assert.match(headers.get(name), PATTERNS[pattern], `${vector.name}: ${name}`);
+  }
+}
+
+describe('vectors without a server', () => {
+  test('every valid vector is prepared exactly', () => {
+    for (const vector of VECTORS.valid) {
+      const prepared = prepare(new Subjects(vector.prefix), vector.queue, vector.task, vector.args, options(vector));
+      checkMessage(vector, prepared.subject, new Map(prepared.headers), prepared.payload);
+      assert.equal(new Subjects(vector.prefix).tasksStream, vector.stream);
+    }
+  });
+
+  test('args that survive JSON in JavaScript are sent without help', () => {
+    const plain = VECTORS.valid.filter((v) => JSON.stringify(v.args) === v.payload);
+    assert.ok(plain.length >= VECTORS.valid.length - 1, 'only the 2^53 + 1 vector needs pre-encoded JSON');
+  });
+
+  test('every invalid vector is refused with the documented error and reason', () => {
+    for (const vector of VECTORS.invalid) {
+      assert.throws(() => prepare(new Subjects(), vector.queue, vector.task, vector.args, options(vector)), (err) => {
+        assert.equal(err.constructor.name, vector.error, vector.name);
+        if (err instanceof InvalidName) assert.equal(err.kind, vector.name_kind, vector.name);
+        else assert.ok(err instanceof InvalidKey, vector.name);
+        assert.equal(err.reason, vector.reason, vector.name);
+        return true;
+      });
+    }
+  });
+
+  test('every invalid prefix is refused', () => {
+    for (const vector of VECTORS.invalid_prefixes) {
+      assert.throws(() => new Subjects(vector.prefix), InvalidName, vector.name);
+    }
+  });
+
+  test('delayed subjects and Jetq-Not-Before headers', () => {
+    for (const vector of VECTORS.delayed) {
+      const due = parseTimestamp(vector.due);
+      const prepared = prepare(new Subjects(), vector.queue, vector.task, {}, { at: vector.due, now: due - 60_000_000n });
+      assert.equal(prepared.subject, vector.subject, vector.name);
+      assert.equal(new Map(prepared.headers).get('Jetq-Not-Before'), vector.not_before, vector.name);
+    }
+  });
+
+  test('status keys', () => {
+    for (const vector of VECTORS.status_keys) assert.equal(statusKey(vector.id), vector.key, vector.id);
+  });
+
+  test('timestamps', () => {
+    for (const vector of VECTORS.timestamps) {
+      const parsed = parseTimestamp(vector.text);
+      assert.equal(parsed === null ? null : formatTimestamp(parsed), vector.utc, vector.name);
+    }
+  });
+
+  test('publish replies are classified as the vectors say', () => {
+    for (const vector of VECTORS.publish_acks) {
+      const reply = classifyReply({ task: 't', subject: 's', size: 1 }, vector.status, vector.body);
+      assert.equal(reply.outcome, vector.outcome, vector.name);
+      if (reply.outcome === 'stored') {
+        assert.equal(reply.sequence, vector.sequence, vector.name);
+        assert.equal(reply.duplicate, vector.duplicate, vector.name);
+      } else {
+        assert.equal(reply.error.constructor.name, vector.error, vector.name);
+      }
+    }
+  });
+});
+
+describe('vectors through a real server', { skip: natsServerBinary() ? false : 'JETQ_TEST_NATS_SERVER is not set' }, () => {
+  let server;
+  let nc;
+  before(async () => {
+    server = await startNatsServer();
+    nc = await connect({ servers: server.url });
+  });
+  after(async () => {
+    await nc?.close();
+    await server?.stop();
+  });
+
+  test('every valid vector is stored exactly', async () => {
+    const jsm = await jetstreamManager(nc);
+    const producers = new Map();
+    for (const vector of VECTORS.valid) {
+      if (!producers.has(vector.prefix)) {
+        await createTaskStream(jsm, vector.prefix);
+        producers.set(vector.prefix, new Producer(nc, { prefix: vector.prefix }));
+      }
+      const result = await within(5000, vector.name, producers.get(vector.prefix).enqueue(vector.queue, vector.task, vector.args, options(vector)));
+      assert.equal(result.duplicate, false, vector.name);
+      assert.equal(result.stream, vector.stream, vector.name);
+      const stored = await jsm.streams.getMessage(vector.stream, { seq: result.sequence });
+      const headers = new Map();
+      for (const [name, values] of stored.header) headers.set(name, values[0]);
+      checkMessage(vector, stored.subject, headers, stored.data);
+      assert.equal(headers.get('Nats-Msg-Id'), result.id);
+    }
+  });
+
+  test('publish replies are retried or reported, counting the sends', async () => {
+    const answered = VECTORS.publish_acks.filter((v) => v.status !== '503');
+    const sends = new Map();
+    const subscriptions = answered.map((vector) => nc.subscribe(`ackq.task.acks.${vector.name}`, {
+      callback: (_err, msg) => {
+        sends.set(vector.name, (sends.get(vector.name) ?? 0) + 1);
+        if (vector.status) {
+          // A reply with a status line and no body, as the server writes one.
+          const h = natsHeaders(Number(vector.status), 'status');
+          msg.respond(new Uint8Array(0), { headers: h });
+        } else {
+          msg.respond(vector.body);
+        }
+      },
+    }));
+    await nc.flush();
+    // Prefix ackq: no stream captures these subjects, only the responder.
+    const producer = new Producer(nc, { prefix: 'ackq', provision: false, publishAttempts: 3, requestTimeoutMs: 1000 });
+    try {
+      for (const vector of VECTORS.publish_acks) {
+        const outcome = await within(10_000, vector.name, producer.enqueue('acks', vector.name, {}, { key: `ack-${vector.name}` }).then(
+          (value) => ({ value }),
+          (error) => ({ error }),
+        ));
+        const sent = sends.get(vector.name) ?? 0;
+        if (vector.outcome === 'stored') {
+          assert.equal(outcome.value?.sequence, vector.sequence, `${vector.name}: ${outcome.error}`);
+          assert.equal(outcome.value.duplicate, vector.duplicate, vector.name);
+          assert.equal(sent, 1, vector.name);
+        } else {
+          assert.equal(outcome.error?.constructor.name, vector.error, `${vector.name}: ${outcome.error}`);
+          if (vector.status !== '503') assert.equal(sent, vector.outcome === 'retry' ? 3 : 1, `${vector.name}: sends`);
+        }
+      }
+    } finally {
+      for (const sub of subscriptions) sub.unsubscribe();
+    }
+  });
+
+  test('nothing is published for an invalid vector', async () => {
+    const producer = new Producer(nc);
+    for (const vector of VECTORS.invalid) {
+      await assert.rejects(producer.enqueue(vector.queue, vector.task, vector.args, options(vector)), (err) => err.constructor.name === vector.error);
+    }
+  });
+});
