@@ -9,6 +9,7 @@ import base64
 import json
 import time
 from pathlib import Path
+from typing import Any, Dict
 
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -85,6 +86,41 @@ async def test_a_duplicate_never_resets_a_record(producer: AsyncProducer, raw_cl
     assert second.duplicate and second.sequence == first.sequence
     status = await producer.status("k-1")
     assert status is not None and status.state is TaskState.CANCELLED, "a duplicate enqueue writes nothing"
+
+
+async def test_the_queued_write_follows_the_documented_rule(producer: AsyncProducer) -> None:
+    """docs/PROTOCOL.md §8 "The producer's queued write": skipped for this task's or a later
+    task's record (a delayed task's by the same enqueue instant, whatever form the worker wrote
+    it in); an earlier task's record is replaced even when terminal."""
+    store = producer._status
+    await store.kv()
+
+    async def put(id: str, record: Dict[str, Any]) -> None:
+        kv = await store.kv()
+        full = {"attempt": 1, "updated_at": "2026-11-27T07:00:01.000000Z", "transitions": [], **record}
+        await kv.put(status_key(id), json.dumps(full).encode())
+
+    async def state_of(id: str) -> Any:
+        status = await producer.status(id)
+        assert status is not None
+        return status.state, status.sequence
+
+    # An earlier task's terminal record (sequence 3) is replaced by the new task's (sequence 9).
+    await put("reused", {"id": "reused", "queue": "work", "task": "job", "state": "succeeded", "sequence": 3})
+    await store.write_queued("reused", "work", "job", 9, "2026-11-27T07:00:00.123000Z")
+    assert await state_of("reused") == (TaskState.QUEUED, 9)
+    # A worker was faster (same sequence, or a later task's): nothing is written.
+    await put("faster", {"id": "faster", "queue": "work", "task": "job", "state": "running", "sequence": 9})
+    await store.write_queued("faster", "work", "job", 9, "2026-11-27T07:00:00.123000Z")
+    assert await state_of("faster") == (TaskState.RUNNING, 9)
+    # A delayed task released and taken by a worker that wrote the same instant another way.
+    await put("delayed", {"id": "delayed", "queue": "work", "task": "job", "state": "running", "sequence": 4,
+                          "enqueued_at": "2026-11-27T07:00:00.123Z"})
+    await store.write_queued("delayed", "work", "job", None, "2026-11-27T07:00:00.123000Z")
+    assert await state_of("delayed") == (TaskState.RUNNING, 4)
+    # ... but a record with another instant is an earlier task's: replaced.
+    await store.write_queued("delayed", "work", "job", None, "2026-11-27T08:00:00.000000Z")
+    assert await state_of("delayed") == (TaskState.QUEUED, None)
 
 
 async def test_a_delayed_tracked_task_is_queued_without_a_sequence(producer: AsyncProducer) -> None:
