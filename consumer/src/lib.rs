@@ -47,7 +47,7 @@ pub use context::TaskContext;
 pub use error::{error_chain, FailureKind, TaskError, WorkerError};
 pub use handler::ANY_TASK;
 pub use jetq_contract::{self as contract, RetryPolicy, Task, TaskOptions};
-pub use settings::WorkerSettings;
+pub use settings::{WorkerSettings, DEFAULT_PREFETCH};
 pub use status::{ArtifactWriter, StatusError};
 pub use telemetry::{NotReady, WorkerHealth};
 pub use worker::{shutdown_signal, Worker, WorkerBuilder};

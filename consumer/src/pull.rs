@@ -12,8 +12,11 @@
 //!
 //! - **What it may hold.** Tasks running + tasks buffered here + tasks requested and not yet
 //!   delivered never exceed `concurrency + prefetch`. A new request asks for the room left, once
-//!   that room is worth a request (a quarter of the total, or anything when no request is
-//!   waiting), so requests overlap: the next tasks are on their way while the current ones run.
+//!   that room is half the total (or anything when no request is waiting), so requests are few
+//!   and large and overlap: the next tasks are on their way while the current ones run. The
+//!   prefetch starts at the concurrency and doubles while buffered tasks find a slot at once,
+//!   up to `JETQ_PREFETCH` (default 256): a queue of short tasks is pulled in large requests, a
+//!   queue of slow ones never grows it.
 //! - **How long a buffered task may wait.** At most [`max_buffer_wait`] — far below `ack_wait`.
 //!   A task that waited longer is handed back (no attempt used, see `jetq_contract::attempts`),
 //!   redelivered once this loop's open requests are over (at most `JETQ_FETCH_EXPIRES`) so it
@@ -93,6 +96,51 @@ struct Books {
     /// Slots taken from the semaphore and not yet given to a task.
     free: Vec<OwnedSemaphorePermit>,
     prefetch_off_until: Option<Instant>,
+    prefetch: Prefetch,
+}
+
+/// How far ahead of free slots the loop fetches: from the concurrency, doubling each time as
+/// many buffered tasks in a row found a slot at once (the queue's tasks are short and the
+/// worker is waiting on the server, not on its handlers), up to `JETQ_PREFETCH`. Back to the
+/// start after a task had to be handed back for waiting too long.
+struct Prefetch {
+    current: usize,
+    start: usize,
+    max: usize,
+    /// Buffered tasks in a row that started within [`STARTED_AT_ONCE`].
+    streak: usize,
+}
+
+/// A buffered task that started within this found a slot at once.
+const STARTED_AT_ONCE: Duration = Duration::from_millis(5);
+
+impl Prefetch {
+    fn new(concurrency: usize, max: usize) -> Self {
+        let start = concurrency.min(max);
+        Prefetch {
+            current: start,
+            start,
+            max,
+            streak: 0,
+        }
+    }
+
+    fn started_after(&mut self, waited: Duration) {
+        if waited > STARTED_AT_ONCE {
+            self.streak = 0;
+            return;
+        }
+        self.streak += 1;
+        if self.streak >= self.current.max(1) && self.current < self.max {
+            self.current = (self.current * 2).clamp(1, self.max);
+            self.streak = 0;
+        }
+    }
+
+    fn reset(&mut self) {
+        self.current = self.start;
+        self.streak = 0;
+    }
 }
 
 impl Books {
@@ -160,34 +208,48 @@ pub(crate) async fn pull_loop(
         Some(subscription) => subscription,
         None => return,
     };
-    let capacity = settings.concurrency + settings.prefetch;
-    let worth_a_request = (capacity / 4).max(1);
     let mut books = Books {
         requests: VecDeque::new(),
         buffer: VecDeque::new(),
         free: Vec::new(),
         prefetch_off_until: None,
+        prefetch: Prefetch::new(settings.concurrency, settings.prefetch),
     };
     let mut failures: u32 = 0;
     let mut tick = tokio::time::interval(settings.max_buffer_wait / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        // Free slots first go to buffered tasks.
-        while let (Some(_), Some(permit)) = (books.buffer.front(), books.free.pop()) {
+        // Take every slot that came free (without waiting), and give buffered tasks theirs.
+        while books.free.len() < settings.concurrency {
+            match slots.clone().try_acquire_owned() {
+                Ok(permit) => books.free.push(permit),
+                Err(_) => break,
+            }
+        }
+        let now = Instant::now();
+        while !books.buffer.is_empty() {
+            let Some(permit) = books.free.pop() else {
+                break;
+            };
             if let Some(buffered) = books.buffer.pop_front() {
+                books
+                    .prefetch
+                    .started_after(now.duration_since(buffered.since));
                 run(&executor, buffered.message, permit);
             }
         }
-        // Ask for the room left, when it is worth a request.
-        let now = Instant::now();
+        // Ask for the room left, when it is worth a request: half of what this loop may hold,
+        // so requests are few and large (each costs the server far more than a delivery) and
+        // the next one is on its way while the last one's tasks run.
         let prefetch = match books.prefetch_off_until {
             Some(until) if until > now => 0,
-            _ => settings.prefetch,
+            _ => books.prefetch.current,
         };
+        let capacity = settings.concurrency + prefetch;
         let running = settings.concurrency - slots.available_permits() - books.free.len();
         let held = running + books.buffer.len() + books.requested();
-        let room = (settings.concurrency + prefetch).saturating_sub(held);
-        if room > 0 && (room >= worth_a_request || books.requests.is_empty()) {
+        let room = capacity.saturating_sub(held);
+        if room > 0 && (room >= (capacity / 2).max(1) || books.requests.is_empty()) {
             let request = BatchConfig {
                 batch: room,
                 expires: Some(settings.expires),
@@ -221,7 +283,7 @@ pub(crate) async fn pull_loop(
                 return hand_back_rest(books, subscription, &executor, settings.expires).await;
             }
             next = subscription.next() => match next {
-                Some(message) => on_message(&queue, message, &js, &mut books, &executor),
+                Some(message) => on_message(&queue, message, &js, &mut books, &slots, &executor),
                 None => {
                     // The client closed the subscription (connection closed for good).
                     tracing::warn!(%queue, "pull subscription ended; subscribing again");
@@ -265,6 +327,7 @@ pub(crate) async fn pull_loop(
                         }
                     }
                     books.prefetch_off_until = Some(now + PREFETCH_COOL_DOWN);
+                    books.prefetch.reset();
                     tracing::info!(%queue, handed_back, cool_down = ?PREFETCH_COOL_DOWN, "tasks waited too long for a slot: handed back for other workers, prefetch paused");
                 }
             }
@@ -302,6 +365,7 @@ fn on_message(
     message: async_nats::Message,
     js: &jetstream::Context,
     books: &mut Books,
+    slots: &Arc<Semaphore>,
     executor: &Arc<Executor>,
 ) {
     match message.status {
@@ -313,6 +377,13 @@ fn on_message(
             };
             match books.free.pop() {
                 Some(permit) => run(executor, message, permit),
+                None if books.buffer.is_empty() => match slots.clone().try_acquire_owned() {
+                    Ok(permit) => run(executor, message, permit),
+                    Err(_) => books.buffer.push_back(Buffered {
+                        message,
+                        since: Instant::now(),
+                    }),
+                },
                 None => books.buffer.push_back(Buffered {
                     message,
                     since: Instant::now(),

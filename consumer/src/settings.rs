@@ -48,6 +48,11 @@ fn comma_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>,
         .collect())
 }
 
+/// The most tasks of one queue a worker fetches ahead of its free slots by default: enough that
+/// a worker of short tasks pulls in requests of a few hundred (each pull request costs the
+/// server about as much as dozens of deliveries).
+pub const DEFAULT_PREFETCH: usize = 256;
+
 /// How a worker pulls and runs tasks.
 ///
 /// | variable | meaning |
@@ -59,7 +64,7 @@ fn comma_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>,
 /// | `JETQ_SHUTDOWN_GRACE` | time in-flight tasks get to finish on SIGTERM (default `25s`) |
 /// | `JETQ_UNKNOWN_TASK_GRACE` | how long a task of an unknown type is handed back before it is dead-lettered (default `5m`) |
 /// | `JETQ_FETCH_EXPIRES` | lifetime of one pull request (default: a third of `JETQ_ACK_WAIT`, at most `5s`; if set, at least `100ms` and shorter than `JETQ_ACK_WAIT`) |
-/// | `JETQ_PREFETCH` | tasks of one queue fetched ahead of free slots, so the next ones are on their way while the current ones run (default: `JETQ_CONCURRENCY`; `0` fetches only for free slots). A fetched task waits at most 500 ms (a quarter of `JETQ_ACK_WAIT` if shorter) for a slot, else it is handed back for another worker and prefetching pauses for 30 s |
+/// | `JETQ_PREFETCH` | most tasks of one queue fetched ahead of free slots, so the next ones are on their way while the current ones run (default 256; `0` fetches only for free slots). The prefetch starts at `JETQ_CONCURRENCY` and doubles while fetched tasks find a slot at once. A fetched task waits at most 500 ms (a quarter of `JETQ_ACK_WAIT` if shorter) for a slot, else it is handed back for another worker and prefetching pauses for 30 s |
 /// | `JETQ_PROVISION` | create or reconcile streams and consumers at startup (default `true`) |
 /// | `JETQ_SWEEPER` | run the sweeper that dead-letters tasks whose deliveries ran out (default `true`) |
 /// | `JETQ_METRICS_INTERVAL` | how often queue lag is read from consumer info for the metrics and readiness (default `10s`) |
@@ -102,7 +107,7 @@ pub struct WorkerSettings {
         with = "jetq_contract::config::duration"
     )]
     pub fetch_expires: Duration,
-    /// Tasks fetched ahead of free slots; `None`: as many as `concurrency`.
+    /// Most tasks fetched ahead of free slots; `None`: [`DEFAULT_PREFETCH`].
     #[serde(default)]
     pub prefetch: Option<usize>,
     /// Provision at startup.
@@ -179,10 +184,10 @@ impl WorkerSettings {
         (ack_wait / 3).min(MAX_DEFAULT_FETCH_EXPIRES)
     }
 
-    /// Tasks of one queue fetched ahead of free slots (`JETQ_PREFETCH`, default the
-    /// concurrency).
+    /// Most tasks of one queue fetched ahead of free slots (`JETQ_PREFETCH`, default
+    /// [`DEFAULT_PREFETCH`]).
     pub fn prefetch(&self) -> usize {
-        self.prefetch.unwrap_or(self.concurrency)
+        self.prefetch.unwrap_or(DEFAULT_PREFETCH)
     }
 
     /// Checks the settings; the error names the variable to fix.

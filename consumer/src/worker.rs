@@ -113,9 +113,10 @@ impl WorkerBuilder {
         self
     }
 
-    /// Tasks of each queue fetched ahead of free slots (default: the concurrency; 0 fetches
-    /// only for free slots). A fetched task waits at most 500 ms for a slot (a quarter of
-    /// `ack_wait` if shorter), else it is handed back for another worker and prefetching pauses.
+    /// Most tasks of each queue fetched ahead of free slots (default 256; 0 fetches only for
+    /// free slots). The prefetch starts at the concurrency and doubles while fetched tasks find
+    /// a slot at once. A fetched task waits at most 500 ms for a slot (a quarter of `ack_wait`
+    /// if shorter), else it is handed back for another worker and prefetching pauses.
     pub fn prefetch(mut self, prefetch: usize) -> Self {
         self.settings.prefetch = Some(prefetch);
         self
