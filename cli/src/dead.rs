@@ -890,6 +890,22 @@ impl Admin {
         delete_dead(self.jetstream(), &stream_name(&stream), sequence).await
     }
 
+    /// How many dead letters `selection` stands for now: what a replay or purge would act on,
+    /// counted before asking the operator to confirm. Sequences must each exist (as for
+    /// [`Admin::replay`] and [`Admin::purge`]); a filter is counted by the server where it can.
+    pub async fn count_selected(&self, selection: &Selection) -> Result<u64, AdminError> {
+        match selection {
+            Selection::Sequences(sequences) => {
+                let unique: std::collections::BTreeSet<u64> = sequences.iter().copied().collect();
+                for sequence in &unique {
+                    self.dead_letter(*sequence).await?;
+                }
+                Ok(unique.len() as u64)
+            }
+            Selection::Filter(filter) => Ok(self.dead_letters(filter, Some(0)).await?.total),
+        }
+    }
+
     /// Deletes the selected dead letters without replaying them.
     pub async fn purge(
         &self,

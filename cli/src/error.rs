@@ -97,6 +97,19 @@ pub enum AdminError {
     /// The schedules file could not be used.
     #[error(transparent)]
     Schedules(#[from] jetq_scheduler::ScheduleFileError),
+    /// A destructive command needs confirmation and standard input is not a terminal to ask
+    /// on; the message says what would be done and names `--yes`.
+    #[error(
+        "{what}: refusing without confirmation because standard input is not a terminal; \
+         pass --yes to go ahead (or --dry-run to see which)"
+    )]
+    ConfirmationRequired {
+        /// What the command would do, e.g. `would delete 3001 dead letters`.
+        what: String,
+    },
+    /// The operator answered no at the confirmation prompt; nothing was changed.
+    #[error("not confirmed: nothing was changed")]
+    NotConfirmed,
     /// Part of a batch operation (replay, purge) failed; the rest was done.
     #[error("{failed} of {total} {operation} failed; first error: {first}")]
     Partial {
@@ -143,9 +156,11 @@ impl AdminError {
     pub fn kind(&self) -> ErrorKind {
         use jetq_producer::EnqueueError as E;
         match self {
-            AdminError::Config(_) | AdminError::InvalidName(_) | AdminError::Invalid(_) => {
-                ErrorKind::Usage
-            }
+            AdminError::Config(_)
+            | AdminError::InvalidName(_)
+            | AdminError::Invalid(_)
+            | AdminError::ConfirmationRequired { .. } => ErrorKind::Usage,
+            AdminError::NotConfirmed => ErrorKind::Failed,
             AdminError::Connect(_) => ErrorKind::Unavailable,
             AdminError::NotFound { .. } => ErrorKind::NotFound,
             AdminError::NotSupported(_) => ErrorKind::NotSupported,

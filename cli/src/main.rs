@@ -20,7 +20,7 @@ use jetq_cli::{
     error::exit,
     pause::PauseState,
     schedules::{schedules_path, ScheduleView},
-    stats::Overview,
+    stats::{format_rate, Overview},
     Admin, AdminError, EnqueueOutcome, EnqueueRequest, When,
 };
 use serde::Serialize;
@@ -222,6 +222,10 @@ struct DeadActionArgs {
     /// Only say what would be done.
     #[arg(long)]
     dry_run: bool,
+    /// Do not ask for confirmation. Needed when standard input is not a terminal, for a purge
+    /// and for a replay of more than one dead letter.
+    #[arg(long, short = 'y')]
+    yes: bool,
 }
 
 impl DeadActionArgs {
@@ -322,6 +326,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(colour_on_stderr())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
@@ -346,6 +351,11 @@ fn main() -> ExitCode {
             ExitCode::from(err.exit_code())
         }
     }
+}
+
+/// ANSI colour in log lines only on a terminal, and never with `NO_COLOR` set (no-color.org).
+fn colour_on_stderr() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn report_error(err: &AdminError, json: bool) {
@@ -416,6 +426,10 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
         }
         Command::Dead(DeadCommand::Replay(args)) => {
             let selection = args.selection()?;
+            let single = matches!(&selection, Selection::Sequences(s) if s.len() == 1);
+            if !args.dry_run && !args.yes && !single {
+                confirm(&admin, &selection, &args, "replay", "re-enqueue").await?;
+            }
             let bar = Bar::new("replaying", json);
             let options = ReplayOptions {
                 dry_run: args.dry_run,
@@ -431,6 +445,9 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
         }
         Command::Dead(DeadCommand::Purge(args)) => {
             let selection = args.selection()?;
+            if !args.dry_run && !args.yes {
+                confirm(&admin, &selection, &args, "purge", "delete for good").await?;
+            }
             let bar = Bar::new("purging", json);
             let report = admin.purge(&selection, args.dry_run, &bar).await;
             bar.finish();
@@ -484,6 +501,80 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
         Command::Schedules(_) => {}
     }
     Ok(())
+}
+
+/// Asks on the terminal before a destructive command, showing how many dead letters it affects;
+/// refuses (usage error naming `--yes`) when standard input is not a terminal. Nothing to do
+/// (no match) needs no confirmation.
+async fn confirm(
+    admin: &Admin,
+    selection: &Selection,
+    args: &DeadActionArgs,
+    command: &str,
+    effect: &str,
+) -> Result<(), AdminError> {
+    let count = admin.count_selected(selection).await?;
+    if count == 0 {
+        return Ok(());
+    }
+    let scope = describe_selection(selection, args);
+    let what = format!("`jetq dead {command}` would {effect} {count} dead letter(s) ({scope})");
+    if !std::io::stdin().is_terminal() {
+        return Err(AdminError::ConfirmationRequired { what });
+    }
+    let prompt = format!("{what}. Continue? [y/N] ");
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "{prompt}");
+        let _ = err.flush();
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    })
+    .await
+    .map_err(|err| AdminError::Invalid(format!("cannot read the confirmation: {err}")))?
+    .map_err(|err| AdminError::Invalid(format!("cannot read the confirmation: {err}")))?;
+    if confirmed(&answer) {
+        Ok(())
+    } else {
+        Err(AdminError::NotConfirmed)
+    }
+}
+
+/// `y` or `yes` (any case) confirms; anything else, an empty line included, does not.
+fn confirmed(answer: &str) -> bool {
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+fn describe_selection(selection: &Selection, args: &DeadActionArgs) -> String {
+    match selection {
+        Selection::Sequences(sequences) => {
+            let list: Vec<String> = sequences.iter().map(u64::to_string).collect();
+            format!("sequences {}", cut(&list.join(" "), 80))
+        }
+        Selection::Filter(_) if args.all => "all queues".into(),
+        Selection::Filter(filter) => {
+            let mut parts = Vec::new();
+            if let Some(queue) = &filter.queue {
+                parts.push(format!("queue {queue}"));
+            }
+            if let Some(task) = &filter.task {
+                parts.push(format!("task {task}"));
+            }
+            if let Some(id) = &filter.task_id {
+                parts.push(format!("task id {id}"));
+            }
+            if let Some(reason) = &filter.reason {
+                parts.push(format!("reason {reason}"));
+            }
+            if let Some(age) = filter.older_than {
+                parts.push(format!("older than {}", humantime::format_duration(age)));
+            }
+            if let Some(age) = filter.newer_than {
+                parts.push(format!("newer than {}", humantime::format_duration(age)));
+            }
+            parts.join(", ")
+        }
+    }
 }
 
 fn unreachable_usage() -> Result<Vec<DeadLetter>, AdminError> {
@@ -548,7 +639,8 @@ fn enqueue_request(args: EnqueueArgs) -> Result<EnqueueRequest, AdminError> {
     })
 }
 
-/// An indicatif progress bar on stderr, shown only on a terminal and without `--json`.
+/// An indicatif progress bar on stderr, shown only on a terminal and without `--json` (it has no
+/// colour, so `NO_COLOR` changes nothing).
 struct Bar(Option<ProgressBar>);
 
 impl Bar {
@@ -558,9 +650,16 @@ impl Bar {
         }
         let bar = ProgressBar::new(0);
         let style = ProgressStyle::with_template(&format!(
-            "{verb} {{bar:40}} {{pos}}/{{len}} dead letters ({{per_sec}}, eta {{eta}})"
+            "{verb} {{bar:40}} {{pos}}/{{len}} dead letters ({{rate}}, eta {{eta}})"
         ))
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        // indicatif's own {per_sec} prints four decimals (804.9470/s).
+        .with_key(
+            "rate",
+            |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = out.write_str(&format_rate(state.per_sec()));
+            },
+        );
         bar.set_style(style);
         Bar(Some(bar))
     }
@@ -637,10 +736,7 @@ fn cut(text: &str, max: usize) -> String {
 }
 
 fn rate(value: Option<f64>) -> String {
-    match value {
-        Some(v) => format!("{v:.1}"),
-        None => "-".into(),
-    }
+    value.map_or_else(|| "-".into(), format_rate)
 }
 
 fn print_queues(overview: &Overview, json: bool) {
@@ -690,7 +786,7 @@ fn print_queues(overview: &Overview, json: bool) {
                 "STRANDED",
                 "DEAD",
                 "DELAYED",
-                "RATE/S",
+                "RATE",
                 "STATE",
             ],
             rows,
@@ -698,11 +794,11 @@ fn print_queues(overview: &Overview, json: bool) {
     }
     match overview.rate {
         Some(rate) => println!(
-            "\ntask stream: {} stored; {:.1} enqueued/s, {:.1} completed/s (over {:.1}s); \
-             RATE/S = deliveries to workers per second",
+            "\ntask stream: {} stored; {} enqueued, {} completed (over {:.1}s); RATE = \
+             deliveries to workers per second",
             overview.tasks_stored,
-            rate.enqueued_per_sec,
-            rate.completed_per_sec,
+            format_rate(rate.enqueued_per_sec),
+            format_rate(rate.completed_per_sec),
             rate.interval_secs
         ),
         None => println!("\ntask stream: {} stored", overview.tasks_stored),
@@ -1023,4 +1119,19 @@ fn print_schedules(views: &[ScheduleView], json: bool) {
         ],
         rows,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::confirmed;
+
+    #[test]
+    fn only_y_or_yes_confirms() {
+        for yes in ["y\n", "Y\n", "yes\n", " YES \r\n"] {
+            assert!(confirmed(yes), "{yes:?}");
+        }
+        for no in ["\n", "", "n\n", "no\n", "yep\n", "sure\n"] {
+            assert!(!confirmed(no), "{no:?}");
+        }
+    }
 }

@@ -357,3 +357,31 @@ mod tests {
         assert_eq!(queue.backlog_per_sec, -5.0);
     }
 }
+
+/// A rate as the CLI and the dashboard print it: a whole number per second (`805/s`), `<1/s`
+/// for a trickle above zero, `0/s` for none. JSON output keeps the exact value.
+pub fn format_rate(per_sec: f64) -> String {
+    if !per_sec.is_finite() || per_sec <= 0.0 {
+        "0/s".into()
+    } else if per_sec < 0.5 {
+        "<1/s".into()
+    } else {
+        format!("{:.0}/s", per_sec.round())
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::format_rate;
+
+    #[test]
+    fn rates_are_whole_numbers_per_second() {
+        assert_eq!(format_rate(804.947), "805/s");
+        assert_eq!(format_rate(12.4), "12/s");
+        assert_eq!(format_rate(0.6), "1/s");
+        assert_eq!(format_rate(0.2), "<1/s");
+        assert_eq!(format_rate(0.0), "0/s");
+        assert_eq!(format_rate(-1.0), "0/s");
+        assert_eq!(format_rate(f64::NAN), "0/s");
+    }
+}

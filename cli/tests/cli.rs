@@ -145,6 +145,26 @@ async fn queues_json_reports_exact_counts() {
     }
     assert!(text.stdout.contains("no worker yet"), "{}", text.stdout);
 
+    // Rates print as whole numbers per second, not 0.0 or 804.947.
+    let rates = jetq(
+        &server,
+        &["queues", "--interval", "300ms", "--queue", "work"],
+    )
+    .await;
+    rates.expect_code(0);
+    let row = rates
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("work "))
+        .unwrap_or_else(|| panic!("no row for work:\n{}", rates.stdout));
+    assert!(row.contains(" 0/s "), "{row}");
+    assert!(
+        rates.stdout.contains("0/s enqueued, 0/s completed"),
+        "{}",
+        rates.stdout
+    );
+    assert!(!rates.stdout.contains(".0 "), "{}", rates.stdout);
+
     let unknown = jetq(&server, &["--json", "queues", "--queue", "nope"]).await;
     unknown.expect_code(3);
     assert_eq!(unknown.json()["error"]["kind"], "not_found");
@@ -477,33 +497,62 @@ async fn purge_deletes_exactly_the_selected_dead_letters() {
     assert_eq!(dry["deleted"], 0);
     assert_eq!(dead_sequences(&js).await, seqs);
 
-    let emails = jetq(&server, &["--json", "dead", "purge", "--queue", "emails"])
+    // No terminal to ask on and no --yes: refused with the count and the way out; nothing is
+    // deleted. The same for one sequence (a purge always asks).
+    let refused = jetq(&server, &["--json", "dead", "purge", "--queue", "emails"]).await;
+    refused.expect_code(2);
+    assert_eq!(refused.json()["error"]["kind"], "usage");
+    assert!(
+        refused.stderr.contains("--yes")
+            && refused.stderr.contains("2 dead letter(s)")
+            && refused.stderr.contains("not a terminal"),
+        "{}",
+        refused.stderr
+    );
+    jetq(&server, &["dead", "purge", &seqs[1].to_string()])
         .await
-        .ok_json();
+        .expect_code(2);
+    let all = jetq(&server, &["dead", "purge", "--all"]).await;
+    all.expect_code(2);
+    assert!(all.stderr.contains("6 dead letter(s)"), "{}", all.stderr);
+    assert_eq!(dead_sequences(&js).await, seqs);
+
+    let emails = jetq(
+        &server,
+        &["--json", "dead", "purge", "--yes", "--queue", "emails"],
+    )
+    .await
+    .ok_json();
     assert_eq!(emails["deleted"], 2);
     assert_eq!(
         dead_sequences(&js).await,
         [seqs[0], seqs[1], seqs[4], seqs[5]]
     );
 
-    let one = jetq(&server, &["--json", "dead", "purge", &seqs[1].to_string()])
-        .await
-        .ok_json();
+    let one = jetq(
+        &server,
+        &["--json", "dead", "purge", "-y", &seqs[1].to_string()],
+    )
+    .await
+    .ok_json();
     assert_eq!(one["deleted"], 1);
     assert_eq!(one["sequences"], json!([seqs[1]]));
-    let by_reason = jetq(&server, &["--json", "dead", "purge", "--reason", "fatal"])
-        .await
-        .ok_json();
+    let by_reason = jetq(
+        &server,
+        &["--json", "dead", "purge", "--yes", "--reason", "fatal"],
+    )
+    .await
+    .ok_json();
     assert_eq!(by_reason["deleted"], 1);
     assert_eq!(dead_sequences(&js).await, [seqs[0], seqs[4]]);
 
-    jetq(&server, &["dead", "purge", "9999"])
+    jetq(&server, &["dead", "purge", "--yes", "9999"])
         .await
         .expect_code(3);
     jetq(&server, &["dead", "purge"]).await.expect_code(2);
     assert_eq!(dead_sequences(&js).await, [seqs[0], seqs[4]]);
 
-    let rest = jetq(&server, &["--json", "dead", "purge", "--all"])
+    let rest = jetq(&server, &["--json", "dead", "purge", "--all", "--yes"])
         .await
         .ok_json();
     assert_eq!(rest["deleted"], 2);
@@ -600,6 +649,25 @@ async fn status_schedules_and_exit_codes() {
     .await;
     down.expect_code(5);
     assert_eq!(down.json()["error"]["kind"], "unavailable");
+
+    // No colour on a pipe: the warning about the unreachable server is plain text.
+    let plain = jetq_with(
+        &closed,
+        &[("JETQ_CONNECT_TIMEOUT", "1s")],
+        &["schedules", "--file", path],
+    )
+    .await;
+    plain.expect_code(0);
+    assert!(
+        plain.stderr.contains("cannot read the last fires"),
+        "{}",
+        plain.stderr
+    );
+    assert!(
+        !plain.stderr.contains('\u{1b}') && !plain.stdout.contains('\u{1b}'),
+        "ANSI escapes on a pipe:\n{:?}",
+        plain.stderr
+    );
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

@@ -74,18 +74,53 @@ async fn replay_moves_exactly_the_selected_dead_letters() {
         assert!(header(replayed, dead_only).is_none(), "{dead_only} kept");
     }
 
+    // Several dead letters and no terminal to ask on: refused without --yes (exit 2, naming
+    // --yes and the count); nothing moves.
+    for args in [
+        vec!["dead", "replay", "--queue", "emails"],
+        vec!["dead", "replay", "--all"],
+        vec!["dead", "replay", "--task-id", "w4"],
+    ] {
+        let refused = jetq(&server, &args).await;
+        refused.expect_code(2);
+        assert!(
+            refused.stderr.contains("--yes") && refused.stderr.contains("dead letter(s)"),
+            "{}",
+            refused.stderr
+        );
+    }
+    let two = [seqs[0].to_string(), seqs[2].to_string()];
+    let refused = jetq(&server, &["dead", "replay", &two[0], &two[1]]).await;
+    refused.expect_code(2);
+    assert!(
+        refused.stderr.contains("2 dead letter(s)"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        dead_sequences(&js).await,
+        [seqs[0], seqs[2], seqs[3], seqs[4], seqs[5]]
+    );
+    assert_eq!(task_messages(&js).await.len(), 1);
+
     // A filter: one queue.
-    let emails = jetq(&server, &["--json", "dead", "replay", "--queue", "emails"])
-        .await
-        .ok_json();
+    let emails = jetq(
+        &server,
+        &["--json", "dead", "replay", "--yes", "--queue", "emails"],
+    )
+    .await
+    .ok_json();
     assert_eq!(emails["replayed"], 2);
     assert_eq!(dead_sequences(&js).await, [seqs[0], seqs[2], seqs[3]]);
     assert_eq!(task_messages(&js).await.len(), 3);
 
     // By task id.
-    let by_id = jetq(&server, &["--json", "dead", "replay", "--task-id", "w4"])
-        .await
-        .ok_json();
+    let by_id = jetq(
+        &server,
+        &["--json", "dead", "replay", "--yes", "--task-id", "w4"],
+    )
+    .await
+    .ok_json();
     assert_eq!(by_id["replayed"], 1);
     assert_eq!(by_id["items"][0]["dead_sequence"], seqs[3]);
     assert_eq!(dead_sequences(&js).await, [seqs[0], seqs[2]]);
@@ -122,7 +157,7 @@ async fn replay_moves_exactly_the_selected_dead_letters() {
     assert_eq!(task_messages(&js).await.len(), 4);
 
     // The rest.
-    let rest = jetq(&server, &["--json", "dead", "replay", "--all"])
+    let rest = jetq(&server, &["--json", "dead", "replay", "--all", "--yes"])
         .await
         .ok_json();
     assert_eq!(rest["replayed"], 2);
@@ -223,7 +258,7 @@ async fn a_crash_between_reenqueue_and_removal_leaves_no_loss_and_no_duplicate_i
     assert_eq!(dead_sequences(&js).await.len(), 4);
 
     // Running the replay again finishes the job.
-    let report = jetq(&server, &["--json", "dead", "replay", "--all"])
+    let report = jetq(&server, &["--json", "dead", "replay", "--all", "--yes"])
         .await
         .ok_json();
     assert_eq!(report["matched"], 4);
@@ -267,7 +302,7 @@ async fn a_crash_detected_after_the_duplicate_window_leaves_a_duplicate_never_a_
     // The server forgets the replay's id once the duplicate window has passed.
     let_time_pass(window * 2).await;
 
-    let report = jetq(&server, &["--json", "dead", "replay", "--all"])
+    let report = jetq(&server, &["--json", "dead", "replay", "--all", "--yes"])
         .await
         .ok_json();
     assert_eq!(report["replayed"], 1);
@@ -295,9 +330,12 @@ async fn replaying_thousands_of_dead_letters_moves_each_exactly_once() {
     let seqs = write_dead_many(&js, "bulk", "job", "bulk", COUNT).await;
     // Bounded by the helper's timeout (20 s): a replay pipelines publishes and deletions.
     let started = std::time::Instant::now();
-    let report = jetq(&server, &["--json", "dead", "replay", "--queue", "bulk"])
-        .await
-        .ok_json();
+    let report = jetq(
+        &server,
+        &["--json", "dead", "replay", "--yes", "--queue", "bulk"],
+    )
+    .await
+    .ok_json();
     let took = started.elapsed();
     assert_eq!(report["matched"], COUNT);
     assert_eq!(report["replayed"], COUNT);

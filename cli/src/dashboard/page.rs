@@ -6,7 +6,7 @@ use std::fmt::Write;
 use crate::{
     dead::{DeadFilter, DeadLetter, DeadPage},
     schedules::ScheduleView,
-    stats::Overview,
+    stats::{format_rate, Overview},
     status::TaskStatus,
 };
 
@@ -108,7 +108,13 @@ const SCRIPT: &str = r#"
     if (!(q in colors)) { colors[q] = palette[Object.keys(colors).length % palette.length]; }
     return colors[q];
   }
-  function fmtRate(v) { return (v === null || v === undefined) ? '-' : v.toFixed(1); }
+  // As jetq_cli::stats::format_rate: whole numbers per second (805/s), <1/s for a trickle.
+  function fmtRate(v) {
+    if (v === null || v === undefined) { return '-'; }
+    if (!isFinite(v) || v <= 0) { return '0/s'; }
+    if (v < 0.5) { return '<1/s'; }
+    return Math.round(v) + '/s';
+  }
   function svgEl(name, attrs) {
     var el = document.createElementNS('http://www.w3.org/2000/svg', name);
     for (var k in attrs) { el.setAttribute(k, attrs[k]); }
@@ -199,7 +205,7 @@ const SCRIPT: &str = r#"
       var totals = document.getElementById('totals');
       if (totals) {
         var t = 'task stream: ' + ov.tasks_stored + ' stored · dead letters: ' + ov.dead_total;
-        if (ov.rate) { t += ' · ' + ov.rate.enqueued_per_sec.toFixed(1) + ' enqueued/s · ' + ov.rate.completed_per_sec.toFixed(1) + ' completed/s'; }
+        if (ov.rate) { t += ' · ' + fmtRate(ov.rate.enqueued_per_sec) + ' enqueued · ' + fmtRate(ov.rate.completed_per_sec) + ' completed'; }
         t += ' · updated ' + ov.at;
         totals.textContent = t;
       }
@@ -321,7 +327,7 @@ fn queues_section(body: &mut String, view: &IndexView<'_>) {
          <table id=\"queue-table\"><thead><tr><th>Queue</th><th class=\"num\">Pending</th>\
          <th class=\"num\">In flight</th><th class=\"num\">Max in flight</th>\
          <th class=\"num\">Redelivered</th><th class=\"num\">Dead</th><th class=\"num\">Delayed\
-         </th><th class=\"num\">Rate/s</th><th>State</th></tr></thead><tbody>",
+         </th><th class=\"num\">Rate</th><th>State</th></tr></thead><tbody>",
     );
     match view.overview {
         Some(overview) if !overview.queues.is_empty() => {
@@ -355,7 +361,7 @@ fn queues_section(body: &mut String, view: &IndexView<'_>) {
                     q.dead,
                     q.delayed,
                     q.rate
-                        .map_or_else(|| "-".into(), |r| format!("{:.1}", r.delivered_per_sec)),
+                        .map_or_else(|| "-".into(), |r| format_rate(r.delivered_per_sec)),
                     esc(&state),
                     queue = esc(&q.queue),
                 );
