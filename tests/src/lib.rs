@@ -2,7 +2,14 @@
 //! test server, and bounded waits. Everything here talks to a real nats-server started by
 //! `jetq-harness`.
 
-use std::{future::Future, time::Duration};
+use std::{
+    future::{Future, Ready},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use async_nats::jetstream::{self, message::StreamMessage};
 use jetq_consumer::{TaskContext, TaskError, Worker, WorkerBuilder, WorkerSettings};
@@ -107,6 +114,82 @@ pub fn worker(server: &NatsServer) -> WorkerBuilder {
         .connection(connection(server))
         .streams(StreamSettings::default())
         .settings(fast_settings())
+}
+
+/// Runs a worker in a task of this runtime until the sender is used or dropped; the handle
+/// ends when the worker has stopped (see [`stop_worker`]).
+pub fn spawn_worker(
+    worker: Worker,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+    }));
+    (stop, handle)
+}
+
+/// Stops a worker started by [`spawn_worker`] and waits (within [`WAIT`]) until every attempt
+/// has finished.
+pub async fn stop_worker(stop: tokio::sync::oneshot::Sender<()>, run: tokio::task::JoinHandle<()>) {
+    let _ = stop.send(());
+    within(WAIT, "the worker to stop", run)
+        .await
+        .expect("worker task ends without panicking");
+}
+
+/// How many times a handler ran; clones share one count.
+#[derive(Debug, Clone, Default)]
+pub struct RunCount(Arc<AtomicU64>);
+
+impl RunCount {
+    /// A count at zero.
+    pub fn new() -> RunCount {
+        RunCount::default()
+    }
+
+    /// Counts one run.
+    pub fn add(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The runs counted so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A [`Job`] handler that counts each run in `runs` and ends the attempt with what `outcome`
+/// returns for its context (`|_| ok()` to succeed, `|_| Err(TaskError::retry(..))` to fail).
+pub fn counting_handler<O>(
+    runs: &RunCount,
+    outcome: O,
+) -> impl Fn(Job, TaskContext) -> Ready<Result<(), TaskError>> + Send + Sync + 'static
+where
+    O: Fn(&TaskContext) -> Result<(), TaskError> + Send + Sync + 'static,
+{
+    let runs = runs.clone();
+    move |_job: Job, ctx: TaskContext| {
+        runs.add();
+        std::future::ready(outcome(&ctx))
+    }
+}
+
+/// A [`Job`] handler that sends what it saw ([`seen`]) on `tx` and ends the attempt with what
+/// `outcome` returns for its context.
+pub fn recording_handler<O>(
+    tx: tokio::sync::mpsc::UnboundedSender<Seen>,
+    outcome: O,
+) -> impl Fn(Job, TaskContext) -> Ready<Result<(), TaskError>> + Send + Sync + 'static
+where
+    O: Fn(&TaskContext) -> Result<(), TaskError> + Send + Sync + 'static,
+{
+    move |job: Job, ctx: TaskContext| {
+        tx.send(seen(&job, &ctx)).ok();
+        std::future::ready(outcome(&ctx))
+    }
 }
 
 /// What a handler saw, sent to the test through a channel.

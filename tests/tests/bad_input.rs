@@ -5,17 +5,9 @@
 
 mod common;
 
-use std::{
-    collections::HashMap,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
 use async_nats::HeaderMap;
-use jetq_consumer::TaskContext;
 use jetq_contract::{headers, FailureRecord};
 use jetq_tests::*;
 use proptest::{
@@ -23,16 +15,10 @@ use proptest::{
     test_runner::{Config, RngAlgorithm, TestRng, TestRunner},
 };
 
-async fn running_worker(server: &NatsServer, runs: Arc<AtomicU64>) {
+async fn running_worker(server: &NatsServer, runs: &RunCount) {
     let worker = worker(server)
         .unknown_task_grace(Duration::ZERO)
-        .handler(move |_job: Job, _ctx: TaskContext| {
-            let runs = runs.clone();
-            async move {
-                runs.fetch_add(1, Ordering::SeqCst);
-                ok()
-            }
-        })
+        .handler(counting_handler(runs, |_| ok()))
         .build()
         .await
         .expect("worker builds");
@@ -63,8 +49,8 @@ fn headers_of(pairs: &[(&str, &str)]) -> HeaderMap {
 #[tokio::test]
 async fn each_kind_of_bad_input_reaches_dead_letters_with_its_reason() {
     let server = NatsServer::start().await;
-    let runs = Arc::new(AtomicU64::new(0));
-    running_worker(&server, runs.clone()).await;
+    let runs = RunCount::new();
+    running_worker(&server, &runs).await;
     let js = raw_jetstream(&server).await;
     let cases: Vec<(&str, HeaderMap, Vec<u8>, &str, &str)> = vec![
         (
@@ -167,7 +153,7 @@ async fn each_kind_of_bad_input_reaches_dead_letters_with_its_reason() {
     assert!(unknown.is_some(), "the unknown task is dead-lettered");
     eventually(WAIT, "the tolerated task to run", || {
         let runs = runs.clone();
-        async move { (runs.load(Ordering::SeqCst) == 1).then_some(()) }
+        async move { (runs.get() == 1).then_some(()) }
     })
     .await;
     common::await_drained(&js).await;
@@ -176,7 +162,7 @@ async fn each_kind_of_bad_input_reaches_dead_letters_with_its_reason() {
 #[tokio::test]
 async fn a_subject_with_extra_tokens_is_refused_at_publish_not_stranded() {
     let server = NatsServer::start().await;
-    running_worker(&server, Arc::new(AtomicU64::new(0))).await;
+    running_worker(&server, &RunCount::new()).await;
     let js = raw_jetstream(&server).await;
     let ack = js
         .publish("jetq.task.work.send.email", "{}".into())
@@ -222,8 +208,8 @@ fn corpus(size: usize) -> Vec<Generated> {
 #[tokio::test]
 async fn fuzzed_deliveries_each_end_in_a_run_or_a_dead_letter_and_never_crash_the_worker() {
     let server = NatsServer::start().await;
-    let runs = Arc::new(AtomicU64::new(0));
-    running_worker(&server, runs.clone()).await;
+    let runs = RunCount::new();
+    running_worker(&server, &runs).await;
     let js = raw_jetstream(&server).await;
     let cases = corpus(150);
     for (task, payload, attempts, timeout, enqueued_at) in &cases {
@@ -251,7 +237,7 @@ async fn fuzzed_deliveries_each_end_in_a_run_or_a_dead_letter_and_never_crash_th
             async move {
                 let dead = stream_len(&js, "JETQ_DEAD").await;
                 let pending = stream_len(&js, "JETQ_TASKS").await;
-                (pending == 0 && dead + runs.load(Ordering::SeqCst) == total).then_some(())
+                (pending == 0 && dead + runs.get() == total).then_some(())
             }
         },
     )
@@ -274,7 +260,7 @@ async fn fuzzed_deliveries_each_end_in_a_run_or_a_dead_letter_and_never_crash_th
             let js = js.clone();
             async move {
                 let dead = stream_len(&js, "JETQ_DEAD").await;
-                (dead + runs.load(Ordering::SeqCst) == before + 1).then_some(())
+                (dead + runs.get() == before + 1).then_some(())
             }
         },
     )

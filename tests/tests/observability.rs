@@ -23,27 +23,6 @@ const CALLER_TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-fn spawn_worker(
-    worker: Worker,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(worker.run_until(async move {
-        let _ = stopped.await;
-    }));
-    (stop, handle)
-}
-
-/// Stops a worker started by [`spawn_worker`] and waits until every attempt has finished.
-async fn stop_worker(stop: tokio::sync::oneshot::Sender<()>, run: tokio::task::JoinHandle<()>) {
-    let _ = stop.send(());
-    within(WAIT, "the worker to stop", run)
-        .await
-        .expect("worker task ends without panicking");
-}
-
 fn job(n: u64) -> Job {
     Job {
         n,

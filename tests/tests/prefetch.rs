@@ -34,7 +34,7 @@ async fn a_prefetched_task_waiting_behind_a_slow_one_goes_to_an_idle_worker() {
             .build()
     };
     let busy = make("busy", tx.clone()).await.unwrap();
-    let (_stop_busy, _busy_run) = spawn(busy);
+    let (_stop_busy, _busy_run) = spawn_worker(busy);
     let producer = producer(&server).await;
     producer
         .enqueue(&Job {
@@ -55,7 +55,7 @@ async fn a_prefetched_task_waiting_behind_a_slow_one_goes_to_an_idle_worker() {
         .await
         .unwrap();
     let idle = make("idle", tx).await.unwrap();
-    let (_stop_idle, _idle_run) = spawn(idle);
+    let (_stop_idle, _idle_run) = spawn_worker(idle);
     let (who, n, attempt, at) = next(&mut rx, "the quick task to run").await;
     assert_eq!(
         (who, n, attempt),
@@ -67,17 +67,4 @@ async fn a_prefetched_task_waiting_behind_a_slow_one_goes_to_an_idle_worker() {
         waited < Duration::from_secs(4),
         "not held until the slow task ended (8 s), nor until ack_wait (3 s) ran out: {waited:?}"
     );
-}
-
-fn spawn(
-    worker: jetq_consumer::Worker,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(worker.run_until(async move {
-        let _ = stopped.await;
-    }));
-    (stop, handle)
 }

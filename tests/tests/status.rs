@@ -13,7 +13,7 @@ use std::{
 
 use bytes::Bytes;
 use futures::StreamExt;
-use jetq_consumer::{StatusError as HandlerStatusError, TaskContext, TaskError, Worker};
+use jetq_consumer::{StatusError as HandlerStatusError, TaskContext, TaskError};
 use jetq_contract::{
     status::{TaskState, TaskStatus},
     DeadReason, RetryPolicy, StreamSettings, Task, TaskOptions,
@@ -42,19 +42,6 @@ impl Task for Export {
             .retry(RetryPolicy::constant(Duration::from_millis(50)).jitter(0.0))
             .track_status(true)
     }
-}
-
-fn spawn(
-    worker: Worker,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(worker.run_until(async move {
-        let _ = stopped.await;
-    }));
-    (stop, handle)
 }
 
 fn states(status: &TaskStatus) -> Vec<(TaskState, u32)> {
@@ -104,7 +91,7 @@ async fn a_tracked_task_goes_from_queued_to_running_to_succeeded_with_its_result
         .build()
         .await
         .unwrap();
-    let (_stop, _run) = spawn(worker);
+    let (_stop, _run) = spawn_worker(worker);
 
     within(WAIT, "the handler to start", started.notified()).await;
     let running = producer.status(&enqueued.id).await.unwrap().unwrap();
@@ -160,7 +147,7 @@ async fn retries_and_dead_letters_are_recorded_and_wait_returns_the_failure() {
         .build()
         .await
         .unwrap();
-    let (_stop, _run) = spawn(worker);
+    let (_stop, _run) = spawn_worker(worker);
     let producer = producer(&server).await;
 
     let flaky = producer.enqueue(&Export { rows: 1 }).await.unwrap();
@@ -322,7 +309,7 @@ async fn progress_is_observed_live_and_in_order() {
     let producer = producer(&server).await;
     let enqueued = producer.enqueue(&Export { rows: 5 }).await.unwrap();
     let mut updates = producer.watch(&enqueued.id).await.unwrap();
-    let (_stop, _run) = spawn(worker);
+    let (_stop, _run) = spawn_worker(worker);
 
     let mut observed = Vec::new();
     let mut last_state = TaskState::Queued;
@@ -383,7 +370,7 @@ async fn a_cancelled_queued_task_is_dropped_when_pulled_without_running() {
         .build()
         .await
         .unwrap();
-    let (_stop, _run) = spawn(worker);
+    let (_stop, _run) = spawn_worker(worker);
     let kept = producer.enqueue(&Export { rows: 2 }).await.unwrap();
     let (id, rows) = next(&mut rx, "the task that was not cancelled").await;
     assert_eq!((id.as_str(), rows), (kept.id.as_str(), 2));
@@ -436,7 +423,7 @@ async fn a_running_handler_sees_the_cancellation_and_the_task_ends_cancelled() {
         .build()
         .await
         .unwrap();
-    let (_stop, _run) = spawn(worker);
+    let (_stop, _run) = spawn_worker(worker);
     let producer = producer(&server).await;
     for rows in [1, 2] {
         let enqueued = producer.enqueue(&Export { rows }).await.unwrap();
@@ -498,7 +485,7 @@ async fn a_multi_megabyte_artifact_streams_from_the_worker_to_the_reader() {
         .build()
         .await
         .unwrap();
-    let (_stop, _run) = spawn(worker);
+    let (_stop, _run) = spawn_worker(worker);
     // A separate producer connection plays the web tier: it shares no disk with the worker.
     let web = producer(&server).await;
     let enqueued = web.enqueue(&Export { rows: 0 }).await.unwrap();
@@ -575,7 +562,7 @@ async fn untracked_tasks_write_nothing_to_the_status_bucket() {
         .build()
         .await
         .unwrap();
-    let (_stop, _run) = spawn(worker);
+    let (_stop, _run) = spawn_worker(worker);
     let js = raw_jetstream(&server).await;
     // The worker tracks a type, so it provisioned the bucket: it exists and is empty.
     assert_eq!(stream_len(&js, STATUS_STREAM).await, 0);
@@ -647,7 +634,7 @@ async fn records_and_artifacts_expire_after_the_status_ttl() {
         .build()
         .await
         .unwrap();
-    let (_stop, _run) = spawn(worker);
+    let (_stop, _run) = spawn_worker(worker);
     let producer = Producer::builder()
         .connection(connection(&server))
         .streams(streams)
@@ -686,7 +673,7 @@ async fn ids_that_are_not_kv_keys_are_tracked_under_their_encoded_key() {
         .build()
         .await
         .unwrap();
-    let (_stop, _run) = spawn(worker);
+    let (_stop, _run) = spawn_worker(worker);
     let producer = producer(&server).await;
     let id = "export:ada@example.com/2026.11*>";
     let enqueued = producer
@@ -729,7 +716,7 @@ async fn a_delayed_tracked_task_is_queued_until_released_and_can_be_cancelled_be
         .build()
         .await
         .unwrap();
-    let (_stop, _run) = spawn(worker);
+    let (_stop, _run) = spawn_worker(worker);
     let producer = producer(&server).await;
     let doomed = producer
         .enqueue_in(Duration::from_secs(1), &Export { rows: 1 })
@@ -793,7 +780,7 @@ async fn a_stale_worker_never_overwrites_a_final_state_and_a_finished_task_is_no
         .build()
         .await
         .unwrap();
-    let (_stop, _run) = spawn(worker);
+    let (_stop, _run) = spawn_worker(worker);
     let producer = producer(&server).await;
     let enqueued = producer.enqueue(&Export { rows: 1 }).await.unwrap();
     within(WAIT, "the handler to start", started.notified()).await;
@@ -849,7 +836,7 @@ async fn tracked_tasks_still_run_when_the_status_store_is_missing() {
         .build()
         .await
         .unwrap();
-    let (_stop, _run) = spawn(worker);
+    let (_stop, _run) = spawn_worker(worker);
     let producer = Producer::builder()
         .connection(connection(&server))
         .provision(false)
@@ -905,7 +892,7 @@ async fn a_task_tracked_per_enqueue_is_recorded_by_a_worker_with_no_tracked_type
         .build()
         .await
         .unwrap();
-    let (_stop, _run) = spawn(worker);
+    let (_stop, _run) = spawn_worker(worker);
     let producer = producer(&server).await;
     let enqueued = producer
         .enqueue_with(

@@ -4,13 +4,7 @@
 
 mod common;
 
-use std::{
-    sync::{
-        atomic::{AtomicU32, Ordering},
-        Arc,
-    },
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use jetq_consumer::{TaskContext, TaskError, WorkerError};
@@ -20,32 +14,13 @@ use jetq_tests::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-fn spawn_worker(
-    worker: jetq_consumer::Worker,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(worker.run_until(async move {
-        let _ = stopped.await;
-    }));
-    (stop, handle)
-}
-
 #[tokio::test]
 async fn a_successful_task_runs_once_and_leaves_the_stream() {
     init_logs();
     let server = NatsServer::start().await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let worker = worker(&server)
-        .handler(move |job: Job, ctx: TaskContext| {
-            let tx = tx.clone();
-            async move {
-                tx.send(seen(&job, &ctx)).ok();
-                ok()
-            }
-        })
+        .handler(recording_handler(tx, |_| ok()))
         .build()
         .await
         .unwrap();
@@ -73,16 +48,12 @@ async fn a_failing_task_is_retried_with_backoff_and_then_succeeds() {
     let server = NatsServer::start().await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let worker = worker(&server)
-        .handler(move |job: Job, ctx: TaskContext| {
-            let tx = tx.clone();
-            async move {
-                tx.send(seen(&job, &ctx)).ok();
-                if ctx.attempt() < 3 {
-                    return Err(TaskError::retry("provider unavailable"));
-                }
-                ok()
+        .handler(recording_handler(tx, |ctx| {
+            if ctx.attempt() < 3 {
+                return Err(TaskError::retry("provider unavailable"));
             }
-        })
+            ok()
+        }))
         .build()
         .await
         .unwrap();
@@ -207,19 +178,15 @@ async fn retry_after_from_the_handler_sets_the_delay() {
     let server = NatsServer::start().await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let worker = worker(&server)
-        .handler(move |job: Job, ctx: TaskContext| {
-            let tx = tx.clone();
-            async move {
-                tx.send(seen(&job, &ctx)).ok();
-                if ctx.attempt() == 1 {
-                    return Err(TaskError::retry_after(
-                        Duration::from_millis(1200),
-                        "429 Too Many Requests",
-                    ));
-                }
-                ok()
+        .handler(recording_handler(tx, |ctx| {
+            if ctx.attempt() == 1 {
+                return Err(TaskError::retry_after(
+                    Duration::from_millis(1200),
+                    "429 Too Many Requests",
+                ));
             }
-        })
+            ok()
+        }))
         .build()
         .await
         .unwrap();
@@ -249,19 +216,14 @@ async fn retry_after_from_the_handler_sets_the_delay() {
 async fn a_poison_task_is_dead_lettered_after_exactly_max_attempts_with_every_error() {
     init_logs();
     let server = NatsServer::start().await;
-    let runs = Arc::new(AtomicU32::new(0));
-    let counter = runs.clone();
+    let runs = RunCount::new();
     let worker = worker(&server)
-        .handler(move |_job: Job, ctx: TaskContext| {
-            let counter = counter.clone();
-            async move {
-                counter.fetch_add(1, Ordering::SeqCst);
-                Err::<(), _>(TaskError::retry(format!(
-                    "smtp refused on attempt {}",
-                    ctx.attempt()
-                )))
-            }
-        })
+        .handler(counting_handler(&runs, |ctx| {
+            Err(TaskError::retry(format!(
+                "smtp refused on attempt {}",
+                ctx.attempt()
+            )))
+        }))
         .build()
         .await
         .unwrap();
@@ -282,11 +244,7 @@ async fn a_poison_task_is_dead_lettered_after_exactly_max_attempts_with_every_er
         .unwrap();
     let js = raw_jetstream(&server).await;
     let dead = dead_letters(&js, 1).await;
-    assert_eq!(
-        runs.load(Ordering::SeqCst),
-        3,
-        "Job allows exactly 3 attempts"
-    );
+    assert_eq!(runs.get(), 3, "Job allows exactly 3 attempts");
     let letter = &dead[0];
     assert_eq!(letter.subject.as_str(), "jetq.dead.work.job");
     let body: Job = serde_json::from_slice(&letter.payload).unwrap();
@@ -332,26 +290,15 @@ async fn a_poison_task_is_dead_lettered_after_exactly_max_attempts_with_every_er
     assert!(record.error.contains("attempt 3"), "{}", record.error);
     common::await_drained(&js).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        runs.load(Ordering::SeqCst),
-        3,
-        "no attempt after the dead letter"
-    );
+    assert_eq!(runs.get(), 3, "no attempt after the dead letter");
 }
 
 #[tokio::test]
 async fn per_task_max_attempts_header_overrides_the_type() {
     let server = NatsServer::start().await;
-    let runs = Arc::new(AtomicU32::new(0));
-    let counter = runs.clone();
+    let runs = RunCount::new();
     let worker = worker(&server)
-        .handler(move |_job: Job, _ctx: TaskContext| {
-            let counter = counter.clone();
-            async move {
-                counter.fetch_add(1, Ordering::SeqCst);
-                Err::<(), _>(TaskError::retry("nope"))
-            }
-        })
+        .handler(counting_handler(&runs, |_| Err(TaskError::retry("nope"))))
         .build()
         .await
         .unwrap();
@@ -370,22 +317,17 @@ async fn per_task_max_attempts_header_overrides_the_type() {
     let js = raw_jetstream(&server).await;
     let dead = dead_letters(&js, 1).await;
     assert_eq!(header(&dead[0], headers::ATTEMPTS).as_deref(), Some("1"));
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(runs.get(), 1);
 }
 
 #[tokio::test]
 async fn fatal_errors_and_undecodable_payloads_go_to_dead_letters_at_once() {
     let server = NatsServer::start().await;
-    let runs = Arc::new(AtomicU32::new(0));
-    let counter = runs.clone();
+    let runs = RunCount::new();
     let worker = worker(&server)
-        .handler(move |_job: Job, _ctx: TaskContext| {
-            let counter = counter.clone();
-            async move {
-                counter.fetch_add(1, Ordering::SeqCst);
-                Err::<(), _>(TaskError::fatal("address does not exist"))
-            }
-        })
+        .handler(counting_handler(&runs, |_| {
+            Err(TaskError::fatal("address does not exist"))
+        }))
         .build()
         .await
         .unwrap();
@@ -433,7 +375,7 @@ async fn fatal_errors_and_undecodable_payloads_go_to_dead_letters_at_once() {
     );
     assert_eq!(&letter.payload[..], b"{\"n\": \"not a number\"}");
     assert_eq!(
-        runs.load(Ordering::SeqCst),
+        runs.get(),
         1,
         "the undecodable task never reached the handler"
     );
@@ -479,13 +421,7 @@ async fn timeouts_and_panics_are_failed_attempts_and_the_worker_keeps_going() {
             }
             ok()
         })
-        .handler(move |job: Job, ctx: TaskContext| {
-            let tx = tx.clone();
-            async move {
-                tx.send(seen(&job, &ctx)).ok();
-                ok()
-            }
-        })
+        .handler(recording_handler(tx, |_| ok()))
         .build()
         .await
         .unwrap();

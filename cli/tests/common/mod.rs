@@ -268,20 +268,6 @@ pub async fn fatal_worker(server: &NatsServer) -> Worker {
         .expect("worker builds")
 }
 
-/// Runs a worker in a task; dropping the sender stops it.
-pub fn spawn_worker(
-    worker: Worker,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(worker.run_until(async move {
-        let _ = stopped.await;
-    }));
-    (stop, handle)
-}
-
 /// Waits until the dead-letter stream holds exactly `count` messages.
 pub async fn wait_dead_count(js: &jetstream::Context, count: u64) {
     let name = Subjects::default().dead_stream();
