@@ -58,10 +58,19 @@ pub enum EnqueueError {
     },
     /// No stream captured the task's subject on any attempt (the server answered "no
     /// responders", 503, to each; the producer pauses 250 ms, doubling, between them): the
-    /// stream was never provisioned (run a worker or a producer with provisioning on), was
-    /// deleted, or has had no leader for longer than the attempts lasted. Nothing was stored;
-    /// enqueueing again later with the same key is safe.
-    #[error("no stream accepts subject {subject}: the jetq task stream does not exist")]
+    /// stream was never provisioned, was deleted, or has had no leader for longer than the
+    /// attempts lasted. A producer with provisioning on (`JETQ_PROVISION=true`, the default)
+    /// has then tried to create the stream and send once more; this error means it was not
+    /// allowed to, or provisioning is off. The message says which commands provision. Nothing
+    /// was stored; enqueueing again later with the same key is safe.
+    #[error(
+        "no stream accepts subject {subject}: the jetq task stream does not exist (or has had no \
+         leader for a while). Create it with any of: `jetq-provision` (run once as a NATS user \
+         allowed to manage streams; the Kubernetes provisioning Job does this); starting a \
+         worker (workers create it at startup unless JETQ_PROVISION=false); or this producer \
+         itself with JETQ_PROVISION=true (the default) or Producer::builder().provision(true), \
+         if its NATS user may create streams. See docs/OPERATIONS.md, \"Who provisions what\""
+    )]
     NoStream {
         /// The subject that nothing captured.
         subject: String,

@@ -488,6 +488,7 @@ impl Producer {
     ) -> Result<(u64, bool), EnqueueError> {
         let mut attempt = 1;
         let mut pending = first;
+        let mut provisioned = false;
         loop {
             let ack_future = match pending.take() {
                 Some(future) => future,
@@ -518,6 +519,19 @@ impl Producer {
                     // errors"). Boxed: rare, and the sleep would grow every in-flight future.
                     err if attempt < self.attempts && is_unavailable(&err) => {
                         Box::pin(tokio::time::sleep(no_responders_pause(attempt))).await;
+                        continue;
+                    }
+                    // Still no stream after every attempt: a producer allowed to provision
+                    // creates the task stream (deleted since startup) and sends once more.
+                    EnqueueError::NoStream { .. }
+                        if !provisioned && Box::pin(self.status.provision_tasks_stream()).await =>
+                    {
+                        provisioned = true;
+                        pending = match Box::pin(self.send(prepared)).await {
+                            Ok(future) => Some(future),
+                            Err(EnqueueError::Timeout { .. }) => None,
+                            Err(err) => return Err(self.timeout_or_disconnected(err, attempt)),
+                        };
                         continue;
                     }
                     err => return Err(self.timeout_or_disconnected(err, attempt)),

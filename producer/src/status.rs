@@ -176,6 +176,32 @@ impl StatusStores {
         self.kv().await
     }
 
+    /// Creates the task stream when provisioning is on and it is missing (deleted after this
+    /// producer started, or never created because startup raced a deletion). True if the
+    /// stream now exists; false when provisioning is off or creating failed (logged once per
+    /// call with the reason, e.g. a NATS user not allowed to create streams).
+    pub(crate) async fn provision_tasks_stream(&self) -> bool {
+        if !self.provision {
+            return false;
+        }
+        match self.topology.ensure_tasks_stream().await {
+            Ok(()) => {
+                tracing::info!(
+                    stream = %self.topology.subjects().tasks_stream(),
+                    "created the missing task stream (JETQ_PROVISION=true)"
+                );
+                true
+            }
+            Err(err) => {
+                tracing::warn!(
+                    error = %err,
+                    "the task stream is missing and this producer could not create it"
+                );
+                false
+            }
+        }
+    }
+
     /// Opens (creates, when provisioning is on) the status bucket before a tracked task is
     /// published. Best effort, with the enqueue backoff: the task is published either way.
     pub(crate) async fn open_before_tracked_publish(&self) {

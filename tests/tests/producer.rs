@@ -272,9 +272,58 @@ async fn missing_stream_is_reported_when_provisioning_is_off() {
         })
         .await;
     match result {
-        Err(EnqueueError::NoStream { subject }) => assert_eq!(subject, "jetq.task.work.job"),
+        Err(err @ EnqueueError::NoStream { .. }) => {
+            let EnqueueError::NoStream { subject } = &err else {
+                unreachable!()
+            };
+            assert_eq!(subject, "jetq.task.work.job");
+            // The message says exactly what provisions the streams.
+            let text = err.to_string();
+            for hint in [
+                "jetq-provision",
+                "worker",
+                "JETQ_PROVISION=true",
+                "Producer::builder().provision(true)",
+            ] {
+                assert!(text.contains(hint), "{hint} missing from: {text}");
+            }
+        }
         other => panic!("expected NoStream, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_provisioning_producer_enqueues_before_any_worker_and_recreates_a_deleted_stream() {
+    let server = NatsServer::start().await;
+    // A fresh server, no worker, no jetq-provision: the default producer creates the task
+    // stream at startup and the first enqueue is stored.
+    let producer = Producer::builder()
+        .connection(connection(&server))
+        .connect()
+        .await
+        .unwrap();
+    let job = Job {
+        n: 1,
+        note: String::new(),
+    };
+    producer.enqueue(&job).await.expect("first enqueue");
+    let js = raw_jetstream(&server).await;
+    assert_eq!(stream_messages(&js, "JETQ_TASKS").await.len(), 1);
+
+    // The stream is deleted while the producer runs: the next enqueue finds no responders,
+    // retries, then creates the stream and is stored (within the bounded retries).
+    js.delete_stream("JETQ_TASKS").await.unwrap();
+    let enqueued = within(
+        Duration::from_secs(10),
+        "enqueue after deletion",
+        producer.enqueue(&job),
+    )
+    .await
+    .expect("the producer recreated the task stream");
+    let stored = stream_messages(&js, "JETQ_TASKS").await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].sequence, enqueued.sequence);
+    assert!(!enqueued.duplicate);
 }
 
 #[tokio::test]
