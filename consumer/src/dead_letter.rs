@@ -32,7 +32,7 @@ use crate::{
 };
 
 /// Everything needed to write one dead letter.
-pub(crate) struct DeadLetter<'a> {
+pub(crate) struct LetterToWrite<'a> {
     pub(crate) queue: &'a str,
     pub(crate) task: &'a str,
     pub(crate) sequence: u64,
@@ -122,7 +122,7 @@ impl DeadLetters {
 
     /// Publishes the dead letter and waits for the stream's ack. Only after `Ok` may the task
     /// be removed from the task stream. Traced as a `send` span linked to the task's trace.
-    pub(crate) async fn write(&self, letter: DeadLetter<'_>) -> Result<(), DeadLetterError> {
+    pub(crate) async fn write(&self, letter: LetterToWrite<'_>) -> Result<(), DeadLetterError> {
         let subject = self.topology.subjects().dead(letter.queue, letter.task);
         let task_id = letter
             .headers
@@ -153,7 +153,7 @@ impl DeadLetters {
     async fn publish(
         &self,
         subject: String,
-        letter: DeadLetter<'_>,
+        letter: LetterToWrite<'_>,
     ) -> Result<(), DeadLetterError> {
         let history = self.attempts.record(letter.sequence).await.failures;
         // A replayed dead letter's task may still carry these: a new letter must not inherit

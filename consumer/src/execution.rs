@@ -21,7 +21,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
     context::TaskContext,
-    dead_letter::{self, attempt_failure, DeadLetter, DeadLetters},
+    dead_letter::{self, attempt_failure, DeadLetters, LetterToWrite},
     error::FailureKind,
     handler::{CallError, Registration, Registry},
     settings::WorkerSettings,
@@ -526,7 +526,7 @@ impl Executor {
         error: String,
         http: Option<HttpFailure>,
     ) {
-        let letter = DeadLetter {
+        let letter = LetterToWrite {
             queue: &delivery.queue,
             task: &delivery.task,
             sequence: delivery.sequence,

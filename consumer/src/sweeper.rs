@@ -23,7 +23,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    dead_letter::{self, DeadLetter, DeadLetters},
+    dead_letter::{self, DeadLetters, LetterToWrite},
     status::{self, StatusRecorder},
 };
 
@@ -125,7 +125,7 @@ impl Sweeper {
             advisory.deliveries
         );
         let attempts = u32::try_from(advisory.deliveries).unwrap_or(u32::MAX);
-        let letter = DeadLetter {
+        let letter = LetterToWrite {
             queue,
             task,
             sequence,

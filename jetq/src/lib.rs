@@ -49,7 +49,7 @@ pub use jetq_consumer::{TaskContext, TaskError, Worker, WorkerError};
 #[cfg(feature = "scheduler")]
 pub use jetq_scheduler as scheduler;
 
-/// Logs, OpenTelemetry export and the status server (the `jetq-telemetry` crate).
+/// Logs, OpenTelemetry export and the health server (the `jetq-telemetry` crate).
 #[cfg(feature = "telemetry")]
 pub use jetq_telemetry as telemetry;
 

@@ -31,11 +31,11 @@ async fn run(telemetry: &TelemetryGuard) -> Result<(), String> {
         async_nats::connection::State::Connected => Ok(()),
         state => Err(format!("NATS connection is {state:?}")),
     });
-    let status = telemetry
-        .serve_status(readiness)
+    let health = telemetry
+        .serve_health(readiness)
         .await
         .map_err(|err| err.to_string())?;
     scheduler.run().await;
-    status.stop().await;
+    health.stop().await;
     Ok(())
 }

@@ -53,11 +53,11 @@ pub struct TelemetryConfig {
     pub log_filter: String,
     /// Span filter for tracing (`RUST_LOG` syntax).
     pub trace_filter: String,
-    /// Where the status server listens.
+    /// Where the health server listens.
     pub health_listen: SocketAddr,
 }
 
-/// The default status server address of binaries. Port 8459 is used by nothing common: not
+/// The default health server address of binaries. Port 8459 is used by nothing common: not
 /// Prometheus (9090) nor its exporters (9091–9999), not NATS (4222, 6222, 8222), OTLP (4317,
 /// 4318) or the usual application ports (3000, 8000, 8080).
 pub const DEFAULT_HEALTH_LISTEN: &str = "0.0.0.0:8459";
@@ -212,7 +212,7 @@ impl TelemetryConfig {
     }
 
     /// A configuration for tests and embedding: human logs at `log_filter`, no OTLP export,
-    /// status server on an ephemeral loopback port.
+    /// health server on an ephemeral loopback port.
     pub fn local(service_name: &str, log_filter: &str) -> Self {
         TelemetryConfig {
             service_name: service_name.to_owned(),

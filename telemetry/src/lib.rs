@@ -1,5 +1,5 @@
 //! Telemetry of the jetq binaries, in one call: logs, OpenTelemetry traces and metrics, and the
-//! status server (`/healthz`, `/readyz`, `/metrics`).
+//! health server (`/healthz`, `/readyz`, `/metrics`).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -7,9 +7,9 @@
 //! let telemetry = jetq_telemetry::init("jetq-worker")?;
 //! let readiness = jetq_telemetry::Readiness::new();
 //! // ... build the worker, then: readiness.add("worker", move || health.check());
-//! let status = telemetry.serve_status(readiness).await?; // JETQ_HEALTH_LISTEN
+//! let health = telemetry.serve_health(readiness).await?; // JETQ_HEALTH_LISTEN
 //! // ... worker.run().await;
-//! status.stop().await;
+//! health.stop().await;
 //! drop(telemetry); // flushes spans and metrics
 //! # Ok(()) }
 //! ```
@@ -32,9 +32,9 @@
 
 mod config;
 mod filter;
+mod health;
 mod logs;
 mod quiet;
-mod status;
 
 use std::{
     io::IsTerminal,
@@ -58,8 +58,8 @@ use tracing_subscriber::{
 
 pub use config::{LogFormat, TelemetryConfig, DEFAULT_HEALTH_LISTEN};
 use filter::Fresh;
+pub use health::{health_router, trace_requests, HealthServer, Readiness};
 pub use logs::FlatJson;
-pub use status::{status_router, trace_requests, Readiness, StatusServer};
 
 /// Targets never traced: the exporter's own HTTP stack and the SDK (tracing them would feed
 /// the exporter its own spans).
@@ -87,7 +87,7 @@ pub enum TelemetryError {
     /// Another global `tracing` subscriber is already installed.
     #[error("a global tracing subscriber is already installed")]
     AlreadyInstalled,
-    /// The status server could not listen.
+    /// The health server could not listen.
     #[error("cannot listen on {addr} for /healthz, /readyz and /metrics: {source}")]
     Bind {
         /// The configured address.
@@ -128,7 +128,7 @@ pub type RunFuture<'a> =
 ///
 /// fn run(telemetry: &TelemetryGuard) -> RunFuture<'_> {
 ///     Box::pin(async move {
-///         let _status = telemetry.serve_status(jetq_telemetry::Readiness::new()).await;
+///         let _health = telemetry.serve_health(jetq_telemetry::Readiness::new()).await;
 ///         Ok(())
 ///     })
 /// }
@@ -332,17 +332,17 @@ impl Telemetry {
 
     /// The current metrics as Prometheus text.
     pub fn metrics_text(&self) -> Result<String, TelemetryError> {
-        status::render(&self.registry)
+        health::render(&self.registry)
     }
 
     /// `/healthz`, `/readyz` and `/metrics` of this process, as a router.
-    pub fn status_router(&self, readiness: Readiness) -> axum::Router {
-        status_router(readiness, Some(self.registry.clone()))
+    pub fn health_router(&self, readiness: Readiness) -> axum::Router {
+        health_router(readiness, Some(self.registry.clone()))
     }
 
-    /// Serves [`Telemetry::status_router`] on `JETQ_HEALTH_LISTEN`.
-    pub async fn serve_status(&self, readiness: Readiness) -> Result<StatusServer, TelemetryError> {
-        StatusServer::bind(self.config.health_listen, self.status_router(readiness)).await
+    /// Serves [`Telemetry::health_router`] on `JETQ_HEALTH_LISTEN`.
+    pub async fn serve_health(&self, readiness: Readiness) -> Result<HealthServer, TelemetryError> {
+        HealthServer::bind(self.config.health_listen, self.health_router(readiness)).await
     }
 
     /// Exports everything still buffered (spans, metrics) without shutting down. Blocks until

@@ -1,5 +1,5 @@
 //! Fixtures of the observability tests: an in-memory span pipeline, a small OTLP/HTTP receiver,
-//! an HTTP GET for the status server, a Prometheus text parser and a log buffer.
+//! an HTTP GET for the health server, a Prometheus text parser and a log buffer.
 
 use std::{
     collections::BTreeMap,

@@ -99,7 +99,7 @@ async fn blocking_work_on_spawn_blocking_keeps_heartbeats_and_stops_at_its_timeo
         .await
         .unwrap();
     let readiness = Readiness::new();
-    let status = telemetry.serve_status(readiness).await.unwrap();
+    let health = telemetry.serve_health(readiness).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(worker.run_until(async move {
         let _ = stopped.await;
@@ -116,7 +116,10 @@ async fn blocking_work_on_spawn_blocking_keeps_heartbeats_and_stops_at_its_timeo
     assert!(!long.1, "the long work ran to its end");
     assert!(long.2 >= Duration::from_millis(4500));
     let runaway = seen.iter().find(|s| s.0 == "runaway").expect("runaway");
-    eprintln!("runaway stopped after {:?}; long work took {:?}", runaway.2, long.2);
+    eprintln!(
+        "runaway stopped after {:?}; long work took {:?}",
+        runaway.2, long.2
+    );
     assert!(runaway.1, "the runaway work saw the cancellation");
     assert!(
         runaway.2 >= Duration::from_secs(1) && runaway.2 < Duration::from_secs(3),
@@ -142,7 +145,7 @@ async fn blocking_work_on_spawn_blocking_keeps_heartbeats_and_stops_at_its_timeo
         1,
         "4.5 s of blocking work past a 3 s ack_wait was never redelivered"
     );
-    let (code, body) = http_get(status.local_addr(), "/metrics").await.unwrap();
+    let (code, body) = http_get(health.local_addr(), "/metrics").await.unwrap();
     assert_eq!(code, 200);
     assert_eq!(
         metric(&parse_prometheus(&body), "jetq_tasks_stalled_total", &[]),
@@ -151,7 +154,7 @@ async fn blocking_work_on_spawn_blocking_keeps_heartbeats_and_stops_at_its_timeo
     );
     let _ = stop.send(());
     within(WAIT, "the worker to stop", run).await.unwrap();
-    status.stop().await;
+    health.stop().await;
 }
 
 #[tokio::test]
@@ -181,7 +184,7 @@ async fn a_handler_that_blocks_its_thread_is_reported_as_stalled() {
         .build()
         .await
         .unwrap();
-    let status = telemetry.serve_status(Readiness::new()).await.unwrap();
+    let health = telemetry.serve_health(Readiness::new()).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(worker.run_until(async move {
         let _ = stopped.await;
@@ -191,7 +194,7 @@ async fn a_handler_that_blocks_its_thread_is_reported_as_stalled() {
         .enqueue_raw(raw("blocks"))
         .await
         .unwrap();
-    let addr = status.local_addr();
+    let addr = health.local_addr();
     eventually(WAIT, "the stall to be counted", || async {
         let (_, body) = http_get(addr, "/metrics").await.ok()?;
         let samples = parse_prometheus(&body);
@@ -206,5 +209,5 @@ async fn a_handler_that_blocks_its_thread_is_reported_as_stalled() {
     assert!(done.load(Ordering::SeqCst));
     let _ = stop.send(());
     within(WAIT, "the worker to stop", run).await.unwrap();
-    status.stop().await;
+    health.stop().await;
 }

@@ -11,7 +11,7 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 use jetq_consumer::{TaskContext, TaskError, Worker, WorkerSettings};
 use jetq_contract::{headers, otel::attributes as attr, ConnectionConfig, Secret};
 use jetq_producer::{EnqueueOptions, Producer};
-use jetq_telemetry::{status_router, Readiness, StatusServer, Telemetry, TelemetryConfig};
+use jetq_telemetry::{health_router, Readiness, HealthServer, Telemetry, TelemetryConfig};
 use jetq_tests::{otel::*, *};
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, TraceId};
 use opentelemetry_sdk::trace::SpanData;
@@ -97,7 +97,7 @@ async fn one_trace_runs_from_the_request_through_the_queue_into_every_attempt_an
             }),
         )
         .layer(axum::middleware::from_fn(jetq_telemetry::trace_requests));
-    let web = StatusServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), app)
+    let web = HealthServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), app)
         .await
         .unwrap();
     let (code, body) = http_get_with(
@@ -541,7 +541,7 @@ async fn metrics_count_a_known_mix_of_outcomes_exactly() {
     let readiness = Readiness::new();
     let health = worker.health();
     readiness.add("worker", move || health.check());
-    let status = telemetry.serve_status(readiness).await.unwrap();
+    let health = telemetry.serve_health(readiness).await.unwrap();
     let (stop, run) = spawn_worker(worker);
     let producer = Producer::builder()
         .connection(connection(&server))
@@ -581,7 +581,7 @@ async fn metrics_count_a_known_mix_of_outcomes_exactly() {
     let js = raw_jetstream(&server).await;
     dead_letters(&js, 2).await;
 
-    let addr = status.local_addr();
+    let addr = health.local_addr();
     let work = [("jetq_queue", "work"), ("jetq_task_name", "job")];
     let emails = [("jetq_queue", "emails"), ("jetq_task_name", "send_email")];
     // Counters land right after each ack; the queue gauges on the next poll.
@@ -646,7 +646,7 @@ async fn metrics_count_a_known_mix_of_outcomes_exactly() {
         fast_settings().max_in_flight as f64
     );
     stop_worker(stop, run).await;
-    status.stop().await;
+    health.stop().await;
 }
 
 #[tokio::test]
@@ -665,15 +665,15 @@ async fn readiness_goes_false_while_nats_is_down_and_true_after_it_restarts() {
     let readiness = Readiness::new();
     let health = worker.health();
     readiness.add("worker", move || health.check());
-    let status = StatusServer::bind(
+    let health = HealthServer::bind(
         SocketAddr::from(([127, 0, 0, 1], 0)),
-        status_router(readiness, None),
+        health_router(readiness, None),
     )
     .await
     .unwrap();
-    let addr = status.local_addr();
+    let addr = health.local_addr();
     let get = |path: &'static str| async move {
-        http_get(addr, path).await.expect("status server answers")
+        http_get(addr, path).await.expect("health server answers")
     };
     let readyz = |want: u16| async move {
         let (code, body) = http_get(addr, "/readyz").await.ok()?;
@@ -698,7 +698,7 @@ async fn readiness_goes_false_while_nats_is_down_and_true_after_it_restarts() {
     stop_worker(stop, run).await;
     let (code, _) = get("/readyz").await;
     assert_eq!(code, 503, "not ready once shut down");
-    status.stop().await;
+    health.stop().await;
 }
 
 #[tokio::test]

@@ -38,7 +38,7 @@ async fn run(telemetry: &TelemetryGuard) -> Result<(), String> {
     });
     let app = router(producer)
         .layer(axum::middleware::from_fn(jetq_telemetry::trace_requests))
-        .merge(telemetry.status_router(readiness));
+        .merge(telemetry.health_router(readiness));
     tracing::info!(listen = %config.listen, "web app listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(jetq_consumer::shutdown_signal())

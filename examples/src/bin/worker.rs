@@ -39,11 +39,11 @@ async fn run(telemetry: &TelemetryGuard) -> Result<(), String> {
     let readiness = Readiness::new();
     let health = worker.health();
     readiness.add("worker", move || health.check());
-    let status = telemetry
-        .serve_status(readiness)
+    let health = telemetry
+        .serve_health(readiness)
         .await
         .map_err(|err| err.to_string())?;
     worker.run().await;
-    status.stop().await;
+    health.stop().await;
     Ok(())
 }

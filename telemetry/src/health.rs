@@ -1,4 +1,4 @@
-//! The status server of a binary: `/healthz` (alive), `/readyz` (every readiness check passes)
+//! The health server of a binary: `/healthz` (alive), `/readyz` (every readiness check passes)
 //! and `/metrics` (Prometheus text), plus the request-span middleware for web apps.
 
 use std::{
@@ -91,21 +91,21 @@ impl Readiness {
     }
 }
 
-/// What the status routes serve.
+/// What the health routes serve.
 #[derive(Clone)]
-struct StatusState {
+struct HealthState {
     readiness: Readiness,
     registry: Option<prometheus::Registry>,
 }
 
 /// `/healthz`, `/readyz` and (with a registry) `/metrics`, as a router a web app can also
 /// merge into its own.
-pub fn status_router(readiness: Readiness, registry: Option<prometheus::Registry>) -> Router {
+pub fn health_router(readiness: Readiness, registry: Option<prometheus::Registry>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(StatusState {
+        .with_state(HealthState {
             readiness,
             registry,
         })
@@ -115,7 +115,7 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(state): State<StatusState>) -> Response {
+async fn readyz(State(state): State<HealthState>) -> Response {
     match state.readiness.check() {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(reasons) => (
@@ -126,7 +126,7 @@ async fn readyz(State(state): State<StatusState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<StatusState>) -> Response {
+async fn metrics(State(state): State<HealthState>) -> Response {
     let Some(registry) = state.registry else {
         return (StatusCode::NOT_FOUND, "metrics are not enabled\n").into_response();
     };
@@ -152,17 +152,17 @@ pub(crate) fn render(registry: &prometheus::Registry) -> Result<String, Telemetr
     String::from_utf8(buffer).map_err(|err| TelemetryError::Metrics(err.to_string()))
 }
 
-/// A running status server. Stop it with [`StatusServer::stop`]; dropping it stops it too.
+/// A running health server. Stop it with [`HealthServer::stop`]; dropping it stops it too.
 #[derive(Debug)]
-pub struct StatusServer {
+pub struct HealthServer {
     local_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
-impl StatusServer {
+impl HealthServer {
     /// Binds `addr` and serves `router` on it in a background task.
-    pub async fn bind(addr: SocketAddr, router: Router) -> Result<StatusServer, TelemetryError> {
+    pub async fn bind(addr: SocketAddr, router: Router) -> Result<HealthServer, TelemetryError> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| TelemetryError::Bind { addr, source })?;
@@ -175,7 +175,7 @@ impl StatusServer {
         });
         let task = tokio::spawn(server.into_future());
         tracing::info!(%local_addr, "serving /healthz, /readyz and /metrics");
-        Ok(StatusServer {
+        Ok(HealthServer {
             local_addr,
             stop: Some(stop),
             task: Some(task),
@@ -195,14 +195,14 @@ impl StatusServer {
         if let Some(task) = self.task.take() {
             match task.await {
                 Ok(Ok(())) => {}
-                Ok(Err(err)) => tracing::warn!(error = %err, "status server failed"),
-                Err(err) => tracing::warn!(error = %err, "status server task failed"),
+                Ok(Err(err)) => tracing::warn!(error = %err, "health server failed"),
+                Err(err) => tracing::warn!(error = %err, "health server task failed"),
             }
         }
     }
 }
 
-impl Drop for StatusServer {
+impl Drop for HealthServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
