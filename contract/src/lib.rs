@@ -13,10 +13,10 @@
 
 pub mod attempts;
 pub mod config;
-pub mod dead;
 #[cfg(feature = "config-file")]
 pub mod config_file;
 pub mod connect;
+pub mod dead;
 pub mod delayed;
 pub mod failure;
 pub mod headers;

@@ -280,8 +280,19 @@ impl Topology {
             duplicate_window: self.settings.duplicate_window,
             num_replicas: self.settings.stream_replicas,
             allow_direct: true,
+            // Atomic batch publish (2.12+): `enqueue_many` and coalesced enqueues store a whole
+            // batch with one write and one sync (docs/OPERATIONS.md, "Durable and fast").
+            // Older servers do not know the field; it is left unset for them.
+            allow_atomic_publish: self.supports_atomic_batches(),
             ..Default::default()
         }
+    }
+
+    /// Whether the connected server stores atomic batches (nats-server 2.12 or newer).
+    pub fn supports_atomic_batches(&self) -> bool {
+        let version = self.js.client().server_info().version;
+        crate::connect::Version::parse(&version)
+            .is_some_and(|v| v >= crate::connect::Version::new(2, 12, 0))
     }
 
     /// The dead-letter stream's configuration.
@@ -766,6 +777,7 @@ pub(crate) enum Check {
     DuplicateWindow,
     Replicas,
     History,
+    AtomicPublish,
 }
 
 const TASK_CHECKS: &[Check] = &[
@@ -777,6 +789,7 @@ const TASK_CHECKS: &[Check] = &[
     Check::MaxBytes(Some("JETQ_STREAM_MAX_BYTES")),
     Check::DuplicateWindow,
     Check::Replicas,
+    Check::AtomicPublish,
 ];
 const DELAYED_CHECKS: &[Check] = &[
     Check::Subjects,
@@ -922,6 +935,12 @@ pub(crate) fn differences(
                 existing.num_replicas.max(1).to_string(),
                 wanted.num_replicas.max(1).to_string(),
                 Some("JETQ_STREAM_REPLICAS"),
+            ),
+            Check::AtomicPublish => compare(
+                "allow_atomic",
+                existing.allow_atomic_publish.to_string(),
+                wanted.allow_atomic_publish.to_string(),
+                None,
             ),
             Check::History => compare(
                 "max_msgs_per_subject",

@@ -34,6 +34,9 @@ pub(crate) struct Prepared {
     pub(crate) tracked: bool,
     /// True when the id is a fresh ULID of ours rather than a caller's idempotency key.
     pub(crate) generated_id: bool,
+    /// An earlier send of this very message may have been stored (an atomic batch with no
+    /// answer): a duplicate of a generated id is then this task itself.
+    pub(crate) resent: bool,
     pub(crate) payload: Bytes,
     /// The task's `send` span: open from preparation until the ack (or the final error).
     pub(crate) span: tracing::Span,
@@ -122,6 +125,7 @@ impl Producer {
             extra_headers,
             tracked: options.track_status,
             generated_id,
+            resent: false,
             payload,
             span,
         })

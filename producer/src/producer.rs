@@ -18,6 +18,9 @@ use serde::Deserialize;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+#[path = "atomic.rs"]
+mod atomic;
+
 #[path = "delayed.rs"]
 pub(crate) mod delayed;
 
@@ -58,6 +61,23 @@ fn is_unavailable(err: &EnqueueError) -> bool {
             .is_some_and(|err| err.code() == 503 && err.error_code().0 != STREAM_STORE_FAILED),
         _ => false,
     }
+}
+
+/// The results of a many-task enqueue, in input order.
+fn collect(
+    results: Vec<Option<Result<Enqueued, EnqueueError>>>,
+) -> Vec<Result<Enqueued, EnqueueError>> {
+    results
+        .into_iter()
+        .map(|slot| {
+            slot.unwrap_or_else(|| {
+                // Every index is filled by the callers; this would be a bug in them.
+                Err(EnqueueError::NoStream {
+                    subject: "(internal error: missing result)".into(),
+                })
+            })
+        })
+        .collect()
 }
 
 fn default_true() -> bool {
@@ -237,6 +257,7 @@ impl ProducerBuilder {
                 .await?;
         }
         let topology = Topology::new(js.clone(), subjects.clone(), self.streams.clone());
+        let atomic = atomic::AtomicBatches::new(topology.supports_atomic_batches());
         let status = status::StatusStores::new(topology, self.settings.provision);
         let meter = self.meter.unwrap_or_else(telemetry::meter);
         Ok(Producer {
@@ -249,6 +270,7 @@ impl ProducerBuilder {
             window: self.settings.enqueue_window.max(1),
             attempts: self.settings.publish_attempts.max(1),
             max_delay: self.settings.max_delay,
+            atomic: std::sync::Arc::new(atomic),
         })
     }
 }
@@ -287,6 +309,8 @@ pub struct Producer {
     window: usize,
     attempts: u32,
     max_delay: Duration,
+    /// Whether `enqueue_many` stores tasks in atomic batches (see `atomic.rs`).
+    atomic: std::sync::Arc<atomic::AtomicBatches>,
 }
 
 /// An untyped task: what other languages send, and what the CLI and the scheduler enqueue.
@@ -356,18 +380,51 @@ impl Producer {
         self.publish(prepared).await
     }
 
-    /// Enqueues many tasks, pipelined: publishes go out in order while up to the configured
-    /// window of acks is outstanding. Results come back in input order, one per task; a failure
-    /// of one task does not stop the others.
+    /// Enqueues many tasks. Results come back in input order, one per task; a failure of one
+    /// task does not stop the others ([`Producer::enqueue_many_owned`] takes them by value).
+    ///
+    /// On nats-server 2.12+ the tasks are stored in **atomic batches** of up to 1,000: each
+    /// batch with one write and one disk sync, all of its tasks or none (the fast way under
+    /// `sync_interval: always`). A batch the server cannot store whole — a caller's key already
+    /// used, a full stream, no answer in time — is sent again task by task with the same ids,
+    /// so each task gets its own answer. Elsewhere tasks are sent one by one, pipelined: in
+    /// order, with up to the configured window of acks outstanding.
+    ///
+    /// ```no_run
+    /// # use jetq_contract::Task;
+    /// # #[derive(serde::Serialize)] struct SendEmail { to: String }
+    /// # impl Task for SendEmail { const NAME: &'static str = "send_email"; const QUEUE: &'static str = "emails"; }
+    /// # async fn run(producer: jetq_producer::Producer) {
+    /// let emails = vec![SendEmail { to: "a@example.com".into() }, SendEmail { to: "b@example.com".into() }];
+    /// for result in producer.enqueue_many(&emails).await {
+    ///     match result {
+    ///         Ok(enqueued) => println!("queued {}", enqueued.id),
+    ///         Err(err) => eprintln!("not queued: {err}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub async fn enqueue_many<'a, T, I>(&self, tasks: I) -> Vec<Result<Enqueued, EnqueueError>>
     where
-        T: Task,
+        T: Task + 'a,
         I: IntoIterator<Item = &'a T>,
     {
         let prepared = tasks
             .into_iter()
             .map(|task| self.prepare_typed(task, EnqueueOptions::default()));
-        self.publish_pipelined(prepared).await
+        self.publish_many(prepared).await
+    }
+
+    /// [`Producer::enqueue_many`] for tasks given by value (e.g. built by an iterator).
+    pub async fn enqueue_many_owned<T, I>(&self, tasks: I) -> Vec<Result<Enqueued, EnqueueError>>
+    where
+        T: Task,
+        I: IntoIterator<Item = T>,
+    {
+        let prepared = tasks
+            .into_iter()
+            .map(|task| self.prepare_typed(&task, EnqueueOptions::default()));
+        self.publish_many(prepared).await
     }
 
     /// [`Producer::enqueue_many`] for untyped tasks.
@@ -383,7 +440,7 @@ impl Producer {
                 t.options,
             )
         });
-        self.publish_pipelined(prepared).await
+        self.publish_many(prepared).await
     }
 
     async fn send(&self, prepared: &Prepared) -> Result<PublishAckFuture, EnqueueError> {
@@ -454,6 +511,16 @@ impl Producer {
             Ok(acked) => acked,
             Err(err) => return Err(self.failed(&prepared, err)),
         };
+        self.acked(prepared, sequence, duplicate).await
+    }
+
+    /// What follows a task's ack: metrics, its span's sequence, its `queued` status record.
+    async fn acked(
+        &self,
+        prepared: Prepared,
+        sequence: u64,
+        duplicate: bool,
+    ) -> Result<Enqueued, EnqueueError> {
         if !duplicate {
             self.metrics
                 .enqueued(prepared.queue.clone(), prepared.task.clone());
@@ -509,7 +576,7 @@ impl Producer {
                 Ok(ack) => {
                     // A fresh id can only collide with our own earlier attempt, whose ack timed
                     // out but which the server stored: that is this task, not a duplicate.
-                    let ours = attempt > 1 && prepared.generated_id;
+                    let ours = (attempt > 1 || prepared.resent) && prepared.generated_id;
                     return Ok((ack.sequence, ack.duplicate && !ours));
                 }
                 Err(err) => match self.classify(prepared, err) {
@@ -550,6 +617,70 @@ impl Producer {
         }
     }
 
+    /// `enqueue_many`: in atomic batches where the server stores them (one write and one sync
+    /// per batch, see `atomic.rs`), else (or for a batch that could not be stored whole) one by
+    /// one, pipelined.
+    async fn publish_many<I>(&self, prepared: I) -> Vec<Result<Enqueued, EnqueueError>>
+    where
+        I: IntoIterator<Item = Result<Prepared, EnqueueError>>,
+    {
+        if !self.atomic.enabled() {
+            return self.publish_pipelined(prepared).await;
+        }
+        let mut results: Vec<Option<Result<Enqueued, EnqueueError>>> = Vec::new();
+        let mut chunk: Vec<(usize, Prepared)> = Vec::new();
+        for (index, item) in prepared.into_iter().enumerate() {
+            results.push(None);
+            match item {
+                Ok(prepared) => chunk.push((index, prepared)),
+                Err(err) => results[index] = Some(Err(err)),
+            }
+            if chunk.len() == atomic::MAX_BATCH {
+                self.publish_chunk(std::mem::take(&mut chunk), &mut results)
+                    .await;
+            }
+        }
+        if !chunk.is_empty() {
+            self.publish_chunk(chunk, &mut results).await;
+        }
+        collect(results)
+    }
+
+    /// One atomic batch of `enqueue_many`, falling back to one by one.
+    async fn publish_chunk(
+        &self,
+        chunk: Vec<(usize, Prepared)>,
+        results: &mut [Option<Result<Enqueued, EnqueueError>>],
+    ) {
+        let (indexes, mut tasks): (Vec<usize>, Vec<Prepared>) = chunk.into_iter().unzip();
+        let batched = if tasks.len() >= 2 && self.atomic.enabled() {
+            if tasks.iter().any(|task| task.tracked) {
+                Box::pin(self.status.open_before_tracked_publish()).await;
+            }
+            self.send_batch(&tasks).await
+        } else {
+            atomic::Batched::OneByOne { resend: false }
+        };
+        match batched {
+            atomic::Batched::Stored { last_sequence } => {
+                let first = last_sequence + 1 - tasks.len() as u64;
+                for (offset, (index, task)) in indexes.into_iter().zip(tasks).enumerate() {
+                    let sequence = first + offset as u64;
+                    results[index] = Some(self.acked(task, sequence, false).await);
+                }
+            }
+            atomic::Batched::OneByOne { resend } => {
+                for task in &mut tasks {
+                    task.resent = resend;
+                }
+                let one_by_one = self.publish_pipelined(tasks.into_iter().map(Ok)).await;
+                for (index, result) in indexes.into_iter().zip(one_by_one) {
+                    results[index] = Some(result);
+                }
+            }
+        }
+    }
+
     async fn publish_pipelined<I>(&self, prepared: I) -> Vec<Result<Enqueued, EnqueueError>>
     where
         I: IntoIterator<Item = Result<Prepared, EnqueueError>>,
@@ -580,17 +711,7 @@ impl Producer {
         while let Some((done, result)) = in_flight.next().await {
             results[done] = Some(result);
         }
-        results
-            .into_iter()
-            .map(|slot| {
-                slot.unwrap_or_else(|| {
-                    // Every index is filled above; this would be a bug in the loop.
-                    Err(EnqueueError::NoStream {
-                        subject: "(internal error: missing result)".into(),
-                    })
-                })
-            })
-            .collect()
+        collect(results)
     }
 
     fn timeout_or_disconnected(&self, err: EnqueueError, attempts: u32) -> EnqueueError {
