@@ -11,7 +11,7 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 use jetq_consumer::{TaskContext, TaskError, Worker, WorkerSettings};
 use jetq_contract::{headers, otel::attributes as attr, ConnectionConfig, Secret};
 use jetq_producer::{EnqueueOptions, Producer};
-use jetq_telemetry::{health_router, Readiness, HealthServer, Telemetry, TelemetryConfig};
+use jetq_telemetry::{health_router, HealthServer, Readiness, Telemetry, TelemetryConfig};
 use jetq_tests::{otel::*, *};
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, TraceId};
 use opentelemetry_sdk::trace::SpanData;
