@@ -2,13 +2,17 @@
 //!
 //! 1. a local `nats-server` with JetStream (unless `JETQ_NATS_URL` names one) and an SMTP sink
 //!    (aiosmtpd, printing what it receives);
-//! 2. the web app and the worker, in this process;
+//! 2. the web app, the worker and a scheduler on `examples/schedules.yaml`, in this process;
 //! 3. two signups (one repeated, to show the idempotency key), and one export that takes longer
 //!    than the worker's `ack_wait` (heartbeats keep it from being redelivered);
 //! 4. waits, bounded, for both emails at the SMTP sink and the export to succeed (its status,
 //!    from `GET /exports/{id}`), downloads the CSV the worker stored in the artifact store through
 //!    the web app (`GET /exports/{id}/csv`), then shuts everything down and returns a
-//!    [`DemoReport`].
+//!    [`DemoReport`];
+//! 5. also waits for the periodic `send_digest` task (schedule `demo-digest`, every 5 s), fired by
+//!    the scheduler and run by the worker: the crontab replacement. The report ends with where to
+//!    look: `jetq queues`, `jetq schedules`, `jetq dashboard` (with `stay`, the stack keeps running
+//!    for them until Ctrl-C).
 
 use std::{
     fmt,
@@ -20,6 +24,7 @@ use std::{
 use jetq_consumer::{Worker, WorkerSettings};
 use jetq_contract::{ConnectionConfig, StreamSettings, Task};
 use jetq_producer::Producer;
+use jetq_scheduler::Scheduler;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +32,7 @@ use crate::{
     http_client::{self, HttpResponse},
     local_nats::LocalNats,
     smtp_sink::{ReceivedMail, SmtpSink},
+    tasks::SendDigest,
     web::{ExportRequest, ExportResponse, ExportStatus, SignupRequest, SignupResponse},
     worker::{
         self, Activity, AttemptRecord, AttemptStatus, ExportConfig, SmtpConfig, WorkerConfig,
@@ -83,6 +89,11 @@ pub struct DemoOptions {
     pub timeout: Duration,
     /// Print progress lines while running.
     pub verbose: bool,
+    /// The schedules file the demo's scheduler runs (default `<repo>/examples/schedules.yaml`).
+    pub schedules_file: PathBuf,
+    /// After the scenario, print the report and keep everything running until Ctrl-C (or
+    /// SIGTERM), so `jetq queues`, `jetq schedules` and `jetq dashboard` can look at it.
+    pub stay: bool,
 }
 
 impl DemoOptions {
@@ -105,6 +116,8 @@ impl DemoOptions {
             ack_wait: Duration::from_secs(2),
             timeout: Duration::from_secs(60),
             verbose: true,
+            schedules_file: root.join("examples/schedules.yaml"),
+            stay: false,
         })
     }
 }
@@ -129,6 +142,8 @@ pub struct RequestRecord {
 pub struct DemoReport {
     /// The NATS server used, and whether the demo started it.
     pub nats: String,
+    /// Its URL (for `JETQ_NATS_URL`).
+    pub nats_url: String,
     /// The SMTP sink's address.
     pub smtp: String,
     /// The web app's address.
@@ -155,6 +170,11 @@ pub struct DemoReport {
     pub csv_path: PathBuf,
     /// Its number of lines.
     pub csv_lines: usize,
+    /// The schedules file the scheduler ran.
+    pub schedules_file: PathBuf,
+    /// The attempts of the periodic `send_digest` tasks the scheduler fired (at least one
+    /// succeeded).
+    pub digests: Vec<AttemptRecord>,
 }
 
 impl DemoReport {
@@ -267,6 +287,50 @@ impl fmt::Display for DemoReport {
             self.csv_lines,
             self.csv_lines.saturating_sub(1)
         )?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "Periodic task (the crontab replacement): schedule demo-digest in {} fires \
+             send_digest every 5 s; jetq-scheduler enqueued it, the worker mailed it:",
+            self.schedules_file.display()
+        )?;
+        for record in &self.digests {
+            writeln!(
+                f,
+                "  task {}: attempt {} {}",
+                record.task_id,
+                record.attempt,
+                status_text(&record.status)
+            )?;
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "Where to look (`jetq` is `cargo run -q -p jetq-cli --`, or `cargo install jetq-cli`):"
+        )?;
+        writeln!(f, "  export JETQ_NATS_URL={}", self.nats_url)?;
+        writeln!(
+            f,
+            "  jetq queues                     # pending, in flight, dead, rate per queue"
+        )?;
+        writeln!(
+            f,
+            "  jetq schedules --file {}   # next fires",
+            self.schedules_file.display()
+        )?;
+        writeln!(
+            f,
+            "  jetq dead list                  # dead letters, if any"
+        )?;
+        writeln!(
+            f,
+            "  jetq dashboard                  # then open http://127.0.0.1:8080/"
+        )?;
+        writeln!(
+            f,
+            "  (the demo stops its stack when it ends: `bash scripts/demo.sh --stay` keeps it \
+             running until Ctrl-C)"
+        )?;
         Ok(())
     }
 }
@@ -293,6 +357,7 @@ struct Running {
     stop: CancellationToken,
     web: Option<JoinHandle<std::io::Result<()>>>,
     worker: Option<JoinHandle<()>>,
+    scheduler: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -306,6 +371,13 @@ impl Running {
                 Ok(Ok(Err(err))) => problems.push(format!("the web app failed: {err}")),
                 Ok(Err(err)) => problems.push(format!("the web app task failed: {err}")),
                 Err(_) => problems.push("the web app did not stop within 10 s".into()),
+            }
+        }
+        if let Some(scheduler) = self.scheduler.take() {
+            match tokio::time::timeout(Duration::from_secs(10), scheduler).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => problems.push(format!("the scheduler task failed: {err}")),
+                Err(_) => problems.push("the scheduler did not stop within 10 s".into()),
             }
         }
         if let Some(worker) = self.worker.take() {
@@ -335,6 +407,11 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
     let mut running = Running::default();
     let grace = Duration::from_secs(10);
     let result = run_scenario(&options, &mut running, grace).await;
+    if let (Ok(report), true) = (&result, options.stay) {
+        println!("{report}");
+        println!("The stack keeps running for the commands above; Ctrl-C stops it.");
+        jetq_consumer::shutdown_signal().await;
+    }
     say(&options, "shutting down");
     let stopped = running.shutdown(grace).await;
     let report = result?;
@@ -422,6 +499,17 @@ async fn run_scenario(
         exports: ExportConfig::default(),
         activity: activity.clone(),
     };
+    let nats_url = connection.nats_url.clone();
+    let scheduler = Scheduler::builder()
+        .connection(connection.clone())
+        .streams(streams.clone())
+        .schedules_file(options.schedules_file.clone())
+        .build()
+        .await
+        .map_err(|err| fail(format!("the scheduler cannot start: {err}")))?;
+    running.scheduler = Some(tokio::spawn(
+        scheduler.run_until(running.stop.clone().cancelled_owned()),
+    ));
     let worker = worker::build(
         Worker::builder()
             .connection(connection)
@@ -444,7 +532,13 @@ async fn run_scenario(
     let serve = axum::serve(listener, crate::web::router(producer))
         .with_graceful_shutdown(running.stop.clone().cancelled_owned());
     running.web = Some(tokio::spawn(async move { serve.await }));
-    say(options, &format!("web app on http://{web}, worker running"));
+    say(
+        options,
+        &format!(
+            "web app on http://{web}, worker and scheduler ({}) running",
+            options.schedules_file.display()
+        ),
+    );
 
     // 3. The requests.
     let mut requests = Vec::new();
@@ -511,8 +605,8 @@ async fn run_scenario(
     say(
         options,
         &format!(
-            "waiting (at most {:?}) for 2 emails at the SMTP sink and the export (follow it at \
-             http://{web}/exports/{}/page)",
+            "waiting (at most {:?}) for 2 emails at the SMTP sink, the export (follow it at \
+             http://{web}/exports/{}/page) and a periodic digest fired by the scheduler",
             options.timeout, export.export_id
         ),
     );
@@ -536,13 +630,17 @@ async fn run_scenario(
         let stored = export_status
             .as_ref()
             .is_some_and(|status| status.csv_url.is_some());
-        if ada_mails >= 1 && grace_mails >= 1 && stored {
+        let digest_done = activity.attempts().iter().any(|record| {
+            record.task == SendDigest::NAME && record.status == AttemptStatus::Succeeded
+        });
+        if ada_mails >= 1 && grace_mails >= 1 && stored && digest_done {
             break;
         }
         if Instant::now() >= deadline {
             return Err(fail(format!(
                 "timed out after {:?}: emails to {ada}: {ada_mails}, to {grace_hopper}: \
-                 {grace_mails}, export finished: {export_done}, status: {export_status:?}\n\
+                 {grace_mails}, export finished: {export_done}, status: {export_status:?}, \
+                 periodic digest run: {digest_done}\n\
                  worker attempts: {:#?}\nSMTP sink:\n{}",
                 options.timeout,
                 activity.attempts(),
@@ -592,8 +690,14 @@ async fn run_scenario(
             "{ada} received {ada_mails} welcome mails (expected 1: the repeat is a duplicate)"
         )));
     }
+    let digests = activity
+        .attempts()
+        .into_iter()
+        .filter(|record| record.task == SendDigest::NAME)
+        .collect();
     Ok(DemoReport {
         nats,
+        nats_url,
         smtp: format!("127.0.0.1:{smtp_port}"),
         web,
         ack_wait: options.ack_wait,
@@ -607,6 +711,8 @@ async fn run_scenario(
         row_delay: options.row_delay,
         csv_path,
         csv_lines,
+        schedules_file: options.schedules_file.clone(),
+        digests,
     })
 }
 

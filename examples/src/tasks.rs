@@ -1,5 +1,6 @@
-//! The two task types of the seed scenario, shared by the web app (which enqueues them) and the
-//! worker (which runs them).
+//! The task types of the seed scenario, shared by the web app (which enqueues the first two), the
+//! scheduler (which fires the periodic [`SendDigest`] from `examples/schedules.yaml`) and the
+//! worker (which runs them all).
 
 use std::time::Duration;
 
@@ -59,6 +60,28 @@ impl Task for GenerateCsv {
     }
 }
 
+/// The periodic task of the seed scenario, fired by jetq-scheduler from `examples/schedules.yaml`
+/// (schedule `demo-digest`) instead of a crontab line: mail a short digest to the team.
+///
+/// Runs on queue `emails` like the welcome mails, at most 3 attempts of 30 s each. Each fire has
+/// its own deterministic task id, so a fire is sent once however many scheduler replicas run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendDigest {
+    /// Recipient address, e.g. the team's list.
+    pub to: String,
+}
+
+impl Task for SendDigest {
+    const NAME: &'static str = "send_digest";
+    const QUEUE: &'static str = "emails";
+
+    fn options() -> TaskOptions {
+        TaskOptions::default()
+            .max_attempts(3)
+            .timeout(Duration::from_secs(30))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +102,29 @@ mod tests {
         assert_eq!(GenerateCsv::options().timeout, Duration::from_secs(600));
         assert!(GenerateCsv::options().track_status);
         assert!(!SendEmail::options().track_status);
+        assert_eq!(
+            (SendDigest::NAME, SendDigest::QUEUE),
+            ("send_digest", "emails")
+        );
+    }
+
+    /// The schedules file the demo and the docs use parses with the scheduler's own loader,
+    /// and its digest schedule's arguments decode as the task the worker handles.
+    #[test]
+    fn the_example_schedules_fire_tasks_the_worker_handles() {
+        let path = crate::repo_root().join("examples/schedules.yaml");
+        let text = std::fs::read_to_string(&path).expect("examples/schedules.yaml");
+        let schedules =
+            jetq_scheduler::Schedules::from_yaml(&text, &path).expect("the file is valid");
+        let digest = schedules
+            .get("demo-digest")
+            .expect("a demo-digest schedule");
+        assert_eq!(
+            (digest.queue.as_str(), digest.task.as_str()),
+            (SendDigest::QUEUE, SendDigest::NAME)
+        );
+        let args: SendDigest =
+            serde_json::from_slice(&digest.args).expect("args decode as SendDigest");
+        assert!(args.to.contains('@'), "{args:?}");
     }
 }

@@ -1,5 +1,6 @@
-//! The worker side: the handlers of [`SendEmail`] and [`GenerateCsv`], their configuration, and
-//! [`build`], which registers both on a [`WorkerBuilder`] (the binary and the tests use it alike).
+//! The worker side: the handlers of [`SendEmail`], [`GenerateCsv`] and the periodic
+//! [`SendDigest`], their configuration, and [`build`], which registers them on a
+//! [`WorkerBuilder`] (the binary and the tests use it alike).
 //!
 //! An export streams its CSV into the jetq artifact store (the web app streams it back out), so
 //! worker pods and the web tier share no disk; it reports its progress and stops early when the
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
 use crate::{
-    tasks::{GenerateCsv, SendEmail},
+    tasks::{GenerateCsv, SendDigest, SendEmail},
     ConfigError,
 };
 
@@ -28,6 +29,8 @@ use crate::{
 pub const CSV_HEADER: &str = "row,customer,amount_cents";
 /// The name of an export's CSV in the artifact store.
 pub const CSV_ARTIFACT: &str = "export.csv";
+/// The subject line of the periodic digest ([`SendDigest`]).
+pub const DIGEST_SUBJECT: &str = "jetq demo digest";
 
 fn default_smtp_host() -> String {
     "127.0.0.1".to_owned()
@@ -277,8 +280,34 @@ pub fn build(builder: WorkerBuilder, config: WorkerConfig) -> WorkerBuilder {
     let smtp = Arc::new(config.smtp);
     let export_dir = Arc::new(config.exports.dir);
     let email_activity = config.activity.clone();
+    let digest_activity = config.activity.clone();
+    let digest_smtp = smtp.clone();
     let export_activity = config.activity;
     builder
+        .handler(move |digest: SendDigest, context: TaskContext| {
+            let smtp = digest_smtp.clone();
+            let activity = digest_activity.clone();
+            async move {
+                activity
+                    .track(&context, async {
+                        let email = SendEmail {
+                            to: digest.to,
+                            subject: DIGEST_SUBJECT.into(),
+                            body: format!(
+                                "Fired by jetq-scheduler (schedule demo-digest in \
+                                 examples/schedules.yaml), not by a crontab line.\nTask {} \
+                                 enqueued at {}.\n",
+                                context.id(),
+                                jetq_contract::time::format(context.enqueued_at())
+                            ),
+                        };
+                        send_email(&smtp, email).await?;
+                        tracing::info!(task_id = context.id(), "digest sent");
+                        Ok(())
+                    })
+                    .await
+            }
+        })
         .handler(move |email: SendEmail, context: TaskContext| {
             let smtp = smtp.clone();
             let activity = email_activity.clone();

@@ -667,16 +667,47 @@ async fn demo_runs_the_whole_scenario() {
         ack_wait: Duration::from_secs(2),
         timeout: Duration::from_secs(60),
         verbose: false,
+        schedules_file: jetq_examples::repo_root().join("examples/schedules.yaml"),
+        stay: false,
     };
     let report = demo::run(options)
         .await
         .unwrap_or_else(|err| panic!("demo failed: {err}"));
     let duplicates: Vec<bool> = report.signups.iter().map(|s| s.duplicate).collect();
     assert_eq!(duplicates, [false, false, true]);
-    assert_eq!(report.emails.len(), 2, "{report}");
+    let with_subject = |subject: &str| {
+        report
+            .emails
+            .iter()
+            .filter(|mail| mail.header("Subject") == Some(subject))
+            .count()
+    };
+    assert_eq!(with_subject(WELCOME_SUBJECT), 2, "{report}");
+    // The periodic task: fired by the scheduler from examples/schedules.yaml (its task id is the
+    // fire id `demo-digest:<fire time>`), run by the example worker, mailed to the sink.
+    let digest = report
+        .digests
+        .iter()
+        .find(|record| record.status == AttemptStatus::Succeeded)
+        .unwrap_or_else(|| panic!("no periodic digest ran:\n{report}"));
+    assert!(
+        digest.task_id.starts_with("demo-digest:") && digest.task_id.ends_with('Z'),
+        "{digest:?}"
+    );
+    assert!(with_subject(worker::DIGEST_SUBJECT) >= 1, "{report}");
     assert_eq!(report.csv_lines, 31);
     assert_eq!(report.export_attempts().len(), 1, "{report}");
     let summary = report.to_string();
     assert!(summary.contains("Subject: Welcome to jetq!"), "{summary}");
     assert!(summary.contains(&report.csv_path.display().to_string()));
+    // Where to look: the CLI commands and the dashboard URL.
+    for hint in [
+        "jetq queues",
+        "jetq schedules --file",
+        "jetq dashboard",
+        "http://127.0.0.1:8080/",
+        "JETQ_NATS_URL=nats://",
+    ] {
+        assert!(summary.contains(hint), "{hint} missing:\n{summary}");
+    }
 }
