@@ -40,6 +40,20 @@ const DURATION_BUCKETS: [f64; 18] = [
     1800.0, 3600.0,
 ];
 
+/// The OpenTelemetry messaging metric of processing time (semantic conventions, messaging
+/// metrics): a histogram in seconds, recorded beside `jetq.task.duration` for every attempt.
+pub(crate) const MESSAGING_PROCESS_DURATION: &str = "messaging.process.duration";
+/// The OpenTelemetry messaging metric of messages delivered to the application: a counter,
+/// incremented once per delivery handed to a handler.
+pub(crate) const MESSAGING_CONSUMED_MESSAGES: &str = "messaging.client.consumed.messages";
+/// The bucket boundaries the messaging conventions specify for `messaging.process.duration`
+/// (`jetq.task.duration` keeps jetq's own, up to an hour).
+const MESSAGING_DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+/// `messaging.operation.name` of both messaging metrics: a worker processes tasks.
+const PROCESS: &str = "process";
+
 /// The worker's default meter: the global provider's `jetq-consumer` meter.
 pub(crate) fn meter() -> Meter {
     opentelemetry::global::meter_with_scope(
@@ -60,6 +74,8 @@ pub(crate) struct WorkerMetrics {
     handed_back: Counter<u64>,
     stalled: Counter<u64>,
     duration: Histogram<f64>,
+    process_duration: Histogram<f64>,
+    consumed: Counter<u64>,
     in_flight: UpDownCounter<i64>,
     pending: Gauge<u64>,
     ack_pending: Gauge<u64>,
@@ -102,6 +118,17 @@ impl WorkerMetrics {
                 .with_description("How long each attempt's handler ran, by jetq.outcome")
                 .with_unit("s")
                 .with_boundaries(DURATION_BUCKETS.to_vec())
+                .build(),
+            process_duration: meter
+                .f64_histogram(MESSAGING_PROCESS_DURATION)
+                .with_description("Duration of processing operation (OpenTelemetry messaging conventions; error.type set when the attempt did not succeed)")
+                .with_unit("s")
+                .with_boundaries(MESSAGING_DURATION_BUCKETS.to_vec())
+                .build(),
+            consumed: meter
+                .u64_counter(MESSAGING_CONSUMED_MESSAGES)
+                .with_description("Number of messages that were delivered to the application (OpenTelemetry messaging conventions)")
+                .with_unit("{message}")
                 .build(),
             in_flight: meter
                 .i64_up_down_counter(names::IN_FLIGHT)
@@ -156,10 +183,28 @@ impl WorkerMetrics {
     pub(crate) fn duration(&self, labels: &TaskLabels, outcome: &'static str, took: Duration) {
         self.duration
             .record(took.as_secs_f64(), &labels.with(attr::OUTCOME, outcome));
+        let messaging = labels.messaging();
+        if outcome == "succeeded" {
+            self.process_duration.record(took.as_secs_f64(), &messaging);
+        } else {
+            // `failed`, `cancelled`, `handed_back`: the attempt did not complete its work.
+            let [system, operation, destination] = messaging;
+            self.process_duration.record(
+                took.as_secs_f64(),
+                &[
+                    system,
+                    operation,
+                    destination,
+                    KeyValue::new(attr::ERROR_TYPE, outcome),
+                ],
+            );
+        }
     }
 
-    /// Counts an attempt as running until the returned guard is dropped.
+    /// Counts an attempt as running until the returned guard is dropped (and the delivery as
+    /// consumed by the application, `messaging.client.consumed.messages`).
     pub(crate) fn running(&self, labels: &TaskLabels) -> InFlight {
+        self.consumed.add(1, &labels.messaging());
         self.in_flight.add(1, &labels.0);
         InFlight {
             counter: self.in_flight.clone(),
@@ -213,6 +258,17 @@ impl TaskLabels {
     fn with(&self, key: &'static str, value: &'static str) -> [KeyValue; 3] {
         let [queue, task] = self.0.clone();
         [queue, task, KeyValue::new(key, value)]
+    }
+
+    /// The attributes of the OpenTelemetry messaging metrics: `messaging.system` (`nats`),
+    /// `messaging.operation.name` (`process`) and `messaging.destination.name` (the queue: the
+    /// destination the worker consumes from, low cardinality).
+    fn messaging(&self) -> [KeyValue; 3] {
+        [
+            KeyValue::new(attr::MESSAGING_SYSTEM, attr::MESSAGING_SYSTEM_NATS),
+            KeyValue::new(attr::MESSAGING_OPERATION_NAME, PROCESS),
+            KeyValue::new(attr::MESSAGING_DESTINATION_NAME, self.0[0].value.clone()),
+        ]
     }
 }
 

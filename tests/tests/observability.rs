@@ -640,6 +640,51 @@ async fn metrics_count_a_known_mix_of_outcomes_exactly() {
         6.0
     );
     assert_eq!(count("jetq_task_duration_seconds_count", &emails), 3.0);
+    // The OpenTelemetry messaging metrics, beside jetq's own: one process duration per attempt
+    // (error.type on those that did not succeed) and one consumed message per delivery.
+    let messaging = |queue| {
+        [
+            ("messaging_system", "nats"),
+            ("messaging_operation_name", "process"),
+            ("messaging_destination_name", queue),
+        ]
+    };
+    let [system, operation, destination] = messaging("work");
+    assert_eq!(
+        count(
+            "messaging_process_duration_seconds_count",
+            &messaging("work")
+        ),
+        11.0
+    );
+    assert_eq!(
+        count(
+            "messaging_process_duration_seconds_count",
+            &[system, operation, destination, ("error_type", "failed")]
+        ),
+        6.0
+    );
+    assert_eq!(
+        count(
+            "messaging_process_duration_seconds_count",
+            &messaging("emails")
+        ),
+        3.0
+    );
+    assert_eq!(
+        count(
+            "messaging_client_consumed_messages_total",
+            &messaging("work")
+        ),
+        11.0
+    );
+    assert_eq!(
+        count(
+            "messaging_client_consumed_messages_total",
+            &messaging("emails")
+        ),
+        3.0
+    );
     assert_eq!(count("jetq_tasks_enqueue_failures_total", &[]), 0.0);
     assert_eq!(
         count("jetq_queue_max_ack_pending", &[("jetq_queue", "work")]),
