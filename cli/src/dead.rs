@@ -26,8 +26,8 @@ use async_nats::{
     jetstream::{
         self,
         consumer::{pull, DeliverPolicy},
-        context::PublishAckFuture,
-        message::{PublishMessage, StreamMessage},
+        context::{PublishAckFuture, PublishError},
+        message::StreamMessage,
         response::Response,
         stream::{LastRawMessageErrorKind, Stream},
         ErrorCode,
@@ -36,10 +36,18 @@ use async_nats::{
 };
 use bytes::Bytes;
 use futures::{stream::FuturesUnordered, StreamExt};
-use jetq_contract::{dead::headers_wire_len, headers, FailureRecord, NameKind, Subjects};
+use jetq_contract::{
+    dead::headers_wire_len,
+    headers,
+    publish::{self, Outgoing, Publisher},
+    FailureRecord, NameKind, Subjects,
+};
 use serde::Serialize;
 
 use crate::{admin::Admin, error::AdminError};
+
+/// A prepared replay and the result of its first send.
+type FirstSend = (Outgoing, Result<PublishAckFuture, PublishError>);
 
 /// Headers a worker adds when it dead-letters a task; a replay drops them.
 pub const DEAD_LETTER_HEADERS: [&str; 8] = [
@@ -1003,84 +1011,72 @@ impl Admin {
         }
     }
 
-    async fn send_replay(&self, dead: &DeadLetter) -> Result<PublishAckFuture, AdminError> {
+    /// The replay of a dead letter as a message ready to publish: its body (from the body
+    /// store if it was kept there) and headers made to fit, built once and resent unchanged.
+    async fn prepare_replay(&self, dead: &DeadLetter) -> Result<Outgoing, AdminError> {
         let (subject, headers, mut payload) = dead.replay_message(self.subjects());
         if let (Some(object), true) = (&dead.payload_object, payload.is_empty()) {
             payload = self.dead_payload(object).await?;
         }
         let max = self.jetstream().client().max_payload();
         let headers = dead.fit_replay_headers(headers, max)?;
-        self.jetstream()
-            .send_publish(
-                subject,
-                PublishMessage::build().payload(payload).headers(headers),
-            )
-            .await
-            .map_err(|err| AdminError::nats("cannot publish the replay", err))
+        let id = headers
+            .get(headers::MSG_ID)
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        Ok(Outgoing::new(subject, id, headers, payload))
     }
 
+    fn replay_publisher(&self) -> Publisher {
+        Publisher::new(self.jetstream().clone(), publish::DEFAULT_MAX_SENDS)
+    }
+
+    /// Prepares a replay and makes its first send (without awaiting the ack, so that many are
+    /// pipelined); [`Admin::await_replay_ack`] awaits it.
+    async fn send_replay(&self, dead: &DeadLetter) -> Result<FirstSend, AdminError> {
+        let message = self.prepare_replay(dead).await?;
+        let first = self.replay_publisher().send(&message).await;
+        Ok((message, first))
+    }
+
+    /// Awaits the ack of a replay's first send, resending with the same id while the outcome
+    /// is unknown (`jetq_contract::publish`), and checks that the task stream stored it.
     async fn await_replay_ack(
         &self,
         tasks_name: &str,
         dead: &DeadLetter,
-        first: Result<PublishAckFuture, AdminError>,
+        first: Result<FirstSend, AdminError>,
     ) -> Result<Replayed, AdminError> {
-        const ATTEMPTS: u32 = 3;
-        let mut pending = Some(first);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let sent = match pending.take() {
-                Some(sent) => sent,
-                None => self.send_replay(dead).await,
-            };
-            let outcome = match sent {
-                Ok(ack) => ack.await.map_err(|err| {
-                    (
-                        err.kind() == jetstream::context::PublishErrorKind::TimedOut,
-                        err.to_string(),
-                    )
-                }),
-                Err(err) => Err((false, err.to_string())),
-            };
-            match outcome {
-                Ok(ack) if ack.stream == tasks_name => {
-                    let (_, headers, _) = dead.replay_message(self.subjects());
-                    let max = self.jetstream().client().max_payload();
-                    let headers = dead.fit_replay_headers(headers, max).unwrap_or_default();
-                    return Ok(Replayed {
-                        dead_sequence: dead.sequence,
-                        queue: dead.queue.clone(),
-                        task: dead.task.clone(),
-                        task_id: dead.task_id.clone(),
-                        new_id: headers
-                            .get(headers::MSG_ID)
-                            .map(|v| v.as_str().to_owned())
-                            .unwrap_or_default(),
-                        task_sequence: ack.sequence,
-                        duplicate: ack.duplicate,
-                    });
-                }
-                Ok(ack) => {
-                    return Err(AdminError::nats(
-                        "the replay was stored in the wrong stream",
-                        format!(
-                            "stream {} acknowledged it, expected {tasks_name}; check the stream \
-                             subjects",
-                            ack.stream
-                        ),
-                    ))
-                }
-                // Unknown outcome: send again with the same id (deduplicated by the server).
-                Err((true, _)) if attempt < ATTEMPTS => continue,
-                Err((_, message)) => {
-                    return Err(AdminError::nats(
-                        format!("replay of dead letter {} not acknowledged", dead.sequence),
-                        message,
-                    ))
-                }
-            }
+        let not_acknowledged = |message: String| {
+            AdminError::nats(
+                format!("replay of dead letter {} not acknowledged", dead.sequence),
+                message,
+            )
+        };
+        let (message, first) = first.map_err(|err| not_acknowledged(err.to_string()))?;
+        let ack = self
+            .replay_publisher()
+            .confirm(&message, first)
+            .await
+            .map_err(|err| not_acknowledged(err.to_string()))?;
+        if ack.stream != tasks_name {
+            return Err(AdminError::nats(
+                "the replay was stored in the wrong stream",
+                format!(
+                    "stream {} acknowledged it, expected {tasks_name}; check the stream subjects",
+                    ack.stream
+                ),
+            ));
         }
+        Ok(Replayed {
+            dead_sequence: dead.sequence,
+            queue: dead.queue.clone(),
+            task: dead.task.clone(),
+            task_id: dead.task_id.clone(),
+            new_id: message.id,
+            task_sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
     }
 
     async fn finish_replay(
@@ -1088,7 +1084,7 @@ impl Admin {
         dead_stream: &Stream,
         tasks_name: &str,
         dead: DeadLetter,
-        first: Result<PublishAckFuture, AdminError>,
+        first: Result<FirstSend, AdminError>,
     ) -> (u64, Result<Replayed, AdminError>) {
         let sequence = dead.sequence;
         let replayed = match self.await_replay_ack(tasks_name, &dead, first).await {

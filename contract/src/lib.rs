@@ -8,6 +8,8 @@
 //!   deliveries count as attempts (hand-backs do not);
 //! - [`ConnectionConfig`] and [`connect()`]: configuration from `JETQ_*` and a version-checked
 //!   connection; [`Topology`]: idempotent provisioning of streams and queue consumers;
+//! - [`publish`]: publishing until acknowledged, resending with the same id while the
+//!   outcome is unknown ([`publish::Publisher`]);
 //! - [`otel`]: W3C trace-context propagation in headers, span attribute and metric names;
 //! - [`status`]: status records of tracked tasks ([`TaskStatus`]), their KV keys and buckets.
 
@@ -22,6 +24,7 @@ pub mod failure;
 pub mod headers;
 pub mod name;
 pub mod otel;
+pub mod publish;
 pub mod retry;
 pub mod status;
 pub mod subject;

@@ -1,6 +1,6 @@
 //! Typed errors of the scheduler.
 
-use jetq_contract::{ConfigError, ConnectError, ProvisionError};
+use jetq_contract::{publish::PublishError, ConfigError, ConnectError, ProvisionError};
 
 use crate::file::ScheduleFileError;
 
@@ -48,13 +48,17 @@ impl StateError {
     }
 }
 
-/// A publish to the task stream failed (after retrying timeouts with the same id).
+/// A publish to the task stream failed (after resending timeouts with the same id, see
+/// [`jetq_contract::publish`]).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot publish to {subject} (id {id}): {source}")]
-pub struct PublishFailed {
-    pub(crate) subject: String,
-    pub(crate) id: String,
-    pub(crate) source: async_nats::jetstream::context::PublishError,
+#[error(transparent)]
+pub struct PublishFailed(#[from] pub(crate) PublishError);
+
+impl PublishFailed {
+    /// What the publish helper said: the subject, the id, how many sends and the last error.
+    pub fn publish_error(&self) -> &PublishError {
+        &self.0
+    }
 }
 
 /// One scheduling or release step failed; it is retried.
@@ -66,4 +70,10 @@ pub(crate) enum StepError {
     Publish(#[from] PublishFailed),
     #[error("delayed-task stream: {0}")]
     Stream(BoxError),
+}
+
+impl From<PublishError> for StepError {
+    fn from(err: PublishError) -> Self {
+        StepError::Publish(PublishFailed(err))
+    }
 }

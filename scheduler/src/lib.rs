@@ -21,7 +21,6 @@ mod error;
 mod file;
 mod metrics;
 mod periodic;
-mod publish;
 mod release;
 mod scheduler;
 mod settings;

@@ -8,7 +8,11 @@ use std::{sync::Arc, time::Duration};
 
 use async_nats::HeaderMap;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use jetq_contract::{headers, Subjects};
+use jetq_contract::{
+    headers,
+    publish::{Outgoing, Publisher},
+    Subjects,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -17,7 +21,6 @@ use crate::{
     error::StepError,
     file::{CatchUp, Schedule},
     metrics::SchedulerMetrics,
-    publish::{Outgoing, Publisher},
     state::{schedule_key, State},
 };
 

@@ -21,12 +21,15 @@ use async_nats::{
 };
 use bytes::Bytes;
 use futures::{stream::FuturesUnordered, StreamExt, TryStreamExt};
-use jetq_contract::{headers, Subjects};
+use jetq_contract::{
+    headers,
+    publish::{self, Outgoing, PublishError, Publisher},
+    Subjects,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     error::{PublishFailed, StepError},
-    publish::{Outgoing, Publisher},
     state::{State, RELEASED_KEY},
 };
 
@@ -305,10 +308,26 @@ impl Releaser {
                 headers,
                 payload: message.payload,
             };
-            let first = self.publisher.send(&outgoing).await?;
+            let first = match self.publisher.send(&outgoing).await {
+                // Refused before it was sent: this step fails now, not after the window.
+                Err(source) if !publish::is_unknown_outcome(&source) => {
+                    return Err(PublishError::Failed {
+                        subject: outgoing.subject,
+                        id: outgoing.id,
+                        sends: 1,
+                        source,
+                    }
+                    .into());
+                }
+                first => first,
+            };
             let publisher = self.publisher.clone();
             in_flight.push(Box::pin(async move {
-                publisher.confirm(&outgoing, first).await.map(drop)
+                publisher
+                    .confirm(&outgoing, first)
+                    .await
+                    .map(drop)
+                    .map_err(PublishFailed::from)
             }));
             released += 1;
             while in_flight.len() >= self.window {

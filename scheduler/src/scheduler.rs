@@ -4,7 +4,10 @@
 use std::{collections::HashMap, future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use async_nats::jetstream;
-use jetq_contract::{ConnectionConfig, StreamSettings, Subjects, Topology};
+use jetq_contract::{
+    publish::{self, Publisher},
+    ConnectionConfig, StreamSettings, Subjects, Topology,
+};
 use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -13,7 +16,6 @@ use crate::{
     file::{Schedule, Schedules},
     metrics::SchedulerMetrics,
     periodic::{self, Shared},
-    publish::Publisher,
     release::Releaser,
     settings::SchedulerSettings,
     state::{self, State},
@@ -298,7 +300,7 @@ impl Scheduler {
             let releaser = Releaser {
                 subjects: self.subjects.clone(),
                 stream: self.delayed_stream.clone(),
-                publisher: Publisher::new(self.js.clone()),
+                publisher: Publisher::new(self.js.clone(), publish::DEFAULT_MAX_SENDS),
                 state: self.state.clone(),
                 lookback: self.settings.delayed_lookback,
                 window: self.settings.release_window,
@@ -307,7 +309,7 @@ impl Scheduler {
         }
         let shared = Shared {
             subjects: self.subjects.clone(),
-            publisher: Publisher::new(self.js.clone()),
+            publisher: Publisher::new(self.js.clone(), publish::DEFAULT_MAX_SENDS),
             state: self.state.clone(),
             grace: self.settings.misfire_grace,
             metrics: self.metrics.clone(),
