@@ -121,7 +121,11 @@ impl TelemetryConfig {
                     return Err(invalid(
                         name,
                         format!(
-                            "{protocol:?} is not supported; jetq exports OTLP as http/protobuf"
+                            "{protocol:?} is not supported: jetq exports OTLP only as \
+                             http/protobuf to an http:// endpoint (e.g. \
+                             http://otel-collector:4318); OTLP/gRPC is not built in (the \
+                             exporter's gRPC transport, tonic, is not a dependency); point it \
+                             at a collector's OTLP/HTTP port, which can forward over gRPC"
                         ),
                     ));
                 }
@@ -148,8 +152,11 @@ impl TelemetryConfig {
                 if url.starts_with("https://") {
                     return Err(invalid(
                         name,
-                        "https is not built in (no TLS stack in the exporter); send OTLP over \
-                         http to a collector or agent next to the process, which forwards it",
+                        "https:// is not supported: jetq exports OTLP only as http/protobuf to \
+                         an http:// endpoint (e.g. http://otel-collector:4318); the exporter \
+                         has no TLS stack built in (its rustls transport is not a dependency), \
+                         so send OTLP to a collector or agent next to the process, which \
+                         forwards it to the vendor over TLS",
                     ));
                 }
                 if !url.starts_with("http://") {
@@ -398,6 +405,17 @@ mod tests {
         ] {
             let err = config(&pairs).unwrap_err();
             assert!(err.to_string().contains(field), "{err} should name {field}");
+        }
+        // Unsupported transports say exactly which form is supported.
+        for pairs in [
+            vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
+            vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "https://api.vendor.example")],
+        ] {
+            let err = config(&pairs).unwrap_err().to_string();
+            assert!(
+                err.contains("http/protobuf") && err.contains("http://otel-collector:4318"),
+                "{err}"
+            );
         }
     }
 
