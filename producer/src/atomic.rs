@@ -29,7 +29,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use async_nats::{HeaderMap, Request};
+use async_nats::HeaderMap;
 use serde::Deserialize;
 
 use super::{prepared::Prepared, Producer};
@@ -108,43 +108,71 @@ struct ApiError {
     description: String,
 }
 
+/// A batch whose messages are sent and whose commit's answer is awaited.
+pub(crate) struct PendingCommit {
+    answer: async_nats::Subscriber,
+    batch_id: String,
+    count: usize,
+}
+
 impl Producer {
-    /// Sends `tasks` (at most [`MAX_BATCH`], at least two) as one atomic batch and waits for
-    /// the commit's answer.
-    pub(crate) async fn send_batch(&self, tasks: &[Prepared]) -> Batched {
+    /// Sends `tasks` (at most [`MAX_BATCH`], at least two) as one atomic batch, the commit
+    /// last; [`Producer::finish_batch`] awaits its answer. Splitting the two lets the next
+    /// batch go out while this one's disk sync runs: batches sent in order are stored in order.
+    pub(crate) async fn start_batch(&self, tasks: &[&Prepared]) -> Result<PendingCommit, Batched> {
         let batch_id = ulid::Ulid::new().to_string();
         let count = tasks.len();
         let client = self.js.client();
+        let inbox = client.new_inbox();
+        let answer = client.subscribe(inbox.clone()).await.map_err(|err| {
+            tracing::debug!(error = %err, "cannot subscribe for a batch commit; sending one by one");
+            Batched::OneByOne { resend: false }
+        })?;
         for (index, task) in tasks.iter().enumerate() {
             let mut headers: HeaderMap = task.headers();
             headers.insert(BATCH_ID, batch_id.as_str());
             headers.insert(BATCH_SEQUENCE, (index + 1).to_string().as_str());
-            if index + 1 < count {
-                if let Err(err) = client
+            let sent = if index + 1 < count {
+                client
                     .publish_with_headers(task.subject.clone(), headers, task.payload.clone())
                     .await
-                {
-                    // Not sent: the server abandons the incomplete batch.
-                    tracing::debug!(error = %err, "batch publish failed; sending one by one");
-                    return Batched::OneByOne { resend: false };
-                }
-                continue;
-            }
-            headers.insert(BATCH_COMMIT, "1");
-            let request = Request::new()
-                .headers(headers)
-                .payload(task.payload.clone())
-                .timeout(Some(self.ack_timeout));
-            let answer = match client.send_request(task.subject.clone(), request).await {
-                Ok(answer) => answer,
-                Err(err) => {
-                    tracing::debug!(error = %err, "no answer to a batch commit; resending one by one");
-                    return Batched::OneByOne { resend: true };
-                }
+            } else {
+                headers.insert(BATCH_COMMIT, "1");
+                client
+                    .publish_with_reply_and_headers(
+                        task.subject.clone(),
+                        inbox.clone(),
+                        headers,
+                        task.payload.clone(),
+                    )
+                    .await
             };
-            return self.read_commit(&answer.payload, &batch_id, count);
+            if let Err(err) = sent {
+                // Not all sent: the server abandons the incomplete batch, or (the commit was
+                // handed to the connection and then failed) may have it: resend settles it.
+                tracing::debug!(error = %err, "batch publish failed; sending one by one");
+                return Err(Batched::OneByOne {
+                    resend: index + 1 == count,
+                });
+            }
         }
-        Batched::OneByOne { resend: false }
+        Ok(PendingCommit {
+            answer,
+            batch_id,
+            count,
+        })
+    }
+
+    /// Awaits the answer to a batch's commit (at most the request timeout).
+    pub(crate) async fn finish_batch(&self, mut pending: PendingCommit) -> Batched {
+        use futures::StreamExt;
+        match tokio::time::timeout(self.ack_timeout, pending.answer.next()).await {
+            Ok(Some(answer)) => self.read_commit(&answer.payload, &pending.batch_id, pending.count),
+            Ok(None) | Err(_) => {
+                tracing::debug!("no answer to a batch commit; resending one by one");
+                Batched::OneByOne { resend: true }
+            }
+        }
     }
 
     fn read_commit(&self, answer: &[u8], batch_id: &str, count: usize) -> Batched {

@@ -63,6 +63,9 @@ fn is_unavailable(err: &EnqueueError) -> bool {
     }
 }
 
+/// Atomic batches of one `enqueue_many` whose commits are awaited at once.
+const BATCHES_IN_FLIGHT: usize = 4;
+
 /// The results of a many-task enqueue, in input order.
 fn collect(
     results: Vec<Option<Result<Enqueued, EnqueueError>>>,
@@ -101,6 +104,7 @@ fn default_max_delay() -> Duration {
 /// | `JETQ_ENQUEUE_WINDOW` | publishes `enqueue_many` keeps awaiting acks at once (default 256) |
 /// | `JETQ_PUBLISH_ATTEMPTS` | attempts per task when an ack times out (default 3) |
 /// | `JETQ_MAX_DELAY` | longest delay `enqueue_in`/`enqueue_at` accept (default `30days`) |
+/// | `JETQ_ATOMIC_BATCHES` | store `enqueue_many` in atomic batches on nats-server 2.12+ (default `true`: one disk sync per batch, ~10x the tasks/s under `sync_interval: always`; with the server's lazy fsync, one-by-one pipelined publishes are faster — BENCHMARKS.md) |
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct ProducerSettings {
     /// Provision the task stream at startup.
@@ -112,6 +116,9 @@ pub struct ProducerSettings {
     /// Publish attempts per task on ack timeout.
     #[serde(default = "default_attempts")]
     pub publish_attempts: u32,
+    /// Store `enqueue_many` in atomic batches where the server can.
+    #[serde(default = "default_true")]
+    pub atomic_batches: bool,
     /// Longest accepted delay of a delayed task.
     #[serde(
         default = "default_max_delay",
@@ -149,6 +156,7 @@ impl Default for ProducerSettings {
             provision: true,
             enqueue_window: default_window(),
             publish_attempts: default_attempts(),
+            atomic_batches: true,
             max_delay: default_max_delay(),
         }
     }
@@ -211,6 +219,13 @@ impl ProducerBuilder {
         self
     }
 
+    /// Store `enqueue_many` in atomic batches on nats-server 2.12+ (default true; see
+    /// `JETQ_ATOMIC_BATCHES` in [`ProducerSettings`]).
+    pub fn atomic_batches(mut self, atomic: bool) -> Self {
+        self.settings.atomic_batches = atomic;
+        self
+    }
+
     /// Publish attempts per task when an ack times out (default 3, at least 1).
     pub fn publish_attempts(mut self, attempts: u32) -> Self {
         self.settings.publish_attempts = attempts.max(1);
@@ -257,7 +272,9 @@ impl ProducerBuilder {
                 .await?;
         }
         let topology = Topology::new(js.clone(), subjects.clone(), self.streams.clone());
-        let atomic = atomic::AtomicBatches::new(topology.supports_atomic_batches());
+        let atomic = atomic::AtomicBatches::new(
+            self.settings.atomic_batches && topology.supports_atomic_batches(),
+        );
         let status = status::StatusStores::new(topology, self.settings.provision);
         let meter = self.meter.unwrap_or_else(telemetry::meter);
         Ok(Producer {
@@ -629,38 +646,64 @@ impl Producer {
         }
         let mut results: Vec<Option<Result<Enqueued, EnqueueError>>> = Vec::new();
         let mut chunk: Vec<(usize, Prepared)> = Vec::new();
-        for (index, item) in prepared.into_iter().enumerate() {
+        let mut committing = FuturesUnordered::new();
+        let mut items = prepared.into_iter().enumerate().peekable();
+        while let Some((index, item)) = items.next() {
             results.push(None);
             match item {
                 Ok(prepared) => chunk.push((index, prepared)),
                 Err(err) => results[index] = Some(Err(err)),
             }
-            if chunk.len() == atomic::MAX_BATCH {
-                self.publish_chunk(std::mem::take(&mut chunk), &mut results)
-                    .await;
+            if chunk.len() < atomic::MAX_BATCH && items.peek().is_some() {
+                continue;
+            }
+            if chunk.is_empty() {
+                continue;
+            }
+            // Batches are sent in order; their commits' answers are awaited concurrently, a few
+            // at a time, so the next batch travels while the last one is synced.
+            while committing.len() >= BATCHES_IN_FLIGHT {
+                if let Some(done) = committing.next().await {
+                    self.settle_chunk(done, &mut results).await;
+                }
+            }
+            let chunk = std::mem::take(&mut chunk);
+            match self.send_chunk(&chunk).await {
+                Ok(pending) => {
+                    committing.push(async move { (chunk, self.finish_batch(pending).await) })
+                }
+                Err(batched) => self.settle_chunk((chunk, batched), &mut results).await,
             }
         }
-        if !chunk.is_empty() {
-            self.publish_chunk(chunk, &mut results).await;
+        while let Some(done) = committing.next().await {
+            self.settle_chunk(done, &mut results).await;
         }
         collect(results)
     }
 
-    /// One atomic batch of `enqueue_many`, falling back to one by one.
-    async fn publish_chunk(
+    /// Sends one chunk of `enqueue_many` as an atomic batch (a single task goes one by one).
+    async fn send_chunk(
         &self,
-        chunk: Vec<(usize, Prepared)>,
+        chunk: &[(usize, Prepared)],
+    ) -> Result<atomic::PendingCommit, atomic::Batched> {
+        if chunk.len() < 2 || !self.atomic.enabled() {
+            return Err(atomic::Batched::OneByOne { resend: false });
+        }
+        if chunk.iter().any(|(_, task)| task.tracked) {
+            Box::pin(self.status.open_before_tracked_publish()).await;
+        }
+        let tasks: Vec<&Prepared> = chunk.iter().map(|(_, task)| task).collect();
+        self.start_batch(&tasks).await
+    }
+
+    /// Turns a chunk's batch outcome into its tasks' results, sending them one by one when the
+    /// batch did not store them (see `atomic.rs`).
+    async fn settle_chunk(
+        &self,
+        (chunk, batched): (Vec<(usize, Prepared)>, atomic::Batched),
         results: &mut [Option<Result<Enqueued, EnqueueError>>],
     ) {
         let (indexes, mut tasks): (Vec<usize>, Vec<Prepared>) = chunk.into_iter().unzip();
-        let batched = if tasks.len() >= 2 && self.atomic.enabled() {
-            if tasks.iter().any(|task| task.tracked) {
-                Box::pin(self.status.open_before_tracked_publish()).await;
-            }
-            self.send_batch(&tasks).await
-        } else {
-            atomic::Batched::OneByOne { resend: false }
-        };
         match batched {
             atomic::Batched::Stored { last_sequence } => {
                 let first = last_sequence + 1 - tasks.len() as u64;

@@ -168,3 +168,23 @@ async fn a_batch_that_would_overflow_the_stream_stores_what_fits_and_refuses_the
         "none lost, none doubled"
     );
 }
+
+#[tokio::test]
+async fn atomic_batches_can_be_turned_off() {
+    let server = NatsServer::start().await;
+    let producer = Producer::builder()
+        .connection(connection(&server))
+        .atomic_batches(false)
+        .connect()
+        .await
+        .unwrap();
+    let results = producer.enqueue_many(&jobs(0..30)).await;
+    assert!(results.iter().all(|r| r.is_ok()));
+    let js = raw_jetstream(&server).await;
+    let stored = stream_messages(&js, "JETQ_TASKS").await;
+    assert_eq!(stored_ns(&stored), (0..30).collect::<Vec<_>>());
+    assert!(
+        stored.iter().all(|m| header(m, "Nats-Batch-Id").is_none()),
+        "sent one by one"
+    );
+}
