@@ -17,7 +17,7 @@ const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a worker reports: tasks handled and latency percentiles (µs).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Report {
+pub(crate) struct Report {
     pub tasks: u64,
     pub samples: u64,
     pub p50_us: u64,
@@ -27,7 +27,7 @@ pub struct Report {
 }
 
 /// A worker child process.
-pub struct ChildWorker {
+pub(crate) struct ChildWorker {
     child: Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
@@ -37,7 +37,7 @@ pub struct ChildWorker {
 
 impl ChildWorker {
     /// Spawns `<this binary> worker <args>` and waits until it printed `READY`.
-    pub async fn start(args: &WorkerArgs) -> Result<ChildWorker, String> {
+    pub(crate) async fn start(args: &WorkerArgs) -> Result<ChildWorker, String> {
         let mut words = vec!["worker".to_owned()];
         words.extend(args.to_args());
         ChildWorker::spawn(words).await
@@ -45,7 +45,7 @@ impl ChildWorker {
 
     /// Spawns `<this binary> scheduler --url <url>` (a jetq scheduler) and waits until it
     /// printed `READY`.
-    pub async fn start_scheduler(url: &str) -> Result<ChildWorker, String> {
+    pub(crate) async fn start_scheduler(url: &str) -> Result<ChildWorker, String> {
         ChildWorker::spawn(vec![
             "scheduler".to_owned(),
             "--url".to_owned(),
@@ -96,12 +96,12 @@ impl ChildWorker {
     }
 
     /// Tells the worker to start pulling.
-    pub async fn go(&mut self) -> Result<(), String> {
+    pub(crate) async fn go(&mut self) -> Result<(), String> {
         self.send("GO").await
     }
 
     /// Asks for the worker's counts and latency percentiles.
-    pub async fn report(&mut self) -> Result<Report, String> {
+    pub(crate) async fn report(&mut self) -> Result<Report, String> {
         self.send("REPORT").await?;
         let line = self.expect_line("REPORT", REPORT_TIMEOUT).await?;
         let numbers: Vec<u64> = line
@@ -123,23 +123,23 @@ impl ChildWorker {
     }
 
     /// Current resident set size (VmRSS) in KiB.
-    pub fn rss_kib(&self) -> Option<u64> {
+    pub(crate) fn rss_kib(&self) -> Option<u64> {
         proc_status_kib(self.pid, "VmRSS:")
     }
 
     /// Peak resident set size (VmHWM) in KiB.
-    pub fn peak_rss_kib(&self) -> Option<u64> {
+    pub(crate) fn peak_rss_kib(&self) -> Option<u64> {
         proc_status_kib(self.pid, "VmHWM:")
     }
 
     /// CPU time (user + system) the process has used so far, in seconds.
-    pub fn cpu_seconds(&self) -> Option<f64> {
+    pub(crate) fn cpu_seconds(&self) -> Option<f64> {
         cpu_seconds(self.pid)
     }
 
     /// Ends the process: closes its stdin (it exits at end of input), then SIGKILL if it is
     /// still there after a moment, and reaps it.
-    pub async fn kill(mut self) {
+    pub(crate) async fn kill(mut self) {
         drop(self.stdin);
         let exited = tokio::time::timeout(self.exit_grace, self.child.wait()).await;
         if exited.is_err() {
@@ -178,7 +178,7 @@ impl ChildWorker {
 }
 
 /// A `kB` field of `/proc/<pid>/status`.
-pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+pub(crate) fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -189,7 +189,7 @@ pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
 
 /// User + system CPU time of a process (all its threads), in seconds, from `/proc/<pid>/stat`
 /// (clock ticks of 1/100 s, the value of `CLK_TCK` on Linux).
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces; the fields after it are space-separated.
     let rest = &stat[stat.rfind(')')? + 2..];

@@ -34,6 +34,7 @@ pub enum Impl {
 }
 
 impl Impl {
+    /// Its name on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
             Impl::Jetq => "jetq",
@@ -41,6 +42,7 @@ impl Impl {
         }
     }
 
+    /// The implementation named `text` (`jetq` or `raw`).
     pub fn parse(text: &str) -> Result<Impl, String> {
         match text {
             "jetq" => Ok(Impl::Jetq),

@@ -32,18 +32,18 @@ use crate::{
 };
 
 /// Result type of a measurement; the error says what went wrong.
-pub type Outcome<T> = Result<T, String>;
+pub(crate) type Outcome<T> = Result<T, String>;
 
 /// Where and how servers are started.
 #[derive(Debug, Clone)]
-pub struct ServerSpec {
+pub(crate) struct ServerSpec {
     /// The nats-server binary; `None`: the harness's pinned binary.
     pub binary: Option<PathBuf>,
 }
 
 impl ServerSpec {
     /// A fresh server with an empty store.
-    pub async fn start(&self, sync_always: bool) -> NatsServer {
+    pub(crate) async fn start(&self, sync_always: bool) -> NatsServer {
         let mut builder = NatsServer::builder().sync_always(sync_always);
         if let Some(binary) = &self.binary {
             builder = builder.binary(binary);
@@ -121,7 +121,7 @@ async fn prefill(url: &str, n: u64) -> Outcome<()> {
 }
 
 /// Enqueue, one producer, one at a time, each awaited: tasks/s over `duration`.
-pub async fn enqueue_sequential(
+pub(crate) async fn enqueue_sequential(
     spec: &ServerSpec,
     sync: bool,
     imp: Impl,
@@ -196,7 +196,7 @@ pub async fn enqueue_sequential(
 
 /// What a pipelined enqueue run measured.
 #[derive(Debug, Clone, Copy)]
-pub struct Piped {
+pub(crate) struct Piped {
     /// Tasks acked per second.
     pub rate: f64,
     /// CPU of this (the producing) process per task, µs.
@@ -208,7 +208,7 @@ pub struct Piped {
 /// Enqueue, one producer, pipelined with `window` acks outstanding: tasks/s for `n` tasks.
 /// `raw_headers` (raw twin only): publish the very message jetq does, with [`jetq_headers`];
 /// without them the raw twin publishes the bare body, which costs the server less.
-pub async fn enqueue_pipelined(
+pub(crate) async fn enqueue_pipelined(
     spec: &ServerSpec,
     sync: bool,
     imp: Impl,
@@ -278,7 +278,7 @@ pub async fn enqueue_pipelined(
 /// Diagnostic: jetq's producer with `window` concurrent `enqueue` calls instead of one
 /// `enqueue_many`: tasks/s for `n` tasks. Tells the cost of the pipeline loop from the cost of
 /// preparing and publishing each task.
-pub async fn enqueue_concurrent(
+pub(crate) async fn enqueue_concurrent(
     spec: &ServerSpec,
     sync: bool,
     n: u64,
@@ -364,7 +364,7 @@ async fn raw_pipelined(
 
 /// What a drain run measured.
 #[derive(Debug, Clone, Copy)]
-pub struct Drained {
+pub(crate) struct Drained {
     /// Tasks acked per second, from `GO` until the stream was empty.
     pub rate: f64,
     /// Peak resident set (VmHWM) of the largest worker process, KiB.
@@ -402,7 +402,7 @@ async fn count_pulls(url: &str) -> Outcome<(Arc<AtomicU64>, tokio::task::JoinHan
 /// Drain: `n` tasks queued, `workers` worker processes, timed from `GO` until the stream is
 /// empty (every task acked). `double_ack` (raw twin only): confirmed acks.
 #[allow(clippy::too_many_arguments)]
-pub async fn drain(
+pub(crate) async fn drain(
     spec: &ServerSpec,
     sync: bool,
     imp: Impl,
@@ -506,7 +506,7 @@ async fn wait_empty(
 
 /// What a latency run measured.
 #[derive(Debug, Clone, Copy)]
-pub struct Latency {
+pub(crate) struct Latency {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub p999_ms: f64,
@@ -521,7 +521,7 @@ pub struct Latency {
 /// End-to-end latency at a steady `rate` for `duration`: handler start minus the time taken
 /// just before the enqueue call, measured in one worker process; open-loop sending (each
 /// enqueue is its own tokio task, as concurrent web requests would be).
-pub async fn latency(
+pub(crate) async fn latency(
     spec: &ServerSpec,
     sync: bool,
     imp: Impl,
@@ -644,7 +644,7 @@ async fn send_paced(
 
 /// What a memory run measured, KiB.
 #[derive(Debug, Clone, Copy)]
-pub struct Memory {
+pub(crate) struct Memory {
     /// VmRSS of a running worker with nothing to do, 2 s after it started pulling.
     pub idle_kib: u64,
     /// Highest VmRSS sampled while every slot was busy with a `hold`-long task.
@@ -652,7 +652,7 @@ pub struct Memory {
 }
 
 /// Worker RSS idle, then at full concurrency (tasks that take `hold` each, `n` of them).
-pub async fn memory(
+pub(crate) async fn memory(
     spec: &ServerSpec,
     imp: Impl,
     concurrency: usize,
@@ -709,7 +709,7 @@ pub async fn memory(
 
 /// How late delayed tasks started, relative to their due time, in ms.
 #[derive(Debug, Clone, Copy)]
-pub struct Lateness {
+pub(crate) struct Lateness {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
@@ -719,7 +719,7 @@ pub struct Lateness {
 /// Delayed-task fire accuracy: `n` tasks enqueued with `Producer::enqueue_in`, due between
 /// `lead` and `lead + spread` from now, released by a jetq scheduler process and run by a jetq
 /// worker process; handler start minus due time (a task never starts early: those count 0).
-pub async fn delayed_accuracy(
+pub(crate) async fn delayed_accuracy(
     spec: &ServerSpec,
     sync: bool,
     n: u64,
@@ -805,7 +805,7 @@ pub async fn delayed_accuracy(
 
 /// What the scheduler-memory run measured.
 #[derive(Debug, Clone, Copy)]
-pub struct SchedulerMemory {
+pub(crate) struct SchedulerMemory {
     /// VmRSS of the scheduler process 2 s after it started, nothing pending, KiB.
     pub idle_kib: u64,
     /// VmRSS with every task pending, 5 s after the last enqueue, KiB.
@@ -818,7 +818,7 @@ pub struct SchedulerMemory {
 
 /// The scheduler's memory with `n` delayed tasks pending (due within the next hour, spread
 /// over its seconds), enqueued while it runs.
-pub async fn scheduler_memory(spec: &ServerSpec, n: u64) -> Outcome<SchedulerMemory> {
+pub(crate) async fn scheduler_memory(spec: &ServerSpec, n: u64) -> Outcome<SchedulerMemory> {
     let server = spec.start(false).await;
     let url = server.url();
     let mut scheduler = ChildWorker::start_scheduler(&url).await?;

@@ -9,14 +9,14 @@ use crate::{
 
 /// Which direction is good for a figure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Better {
+pub(crate) enum Better {
     Higher,
     Lower,
 }
 
 /// One figure: every repetition's value for both twins.
 #[derive(Debug, Clone)]
-pub struct Row {
+pub(crate) struct Row {
     pub group: String,
     pub name: String,
     pub unit: &'static str,
@@ -27,7 +27,7 @@ pub struct Row {
 
 impl Row {
     /// jetq ÷ raw for each repetition where both were measured (paired by run order).
-    pub fn ratios(&self) -> Vec<f64> {
+    pub(crate) fn ratios(&self) -> Vec<f64> {
         self.jetq
             .iter()
             .zip(&self.raw)
@@ -39,7 +39,7 @@ impl Row {
 
 /// All figures of a run, in the order first measured, plus failed measurements.
 #[derive(Debug, Default)]
-pub struct Table {
+pub(crate) struct Table {
     pub rows: Vec<Row>,
     pub failures: Vec<String>,
 }
@@ -47,7 +47,7 @@ pub struct Table {
 impl Table {
     /// Records one measurement (or its failure) and logs it.
     #[allow(clippy::too_many_arguments)]
-    pub fn record(
+    pub(crate) fn record(
         &mut self,
         progress: &Progress,
         group: &str,
@@ -98,7 +98,7 @@ impl Table {
 }
 
 /// A figure in its unit's precision.
-pub fn format_value(value: f64, unit: &str) -> String {
+pub(crate) fn format_value(value: f64, unit: &str) -> String {
     match unit {
         "tasks/s" => {
             let n = value.round() as u64;
@@ -157,7 +157,7 @@ fn machine() -> String {
 }
 
 /// The whole report in Markdown.
-pub fn render(
+pub(crate) fn render(
     config: &Config,
     server_version: &str,
     elapsed: Duration,

@@ -1,7 +1,7 @@
 //! Percentiles of samples and summaries of repeated measurements.
 
 /// The `q`-quantile (0..=1) of sorted samples, nearest-rank; `None` when empty.
-pub fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
+pub(crate) fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
     if sorted.is_empty() {
         return None;
     }
@@ -11,7 +11,7 @@ pub fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
 
 /// Median, minimum and maximum of repeated measurements.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub median: f64,
     pub min: f64,
     pub max: f64,
@@ -19,7 +19,7 @@ pub struct Summary {
 
 /// Summarizes `values`; `None` when empty. The median of an even count is the mean of the two
 /// middle values.
-pub fn summarize(values: &[f64]) -> Option<Summary> {
+pub(crate) fn summarize(values: &[f64]) -> Option<Summary> {
     if values.is_empty() {
         return None;
     }

@@ -27,7 +27,7 @@ use crate::{
 
 /// What the parent asks of a worker process.
 #[derive(Debug, Clone)]
-pub struct WorkerArgs {
+pub(crate) struct WorkerArgs {
     pub imp: Impl,
     pub url: String,
     pub concurrency: usize,
@@ -42,7 +42,7 @@ pub struct WorkerArgs {
 
 impl WorkerArgs {
     /// Command-line arguments that reproduce these settings after `worker`.
-    pub fn to_args(&self) -> Vec<String> {
+    pub(crate) fn to_args(&self) -> Vec<String> {
         let mut args = vec![
             "--impl".to_owned(),
             self.imp.name().to_owned(),
@@ -63,7 +63,7 @@ impl WorkerArgs {
     }
 
     /// Parses what [`WorkerArgs::to_args`] wrote.
-    pub fn parse(args: &[String]) -> Result<Self, String> {
+    pub(crate) fn parse(args: &[String]) -> Result<Self, String> {
         let mut parsed = WorkerArgs {
             imp: Impl::Jetq,
             url: String::new(),
@@ -146,7 +146,7 @@ impl Recorder {
 }
 
 /// Runs the worker process. Errors end the process with a message on stderr.
-pub async fn run(args: WorkerArgs) -> Result<(), String> {
+pub(crate) async fn run(args: WorkerArgs) -> Result<(), String> {
     let recorder = Arc::new(Recorder {
         count: AtomicU64::new(0),
         latency: args.latency,
@@ -277,7 +277,7 @@ async fn handle_raw(recorder: &Recorder, message: jetstream::Message, double_ack
 /// The `scheduler` subcommand: a jetq scheduler (no schedules, releasing delayed tasks) in its
 /// own process, so its memory can be read. Same protocol as a worker: `READY`, `GO`, `REPORT`
 /// (all counts 0).
-pub async fn run_scheduler(args: &[String]) -> Result<(), String> {
+pub(crate) async fn run_scheduler(args: &[String]) -> Result<(), String> {
     let url = match args {
         [flag, url] if flag == "--url" => url.clone(),
         _ => return Err("usage: jetq-bench scheduler --url URL".into()),

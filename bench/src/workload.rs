@@ -7,17 +7,17 @@ use jetq_contract::{Subjects, Task};
 use serde::{Deserialize, Serialize};
 
 /// The queue every benchmark uses.
-pub const QUEUE: &str = "emails";
+pub(crate) const QUEUE: &str = "emails";
 /// The task's wire name.
-pub const TASK: &str = "send_email";
+pub(crate) const TASK: &str = "send_email";
 /// The durable pull consumer of the raw twin (jetq's own is `worker-emails`).
-pub const RAW_DURABLE: &str = "raw-emails";
+pub(crate) const RAW_DURABLE: &str = "raw-emails";
 /// Tasks with this `user_id` are warm-up traffic: workers count them but record no latency.
-pub const WARMUP_USER: u64 = 0;
+pub(crate) const WARMUP_USER: u64 = 0;
 
 /// The arguments of one email task.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SendEmail {
+pub(crate) struct SendEmail {
     pub to: String,
     pub from: String,
     pub subject: String,
@@ -36,7 +36,7 @@ impl Task for SendEmail {
 
 impl SendEmail {
     /// The `i`-th email, stamped with the current time.
-    pub fn new(user_id: u64) -> Self {
+    pub(crate) fn new(user_id: u64) -> Self {
         SendEmail {
             to: format!("user-{user_id:08}@example.com"),
             from: "Example Shop <noreply@example.com>".to_owned(),
@@ -49,23 +49,23 @@ impl SendEmail {
     }
 
     /// The JSON body, as jetq would publish it.
-    pub fn to_json(&self) -> Vec<u8> {
+    pub(crate) fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("an email serializes")
     }
 }
 
 /// The subject every email task is published on (same for jetq and the raw twin).
-pub fn subject() -> String {
+pub(crate) fn subject() -> String {
     Subjects::default().task(QUEUE, TASK)
 }
 
 /// The task stream's name.
-pub fn stream_name() -> String {
+pub(crate) fn stream_name() -> String {
     Subjects::default().tasks_stream()
 }
 
 /// Wall-clock microseconds since the Unix epoch.
-pub fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)

@@ -53,6 +53,7 @@ pub mod exit {
 
 /// Why an admin operation failed. Messages say what to do next where there is something to do.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AdminError {
     /// The configuration (`JETQ_*`) is unusable; the message names the variable.
     #[error(transparent)]

@@ -133,6 +133,7 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// Why a worker could not be built or run.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WorkerError {
     /// The configuration is unusable; the message names the variable to fix.
     #[error(transparent)]

@@ -58,6 +58,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why a status operation of a handler failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StatusError {
     /// The task is not tracked: its type does not opt in and its message did not ask.
     #[error(

@@ -44,6 +44,7 @@ impl fmt::Debug for Secret {
 
 /// A configuration that cannot work, with a message that says what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// An environment variable could not be read (wrong type or format).
     #[error("invalid {variable}: {problem}")]

@@ -66,6 +66,7 @@ impl fmt::Display for FieldError {
 
 /// A configuration file that cannot be used.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum FileError {
     /// The file could not be read.
     #[error("cannot read {what} file {}: {source}", path.display())]

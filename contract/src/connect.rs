@@ -54,6 +54,7 @@ impl fmt::Display for Version {
 
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConnectError {
     /// The configuration is unusable; the message names the variable.
     #[error(transparent)]

@@ -59,6 +59,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Provisioning failed; the message names the stream, bucket or queue.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProvisionError {
     /// A stream could not be created or reconciled (JetStream disabled, permissions, a conflicting
     /// existing stream, …).

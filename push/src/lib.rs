@@ -217,6 +217,7 @@ fn dispatch_excerpt_floor() -> usize {
 
 /// Why the push worker cannot start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PushError {
     /// A variable is missing or unusable; the message names it.
     #[error(transparent)]

@@ -44,6 +44,7 @@ pub struct CronSchedule {
 
 /// A cron expression or time zone that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CronError {
     /// The expression does not parse (the message says why).
     #[error("invalid cron expression {expression:?}: {problem} (expected five fields: minute hour day-of-month month day-of-week, e.g. \"30 2 * * *\", or six with seconds first, e.g. \"0 30 2 * * *\")")]

@@ -5,10 +5,11 @@ use jetq_contract::{publish::PublishError, ConfigError, ConnectError, ProvisionE
 use crate::file::ScheduleFileError;
 
 /// A boxed client error.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why a scheduler could not be built or started.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SchedulerError {
     /// The configuration is unusable; the message names the variable to fix.
     #[error(transparent)]

@@ -69,6 +69,7 @@ const NEVER_TRACED: &str = "hyper=off,hyper_util=off,reqwest=off,h2=off,tower=of
 
 /// Why telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TelemetryError {
     /// A variable is unusable; the message names it.
     #[error(transparent)]

@@ -52,7 +52,9 @@ pub fn init_logs() {
 /// A task whose handler behaviour the test decides.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Job {
+    /// A number the test picks (often the handler's instruction or the task's index).
     pub n: u64,
+    /// Free text, e.g. to make a payload larger or say what the task is for.
     #[serde(default)]
     pub note: String,
 }
@@ -71,6 +73,7 @@ impl Task for Job {
 /// A second type on another queue.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Email {
+    /// The recipient.
     pub to: String,
 }
 
@@ -195,9 +198,13 @@ where
 /// What a handler saw, sent to the test through a channel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Seen {
+    /// The task id.
     pub id: String,
+    /// The task's [`Job::n`].
     pub n: u64,
+    /// The attempt number (1 for the first).
     pub attempt: u32,
+    /// When the handler saw it.
     pub at: std::time::Instant,
 }
 

@@ -127,7 +127,7 @@ struct Pki {
 
 mod tempfile_dir {
     /// A directory removed on drop (std only, to keep test dependencies small).
-    pub struct TempDir(pub std::path::PathBuf);
+    pub(crate) struct TempDir(pub std::path::PathBuf);
     impl Drop for TempDir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);

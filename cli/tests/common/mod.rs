@@ -14,13 +14,13 @@ use jetq_contract::{
     StreamSettings, Subjects, Topology,
 };
 #[allow(unused_imports)]
-pub use jetq_harness::free_port;
-pub use jetq_tests::*;
+pub(crate) use jetq_harness::free_port;
+pub(crate) use jetq_tests::*;
 use serde_json::Value;
 
 /// A finished `jetq` run.
 #[derive(Debug)]
-pub struct Run {
+pub(crate) struct Run {
     /// Exit code.
     pub code: i32,
     /// Standard output.
@@ -31,7 +31,7 @@ pub struct Run {
 
 impl Run {
     /// Standard output parsed as JSON (fails the test with the output if it is not).
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|err| {
             panic!(
                 "jetq printed no JSON ({err}); exit {}\nstdout:\n{}\nstderr:\n{}",
@@ -41,7 +41,7 @@ impl Run {
     }
 
     /// Fails the test unless the exit code is `code`.
-    pub fn expect_code(&self, code: i32) -> &Run {
+    pub(crate) fn expect_code(&self, code: i32) -> &Run {
         assert_eq!(
             self.code, code,
             "unexpected exit code\nstdout:\n{}\nstderr:\n{}",
@@ -51,7 +51,7 @@ impl Run {
     }
 
     /// Fails unless the run succeeded, and returns its JSON output.
-    pub fn ok_json(&self) -> Value {
+    pub(crate) fn ok_json(&self) -> Value {
         self.expect_code(0);
         self.json()
     }
@@ -59,7 +59,7 @@ impl Run {
 
 /// Runs the built `jetq` binary with `JETQ_NATS_URL` set to `url` (and nothing else from the
 /// environment but `extra`), bounded by [`WAIT`].
-pub async fn jetq_with(url: &str, extra: &[(&str, &str)], args: &[&str]) -> Run {
+pub(crate) async fn jetq_with(url: &str, extra: &[(&str, &str)], args: &[&str]) -> Run {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jetq"));
     command
         .env_clear()
@@ -85,19 +85,19 @@ pub async fn jetq_with(url: &str, extra: &[(&str, &str)], args: &[&str]) -> Run 
 }
 
 /// Runs `jetq` against a test server.
-pub async fn jetq(server: &NatsServer, args: &[&str]) -> Run {
+pub(crate) async fn jetq(server: &NatsServer, args: &[&str]) -> Run {
     jetq_with(&server.url(), &[], args).await
 }
 
 /// An admin handle on a test server.
-pub async fn admin(server: &NatsServer) -> Admin {
+pub(crate) async fn admin(server: &NatsServer) -> Admin {
     Admin::connect(connection(server))
         .await
         .expect("admin connects to the test server")
 }
 
 /// The topology of a test server with default stream settings.
-pub async fn topology(server: &NatsServer, settings: StreamSettings) -> Topology {
+pub(crate) async fn topology(server: &NatsServer, settings: StreamSettings) -> Topology {
     let js = raw_jetstream(server).await;
     let topology = Topology::new(js, Subjects::default(), settings);
     topology
@@ -109,7 +109,7 @@ pub async fn topology(server: &NatsServer, settings: StreamSettings) -> Topology
 
 /// Provisions the streams and the durable consumer of each queue (with the in-flight cap
 /// given), as a worker would at startup, without running a worker.
-pub async fn provision(server: &NatsServer, queues: &[(&str, i64)]) -> Topology {
+pub(crate) async fn provision(server: &NatsServer, queues: &[(&str, i64)]) -> Topology {
     let topology = topology(server, StreamSettings::default()).await;
     for (queue, max_in_flight) in queues {
         topology
@@ -128,7 +128,7 @@ pub async fn provision(server: &NatsServer, queues: &[(&str, i64)]) -> Topology 
 
 /// A dead letter to write per `docs/PROTOCOL.md` §5.
 #[derive(Debug, Clone)]
-pub struct Letter<'a> {
+pub(crate) struct Letter<'a> {
     pub queue: &'a str,
     pub task: &'a str,
     pub task_id: &'a str,
@@ -141,7 +141,7 @@ pub struct Letter<'a> {
 }
 
 impl<'a> Letter<'a> {
-    pub fn new(queue: &'a str, task: &'a str, task_id: &'a str) -> Self {
+    pub(crate) fn new(queue: &'a str, task: &'a str, task_id: &'a str) -> Self {
         Letter {
             queue,
             task,
@@ -156,7 +156,7 @@ impl<'a> Letter<'a> {
 }
 
 /// Writes a dead letter exactly as a worker would and returns its dead-letter sequence.
-pub async fn write_dead(js: &jetstream::Context, letter: &Letter<'_>) -> u64 {
+pub(crate) async fn write_dead(js: &jetstream::Context, letter: &Letter<'_>) -> u64 {
     let subjects = Subjects::default();
     let now = jetq_contract::time::now();
     let record = FailureRecord {
@@ -210,7 +210,7 @@ pub async fn write_dead(js: &jetstream::Context, letter: &Letter<'_>) -> u64 {
 
 /// Writes `count` dead letters of `queue`/`task` (task ids `<prefix>-<i>`) with pipelined
 /// publishes, and returns their sequences in order.
-pub async fn write_dead_many(
+pub(crate) async fn write_dead_many(
     js: &jetstream::Context,
     queue: &str,
     task: &str,
@@ -252,7 +252,7 @@ pub async fn write_dead_many(
 
 /// A worker whose handlers fail every task fatally (so each is dead-lettered at once), for
 /// `Job` (queue `work`) and `Email` (queue `emails`).
-pub async fn fatal_worker(server: &NatsServer) -> Worker {
+pub(crate) async fn fatal_worker(server: &NatsServer) -> Worker {
     worker(server)
         .handler(|job: Job, _ctx: TaskContext| async move {
             Err::<(), _>(TaskError::fatal(format!("job {} cannot be done", job.n)))
@@ -269,7 +269,7 @@ pub async fn fatal_worker(server: &NatsServer) -> Worker {
 }
 
 /// Waits until the dead-letter stream holds exactly `count` messages.
-pub async fn wait_dead_count(js: &jetstream::Context, count: u64) {
+pub(crate) async fn wait_dead_count(js: &jetstream::Context, count: u64) {
     let name = Subjects::default().dead_stream();
     eventually(WAIT, &format!("{count} dead letters"), || {
         let js = js.clone();
@@ -280,12 +280,14 @@ pub async fn wait_dead_count(js: &jetstream::Context, count: u64) {
 }
 
 /// The task stream's messages.
-pub async fn task_messages(js: &jetstream::Context) -> Vec<jetstream::message::StreamMessage> {
+pub(crate) async fn task_messages(
+    js: &jetstream::Context,
+) -> Vec<jetstream::message::StreamMessage> {
     stream_messages(js, &Subjects::default().tasks_stream()).await
 }
 
 /// The dead-letter stream's sequences, in order.
-pub async fn dead_sequences(js: &jetstream::Context) -> Vec<u64> {
+pub(crate) async fn dead_sequences(js: &jetstream::Context) -> Vec<u64> {
     stream_messages(js, &Subjects::default().dead_stream())
         .await
         .iter()
@@ -295,12 +297,12 @@ pub async fn dead_sequences(js: &jetstream::Context) -> Vec<u64> {
 
 /// A short pause used only where a test needs wall-clock time to pass (ages, windows), never
 /// to wait for an event.
-pub async fn let_time_pass(duration: Duration) {
+pub(crate) async fn let_time_pass(duration: Duration) {
     tokio::time::sleep(duration).await;
 }
 
 /// A `jetq dashboard` process; killed when dropped.
-pub struct DashboardProcess {
+pub(crate) struct DashboardProcess {
     /// `http://127.0.0.1:<port>` (no trailing slash).
     pub url: String,
     _child: tokio::process::Child,
@@ -309,7 +311,7 @@ pub struct DashboardProcess {
 
 /// Starts `jetq dashboard --listen 127.0.0.1:0 <args>` against a test server and waits (bounded)
 /// for the address it prints.
-pub async fn start_dashboard(server: &NatsServer, args: &[&str]) -> DashboardProcess {
+pub(crate) async fn start_dashboard(server: &NatsServer, args: &[&str]) -> DashboardProcess {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jetq"))
         .env_clear()
@@ -344,7 +346,7 @@ pub async fn start_dashboard(server: &NatsServer, args: &[&str]) -> DashboardPro
 
 /// An HTTP response read by [`http`].
 #[derive(Debug)]
-pub struct HttpResponse {
+pub(crate) struct HttpResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
@@ -352,7 +354,7 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     /// A header by name (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -360,7 +362,7 @@ impl HttpResponse {
     }
 
     /// The body as JSON.
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|err| panic!("body is not JSON ({err}): {}", self.body))
     }
@@ -368,7 +370,12 @@ impl HttpResponse {
 
 /// One HTTP/1.0 request over a fresh connection (enough for the dashboard's own tests, with no
 /// HTTP client dependency).
-pub async fn http(base: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+pub(crate) async fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let host = base.trim_start_matches("http://");
     let mut stream = within(

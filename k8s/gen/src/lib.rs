@@ -24,6 +24,7 @@ pub use values::Values;
 
 /// Why rendering failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The values file is unusable; the message names the field.
     #[error("k8s/values.yaml: {0}")]

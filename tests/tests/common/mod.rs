@@ -12,7 +12,7 @@ use jetq_tests::*;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Waits until the task stream is empty: every task acked or dead-lettered.
-pub async fn await_drained(js: &jetstream::Context) {
+pub(crate) async fn await_drained(js: &jetstream::Context) {
     eventually(WAIT, "the task stream to drain", || {
         let js = js.clone();
         async move { (stream_len(&js, "JETQ_TASKS").await == 0).then_some(()) }
@@ -22,7 +22,7 @@ pub async fn await_drained(js: &jetstream::Context) {
 
 /// Receives processed task numbers until every one in `expected` was seen (or `limit` passes,
 /// which fails the test naming how many are missing). Returns everything received.
-pub async fn await_processed(
+pub(crate) async fn await_processed(
     expected: &HashSet<u64>,
     processed_rx: &mut UnboundedReceiver<u64>,
     limit: Duration,
@@ -44,7 +44,9 @@ pub async fn await_processed(
 }
 
 /// Runs `builder` with a `Job` handler that reports each task's `n`, until the test ends.
-pub async fn recording_worker(builder: jetq_consumer::WorkerBuilder) -> UnboundedReceiver<u64> {
+pub(crate) async fn recording_worker(
+    builder: jetq_consumer::WorkerBuilder,
+) -> UnboundedReceiver<u64> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let worker = builder
         .handler(move |job: Job, _ctx: TaskContext| {
@@ -65,7 +67,7 @@ pub async fn recording_worker(builder: jetq_consumer::WorkerBuilder) -> Unbounde
 /// worker died mid-task, NAKing through the raw consumer), then pulls once more so the server
 /// notices and publishes its max-deliveries advisory; returns once `JETQ_ADVISORIES` holds it.
 /// The task is left stranded in the task stream for a sweeper to find.
-pub async fn strand_next_task(js: &jetstream::Context, durable: &str, max_deliver: u64) {
+pub(crate) async fn strand_next_task(js: &jetstream::Context, durable: &str, max_deliver: u64) {
     use async_nats::jetstream::{consumer::PullConsumer, AckKind};
     use futures::StreamExt;
 

@@ -8,19 +8,19 @@
 
 use std::{process::Stdio, time::Duration};
 
-pub const DURATION: &str = "a duration like 30s, 5m or 1h30m";
-pub const WHOLE_NUMBER: &str = "a whole number";
-pub const BOOLEAN: &str = "true or false";
+pub(crate) const DURATION: &str = "a duration like 30s, 5m or 1h30m";
+pub(crate) const WHOLE_NUMBER: &str = "a whole number";
+pub(crate) const BOOLEAN: &str = "true or false";
 
 /// A bad value of one variable and the pieces its startup error must contain.
 #[derive(Debug, Clone)]
-pub struct Case {
+pub(crate) struct Case {
     pub variable: &'static str,
     pub value: &'static str,
     pub expected: Vec<&'static str>,
 }
 
-pub fn case(variable: &'static str, value: &'static str, form: &'static str) -> Case {
+pub(crate) fn case(variable: &'static str, value: &'static str, form: &'static str) -> Case {
     Case {
         variable,
         value,
@@ -29,19 +29,19 @@ pub fn case(variable: &'static str, value: &'static str, form: &'static str) -> 
 }
 
 /// Every type's refusal: a duration, a number and a boolean that do not parse.
-pub fn duration(variable: &'static str) -> Case {
+pub(crate) fn duration(variable: &'static str) -> Case {
     case(variable, "banana", DURATION)
 }
-pub fn number(variable: &'static str) -> Case {
+pub(crate) fn number(variable: &'static str) -> Case {
     case(variable, "many", WHOLE_NUMBER)
 }
-pub fn boolean(variable: &'static str) -> Case {
+pub(crate) fn boolean(variable: &'static str) -> Case {
     case(variable, "maybe", BOOLEAN)
 }
 
 /// The connection and stream variables every component reads (`ConnectionConfig`,
 /// `StreamSettings`).
-pub fn connection_and_stream_cases() -> Vec<Case> {
+pub(crate) fn connection_and_stream_cases() -> Vec<Case> {
     vec![
         boolean("JETQ_NATS_TLS_REQUIRED"),
         duration("JETQ_CONNECT_TIMEOUT"),
@@ -70,7 +70,7 @@ pub fn connection_and_stream_cases() -> Vec<Case> {
 
 /// Variables of `ConnectionConfig` that accept any text on their own (secrets, paths read at
 /// connect); each is covered by a case in combination above where one exists.
-pub const CONNECTION_TEXT: &[&str] = &[
+pub(crate) const CONNECTION_TEXT: &[&str] = &[
     "JETQ_NATS_TOKEN",
     "JETQ_NATS_NKEY_SEED",
     "JETQ_NATS_CREDS_FILE",
@@ -78,7 +78,7 @@ pub const CONNECTION_TEXT: &[&str] = &[
 ];
 
 /// The serde field names of a settings struct: the variables it reads are `JETQ_<FIELD>`.
-pub fn variables<T: serde::de::DeserializeOwned>() -> Vec<String> {
+pub(crate) fn variables<T: serde::de::DeserializeOwned>() -> Vec<String> {
     let mut fields = Vec::new();
     let _ = T::deserialize(FieldNames(&mut fields));
     assert!(!fields.is_empty(), "not a struct");
@@ -118,7 +118,7 @@ impl<'de> serde::Deserializer<'de> for FieldNames<'_> {
 }
 
 /// Asserts every variable of `structs` has a case or is listed as free text.
-pub fn assert_covered(read: &[String], cases: &[Case], text: &[&str]) {
+pub(crate) fn assert_covered(read: &[String], cases: &[Case], text: &[&str]) {
     for variable in read {
         assert!(
             cases.iter().any(|case| case.variable == variable) || text.contains(&variable.as_str()),
@@ -137,7 +137,7 @@ fn closed_port() -> u16 {
 /// Runs `binary` with `case`'s variable over a minimal valid environment and checks that it
 /// exits with status 1 at once and that stderr names the variable and the accepted form.
 /// Returns a description of the failure instead of panicking, so one run reports every row.
-pub async fn check(binary: &str, case: &Case) -> Result<(), String> {
+pub(crate) async fn check(binary: &str, case: &Case) -> Result<(), String> {
     let port = closed_port();
     let mut env: Vec<(&str, String)> = vec![
         ("JETQ_NATS_URL", format!("nats://127.0.0.1:{port}")),
@@ -182,7 +182,7 @@ pub async fn check(binary: &str, case: &Case) -> Result<(), String> {
 }
 
 /// Checks every case and fails once, listing every row that failed.
-pub async fn check_all(binary: &str, cases: &[Case]) {
+pub(crate) async fn check_all(binary: &str, cases: &[Case]) {
     let mut failures = Vec::new();
     for case in cases {
         if let Err(failure) = check(binary, case).await {

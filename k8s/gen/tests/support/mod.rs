@@ -12,24 +12,24 @@ use std::{
 use serde::{de, Deserialize};
 use serde_json::Value;
 
-pub use jetq_k8s::Values;
+pub(crate) use jetq_k8s::Values;
 
 /// The overlays users apply.
-pub const OVERLAYS: &[&str] = &["dev", "prod", "prod-hpa"];
+pub(crate) const OVERLAYS: &[&str] = &["dev", "prod", "prod-hpa"];
 
 /// The `k8s/` directory of this repository (the tests run from the crate's directory).
-pub fn k8s() -> PathBuf {
+pub(crate) fn k8s() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("k8s/gen has a parent")
         .to_path_buf()
 }
 
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     k8s().parent().unwrap().to_path_buf()
 }
 
-pub fn values() -> &'static Values {
+pub(crate) fn values() -> &'static Values {
     static VALUES: OnceLock<Values> = OnceLock::new();
     VALUES.get_or_init(|| {
         let text = std::fs::read_to_string(k8s().join("values.yaml")).unwrap();
@@ -38,7 +38,7 @@ pub fn values() -> &'static Values {
 }
 
 /// `kubectl kustomize k8s/overlays/<overlay>`, as JSON objects (cached per overlay).
-pub fn rendered(overlay: &str) -> Vec<Value> {
+pub(crate) fn rendered(overlay: &str) -> Vec<Value> {
     static CACHE: OnceLock<std::sync::Mutex<BTreeMap<String, Vec<Value>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(objects) = cache.lock().unwrap().get(overlay) {
@@ -66,26 +66,26 @@ pub fn rendered(overlay: &str) -> Vec<Value> {
 }
 
 /// Every document of a multi-document YAML text, as JSON.
-pub fn yaml_documents(text: &str) -> Vec<Value> {
+pub(crate) fn yaml_documents(text: &str) -> Vec<Value> {
     serde_norway::Deserializer::from_str(text)
         .map(|doc| Value::deserialize(doc).expect("valid YAML"))
         .filter(|value| !value.is_null())
         .collect()
 }
 
-pub fn kind(object: &Value) -> &str {
+pub(crate) fn kind(object: &Value) -> &str {
     object["kind"].as_str().unwrap_or_default()
 }
 
-pub fn name(object: &Value) -> &str {
+pub(crate) fn name(object: &Value) -> &str {
     object["metadata"]["name"].as_str().unwrap_or_default()
 }
 
-pub fn of_kind<'a>(objects: &'a [Value], wanted: &str) -> Vec<&'a Value> {
+pub(crate) fn of_kind<'a>(objects: &'a [Value], wanted: &str) -> Vec<&'a Value> {
     objects.iter().filter(|o| kind(o) == wanted).collect()
 }
 
-pub fn find<'a>(objects: &'a [Value], wanted: &str, named: &str) -> &'a Value {
+pub(crate) fn find<'a>(objects: &'a [Value], wanted: &str, named: &str) -> &'a Value {
     objects
         .iter()
         .find(|o| kind(o) == wanted && name(o) == named)
@@ -93,7 +93,7 @@ pub fn find<'a>(objects: &'a [Value], wanted: &str, named: &str) -> &'a Value {
 }
 
 /// The ConfigMap generated as `base_name` (Kustomize appends a hash to generated names).
-pub fn config_map<'a>(objects: &'a [Value], base_name: &str) -> &'a Value {
+pub(crate) fn config_map<'a>(objects: &'a [Value], base_name: &str) -> &'a Value {
     objects
         .iter()
         .find(|o| {
@@ -107,19 +107,19 @@ pub fn config_map<'a>(objects: &'a [Value], base_name: &str) -> &'a Value {
 }
 
 /// Workloads: the objects with a pod template.
-pub fn workloads(objects: &[Value]) -> Vec<&Value> {
+pub(crate) fn workloads(objects: &[Value]) -> Vec<&Value> {
     objects
         .iter()
         .filter(|o| matches!(kind(o), "Deployment" | "StatefulSet" | "Job" | "DaemonSet"))
         .collect()
 }
 
-pub fn pod_spec(workload: &Value) -> &Value {
+pub(crate) fn pod_spec(workload: &Value) -> &Value {
     &workload["spec"]["template"]["spec"]
 }
 
 /// Every container of a workload, init containers included.
-pub fn containers(workload: &Value) -> Vec<&Value> {
+pub(crate) fn containers(workload: &Value) -> Vec<&Value> {
     let spec = pod_spec(workload);
     ["initContainers", "containers"]
         .iter()
@@ -129,7 +129,7 @@ pub fn containers(workload: &Value) -> Vec<&Value> {
 
 /// Where a variable's value comes from.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Source {
+pub(crate) enum Source {
     Literal(String),
     Secret { name: String, key: String },
     Field(String),
@@ -138,7 +138,7 @@ pub enum Source {
 
 /// The environment of a container: `envFrom` ConfigMaps resolved from the rendered objects,
 /// then `env` (which wins), in order.
-pub fn environment(objects: &[Value], container: &Value) -> Vec<(String, Source)> {
+pub(crate) fn environment(objects: &[Value], container: &Value) -> Vec<(String, Source)> {
     let mut env: Vec<(String, Source)> = Vec::new();
     let set = |env: &mut Vec<(String, Source)>, key: String, source: Source| {
         env.retain(|(k, _)| *k != key);
@@ -209,7 +209,7 @@ pub fn environment(objects: &[Value], container: &Value) -> Vec<(String, Source)
 }
 
 /// The environment as the process would see it, secrets replaced by `secret-<key>`.
-pub fn process_env(env: &[(String, Source)]) -> Vec<(String, String)> {
+pub(crate) fn process_env(env: &[(String, Source)]) -> Vec<(String, String)> {
     env.iter()
         .map(|(key, source)| {
             let value = match source {
@@ -223,7 +223,7 @@ pub fn process_env(env: &[(String, Source)]) -> Vec<(String, String)> {
         .collect()
 }
 
-pub fn literal<'a>(env: &'a [(String, Source)], key: &str) -> Option<&'a str> {
+pub(crate) fn literal<'a>(env: &'a [(String, Source)], key: &str) -> Option<&'a str> {
     env.iter().find_map(|(k, source)| match source {
         Source::Literal(value) if k == key => Some(value.as_str()),
         _ => None,
@@ -232,7 +232,7 @@ pub fn literal<'a>(env: &'a [(String, Source)], key: &str) -> Option<&'a str> {
 
 /// The field names a serde struct deserializes: what envy maps to `<PREFIX><FIELD>` variables.
 /// Taken from the struct's own `Deserialize` impl, so a renamed or new field is seen here.
-pub fn serde_fields<T: de::DeserializeOwned>() -> Vec<&'static str> {
+pub(crate) fn serde_fields<T: de::DeserializeOwned>() -> Vec<&'static str> {
     let mut fields = Vec::new();
     let _ = T::deserialize(FieldCapture(&mut fields));
     assert!(
@@ -244,7 +244,7 @@ pub fn serde_fields<T: de::DeserializeOwned>() -> Vec<&'static str> {
 }
 
 /// The variables `envy::prefixed(prefix)` reads for `T`.
-pub fn env_names<T: de::DeserializeOwned>(prefix: &str) -> BTreeSet<String> {
+pub(crate) fn env_names<T: de::DeserializeOwned>(prefix: &str) -> BTreeSet<String> {
     serde_fields::<T>()
         .into_iter()
         .map(|field| format!("{prefix}{}", field.to_uppercase()))
@@ -278,13 +278,13 @@ impl<'de> de::Deserializer<'de> for FieldCapture<'_> {
 }
 
 /// Whether a file of the repository mentions `needle`.
-pub fn source_mentions(path: &str, needle: &str) -> bool {
+pub(crate) fn source_mentions(path: &str, needle: &str) -> bool {
     std::fs::read_to_string(repo().join(path)).is_ok_and(|text| text.contains(needle))
 }
 
 /// Runs the schema validator (k8s/validate) on objects, installing its packages on first use;
 /// returns each object's problems, in order.
-pub fn validate_schemas(objects: &[Value]) -> Vec<Vec<String>> {
+pub(crate) fn validate_schemas(objects: &[Value]) -> Vec<Vec<String>> {
     let dir = k8s().join("validate");
     ensure_validator(&dir);
     let mut child = Command::new("node")
