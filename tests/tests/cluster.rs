@@ -623,7 +623,7 @@ async fn an_enqueue_rides_through_a_leader_election_within_its_budget() {
         let until = rounds.get(i + 1).map_or(ended, |r| r.3);
         let window: Vec<&Call> = calls
             .iter()
-            .filter(|c| c.ended() >= *killed_at && c.started < until)
+            .filter(|c| c.ended() >= *killed_at && c.ended() < until)
             .collect();
         let longest = window.iter().map(|c| c.took).max().unwrap_or_default();
         let errors: Vec<&&Call> = window.iter().filter(|c| c.error.is_some()).collect();
