@@ -5,8 +5,17 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use async_nats::HeaderMap;
+use async_nats::{jetstream::object_store::ObjectStore, HeaderMap};
+use jetq_contract::status::{
+    self as wire, ArtifactInfo, Progress, TaskState, MAX_PROGRESS_MESSAGE, MAX_RESULT_BYTES,
+};
+use serde::Serialize;
+use tokio::io::AsyncRead;
 use tokio_util::sync::CancellationToken;
+
+use crate::status::{
+    artifact_info, object_meta, ArtifactWriter, ContextStatus, StatusError, Tracker,
+};
 
 /// Facts about the running attempt, handed to every handler.
 #[derive(Debug, Clone)]
@@ -25,8 +34,8 @@ pub struct TaskContext {
     /// Cancelled when this attempt is over for the worker: its timeout ran out, the shutdown
     /// grace ended, the task was cancelled, or the attempt ended otherwise.
     pub(crate) attempt_over: CancellationToken,
-    /// The status of a tracked task (see `status.rs` for the context's status methods).
-    pub(crate) status: crate::status::ContextStatus,
+    /// The status of a tracked task (the status methods are below).
+    pub(crate) status: ContextStatus,
 }
 
 impl TaskContext {
@@ -123,5 +132,195 @@ impl TaskContext {
     /// ```
     pub fn cancellation_token(&self) -> CancellationToken {
         self.attempt_over.clone()
+    }
+}
+
+/// Status, progress, results, artifacts and cancellation of a tracked task (see
+/// [`jetq_contract::TaskOptions::track_status`]). On an untracked task the writers return
+/// [`StatusError::NotTracked`] and the task is never cancelled.
+impl TaskContext {
+    fn tracker(&self) -> Result<&Arc<Tracker>, StatusError> {
+        match &self.status {
+            ContextStatus::Tracked(tracker) => Ok(tracker),
+            ContextStatus::Unavailable => Err(StatusError::Unavailable {
+                task: self.task.to_string(),
+            }),
+            ContextStatus::Untracked => Err(StatusError::NotTracked {
+                task: self.task.to_string(),
+            }),
+        }
+    }
+
+    /// True if this task keeps a status record.
+    pub fn is_tracked(&self) -> bool {
+        self.tracker().is_ok()
+    }
+
+    /// Reports progress: `percent` (clamped to 0–100) and a short message (cut at 256 bytes).
+    /// Written at once; watchers (e.g. `Producer::watch`) see every report, so call it at a
+    /// human pace (every percent, every second), not per item.
+    ///
+    /// ```no_run
+    /// # async fn handler(ctx: jetq_consumer::TaskContext) -> Result<(), jetq_consumer::TaskError> {
+    /// for step in 1..=10u32 {
+    ///     // ... a tenth of the work ...
+    ///     ctx.progress(f64::from(step) * 10.0, format!("step {step} of 10")).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn progress(
+        &self,
+        percent: f64,
+        message: impl Into<String>,
+    ) -> Result<(), StatusError> {
+        let tracker = self.tracker()?;
+        let percent = if percent.is_nan() {
+            0.0
+        } else {
+            percent.clamp(0.0, 100.0)
+        };
+        let message = wire::truncate(&message.into(), MAX_PROGRESS_MESSAGE);
+        let now = jetq_contract::time::now();
+        tracker
+            .update(|record| {
+                if record.state != TaskState::Running {
+                    return false;
+                }
+                record.progress = Some(Progress {
+                    percent,
+                    message: message.clone(),
+                    at: now.clone(),
+                });
+                record.updated_at = now.clone();
+                true
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Keeps `result` (any serde value, at most 64 KiB as JSON) in the status record, written
+    /// with `succeeded` when the handler returns `Ok`. A later call replaces it.
+    ///
+    /// ```no_run
+    /// # fn handler(ctx: jetq_consumer::TaskContext) -> Result<(), jetq_consumer::TaskError> {
+    /// ctx.set_result(&serde_json::json!({ "rows": 1000 }))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn set_result<R: Serialize>(&self, result: &R) -> Result<(), StatusError> {
+        let tracker = self.tracker()?;
+        let encode = |source| StatusError::Encode {
+            id: self.id.to_string(),
+            source,
+        };
+        let value = serde_json::to_value(result).map_err(encode)?;
+        let size = serde_json::to_vec(&value).map_err(encode)?.len();
+        if size > MAX_RESULT_BYTES {
+            return Err(StatusError::ResultTooLarge {
+                id: self.id.to_string(),
+                size,
+            });
+        }
+        tracker.pending().result = Some(value);
+        Ok(())
+    }
+
+    /// Stores an artifact read from `reader` in the artifact store, under this task's id.
+    /// Listed in the record when the handler succeeds; readable by the web tier with
+    /// `Producer::artifact`. Storing the same name again (e.g. on a retry) replaces it.
+    ///
+    /// ```no_run
+    /// # async fn handler(ctx: jetq_consumer::TaskContext) -> Result<(), jetq_consumer::TaskError> {
+    /// let mut file = tokio::fs::File::open("/tmp/report.pdf").await?;
+    /// ctx.put_artifact("report.pdf", &mut file).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn put_artifact<R>(
+        &self,
+        name: &str,
+        reader: &mut R,
+    ) -> Result<ArtifactInfo, StatusError>
+    where
+        R: AsyncRead + Unpin,
+    {
+        let tracker = self.tracker()?;
+        wire::validate_artifact_name(name)?;
+        let store = self.artifact_store(tracker, name)?;
+        let info = store
+            .put(object_meta(&self.id, name), reader)
+            .await
+            .map_err(|err| StatusError::Artifact {
+                id: self.id.to_string(),
+                name: name.to_owned(),
+                source: Box::new(err),
+            })?;
+        let artifact = artifact_info(name, &info);
+        tracker.pending().artifacts.retain(|a| a.name != name);
+        tracker.pending().artifacts.push(artifact.clone());
+        Ok(artifact)
+    }
+
+    /// A writer streaming an artifact into the artifact store as it is written, in 128 KiB
+    /// chunks: nothing is buffered whole, in memory or on disk. Call
+    /// [`ArtifactWriter::finish`] to commit it; a writer dropped before that stores nothing.
+    ///
+    /// ```no_run
+    /// # async fn handler(ctx: jetq_consumer::TaskContext) -> Result<(), jetq_consumer::TaskError> {
+    /// use tokio::io::AsyncWriteExt;
+    /// let mut csv = ctx.artifact_writer("export.csv")?;
+    /// csv.write_all(b"id,name\n1,ada\n").await?;
+    /// csv.finish().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn artifact_writer(&self, name: &str) -> Result<ArtifactWriter, StatusError> {
+        let tracker = self.tracker()?;
+        wire::validate_artifact_name(name)?;
+        let store = self.artifact_store(tracker, name)?.clone();
+        Ok(ArtifactWriter::start(
+            store,
+            tracker.clone(),
+            &self.id,
+            name,
+        ))
+    }
+
+    fn artifact_store<'a>(
+        &self,
+        tracker: &'a Tracker,
+        name: &str,
+    ) -> Result<&'a ObjectStore, StatusError> {
+        tracker
+            .stores
+            .objects
+            .as_ref()
+            .ok_or_else(|| StatusError::NoArtifactStore {
+                id: self.id.to_string(),
+                name: name.to_owned(),
+            })
+    }
+
+    /// True once someone cancelled this task (`Producer::cancel`). Cooperative: the handler
+    /// decides where to stop. Whatever it returns afterwards, the task ends `cancelled` and is
+    /// not retried. Always false for an untracked task.
+    pub fn is_cancelled(&self) -> bool {
+        self.tracker().is_ok_and(|tracker| tracker.is_cancelled())
+    }
+
+    /// Resolves when the task is cancelled; never, for an untracked task. Use it in a
+    /// `tokio::select!` around the work.
+    ///
+    /// ```no_run
+    /// # async fn long_work() {}
+    /// # async fn handler(ctx: jetq_consumer::TaskContext) -> Result<(), jetq_consumer::TaskError> {
+    /// tokio::select! {
+    ///     _ = long_work() => {}
+    ///     _ = ctx.cancelled() => return Err(jetq_consumer::TaskError::fatal("cancelled")),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn cancelled(&self) {
+        match self.tracker() {
+            Ok(tracker) => tracker.cancelled.cancelled().await,
+            Err(_) => std::future::pending().await,
+        }
     }
 }
