@@ -50,7 +50,7 @@ pub use jetq_contract::{self as contract, RetryPolicy, Task, TaskOptions};
 pub use settings::{WorkerSettings, DEFAULT_PREFETCH};
 pub use status::{ArtifactWriter, StatusError};
 pub use telemetry::{NotReady, WorkerHealth};
-pub use worker::{shutdown_signal, Worker, WorkerBuilder};
+pub use worker::{existing_consumer, shutdown_signal, Worker, WorkerBuilder};
 
 /// The token type of [`TaskContext::cancellation_token`], re-exported so handlers need not
 /// depend on `tokio-util` themselves.

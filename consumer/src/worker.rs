@@ -61,6 +61,7 @@ pub struct WorkerBuilder {
     client: Option<async_nats::Client>,
     registrations: Vec<Registration>,
     meter: Option<Meter>,
+    provision_wait: Option<Duration>,
 }
 
 impl WorkerBuilder {
@@ -119,6 +120,15 @@ impl WorkerBuilder {
     /// if shorter), else it is handed back for another worker and prefetching pauses.
     pub fn prefetch(mut self, prefetch: usize) -> Self {
         self.settings.prefetch = Some(prefetch);
+        self
+    }
+
+    /// With provisioning off (`JETQ_PROVISION=false`), how long `build` waits for each queue's
+    /// durable consumer to be created by `jetq-provision` before it fails (default
+    /// [`DEFAULT_PROVISION_BUDGET`](jetq_contract::topology::DEFAULT_PROVISION_BUDGET), the
+    /// budget provisioning itself has).
+    pub fn provision_wait(mut self, wait: Duration) -> Self {
+        self.provision_wait = Some(wait);
         self
     }
 
@@ -262,7 +272,13 @@ impl WorkerBuilder {
                     .ensure_queue(queue, &self.settings.queue_settings())
                     .await?
             } else {
-                existing_consumer(&topology, queue).await?
+                existing_consumer(
+                    &topology,
+                    queue,
+                    self.provision_wait
+                        .unwrap_or(jetq_contract::topology::DEFAULT_PROVISION_BUDGET),
+                )
+                .await?
             };
             consumers.push((queue.clone(), consumer));
         }
@@ -367,23 +383,31 @@ impl WorkerBuilder {
     }
 }
 
-async fn existing_consumer(topology: &Topology, queue: &str) -> Result<PullConsumer, WorkerError> {
+/// The durable consumer of `queue`, which `jetq-provision` creates for a worker that does not
+/// provision: waited for (bounded retries with backoff for `budget`), so that workers started
+/// at the same time as the provisioner, or before it, bind once it ran instead of failing.
+pub async fn existing_consumer(
+    topology: &Topology,
+    queue: &str,
+    budget: Duration,
+) -> Result<PullConsumer, WorkerError> {
     let subjects = topology.subjects();
-    let error =
-        |source: jetq_contract::topology::BoxError| jetq_contract::ProvisionError::Consumer {
-            queue: queue.to_owned(),
-            durable: subjects.durable(queue),
-            source,
-        };
-    let stream = topology
-        .jetstream()
-        .get_stream(subjects.tasks_stream())
-        .await
-        .map_err(|err| error(Box::new(err)))?;
-    Ok(stream
-        .get_consumer(&subjects.durable(queue))
-        .await
-        .map_err(error)?)
+    let stream_name = subjects.tasks_stream();
+    let durable = subjects.durable(queue);
+    let what = format!("durable consumer {durable} of stream {stream_name} (queue {queue})");
+    let js = topology.jetstream();
+    Ok(
+        jetq_contract::wait::until_provisioned(&what, budget, || async {
+            let stream = js
+                .get_stream(&stream_name)
+                .await
+                .map_err(|err| -> jetq_contract::topology::BoxError { Box::new(err) })?;
+            stream
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&durable)
+                .await
+        })
+        .await?,
+    )
 }
 
 /// A worker process: one pull loop per queue, each running at most `concurrency` tasks.

@@ -31,6 +31,7 @@ pub mod subject;
 pub mod task;
 pub mod time;
 pub mod topology;
+pub mod wait;
 
 pub use config::{ConfigError, ConnectionConfig, Secret, StreamSettings};
 pub use connect::{connect, jetstream, ConnectError, Version};

@@ -224,6 +224,101 @@ async fn processes_without_stream_settings_leave_existing_limits_alone_and_repor
     assert_eq!(max_msgs().await, -1);
 }
 
+/// A worker with provisioning off (`JETQ_PROVISION=false`, a least-privilege user) started
+/// before `jetq-provision` ran waits for its durable instead of failing at once, starts once
+/// the durable exists, and runs tasks (issue 19, Kubernetes: worker pods no longer provision).
+#[tokio::test]
+async fn a_worker_that_does_not_provision_waits_for_jetq_provision_then_starts() {
+    let server = NatsServer::start().await;
+    let settings = WorkerSettings {
+        provision: false,
+        ..fast_settings()
+    };
+    let runs = RunCount::new();
+    let building = tokio::spawn(
+        worker(&server)
+            .settings(settings.clone())
+            .handler(counting_handler(&runs, |_| ok()))
+            .build(),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !building.is_finished(),
+        "a worker without its durable waits for jetq-provision"
+    );
+
+    // What jetq-provision does, as the admin user: streams and buckets first, the queue's
+    // durable (with the worker's settings) last.
+    let js = raw_jetstream(&server).await;
+    let topology =
+        Topology::new(js.clone(), Subjects::default(), StreamSettings::default()).reconciling();
+    topology.ensure_streams().await.unwrap();
+    topology.ensure_sweeper_consumer().await.unwrap();
+    topology.ensure_status_stores().await.unwrap();
+    topology
+        .ensure_queue("work", &settings.queue_settings())
+        .await
+        .unwrap();
+
+    let worker = within(
+        Duration::from_secs(15),
+        "the waiting worker to start",
+        building,
+    )
+    .await
+    .unwrap()
+    .expect("the worker starts once its durable exists");
+    assert_eq!(worker.queues(), vec!["work"]);
+    let (stop, run) = spawn_worker(worker);
+    producer(&server)
+        .await
+        .enqueue(&Job {
+            n: 1,
+            note: String::new(),
+        })
+        .await
+        .unwrap();
+    eventually(WAIT, "the task runs", || async {
+        (runs.get() == 1).then_some(())
+    })
+    .await;
+    stop_worker(stop, run).await;
+}
+
+/// The wait is bounded: with no jetq-provision, the worker fails after its budget, naming the
+/// durable it waited for and what creates it.
+#[tokio::test]
+async fn a_worker_that_does_not_provision_gives_up_after_its_wait_naming_the_durable() {
+    let server = NatsServer::start().await;
+    let started = std::time::Instant::now();
+    let result = within(
+        WAIT,
+        "the worker to give up",
+        worker(&server)
+            .settings(WorkerSettings {
+                provision: false,
+                ..fast_settings()
+            })
+            .provision_wait(Duration::from_secs(2))
+            .handler(|_job: Job, _ctx: TaskContext| async move { ok() })
+            .build(),
+    )
+    .await;
+    let waited = started.elapsed();
+    let Err(err) = result else {
+        panic!("no durable, no worker")
+    };
+    let text = err.to_string();
+    assert!(
+        text.contains("worker-work") && text.contains("jetq-provision"),
+        "{text}"
+    );
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(10),
+        "waited {waited:?} with a 2 s budget"
+    );
+}
+
 /// Provisioning waits while JetStream does not answer, then fails naming what it provisioned,
 /// how long it tried and what to check — never at once (a cluster still electing its leader
 /// answers the same way) and never forever.

@@ -6,12 +6,14 @@
 //!   official NATS Helm chart. The Kustomize overlays in `k8s/overlays/` build on them.
 //! - `jetq-k8s check` fails when `k8s/generated/` is not what the values render to.
 //! - `jetq-provision` creates or reconciles the streams, buckets and durable consumers of a
-//!   deployment, as the admin NATS user (an init container of every worker pod runs it).
+//!   deployment, as the admin NATS user (the provisioning Job runs it); `jetq-provision --wait`
+//!   waits for them with a least-privilege user (the worker and scheduler pods' init container).
 //!
 //! The tests in `tests/` render every overlay with `kubectl kustomize`, validate each object
 //! against the Kubernetes and KEDA schemas, and check the invariants jetq relies on.
 
 pub mod permissions;
+pub mod provision;
 pub mod render;
 pub mod values;
 

@@ -26,6 +26,10 @@ pub const SHARED_CONFIG: &str = "jetq-config";
 pub const SCHEDULER_TERMINATION_GRACE: u64 = 15;
 /// `JETQ_SHUTDOWN_GRACE` of the janitor.
 pub const JANITOR_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// The provisioning Job's name before the hash of its spec.
+pub const PROVISION_JOB_PREFIX: &str = "jetq-provision-";
+/// Seconds a finished provisioning Job is kept (`ttlSecondsAfterFinished`).
+pub const PROVISION_JOB_TTL: u64 = 24 * 3600;
 /// The uid/gid the images run as (distroless `nonroot`).
 pub const RUN_AS: u64 = 65532;
 
@@ -41,6 +45,10 @@ pub fn render(values: &Values) -> Result<BTreeMap<String, String>, Error> {
         files.insert(format!("app/{name}"), yaml(&worker(values, queue))?);
         app.push(name);
     }
+    // Every stream, bucket and queue durable exists as soon as jetq is deployed, before any
+    // worker of a queue that starts at zero pods ever ran.
+    files.insert("app/provision.yaml".into(), yaml(&provision_job(values))?);
+    app.push("provision.yaml".into());
     files.insert("app/janitor.yaml".into(), yaml(&janitor(values))?);
     app.push("janitor.yaml".into());
     files.insert(
@@ -246,11 +254,9 @@ fn default_resources() -> Value {
     json!({ "requests": { "cpu": "50m", "memory": "64Mi" }, "limits": { "cpu": "1", "memory": "256Mi" } })
 }
 
-/// An init container running `jetq-provision` for one queue, as the admin user, with the
-/// queue's worker settings (so the durable matches the workers that use it).
-fn provision_container(values: &Values, queue: &Queue, name: &str) -> Value {
-    // Only the shared settings jetq-provision reads (it has no telemetry to configure).
-    let mut env: Vec<Value> = ["JETQ_NATS_URL", "JETQ_STREAM_REPLICAS"]
+/// The shared settings `jetq-provision` reads (it has no telemetry to configure).
+fn provision_shared_env() -> Vec<Value> {
+    ["JETQ_NATS_URL", "JETQ_STREAM_REPLICAS"]
         .iter()
         .map(|key| {
             json!({
@@ -258,20 +264,102 @@ fn provision_container(values: &Values, queue: &Queue, name: &str) -> Value {
                 "valueFrom": { "configMapKeyRef": { "name": SHARED_CONFIG, "key": key } },
             })
         })
-        .collect();
+        .collect()
+}
+
+fn provision_resources() -> Value {
+    json!({ "requests": { "cpu": "10m", "memory": "16Mi" }, "limits": { "cpu": "200m", "memory": "64Mi" } })
+}
+
+/// The arguments of the provisioning Job's `jetq-provision`: every queue, each with its
+/// workers' durable settings (`--queue emails --ack-wait 30s --max-deliver 26 ...`).
+pub fn provision_args(values: &Values) -> Vec<String> {
+    let mut args = Vec::new();
+    for queue in &values.queues {
+        args.push("--queue".to_owned());
+        args.push(queue.name.clone());
+        let env = values.worker_jetq_env(queue);
+        for (flag, variable) in crate::provision::QUEUE_FLAGS {
+            if let Some((_, value)) = env.iter().find(|(key, _)| key == variable) {
+                args.push((*flag).to_owned());
+                args.push(value.clone());
+            }
+        }
+    }
+    args
+}
+
+/// The Job that provisions JetStream as the admin user — the only object that gets the admin
+/// password: every stream and bucket, and each queue's durable with its workers' settings, in
+/// one `jetq-provision` run. Its name ends in a hash of its spec, so changed settings (or a
+/// new image) make a new Job that runs again, while re-applying unchanged ones does nothing.
+fn provision_job(values: &Values) -> Value {
+    let mut env = provision_shared_env();
     env.extend(login(values, "admin"));
-    env.extend(
-        values
-            .worker_jetq_env(queue)
-            .into_iter()
-            .map(|(k, v)| literal(&k, v)),
-    );
+    let mut command = vec!["jetq-provision".to_owned()];
+    command.extend(provision_args(values));
+    let spec = json!({
+        // Retried with backoff while NATS is not reachable yet (each run waits up to its
+        // budget for a cluster electing leaders).
+        "backoffLimit": 10,
+        // Gone a day after it finished; re-applying then runs it once more (it is idempotent).
+        "ttlSecondsAfterFinished": PROVISION_JOB_TTL,
+        "template": {
+            "metadata": { "labels": labels("provision", None) },
+            "spec": {
+                "restartPolicy": "OnFailure",
+                "serviceAccountName": "jetq",
+                "automountServiceAccountToken": false,
+                "enableServiceLinks": false,
+                "securityContext": pod_security(),
+                "containers": [{
+                    "name": "provision",
+                    "image": values.images.cli,
+                    "command": command,
+                    "env": env,
+                    "resources": provision_resources(),
+                    "securityContext": container_security(),
+                }],
+            },
+        },
+    });
     json!({
-        "name": name,
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": format!("{PROVISION_JOB_PREFIX}{}", spec_hash(&spec)),
+            "labels": labels("provision", None),
+        },
+        "spec": spec,
+    })
+}
+
+/// 12 hex digits of the FNV-1a hash of `value`'s JSON text (its object keys are sorted, so the
+/// text, and the hash, only change when the value does).
+pub fn spec_hash(value: &Value) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in value.to_string().bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:012x}", hash & 0xffff_ffff_ffff)
+}
+
+/// An init container that waits, with the pod's own least-privilege login, until the
+/// provisioning Job created what the pod needs (`jetq-provision --wait ...`): the pod starts
+/// once it exists, and reports not ready until then. It fails after the provisioning budget
+/// and the kubelet runs it again with backoff.
+fn wait_container(values: &Values, user: &str, args: &[&str]) -> Value {
+    let mut env = provision_shared_env();
+    env.extend(login(values, user));
+    let mut command = vec!["jetq-provision", "--wait"];
+    command.extend(args);
+    json!({
+        "name": "wait-for-provisioning",
         "image": values.images.cli,
-        "command": ["jetq-provision", "--queue", queue.name],
+        "command": command,
         "env": env,
-        "resources": { "requests": { "cpu": "10m", "memory": "16Mi" }, "limits": { "cpu": "200m", "memory": "64Mi" } },
+        "resources": provision_resources(),
         "securityContext": container_security(),
     })
 }
@@ -286,7 +374,7 @@ fn worker(values: &Values, queue: &Queue) -> Value {
         .map(|(k, v)| literal(&k, v))
         .collect();
 
-    let provision = provision_container(values, queue, "provision");
+    let provision = wait_container(values, &permissions::worker_user(q), &["--queue", q]);
 
     let mut env = vec![literal("JETQ_QUEUES", q)];
     env.extend(login(values, &permissions::worker_user(q)));
@@ -405,8 +493,8 @@ fn janitor(values: &Values) -> Value {
 }
 
 fn scheduler(values: &Values) -> Value {
-    // Its own least-privilege user: the init containers provision as admin (jetq-provision
-    // creates the delayed-task stream and the scheduler's bucket too).
+    // Its own least-privilege user: the provisioning Job creates the delayed-task stream and
+    // the scheduler's bucket (as admin); its init container waits for them.
     let mut env = login(values, "scheduler");
     env.push(literal("JETQ_PROVISION", "false"));
     env.push(literal(
@@ -453,13 +541,7 @@ fn scheduler(values: &Values) -> Value {
                         "whenUnsatisfiable": "ScheduleAnyway",
                         "labelSelector": { "matchLabels": labels("scheduler", None) },
                     }],
-                    // Every queue's durable exists as soon as jetq is deployed, before any worker
-                    // of a queue that starts at zero pods ever ran.
-                    "initContainers": values
-                        .queues
-                        .iter()
-                        .map(|queue| provision_container(values, queue, &format!("provision-{}", queue.name)))
-                        .collect::<Vec<_>>(),
+                    "initContainers": [wait_container(values, "scheduler", &["--scheduler"])],
                     "containers": [container],
                     "volumes": [tmp, { "name": "schedules", "configMap": { "name": "jetq-schedules" } }],
                 },

@@ -12,7 +12,7 @@ use std::{
 
 use jetq_consumer::WorkerSettings;
 use jetq_contract::{ConnectionConfig, StreamSettings, Subjects, Task};
-use jetq_k8s::{permissions, render};
+use jetq_k8s::{permissions, provision::Command, render};
 use serde_json::Value;
 use support::*;
 
@@ -757,7 +757,15 @@ fn every_pod_logs_in_as_its_own_least_privilege_user_with_a_secret_password() {
                     "worker" if janitor => "janitor".to_owned(),
                     "worker" => permissions::worker_user(&queue_of(&objects, workload)),
                     "web" => "producer".to_owned(),
-                    "jetq-provision" => "admin".to_owned(),
+                    // Only the provisioning Job provisions; the pods' init containers wait
+                    // with the pod's own user.
+                    "jetq-provision" if !waits(container) => "admin".to_owned(),
+                    "jetq-provision"
+                        if kind(workload) == "Deployment" && name(workload) == "scheduler" =>
+                    {
+                        "scheduler".to_owned()
+                    }
+                    "jetq-provision" => permissions::worker_user(&queue_of(&objects, workload)),
                     "scheduler" => "scheduler".to_owned(),
                     other => panic!("{other}"),
                 };
@@ -1202,36 +1210,135 @@ fn every_image_the_manifests_run_is_a_dockerfile_target_with_that_binary() {
 fn every_queue_is_provisioned_at_deploy_time_with_its_workers_settings() {
     for overlay in OVERLAYS {
         let objects = rendered(overlay);
-        let scheduler = find(&objects, "Deployment", "scheduler");
-        let init = pod_spec(scheduler)["initContainers"].as_array().unwrap();
-        for deployment in workers(&objects) {
+        let jobs = of_kind(&objects, "Job");
+        assert_eq!(jobs.len(), 1, "{overlay}: one provisioning Job");
+        let job = jobs[0];
+        let provision = main_container(job);
+        let command: Vec<String> = provision["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(command[0], "jetq-provision");
+        // What jetq-provision makes of its command line, with the Job's environment.
+        let job_env = process_env(&environment(&objects, provision));
+        let Command::Provision { queues } =
+            jetq_k8s::provision::parse(command[1..].to_vec(), &job_env).unwrap()
+        else {
+            panic!("{overlay}: the Job provisions")
+        };
+        assert_eq!(
+            literal(&environment(&objects, provision), "JETQ_NATS_USER"),
+            Some("admin")
+        );
+        let workers = workers(&objects);
+        assert_eq!(queues.len(), workers.len(), "{overlay}: {queues:?}");
+        for deployment in workers {
             let queue = queue_of(&objects, deployment);
-            let at_deploy = init
+            let (_, at_deploy) = queues
                 .iter()
-                .find(|c| c["command"] == serde_json::json!(["jetq-provision", "--queue", queue]))
-                .unwrap_or_else(|| {
-                    panic!("{overlay}: the scheduler pod does not provision {queue}")
-                });
-            let in_worker = &pod_spec(deployment)["initContainers"][0];
-            assert_eq!(in_worker["command"], at_deploy["command"]);
-            assert_eq!(
-                environment(&objects, in_worker),
-                environment(&objects, at_deploy),
-                "{overlay}: {queue} is provisioned with the same settings everywhere"
-            );
+                .find(|(q, _)| *q == queue)
+                .unwrap_or_else(|| panic!("{overlay}: the Job does not provision {queue}"));
             let worker = WorkerSettings::from_env_iter(process_env(&environment(
                 &objects,
                 main_container(deployment),
             )))
             .unwrap();
-            let provision =
-                WorkerSettings::from_env_iter(process_env(&environment(&objects, at_deploy)))
-                    .unwrap();
+            assert_eq!(&worker.queue_settings(), at_deploy, "{overlay}: {queue}");
+            // The worker pod waits for its durable with its own user.
+            let init = pod_spec(deployment)["initContainers"].as_array().unwrap();
+            assert_eq!(init.len(), 1, "{overlay}: {queue}");
             assert_eq!(
-                worker.queue_settings(),
-                provision.queue_settings(),
-                "{overlay}: {queue}"
+                init[0]["command"],
+                serde_json::json!(["jetq-provision", "--wait", "--queue", queue])
+            );
+        }
+        // Its name carries a hash of its spec: changed settings make a new Job that runs again.
+        assert_eq!(
+            name(job),
+            format!(
+                "{}{}",
+                jetq_k8s::render::PROVISION_JOB_PREFIX,
+                jetq_k8s::render::spec_hash(&rendered_job_spec(job))
+            ),
+            "{overlay}"
+        );
+        assert_eq!(pod_spec(job)["restartPolicy"], "OnFailure");
+        let scheduler = find(&objects, "Deployment", "scheduler");
+        assert_eq!(
+            pod_spec(scheduler)["initContainers"][0]["command"],
+            serde_json::json!(["jetq-provision", "--wait", "--scheduler"])
+        );
+    }
+}
+
+/// The Job's spec as `jetq-k8s render` wrote it (the overlays add labels and a namespace).
+fn rendered_job_spec(job: &Value) -> Value {
+    let text = std::fs::read_to_string(k8s().join("generated/app/provision.yaml")).unwrap();
+    let generated: Value = serde_norway::from_str(&text).unwrap();
+    assert_eq!(name(&generated), name(job));
+    generated["spec"].clone()
+}
+
+#[test]
+fn the_job_name_changes_with_the_queue_settings() {
+    let mut values = values().clone();
+    let before = jetq_k8s::render::render(&values).unwrap()["app/provision.yaml"].clone();
+    let again = jetq_k8s::render::render(&values).unwrap()["app/provision.yaml"].clone();
+    assert_eq!(before, again, "the same values give the same Job");
+    values.queues[0].max_in_flight = Some(7);
+    let after = jetq_k8s::render::render(&values).unwrap()["app/provision.yaml"].clone();
+    let job_name = |text: &str| -> String {
+        let job: Value = serde_norway::from_str(text).unwrap();
+        name(&job).to_owned()
+    };
+    assert_ne!(job_name(&before), job_name(&after));
+    assert!(after.contains("- '7'"), "{after}");
+}
+
+#[test]
+fn no_worker_or_scheduler_pod_references_the_admin_password() {
+    let admin_key = permissions::password_variable("admin");
+    for overlay in OVERLAYS {
+        let objects = rendered(overlay);
+        for workload in workloads(&objects) {
+            let text = pod_spec(workload).to_string();
+            let component = workload["metadata"]["labels"]["app.kubernetes.io/component"]
+                .as_str()
+                .unwrap_or_default();
+            if kind(workload) == "Job" {
+                assert_eq!(component, "provision", "{overlay}: {}", name(workload));
+                assert!(
+                    text.contains(&admin_key),
+                    "{overlay}: the Job provisions as admin"
+                );
+                continue;
+            }
+            if kind(workload) == "StatefulSet" {
+                continue; // the dev NATS server reads every password
+            }
+            assert!(
+                !text.contains(&admin_key) && !text.contains("\"admin\""),
+                "{overlay}: {} {} references the admin user or its password",
+                kind(workload),
+                name(workload)
+            );
+        }
+        for component in ["worker", "scheduler"] {
+            assert!(
+                workloads(&objects)
+                    .iter()
+                    .any(|w| w["metadata"]["labels"]["app.kubernetes.io/component"] == component),
+                "{overlay}: no {component} pod rendered"
             );
         }
     }
+}
+
+/// Whether a `jetq-provision` container only waits (`--wait`).
+fn waits(container: &Value) -> bool {
+    container["command"]
+        .as_array()
+        .is_some_and(|args| args.iter().any(|a| a == "--wait"))
 }

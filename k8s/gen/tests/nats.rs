@@ -107,13 +107,27 @@ async fn js(env: &[(String, String)]) -> jetstream::Context {
 }
 
 async fn run_provision(env: &[(String, String)], args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_jetq-provision"))
-        .args(args)
-        .env_clear()
-        .envs(env.iter().cloned())
-        .output()
-        .await
-        .unwrap()
+    provision_command(env, args).output().await.unwrap()
+}
+
+/// `jetq-provision` with exactly this environment and these arguments.
+fn provision_command<S: AsRef<std::ffi::OsStr>>(
+    env: &[(String, String)],
+    args: &[S],
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jetq-provision"));
+    command.args(args).env_clear().envs(env.iter().cloned());
+    command
+}
+
+/// A `jetq-provision` container's arguments (its command without the program).
+fn args_of(container: &Value) -> Vec<String> {
+    let command = container["command"].as_array().unwrap();
+    assert_eq!(command[0], "jetq-provision", "{container}");
+    command[1..]
+        .iter()
+        .map(|arg| arg.as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -123,31 +137,77 @@ async fn provisioning_and_each_pods_login_work_against_a_real_server() {
     let subjects = Subjects::default();
     // The dev overlay: one server, streams with one replica, like this test server.
     let objects = rendered("dev");
-    let admin_env = |deployment: &Value| {
-        let init = &pod_spec(deployment)["initContainers"][0];
-        (
-            pod_env(&objects, init, &url),
-            init["command"].as_array().unwrap().clone(),
-        )
-    };
+    let job = of_kind(&objects, "Job")[0];
+    let admin = pod_env(&objects, &pod_spec(job)["containers"][0], &url);
+    let job_args = args_of(&pod_spec(job)["containers"][0]);
+
+    // Every pod's init container waits with the pod's own login; before the Job ran it gives
+    // up after its budget, naming what is missing.
+    let mut waits = Vec::new();
+    for deployment in of_kind(&objects, "Deployment") {
+        for init in pod_spec(deployment)["initContainers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            waits.push((
+                name(deployment).to_owned(),
+                pod_env(&objects, init, &url),
+                args_of(init),
+            ));
+        }
+    }
+    assert_eq!(
+        waits.len(),
+        values().queues.len() + 1,
+        "each worker and the scheduler wait"
+    );
+    for (pod, env, args) in &waits {
+        let mut args = args.clone();
+        args.extend(["--wait-budget".to_owned(), "1s".to_owned()]);
+        let output = provision_command(env, &args).output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{pod}: {stderr}");
+        assert!(stderr.contains("jetq-provision"), "{pod}: {stderr}");
+    }
+    // Started before the Job, they finish once it ran.
+    let mut waiting = Vec::new();
+    for (pod, env, args) in &waits {
+        let child = provision_command(env, args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        waiting.push((pod.clone(), child));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for round in 0..2 {
+        // Twice: re-applying runs it again, so it must be idempotent.
+        let output = provision_command(&admin, &job_args).output().await.unwrap();
+        assert!(
+            output.status.success(),
+            "jetq-provision (round {round}):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    for (pod, child) in waiting {
+        let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("{pod}: still waiting 30 s after the Job ran"))
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{pod}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 
     for queue in &values().queues {
-        let deployment = find(&objects, "Deployment", &format!("worker-{}", queue.name));
-        let (env, command) = admin_env(deployment);
-        let args: Vec<&str> = command[1..].iter().map(|a| a.as_str().unwrap()).collect();
-        for round in 0..2 {
-            // Twice: every pod start runs it, so it must be idempotent.
-            let output = run_provision(&env, &args).await;
-            assert!(
-                output.status.success(),
-                "jetq-provision (round {round}) for {}:\n{}",
-                queue.name,
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
+        let env = &admin;
         // The durable has the worker's settings and no inactive_threshold.
         let settings = values().worker_settings(queue);
-        let mut consumer: PullConsumer = js(&env)
+        let mut consumer: PullConsumer = js(env)
             .await
             .get_stream(subjects.tasks_stream())
             .await
@@ -256,7 +316,7 @@ async fn provisioning_and_each_pods_login_work_against_a_real_server() {
         .await
         .expect("the web pod enqueues a delayed task");
 
-    // The scheduler pod starts with its own login on what the init containers provisioned.
+    // The scheduler pod starts with its own login on what the provisioning Job created.
     let scheduler = find(&objects, "Deployment", "scheduler");
     let env = pod_env(&objects, &pod_spec(scheduler)["containers"][0], &url);
     let mut settings = jetq_scheduler::SchedulerSettings::from_env_iter(env.clone()).unwrap();
@@ -373,20 +433,16 @@ async fn a_worker_pod_runs_its_queue_with_its_own_login_and_stops_within_its_gra
     let url = server.url();
     let subjects = Subjects::default();
     let objects = rendered("dev");
-    let scheduler = find(&objects, "Deployment", "scheduler");
-    for init in pod_spec(scheduler)["initContainers"].as_array().unwrap() {
-        let env = pod_env(&objects, init, &url);
-        let args: Vec<&str> = init["command"].as_array().unwrap()[1..]
-            .iter()
-            .map(|a| a.as_str().unwrap())
-            .collect();
-        let output = run_provision(&env, &args).await;
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    let job = &pod_spec(of_kind(&objects, "Job")[0])["containers"][0];
+    let output = provision_command(&pod_env(&objects, job, &url), &args_of(job))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     let deployment = find(&objects, "Deployment", "worker-emails");
     let container = &pod_spec(deployment)["containers"][0];
@@ -448,7 +504,7 @@ async fn a_worker_pod_runs_its_queue_with_its_own_login_and_stops_within_its_gra
         })
         .await
         .unwrap();
-    let admin_env = pod_env(&objects, &pod_spec(deployment)["initContainers"][0], &url);
+    let admin_env = pod_env(&objects, job, &url);
     let admin = js(&admin_env).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
