@@ -392,6 +392,23 @@ async fn run(config: Config) -> Result<(), String> {
                         );
                     }
                 }
+                // Web requests enqueuing at once, each awaiting its own task (issue 20's
+                // target under sync_interval always: >= 3x raw).
+                for &imp in &order {
+                    let name = format!(
+                        "enqueue, 64 concurrent callers each awaiting its task, {pipe_n} tasks"
+                    );
+                    let value = measure::enqueue_callers(&spec, sync, imp, pipe_n, 64).await;
+                    table.record(
+                        &progress,
+                        group,
+                        &name,
+                        "tasks/s",
+                        Better::Higher,
+                        imp,
+                        value,
+                    );
+                }
                 if config.diagnose && config.only.is_none() {
                     // Both columns are jetq: the pipeline loop of `enqueue_many` against as many
                     // concurrent `enqueue` calls as its window.

@@ -312,6 +312,84 @@ pub(crate) async fn enqueue_concurrent(
     Ok(n as f64 / elapsed.as_secs_f64())
 }
 
+/// Concurrent callers each awaiting its own task, as web requests enqueue: `callers` at a time,
+/// `n` tasks in all. jetq: `Producer::enqueue` (coalesced into atomic batches on 2.12+). Raw:
+/// each caller publishes jetq's very message and awaits its ack.
+pub(crate) async fn enqueue_callers(
+    spec: &ServerSpec,
+    sync: bool,
+    imp: Impl,
+    n: u64,
+    callers: usize,
+) -> Outcome<f64> {
+    let server = spec.start(sync).await;
+    let url = server.url();
+    let elapsed = match imp {
+        Impl::Jetq => {
+            let producer = Producer::builder()
+                .url(url.as_str())
+                .connect()
+                .await
+                .map_err(|e| format!("producer: {e}"))?;
+            let run = |users: Vec<u64>| {
+                let producer = &producer;
+                futures::stream::iter(users)
+                    .map(move |user| async move { producer.enqueue(&SendEmail::new(user)).await })
+                    .buffer_unordered(callers)
+                    .filter(|result| futures::future::ready(result.is_err()))
+                    .count()
+            };
+            if run(vec![WARMUP_USER; WARMUP_TASKS as usize]).await > 0 {
+                return Err("warm-up enqueue failed".into());
+            }
+            let start = Instant::now();
+            let failed = run((1..=n).collect()).await;
+            if failed > 0 {
+                return Err(format!("{failed} of {n} enqueues failed"));
+            }
+            start.elapsed()
+        }
+        Impl::Raw => {
+            let js = raw_context(&url).await?;
+            create_task_stream(&js).await?;
+            let subject = subject();
+            let id_base = crate::workload::now_us() << 20;
+            let run = |users: Vec<u64>| {
+                let (js, subject) = (&js, &subject);
+                futures::stream::iter(users.into_iter().enumerate())
+                    .map(move |(i, user)| async move {
+                        let body = serde_json::to_vec(&SendEmail::new(user)).unwrap_or_default();
+                        let ack = js
+                            .publish_with_headers(
+                                subject.clone(),
+                                jetq_headers(id_base + i as u64),
+                                body.into(),
+                            )
+                            .await;
+                        match ack {
+                            Ok(ack) => ack.await.is_ok(),
+                            Err(_) => false,
+                        }
+                    })
+                    .buffer_unordered(callers)
+                    .filter(|ok| futures::future::ready(!ok))
+                    .count()
+            };
+            if run(vec![WARMUP_USER; WARMUP_TASKS as usize]).await > 0 {
+                return Err("warm-up publish failed".into());
+            }
+            let start = Instant::now();
+            let failed = run((1..=n).collect()).await;
+            if failed > 0 {
+                return Err(format!("{failed} of {n} publishes failed"));
+            }
+            start.elapsed()
+        }
+    };
+    drop(server);
+    Ok(n as f64 / elapsed.as_secs_f64())
+}
+
 /// The two headers jetq's producer puts on every task: `Nats-Msg-Id` (the task id, a fresh
 /// unique one here) and `Jetq-Enqueued-At` (now). A raw twin sending them publishes the very
 /// message jetq does, so the server does the same work for both (its duplicate check and

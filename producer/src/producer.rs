@@ -21,6 +21,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 #[path = "atomic.rs"]
 mod atomic;
 
+#[path = "coalesce.rs"]
+mod coalesce;
+
 #[path = "delayed.rs"]
 pub(crate) mod delayed;
 
@@ -277,7 +280,7 @@ impl ProducerBuilder {
         );
         let status = status::StatusStores::new(topology, self.settings.provision);
         let meter = self.meter.unwrap_or_else(telemetry::meter);
-        Ok(Producer {
+        let mut producer = Producer {
             status,
             client,
             js,
@@ -288,7 +291,13 @@ impl ProducerBuilder {
             attempts: self.settings.publish_attempts.max(1),
             max_delay: self.settings.max_delay,
             atomic: std::sync::Arc::new(atomic),
-        })
+            coalescer: None,
+        };
+        if producer.atomic.enabled() {
+            let coalescer = coalesce::Coalescer::start(producer.clone());
+            producer.coalescer = Some(std::sync::Arc::new(coalescer));
+        }
+        Ok(producer)
     }
 }
 
@@ -328,6 +337,9 @@ pub struct Producer {
     max_delay: Duration,
     /// Whether `enqueue_many` stores tasks in atomic batches (see `atomic.rs`).
     atomic: std::sync::Arc<atomic::AtomicBatches>,
+    /// Gathers concurrent `enqueue` calls into atomic batches (see `coalesce.rs`); `None` where
+    /// batches are off, and in the coalescing task's own clone.
+    coalescer: Option<std::sync::Arc<coalesce::Coalescer>>,
 }
 
 /// An untyped task: what other languages send, and what the CLI and the scheduler enqueue.
@@ -383,7 +395,7 @@ impl Producer {
         options: EnqueueOptions,
     ) -> Result<Enqueued, EnqueueError> {
         let prepared = self.prepare_typed(task, options)?;
-        self.publish(prepared).await
+        self.publish_coalesced(prepared).await
     }
 
     /// Enqueues an untyped task: JSON arguments for a queue and task name.
@@ -394,7 +406,19 @@ impl Producer {
             task.payload,
             task.options,
         )?;
-        self.publish(prepared).await
+        self.publish_coalesced(prepared).await
+    }
+
+    /// One task from `enqueue`: in the next coalesced atomic batch where batches are on (group
+    /// commit, `coalesce.rs`), else alone.
+    async fn publish_coalesced(&self, prepared: Prepared) -> Result<Enqueued, EnqueueError> {
+        match &self.coalescer {
+            Some(coalescer) if self.atomic.enabled() => match coalescer.enqueue(prepared).await {
+                Ok(result) => result,
+                Err(prepared) => self.publish(prepared).await,
+            },
+            _ => self.publish(prepared).await,
+        }
     }
 
     /// Enqueues many tasks. Results come back in input order, one per task; a failure of one

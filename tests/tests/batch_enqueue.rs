@@ -188,3 +188,64 @@ async fn atomic_batches_can_be_turned_off() {
         "sent one by one"
     );
 }
+
+/// Concurrent `enqueue` calls (web requests at once) share atomic batches, and each still gets
+/// its own task's answer: a caller whose key was used gets `duplicate: true`, the others their
+/// sequences.
+#[tokio::test]
+async fn concurrent_enqueue_calls_share_batches_and_each_gets_its_own_answer() {
+    let server = NatsServer::start().await;
+    let producer = producer(&server).await;
+    producer
+        .enqueue_with(
+            &Job {
+                n: 1000,
+                note: String::new(),
+            },
+            EnqueueOptions::new().key("taken"),
+        )
+        .await
+        .unwrap();
+    let calls = (0..64u64).map(|n| {
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            let options = if n == 7 {
+                EnqueueOptions::new().key("taken")
+            } else {
+                EnqueueOptions::default()
+            };
+            let job = Job {
+                n,
+                note: String::new(),
+            };
+            (n, producer.enqueue_with(&job, options).await)
+        })
+    });
+    let results = futures::future::join_all(calls).await;
+    let mut sequences = BTreeSet::new();
+    for joined in results {
+        let (n, result) = joined.unwrap();
+        let enqueued = result.unwrap();
+        assert_eq!(enqueued.duplicate, n == 7, "call {n}");
+        if n != 7 {
+            assert!(sequences.insert(enqueued.sequence), "one sequence per task");
+        }
+    }
+    let js = raw_jetstream(&server).await;
+    let stored = stream_messages(&js, "JETQ_TASKS").await;
+    let mut ns = stored_ns(&stored);
+    ns.sort_unstable();
+    let mut expected: Vec<u64> = (0..64).filter(|n| *n != 7).collect();
+    expected.push(1000);
+    expected.sort_unstable();
+    assert_eq!(ns, expected, "every task once, the duplicate not at all");
+    let stored_sequences: BTreeSet<u64> = stored
+        .iter()
+        .filter(|m| serde_json::from_slice::<Job>(&m.payload).unwrap().n != 1000)
+        .map(|m| m.sequence)
+        .collect();
+    assert_eq!(
+        stored_sequences, sequences,
+        "each caller got its task's sequence"
+    );
+}
