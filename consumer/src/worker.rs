@@ -295,6 +295,7 @@ impl WorkerBuilder {
         } else {
             None
         };
+        publish_catalog(&topology, &registry, &queues, self.settings.provision).await;
         let any_tracked = registry.registrations().any(|r| r.options.track_status);
         let recheck = self.settings.heartbeat_interval();
         let dead_letter_topology = topology.clone();
@@ -380,6 +381,57 @@ impl WorkerBuilder {
             }
         }
         Ok(registry)
+    }
+}
+
+/// Writes the task types this worker handles on the queues it pulls into the catalog
+/// (PROTOCOL.md, "Task-type catalog"), so producers in any language know which are tracked.
+/// Best effort: a missing bucket (not provisioned yet, an older deployment) or a user not
+/// allowed to write it is logged, and the worker runs as before.
+async fn publish_catalog(
+    topology: &Topology,
+    registry: &Registry,
+    queues: &[String],
+    provision: bool,
+) {
+    let bucket = jetq_contract::catalog::bucket(topology.subjects());
+    let store = if provision {
+        jetq_contract::catalog::ensure_bucket(topology)
+            .await
+            .map_err(|err| err.to_string())
+    } else {
+        topology
+            .jetstream()
+            .get_key_value(bucket.clone())
+            .await
+            .map_err(|err| err.to_string())
+    };
+    let store = match store {
+        Ok(store) => store,
+        Err(err) => {
+            tracing::warn!(%bucket, error = %err, "task-type catalog unavailable: not published");
+            return;
+        }
+    };
+    for registration in registry.registrations() {
+        if registration.is_catch_all() || !queues.iter().any(|q| **q == *registration.queue) {
+            continue;
+        }
+        let entry = jetq_contract::catalog::CatalogEntry::new(
+            &registration.queue,
+            &registration.task,
+            &registration.options,
+        );
+        let written = match serde_json::to_vec(&entry) {
+            Ok(value) => store
+                .put(entry.key(), value.into())
+                .await
+                .map_err(|err| err.to_string()),
+            Err(err) => Err(err.to_string()),
+        };
+        if let Err(err) = written {
+            tracing::warn!(%bucket, key = %entry.key(), error = %err, "task type not published in the catalog");
+        }
     }
 }
 

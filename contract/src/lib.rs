@@ -14,6 +14,7 @@
 //! - [`status`]: status records of tracked tasks ([`TaskStatus`]), their KV keys and buckets.
 
 pub mod attempts;
+pub mod catalog;
 pub mod config;
 #[cfg(feature = "config-file")]
 pub mod config_file;

@@ -707,3 +707,61 @@ async fn publish_replies_are_retried_or_reported_as_the_vectors_say() {
         }
     }
 }
+
+/// A task-type catalog entry (PROTOCOL.md, Task-type catalog).
+#[derive(Debug, Deserialize)]
+struct CatalogVector {
+    name: String,
+    key: String,
+    exact: bool,
+    value: String,
+    entry: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CatalogSection {
+    bucket: String,
+    entries: Vec<CatalogVector>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CatalogVectors {
+    catalog: CatalogSection,
+}
+
+#[test]
+fn catalog_entries_are_written_and_read_as_the_vectors_say() {
+    let path = repo_root().join("docs/conformance/vectors.json");
+    let vectors: CatalogVectors =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let section = vectors.catalog;
+    assert_eq!(
+        jetq_contract::catalog::bucket(&jetq_contract::Subjects::default()),
+        section.bucket
+    );
+    assert!(section.entries.len() >= 4);
+    for vector in section.entries {
+        let name = &vector.name;
+        let read: Option<jetq_contract::catalog::CatalogEntry> =
+            serde_json::from_str(&vector.value).ok();
+        match (&read, &vector.entry) {
+            (None, None) => continue,
+            (Some(entry), Some(expected)) => {
+                assert_eq!(entry.queue, expected["queue"], "{name}");
+                assert_eq!(entry.task, expected["task"], "{name}");
+                assert_eq!(entry.max_attempts, expected["max_attempts"], "{name}");
+                assert_eq!(entry.timeout_ms, expected["timeout_ms"], "{name}");
+                assert_eq!(entry.tracked, expected["tracked"], "{name}");
+                assert_eq!(entry.key(), vector.key, "{name}");
+                if vector.exact {
+                    assert_eq!(
+                        serde_json::to_string(entry).unwrap(),
+                        vector.value,
+                        "{name}"
+                    );
+                }
+            }
+            (read, expected) => panic!("{name}: read {read:?}, expected {expected:?}"),
+        }
+    }
+}

@@ -145,6 +145,11 @@ fn for_queue(line: &str, queue: &str) -> String {
             &format!(".dead.{TEMPLATE_QUEUE}."),
             &format!(".dead.{queue}."),
         )
+        // Its task types in the catalog (`$KV.JETQ_CATALOG.<queue>.>`).
+        .replace(
+            &format!("_CATALOG.{TEMPLATE_QUEUE}."),
+            &format!("_CATALOG.{queue}."),
+        )
         .replace(
             &format!("WORKER_{}_", upper(TEMPLATE_QUEUE)),
             &format!("WORKER_{}_", upper(queue)),

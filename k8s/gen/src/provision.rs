@@ -222,6 +222,7 @@ pub async fn run(
             // Everything the least-privilege users may use but not create: status of tracked
             // tasks (workers, producers), the scheduler's delayed-task stream and state.
             topology.ensure_status_stores().await?;
+            jetq_contract::catalog::ensure_bucket(&topology).await?;
             jetq_scheduler::provision_with(&topology).await?;
             // Queues last: a durable that exists means everything above does (what `--wait`
             // relies on).
