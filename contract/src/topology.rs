@@ -53,6 +53,11 @@ pub const PROVISION_MISMATCHES: &str = "jetq.provision.mismatches";
 /// The first pause between retries; doubled each time up to [`MAX_RETRY_PAUSE`].
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(200);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(3);
+/// How long a request that keeps timing out is retried while the server answers other
+/// JetStream requests (its account info): the server is up, so the silence is most likely a
+/// permission the NATS user lacks (the server drops the request and only logs it), not an
+/// election; waiting the whole budget would only delay the error.
+const REFUSED_BUDGET: Duration = Duration::from_secs(10);
 
 /// A boxed error from the NATS client.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -92,7 +97,9 @@ pub enum ProvisionError {
     /// within the provisioning budget.
     #[error(
         "cannot provision {name}: JetStream was not ready after {attempts} attempts in \
-         {waited:?} (is JetStream enabled, the cluster up and its leader elected?): {source}"
+         {waited:?} (is JetStream enabled, the cluster up and its leader elected? A request that \
+         times out while the server answers others is usually refused by the NATS user's \
+         permissions): {source}"
     )]
     Unavailable {
         /// The stream, bucket or consumer.
@@ -515,7 +522,7 @@ impl Topology {
         E: std::error::Error + Send + Sync + 'static,
     {
         let started = tokio::time::Instant::now();
-        let deadline = started + self.budget;
+        let mut deadline = started + self.budget;
         let mut pause = FIRST_RETRY_PAUSE;
         let mut attempts: u32 = 0;
         loop {
@@ -526,6 +533,12 @@ impl Topology {
             };
             if !is_transient(&err) {
                 return Err(Attempted::Final(err));
+            }
+            if is_timeout(&err)
+                && deadline > started + REFUSED_BUDGET
+                && self.js.query_account().await.is_ok()
+            {
+                deadline = started + REFUSED_BUDGET;
             }
             let jittered = pause.mul_f64(rand::random_range(0.5..1.0));
             if tokio::time::Instant::now() + jittered >= deadline {
@@ -711,6 +724,32 @@ const NOT_READY: [ErrorCode; 8] = [
 
 fn not_ready(api: &jetstream::Error) -> bool {
     NOT_READY.contains(&api.error_code()) || api.code() == 503
+}
+
+/// Whether `err` is a request that got no answer in time (as opposed to a "not ready" answer).
+fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    use jetstream::{
+        context::{CreateKeyValueErrorKind, CreateStreamErrorKind, RequestErrorKind},
+        stream::ConsumerErrorKind,
+    };
+    chain(err).any(|err| {
+        if let Some(create) = err.downcast_ref::<jetstream::context::CreateStreamError>() {
+            return create.kind() == CreateStreamErrorKind::TimedOut;
+        }
+        if let Some(request) = err.downcast_ref::<jetstream::context::RequestError>() {
+            return request.kind() == RequestErrorKind::TimedOut;
+        }
+        if let Some(request) = err.downcast_ref::<async_nats::RequestError>() {
+            return request.kind() == async_nats::RequestErrorKind::TimedOut;
+        }
+        if let Some(create) = err.downcast_ref::<jetstream::context::CreateKeyValueError>() {
+            return create.kind() == CreateKeyValueErrorKind::TimedOut;
+        }
+        if let Some(consumer) = err.downcast_ref::<jetstream::stream::ConsumerError>() {
+            return consumer.kind() == ConsumerErrorKind::TimedOut;
+        }
+        false
+    })
 }
 
 /// Whether retrying `err` later can succeed: the request timed out, nobody answered, or the
