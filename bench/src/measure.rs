@@ -284,32 +284,7 @@ pub(crate) async fn enqueue_concurrent(
     n: u64,
     window: usize,
 ) -> Outcome<f64> {
-    let server = spec.start(sync).await;
-    let url = server.url();
-    let producer = Producer::builder()
-        .url(url.as_str())
-        .connect()
-        .await
-        .map_err(|e| format!("producer: {e}"))?;
-    let run = |users: Vec<u64>| {
-        let producer = &producer;
-        futures::stream::iter(users)
-            .map(move |user| async move { producer.enqueue(&SendEmail::new(user)).await })
-            .buffer_unordered(window)
-            .filter(|result| futures::future::ready(result.is_err()))
-            .count()
-    };
-    if run(vec![WARMUP_USER; WARMUP_TASKS as usize]).await > 0 {
-        return Err("warm-up enqueue failed".into());
-    }
-    let start = Instant::now();
-    let failed = run((1..=n).collect()).await;
-    let elapsed = start.elapsed();
-    drop(server);
-    if failed > 0 {
-        return Err(format!("{failed} of {n} enqueues failed"));
-    }
-    Ok(n as f64 / elapsed.as_secs_f64())
+    enqueue_callers(spec, sync, Impl::Jetq, n, window).await
 }
 
 /// Concurrent callers each awaiting its own task, as web requests enqueue: `callers` at a time,

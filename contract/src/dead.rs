@@ -19,10 +19,7 @@
 //! objects as long as the dead-letter stream keeps letters (`JETQ_DEAD_MAX_AGE`).
 
 use async_nats::{
-    jetstream::{
-        self, object_store,
-        stream::{DiscardPolicy, StorageType},
-    },
+    jetstream::{self, object_store},
     HeaderMap,
 };
 
@@ -64,20 +61,12 @@ impl Topology {
     /// The stream configuration behind the dead-letter body store (`OBJ_<bucket>`): kept as long
     /// as dead letters (`JETQ_DEAD_MAX_AGE`), within `JETQ_DEAD_MAX_BYTES`.
     pub fn dead_payloads_stream_config(&self) -> jetstream::stream::Config {
-        let bucket = self.subjects().dead_payloads_bucket();
-        jetstream::stream::Config {
-            name: format!("OBJ_{bucket}"),
-            description: Some("jetq: bodies of dead letters too large to carry them".into()),
-            subjects: vec![format!("$O.{bucket}.C.>"), format!("$O.{bucket}.M.>")],
-            max_age: self.settings().dead_max_age,
-            max_bytes: self.settings().dead_max_bytes,
-            storage: StorageType::File,
-            num_replicas: self.settings().stream_replicas,
-            discard: DiscardPolicy::New,
-            allow_rollup: true,
-            allow_direct: true,
-            ..Default::default()
-        }
+        self.object_store_stream_config(
+            &self.subjects().dead_payloads_bucket(),
+            "jetq: bodies of dead letters too large to carry them",
+            self.settings().dead_max_age,
+            self.settings().dead_max_bytes,
+        )
     }
 
     /// Creates the dead-letter body store if it is missing (part of

@@ -17,10 +17,7 @@
 
 use std::{fmt, time::Duration};
 
-use async_nats::jetstream::{
-    self, kv, object_store,
-    stream::{DiscardPolicy, StorageType},
-};
+use async_nats::jetstream::{self, kv, object_store, stream::StorageType};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -431,20 +428,12 @@ impl Topology {
     /// The stream configuration behind the artifact object store (`OBJ_<bucket>`), as
     /// `create_object_store` would make it, with the status TTL as its max age.
     pub fn artifacts_stream_config(&self) -> jetstream::stream::Config {
-        let bucket = self.subjects().artifacts_bucket();
-        jetstream::stream::Config {
-            name: format!("OBJ_{bucket}"),
-            description: Some("jetq: artifacts of tracked tasks".into()),
-            subjects: vec![format!("$O.{bucket}.C.>"), format!("$O.{bucket}.M.>")],
-            max_age: self.settings().status_ttl,
-            max_bytes: self.settings().artifacts_max_bytes,
-            storage: StorageType::File,
-            num_replicas: self.settings().stream_replicas,
-            discard: DiscardPolicy::New,
-            allow_rollup: true,
-            allow_direct: true,
-            ..Default::default()
-        }
+        self.object_store_stream_config(
+            &self.subjects().artifacts_bucket(),
+            "jetq: artifacts of tracked tasks",
+            self.settings().status_ttl,
+            self.settings().artifacts_max_bytes,
+        )
     }
 
     /// Creates the status bucket and the artifact store where they are missing (idempotent;

@@ -296,6 +296,31 @@ impl Topology {
         }
     }
 
+    /// The stream behind an object store (`OBJ_<bucket>`) as `create_object_store` would make
+    /// it, with jetq's retention and byte limit and `discard: new` (a full store refuses a new
+    /// object instead of dropping old ones).
+    pub(crate) fn object_store_stream_config(
+        &self,
+        bucket: &str,
+        description: &str,
+        max_age: std::time::Duration,
+        max_bytes: i64,
+    ) -> jetstream::stream::Config {
+        jetstream::stream::Config {
+            name: format!("OBJ_{bucket}"),
+            description: Some(description.to_owned()),
+            subjects: vec![format!("$O.{bucket}.C.>"), format!("$O.{bucket}.M.>")],
+            max_age,
+            max_bytes,
+            storage: StorageType::File,
+            num_replicas: self.settings.stream_replicas,
+            discard: DiscardPolicy::New,
+            allow_rollup: true,
+            allow_direct: true,
+            ..Default::default()
+        }
+    }
+
     /// Whether the connected server stores atomic batches (nats-server 2.12 or newer).
     pub fn supports_atomic_batches(&self) -> bool {
         let version = self.js.client().server_info().version;
