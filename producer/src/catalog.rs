@@ -29,6 +29,15 @@ pub struct Catalog {
     cache: Arc<Mutex<Cache>>,
 }
 
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("bucket", &self.bucket)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Default)]
 struct Cache {
     /// The bucket once opened, or when it was last found missing.
@@ -74,6 +83,18 @@ impl Catalog {
             .entries
             .insert(key, (Instant::now(), entry.clone()));
         entry
+    }
+
+    /// The cached answer of [`Catalog::tracked`] while it is fresh, without reading anything:
+    /// `None` when the catalog must be read.
+    pub fn cached_tracked(&self, queue: &str, task: &str) -> Option<bool> {
+        let key = catalog::key(queue, task);
+        match self.lock().entries.get(&key) {
+            Some((read, entry)) if read.elapsed() < self.ttl => {
+                Some(entry.as_ref().is_some_and(|e| e.tracked))
+            }
+            _ => None,
+        }
     }
 
     /// Whether the workers of `queue`/`task` track its status (false when unknown).

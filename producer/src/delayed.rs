@@ -173,11 +173,14 @@ impl Producer {
         raw: &RawTask,
         due: SystemTime,
     ) -> Result<Enqueued, EnqueueError> {
+        let options = self
+            .with_catalog(&raw.queue, &raw.task, raw.options.clone())
+            .await;
         let mut prepared: Prepared = self.prepare(
             Cow::Owned(raw.queue.clone()),
             Cow::Owned(raw.task.clone()),
             Bytes::clone(&raw.payload),
-            raw.options.clone(),
+            options,
         )?;
         prepared.subject = Subject::from(self.subjects.delayed(
             wire::bucket_of(due),

@@ -14,6 +14,7 @@
 //! Configuration comes from `JETQ_*` environment variables ([`Producer::from_env`]) or the
 //! [`ProducerBuilder`]. See `docs/PROTOCOL.md` for the wire format.
 
+pub mod catalog;
 mod error;
 mod options;
 mod producer;

@@ -1,6 +1,6 @@
 //! The [`Producer`]: turns tasks into JetStream publishes and waits for their acks.
 
-use std::{borrow::Cow, time::Duration};
+use std::{borrow::Cow, collections::HashMap, time::Duration};
 
 use async_nats::{
     connection::State,
@@ -279,9 +279,11 @@ impl ProducerBuilder {
             self.settings.atomic_batches && topology.supports_atomic_batches(),
         );
         let status = status::StatusStores::new(topology, self.settings.provision);
+        let catalog = crate::catalog::Catalog::new(js.clone(), &subjects);
         let meter = self.meter.unwrap_or_else(telemetry::meter);
         let mut producer = Producer {
             status,
+            catalog,
             client,
             js,
             subjects,
@@ -327,6 +329,8 @@ impl ProducerBuilder {
 pub struct Producer {
     /// Status bucket and artifact store, opened on first use.
     status: status::StatusStores,
+    /// The task-type catalog: a type its workers track is tracked whatever the caller asked.
+    catalog: crate::catalog::Catalog,
     client: async_nats::Client,
     js: jetstream::Context,
     subjects: Subjects,
@@ -394,19 +398,56 @@ impl Producer {
         task: &T,
         options: EnqueueOptions,
     ) -> Result<Enqueued, EnqueueError> {
+        let mut options = options;
+        options.track_status |= T::options().track_status;
+        let options = self.with_catalog(T::QUEUE, T::NAME, options).await;
         let prepared = self.prepare_typed(task, options)?;
         self.publish_coalesced(prepared).await
     }
 
     /// Enqueues an untyped task: JSON arguments for a queue and task name.
     pub async fn enqueue_raw(&self, task: RawTask) -> Result<Enqueued, EnqueueError> {
+        let options = self
+            .with_catalog(&task.queue, &task.task, task.options)
+            .await;
         let prepared = self.prepare(
             Cow::Owned(task.queue),
             Cow::Owned(task.task),
             task.payload,
-            task.options,
+            options,
         )?;
         self.publish_coalesced(prepared).await
+    }
+
+    /// `options` with status tracking turned on where the caller did not ask for it but the
+    /// task-type catalog says the type's workers track it (PROTOCOL.md, "Task-type catalog").
+    /// A cached lookup: at most one catalog read per type per TTL, none when already tracked.
+    pub(crate) async fn with_catalog(
+        &self,
+        queue: &str,
+        task: &str,
+        mut options: EnqueueOptions,
+    ) -> EnqueueOptions {
+        if options.track_status {
+            return options;
+        }
+        options.track_status = match self.catalog.cached_tracked(queue, task) {
+            Some(tracked) => tracked,
+            // Boxed: reading the bucket is a future of several KB that every enqueue's future
+            // would otherwise reserve room for, and it runs once per type per TTL.
+            None => Box::pin(self.catalog.tracked(queue, task)).await,
+        };
+        options
+    }
+
+    /// The options of every task of type `T` in `enqueue_many*`: the defaults, tracked when
+    /// the type or the catalog says so (looked up once).
+    async fn many_options<T: Task>(&self) -> EnqueueOptions {
+        let options = EnqueueOptions {
+            track_status: T::options().track_status,
+            ..EnqueueOptions::default()
+        };
+        self.with_catalog(T::QUEUE, T::NAME, options).await
     }
 
     /// One task from `enqueue`: in the next coalesced atomic batch where batches are on (group
@@ -450,9 +491,10 @@ impl Producer {
         T: Task + 'a,
         I: IntoIterator<Item = &'a T>,
     {
+        let options = self.many_options::<T>().await;
         let prepared = tasks
             .into_iter()
-            .map(|task| self.prepare_typed(task, EnqueueOptions::default()));
+            .map(|task| self.prepare_typed(task, options.clone()));
         self.publish_many(prepared).await
     }
 
@@ -462,9 +504,10 @@ impl Producer {
         T: Task,
         I: IntoIterator<Item = T>,
     {
+        let options = self.many_options::<T>().await;
         let prepared = tasks
             .into_iter()
-            .map(|task| self.prepare_typed(&task, EnqueueOptions::default()));
+            .map(|task| self.prepare_typed(&task, options.clone()));
         self.publish_many(prepared).await
     }
 
@@ -473,6 +516,28 @@ impl Producer {
     where
         I: IntoIterator<Item = RawTask>,
     {
+        let mut tasks: Vec<RawTask> = tasks.into_iter().collect();
+        // One catalog lookup per (queue, task) of the tasks not already tracked.
+        let mut tracked: HashMap<(String, String), bool> = HashMap::new();
+        for task in &tasks {
+            if task.options.track_status {
+                continue;
+            }
+            if let std::collections::hash_map::Entry::Vacant(slot) =
+                tracked.entry((task.queue.clone(), task.task.clone()))
+            {
+                let is_tracked = Box::pin(self.catalog.tracked(&task.queue, &task.task)).await;
+                slot.insert(is_tracked);
+            }
+        }
+        if tracked.values().any(|&is_tracked| is_tracked) {
+            for task in &mut tasks {
+                let pair = (task.queue.clone(), task.task.clone());
+                if tracked.get(&pair).copied().unwrap_or(false) {
+                    task.options.track_status = true;
+                }
+            }
+        }
         let prepared = tasks.into_iter().map(|t| {
             self.prepare(
                 Cow::Owned(t.queue),

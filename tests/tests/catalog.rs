@@ -9,10 +9,7 @@ use jetq_contract::{Subjects, Task, TaskOptions};
 use jetq_tests::*;
 use serde::{Deserialize, Serialize};
 
-// The producer's reader, compiled here until producer/src/lib.rs declares the module.
-#[allow(unreachable_pub)]
-#[path = "../../producer/src/catalog.rs"]
-mod catalog;
+use jetq_producer::{catalog, contract::status::TaskState, EnqueueOptions, RawTask};
 
 /// A type its workers track.
 #[derive(Debug, Serialize, Deserialize)]
@@ -71,4 +68,68 @@ async fn workers_publish_their_task_types_and_producers_read_which_are_tracked()
     );
     assert_eq!(reader.entry("work", "nobody_handles_this").await, None);
     drop(worker);
+}
+
+#[tokio::test]
+async fn a_producer_tracks_a_type_the_catalog_marks_tracked() {
+    let server = NatsServer::start().await;
+    let worker = worker(&server)
+        .handler(|_t: Tracked, _ctx: TaskContext| async move { ok() })
+        .handler(|_j: Job, _ctx: TaskContext| async move { ok() })
+        .build()
+        .await
+        .unwrap();
+    // The worker published its types at build; the producer reads them on first enqueue.
+    let producer = producer(&server).await;
+    let (stop, run) = spawn_worker(worker);
+    let raw = |task: &str| RawTask {
+        queue: "work".into(),
+        task: task.into(),
+        payload: br#"{"n":1}"#.to_vec().into(),
+        options: EnqueueOptions::default(),
+    };
+
+    // By raw name, without asking to track: the catalog says the type is tracked.
+    let tracked = producer.enqueue_raw(raw("tracked_job")).await.unwrap();
+    let queued = producer.status(&tracked.id).await.unwrap();
+    assert!(queued.is_some(), "a queued record was written");
+    let done = producer.wait(&tracked.id, WAIT).await.unwrap();
+    assert_eq!(done.state, TaskState::Succeeded);
+
+    // Many at once: every task of the tracked type is tracked, the other type is not.
+    let many = producer
+        .enqueue_many_raw(vec![raw("tracked_job"), raw("job"), raw("tracked_job")])
+        .await;
+    let ids: Vec<String> = many.into_iter().map(|r| r.unwrap().id).collect();
+    assert!(producer.status(&ids[0]).await.unwrap().is_some());
+    assert!(producer.status(&ids[2]).await.unwrap().is_some());
+    // An untracked type gets no record (not even once its worker ran it).
+    let job = producer.enqueue_raw(raw("job")).await.unwrap();
+    for id in [&ids[0], &ids[2]] {
+        let done = producer.wait(id, WAIT).await.unwrap();
+        assert_eq!(done.state, TaskState::Succeeded);
+    }
+    assert!(producer.status(&ids[1]).await.unwrap().is_none());
+    assert!(producer.status(&job.id).await.unwrap().is_none());
+    stop_worker(stop, run).await;
+}
+
+#[tokio::test]
+async fn without_a_catalog_a_raw_enqueue_is_not_tracked() {
+    let server = NatsServer::start().await;
+    let producer = producer(&server).await;
+    let enqueued = producer
+        .enqueue_raw(RawTask {
+            queue: "work".into(),
+            task: "tracked_job".into(),
+            payload: br#"{"n":1}"#.to_vec().into(),
+            options: EnqueueOptions::default(),
+        })
+        .await
+        .expect("a missing catalog changes nothing");
+    assert!(!enqueued.duplicate);
+    let js = raw_jetstream(&server).await;
+    assert_eq!(stream_len(&js, "JETQ_TASKS").await, 1);
+    let message = stream_messages(&js, "JETQ_TASKS").await.remove(0);
+    assert_eq!(header(&message, "Jetq-Track-Status"), None);
 }
