@@ -13,6 +13,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 import jetq
 from jetq import AsyncProducer, ConfigError, InvalidKey, InvalidName
+from jetq.catalog import catalog_bucket, parse_entry
 from jetq.errors import EnqueueError
 from jetq.producer import Enqueued, is_unavailable
 from jetq.protocol import Subjects, attempt_number, dead_payload_object, format_timestamp, parse_timestamp, prepare
@@ -139,6 +140,29 @@ def test_publish_ack_vector(vector: Dict[str, Any]) -> None:
     else:
         assert type(outcome).__name__ == vector["error"], vector["name"]
         assert is_unavailable(outcome) == (vector["outcome"] == "retry"), vector["name"]
+
+
+def test_catalog_bucket_vector() -> None:
+    assert catalog_bucket(Subjects("jetq")) == VECTORS["catalog"]["bucket"]
+    assert len(VECTORS["catalog"]["entries"]) >= 4
+
+
+@pytest.mark.parametrize("vector", VECTORS["catalog"]["entries"], ids=ids(VECTORS["catalog"]["entries"]))
+def test_catalog_entry_vector(vector: Dict[str, Any]) -> None:
+    # As tests/tests/conformance.rs: the value reads as the expected entry (or as none), its key
+    # is the vector's, and an exact vector is what a writer produces for these fields.
+    name = vector["name"]
+    entry = parse_entry(vector["value"].encode("utf-8"))
+    expected = vector["entry"]
+    if expected is None:
+        assert entry is None, name
+        return
+    assert entry is not None, name
+    for field in ("queue", "task", "max_attempts", "timeout_ms", "tracked"):
+        assert getattr(entry, field) == expected[field], f"{name}: {field}"
+    assert entry.key == vector["key"], name
+    if vector["exact"]:
+        assert entry.to_json() == vector["value"].encode("utf-8"), name
 
 
 @pytest.mark.parametrize("vector", VECTORS["invalid_prefixes"], ids=ids(VECTORS["invalid_prefixes"]))

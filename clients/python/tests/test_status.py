@@ -13,7 +13,7 @@ from typing import Any, Dict
 
 import pytest
 from nats.aio.client import Client as NatsClient
-from nats.js.api import DiscardPolicy, StorageType
+from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType
 
 import jetq
 from jetq import AsyncProducer, TaskState
@@ -329,3 +329,58 @@ async def test_an_artifact_that_does_not_match_its_digest_is_refused(producer: A
     with pytest.raises(jetq.StatusReadError) as caught:
         await within("artifact", producer.artifact("task-9", "export.csv"))
     assert "digest" in str(caught.value)
+
+
+async def _write_catalog(raw_client: NatsClient, entries: Dict[str, bytes]) -> None:
+    """Writes catalog entries as workers would (docs/PROTOCOL.md, Task-type catalog)."""
+    js = raw_client.jetstream()
+    kv = await js.create_key_value(KeyValueConfig(bucket="JETQ_CATALOG", history=1))
+    for key, value in entries.items():
+        await kv.put(key, value)
+
+
+def _catalog_value(queue: str, task: str, tracked: bool) -> bytes:
+    return json.dumps(
+        {"queue": queue, "task": task, "max_attempts": 3, "timeout_ms": 60000, "tracked": tracked,
+         "updated_at": "2026-12-07T04:00:00.000000Z", "added_later": [1]},
+        separators=(",", ":"),
+    ).encode()
+
+
+async def test_a_type_the_catalog_marks_tracked_is_tracked_without_asking(
+    producer: AsyncProducer, nats_server: NatsServer, raw_client: NatsClient
+) -> None:
+    await _write_catalog(
+        raw_client,
+        {
+            "work.tracked_job": _catalog_value("work", "tracked_job", True),
+            "work.job": _catalog_value("work", "job", False),
+            "work.broken": b"{not json",
+        },
+    )
+    tracked = await within("enqueue", producer.enqueue_detailed("work", "tracked_job", {"n": 1}))
+    status = await within("status", producer.status(tracked.id))
+    assert status is not None and status.state is TaskState.QUEUED
+    assert (status.queue, status.task, status.sequence) == ("work", "tracked_job", tracked.sequence)
+
+    # Untracked, broken and missing entries change nothing.
+    others = [await within("enqueue", producer.enqueue("work", name, {"n": 2})) for name in ("job", "broken", "absent")]
+    for task_id in others:
+        assert await within("status", producer.status(task_id)) is None
+
+    # enqueue_many: every task of the tracked type, and only those.
+    many = await within("enqueue_many", producer.enqueue_many([("work", "tracked_job", {"n": 3}), ("work", "job", {"n": 4})]))
+    first, second = many
+    assert isinstance(first, jetq.Enqueued) and isinstance(second, jetq.Enqueued)
+    assert await within("status", producer.status(first.id)) is not None
+    assert await within("status", producer.status(second.id)) is None
+
+    stored = await stored_tasks(nats_server.url)
+    assert [m.headers.get("Jetq-Track-Status") for m in stored] == ["1", None, None, None, "1", None]
+
+
+async def test_without_a_catalog_nothing_is_tracked(producer: AsyncProducer, raw_client: NatsClient) -> None:
+    task_id = await within("enqueue", producer.enqueue("work", "tracked_job", {"n": 1}))
+    names = [info.config.name for info in await raw_client.jetstream().streams_info()]
+    assert "KV_JETQ_STATUS" not in names and "KV_JETQ_CATALOG" not in names
+    assert await within("status", producer.status(task_id)) is None

@@ -27,6 +27,7 @@ from nats.aio.subscription import Subscription
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from . import errors
+from .catalog import Catalog
 from .config import Config
 from .errors import (
     ArtifactNotFound,
@@ -45,7 +46,7 @@ from .errors import (
     TooLarge,
     WaitTimeout,
 )
-from .protocol import Prepared, Seconds, Subjects, header_block_size, is_valid_traceparent, prepare
+from .protocol import TRACK_STATUS, Prepared, Seconds, Subjects, header_block_size, is_valid_traceparent, prepare
 from .status import CancelOutcome, StatusStore, TaskStatus
 from .tracing import current_trace_context
 
@@ -317,6 +318,8 @@ class AsyncProducer:
             artifacts_max_bytes=config.artifacts_max_bytes,
         )
         self._delayed_lock = asyncio.Lock()
+        #: The task-type catalog: a type its workers track is tracked whatever the caller asked.
+        self._catalog = Catalog(self._js, self._subjects)
 
     @classmethod
     async def connect(cls, config: Optional[Config] = None, **changes: Any) -> "AsyncProducer":
@@ -455,7 +458,8 @@ class AsyncProducer:
         :param track_status: track this task's status (``Jetq-Track-Status: 1``) even if its
             worker-side type does not: the producer writes its ``queued`` record after the ack,
             workers record every transition, and :meth:`status` / :meth:`wait` /
-            :meth:`cancel` follow it
+            :meth:`cancel` follow it. A type the task-type catalog marks ``tracked`` (its
+            workers track it) is tracked without it
         :raises EnqueueError: one of its subclasses, see :mod:`jetq.errors`
         """
         result = await self.enqueue_detailed(
@@ -506,8 +510,23 @@ class AsyncProducer:
         return await self.publish_prepared(prepared)
 
     async def publish_prepared(self, prepared: Prepared) -> Enqueued:
-        """Publishes a message built by :meth:`prepare` until it is acknowledged."""
+        """Publishes a message built by :meth:`prepare` until it is acknowledged (tracked when
+        the task-type catalog says its workers track the type)."""
+        prepared = await self._track_if_cataloged(prepared)
         return await self._deliver(prepared, None)
+
+    async def _track_if_cataloged(self, prepared: Prepared) -> Prepared:
+        """``prepared``, tracked (``Jetq-Track-Status: 1``) when the caller did not ask but the
+        task-type catalog says the type's workers track it (docs/PROTOCOL.md, "Task-type
+        catalog"). Cached: at most one catalog read per type per 30 s; unknown changes nothing."""
+        if prepared.tracked:
+            return prepared
+        tracked = self._catalog.cached_tracked(prepared.queue, prepared.task)
+        if tracked is None:
+            tracked = await self._catalog.tracked(prepared.queue, prepared.task)
+        if not tracked:
+            return prepared
+        return dataclasses.replace(prepared, tracked=True, headers={**prepared.headers, TRACK_STATUS: "1"})
 
     async def _deliver(self, prepared: Prepared, first: Optional["asyncio.Future[Msg]"]) -> Enqueued:
         """Publishes until acknowledged; for a delayed task whose stream is missing, creates it
@@ -646,6 +665,7 @@ class AsyncProducer:
                 except EnqueueError as err:
                     results[index] = err
                     continue
+                prepared = await self._track_if_cataloged(prepared)
                 await collect(limit)
                 await self._open_status_for(prepared)
                 # Send in input order now; only the ack waits (and any resend) run concurrently.
