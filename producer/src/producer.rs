@@ -474,7 +474,7 @@ impl Producer {
     ///
     /// ```no_run
     /// # use jetq_contract::Task;
-    /// # #[derive(serde::Serialize)] struct SendEmail { to: String }
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct SendEmail { to: String }
     /// # impl Task for SendEmail { const NAME: &'static str = "send_email"; const QUEUE: &'static str = "emails"; }
     /// # async fn run(producer: jetq_producer::Producer) {
     /// let emails = vec![SendEmail { to: "a@example.com".into() }, SendEmail { to: "b@example.com".into() }];
