@@ -565,14 +565,18 @@ impl Topology {
             {
                 deadline = started + REFUSED_BUDGET;
             }
-            let jittered = pause.mul_f64(rand::random_range(0.5..1.0));
-            if tokio::time::Instant::now() + jittered >= deadline {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
                 return Err(Attempted::GaveUp {
                     last: err,
                     attempts,
                     waited: started.elapsed(),
                 });
             }
+            // The last pause ends at the deadline, for one more try: the whole budget is used.
+            let jittered = pause
+                .mul_f64(rand::random_range(0.5..1.0))
+                .min(deadline - now);
             tracing::info!(
                 object = name,
                 attempts,
