@@ -18,6 +18,7 @@ pub mod catalog;
 mod error;
 mod options;
 mod producer;
+mod settings;
 mod telemetry;
 
 pub use error::{EnqueueError, ProducerError};
@@ -25,4 +26,5 @@ pub use jetq_contract::{self as contract, Task, TaskOptions};
 pub use options::{EnqueueOptions, Enqueued};
 pub use producer::delayed::DelayError;
 pub use producer::status::{Artifact, CancelOutcome, StatusError, StatusStream};
-pub use producer::{Producer, ProducerBuilder, ProducerSettings, RawTask};
+pub use producer::{Producer, ProducerBuilder, RawTask};
+pub use settings::ProducerSettings;
