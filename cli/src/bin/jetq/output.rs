@@ -1,0 +1,496 @@
+//! What the command line prints: aligned tables, detail views, reports, the progress bar on
+//! stderr, and `--json` output (one JSON document on stdout per command).
+
+use std::io::{IsTerminal, Write};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use jetq_cli::{
+    dead::{DeadLetter, Progress, PurgeReport, ReplayReport},
+    pause::PauseState,
+    schedules::ScheduleView,
+    stats::{format_rate, Overview},
+    EnqueueOutcome,
+};
+use serde::Serialize;
+
+/// An indicatif progress bar on stderr, shown only on a terminal and without `--json` (it has no
+/// colour, so `NO_COLOR` changes nothing).
+pub(crate) struct Bar(Option<ProgressBar>);
+
+impl Bar {
+    pub(crate) fn new(verb: &str, json: bool) -> Bar {
+        if json || !std::io::stderr().is_terminal() {
+            return Bar(None);
+        }
+        let bar = ProgressBar::new(0);
+        let style = ProgressStyle::with_template(&format!(
+            "{verb} {{bar:40}} {{pos}}/{{len}} dead letters ({{rate}}, eta {{eta}})"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        // indicatif's own {per_sec} prints four decimals (804.9470/s).
+        .with_key(
+            "rate",
+            |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = out.write_str(&format_rate(state.per_sec()));
+            },
+        );
+        bar.set_style(style);
+        Bar(Some(bar))
+    }
+
+    pub(crate) fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for Bar {
+    fn set_total(&self, total: u64) {
+        if let Some(bar) = &self.0 {
+            bar.set_length(total);
+        }
+    }
+    fn inc(&self, n: u64) {
+        if let Some(bar) = &self.0 {
+            bar.inc(n);
+        }
+    }
+}
+
+pub(crate) fn print_json<T: Serialize>(value: &T) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (e.g. `| head`) is not worth a panic.
+    let _ = serde_json::to_writer_pretty(&mut out, value);
+    let _ = writeln!(out);
+}
+
+/// Prints rows as aligned columns.
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(width) = widths.get_mut(i) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let line = |cells: Vec<String>| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                let pad = widths[i] - cell.chars().count();
+                text.push_str(cell);
+                text.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        text.trim_end().to_owned()
+    };
+    let _ = writeln!(
+        out,
+        "{}",
+        line(header.iter().map(|h| h.to_string()).collect())
+    );
+    for row in rows {
+        let _ = writeln!(out, "{}", line(row));
+    }
+}
+
+pub(crate) fn cut(text: &str, max: usize) -> String {
+    let one_line = text.replace(['\n', '\r'], " ");
+    if one_line.chars().count() <= max {
+        return one_line;
+    }
+    let mut cut: String = one_line.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+fn rate(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".into(), format_rate)
+}
+
+pub(crate) fn print_queues(overview: &Overview, json: bool) {
+    if json {
+        print_json(overview);
+        return;
+    }
+    if overview.queues.is_empty() {
+        println!("no queues yet: no worker has started and nothing was enqueued");
+    } else {
+        let rows = overview
+            .queues
+            .iter()
+            .map(|q| {
+                let state = if q.paused {
+                    match &q.pause_until {
+                        Some(until) => format!("paused until {until}"),
+                        None => "paused".into(),
+                    }
+                } else if q.consumer.is_none() {
+                    "no worker yet".into()
+                } else {
+                    "active".into()
+                };
+                vec![
+                    q.queue.clone(),
+                    q.pending.to_string(),
+                    q.in_flight.to_string(),
+                    q.max_in_flight
+                        .map_or_else(|| "-".into(), |m| m.to_string()),
+                    q.redelivered.to_string(),
+                    q.stranded.to_string(),
+                    q.dead.to_string(),
+                    q.delayed.to_string(),
+                    rate(q.rate.map(|r| r.delivered_per_sec)),
+                    state,
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "QUEUE",
+                "PENDING",
+                "IN FLIGHT",
+                "MAX IN FLIGHT",
+                "REDELIVERED",
+                "STRANDED",
+                "DEAD",
+                "DELAYED",
+                "RATE",
+                "STATE",
+            ],
+            rows,
+        );
+    }
+    match overview.rate {
+        Some(rate) => println!(
+            "\ntask stream: {} stored; {} enqueued, {} completed (over {:.1}s); RATE = \
+             deliveries to workers per second",
+            overview.tasks_stored,
+            format_rate(rate.enqueued_per_sec),
+            format_rate(rate.completed_per_sec),
+            rate.interval_secs
+        ),
+        None => println!("\ntask stream: {} stored", overview.tasks_stored),
+    }
+}
+
+pub(crate) fn print_task_status(status: &jetq_cli::status::TaskStatus, json: bool) {
+    if json {
+        print_json(status);
+        return;
+    }
+    let attempts = match status.max_attempts {
+        Some(max) => format!("{}/{max}", status.attempt),
+        None => status.attempt.to_string(),
+    };
+    println!(
+        "task        {} ({}.{})",
+        status.id, status.queue, status.task
+    );
+    println!("state       {}", status.state.as_str());
+    println!("attempt     {attempts}");
+    let times = [
+        ("enqueued", &status.enqueued_at),
+        ("started", &status.started_at),
+        ("finished", &status.finished_at),
+        ("next try", &status.next_attempt_at),
+        ("cancel req", &status.cancel_requested_at),
+    ];
+    for (label, at) in times {
+        if let Some(at) = at {
+            println!("{label:<11} {at}");
+        }
+    }
+    println!("updated     {}", status.updated_at);
+    if let Some(progress) = &status.progress {
+        println!("progress    {:.0}% {}", progress.percent, progress.message);
+    }
+    if let Some(result) = &status.result {
+        println!("result      {result}");
+    }
+    if let Some(reason) = &status.dead_reason {
+        println!("dead        {}", reason.as_str());
+    }
+    if let Some(error) = &status.error {
+        println!("error       {error}");
+    }
+    for artifact in &status.artifacts {
+        println!("artifact    {} ({} bytes)", artifact.name, artifact.size);
+    }
+}
+
+pub(crate) fn print_enqueued(outcome: &EnqueueOutcome, json: bool) {
+    if json {
+        print_json(outcome);
+        return;
+    }
+    let duplicate = if outcome.duplicate {
+        " (duplicate: a task with this id was already stored; nothing new was queued)"
+    } else {
+        ""
+    };
+    match &outcome.not_before {
+        Some(at) => println!(
+            "enqueued task {} ({}.{}) to run at {at}, sequence {} in {}{duplicate}",
+            outcome.id, outcome.queue, outcome.task, outcome.sequence, outcome.stream
+        ),
+        None => println!(
+            "enqueued task {} ({}.{}), sequence {} in {}{duplicate}",
+            outcome.id, outcome.queue, outcome.task, outcome.sequence, outcome.stream
+        ),
+    }
+}
+
+pub(crate) fn print_dead_list(page: &jetq_cli::dead::DeadPage, json: bool) {
+    if json {
+        #[derive(Serialize)]
+        struct Listing {
+            total: u64,
+            shown: usize,
+            dead_letters: Vec<jetq_cli::dead::DeadSummary>,
+        }
+        print_json(&Listing {
+            total: page.total,
+            shown: page.dead_letters.len(),
+            dead_letters: page.dead_letters.iter().map(DeadLetter::summary).collect(),
+        });
+        return;
+    }
+    if page.total == 0 {
+        println!("no dead letters match");
+        return;
+    }
+    let rows = page
+        .dead_letters
+        .iter()
+        .map(|d| {
+            vec![
+                d.sequence.to_string(),
+                d.queue.clone(),
+                d.task.clone(),
+                d.reason.clone().unwrap_or_else(|| "-".into()),
+                d.attempts.map_or_else(|| "-".into(), |a| a.to_string()),
+                d.dead_at.clone(),
+                d.task_id.clone().unwrap_or_else(|| "-".into()),
+                cut(d.error.as_deref().unwrap_or("-"), 60),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "SEQ", "QUEUE", "TASK", "REASON", "ATTEMPTS", "DEAD AT", "TASK ID", "ERROR",
+        ],
+        rows,
+    );
+    if (page.dead_letters.len() as u64) < page.total {
+        println!(
+            "\nshowing {} of {} (--limit 0 shows all)",
+            page.dead_letters.len(),
+            page.total
+        );
+    } else {
+        println!("\n{} dead letter(s)", page.total);
+    }
+}
+
+pub(crate) fn print_dead_letters(letters: &[DeadLetter], json: bool) {
+    if json {
+        if let [one] = letters {
+            print_json(one);
+        } else {
+            print_json(&letters);
+        }
+        return;
+    }
+    for (i, d) in letters.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        println!("dead letter {}", d.sequence);
+        println!("  queue        {}", d.queue);
+        println!("  task         {}", d.task);
+        println!("  task id      {}", d.task_id.as_deref().unwrap_or("-"));
+        println!("  reason       {}", d.reason.as_deref().unwrap_or("-"));
+        println!(
+            "  attempts     {}",
+            d.attempts.map_or_else(|| "-".into(), |a| a.to_string())
+        );
+        println!("  dead at      {}", d.dead_at);
+        println!("  enqueued at  {}", d.enqueued_at.as_deref().unwrap_or("-"));
+        println!(
+            "  task seq     {}",
+            d.task_sequence
+                .map_or_else(|| "-".into(), |s| s.to_string())
+        );
+        println!("  error        {}", d.error.as_deref().unwrap_or("-"));
+        if let Some(failure) = &d.failure {
+            if let Some(http) = &failure.http {
+                let more = if http.body_truncated { " (cut)" } else { "" };
+                println!("  http status  {}", http.status);
+                println!("  http body    {}{more}", cut(&http.body, 500));
+            }
+            if !failure.history.is_empty() {
+                println!("  history");
+                for attempt in &failure.history {
+                    println!(
+                        "    #{} {} {:?}: {}",
+                        attempt.attempt,
+                        attempt.at,
+                        attempt.outcome,
+                        cut(&attempt.error, 200)
+                    );
+                }
+            }
+        }
+        match (&d.args, &d.payload_text) {
+            (Some(args), _) => println!(
+                "  args         {}",
+                serde_json::to_string(args).unwrap_or_default()
+            ),
+            (None, Some(text)) => println!("  payload      {} (not JSON)", cut(text, 500)),
+            _ => {}
+        }
+        println!("  headers");
+        for (name, values) in &d.headers {
+            for value in values {
+                println!("    {name}: {}", cut(value, 200));
+            }
+        }
+    }
+}
+
+pub(crate) fn print_replay(report: &ReplayReport, json: bool) {
+    if json {
+        print_json(report);
+        return;
+    }
+    if report.dry_run {
+        println!(
+            "dry run: {} dead letter(s) would be replayed",
+            report.matched
+        );
+        for item in &report.items {
+            println!(
+                "  {} {}.{} task {} -> {}",
+                item.dead_sequence,
+                item.queue,
+                item.task,
+                item.task_id.as_deref().unwrap_or("-"),
+                item.new_id
+            );
+        }
+        return;
+    }
+    println!(
+        "replayed {} of {} dead letter(s){}{}",
+        report.replayed,
+        report.matched,
+        if report.duplicates > 0 {
+            format!(
+                " ({} had already been re-enqueued by an earlier run; not stored twice)",
+                report.duplicates
+            )
+        } else {
+            String::new()
+        },
+        if report.failed > 0 {
+            format!("; {} failed and were kept", report.failed)
+        } else {
+            String::new()
+        }
+    );
+    for failure in &report.failures {
+        println!("  dead letter {}: {}", failure.dead_sequence, failure.error);
+    }
+}
+
+pub(crate) fn print_purge(report: &PurgeReport, json: bool) {
+    if json {
+        print_json(report);
+        return;
+    }
+    if report.dry_run {
+        println!(
+            "dry run: {} dead letter(s) would be deleted",
+            report.matched
+        );
+        if !report.sequences.is_empty() {
+            let list: Vec<String> = report.sequences.iter().map(u64::to_string).collect();
+            println!("  {}", cut(&list.join(" "), 2000));
+        }
+        return;
+    }
+    println!(
+        "deleted {} of {} dead letter(s)",
+        report.deleted, report.matched
+    );
+    for failure in &report.failures {
+        println!("  dead letter {}: {}", failure.dead_sequence, failure.error);
+    }
+}
+
+pub(crate) fn print_pause(state: &PauseState, json: bool) {
+    if json {
+        print_json(state);
+        return;
+    }
+    match (&state.pause_until, state.paused, state.until_resumed) {
+        (_, false, _) => println!(
+            "queue {} is delivering (consumer {})",
+            state.queue, state.consumer
+        ),
+        (_, true, true) | (None, true, _) => println!(
+            "queue {} is paused until `jetq resume {}` (consumer {}); running tasks finish, new \
+             tasks wait",
+            state.queue, state.queue, state.consumer
+        ),
+        (Some(until), true, false) => println!(
+            "queue {} is paused until {until} (consumer {}); running tasks finish, new tasks wait",
+            state.queue, state.consumer
+        ),
+    }
+}
+
+pub(crate) fn print_schedules(views: &[ScheduleView], json: bool) {
+    if json {
+        print_json(&views);
+        return;
+    }
+    if views.is_empty() {
+        println!("the schedules file has no schedules");
+        return;
+    }
+    let rows = views
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                format!("{} ({})", s.cron, s.timezone),
+                format!("{}.{}", s.queue, s.task),
+                if s.enabled { "yes".into() } else { "no".into() },
+                s.handled_until.clone().unwrap_or_else(|| "-".into()),
+                if s.next_fires.is_empty() {
+                    "-".into()
+                } else {
+                    s.next_fires.join(", ")
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "CRON",
+            "TASK",
+            "ENABLED",
+            "HANDLED UNTIL",
+            "NEXT FIRES (UTC)",
+        ],
+        rows,
+    );
+}
