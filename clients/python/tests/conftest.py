@@ -3,7 +3,8 @@ bound to it."""
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Iterator
+import itertools
+from typing import TYPE_CHECKING, AsyncIterator, Iterator
 
 import nats
 import pytest
@@ -13,6 +14,9 @@ from jetq import AsyncProducer
 from jetq.testing import NatsServer, create_task_stream
 
 from .support import config_for, within
+
+if TYPE_CHECKING:
+    from jetq.testing_postgres import PostgresServer
 
 
 @pytest.fixture
@@ -50,3 +54,34 @@ async def raw_client(nats_server: NatsServer) -> AsyncIterator[NatsClient]:
         await nc.close()
 
 
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator["PostgresServer"]:
+    """A PostgreSQL cluster of our own for the session (initdb in a temporary directory, a free
+    port): never the machine's server."""
+    from jetq.testing_postgres import PostgresServer
+
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+def outbox_dsn(postgres: "PostgresServer") -> str:
+    """A fresh database on the session's cluster with the outbox table (the canonical schema)
+    created; its libpq connection string."""
+    import psycopg
+
+    from jetq.outbox_schema import MIGRATION_0001
+
+    name = postgres.create_database(f"outbox_{next(_databases)}")
+    with psycopg.connect(postgres.dsn(name), autocommit=True) as conn:
+        for statement in MIGRATION_0001:
+            conn.execute(statement)
+    return postgres.dsn(name)

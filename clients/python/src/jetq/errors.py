@@ -20,6 +20,9 @@ NotConnected        no connection to NATS: the task was not acknowledged
 Timeout             no acknowledgement after every retry: the outcome is **unknown**; enqueue
                     again with the same idempotency key (safe inside the duplicate window)
 Rejected            the server refused the task for another reason
+NotInTransaction    an outbox enqueue outside a database transaction (jetq.django): nothing
+                    was written; wrap it in ``transaction.atomic()``
+OutboxMissing       the outbox table does not exist: run its migration
 ==================  ==========================================================================
 
 Every enqueue failure derives from :class:`EnqueueError`, every jetq error from
@@ -53,6 +56,8 @@ __all__ = [
     "NotConnected",
     "Timeout",
     "Rejected",
+    "NotInTransaction",
+    "OutboxMissing",
     "ProducerClosed",
     "StatusError",
     "StatusUnavailable",
@@ -219,6 +224,43 @@ class NotConnected(EnqueueError):
         super().__init__(
             message
             or f"not connected to NATS; task {task} was not acknowledged after {attempts} attempt(s)"
+        )
+
+
+class NotInTransaction(EnqueueError):
+    """An outbox enqueue (:func:`jetq.django.enqueue`) outside a database transaction.
+
+    Outside a transaction the row would commit on its own, not together with the caller's other
+    writes, which is the whole point of the outbox; nothing was written. Wrap the writes and the
+    enqueue in ``transaction.atomic()`` (around the enqueue alone if committing it on its own is
+    really what you want).
+    """
+
+    def __init__(self, task: str, database: str) -> None:
+        self.task = task
+        self.database = database
+        super().__init__(
+            f"task {task} was not written to the outbox: database {database!r} is not in a transaction; "
+            "enqueue inside `with transaction.atomic():` so the task commits or rolls back with your writes"
+        )
+
+
+class OutboxMissing(EnqueueError):
+    """The outbox table does not exist in the database written to (docs/PROTOCOL.md §10).
+
+    Create it with its migration: ``python manage.py migrate jetq`` with ``jetq.django`` in
+    ``INSTALLED_APPS``, or the SQL of :data:`jetq.outbox_schema.MIGRATION_0001`
+    (``outbox/migrations/0001_jetq_outbox.sql`` in the jetq repository). The transaction the
+    INSERT ran in is aborted (PostgreSQL): roll it back.
+    """
+
+    def __init__(self, task: str, table: str, detail: str) -> None:
+        self.task = task
+        self.table = table
+        self.detail = detail
+        super().__init__(
+            f"task {task} was not written: the outbox table {table} does not exist ({detail}); "
+            "run its migration (python manage.py migrate jetq, or outbox/migrations/0001_jetq_outbox.sql)"
         )
 
 

@@ -46,9 +46,9 @@ from .errors import (
     TooLarge,
     WaitTimeout,
 )
-from .protocol import TRACK_STATUS, Prepared, Seconds, Subjects, header_block_size, is_valid_traceparent, prepare
+from .message import build_task_message
+from .protocol import TRACK_STATUS, Prepared, Seconds, Subjects, header_block_size
 from .status import CancelOutcome, StatusStore, TaskStatus
-from .tracing import current_trace_context
 
 __all__ = ["AsyncProducer", "Enqueued", "TaskRequest", "MIN_SERVER_VERSION"]
 
@@ -393,19 +393,10 @@ class AsyncProducer:
         tracestate: Optional[str] = None,
         track_status: bool = False,
     ) -> Prepared:
-        """Validates a task and builds its message without sending it.
-
-        The trace context is the explicit ``traceparent`` if it is a valid W3C one, else the
-        current OpenTelemetry span's: as in the Rust producer, an invalid explicit value is
-        ignored (logged) rather than failing the enqueue or reaching the worker."""
-        if traceparent is not None and not is_valid_traceparent(traceparent):
-            logger.warning("jetq: ignoring invalid traceparent %r for task %s", traceparent, task)
-            traceparent, tracestate = None, None
-        if traceparent is None:
-            traceparent, current_state = current_trace_context()
-            if tracestate is None:
-                tracestate = current_state
-        prepared = prepare(
+        """Validates a task and builds its message without sending it
+        (:func:`jetq.message.build_task_message` with this producer's prefix and maximum delay:
+        the transactional outbox builds its rows with the same function)."""
+        return build_task_message(
             self._subjects,
             queue,
             task,
@@ -420,7 +411,6 @@ class AsyncProducer:
             track_status=track_status,
             max_delay=self._config.max_delay_timedelta,
         )
-        return prepared
 
     async def enqueue(
         self,
@@ -855,13 +845,27 @@ class AsyncProducer:
     async def _publish_until_acked(
         self, prepared: Prepared, first: Optional["asyncio.Future[Msg]"]
     ) -> Enqueued:
-        """Publishes and awaits the ack, resending with the same id while acks time out: a
-        timeout means the outcome is unknown, and the duplicate window makes the resend safe.
-        ``first`` is the ack future of an attempt the caller already sent."""
+        """Publishes and awaits the ack, resending with the same id (docs/PROTOCOL.md §3,
+        "Publish errors"). ``first`` is the ack future of a send the caller already made.
+
+        - An ack that times out leaves the outcome unknown; the duplicate window makes a resend
+          safe. At most ``publish_attempts`` such sends.
+        - No responders or a JetStream 503 stored nothing: no stream leader for a moment (an
+          election) or the server cannot store right now. Resent after :func:`retry_pause`
+          until the retry budget, ``request_timeout × publish_attempts`` from the first send,
+          is spent; these sends do not use up attempts.
+        - No responders because the task stream does not exist (the server says so when
+          asked once): :class:`NoStream` at once.
+        """
         attempts = self._config.publish_attempts
         ack_timeout = self._config.request_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ack_timeout * attempts
+        attempt = 1  # sends whose outcome was unknown, the one in flight included
+        retries = 0  # sends after replies that stored nothing
+        looked_for_stream = False
         pending = first
-        for attempt in range(1, attempts + 1):
+        while True:
             future = pending if pending is not None else await self._send(prepared, attempt)
             pending = None
             try:
@@ -873,23 +877,43 @@ class AsyncProducer:
                     "jetq: no ack for task %s (id %s) within %ss, attempt %d of %d",
                     prepared.task, prepared.id, ack_timeout, attempt, attempts,
                 )  # fmt: skip
+                if attempt >= attempts or loop.time() >= deadline:
+                    break
+                attempt += 1
                 continue
             except asyncio.CancelledError:
                 if self._closed:
                     raise ProducerClosed(prepared.task) from None
                 raise
             try:
-                return self._read_ack(prepared, reply, attempt)
+                return self._read_ack(prepared, reply, attempt + retries)
             except (NoStream, Rejected) as err:
-                # Nothing was stored and it may be stored in a moment (no responders: no stream,
-                # or no stream leader during an election; a JetStream 503): resend with the same
-                # id after a pause while attempts remain (docs/PROTOCOL.md §3, "Publish errors").
-                if attempt >= attempts or not is_unavailable(err):
+                if not is_unavailable(err):
                     raise
-                await asyncio.sleep(no_responders_pause(attempt))
+                if isinstance(err, NoStream) and not looked_for_stream:
+                    looked_for_stream = True
+                    if await self._tasks_stream_missing(min(ack_timeout, 1.0)):
+                        raise
+                pause = retry_pause(retries, deadline - loop.time())
+                if pause is None:
+                    raise
+                retries += 1
+                await asyncio.sleep(pause)
         if self._nc.is_connected:
             raise Timeout(prepared.task, prepared.id, ack_timeout, attempts)
         raise NotConnected(prepared.task, attempts)
+
+    async def _tasks_stream_missing(self, wait: float) -> bool:
+        """True only when the server says the task stream does not exist: a publish that found
+        no responders is that or an election. Any other answer (the stream's info, a 503, no
+        answer within ``wait``, no permission to ask) means it exists or may."""
+        try:
+            await asyncio.wait_for(self._js.stream_info(self._subjects.tasks_stream), timeout=wait)
+        except nats.js.errors.NotFoundError:
+            return True
+        except Exception:  # noqa: BLE001 - unknown: keep resending within the budget
+            return False
+        return False
 
     def _read_ack(self, prepared: Prepared, reply: Msg, attempt: int = 1) -> Enqueued:
         headers = reply.headers or {}
@@ -960,14 +984,26 @@ def is_unavailable(err: EnqueueError) -> bool:
     return isinstance(err, Rejected) and err.code == 503 and err.err_code != STREAM_STORE_FAILED
 
 
-def no_responders_pause(attempt: int) -> float:
-    """Seconds before resending after :func:`is_unavailable`: 0.25 after the first send,
-    doubling, at most 2.
+#: The first pause after a reply that stored nothing; each later one doubles, up to
+#: :data:`MAX_RETRY_PAUSE` seconds.
+FIRST_RETRY_PAUSE = 0.25
+MAX_RETRY_PAUSE = 2.0
 
-    >>> [no_responders_pause(n) for n in (1, 2, 3, 4, 5)]
+
+def retry_pause(retry: int, remaining: float) -> Optional[float]:
+    """Seconds before resend number ``retry`` (0-based) after :func:`is_unavailable`, when
+    ``remaining`` seconds of the retry budget are left: 0.25 doubling to at most 2, cut to what
+    remains so that the last resend happens as the budget ends; ``None`` when nothing remains
+    (the conformance vectors' ``retry_pauses`` pin this schedule).
+
+    >>> [retry_pause(n, 10.0) for n in range(5)]
     [0.25, 0.5, 1.0, 2.0, 2.0]
+    >>> retry_pause(3, 0.25), retry_pause(3, 0.0)
+    (0.25, None)
     """
-    return 0.25 * (1 << min(max(attempt - 1, 0), 3))
+    if remaining <= 0:
+        return None
+    return min(FIRST_RETRY_PAUSE * (1 << min(retry, 8)), MAX_RETRY_PAUSE, remaining)
 
 
 def _int(value: Any) -> Optional[int]:
