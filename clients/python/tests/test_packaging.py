@@ -29,7 +29,9 @@ REPO = PROJECT.parents[1]
 WHEELS = Path(os.environ.get("JETQ_TEST_WHEELS", REPO / ".tools" / "wheels"))
 DISTRIBUTION = "jetq-client"
 VERSION = "0.1.0"
-MODULES = ("__init__", "config", "errors", "names", "producer", "protocol", "sync", "testing", "tracing")
+MODULES = ("__init__", "config", "errors", "names", "producer", "protocol", "sync", "testing", "tracing",
+           "message", "outbox", "outbox_schema", "testing_postgres", "django/__init__", "django/enqueue",
+           "django/models", "django/migrations/__init__", "django/migrations/0001_jetq_outbox")
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ def test_twine_accepts_the_metadata(built: Built) -> None:
 ENQUEUE = """
 import json, sys
 import jetq
+import jetq.outbox  # the outbox writer needs no database driver and no Django
+assert "django" not in sys.modules
 
 with jetq.Producer(nats_url=sys.argv[1], connect_timeout=5.0, request_timeout=5.0) as producer:
     task_id = producer.enqueue("emails", "send_email", {"to": "ada@example.com"})

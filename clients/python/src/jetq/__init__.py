@@ -16,6 +16,9 @@ A small producer that speaks docs/PROTOCOL.md exactly, on the official ``nats-py
 - failures are typed (:mod:`jetq.errors`), the same cases as the Rust producer's;
 - the current OpenTelemetry span's W3C trace context is sent along when
   ``opentelemetry-api`` is installed;
+- :class:`jetq.outbox.Outbox` writes a task into the application's own database transaction
+  (the transactional outbox, relayed by ``jetq-relay``); :mod:`jetq.django` does it for Django,
+  along with ``enqueue_on_commit``;
 - :func:`verify_push` checks the signature of a task pushed over HTTP by ``jetq-push``
   (:mod:`jetq.push`).
 """
@@ -34,7 +37,9 @@ from .errors import (
     JetqError,
     NoStream,
     NotConnected,
+    NotInTransaction,
     NotSupported,
+    OutboxMissing,
     ProducerClosed,
     Rejected,
     SerializeError,
@@ -101,6 +106,8 @@ __all__ = [
     "StreamFull",
     "NoStream",
     "NotConnected",
+    "NotInTransaction",
+    "OutboxMissing",
     "ProducerClosed",
     "Timeout",
     "Rejected",
