@@ -40,7 +40,7 @@ use jetq_contract::{
     dead::headers_wire_len,
     headers,
     publish::{self, Outgoing, Publisher},
-    FailureRecord, NameKind, Subjects,
+    DeadLetterHeaders, FailureRecord, NameKind, Subjects,
 };
 use serde::Serialize;
 
@@ -49,17 +49,9 @@ use crate::{admin::Admin, error::AdminError};
 /// A prepared replay and the result of its first send.
 type FirstSend = (Outgoing, Result<PublishAckFuture, PublishError>);
 
-/// Headers a worker adds when it dead-letters a task; a replay drops them.
-pub const DEAD_LETTER_HEADERS: [&str; 8] = [
-    headers::TASK_ID,
-    headers::DEAD_REASON,
-    headers::ATTEMPTS,
-    headers::DEAD_AT,
-    headers::TASK_SEQUENCE,
-    headers::FAILURE,
-    headers::PAYLOAD_OBJECT,
-    headers::PAYLOAD_SIZE,
-];
+/// Headers a worker adds when it dead-letters a task; a replay drops them (the contract's
+/// list, re-exported here for the CLI's users).
+pub use jetq_contract::dead_letter::DEAD_LETTER_HEADERS;
 
 /// Longest `Nats-Msg-Id` the protocol allows.
 const MAX_ID_LEN: usize = 256;
@@ -171,9 +163,7 @@ impl DeadLetter {
         stored: SystemTime,
     ) -> Option<DeadLetter> {
         let (queue, task) = subjects.parse_dead(subject)?;
-        let header = |name: &str| raw_headers.get(name).map(|v| v.as_str().to_owned());
-        let failure: Option<FailureRecord> =
-            header(headers::FAILURE).and_then(|json| serde_json::from_str(&json).ok());
+        let dead = DeadLetterHeaders::read(&raw_headers);
         let mut all = BTreeMap::new();
         for (name, values) in raw_headers.iter() {
             all.insert(
@@ -181,8 +171,7 @@ impl DeadLetter {
                 values.iter().map(|v| v.as_str().to_owned()).collect(),
             );
         }
-        let payload_object = header(headers::PAYLOAD_OBJECT);
-        let (args, payload_text) = match payload_object {
+        let (args, payload_text) = match dead.payload_object {
             // The body is elsewhere: nothing to show until it is read.
             Some(_) => (None, None),
             None => describe_payload(&payload),
@@ -191,20 +180,22 @@ impl DeadLetter {
             sequence,
             queue: queue.to_owned(),
             task: task.to_owned(),
-            task_id: header(headers::TASK_ID),
-            reason: header(headers::DEAD_REASON),
-            attempts: header(headers::ATTEMPTS).and_then(|a| a.trim().parse().ok()),
-            error: failure.as_ref().map(|f| f.error.clone()),
+            task_id: dead.task_id,
+            reason: dead.reason,
+            attempts: dead.attempts,
+            error: dead.failure.as_ref().map(|f| f.error.clone()),
             dead_at: jetq_contract::time::format(stored),
-            enqueued_at: header(headers::ENQUEUED_AT),
-            task_sequence: header(headers::TASK_SEQUENCE).and_then(|s| s.trim().parse().ok()),
-            failure,
+            enqueued_at: raw_headers
+                .get(headers::ENQUEUED_AT)
+                .map(|v| v.as_str().to_owned()),
+            task_sequence: dead.task_sequence,
+            failure: dead.failure,
             headers: all,
             args,
             payload_text,
             payload,
-            payload_size: header(headers::PAYLOAD_SIZE).and_then(|s| s.trim().parse().ok()),
-            payload_object,
+            payload_size: dead.payload_size,
+            payload_object: dead.payload_object,
             raw_headers,
             stored,
         })

@@ -21,8 +21,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use jetq_contract::{
     dead::{headers_wire_len, payload_object_name},
+    dead_letter,
     failure::truncate_error,
-    headers, AttemptFailure, DeadReason, FailureRecord, HttpFailure, Topology,
+    headers, AttemptFailure, DeadLetterHeaders, DeadReason, FailureRecord, HttpFailure, Topology,
 };
 use tracing::Instrument;
 
@@ -131,7 +132,7 @@ impl DeadLetters {
             .unwrap_or_default();
         let span = telemetry::dead_letter_span(
             &subject,
-            &format!("dead:{}:{}", letter.sequence, task_id),
+            &dead_letter::dead_letter_id(letter.sequence, &task_id),
             letter.queue,
             letter.task,
             letter.reason.as_str(),
@@ -156,20 +157,12 @@ impl DeadLetters {
         letter: LetterToWrite<'_>,
     ) -> Result<(), DeadLetterError> {
         let history = self.attempts.record(letter.sequence).await.failures;
-        // A replayed dead letter's task may still carry these: a new letter must not inherit
-        // them (HeaderMap has no remove, so copy the others).
-        let mut map = HeaderMap::new();
-        if let Some(original) = letter.headers {
-            for (name, values) in original.iter() {
-                let name: &str = name.as_ref();
-                if name == headers::PAYLOAD_OBJECT || name == headers::PAYLOAD_SIZE {
-                    continue;
-                }
-                for value in values {
-                    map.append(name, value.as_str());
-                }
-            }
-        }
+        // A replayed dead letter's task may still carry dead-letter headers: a new letter must
+        // not inherit them (its body-store headers above all).
+        let mut map = letter
+            .headers
+            .map(dead_letter::without_dead_letter_headers)
+            .unwrap_or_default();
         let task_id = map
             .get(headers::MSG_ID)
             .map(|value| value.as_str().to_owned())
@@ -177,26 +170,17 @@ impl DeadLetters {
         let enqueued_at = map
             .get(headers::ENQUEUED_AT)
             .map(|value| value.as_str().to_owned());
-        let dead_at = jetq_contract::time::now();
-        let mut record = FailureRecord {
+        let record = FailureRecord {
             reason: letter.reason,
             attempts: letter.attempts,
             error: truncate_error(&letter.error),
             history,
             enqueued_at,
-            dead_at: dead_at.clone(),
+            dead_at: jetq_contract::time::now(),
             http: letter.http,
         };
-        map.insert(
-            headers::MSG_ID,
-            format!("dead:{}:{}", letter.sequence, task_id).as_str(),
-        );
-        map.insert(headers::TASK_ID, task_id.as_str());
-        map.insert(headers::DEAD_REASON, letter.reason.as_str());
-        map.insert(headers::ATTEMPTS, letter.attempts.to_string().as_str());
-        map.insert(headers::DEAD_AT, dead_at.as_str());
-        map.insert(headers::TASK_SEQUENCE, letter.sequence.to_string().as_str());
-        map.insert(headers::FAILURE, record_json(&record).as_str());
+        let mut dead = DeadLetterHeaders::new(&task_id, letter.sequence, record);
+        dead.write_to(&mut map);
 
         let max = self.topology.jetstream().client().max_payload();
         let mut payload = letter.payload;
@@ -204,14 +188,17 @@ impl DeadLetters {
             // The letter would be refused: keep the body beside it instead.
             let object = payload_object_name(letter.sequence, &task_id);
             self.store_payload(&object, &payload).await?;
-            map.insert(headers::PAYLOAD_OBJECT, object.as_str());
-            map.insert(headers::PAYLOAD_SIZE, payload.len().to_string().as_str());
+            dead.payload_object = Some(object.clone());
+            dead.payload_size = Some(payload.len() as u64);
+            dead.write_to(&mut map);
             payload = Bytes::new();
             if headers_wire_len(&map) > max {
-                record.history.clear();
-                record.http = None;
-                record.error = cut(&record.error, 256);
-                map.insert(headers::FAILURE, record_json(&record).as_str());
+                if let Some(record) = dead.failure.as_mut() {
+                    record.history.clear();
+                    record.http = None;
+                    record.error = cut(&record.error, 256);
+                }
+                dead.write_to(&mut map);
             }
             let size = headers_wire_len(&map);
             if size > max {
@@ -234,7 +221,7 @@ impl DeadLetters {
             task = letter.task,
             reason = letter.reason.as_str(),
             attempts = letter.attempts,
-            error = %record.error,
+            error = dead.failure.as_ref().map_or("", |record| record.error.as_str()),
             "task moved to dead letters"
         );
         Ok(())
@@ -270,10 +257,6 @@ impl DeadLetters {
             .map_err(|err| failed(err.to_string()))?;
         Ok(())
     }
-}
-
-fn record_json(record: &FailureRecord) -> String {
-    serde_json::to_string(record).unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// `text` cut to at most `max` bytes on a character boundary.

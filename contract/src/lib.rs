@@ -4,7 +4,8 @@
 //! - [`name`]: the validation of queue and task names (they become subject tokens);
 //! - [`Subjects`]: every subject, stream, consumer and bucket name, from one prefix;
 //! - [`headers`]: the header names of the protocol (see `docs/PROTOCOL.md`);
-//! - [`FailureRecord`]: what a dead letter says about how its task died; [`attempts`]: which
+//! - [`DeadLetterHeaders`]: the headers a dead letter carries (written and read, [`dead_letter`]);
+//!   [`FailureRecord`]: what a dead letter says about how its task died; [`attempts`]: which
 //!   deliveries count as attempts (hand-backs do not);
 //! - [`ConnectionConfig`] and [`connect()`]: configuration from `JETQ_*` and a version-checked
 //!   connection; [`Topology`]: idempotent provisioning of streams and queue consumers;
@@ -20,6 +21,7 @@ pub mod config;
 pub mod config_file;
 pub mod connect;
 pub mod dead;
+pub mod dead_letter;
 pub mod delayed;
 pub mod failure;
 pub mod headers;
@@ -36,6 +38,7 @@ pub mod wait;
 
 pub use config::{ConfigError, ConnectionConfig, Secret, StreamSettings};
 pub use connect::{connect, jetstream, ConnectError, Version};
+pub use dead_letter::DeadLetterHeaders;
 pub use failure::{AttemptFailure, AttemptOutcome, DeadReason, FailureRecord, HttpFailure};
 pub use name::{KeyError, NameError, NameKind};
 pub use retry::RetryPolicy;

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use jetq_cli::Admin;
 use jetq_consumer::{TaskContext, TaskError, Worker};
 use jetq_contract::{
-    headers, AttemptFailure, AttemptOutcome, DeadReason, FailureRecord, QueueSettings,
-    StreamSettings, Subjects, Topology,
+    dead_letter::dead_letter_id, headers, AttemptFailure, AttemptOutcome, DeadLetterHeaders,
+    DeadReason, FailureRecord, QueueSettings, StreamSettings, Subjects, Topology,
 };
 #[allow(unused_imports)]
 pub(crate) use jetq_harness::free_port;
@@ -177,21 +177,7 @@ pub(crate) async fn write_dead(js: &jetstream::Context, letter: &Letter<'_>) -> 
     // A distinct task-stream sequence per letter keeps the dedup ids distinct.
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let task_sequence = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    map.insert(
-        headers::MSG_ID,
-        format!("dead:{task_sequence}:{}", letter.task_id).as_str(),
-    );
-    map.insert(headers::TASK_ID, letter.task_id);
-    map.insert(headers::DEAD_REASON, letter.reason.as_str());
-    map.insert(headers::ATTEMPTS, "3");
-    map.insert(headers::DEAD_AT, now.as_str());
-    map.insert(headers::TASK_SEQUENCE, task_sequence.to_string().as_str());
-    map.insert(
-        headers::FAILURE,
-        serde_json::to_string(&record)
-            .expect("record encodes")
-            .as_str(),
-    );
+    DeadLetterHeaders::new(letter.task_id, task_sequence, record).write_to(&mut map);
     map.insert(headers::ENQUEUED_AT, now.as_str());
     if let Some(parent) = letter.traceparent {
         map.insert(headers::TRACEPARENT, parent);
@@ -230,10 +216,15 @@ pub(crate) async fn write_dead_many(
         }
         let id = format!("{prefix}-{i}");
         let mut map = HeaderMap::new();
-        map.insert(headers::MSG_ID, format!("dead:{i}:{id}").as_str());
-        map.insert(headers::TASK_ID, id.as_str());
-        map.insert(headers::DEAD_REASON, "exhausted");
-        map.insert(headers::ATTEMPTS, "3");
+        map.insert(headers::MSG_ID, dead_letter_id(i as u64, &id).as_str());
+        // Only the headers a listing shows: the lightest letter the CLI reads.
+        let dead = DeadLetterHeaders {
+            task_id: Some(id.clone()),
+            reason: Some(DeadReason::Exhausted.as_str().to_owned()),
+            attempts: Some(3),
+            ..DeadLetterHeaders::default()
+        };
+        dead.write_to(&mut map);
         acks.push(
             js.publish_with_headers(
                 subjects.dead(queue, task),
