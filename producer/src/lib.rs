@@ -16,6 +16,7 @@
 
 pub mod catalog;
 mod error;
+pub mod message;
 mod options;
 mod producer;
 mod settings;
