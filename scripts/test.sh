@@ -55,6 +55,14 @@ if ! grep -qs '"version": "1.65.1"' cli/tests/browser/node_modules/playwright-co
 fi
 export JETQ_TEST_CHROMIUM=/usr/bin/chromium JETQ_TEST_BROWSER_REQUIRED=1
 
+# 2d. PostgreSQL's server binaries (initdb, postgres) for the transactional outbox tests: each
+# starts its own cluster in a temporary directory on a free port, never the machine's server.
+if [ -z "${JETQ_TEST_PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  log "installing Debian's postgresql server binaries for the outbox tests"
+  as_root apt-get update >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql >&2
+fi
+
 export JETQ_TEST_NATS_SERVER="$server"
 if [ -x "$old_server" ]; then
   export JETQ_TEST_OLD_NATS_SERVER="$old_server"
