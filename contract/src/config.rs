@@ -153,8 +153,12 @@ fn default_prefix() -> String {
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(5)
 }
+/// How long a JetStream request (a publish's ack included) may take unless
+/// `JETQ_REQUEST_TIMEOUT` says otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn default_request_timeout() -> Duration {
-    Duration::from_secs(5)
+    DEFAULT_REQUEST_TIMEOUT
 }
 
 /// Where the NATS servers are and how to authenticate.

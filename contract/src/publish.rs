@@ -7,10 +7,19 @@
 //! (and acknowledges it as a duplicate). Every other error is final: nothing was stored by that
 //! send, and sending the same bytes again would not change the answer.
 //!
-//! `max_sends` counts every send, the first included: with 3, a message whose acks never arrive
-//! is sent exactly 3 times, however its sends and acks time out.
+//! `max_sends` counts every send whose outcome was unknown, the first included: with 3, a message
+//! whose acks never arrive is sent exactly 3 times, however its sends and acks time out.
+//!
+//! A reply that says "nothing stored, try again shortly" — no responders (no stream, or a stream
+//! without a leader during an election) or a JetStream 503 other than a failed store — is
+//! different: the send is known to have stored nothing, so it does not use up a send. The message
+//! is resent after a pause ([`retry_pause`]: 250 ms, doubling, at most 2 s) until the **retry
+//! budget** (by default the request timeout × `max_sends`, counted from the first send) is spent
+//! (docs/PROTOCOL.md §3, "Publish errors"). An election in a cluster takes seconds; a budget
+//! counted in sends was spent in 0.75 s.
 
 use std::future::{Future, IntoFuture};
+use std::time::Duration;
 
 use async_nats::{
     jetstream::{
@@ -27,6 +36,82 @@ use crate::headers;
 
 /// Sends per message when acks time out, unless a caller configures another number.
 pub const DEFAULT_MAX_SENDS: u32 = 3;
+
+/// The first pause after a retryable reply; each later one doubles, up to [`MAX_RETRY_PAUSE`].
+pub const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// The longest pause between two sends after retryable replies.
+pub const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
+
+/// The JetStream error code of a store that failed (a full stream, exhausted resources): a 503
+/// that a resend does not cure.
+pub const STREAM_STORE_FAILED: u64 = 10077;
+
+/// The pause before resend number `retry` (0-based) after a retryable reply, when `remaining` of
+/// the retry budget is left: 250 ms doubling to at most 2 s, cut to what remains so that the
+/// last resend happens as the budget ends. `None` when nothing remains: give up.
+///
+/// With replies that come back at once and a 2 s budget the pauses are 250, 500, 1000 and
+/// 250 ms (5 sends); the conformance vectors' `retry_pauses` section pins this schedule.
+///
+/// ```
+/// use std::time::Duration;
+/// use jetq_contract::publish::retry_pause;
+///
+/// let ms = Duration::from_millis;
+/// assert_eq!(retry_pause(0, ms(2000)), Some(ms(250)));
+/// assert_eq!(retry_pause(5, ms(10_000)), Some(ms(2000)));
+/// assert_eq!(retry_pause(3, ms(250)), Some(ms(250)));
+/// assert_eq!(retry_pause(3, Duration::ZERO), None);
+/// ```
+pub fn retry_pause(retry: u32, remaining: Duration) -> Option<Duration> {
+    if remaining.is_zero() {
+        return None;
+    }
+    let doubled = FIRST_RETRY_PAUSE
+        .checked_mul(1 << retry.min(8))
+        .unwrap_or(MAX_RETRY_PAUSE);
+    Some(doubled.min(MAX_RETRY_PAUSE).min(remaining))
+}
+
+/// The retry budget of one publish: how long it may go on resending after retryable replies,
+/// counted from its first send. Each [`RetryBudget::next_pause`] gives the next pause, or `None`
+/// once the budget is spent.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryBudget {
+    deadline: tokio::time::Instant,
+    retries: u32,
+}
+
+impl RetryBudget {
+    /// A budget of `budget` from now (the first send).
+    pub fn starting_now(budget: Duration) -> RetryBudget {
+        RetryBudget {
+            deadline: tokio::time::Instant::now() + budget,
+            retries: 0,
+        }
+    }
+
+    /// The pause before the next resend after a retryable reply; `None` when the budget is spent.
+    pub fn next_pause(&mut self) -> Option<Duration> {
+        let remaining = self
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now());
+        let pause = retry_pause(self.retries, remaining)?;
+        self.retries += 1;
+        Some(pause)
+    }
+
+    /// True once the budget's time has run out (a timed-out send is then not resent either).
+    pub fn spent(&self) -> bool {
+        tokio::time::Instant::now() >= self.deadline
+    }
+
+    /// Resends made after retryable replies so far.
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+}
 
 /// A message ready to publish, resent unchanged (same `Nats-Msg-Id`) while its outcome is
 /// unknown.
@@ -131,21 +216,34 @@ impl PublishError {
     }
 }
 
-/// Publishes [`Outgoing`] messages on a JetStream context, at most `max_sends` sends each.
+/// Publishes [`Outgoing`] messages on a JetStream context, at most `max_sends` sends each whose
+/// outcome is unknown, and resending after retryable replies within the retry budget.
 #[derive(Debug, Clone)]
 pub struct Publisher {
     js: jetstream::Context,
     max_sends: u32,
+    budget: Duration,
 }
 
 impl Publisher {
     /// A publisher on `js`; `max_sends` below 1 counts as 1. How long a send and its ack may
-    /// take is the context's request timeout.
+    /// take is the context's request timeout. The retry budget is the default request timeout
+    /// (5 s) × `max_sends`; set the caller's own with [`Publisher::retry_budget`].
     pub fn new(js: jetstream::Context, max_sends: u32) -> Publisher {
+        let max_sends = max_sends.max(1);
         Publisher {
             js,
-            max_sends: max_sends.max(1),
+            max_sends,
+            budget: crate::config::DEFAULT_REQUEST_TIMEOUT * max_sends,
         }
+    }
+
+    /// How long one publish may go on resending after retryable replies (no responders during
+    /// an election, a JetStream 503), counted from its first send. Use the connection's request
+    /// timeout × `max_sends`.
+    pub fn retry_budget(mut self, budget: Duration) -> Publisher {
+        self.budget = budget;
+        self
     }
 
     /// The JetStream context it publishes on.
@@ -169,7 +267,7 @@ impl Publisher {
         message: &Outgoing,
         first: Result<PublishAckFuture, SendError>,
     ) -> Result<Acked, PublishError> {
-        until_acked(self.max_sends, first, || self.send(message))
+        until_acked(self.max_sends, self.budget, first, || self.send(message))
             .await
             .map(|(ack, sends)| Acked {
                 stream: ack.stream,
@@ -210,11 +308,27 @@ pub fn is_unknown_outcome(err: &SendError) -> bool {
     err.kind() == PublishErrorKind::TimedOut
 }
 
+/// True when a reply says nothing was stored and a resend may succeed shortly: no responders
+/// (no stream captures the subject, or its stream has no leader during an election) or a
+/// JetStream error with code 503 other than a failed store ([`STREAM_STORE_FAILED`]: a full
+/// stream or exhausted resources, which a resend does not cure).
+pub fn is_temporarily_unavailable(err: &SendError) -> bool {
+    match err.kind() {
+        PublishErrorKind::StreamNotFound => true,
+        PublishErrorKind::Other => std::error::Error::source(err)
+            .and_then(|source| source.downcast_ref::<jetstream::Error>())
+            .is_some_and(|err| err.code() == 503 && err.error_code().0 != STREAM_STORE_FAILED),
+        _ => false,
+    }
+}
+
 /// The resend loop, apart from the client so that its counting is tested without a server:
-/// `first` is send 1; each unknown outcome sends again while fewer than `max_sends` were made.
-/// Returns the ack or the last error, with the number of sends.
+/// `first` is send 1; an unknown outcome sends again while fewer than `max_sends` such sends were
+/// made and the budget lasts; a retryable reply sends again after [`RetryBudget::next_pause`]
+/// without using up a send. Returns the ack or the last error, with the number of sends in all.
 async fn until_acked<S, F, A>(
     max_sends: u32,
+    budget: Duration,
     first: Result<A, SendError>,
     mut send: S,
 ) -> Result<(PublishAck, u32), (SendError, u32)>
@@ -223,6 +337,9 @@ where
     F: Future<Output = Result<A, SendError>>,
     A: IntoFuture<Output = Result<PublishAck, SendError>>,
 {
+    let mut retry = RetryBudget::starting_now(budget);
+    // Sends whose outcome was unknown, the one in flight included.
+    let mut counted = 1;
     let mut sends = 1;
     let mut sent = first;
     loop {
@@ -232,12 +349,17 @@ where
         };
         match outcome {
             Ok(ack) => return Ok((ack, sends)),
-            Err(err) if is_unknown_outcome(&err) && sends < max_sends => {
-                sends += 1;
-                sent = send().await;
+            Err(err) if is_unknown_outcome(&err) && counted < max_sends && !retry.spent() => {
+                counted += 1;
             }
+            Err(err) if is_temporarily_unavailable(&err) => match retry.next_pause() {
+                Some(pause) => tokio::time::sleep(pause).await,
+                None => return Err((err, sends)),
+            },
             Err(err) => return Err((err, sends)),
         }
+        sends += 1;
+        sent = send().await;
     }
 }
 
@@ -266,13 +388,25 @@ mod tests {
         max_sends: u32,
         answer: impl Fn(u32) -> Result<Ack, SendError>,
     ) -> (Result<(PublishAck, u32), (SendError, u32)>, u32) {
+        run_with_budget(max_sends, Duration::from_secs(15), answer).await
+    }
+
+    async fn run_with_budget(
+        max_sends: u32,
+        budget: Duration,
+        answer: impl Fn(u32) -> Result<Ack, SendError>,
+    ) -> (Result<(PublishAck, u32), (SendError, u32)>, u32) {
         let made = std::cell::Cell::new(1);
-        let result = until_acked(max_sends, answer(1), || {
+        let result = until_acked(max_sends, budget, answer(1), || {
             made.set(made.get() + 1);
             ready(answer(made.get()))
         })
         .await;
         (result, made.get())
+    }
+
+    fn no_responders() -> SendError {
+        SendError::new(PublishErrorKind::StreamNotFound)
     }
 
     #[tokio::test]
@@ -315,15 +449,91 @@ mod tests {
 
     #[tokio::test]
     async fn other_errors_are_final_at_once() {
-        let (result, made) = run(3, |_| {
-            Ok(ready(Err(SendError::new(PublishErrorKind::StreamNotFound))))
+        for kind in [
+            PublishErrorKind::WrongLastSequence,
+            PublishErrorKind::MaxPayloadExceeded,
+            PublishErrorKind::Other,
+        ] {
+            let (result, made) = run(3, |_| Ok(ready(Err(SendError::new(kind))))).await;
+            assert_eq!(made, 1, "{kind:?}");
+            assert_eq!(result.expect_err("refused").0.kind(), kind);
+        }
+    }
+
+    /// Time is paused: the sleeps between resends advance the clock at once, so the schedule is
+    /// exact.
+    #[tokio::test(start_paused = true)]
+    async fn no_responders_are_resent_until_the_budget_is_spent_without_using_up_sends() {
+        let started = tokio::time::Instant::now();
+        let (result, made) =
+            run_with_budget(2, Duration::from_secs(2), |_| Err(no_responders())).await;
+        // Sends at 0, 0.25, 0.75, 1.75 and 2.0 s: the last pause is cut to the budget's end.
+        assert_eq!(made, 5);
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        let (err, sends) = result.expect_err("never stored");
+        assert_eq!((err.kind(), sends), (PublishErrorKind::StreamNotFound, 5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_elected_within_the_budget_gets_the_message_stored() {
+        // An election: 6 s of no responders, then the new leader acknowledges.
+        let started = tokio::time::Instant::now();
+        let (result, _) = run(3, |_| {
+            if started.elapsed() < Duration::from_secs(6) {
+                Err(no_responders())
+            } else {
+                Ok(ready(Ok(acked(false))))
+            }
         })
         .await;
-        assert_eq!(made, 1);
-        assert_eq!(
-            result.expect_err("refused").0.kind(),
-            PublishErrorKind::StreamNotFound
-        );
+        let (ack, sends) = result.expect("stored after the election");
+        assert_eq!(ack.sequence, 7);
+        // 250 + 500 + 1000 + 2000 + 2000 ms of pauses: the sixth send is at 5.75 s, the seventh at 7.75.
+        assert_eq!(sends, 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_out_send_is_not_resent_once_the_budget_is_spent() {
+        // Each ack times out after 5 s; the budget is 8 s: the second send's timeout comes at
+        // 10 s, past the budget, so there is no third send although max_sends allows 5.
+        let made = std::cell::Cell::new(1);
+        let slow_timeout = || async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Err::<PublishAck, _>(timed_out())
+        };
+        let result = until_acked(5, Duration::from_secs(8), Ok(slow_timeout()), || {
+            made.set(made.get() + 1);
+            ready(Ok(slow_timeout()))
+        })
+        .await;
+        assert_eq!(made.get(), 2);
+        assert_eq!(result.expect_err("timed out").1, 2);
+    }
+
+    #[test]
+    fn the_pause_schedule_matches_the_conformance_vectors() {
+        #[derive(serde::Deserialize)]
+        struct Schedule {
+            budget_ms: u64,
+            pauses_ms: Vec<u64>,
+        }
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/conformance/vectors.json");
+        let vectors: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("the vectors")).expect("JSON");
+        let schedules: Vec<Schedule> =
+            serde_json::from_value(vectors["retry_pauses"].clone()).expect("retry_pauses");
+        assert!(!schedules.is_empty());
+        for schedule in schedules {
+            // Replies that come back at once: the time spent is the sum of the pauses.
+            let budget = Duration::from_millis(schedule.budget_ms);
+            let mut spent = Duration::ZERO;
+            let mut pauses = Vec::new();
+            while let Some(pause) = retry_pause(pauses.len() as u32, budget - spent) {
+                pauses.push(pause.as_millis() as u64);
+                spent += pause;
+            }
+            assert_eq!(pauses, schedule.pauses_ms, "budget {} ms", schedule.budget_ms);
+        }
     }
 
     #[tokio::test]

@@ -40,17 +40,15 @@ use crate::{
     telemetry::{self, ProducerMetrics},
 };
 
-/// JetStream's error code for a failed store, which `discard: New` limits report as
-/// "maximum messages exceeded" / "maximum bytes exceeded".
-const STREAM_STORE_FAILED: u64 = 10077;
+// STREAM_STORE_FAILED: JetStream's error code for a failed store, which `discard: New` limits
+// report as "maximum messages exceeded" / "maximum bytes exceeded".
+use jetq_contract::publish::{RetryBudget, STREAM_STORE_FAILED};
 /// JetStream's error code for a message over the stream's `max_msg_size`.
 const MESSAGE_EXCEEDS_MAXIMUM: u64 = 10054;
 
-/// The pause before resending a task whose publish found no responders (503): 250 ms after
-/// the first send, doubling, at most 2 s.
-fn no_responders_pause(attempt: u32) -> Duration {
-    Duration::from_millis(250 << attempt.saturating_sub(1).min(3))
-}
+/// How long a publish that found no responders waits for the server to say whether the task
+/// stream exists (during an election the question may go unanswered as well).
+const STREAM_CHECK_WAIT: Duration = Duration::from_secs(1);
 
 /// True when a publish stored nothing and may succeed shortly: no responders (no stream
 /// captures the subject, or the stream has no leader during an election) or a JetStream error
@@ -570,27 +568,40 @@ impl Producer {
         Ok(enqueued)
     }
 
-    /// Awaits acks, resending with the same id while acks time out: a timeout means the outcome
-    /// is unknown, and the duplicate window makes the resend safe. The caller made the first
-    /// send (attempt 1): `first` is its ack future, `None` if that send itself timed out. At
-    /// most `publish_attempts` sends in all. Returns the task's stream sequence and whether the
-    /// server dropped it as a duplicate.
+    /// Awaits acks, resending with the same id while the outcome is unknown or the server
+    /// says to try again (docs/PROTOCOL.md §3, "Publish errors"). The caller made the first send:
+    /// `first` is its ack future, `None` if that send itself timed out.
+    ///
+    /// - An ack that times out leaves the outcome unknown; the duplicate window makes a resend
+    ///   with the same id safe. At most `publish_attempts` such sends in all.
+    /// - No responders or a JetStream 503 stored nothing: the stream has no leader for a moment
+    ///   (an election) or cannot store right now. The task is resent after a pause (250 ms,
+    ///   doubling, at most 2 s) until the retry budget — `ack_timeout × publish_attempts` from
+    ///   now — is spent. These sends do not use up attempts: an election lasts seconds.
+    /// - No responders because the task stream does not exist (the server says so): a producer
+    ///   allowed to provision creates it and sends again; otherwise the enqueue fails at once.
+    ///
+    /// Returns the task's stream sequence and whether the server dropped it as a duplicate.
     async fn publish_until_acked(
         &self,
         prepared: &Prepared,
         first: Option<PublishAckFuture>,
     ) -> Result<(u64, bool), EnqueueError> {
+        let mut retry = RetryBudget::starting_now(self.ack_timeout * self.attempts);
+        // Sends whose outcome was unknown, the one in flight included.
         let mut attempt = 1;
+        let mut resent = false;
         let mut pending = first;
-        let mut provisioned = false;
+        let mut looked_for_stream = false;
         loop {
             let ack_future = match pending.take() {
                 Some(future) => future,
-                None if attempt >= self.attempts => {
+                None if attempt >= self.attempts || retry.spent() => {
                     return Err(self.timeout_or_disconnected(self.timed_out(prepared), attempt));
                 }
                 None => {
                     attempt += 1;
+                    resent = true;
                     // A resend: rare, so its (larger) send future is boxed.
                     match Box::pin(self.send(prepared)).await {
                         Ok(future) => future,
@@ -601,36 +612,65 @@ impl Producer {
             };
             match ack_future.await {
                 Ok(ack) => {
-                    // A fresh id can only collide with our own earlier attempt, whose ack timed
+                    // A fresh id can only collide with our own earlier send, whose ack timed
                     // out but which the server stored: that is this task, not a duplicate.
-                    let ours = (attempt > 1 || prepared.resent) && prepared.generated_id;
+                    let ours = (resent || prepared.resent) && prepared.generated_id;
                     return Ok((ack.sequence, ack.duplicate && !ours));
                 }
                 Err(err) => match self.classify(prepared, err) {
                     EnqueueError::Timeout { .. } => continue,
-                    // Nothing was stored, and it may be stored in a moment: resend with the same
-                    // id after a pause while attempts remain (docs/PROTOCOL.md §3, "Publish
-                    // errors"). Boxed: rare, and the sleep would grow every in-flight future.
-                    err if attempt < self.attempts && is_unavailable(&err) => {
-                        Box::pin(tokio::time::sleep(no_responders_pause(attempt))).await;
-                        continue;
+                    // No responders: once per enqueue, ask whether the stream is really gone
+                    // (bounded: during an election the question may go unanswered too).
+                    err @ EnqueueError::NoStream { .. } if !looked_for_stream => {
+                        looked_for_stream = true;
+                        let wait = self.ack_timeout.min(STREAM_CHECK_WAIT);
+                        if Box::pin(self.status.tasks_stream_missing(wait)).await {
+                            if !Box::pin(self.status.provision_tasks_stream()).await {
+                                return Err(self.timeout_or_disconnected(err, attempt));
+                            }
+                            resent = true;
+                            pending = self.resend_now(prepared).await?;
+                            continue;
+                        }
+                        pending = self.resend_after_pause(prepared, &mut retry, err, attempt).await?;
                     }
-                    // Still no stream after every attempt: a producer allowed to provision
-                    // creates the task stream (deleted since startup) and sends once more.
-                    EnqueueError::NoStream { .. }
-                        if !provisioned && Box::pin(self.status.provision_tasks_stream()).await =>
-                    {
-                        provisioned = true;
-                        pending = match Box::pin(self.send(prepared)).await {
-                            Ok(future) => Some(future),
-                            Err(EnqueueError::Timeout { .. }) => None,
-                            Err(err) => return Err(self.timeout_or_disconnected(err, attempt)),
-                        };
-                        continue;
+                    err if is_unavailable(&err) => {
+                        pending = self.resend_after_pause(prepared, &mut retry, err, attempt).await?;
+                        resent = true;
                     }
                     err => return Err(self.timeout_or_disconnected(err, attempt)),
                 },
             }
+        }
+    }
+
+    /// After a reply that stored nothing but may succeed shortly: pauses as the retry budget
+    /// says and sends again (`None` if that send timed out), or returns `err` once the budget
+    /// is spent. Boxed by the caller's `?`-free paths: rare, and the sleep would grow every
+    /// in-flight future.
+    async fn resend_after_pause(
+        &self,
+        prepared: &Prepared,
+        retry: &mut RetryBudget,
+        err: EnqueueError,
+        attempt: u32,
+    ) -> Result<Option<PublishAckFuture>, EnqueueError> {
+        let Some(pause) = retry.next_pause() else {
+            return Err(self.timeout_or_disconnected(err, attempt));
+        };
+        Box::pin(tokio::time::sleep(pause)).await;
+        Box::pin(self.resend_now(prepared)).await
+    }
+
+    /// Sends the task again at once: its ack future, or `None` if the send timed out.
+    async fn resend_now(
+        &self,
+        prepared: &Prepared,
+    ) -> Result<Option<PublishAckFuture>, EnqueueError> {
+        match Box::pin(self.send(prepared)).await {
+            Ok(future) => Ok(Some(future)),
+            Err(EnqueueError::Timeout { .. }) => Ok(None),
+            Err(err) => Err(err),
         }
     }
 

@@ -176,6 +176,22 @@ impl StatusStores {
         self.kv().await
     }
 
+    /// True only when the server says the task stream does not exist (JetStream error 10059).
+    /// A publish that found no responders is either that or an election (the stream has no
+    /// leader for a few seconds); an answer that is not "not found" — the stream's info, a
+    /// 503, no answer within `wait` — means it exists or may, and the publish keeps resending.
+    pub(crate) async fn tasks_stream_missing(&self, wait: std::time::Duration) -> bool {
+        const STREAM_NOT_FOUND: u64 = 10059;
+        let js = self.topology.jetstream();
+        let name = self.topology.subjects().tasks_stream();
+        match tokio::time::timeout(wait, js.get_stream(name)).await {
+            Ok(Err(err)) => std::error::Error::source(&err)
+                .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>())
+                .is_some_and(|err| err.error_code().0 == STREAM_NOT_FOUND),
+            Ok(Ok(_)) | Err(_) => false,
+        }
+    }
+
     /// Creates the task stream when provisioning is on and it is missing (deleted after this
     /// producer started, or never created because startup raced a deletion). True if the
     /// stream now exists; false when provisioning is off or creating failed (logged once per

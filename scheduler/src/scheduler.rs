@@ -174,6 +174,7 @@ impl SchedulerBuilder {
             fixed: self.schedules.is_some(),
             file_text,
             reload: Arc::new(Notify::new()),
+            publish_budget: self.connection.request_timeout * publish::DEFAULT_MAX_SENDS,
         })
     }
 }
@@ -241,6 +242,9 @@ pub struct Scheduler {
     fixed: bool,
     file_text: Option<String>,
     reload: Arc<Notify>,
+    /// How long a fire or release may resend while no stream leader answers (an election):
+    /// the request timeout × the sends allowed, as the producer's.
+    publish_budget: std::time::Duration,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -300,7 +304,8 @@ impl Scheduler {
             let releaser = Releaser {
                 subjects: self.subjects.clone(),
                 stream: self.delayed_stream.clone(),
-                publisher: Publisher::new(self.js.clone(), publish::DEFAULT_MAX_SENDS),
+                publisher: Publisher::new(self.js.clone(), publish::DEFAULT_MAX_SENDS)
+                    .retry_budget(self.publish_budget),
                 state: self.state.clone(),
                 lookback: self.settings.delayed_lookback,
                 window: self.settings.release_window,
@@ -309,7 +314,8 @@ impl Scheduler {
         }
         let shared = Shared {
             subjects: self.subjects.clone(),
-            publisher: Publisher::new(self.js.clone(), publish::DEFAULT_MAX_SENDS),
+            publisher: Publisher::new(self.js.clone(), publish::DEFAULT_MAX_SENDS)
+                .retry_budget(self.publish_budget),
             state: self.state.clone(),
             grace: self.settings.misfire_grace,
             metrics: self.metrics.clone(),

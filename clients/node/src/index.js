@@ -1,8 +1,8 @@
 // jetq for Node.js: enqueue tasks that jetq workers (in any language) run.
-// The protocol: docs/PROTOCOL.md, version 1.1.
+// The protocol: docs/PROTOCOL.md, version 1.4.
 export * from './errors.js';
 export {
   PROTOCOL_VERSION, Subjects, prepare, validateName, validateKey, isFireId, parseTimestamp,
-  formatTimestamp, statusKey, classifyReply, ulid, headerBlockSize, isTerminal,
+  formatTimestamp, statusKey, classifyReply, retryPauseMs, ulid, headerBlockSize, isTerminal,
 } from './protocol.js';
 export { Producer } from './producer.js';

@@ -144,8 +144,15 @@ export class Producer {
     const hdrs = natsHeaders();
     for (const [name, value] of prepared.headers) hdrs.set(name, value);
     const what = { task: prepared.task, subject: prepared.subject, size };
-    let lastError = null;
-    for (let attempt = 1; attempt <= this.publishAttempts; attempt += 1) {
+    // PROTOCOL.md §3, "Publish errors": a timed-out ack leaves the outcome unknown (resend,
+    // at most publishAttempts such sends); a reply that stored nothing (no responders during an
+    // election, a JetStream 503) is resent after a pause until the retry budget — the request
+    // timeout × publishAttempts from the first send — is spent, without using up attempts.
+    const deadline = Date.now() + this.requestTimeoutMs * this.publishAttempts;
+    let attempt = 1; // sends whose outcome was unknown, the one in flight included
+    let retries = 0; // sends after replies that stored nothing
+    let lookedForStream = false;
+    for (;;) {
       if (this.nc.isClosed()) throw new NotConnected(prepared.task, attempt);
       let status = null;
       let body = '';
@@ -157,7 +164,8 @@ export class Producer {
         if (isNoResponders(err)) {
           status = '503';
         } else if (isTimeout(err)) {
-          lastError = null; // the outcome is unknown: resend the same message (§3)
+          if (attempt >= this.publishAttempts || Date.now() >= deadline) break;
+          attempt += 1; // the outcome is unknown: resend the same message (§3)
           continue;
         } else if (this.nc.isClosed() || err instanceof natsErrors.ClosedConnectionError) {
           throw new NotConnected(prepared.task, attempt);
@@ -170,16 +178,41 @@ export class Producer {
         return {
           id: prepared.id,
           sequence: reply.sequence,
-          duplicate: isDuplicate(reply.duplicate, attempt, prepared.generatedId),
+          duplicate: isDuplicate(reply.duplicate, attempt + retries, prepared.generatedId),
           stream: reply.stream,
         };
       }
       if (reply.outcome === 'give_up') throw reply.error;
-      lastError = reply.error;
-      if (attempt < this.publishAttempts) await sleep(retryPauseMs(attempt));
+      // No responders: once, ask whether the stream is really gone (then report it at once).
+      if (reply.error.name === 'NoStream' && !lookedForStream) {
+        lookedForStream = true;
+        if (await this.tasksStreamMissing(Math.min(this.requestTimeoutMs, 1000))) throw reply.error;
+      }
+      const pause = retryPauseMs(retries, deadline - Date.now());
+      if (pause === null) throw reply.error;
+      retries += 1;
+      await sleep(pause);
     }
-    if (lastError) throw lastError;
     throw new Timeout(prepared.task, prepared.id, this.requestTimeoutMs, this.publishAttempts);
+  }
+
+  /**
+   * True only when the server says the task stream does not exist: a publish that found no
+   * responders is that or an election. Any other answer (its info, a 503, no answer within
+   * `waitMs`, no permission to ask) means it exists or may.
+   */
+  async tasksStreamMissing(waitMs) {
+    const notFound = (err) => err?.api_error?.err_code === 10059 || /stream not found/i.test(String(err?.message));
+    let timer;
+    const waited = new Promise((resolve) => { timer = setTimeout(() => resolve(false), waitMs); });
+    const asked = this.jsm()
+      .then((jsm) => jsm.streams.info(this.subjects.tasksStream))
+      .then(() => false, notFound);
+    try {
+      return await Promise.race([asked, waited]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async jsm() {

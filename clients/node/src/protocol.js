@@ -1,4 +1,4 @@
-// The wire protocol of docs/PROTOCOL.md (version 1.1) as pure functions: names, keys, ids,
+// The wire protocol of docs/PROTOCOL.md (version 1.4) as pure functions: names, keys, ids,
 // timestamps, subjects, the message a task becomes, status keys, and what a publish reply means.
 // Nothing here talks to a server; producer.js does.
 
@@ -8,7 +8,7 @@ import {
   StreamFull, TooLarge,
 } from './errors.js';
 
-export const PROTOCOL_VERSION = '1.1';
+export const PROTOCOL_VERSION = '1.4';
 export const MAX_NAME_LEN = 64;
 export const MAX_KEY_LEN = 256;
 /** Ids jetq writes itself (§3, "Task ids and reserved ids"). */
@@ -284,12 +284,17 @@ export function classifyReply(what, status, body) {
   return { outcome: 'stored', sequence: parsed.seq, duplicate: parsed.duplicate === true, stream: String(parsed.stream ?? '') };
 }
 
-/** The pause before a resend after a `retry` reply: 250 ms, doubling, at most 2 s. */
-export function retryPauseMs(attempt) {
-  return 250 * 2 ** Math.min(Math.max(attempt - 1, 0), 3);
+/**
+ * The pause in ms before resend number `retry` (0-based) after a `retry` reply, when
+ * `remainingMs` of the retry budget are left: 250 ms doubling to at most 2 s, cut to what
+ * remains so that the last resend happens as the budget ends; `null` when nothing remains
+ * (vectors: `retry_pauses`).
+ */
+export function retryPauseMs(retry, remainingMs) {
+  if (!(remainingMs > 0)) return null;
+  return Math.min(250 * 2 ** Math.min(retry, 8), 2000, remainingMs);
 }
 
-/** Whether an enqueue is reported as a duplicate (§3): a generated id's resend is ours. */
 export function isDuplicate(ackedDuplicate, attempt, generatedId) {
   return ackedDuplicate && !(attempt > 1 && generatedId);
 }

@@ -8,7 +8,7 @@ import { connect, headers as natsHeaders } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import {
   InvalidKey, InvalidName, Producer, Subjects, classifyReply, formatTimestamp, parseTimestamp,
-  prepare, statusKey,
+  prepare, retryPauseMs, statusKey,
 } from '../src/index.js';
 import { createTaskStream, loadVectors, natsServerBinary, startNatsServer, within } from './support.js';
 
@@ -155,7 +155,11 @@ describe('vectors through a real server', { skip: natsServerBinary() ? false : '
     }));
     await nc.flush();
     // Prefix ackq: no stream captures these subjects, only the responder.
-    const producer = new Producer(nc, { prefix: 'ackq', provision: false, publishAttempts: 3, requestTimeoutMs: 1000 });
+    // A retry budget of 1 s × 2 attempts: the retry_pauses vector for 2,000 ms says how many
+    // sends a retryable reply gets (replies here come back at once).
+    const schedule = VECTORS.retry_pauses.find((v) => v.budget_ms === 2000);
+    const retrySends = schedule.pauses_ms.length + 1;
+    const producer = new Producer(nc, { prefix: 'ackq', provision: false, publishAttempts: 2, requestTimeoutMs: 1000 });
     try {
       for (const vector of VECTORS.publish_acks) {
         const outcome = await within(10_000, vector.name, producer.enqueue('acks', vector.name, {}, { key: `ack-${vector.name}` }).then(
@@ -169,11 +173,25 @@ describe('vectors through a real server', { skip: natsServerBinary() ? false : '
           assert.equal(sent, 1, vector.name);
         } else {
           assert.equal(outcome.error?.constructor.name, vector.error, `${vector.name}: ${outcome.error}`);
-          if (vector.status !== '503') assert.equal(sent, vector.outcome === 'retry' ? 3 : 1, `${vector.name}: sends`);
+          // (A 503 vector finds no stream at all: the producer asks, hears "not found" and
+          // reports NoStream after one send.)
+          if (vector.status !== '503') assert.equal(sent, vector.outcome === 'retry' ? retrySends : 1, `${vector.name}: sends`);
         }
       }
     } finally {
       for (const sub of subscriptions) sub.unsubscribe();
+    }
+  });
+
+  test('the pauses after retryable replies follow the retry_pauses vectors', () => {
+    for (const vector of VECTORS.retry_pauses) {
+      const pauses = [];
+      let spent = 0;
+      for (let pause = retryPauseMs(0, vector.budget_ms); pause !== null; pause = retryPauseMs(pauses.length, vector.budget_ms - spent)) {
+        pauses.push(pause);
+        spent += pause;
+      }
+      assert.deepEqual(pauses, vector.pauses_ms, `budget ${vector.budget_ms} ms`);
     }
   });
 

@@ -15,7 +15,7 @@ import jetq
 from jetq import AsyncProducer, ConfigError, InvalidKey, InvalidName
 from jetq.catalog import catalog_bucket, parse_entry
 from jetq.errors import EnqueueError
-from jetq.producer import Enqueued, is_unavailable
+from jetq.producer import Enqueued, is_unavailable, retry_pause
 from jetq.protocol import Subjects, attempt_number, dead_payload_object, format_timestamp, parse_timestamp, prepare
 from jetq.status import id_from_key, status_key
 from jetq.testing import NatsServer, create_task_stream, stored_tasks
@@ -140,6 +140,18 @@ def test_publish_ack_vector(vector: Dict[str, Any]) -> None:
     else:
         assert type(outcome).__name__ == vector["error"], vector["name"]
         assert is_unavailable(outcome) == (vector["outcome"] == "retry"), vector["name"]
+
+
+@pytest.mark.parametrize("vector", VECTORS["retry_pauses"], ids=lambda v: f"budget_{v['budget_ms']}ms")
+def test_retry_pauses_vector(vector: Dict[str, Any]) -> None:
+    # Replies that come back at once: the time spent is the sum of the pauses so far.
+    budget = vector["budget_ms"] / 1000
+    pauses = []
+    spent = 0.0
+    while (pause := retry_pause(len(pauses), budget - spent)) is not None:
+        pauses.append(round(pause * 1000))
+        spent += pause
+    assert pauses == vector["pauses_ms"]
 
 
 def test_catalog_bucket_vector() -> None:

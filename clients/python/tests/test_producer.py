@@ -175,6 +175,44 @@ async def test_no_ack_after_every_attempt_is_a_timeout_naming_the_id(nats_server
     assert 0.8 < elapsed < 5, elapsed
 
 
+async def test_a_retryable_reply_is_resent_until_the_retry_budget_is_spent(nats_server: NatsServer, raw_client: NatsClient) -> None:
+    # A JetStream 503 ("temporarily unavailable") stores nothing: resent with the same id after
+    # 0.25, 0.5, 1 and 0.25 s — the budget is 1 s x 2 attempts (vectors: retry_pauses) — then
+    # reported. Attempts alone would have given up after 2 sends.
+    unavailable = b'{"error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}}'
+    fake = FakeJetStream(lambda i, msg: unavailable)
+    await raw_client.subscribe("jetq.task.work.job", cb=fake.handle)
+    await raw_client.flush()
+    producer = await AsyncProducer.connect(config_for(nats_server, request_timeout=1.0, publish_attempts=2))
+    started = time.monotonic()
+    try:
+        with pytest.raises(jetq.Rejected):
+            await within("budget", producer.enqueue("work", "job", {"n": 1}, key="order-10"))
+    finally:
+        await producer.close()
+    elapsed = time.monotonic() - started
+    assert len(fake.requests) == 5
+    assert {m.headers["Nats-Msg-Id"] for m in fake.requests if m.headers} == {"order-10"}
+    assert 1.9 < elapsed < 4, elapsed
+
+
+async def test_an_election_within_the_budget_is_ridden_through(nats_server: NatsServer, raw_client: NatsClient) -> None:
+    # No leader for 1.5 s (503s), then a leader stores the task: the enqueue succeeds, once.
+    unavailable = b'{"error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}}'
+    started = time.monotonic()
+    fake = FakeJetStream(lambda i, msg: unavailable if time.monotonic() - started < 1.5 else ack(7))
+    await raw_client.subscribe("jetq.task.work.job", cb=fake.handle)
+    await raw_client.flush()
+    producer = await AsyncProducer.connect(config_for(nats_server, request_timeout=1.0, publish_attempts=2))
+    try:
+        started = time.monotonic()
+        enqueued = await within("election", producer.enqueue_detailed("work", "job", {"n": 1}))
+    finally:
+        await producer.close()
+    assert enqueued.sequence == 7 and not enqueued.duplicate
+    assert len(fake.requests) >= 4
+
+
 async def test_a_full_stream_refuses_new_tasks_and_keeps_the_old_ones(nats_server: NatsServer) -> None:
     await create_task_stream(nats_server.url, max_msgs=3)
     producer = await AsyncProducer.connect(config_for(nats_server))
