@@ -40,7 +40,7 @@ from .config import Config
 from .errors import OutboxMissing
 from .message import build_task_message
 from .outbox_schema import DEFAULT_TABLE, validate_table
-from .protocol import Prepared, Seconds, Subjects
+from .protocol import MSG_ID, Prepared, Seconds, Subjects
 
 __all__ = ["Outbox", "OutboxRow", "row_of", "insert_sql"]
 
@@ -57,7 +57,7 @@ class OutboxRow:
     #: Where the relay publishes it: ``<prefix>.task.<queue>.<task>``, or
     #: ``<prefix>.delayed.<due>.<queue>.<task>`` for a delayed task.
     subject: str
-    #: Every header of the message, ``Nats-Msg-Id`` included.
+    #: The message's headers but ``Nats-Msg-Id`` (that is :attr:`msg_id`).
     headers: Dict[str, str]
     #: The task's arguments: the JSON bytes exactly as published.
     payload: bytes
@@ -69,8 +69,10 @@ class OutboxRow:
 
 
 def row_of(message: Prepared) -> OutboxRow:
-    """The outbox row of a task message."""
-    return OutboxRow(message.id, message.subject, dict(message.headers), message.payload)
+    """The outbox row of a task message: its headers but ``Nats-Msg-Id``, which is the
+    ``msg_id`` column (docs/PROTOCOL.md §10; the relay publishes it from there)."""
+    headers = {name: value for name, value in message.headers.items() if name != MSG_ID}
+    return OutboxRow(message.id, message.subject, headers, message.payload)
 
 
 def insert_sql(table: str = DEFAULT_TABLE) -> str:
