@@ -1,7 +1,8 @@
 """The two views of the seed scenario.
 
-- ``signup``: creates a member and enqueues the welcome email **after the transaction
-  commits** (``transaction.on_commit``);
+- ``signup``: creates a member and enqueues the welcome email **in the same transaction**,
+  through jetq's transactional outbox (``jetq.django.enqueue``; ``jetq-relay`` publishes it
+  after the commit);
 - ``create_export``: creates an export and enqueues ``generate_csv`` (status tracked), answering
   with the task id; ``export`` shows where it stands (state, progress, result) from the task's
   status record and cancels it (``DELETE``); ``export_csv`` hands out the finished CSV, streamed
@@ -10,7 +11,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import tempfile
 from typing import Any, Dict, Iterator, Optional
@@ -43,8 +43,8 @@ def record_signup(member: Member) -> None:
 
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
-    """GET: the form. POST ``email`` (and ``name``): creates the member and, once that is
-    committed, enqueues the welcome email."""
+    """GET: the form. POST ``email`` (and ``name``): creates the member and enqueues the
+    welcome email in the same transaction (the outbox)."""
     if request.method == "GET":
         return render(request, "shop/signup.html")
     email = request.POST.get("email", "").strip().lower()
@@ -56,12 +56,10 @@ def signup(request: HttpRequest) -> HttpResponse:
     try:
         with transaction.atomic():
             member = Member.objects.create(email=email, name=name)
-            # Runs only if (and after) the transaction commits: a rollback below discards it,
-            # so no email goes out for a member who does not exist.
-            transaction.on_commit(
-                functools.partial(jobs.send_welcome_email, member.pk, member.email, member.name),
-                robust=True,
-            )
+            # A row of the outbox table, in this transaction: a rollback below takes it back (no
+            # email for a member who does not exist); the commit makes member and email durable
+            # together, and jetq-relay publishes the email after it.
+            jobs.enqueue_welcome_email(member.pk, member.email, member.name)
             record_signup(member)
     except IntegrityError:
         return JsonResponse({"error": "this email address has already signed up"}, status=409)

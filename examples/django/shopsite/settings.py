@@ -1,7 +1,9 @@
 """Settings of the jetq example shop: the minimum for the signup and export views.
 
 jetq itself is configured by its own environment variables (JETQ_NATS_URL, JETQ_PREFIX,
-credentials...; see clients/python/README.md), read when the producer is first used.
+credentials...; see clients/python/README.md), read when the producer is first used. The
+database is PostgreSQL (PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD), which the
+transactional outbox of the signup view needs.
 """
 
 import os
@@ -16,6 +18,9 @@ ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,test
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.staticfiles",
+    # jetq's transactional outbox: the jetq_outbox table (python manage.py migrate), written by
+    # jetq.django.enqueue in the signup transaction and published by jetq-relay.
+    "jetq.django",
     "shop",
 ]
 
@@ -37,10 +42,16 @@ TEMPLATES = [
     }
 ]
 
+# PostgreSQL (the outbox needs it), configured with libpq's usual variables; the tests point it
+# at a cluster of their own (tests/conftest.py).
 DATABASES = {
     "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("DJANGO_DB", str(BASE_DIR / "db.sqlite3")),
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": os.environ.get("PGDATABASE", "shop"),
+        "USER": os.environ.get("PGUSER", "postgres"),
+        "PASSWORD": os.environ.get("PGPASSWORD", ""),
+        "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+        "PORT": os.environ.get("PGPORT", "5432"),
     }
 }
 

@@ -1,6 +1,7 @@
-"""Django test setup without pytest-django: a test database for the session, and per test a
-real nats-server (the pinned binary from .tools/venv, on a free port, temporary store) with the
-task stream, and the shop's jetq producer pointed at it."""
+"""Django test setup without pytest-django: a PostgreSQL cluster of the session's own (initdb
+in a temporary directory, a free port: never the machine's server) holding the test database,
+and per test a real nats-server (the pinned binary from .tools/venv, on a free port, temporary
+store) with the task stream, and the shop's jetq producer pointed at it."""
 
 from __future__ import annotations
 
@@ -20,21 +21,45 @@ from django.test.utils import (  # noqa: E402 - needs django.setup()
     teardown_test_environment,
 )
 
+from django.conf import settings  # noqa: E402
+from django.db import connections  # noqa: E402
+
+from jetq.django.models import OutboxMessage  # noqa: E402
 from jetq.testing import NatsServer, create_task_stream_sync  # noqa: E402
+from jetq.testing_postgres import PostgresServer  # noqa: E402
 from shop import jobs  # noqa: E402
 from shop.models import Export, Member, SignupEvent  # noqa: E402
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """The session's PostgreSQL cluster."""
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session", autouse=True)
-def django_test_database() -> Iterator[None]:
-    """An in-memory test database with the shop's migrations applied."""
+def django_test_database(postgres: PostgresServer) -> Iterator[None]:
+    """Django's test database on the session's cluster, with the migrations applied (the shop's
+    tables and jetq's outbox table). DATABASES is pointed there before anything connects."""
+    settings.DATABASES["default"].update(postgres.django_settings("shop"))
     setup_test_environment()
     old_config = setup_databases(verbosity=0, interactive=False)
     try:
         yield
     finally:
+        connections.close_all()
         teardown_databases(old_config, verbosity=0)
         teardown_test_environment()
+
+
+@pytest.fixture
+def database_url(postgres: PostgresServer) -> str:
+    """The test database's URL, for jetq-relay (JETQ_DATABASE_URL)."""
+    return postgres.url_for(connections["default"].settings_dict["NAME"])
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +70,7 @@ def clean_tables() -> Iterator[None]:
     SignupEvent.objects.all().delete()
     Member.objects.all().delete()
     Export.objects.all().delete()
+    OutboxMessage.objects.all().delete()
 
 
 @pytest.fixture

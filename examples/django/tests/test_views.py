@@ -1,17 +1,18 @@
-"""The shop's views through Django's test client, against a real nats-server: what lands in the
-JETQ_TASKS stream (subject, headers, payload), and what on_commit does and does not do."""
+"""The shop's views through Django's test client, against a real nats-server and PostgreSQL: the
+signup's outbox row (subject, headers, payload) written in the signup transaction, and what
+lands in the JETQ_TASKS stream for an export."""
 
 from __future__ import annotations
 
 import json
-import logging
 import re
-from typing import Any, List, Optional
+from typing import Any, List
 
 import pytest
 from django.db import transaction
 from django.test import Client
 
+from jetq.django.models import OutboxMessage
 from jetq.testing import NatsServer, create_task_stream_sync, stored_tasks_sync
 from shop import jobs, views
 from shop.models import Export, Member
@@ -25,77 +26,70 @@ def test_the_signup_form_renders() -> None:
     assert b'name="csrfmiddlewaretoken"' in response.content
 
 
-def test_signup_enqueues_the_welcome_email(nats_server: NatsServer, task_stream: str) -> None:
+def test_signup_writes_the_welcome_email_into_the_outbox(nats_server: NatsServer, task_stream: str) -> None:
     response = Client().post("/signup/", {"email": "Ada@Example.com", "name": "Ada"})
     assert response.status_code == 201, response.content
     member = Member.objects.get()
     assert member.email == "ada@example.com"
 
-    [task] = stored_tasks_sync(nats_server.url)
-    assert task.subject == "jetq.task.emails.send_email"
-    assert task.headers["Nats-Msg-Id"] == f"welcome-email-{member.pk}"
-    assert ENQUEUED_AT.match(task.headers["Jetq-Enqueued-At"])
-    assert set(task.headers) == {"Nats-Msg-Id", "Jetq-Enqueued-At"}
-    args = json.loads(task.payload)
-    assert args == {
+    [row] = OutboxMessage.objects.all()
+    assert row.msg_id == f"welcome-email-{member.pk}"
+    assert row.subject == "jetq.task.emails.send_email"
+    assert set(row.headers) == {"Jetq-Enqueued-At"} and ENQUEUED_AT.match(row.headers["Jetq-Enqueued-At"])
+    assert json.loads(bytes(row.payload)) == {
         "to": "ada@example.com",
         "subject": "Welcome to the shop",
         "body": "Hi Ada,\n\nthanks for signing up.\n",
     }
+    assert stored_tasks_sync(nats_server.url) == [], "the view does not publish: jetq-relay does, after the commit"
 
 
-def test_the_enqueue_runs_after_the_commit(nats_server: NatsServer, task_stream: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_email_is_written_inside_the_signup_transaction(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: List[Any] = []
-    real = jobs.send_welcome_email
+    real = jobs.enqueue_welcome_email
 
-    def spy(member_id: int, email: str, name: str) -> Optional[str]:
-        # At this point the transaction is over and the member is visible to everyone.
-        seen.append((transaction.get_connection().in_atomic_block, Member.objects.filter(pk=member_id).exists()))
+    def spy(member_id: int, email: str, name: str) -> str:
+        seen.append(transaction.get_connection().in_atomic_block)
         return real(member_id, email, name)
 
-    monkeypatch.setattr(jobs, "send_welcome_email", spy)
+    monkeypatch.setattr(jobs, "enqueue_welcome_email", spy)
     assert Client().post("/signup/", {"email": "grace@example.com"}).status_code == 201
-    assert seen == [(False, True)]
-    assert len(stored_tasks_sync(nats_server.url)) == 1
+    assert seen == [True]
+    assert OutboxMessage.objects.count() == 1
 
 
-def test_a_rolled_back_signup_enqueues_nothing(nats_server: NatsServer, task_stream: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_rolled_back_signup_enqueues_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(member: Member) -> None:
         raise RuntimeError("audit log unavailable")
 
-    # The failure comes after on_commit was registered, inside the same transaction.
+    # The failure comes after the email was written, inside the same transaction.
     monkeypatch.setattr(views, "record_signup", fail)
     response = Client(raise_request_exception=False).post("/signup/", {"email": "linus@example.com"})
     assert response.status_code == 500
     assert not Member.objects.exists(), "the transaction was rolled back"
-    assert stored_tasks_sync(nats_server.url) == [], "so the welcome email was never enqueued"
+    assert not OutboxMessage.objects.exists(), "and the welcome email with it"
 
 
-def test_a_second_signup_is_refused_and_enqueues_once(nats_server: NatsServer, task_stream: str) -> None:
+def test_a_second_signup_is_refused_and_enqueues_once() -> None:
     client = Client()
     assert client.post("/signup/", {"email": "barbara@example.com"}).status_code == 201
     assert client.post("/signup/", {"email": "barbara@example.com"}).status_code == 409
-    assert len(stored_tasks_sync(nats_server.url)) == 1
+    assert OutboxMessage.objects.count() == 1
 
 
-def test_invalid_email_is_a_400(nats_server: NatsServer, task_stream: str) -> None:
+def test_invalid_email_is_a_400() -> None:
     assert Client().post("/signup/", {"email": "not an address"}).status_code == 400
-    assert stored_tasks_sync(nats_server.url) == []
+    assert not OutboxMessage.objects.exists()
 
 
-def test_with_nats_down_the_signup_succeeds_and_the_lost_email_is_logged(
-    nats_server: NatsServer, task_stream: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    """What on_commit does NOT guarantee: the member is committed, the enqueue then fails, the
-    email is lost (logged loudly). See the README: use an outbox where that is not acceptable."""
+def test_with_nats_down_the_signup_succeeds_and_the_email_is_kept(nats_server: NatsServer, task_stream: str) -> None:
+    """What the outbox adds over on_commit: NATS being down does not lose the email — it waits
+    in the committed outbox row until jetq-relay can publish it."""
     nats_server.kill()
-    with caplog.at_level(logging.ERROR, logger="shop"):
-        response = Client().post("/signup/", {"email": "margaret@example.com"})
+    response = Client().post("/signup/", {"email": "margaret@example.com"})
     assert response.status_code == 201
     member = Member.objects.get()
-    assert any(
-        "NOT enqueued" in record.getMessage() and str(member.pk) in record.getMessage() for record in caplog.records
-    ), caplog.text
+    assert OutboxMessage.objects.get().msg_id == f"welcome-email-{member.pk}"
 
 
 def test_export_answers_with_the_id_of_the_stored_task(nats_server: NatsServer, task_stream: str) -> None:
