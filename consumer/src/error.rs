@@ -147,6 +147,9 @@ pub enum WorkerError {
     /// A task type has an invalid queue or name.
     #[error(transparent)]
     InvalidName(#[from] NameError),
+    /// A flow-control limit is unusable (e.g. set for a type without a handler).
+    #[error(transparent)]
+    Flow(#[from] jetq_contract::flow::FlowError),
     /// Two handlers were registered for the same task.
     #[error("task {task} on queue {queue} has two handlers; register each task type once")]
     DuplicateHandler {

@@ -24,6 +24,7 @@ use crate::{
     dead_letter::{self, attempt_failure, DeadLetters, LetterToWrite},
     error::FailureKind,
     handler::{CallError, Registration, Registry},
+    limits::{Admission, FlowControl, FlowTask, Permit},
     settings::WorkerSettings,
     stall::{StallWatch, TaskNames as StallNames},
     status::{self, Start, StatusRecorder, Tracker},
@@ -89,6 +90,8 @@ pub(crate) struct Executor {
     pub(crate) status: StatusRecorder,
     /// Reports handlers that block their thread.
     pub(crate) stall: Arc<StallWatch>,
+    /// Rate and concurrency limits, unique keys (see `limits/`).
+    pub(crate) flow: Arc<FlowControl>,
 }
 
 /// What the message says about itself, parsed once, and the handler it goes to.
@@ -114,6 +117,8 @@ struct Delivery<'a> {
     enqueued_at: SystemTime,
     /// The status of a tracked task, once it started.
     status: Option<Arc<Tracker>>,
+    /// The concurrency slot of a limited task, once admitted.
+    flow: Option<Permit>,
 }
 
 impl Executor {
@@ -218,6 +223,7 @@ impl Executor {
             sequence,
             enqueued_at,
             status: None,
+            flow: None,
         })
     }
 
@@ -274,6 +280,20 @@ impl Executor {
             };
             return self.finish(message, &delivery, max_attempts, outcome).await;
         }
+        // Flow control: a task over a rate or concurrency limit waits, as a hand-back (no
+        // attempt used); plain tasks skip this with one map and one header lookup.
+        if self
+            .flow
+            .applies(&delivery.queue, &delivery.task, &delivery.headers)
+        {
+            match Box::pin(self.flow.admit(delivery.flow_task())).await {
+                Admission::Run(permit) => delivery.flow = Some(permit),
+                Admission::Wait(delay) => {
+                    tracing::debug!(retry_in = ?delay, "over a flow limit; handing the task back");
+                    return Box::pin(self.hand_back_unrun(message, Some(delay))).await;
+                }
+            }
+        }
         let tracked = tracks(&delivery);
         if tracked {
             match Box::pin(self.status.start(delivery.started(max_attempts))).await {
@@ -325,6 +345,11 @@ impl Executor {
             if !matches!(outcome, Outcome::HandedBack) {
                 self.metrics
                     .duration(&delivery.labels, "cancelled", started.elapsed());
+                Box::pin(
+                    self.flow
+                        .settle(delivery.flow.as_ref(), true, delivery.flow_task()),
+                )
+                .await;
                 Box::pin(status::settle_cancelled(&message, tracker)).await;
                 return Box::pin(self.dead_letters.attempts().forget(delivery.sequence)).await;
             }
@@ -425,6 +450,16 @@ impl Executor {
     ) {
         // Runs inside the attempt's `process` span.
         let span = tracing::Span::current();
+        // Free the task's concurrency slot and, if this ends the task, its unique key.
+        if delivery.flow.is_some() || self.flow.releases_at_end(&delivery.headers) {
+            let ended = match &outcome {
+                Outcome::Succeeded | Outcome::Dead { .. } => true,
+                Outcome::Failed { .. } => delivery.attempt >= max_attempts,
+                Outcome::HandedBack => false,
+            };
+            let task = delivery.flow_task();
+            Box::pin(self.flow.settle(delivery.flow.as_ref(), ended, task)).await;
+        }
         match outcome {
             Outcome::Succeeded => {
                 span.set_attribute(attr::OUTCOME, "succeeded");
@@ -650,6 +685,17 @@ fn tracks(delivery: &Delivery<'_>) -> bool {
 }
 
 impl Delivery<'_> {
+    fn flow_task(&self) -> FlowTask<'_> {
+        FlowTask {
+            queue: &self.queue,
+            task: &self.task,
+            id: &self.id,
+            sequence: self.sequence,
+            delivered: self.delivered,
+            headers: &self.headers,
+        }
+    }
+
     fn started(&self, max_attempts: u32) -> status::Started<'_> {
         status::Started {
             id: &self.id,

@@ -18,6 +18,7 @@ use crate::{
     error::{TaskError, WorkerError},
     execution::Executor,
     handler::{Registration, Registry},
+    limits::{self, FlowControl, Limits},
     pull,
     settings::WorkerSettings,
     stall::StallWatch,
@@ -62,6 +63,8 @@ pub struct WorkerBuilder {
     registrations: Vec<Registration>,
     meter: Option<Meter>,
     provision_wait: Option<Duration>,
+    /// Rate and concurrency limits by `(queue, task)` (see `limits/`).
+    limits: Vec<(String, String, Limits)>,
 }
 
 impl WorkerBuilder {
@@ -239,6 +242,37 @@ impl WorkerBuilder {
         self
     }
 
+    /// Cluster-wide rate and concurrency limits for task type `T` (docs/FLOW_CONTROL.md): every
+    /// worker of `T` must register the same limits. A task over a limit is handed back until
+    /// its turn — a hand-back, not an attempt. `T` needs a handler on this worker.
+    ///
+    /// ```no_run
+    /// # use jetq_consumer::{Limits, RateLimit, TaskContext, TaskError, Worker};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct SendEmail { to: String }
+    /// # impl jetq_contract::Task for SendEmail { const NAME: &'static str = "send_email"; const QUEUE: &'static str = "emails"; }
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let worker = Worker::builder()
+    ///     .handler(|email: SendEmail, _ctx: TaskContext| async move { Ok::<(), TaskError>(()) })
+    ///     .limits::<SendEmail>(Limits::new().rate(RateLimit::new(14.0, 14)?))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn limits<T: Task>(self, limits: Limits) -> Self {
+        self.limits_for(T::QUEUE, T::NAME, limits)
+    }
+
+    /// [`WorkerBuilder::limits`] by queue and task name (for raw handlers).
+    pub fn limits_for(
+        mut self,
+        queue: impl Into<String>,
+        task: impl Into<String>,
+        limits: Limits,
+    ) -> Self {
+        self.limits.push((queue.into(), task.into(), limits));
+        self
+    }
+
     /// Validates the handlers, connects, provisions and returns a worker ready to run.
     pub async fn build(self) -> Result<Worker, WorkerError> {
         self.connection.validate()?;
@@ -247,6 +281,9 @@ impl WorkerBuilder {
         let subjects = self.connection.subjects()?;
         let registry = self.registry()?;
         let queues = self.pulled_queues(&registry)?;
+        let limit_table = limits::table(&self.limits, |queue, task| {
+            registry.lookup(queue, task).is_some()
+        })?;
 
         let client = match self.client {
             Some(client) => {
@@ -297,6 +334,13 @@ impl WorkerBuilder {
         };
         publish_catalog(&topology, &registry, &queues, self.settings.provision).await;
         let any_tracked = registry.registrations().any(|r| r.options.track_status);
+        let flow = FlowControl::new(
+            &topology,
+            limit_table,
+            self.settings.provision,
+            self.settings.ack_wait,
+        )
+        .await?;
         let recheck = self.settings.heartbeat_interval();
         let dead_letter_topology = topology.clone();
         let status = StatusRecorder::new(
@@ -325,6 +369,7 @@ impl WorkerBuilder {
             sweeper,
             dead_letters,
             status,
+            flow: Arc::new(flow),
         })
     }
 
@@ -474,6 +519,7 @@ pub struct Worker {
     metrics: WorkerMetrics,
     health: WorkerHealth,
     status: StatusRecorder,
+    flow: Arc<FlowControl>,
 }
 
 impl Worker {
@@ -535,6 +581,7 @@ impl Worker {
             metrics: self.metrics.clone(),
             status: self.status.clone(),
             stall: StallWatch::start(self.settings.heartbeat_interval(), self.metrics.clone()),
+            flow: self.flow.clone(),
         });
         loops.push(tokio::spawn(telemetry::watch_queues(
             self.consumers.clone(),

@@ -12,6 +12,7 @@
 //! - [`publish`]: publishing until acknowledged, resending with the same id while the
 //!   outcome is unknown ([`publish::Publisher`]);
 //! - [`otel`]: W3C trace-context propagation in headers, span attribute and metric names;
+//! - [`flow`]: flow control — unique tasks, rate and concurrency limits (PROTOCOL §10);
 //! - [`status`]: status records of tracked tasks ([`TaskStatus`]), their KV keys and buckets.
 
 pub mod attempts;
@@ -24,6 +25,7 @@ pub mod dead;
 pub mod dead_letter;
 pub mod delayed;
 pub mod failure;
+pub mod flow;
 pub mod headers;
 pub mod name;
 pub mod otel;

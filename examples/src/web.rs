@@ -225,6 +225,7 @@ impl From<EnqueueError> for ApiError {
             EnqueueError::InvalidName(_)
             | EnqueueError::InvalidKey(_)
             | EnqueueError::Serialize { .. }
+            | EnqueueError::Flow(_)
             | EnqueueError::TooLarge { .. } => {
                 tracing::error!(error = %message, "enqueue failed: a bug in the app");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
@@ -233,6 +234,7 @@ impl From<EnqueueError> for ApiError {
             EnqueueError::NoStream { .. }
             | EnqueueError::NotConnected { .. }
             | EnqueueError::Timeout { .. }
+            | EnqueueError::Unique { .. }
             | EnqueueError::Rejected { .. } => {
                 tracing::warn!(error = %message, "enqueue failed");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)

@@ -153,6 +153,15 @@ impl Producer {
         if delay.is_zero() {
             return Ok(self.enqueue_raw(raw).await?);
         }
+        if super::unique::unique_scope(raw.options.flow.as_deref()).is_some() {
+            // The hold would name a delayed-stream sequence no worker ever releases.
+            return Err(
+                EnqueueError::from(jetq_contract::flow::FlowError::Unsupported(
+                    "delayed tasks (enqueue_in / enqueue_at)",
+                ))
+                .into(),
+            );
+        }
         match self.publish_delayed_once(&raw, due).await {
             // First delayed task of this installation: create the delayed stream (with the task
             // stream's replicas and duplicate window) and send again. A producer that may not

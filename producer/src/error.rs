@@ -29,6 +29,20 @@ pub enum EnqueueError {
     /// The idempotency key cannot be a `Nats-Msg-Id`.
     #[error(transparent)]
     InvalidKey(#[from] KeyError),
+    /// A unique key, limit key or unique scope is unusable (nothing was sent).
+    #[error(transparent)]
+    Flow(#[from] jetq_contract::flow::FlowError),
+    /// The unique key could not be taken or its holder checked (the `<PREFIX>_UNIQUE` bucket is
+    /// missing or unreachable). Nothing was enqueued.
+    #[error("cannot hold unique key {key:?} for task {task}: {reason}")]
+    Unique {
+        /// The task's wire name.
+        task: String,
+        /// The unique key.
+        key: String,
+        /// What failed.
+        reason: String,
+    },
     /// The arguments could not be serialized to JSON.
     #[error("cannot serialize the arguments of task {task} to JSON: {source}")]
     Serialize {

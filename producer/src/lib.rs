@@ -23,9 +23,11 @@ mod settings;
 mod telemetry;
 
 pub use error::{EnqueueError, ProducerError};
+pub use jetq_contract::flow::{FlowError, UniqueScope};
 pub use jetq_contract::{self as contract, Task, TaskOptions};
 pub use options::{EnqueueOptions, Enqueued};
 pub use producer::delayed::DelayError;
 pub use producer::status::{Artifact, CancelOutcome, StatusError, StatusStream};
+pub use producer::unique::Unique;
 pub use producer::{Producer, ProducerBuilder, RawTask};
 pub use settings::ProducerSettings;

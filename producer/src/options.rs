@@ -20,6 +20,8 @@ pub struct EnqueueOptions {
     pub(crate) traceparent: Option<String>,
     pub(crate) tracestate: Option<String>,
     pub(crate) track_status: bool,
+    /// Unique key and limit key (docs/FLOW_CONTROL.md); boxed: most enqueues have neither.
+    pub(crate) flow: Option<Box<crate::producer::unique::FlowOptions>>,
 }
 
 impl EnqueueOptions {
@@ -57,6 +59,21 @@ impl EnqueueOptions {
     /// ```
     pub fn track_status(mut self) -> Self {
         self.track_status = true;
+        self
+    }
+
+    /// A unique key: while a task of this type holds it (as its scope says), enqueueing the
+    /// same key returns the holder's id with `duplicate: true` instead of a second task. Not
+    /// bounded by the stream's duplicate window (docs/FLOW_CONTROL.md).
+    pub fn unique(mut self, unique: crate::Unique) -> Self {
+        self.flow.get_or_insert_with(Default::default).unique = Some(unique);
+        self
+    }
+
+    /// The key a worker's per-key rate and concurrency limits count this task under
+    /// (`Jetq-Limit-Key`, e.g. a tenant or user id; 1–128 bytes of printable ASCII).
+    pub fn limit_key(mut self, key: impl Into<String>) -> Self {
+        self.flow.get_or_insert_with(Default::default).limit_key = Some(key.into());
         self
     }
 

@@ -102,6 +102,9 @@ impl Producer {
         if options.track_status {
             extra_headers.insert(jetq_contract::status::TRACK_STATUS, "1");
         }
+        if let Some(flow) = &options.flow {
+            super::unique::add_headers(flow, &payload, &mut extra_headers)?;
+        }
         let subject = self.subjects.task(&queue, &task);
         let caller = options
             .traceparent

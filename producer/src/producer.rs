@@ -32,6 +32,9 @@ mod prepared;
 #[path = "status.rs"]
 pub(crate) mod status;
 
+#[path = "unique.rs"]
+pub(crate) mod unique;
+
 use self::prepared::Prepared;
 use crate::{
     error::{EnqueueError, ProducerError},
@@ -197,6 +200,7 @@ impl ProducerBuilder {
         let atomic = atomic::AtomicBatches::new(
             self.settings.atomic_batches && topology.supports_atomic_batches(),
         );
+        let unique = unique::UniqueStore::new(topology.clone(), self.settings.provision);
         let status = status::StatusStores::new(topology, self.settings.provision);
         let catalog = crate::catalog::Catalog::new(js.clone(), &subjects);
         let meter = self.meter.unwrap_or_else(telemetry::meter);
@@ -213,6 +217,7 @@ impl ProducerBuilder {
             max_delay: self.settings.max_delay,
             atomic: std::sync::Arc::new(atomic),
             coalescer: None,
+            unique,
         };
         if producer.atomic.enabled() {
             let coalescer = coalesce::Coalescer::start(producer.clone());
@@ -263,6 +268,8 @@ pub struct Producer {
     /// Gathers concurrent `enqueue` calls into atomic batches (see `coalesce.rs`); `None` where
     /// batches are off, and in the coalescing task's own clone.
     coalescer: Option<std::sync::Arc<coalesce::Coalescer>>,
+    /// The unique-key bucket, opened on the first task with a unique key (see `unique.rs`).
+    unique: unique::UniqueStore,
 }
 
 /// An untyped task: what other languages send, and what the CLI and the scheduler enqueue.
@@ -320,7 +327,12 @@ impl Producer {
         let mut options = options;
         options.track_status |= T::options().track_status;
         let options = self.with_catalog(T::QUEUE, T::NAME, options).await;
+        let unique = unique::unique_scope(options.flow.as_deref());
         let prepared = self.prepare_typed(task, options)?;
+        if let Some(scope) = unique {
+            // Boxed: the rare unique path's KV round trips would grow every enqueue's future.
+            return Box::pin(self.enqueue_unique(prepared, scope)).await;
+        }
         self.publish_coalesced(prepared).await
     }
 
@@ -329,12 +341,16 @@ impl Producer {
         let options = self
             .with_catalog(&task.queue, &task.task, task.options)
             .await;
+        let unique = unique::unique_scope(options.flow.as_deref());
         let prepared = self.prepare(
             Cow::Owned(task.queue),
             Cow::Owned(task.task),
             task.payload,
             options,
         )?;
+        if let Some(scope) = unique {
+            return Box::pin(self.enqueue_unique(prepared, scope)).await;
+        }
         self.publish_coalesced(prepared).await
     }
 
@@ -436,6 +452,10 @@ impl Producer {
         I: IntoIterator<Item = RawTask>,
     {
         let mut tasks: Vec<RawTask> = tasks.into_iter().collect();
+        if unique::any_unique(&tasks) {
+            // Each unique key is taken before its task is published: one by one.
+            return Box::pin(self.enqueue_many_unique(tasks)).await;
+        }
         // One catalog lookup per (queue, task) of the tasks not already tracked.
         let mut tracked: HashMap<(String, String), bool> = HashMap::new();
         for task in &tasks {
@@ -632,10 +652,14 @@ impl Producer {
                             pending = self.resend_now(prepared).await?;
                             continue;
                         }
-                        pending = self.resend_after_pause(prepared, &mut retry, err, attempt).await?;
+                        pending = self
+                            .resend_after_pause(prepared, &mut retry, err, attempt)
+                            .await?;
                     }
                     err if is_unavailable(&err) => {
-                        pending = self.resend_after_pause(prepared, &mut retry, err, attempt).await?;
+                        pending = self
+                            .resend_after_pause(prepared, &mut retry, err, attempt)
+                            .await?;
                         resent = true;
                     }
                     err => return Err(self.timeout_or_disconnected(err, attempt)),

@@ -88,6 +88,8 @@ pub(crate) fn error_type(error: &EnqueueError) -> &'static str {
         EnqueueError::NotConnected { .. } => "not_connected",
         EnqueueError::Timeout { .. } => "timeout",
         EnqueueError::Rejected { .. } => "rejected",
+        EnqueueError::Flow(_) => "invalid_flow",
+        EnqueueError::Unique { .. } => "unique_unavailable",
     }
 }
 

@@ -1,0 +1,129 @@
+//! Rate tokens in the limits bucket: the GCRA state of each limit updated with compare-and-set,
+//! and the reservation a task that must wait keeps under its sequence, so that it runs at its
+//! turn without taking a second token.
+
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use jetq_contract::flow::{
+    self,
+    rate::{RateReservation, RateState},
+    RateLimit, CAS_ROUNDS,
+};
+
+use super::FlowTask;
+
+/// A start this close to now runs now (the redelivery of a reservation is this precise).
+const START_SLACK_MICROS: i64 = 5_000;
+
+fn wait_until(start: i64, now: i64) -> Duration {
+    Duration::from_micros(start.saturating_sub(now).max(0).unsigned_abs())
+}
+
+/// Takes a token for the task: `None` to run now, else how long to wait for the token it
+/// reserved. A task that already holds a reservation (it waited before) uses it.
+pub(super) async fn take(
+    store: &kv::Store,
+    entry: &str,
+    limit: RateLimit,
+    task: &FlowTask<'_>,
+) -> Option<Duration> {
+    let reservation_key = flow::keys::reservation_entry(task.sequence);
+    if task.delivered > 1 {
+        match store.get(&reservation_key).await {
+            Ok(Some(value)) => {
+                let reserved = serde_json::from_slice::<RateReservation>(&value)
+                    .ok()
+                    .and_then(|r| flow::parse_micros(&r.at));
+                if let Some(start) = reserved {
+                    let now = flow::micros(SystemTime::now());
+                    if start > now + START_SLACK_MICROS {
+                        return Some(wait_until(start, now));
+                    }
+                    if let Err(err) = store.purge(&reservation_key).await {
+                        tracing::debug!(error = %err, "could not remove a used rate reservation");
+                    }
+                    return None;
+                }
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read the task's rate reservation")
+            }
+        }
+    }
+    match reserve(store, entry, limit).await {
+        Ok((start, now)) if start <= now + START_SLACK_MICROS => None,
+        Ok((start, now)) => {
+            let record = RateReservation {
+                at: flow::format_micros(start),
+                limit: entry.to_owned(),
+            };
+            let written = match serde_json::to_vec(&record) {
+                Ok(bytes) => store.put(&reservation_key, bytes.into()).await.err(),
+                Err(_) => None,
+            };
+            if let Some(err) = written {
+                // Without the record the task takes another token when it returns: the limit
+                // still holds, the wait only gets longer.
+                tracing::warn!(error = %err, "could not store the task's rate reservation");
+            }
+            Some(wait_until(start, now))
+        }
+        Err(err) => {
+            // The limit cannot be checked: wait one interval rather than run over it.
+            tracing::warn!(entry, error = %err, "could not take a rate token; the task waits");
+            Some(Duration::from_micros(
+                limit.interval_micros().unsigned_abs(),
+            ))
+        }
+    }
+}
+
+/// Reserves the next token of `entry`: `(start, now)` in microseconds.
+async fn reserve(store: &kv::Store, entry: &str, limit: RateLimit) -> Result<(i64, i64), String> {
+    for _ in 0..CAS_ROUNDS {
+        let current = store.entry(entry).await.map_err(|err| err.to_string())?;
+        let (tat, revision) = match &current {
+            Some(e) if !matches!(e.operation, Operation::Delete | Operation::Purge) => (
+                serde_json::from_slice::<RateState>(&e.value)
+                    .ok()
+                    .and_then(|state| flow::parse_micros(&state.tat)),
+                Some(e.revision),
+            ),
+            Some(e) => (None, Some(e.revision)),
+            None => (None, None),
+        };
+        let now = flow::micros(SystemTime::now());
+        let reservation = limit.reserve(tat, now);
+        let state = RateState {
+            tat: flow::format_micros(reservation.tat),
+        };
+        let bytes = serde_json::to_vec(&state).map_err(|err| err.to_string())?;
+        let written = match revision {
+            Some(revision) => store
+                .update(entry, bytes.into(), revision)
+                .await
+                .map_err(|err| {
+                    (
+                        err.kind() == UpdateErrorKind::WrongLastRevision,
+                        err.to_string(),
+                    )
+                }),
+            None => store.create(entry, bytes.into()).await.map_err(|err| {
+                (
+                    err.kind() == CreateErrorKind::AlreadyExists,
+                    err.to_string(),
+                )
+            }),
+        };
+        match written {
+            Ok(_) => return Ok((reservation.start, now)),
+            Err((true, _)) => continue,
+            Err((false, err)) => return Err(err),
+        }
+    }
+    Err(format!(
+        "{entry} changed {CAS_ROUNDS} times while taking a token"
+    ))
+}

@@ -1,0 +1,184 @@
+//! Concurrency slots in the limits bucket: taken and released with compare-and-set writes of
+//! one entry per limit, leases renewed while the task runs.
+
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
+use jetq_contract::flow::{
+    self,
+    concurrency::{Acquire, Slots},
+    ConcurrencyLimit, CAS_ROUNDS,
+};
+use tokio::task::JoinHandle;
+
+use super::FlowTask;
+
+/// Whether a slot was taken.
+pub(super) enum Taken {
+    Yes,
+    No { retry_in: Duration },
+}
+
+fn now() -> i64 {
+    flow::micros(SystemTime::now())
+}
+
+fn lease_micros(lease: Duration) -> i64 {
+    i64::try_from(lease.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Writes `change(slots)` to `entry` with compare-and-set, reading again on a conflict.
+/// `Ok(None)` when `change` decided not to write; `Err` when the store failed or kept changing.
+async fn modify<T>(
+    store: &kv::Store,
+    entry: &str,
+    mut change: impl FnMut(&Slots) -> (Option<Slots>, T),
+) -> Result<T, String> {
+    for _ in 0..CAS_ROUNDS {
+        let current = store.entry(entry).await.map_err(|err| err.to_string())?;
+        let (slots, revision) = match &current {
+            Some(e) if !matches!(e.operation, Operation::Delete | Operation::Purge) => {
+                (Slots::from_json(&e.value), Some(e.revision))
+            }
+            Some(e) => (Slots::default(), Some(e.revision)),
+            None => (Slots::default(), None),
+        };
+        let (write, answer) = change(&slots);
+        let Some(write) = write else {
+            return Ok(answer);
+        };
+        let written = match revision {
+            Some(revision) => store.update(entry, write.to_json().into(), revision).await,
+            None => store
+                .create(entry, write.to_json().into())
+                .await
+                .map_err(|err| match err.kind() {
+                    kv::CreateErrorKind::AlreadyExists => {
+                        kv::UpdateError::new(UpdateErrorKind::WrongLastRevision)
+                    }
+                    _ => kv::UpdateError::new(UpdateErrorKind::Other),
+                }),
+        };
+        match written {
+            Ok(_) => return Ok(answer),
+            Err(err) if err.kind() == UpdateErrorKind::WrongLastRevision => continue,
+            Err(err) => return Err(err.to_string()),
+        }
+    }
+    Err(format!(
+        "{entry} changed {CAS_ROUNDS} times while writing it"
+    ))
+}
+
+/// Takes a slot of `limit` for the task, or says when to try again.
+pub(super) async fn acquire(
+    store: &kv::Store,
+    entry: &str,
+    limit: ConcurrencyLimit,
+    task: &FlowTask<'_>,
+    lease: Duration,
+) -> Taken {
+    let mut full_until = None;
+    let result = modify(store, entry, |slots| {
+        let now = now();
+        match slots.acquire(
+            limit.max(),
+            task.sequence,
+            task.id,
+            now,
+            now.saturating_add(lease_micros(lease)),
+        ) {
+            Acquire::Taken(slots) => (Some(slots), true),
+            Acquire::Full { earliest_end } => {
+                full_until = Some(earliest_end - now);
+                (None, false)
+            }
+        }
+    })
+    .await;
+    match result {
+        Ok(true) => Taken::Yes,
+        Ok(false) => {
+            let earliest = Duration::from_micros(full_until.unwrap_or(0).max(0).unsigned_abs());
+            Taken::No {
+                retry_in: super::slot_wait(task.delivered, earliest, lease),
+            }
+        }
+        Err(err) => {
+            // The limit cannot be checked: wait rather than run over it.
+            tracing::warn!(entry, error = %err, "could not take a concurrency slot; the task waits");
+            Taken::No {
+                retry_in: super::slot_wait(task.delivered, lease, lease),
+            }
+        }
+    }
+}
+
+/// A slot held by a running task, its lease renewed in the background until released.
+pub(super) struct HeldSlot {
+    store: kv::Store,
+    entry: String,
+    sequence: u64,
+    renewal: JoinHandle<()>,
+}
+
+impl HeldSlot {
+    pub(super) fn renewing(
+        store: kv::Store,
+        entry: String,
+        limit: ConcurrencyLimit,
+        sequence: u64,
+        task_id: String,
+        lease: Duration,
+    ) -> HeldSlot {
+        let renewal = {
+            let (store, entry) = (store.clone(), entry.clone());
+            tokio::spawn(async move {
+                let every = lease / 3;
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                loop {
+                    tick.tick().await;
+                    let renewed = modify(&store, &entry, |slots| {
+                        let now = now();
+                        let until = now.saturating_add(lease_micros(lease));
+                        match slots.acquire(limit.max(), sequence, &task_id, now, until) {
+                            Acquire::Taken(slots) => (Some(slots), ()),
+                            Acquire::Full { .. } => (None, ()),
+                        }
+                    })
+                    .await;
+                    if let Err(err) = renewed {
+                        tracing::warn!(entry, error = %err, "could not renew a concurrency slot's lease");
+                    }
+                }
+            })
+        };
+        HeldSlot {
+            store,
+            entry,
+            sequence,
+            renewal,
+        }
+    }
+
+    /// Stops renewing and frees the slot (a failure leaves it to its lease).
+    pub(super) async fn release(&self) {
+        self.renewal.abort();
+        let sequence = self.sequence;
+        let released = modify(&self.store, &self.entry, |slots| {
+            (slots.release(sequence, now()), ())
+        })
+        .await;
+        if let Err(err) = released {
+            tracing::warn!(entry = %self.entry, error = %err, "could not free a concurrency slot; it is free when its lease ends");
+        }
+    }
+}
+
+impl Drop for HeldSlot {
+    fn drop(&mut self) {
+        // A permit dropped without release (a path that returned early) stops renewing: the
+        // slot is free when its lease ends.
+        self.renewal.abort();
+    }
+}
