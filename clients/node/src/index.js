@@ -6,3 +6,7 @@ export {
   formatTimestamp, statusKey, classifyReply, retryPauseMs, ulid, headerBlockSize, isTerminal,
 } from './protocol.js';
 export { Producer } from './producer.js';
+export {
+  Catalog, DEFAULT_CATALOG_TTL_MS, catalogBucket, catalogKey, catalogEntryJson, parseCatalogEntry,
+  withTracking,
+} from './catalog.js';

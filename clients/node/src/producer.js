@@ -8,6 +8,7 @@ import { Kvm } from '@nats-io/kv';
 import {
   EnqueueError, NotConnected, StatusCorrupt, StatusUnavailable, Timeout, TooLarge, WaitTimeout,
 } from './errors.js';
+import { Catalog, catalogKey, withTracking } from './catalog.js';
 import {
   Subjects, classifyReply, formatTimestamp, headerBlockSize, isDuplicate, isTerminal, nowMicros,
   parseTimestamp, prepare, retryPauseMs, statusKey,
@@ -47,7 +48,8 @@ function isTimeout(err) {
  *
  * options: prefix ('jetq'), requestTimeoutMs (2000: per publish attempt), publishAttempts (3),
  * enqueueWindow (256), maxDelayMs (30 days), provision (true: create the delayed stream and the
- * status stores when missing), replicas (1), statusTtlMs (24 h), artifactsMaxBytes (-1).
+ * status stores when missing), replicas (1), statusTtlMs (24 h), artifactsMaxBytes (-1),
+ * catalogTtlMs (30 s: how long a task-type catalog answer is reused, §9).
  */
 export class Producer {
   constructor(nc, options = {}) {
@@ -64,6 +66,10 @@ export class Producer {
     this.ownsConnection = options.ownsConnection ?? false;
     this.kv = null;
     this.kvFailedUntil = 0;
+    /** The task-type catalog (§9): a type its workers track is tracked whatever the caller asked. */
+    this.catalog = new Catalog(nc, this.subjects, {
+      ttlMs: options.catalogTtlMs, requestTimeoutMs: this.requestTimeoutMs,
+    });
   }
 
   /** Connects (nats.js options, e.g. `{servers: 'nats://127.0.0.1:4222'}`) and builds a producer. */
@@ -96,12 +102,14 @@ export class Producer {
   /**
    * Enqueues many tasks: sent in input order, up to `window` acks awaited at once. Resolves to
    * one result per task, in order: `{ok: true, value}` or `{ok: false, error}`; one task's
-   * failure does not stop the others.
+   * failure does not stop the others. The task-type catalog is read at most once per
+   * (queue, task) per call.
    * @param {Array<{queue: string, task: string, args?: unknown, options?: object}>} tasks
    */
   async enqueueMany(tasks, { window = this.enqueueWindow } = {}) {
     const results = new Array(tasks.length);
     const inFlight = new Set();
+    const lookups = new Map(); // (queue, task) -> whether the catalog says tracked, read once
     for (let index = 0; index < tasks.length; index += 1) {
       const { queue, task, args, options } = tasks[index];
       while (inFlight.size >= window) await Promise.race(inFlight);
@@ -112,7 +120,9 @@ export class Producer {
         results[index] = { ok: false, error };
         continue;
       }
-      const running = this.deliver(prepared).then(
+      // Looked up here, in input order, so the tasks are still sent in input order.
+      prepared = await this.trackIfCataloged(prepared, lookups);
+      const running = this.deliverAsIs(prepared).then(
         (value) => { results[index] = { ok: true, value }; },
         (error) => { results[index] = { ok: false, error }; },
       ).finally(() => inFlight.delete(running));
@@ -122,7 +132,34 @@ export class Producer {
     return results;
   }
 
+  /**
+   * Publishes a prepared message until it is acknowledged; tracked (as with `trackStatus: true`)
+   * when the task-type catalog says the type's workers track it (§9).
+   */
   async deliver(prepared) {
+    return this.deliverAsIs(await this.trackIfCataloged(prepared));
+  }
+
+  /**
+   * `prepared`, tracked when the caller did not ask but the task-type catalog marks its type
+   * tracked (§9); unknown (no catalog, no entry, a broken one, a failed read) changes nothing.
+   * `lookups`, when given, keeps one answer per (queue, task) for a many-task enqueue.
+   */
+  async trackIfCataloged(prepared, lookups = null) {
+    if (prepared.tracked) return prepared;
+    let answer;
+    if (lookups) {
+      const key = catalogKey(prepared.queue, prepared.task);
+      if (!lookups.has(key)) lookups.set(key, this.catalog.tracked(prepared.queue, prepared.task));
+      answer = lookups.get(key);
+    } else {
+      answer = this.catalog.tracked(prepared.queue, prepared.task);
+    }
+    return (await answer) ? withTracking(prepared) : prepared;
+  }
+
+  /** Publishes `prepared` exactly as it is (see `deliver`); writes the queued record if tracked. */
+  async deliverAsIs(prepared) {
     if (prepared.tracked) await this.statusBucket({ forEnqueue: true }).catch(() => null);
     let result;
     try {

@@ -1,14 +1,15 @@
 // The Node.js producer against docs/conformance/vectors.json, the same file the Rust and Python
 // producers are tested against: the exact bytes of every valid vector (prepared, and stored by
-// a real server), every refusal with its reason, delayed subjects, status keys, timestamps, and
-// what each publish reply makes the producer do (counted sends against a fake responder).
+// a real server), every refusal with its reason, delayed subjects, status keys, timestamps, the
+// task-type catalog's bucket and entries, and what each publish reply makes the producer do
+// (counted sends against a fake responder).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, headers as natsHeaders } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import {
-  InvalidKey, InvalidName, Producer, Subjects, classifyReply, formatTimestamp, parseTimestamp,
-  prepare, retryPauseMs, statusKey,
+  InvalidKey, InvalidName, Producer, Subjects, catalogBucket, catalogEntryJson, catalogKey,
+  classifyReply, formatTimestamp, parseCatalogEntry, parseTimestamp, prepare, retryPauseMs, statusKey,
 } from '../src/index.js';
 import { createTaskStream, loadVectors, natsServerBinary, startNatsServer, within } from './support.js';
 
@@ -90,6 +91,29 @@ describe('vectors without a server', () => {
     for (const vector of VECTORS.timestamps) {
       const parsed = parseTimestamp(vector.text);
       assert.equal(parsed === null ? null : formatTimestamp(parsed), vector.utc, vector.name);
+    }
+  });
+
+  test('the catalog bucket of the default prefix', () => {
+    assert.equal(catalogBucket(new Subjects('jetq')), VECTORS.catalog.bucket);
+    assert.ok(VECTORS.catalog.entries.length >= 4);
+  });
+
+  test('catalog entries read (and are written) as the vectors say', () => {
+    // As tests/tests/conformance.rs and test_conformance.py: the value reads as the expected
+    // entry (or as none), its key is the vector's, and an exact vector is what a writer produces.
+    for (const vector of VECTORS.catalog.entries) {
+      const entry = parseCatalogEntry(Buffer.from(vector.value, 'utf8'));
+      if (vector.entry === null) {
+        assert.equal(entry, null, vector.name);
+        continue;
+      }
+      assert.notEqual(entry, null, vector.name);
+      for (const field of ['queue', 'task', 'max_attempts', 'timeout_ms', 'tracked']) {
+        assert.equal(entry[field], vector.entry[field], `${vector.name}: ${field}`);
+      }
+      assert.equal(catalogKey(entry.queue, entry.task), vector.key, vector.name);
+      if (vector.exact) assert.equal(catalogEntryJson(entry), vector.value, vector.name);
     }
   });
 

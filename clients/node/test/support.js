@@ -42,14 +42,17 @@ export function natsServerBinary() {
   return process.env.JETQ_TEST_NATS_SERVER || null;
 }
 
-/** Starts nats-server with JetStream on a free loopback port; `stop()` removes its store. */
-export async function startNatsServer() {
+/**
+ * Starts nats-server with JetStream on a free loopback port; `stop()` removes its store.
+ * `extraConfig` is appended to the configuration file (e.g. an `authorization` block).
+ */
+export async function startNatsServer({ extraConfig = '' } = {}) {
   const binary = natsServerBinary();
   if (!binary) throw new Error('JETQ_TEST_NATS_SERVER is not set');
   const dir = mkdtempSync(join(tmpdir(), 'jetq-node-nats-'));
   const port = await freePort();
   const config = join(dir, 'nats-server.conf');
-  writeFileSync(config, `listen: 127.0.0.1:${port}\njetstream {\n  store_dir: "${join(dir, 'store')}"\n}\n`);
+  writeFileSync(config, `listen: 127.0.0.1:${port}\njetstream {\n  store_dir: "${join(dir, 'store')}"\n}\n${extraConfig}\n`);
   const child = spawn(binary, ['-c', config], { stdio: ['ignore', 'pipe', 'pipe'] });
   let logs = '';
   const ready = new Promise((resolve, reject) => {
