@@ -1,0 +1,239 @@
+//! Rate and concurrency limits (PROTOCOL §10, docs/FLOW_CONTROL.md) against a real nats-server
+//! with several `flow_worker` processes: a rate limit holds across processes within its burst,
+//! a concurrency limit per key is never exceeded while workers are SIGKILLed, and waiting for a
+//! limit never uses up an attempt.
+
+use std::{
+    collections::{HashMap, HashSet},
+    process::Stdio,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use futures::StreamExt;
+use jetq_producer::EnqueueOptions;
+use jetq_tests::*;
+use tokio::process::{Child, Command};
+
+/// A `test.started` / `test.done` report of `flow_worker`.
+#[derive(Debug, Clone)]
+struct Report {
+    worker: String,
+    n: u64,
+    attempt: u32,
+    at: i64,
+    key: String,
+}
+
+fn parse(message: &async_nats::Message) -> Report {
+    let text = String::from_utf8_lossy(&message.payload).to_string();
+    let parts: Vec<&str> = text.split(' ').collect();
+    assert_eq!(parts.len(), 6, "malformed report {text:?}");
+    Report {
+        worker: parts[0].to_owned(),
+        n: parts[1].parse().expect("n"),
+        attempt: parts[2].parse().expect("attempt"),
+        at: parts[4].parse().expect("time"),
+        key: parts[5].to_owned(),
+    }
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+async fn spawn(
+    server: &NatsServer,
+    name: &str,
+    limits: &[(&str, &str)],
+    ready: &mut async_nats::Subscriber,
+) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flow_worker"));
+    command
+        .env("JETQ_NATS_URL", server.url())
+        .env("JETQ_ACK_WAIT", "2s")
+        .env("JETQ_FETCH_EXPIRES", "500ms")
+        .env("JETQ_CONCURRENCY", "8")
+        .env("TEST_WORKER_NAME", name)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for (key, value) in limits {
+        command.env(key, value);
+    }
+    let child = command.spawn().expect("flow_worker starts");
+    loop {
+        let message = within(WAIT, "worker ready", ready.next())
+            .await
+            .expect("ready subscription");
+        if message.payload == name.as_bytes() {
+            return child;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rate_limit_holds_within_its_burst_across_four_worker_processes() {
+    init_logs();
+    const RATE: f64 = 10.0;
+    const BURST: usize = 5;
+    const TASKS: u64 = 60;
+    let server = NatsServer::start().await;
+    let observer = async_nats::connect(server.url()).await.unwrap();
+    let mut ready = observer.subscribe("test.ready").await.unwrap();
+    let mut started = observer.subscribe("test.started").await.unwrap();
+    observer.flush().await.unwrap();
+    let limits = [("TEST_RATE", "10"), ("TEST_BURST", "5")];
+    let mut workers = Vec::new();
+    for i in 0..4 {
+        workers.push(spawn(&server, &format!("w{i}"), &limits, &mut ready).await);
+    }
+    let producer = producer(&server).await;
+    let jobs: Vec<Job> = (0..TASKS)
+        .map(|n| Job {
+            n,
+            note: String::new(),
+        })
+        .collect();
+    for result in producer.enqueue_many(&jobs).await {
+        result.unwrap();
+    }
+    let mut starts = Vec::new();
+    let mut seen = HashSet::new();
+    let mut workers_used = HashSet::new();
+    while seen.len() < TASKS as usize {
+        let report = parse(
+            &within(WAIT, "the next start", started.next())
+                .await
+                .unwrap(),
+        );
+        assert!(seen.insert(report.n), "task {} ran twice", report.n);
+        assert_eq!(
+            report.attempt, 1,
+            "waiting for a token is no attempt: {report:?}"
+        );
+        workers_used.insert(report.worker);
+        starts.push(report.at);
+    }
+    starts.sort();
+    // Any window of one second holds at most burst + rate × 1 s starts (+2 for the few ms
+    // between a token's time and its handler's start).
+    let window = 1_000_000;
+    let bound = BURST + RATE as usize + 2;
+    let mut worst = 0;
+    for (i, start) in starts.iter().enumerate() {
+        let in_window = starts[i..]
+            .iter()
+            .take_while(|s| **s < start + window)
+            .count();
+        worst = worst.max(in_window);
+    }
+    let span = Duration::from_micros((starts[starts.len() - 1] - starts[0]) as u64);
+    eprintln!(
+        "{TASKS} tasks on {} workers over {span:?}; at most {worst} starts in any second (bound {bound})",
+        workers_used.len()
+    );
+    assert!(
+        worst <= bound,
+        "{worst} starts in one second, over the limit {bound}"
+    );
+    // 60 tasks at 10/s after a burst of 5 take at least 5.5 s (minus the slack above).
+    assert!(span >= Duration::from_millis(5_000), "too fast: {span:?}");
+    assert!(
+        workers_used.len() >= 2,
+        "several processes took part: {workers_used:?}"
+    );
+}
+
+#[tokio::test]
+async fn concurrency_per_key_is_never_exceeded_while_workers_are_killed() {
+    init_logs();
+    let server = NatsServer::start().await;
+    let observer = async_nats::connect(server.url()).await.unwrap();
+    let mut ready = observer.subscribe("test.ready").await.unwrap();
+    let mut started = observer.subscribe("test.started").await.unwrap();
+    let mut done = observer.subscribe("test.done").await.unwrap();
+    observer.flush().await.unwrap();
+    let limits = [("TEST_CONCURRENCY", "1"), ("TEST_PER_KEY", "1")];
+    let mut a = spawn(&server, "a", &limits, &mut ready).await;
+    let _b = spawn(&server, "b", &limits, &mut ready).await;
+    let _c = spawn(&server, "c", &limits, &mut ready).await;
+    let producer = producer(&server).await;
+    const KEYS: [&str; 3] = ["user-1", "user-2", "user-3"];
+    const PER_KEY: u64 = 4;
+    for (k, key) in KEYS.iter().enumerate() {
+        for i in 0..PER_KEY {
+            let job = Job {
+                n: k as u64 * 100 + i,
+                note: "sleep:400".into(),
+            };
+            producer
+                .enqueue_with(&job, EnqueueOptions::new().limit_key(*key))
+                .await
+                .unwrap();
+        }
+    }
+    // Runs: (worker, n) -> (key, start, end).
+    let mut runs: HashMap<(String, u64), (String, i64, Option<i64>)> = HashMap::new();
+    let mut finished = HashSet::new();
+    let mut killed_at = None;
+    let began = Instant::now();
+    let mut replacement = None;
+    while finished.len() < KEYS.len() * PER_KEY as usize {
+        tokio::select! {
+            message = within(WAIT, "a start", started.next()) => {
+                let r = parse(&message.unwrap());
+                runs.insert((r.worker.clone(), r.n), (r.key.clone(), r.at, None));
+                // Kill worker `a` while it runs a task (once).
+                if killed_at.is_none() && r.worker == "a" && began.elapsed() > Duration::from_millis(300) {
+                    a.start_kill().unwrap();
+                    a.wait().await.unwrap();
+                    killed_at = Some(now_micros());
+                    replacement = Some(spawn(&server, "d", &limits, &mut ready).await);
+                }
+            }
+            message = within(WAIT, "a finish", done.next()) => {
+                let r = parse(&message.unwrap());
+                if let Some(run) = runs.get_mut(&(r.worker.clone(), r.n)) {
+                    run.2 = Some(r.at);
+                }
+                finished.insert(r.n);
+            }
+        }
+    }
+    let killed_at = killed_at.expect("worker a ran a task and was killed");
+    drop(replacement);
+    for key in KEYS {
+        // A run of the killed worker without a finish ended at the kill at the latest.
+        let mut intervals: Vec<(i64, i64)> = runs
+            .iter()
+            .filter(|(_, (k, _, _))| k == key)
+            .map(|((worker, _), (_, start, end))| {
+                let end = end.unwrap_or_else(|| {
+                    assert_eq!(
+                        worker, "a",
+                        "only the killed worker leaves a run unfinished"
+                    );
+                    killed_at
+                });
+                (*start, end)
+            })
+            .collect();
+        intervals.sort();
+        for pair in intervals.windows(2) {
+            assert!(
+                pair[1].0 >= pair[0].1,
+                "two tasks of {key} ran at once: {:?} and {:?}",
+                pair[0],
+                pair[1]
+            );
+        }
+    }
+    eprintln!(
+        "{} runs of {} tasks in {:?}",
+        runs.len(),
+        finished.len(),
+        began.elapsed()
+    );
+}
