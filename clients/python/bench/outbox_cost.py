@@ -22,37 +22,56 @@ from jetq.outbox_schema import MIGRATION_0001
 from jetq.testing import NatsServer, create_task_stream_sync
 from jetq.testing_postgres import PostgresServer
 
-N = 2000
+N = 500
+ROUNDS = 7
+
+
+def median_us(samples):
+    return sorted(samples)[len(samples) // 2] * 1e6
+
+
 with PostgresServer() as pg, NatsServer() as nats:
     with psycopg.connect(pg.dsn(), autocommit=True) as c:
-        for s in MIGRATION_0001: c.execute(s)
+        for s in MIGRATION_0001:
+            c.execute(s)
         c.execute("CREATE TABLE members (id bigserial primary key, email text)")
     outbox = Outbox()
-    def run(label, fn):
-        with psycopg.connect(pg.dsn()) as conn:
-            for i in range(200): fn(conn, i)  # warm-up
-            conn.commit()
-            t = time.perf_counter()
-            for i in range(N): fn(conn, i)
-            el = time.perf_counter() - t
-        print(f"{label}: {el/N*1e6:.0f} us per transaction")
-        return el / N
-    def member_only(conn, i):
-        conn.execute("INSERT INTO members (email) VALUES (%s)", [f"m{i}@example.com"]); conn.commit()
-    def member_and_outbox(conn, i):
+    counter = iter(range(10**9))
+    args = {"subject": "Welcome", "body": "Hi"}
+
+    def member_only(conn):
+        i = next(counter)
         conn.execute("INSERT INTO members (email) VALUES (%s)", [f"m{i}@example.com"])
-        outbox.enqueue(conn, "emails", "send_email", {"to": f"m{i}@example.com", "subject": "Welcome", "body": "Hi"}, key=f"welcome-{i}")
         conn.commit()
-    def outbox_only_no_commit(conn, i):
-        outbox.enqueue(conn, "emails", "send_email", {"to": f"m{i}@example.com", "subject": "Welcome", "body": "Hi"}, key=f"w2-{i}")
-    a = run("member INSERT + commit", member_only)
-    b = run("member INSERT + outbox enqueue + commit", member_and_outbox)
-    c = run("outbox enqueue alone (no commit, 1 transaction)", outbox_only_no_commit)
+
+    def member_and_outbox(conn):
+        i = next(counter)
+        conn.execute("INSERT INTO members (email) VALUES (%s)", [f"m{i}@example.com"])
+        outbox.enqueue(conn, "emails", "send_email", {"to": f"m{i}@example.com", **args}, key=f"welcome-{i}")
+        conn.commit()
+
+    def outbox_only(conn):
+        i = next(counter)
+        outbox.enqueue(conn, "emails", "send_email", {"to": f"m{i}@example.com", **args}, key=f"w-{i}")
+
     create_task_stream_sync(nats.url)
-    with Producer(Config(nats_url=nats.url)) as p:
-        for i in range(200): p.enqueue("emails", "send_email", {"to": "x"})
-        t = time.perf_counter()
-        for i in range(N): p.enqueue("emails", "send_email", {"to": f"m{i}@example.com", "subject": "Welcome", "body": "Hi"}, key=f"p-{i}")
-        d = (time.perf_counter() - t) / N
-    print(f"Producer.enqueue (ack awaited): {d*1e6:.0f} us per task")
-    print(f"outbox delta per transaction: {(b-a)*1e6:.0f} us")
+    results = {"member INSERT + commit": [], "member INSERT + outbox enqueue + commit": [],
+               "outbox enqueue alone (no commit)": [], "Producer.enqueue (ack awaited)": []}
+    with psycopg.connect(pg.dsn()) as conn, Producer(Config(nats_url=nats.url)) as producer:
+        def enqueue(_):
+            i = next(counter)
+            producer.enqueue("emails", "send_email", {"to": f"m{i}@example.com", **args}, key=f"p-{i}")
+
+        variants = list(zip(results, [member_only, member_and_outbox, outbox_only, enqueue]))
+        for round_ in range(ROUNDS + 1):  # rounds interleave the variants; round 0 warms up
+            for label, fn in variants:
+                started = time.perf_counter()
+                for _ in range(N):
+                    fn(conn)
+                conn.commit()
+                if round_:
+                    results[label].append((time.perf_counter() - started) / N)
+    for label, samples in results.items():
+        print(f"{label}: {median_us(samples):.0f} us per task (median of {ROUNDS} rounds of {N})")
+    delta = median_us(results["member INSERT + outbox enqueue + commit"]) - median_us(results["member INSERT + commit"])
+    print(f"outbox delta per transaction: {delta:.0f} us")
