@@ -56,9 +56,11 @@ PYTHON_TEST_PACKAGES=(
   "build==1.6.1"
   "twine==7.0.0"
   # psycopg 3 (psycopg[binary]: the driver and its wheel of libpq) for the outbox tests of the
-  # Python client and Django's PostgreSQL backend in the Django example.
+  # Python client and Django's PostgreSQL backend in the Django example; psycopg2 (Django's other
+  # PostgreSQL driver) for the outbox writer's test with it.
   "psycopg==3.3.9"
   "psycopg-binary==3.3.9"
+  "psycopg2-binary==2.9.11"
 )
 
 python_tests_ok() {

@@ -189,3 +189,30 @@ def test_a_cursor_and_another_table_name_work_too(postgres: PostgresServer, nats
     ]
     with pytest.raises(TypeError):
         outbox.write(object(), outbox.prepare("emails", "send_email"))
+
+
+def test_psycopg2_connections_and_cursors_work_too(outbox_dsn: str, postgres: PostgresServer) -> None:
+    """The same writer on psycopg2 (Django's other PostgreSQL driver): a committed row with the
+    same columns, none after a rollback, OutboxMissing through its pgcode."""
+    import psycopg2  # pinned in .tools/venv by scripts/ensure-nats-server.sh
+    outbox = Outbox()
+    conn = psycopg2.connect(outbox_dsn)
+    try:
+        task_id = outbox.enqueue(conn, "emails", "send_email", {"to": "ada@example.com", "name": "Adà"}, key="p2-1")
+        conn.rollback()
+        with conn.cursor() as cursor:
+            outbox.enqueue(cursor, "emails", "send_email", {"to": "ada@example.com", "name": "Adà"}, key="p2-2", delay=60)
+        conn.commit()
+    finally:
+        conn.close()
+    [(msg_id, subject, headers, payload)] = rows(outbox_dsn)
+    assert task_id == "p2-1" and msg_id == "p2-2"
+    assert subject.startswith("jetq.delayed.") and subject.endswith(".emails.send_email")
+    assert set(headers) == {"Jetq-Enqueued-At", "Jetq-Not-Before"}
+    assert payload == '{"to":"ada@example.com","name":"Adà"}'.encode()
+    empty = psycopg2.connect(postgres.dsn(postgres.create_database("outbox_missing_psycopg2")))
+    try:
+        with pytest.raises(OutboxMissing):
+            outbox.enqueue(empty, "emails", "send_email", {})
+    finally:
+        empty.close()
