@@ -9,6 +9,7 @@
 //! - [`pause`]: pause and resume a queue cluster-wide (nats-server 2.11+);
 //! - [`enqueue`]: enqueue an untyped task, now or delayed;
 //! - [`schedules`]: the scheduler's schedules with their next fires;
+//! - [`catalog`]: the task types the workers published (queue, attempts, timeout, tracked);
 //! - [`status`]: a tracked task's status, progress and result ([`Admin::task_status`],
 //!   [`Admin::wait_for_task`]);
 //! - [`dashboard`]: the web dashboard (`jetq dashboard`).
@@ -19,6 +20,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+pub mod catalog;
 pub mod dashboard;
 pub mod dead;
 pub mod enqueue;

@@ -7,6 +7,7 @@
 //! - dead letters with their errors and **Replay** / **Discard** buttons (filters by queue,
 //!   task, reason), a detail page per dead letter;
 //! - schedules with their next fires, when a schedules file is configured;
+//! - the task types the workers published (the task-type catalog, also `GET /api/catalog`);
 //! - a task-status lookup (`/status?id=`): state, attempts, progress, result and history of a
 //!   tracked task.
 //!
@@ -21,6 +22,7 @@
 //!   browser sends an `Origin`, come from the dashboard's own origin.
 //! - `--read-only` removes the buttons and refuses every change with 403.
 
+mod catalog;
 mod page;
 
 use std::{
@@ -293,6 +295,7 @@ fn router(state: AppState) -> Router {
         .route("/api/dead/{seq}/discard", post(api_discard))
         .route("/api/schedules", get(api_schedules))
         .route("/api/status/{id}", get(api_status))
+        .route("/api/catalog", get(catalog::api_catalog))
         .layer(middleware::from_fn_with_state(state.clone(), guard));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -567,6 +570,11 @@ async fn index(State(state): State<AppState>, Query(query): Query<DeadQuery>) ->
         .await
         .map_err(|err| err.to_string());
     let schedules = load_schedules(&state).await;
+    let catalog = state
+        .admin
+        .catalog(None)
+        .await
+        .map_err(|err| err.to_string());
     let view = page::IndexView {
         overview_json: serde_json::to_string(&overview).unwrap_or_else(|_| "{}".into()),
         overview: overview.overview.as_ref(),
@@ -577,6 +585,7 @@ async fn index(State(state): State<AppState>, Query(query): Query<DeadQuery>) ->
             .as_ref()
             .map(|r| r.as_ref().map_err(String::as_str)),
         schedules_configured: state.config.schedules_file.is_some(),
+        catalog: catalog.as_ref().map_err(String::as_str),
         read_only: state.config.read_only,
         server_version: state.admin.server_version_text(),
     };

@@ -19,6 +19,7 @@ pub(super) struct IndexView<'a> {
     pub filter: &'a DeadFilter,
     pub schedules: Option<Result<&'a Vec<ScheduleView>, &'a str>>,
     pub schedules_configured: bool,
+    pub catalog: Result<&'a crate::catalog::CatalogListing, &'a str>,
     pub read_only: bool,
     pub server_version: String,
 }
@@ -307,6 +308,7 @@ pub(super) fn index(view: &IndexView<'_>) -> String {
     queues_section(&mut body, view);
     dead_section(&mut body, view);
     schedules_section(&mut body, view);
+    super::catalog::section(&mut body, view.catalog);
     body.push_str(
         "<section id=\"status\"><h2>Task status</h2><form action=\"/status\" method=\"get\" \
          class=\"filters\"><input name=\"id\" placeholder=\"task id\" aria-label=\"task id\">\

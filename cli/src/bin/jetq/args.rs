@@ -63,6 +63,12 @@ pub(crate) enum Command {
     Resume(QueueArg),
     /// The scheduler's periodic schedules with their next fire times.
     Schedules(SchedulesArgs),
+    /// The task types the workers published: queue, task, attempts, timeout, tracked.
+    ///
+    /// Read from the task-type catalog (KV bucket `<PREFIX>_CATALOG`, PROTOCOL.md §9) that
+    /// every worker writes at startup and producers in every language read to learn which types
+    /// are tracked. Entries producers would ignore are listed apart, with the reason.
+    Catalog(CatalogArgs),
     /// A tracked task's status by id: state, attempts, progress, result, error, artifacts.
     ///
     /// Only task types with `track_status(true)` (or tasks enqueued with tracking) have a
@@ -259,6 +265,13 @@ pub(crate) struct SchedulesArgs {
     /// Next fire times to show per schedule.
     #[arg(long, default_value_t = 3)]
     pub(crate) count: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CatalogArgs {
+    /// Only the task types of this queue.
+    #[arg(long)]
+    pub(crate) queue: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -17,8 +17,8 @@ use jetq_cli::{
 use crate::{
     args::{enqueue_request, Cli, Command, DeadActionArgs, DeadCommand},
     output::{
-        cut, print_dead_letters, print_dead_list, print_enqueued, print_pause, print_purge,
-        print_queues, print_replay, print_schedules, print_task_status, Bar,
+        cut, print_catalog, print_dead_letters, print_dead_list, print_enqueued, print_pause,
+        print_purge, print_queues, print_replay, print_schedules, print_task_status, Bar,
     },
 };
 
@@ -138,6 +138,10 @@ pub(crate) async fn run(cli: Cli) -> Result<(), AdminError> {
                 schedules_file,
             };
             dashboard::run(admin, config, shutdown_signal()).await?;
+        }
+        Command::Catalog(args) => {
+            let listing = admin.catalog(args.queue.as_deref()).await?;
+            print_catalog(&listing, args.queue.as_deref(), json);
         }
         Command::Status(args) => {
             let status = match args.wait {

@@ -5,6 +5,7 @@ use std::io::{IsTerminal, Write};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use jetq_cli::{
+    catalog::CatalogListing,
     dead::{DeadLetter, Progress, PurgeReport, ReplayReport},
     pause::PauseState,
     schedules::ScheduleView,
@@ -453,6 +454,60 @@ pub(crate) fn print_pause(state: &PauseState, json: bool) {
             "queue {} is paused until {until} (consumer {}); running tasks finish, new tasks wait",
             state.queue, state.consumer
         ),
+    }
+}
+
+pub(crate) fn print_catalog(listing: &CatalogListing, queue: Option<&str>, json: bool) {
+    if json {
+        print_json(listing);
+        return;
+    }
+    if !listing.exists {
+        println!(
+            "no task-type catalog yet (bucket {}): workers publish their task types at startup",
+            listing.bucket
+        );
+        return;
+    }
+    if listing.is_empty() {
+        match queue {
+            Some(queue) => println!("no task types of queue {queue} in the catalog"),
+            None => println!("the catalog {} is empty", listing.bucket),
+        }
+        return;
+    }
+    if !listing.entries.is_empty() {
+        let rows = listing
+            .entries
+            .iter()
+            .map(|e| {
+                vec![
+                    e.queue.clone(),
+                    e.task.clone(),
+                    e.max_attempts.to_string(),
+                    humantime::format_duration(e.timeout()).to_string(),
+                    if e.tracked { "yes".into() } else { "no".into() },
+                    e.updated_at.clone(),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "QUEUE",
+                "TASK",
+                "ATTEMPTS",
+                "TIMEOUT",
+                "TRACKED",
+                "UPDATED AT",
+            ],
+            rows,
+        );
+    }
+    if !listing.unreadable.is_empty() {
+        println!("\nnot task types (producers ignore them):");
+        for entry in &listing.unreadable {
+            println!("  {}: {}", entry.key, cut(&entry.error, 200));
+        }
     }
 }
 
