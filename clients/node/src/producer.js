@@ -253,7 +253,9 @@ export class Producer {
   }
 
   async jsm() {
-    this.manager ??= await jetstreamManager(this.nc);
+    // No JetStream account check ($JS.API.INFO): the generated producer permissions do not
+    // allow it (k8s/nats/permissions.conf), and every call below reports its own failure.
+    this.manager ??= await jetstreamManager(this.nc, { checkAPI: false });
     return this.manager;
   }
 
@@ -324,13 +326,17 @@ export class Producer {
     const bucket = this.subjects.statusBucket;
     try {
       const jsm = await this.jsm();
+      let info;
       try {
-        await jsm.streams.info(`KV_${bucket}`);
+        info = await jsm.streams.info(`KV_${bucket}`);
       } catch (err) {
         if (!this.provision) throw err;
         await this.ensureStatusStores();
+        info = await jsm.streams.info(`KV_${bucket}`);
       }
-      this.kv = await new Kvm(this.nc).open(bucket);
+      // Direct gets when the bucket allows them (§8 creates it so): a producer may read records
+      // only that way with the generated permissions.
+      this.kv = await new Kvm(this.nc).open(bucket, { allow_direct: Boolean(info.config.allow_direct) });
       return this.kv;
     } catch (err) {
       this.kvFailedUntil = Date.now() + REOPEN_AFTER_MS;
