@@ -237,6 +237,11 @@ describe('the catalog with the shipped producer permissions', { skip }, () => {
       assert.equal(await trackHeader(jsm, result.sequence), '1');
       const record = await within(5000, 'status', producer.status(result.id));
       assert.deepEqual([record?.state, record?.sequence], ['queued', result.sequence]);
+      const watched = await within(5000, 'watch', (async () => {
+        for await (const version of producer.watch(result.id)) return version;
+        return null;
+      })());
+      assert.equal(watched?.state, 'queued', 'watch (an ordered consumer) is allowed too');
       await new Promise((resolve) => { setImmediate(resolve); });
       assert.deepEqual(warnings, []);
     } finally {
