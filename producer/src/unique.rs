@@ -1,4 +1,4 @@
-//! Unique tasks and limit keys on the producer side (PROTOCOL §10, docs/FLOW_CONTROL.md).
+//! Unique tasks and limit keys on the producer side (PROTOCOL §11, docs/FLOW_CONTROL.md).
 //!
 //! A task with a unique key is enqueued in three steps: take the key in `<PREFIX>_UNIQUE` with
 //! a compare-and-set `create` (a `pending` hold with a short lease), publish the task, then

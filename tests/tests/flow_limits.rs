@@ -1,4 +1,4 @@
-//! Rate and concurrency limits (PROTOCOL §10, docs/FLOW_CONTROL.md) against a real nats-server
+//! Rate and concurrency limits (PROTOCOL §11, docs/FLOW_CONTROL.md) against a real nats-server
 //! with several `flow_worker` processes: a rate limit holds across processes within its burst,
 //! a concurrency limit per key is never exceeded while workers are SIGKILLed, and waiting for a
 //! limit never uses up an attempt.

@@ -1,4 +1,4 @@
-//! Unique tasks (PROTOCOL §10, docs/FLOW_CONTROL.md) against a real nats-server: one task per
+//! Unique tasks (PROTOCOL §11, docs/FLOW_CONTROL.md) against a real nats-server: one task per
 //! key under concurrent enqueues, each scope's release point, holders that vanished (a producer
 //! that died before publishing, a worker SIGKILLed mid-task) never keeping a key forever, and
 //! bad input refused before anything is sent.

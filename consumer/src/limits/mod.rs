@@ -1,4 +1,4 @@
-//! Flow control on the worker side (PROTOCOL §10, docs/FLOW_CONTROL.md): rate and concurrency
+//! Flow control on the worker side (PROTOCOL §11, docs/FLOW_CONTROL.md): rate and concurrency
 //! limits registered per task type, and the release of unique keys.
 //!
 //! Before a task of a limited type runs, the worker takes a concurrency slot and a rate token

@@ -1,4 +1,4 @@
-//! Releasing a task's unique key (PROTOCOL §10): the worker deletes the key's entry in
+//! Releasing a task's unique key (PROTOCOL §11): the worker deletes the key's entry in
 //! `<PREFIX>_UNIQUE` when the task's scope says so — but only while the entry still names this
 //! task (compare-and-set delete on the revision read), never a later holder's.
 

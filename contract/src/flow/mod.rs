@@ -1,4 +1,4 @@
-//! Flow control (PROTOCOL.md §10, docs/FLOW_CONTROL.md): unique tasks, rate limits and
+//! Flow control (PROTOCOL.md §11, docs/FLOW_CONTROL.md): unique tasks, rate limits and
 //! concurrency limits, cluster-wide, on JetStream KV alone.
 //!
 //! - [`unique`]: a producer takes a unique key in `<PREFIX>_UNIQUE` with a compare-and-set

@@ -57,6 +57,7 @@ from .errors import (
 )
 from .names import validate_key, validate_name
 from .producer import AsyncProducer, Enqueued, TaskRequest, results_or_raise
+from .flow import InvalidFlowOption, Unique, UniqueUnavailable
 from .protocol import Prepared, Subjects
 from .push import (
     MalformedPushHeader,
@@ -81,6 +82,9 @@ __all__ = [
     "Config",
     "Enqueued",
     "TaskRequest",
+    "Unique",
+    "InvalidFlowOption",
+    "UniqueUnavailable",
     "Prepared",
     "Subjects",
     "TaskState",

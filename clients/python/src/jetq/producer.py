@@ -46,6 +46,7 @@ from .errors import (
     TooLarge,
     WaitTimeout,
 )
+from .flow import Unique
 from .message import build_task_message
 from .protocol import TRACK_STATUS, Prepared, Seconds, Subjects, header_block_size
 from .status import CancelOutcome, StatusStore, TaskStatus
@@ -426,6 +427,8 @@ class AsyncProducer:
         traceparent: Optional[str] = None,
         tracestate: Optional[str] = None,
         track_status: bool = False,
+        unique: Optional[Unique] = None,
+        limit_key: Optional[str] = None,
     ) -> str:
         """Enqueues one task and returns its id once JetStream acknowledged it.
 
@@ -450,6 +453,11 @@ class AsyncProducer:
             workers record every transition, and :meth:`status` / :meth:`wait` /
             :meth:`cancel` follow it. A type the task-type catalog marks ``tracked`` (its
             workers track it) is tracked without it
+        :param unique: a unique key (:class:`jetq.flow.Unique`): while a task of this type holds
+            it (as its scope says), enqueueing it again returns the holder's id instead of a new
+            task (docs/FLOW_CONTROL.md)
+        :param limit_key: the key the workers' per-key rate and concurrency limits count this
+            task under (``Jetq-Limit-Key``, e.g. a tenant id)
         :raises EnqueueError: one of its subclasses, see :mod:`jetq.errors`
         """
         result = await self.enqueue_detailed(
@@ -464,6 +472,8 @@ class AsyncProducer:
             traceparent=traceparent,
             tracestate=tracestate,
             track_status=track_status,
+            unique=unique,
+            limit_key=limit_key,
         )
         return result.id
 
@@ -481,9 +491,11 @@ class AsyncProducer:
         traceparent: Optional[str] = None,
         tracestate: Optional[str] = None,
         track_status: bool = False,
+        unique: Optional[Unique] = None,
+        limit_key: Optional[str] = None,
     ) -> Enqueued:
         """Like :meth:`enqueue`, returning the whole acknowledgement (id, stream sequence,
-        duplicate flag, stream)."""
+        duplicate flag, stream). With ``unique``, a duplicate names the holder's task."""
         prepared = self.prepare(
             queue,
             task,
@@ -497,6 +509,12 @@ class AsyncProducer:
             tracestate=tracestate,
             track_status=track_status,
         )
+        if unique is not None or limit_key is not None:
+            from .flow import enqueue_unique, flow_headers
+
+            prepared, period_us = flow_headers(prepared, args, unique, limit_key)
+            if unique is not None:
+                return await enqueue_unique(self, prepared, period_us)
         return await self.publish_prepared(prepared)
 
     async def publish_prepared(self, prepared: Prepared) -> Enqueued:
