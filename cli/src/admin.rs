@@ -40,7 +40,7 @@ impl Admin {
         client: async_nats::Client,
         config: ConnectionConfig,
     ) -> Result<Admin, AdminError> {
-        jetq_contract::connect::check_server_version(&client.server_info().version)?;
+        let client = jetq_contract::bootstrap::adopt(client)?;
         let subjects = config.subjects()?;
         let js = jetq_contract::jetstream(client.clone(), &config);
         // The CLI never creates the task stream: enqueueing into an unprovisioned installation

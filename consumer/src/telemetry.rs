@@ -29,7 +29,7 @@ use jetq_contract::{
 use opentelemetry::{
     metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter},
     trace::{Status, TraceContextExt},
-    InstrumentationScope, KeyValue,
+    KeyValue,
 };
 use tokio_util::sync::CancellationToken;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -56,11 +56,7 @@ const PROCESS: &str = "process";
 
 /// The worker's default meter: the global provider's `jetq-consumer` meter.
 pub(crate) fn meter() -> Meter {
-    opentelemetry::global::meter_with_scope(
-        InstrumentationScope::builder("jetq-consumer")
-            .with_version(env!("CARGO_PKG_VERSION"))
-            .build(),
-    )
+    jetq_contract::bootstrap::meter("jetq-consumer", env!("CARGO_PKG_VERSION"))
 }
 
 /// The worker's instruments.

@@ -285,13 +285,12 @@ impl WorkerBuilder {
             registry.lookup(queue, task).is_some()
         })?;
 
-        let client = match self.client {
-            Some(client) => {
-                jetq_contract::connect::check_server_version(&client.server_info().version)?;
-                client
-            }
-            None => jetq_contract::connect(&self.connection, "jetq-worker").await?,
-        };
+        let client = jetq_contract::bootstrap::connect_or_adopt(
+            &self.connection,
+            self.client,
+            "jetq-worker",
+        )
+        .await?;
         let js = jetq_contract::jetstream(client.clone(), &self.connection);
         let meter = self.meter.clone().unwrap_or_else(telemetry::meter);
         // Creates what is missing; existing streams are compared, never changed (a worker
@@ -659,26 +658,6 @@ impl Worker {
     }
 }
 
-/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops the worker");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
+/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C): the contract's, shared by every jetq
+/// component.
+pub use jetq_contract::bootstrap::shutdown_signal;

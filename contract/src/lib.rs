@@ -8,7 +8,8 @@
 //!   [`FailureRecord`]: what a dead letter says about how its task died; [`attempts`]: which
 //!   deliveries count as attempts (hand-backs do not);
 //! - [`ConnectionConfig`] and [`connect()`]: configuration from `JETQ_*` and a version-checked
-//!   connection; [`Topology`]: idempotent provisioning of streams and queue consumers;
+//!   connection; [`bootstrap`]: what every builder and binary does first (connect or adopt a
+//!   client, the default meter, the stop signal); [`Topology`]: idempotent provisioning of streams and queue consumers;
 //! - [`publish`]: publishing until acknowledged, resending with the same id while the
 //!   outcome is unknown ([`publish::Publisher`]);
 //! - [`otel`]: W3C trace-context propagation in headers, span attribute and metric names;
@@ -16,6 +17,7 @@
 //! - [`status`]: status records of tracked tasks ([`TaskStatus`]), their KV keys and buckets.
 
 pub mod attempts;
+pub mod bootstrap;
 pub mod catalog;
 pub mod config;
 #[cfg(feature = "config-file")]

@@ -183,13 +183,12 @@ impl ProducerBuilder {
         self.streams.validate()?;
         self.settings.validate()?;
         let subjects = self.connection.subjects()?;
-        let client = match self.client {
-            Some(client) => {
-                jetq_contract::connect::check_server_version(&client.server_info().version)?;
-                client
-            }
-            None => jetq_contract::connect(&self.connection, "jetq-producer").await?,
-        };
+        let client = jetq_contract::bootstrap::connect_or_adopt(
+            &self.connection,
+            self.client,
+            "jetq-producer",
+        )
+        .await?;
         let js = jetq_contract::jetstream(client.clone(), &self.connection);
         if self.settings.provision {
             Topology::new(js.clone(), subjects.clone(), self.streams.clone())

@@ -8,7 +8,7 @@ use jetq_contract::otel::{self, attributes as attr, metrics as names};
 use opentelemetry::{
     metrics::{Counter, Meter},
     trace::{Status, TraceContextExt},
-    InstrumentationScope, KeyValue,
+    KeyValue,
 };
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -16,11 +16,7 @@ use crate::error::EnqueueError;
 
 /// The instrumentation scope of the producer's spans and metrics.
 pub(crate) fn meter() -> Meter {
-    opentelemetry::global::meter_with_scope(
-        InstrumentationScope::builder("jetq-producer")
-            .with_version(env!("CARGO_PKG_VERSION"))
-            .build(),
-    )
+    jetq_contract::bootstrap::meter("jetq-producer", env!("CARGO_PKG_VERSION"))
 }
 
 /// The producer's instruments.

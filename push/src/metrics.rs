@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use opentelemetry::{
     metrics::{Histogram, Meter, UpDownCounter},
-    InstrumentationScope, KeyValue,
+    KeyValue,
 };
 
 /// Attribute naming the target.
@@ -30,11 +30,7 @@ const BUCKETS: [f64; 14] = [
 
 /// The default meter: the global provider's `jetq-push` meter.
 pub(crate) fn meter() -> Meter {
-    opentelemetry::global::meter_with_scope(
-        InstrumentationScope::builder("jetq-push")
-            .with_version(env!("CARGO_PKG_VERSION"))
-            .build(),
-    )
+    jetq_contract::bootstrap::meter("jetq-push", env!("CARGO_PKG_VERSION"))
 }
 
 #[derive(Clone)]

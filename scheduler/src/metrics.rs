@@ -3,7 +3,7 @@
 
 use opentelemetry::{
     metrics::{Counter, Meter},
-    InstrumentationScope, KeyValue,
+    KeyValue,
 };
 
 use crate::periodic::SkipReason;
@@ -13,11 +13,7 @@ pub const FIRES_SKIPPED: &str = "jetq.scheduler.fires.skipped";
 
 /// The scheduler's default meter: the global provider's `jetq-scheduler` meter.
 pub(crate) fn meter() -> Meter {
-    opentelemetry::global::meter_with_scope(
-        InstrumentationScope::builder("jetq-scheduler")
-            .with_version(env!("CARGO_PKG_VERSION"))
-            .build(),
-    )
+    jetq_contract::bootstrap::meter("jetq-scheduler", env!("CARGO_PKG_VERSION"))
 }
 
 /// The scheduler's instruments.

@@ -139,13 +139,12 @@ impl SchedulerBuilder {
             (None, None) => (Schedules::empty(), None),
         };
         let subjects = self.connection.subjects()?;
-        let client = match self.client {
-            Some(client) => {
-                jetq_contract::connect::check_server_version(&client.server_info().version)?;
-                client
-            }
-            None => jetq_contract::connect(&self.connection, "jetq-scheduler").await?,
-        };
+        let client = jetq_contract::bootstrap::connect_or_adopt(
+            &self.connection,
+            self.client,
+            "jetq-scheduler",
+        )
+        .await?;
         let js = jetq_contract::jetstream(client, &self.connection);
         let kv = if self.settings.provision {
             let topology = Topology::new(js.clone(), subjects.clone(), self.streams.clone());
@@ -497,25 +496,5 @@ impl Hangup {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
+/// Completes on SIGTERM or SIGINT: the contract's, shared by every jetq component.
+pub use jetq_contract::bootstrap::shutdown_signal;

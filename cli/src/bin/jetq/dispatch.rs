@@ -137,7 +137,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), AdminError> {
                 history: args.history,
                 schedules_file,
             };
-            dashboard::run(admin, config, shutdown_signal()).await?;
+            dashboard::run(admin, config, jetq_contract::bootstrap::shutdown_signal()).await?;
         }
         Command::Catalog(args) => {
             let listing = admin.catalog(args.queue.as_deref()).await?;
@@ -233,28 +233,6 @@ fn unreachable_usage() -> Result<Vec<DeadLetter>, AdminError> {
     Err(AdminError::Invalid(
         "give a dead-letter sequence or --task-id".into(),
     ))
-}
-
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
 
 #[cfg(test)]
