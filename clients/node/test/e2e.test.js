@@ -1,7 +1,8 @@
 // End to end, as a third party would run it: a real nats-server, the Rust example worker
 // (JETQ_TEST_EXAMPLE_WORKER_BIN, built by scripts/test.sh) and this producer. The welcome email
 // enqueued by the Express example's route is sent by the Rust worker to an SMTP sink; a batch
-// and a tracked task's status read go the same way; a delayed task lands in the delayed stream.
+// and a tracked task's status read go the same way; a type the worker publishes as tracked in
+// the task-type catalog is tracked without asking; a delayed task lands in the delayed stream.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -133,6 +134,22 @@ describe('the Rust example worker runs what the Node producer enqueues', { skip 
     } finally {
       await nc.close();
     }
+  });
+
+  test('a type the Rust worker tracks is tracked from Node without asking (the catalog)', async () => {
+    // The example worker publishes exports.generate_csv as tracked (PROTOCOL.md §9). A delayed
+    // export (no scheduler runs here to release it, so no worker touches it) has the `queued`
+    // record only because the producer read the catalog and wrote it.
+    const later = await producer.enqueue('exports', 'generate_csv', { export_id: 'node-later', rows: 1, row_delay_ms: 0 }, { key: 'node-later', delayMs: 3_600_000 });
+    const waiting = await producer.status(later.id);
+    assert.equal(waiting?.state, 'queued', `the producer wrote the queued record (worker logs:\n${worker.logs()})`);
+    assert.equal(waiting.task, 'generate_csv');
+    // Run now: the caller can wait on it without having asked to track it.
+    const queued = await producer.enqueue('exports', 'generate_csv', { export_id: 'node-export', rows: 3, row_delay_ms: 0 }, { key: 'node-export' });
+    const done = await within(20_000, `the export (worker logs:\n${worker.logs()})`, producer.wait(queued.id, 15_000));
+    assert.equal(done.state, 'succeeded');
+    assert.equal(done.sequence, queued.sequence);
+    assert.equal(done.result.rows, 3);
   });
 
   test('waiting on an unknown task times out with a typed error', async () => {
