@@ -267,7 +267,14 @@ impl Publisher {
         message: &Outgoing,
         first: Result<PublishAckFuture, SendError>,
     ) -> Result<Acked, PublishError> {
-        until_acked(self.max_sends, self.budget, first, || self.send(message))
+        let stream_missing = || self.stream_missing(&message.subject);
+        until_acked(
+            self.max_sends,
+            self.budget,
+            first,
+            || self.send(message),
+            stream_missing,
+        )
             .await
             .map(|(ack, sends)| Acked {
                 stream: ack.stream,
@@ -293,6 +300,17 @@ impl Publisher {
                     }
                 }
             })
+    }
+
+    /// True only when the server says no stream captures `subject` (asked once, after a
+    /// no-responders reply, waiting at most 1 s): then the publish is refused at once instead of
+    /// resent for the whole budget. No answer, or any other, means "maybe an election".
+    async fn stream_missing(&self, subject: &str) -> bool {
+        let asked = self.js.stream_by_subject(subject);
+        matches!(
+            tokio::time::timeout(STREAM_CHECK_WAIT, asked).await,
+            Ok(Err(err)) if err.kind() == jetstream::context::GetStreamByNameErrorKind::NotFound
+        )
     }
 
     /// Sends the message and awaits its ack, resending while the outcome is unknown.
@@ -322,21 +340,30 @@ pub fn is_temporarily_unavailable(err: &SendError) -> bool {
     }
 }
 
+/// How long a publish that found no responders waits to hear whether its stream exists.
+pub const STREAM_CHECK_WAIT: Duration = Duration::from_secs(1);
+
 /// The resend loop, apart from the client so that its counting is tested without a server:
 /// `first` is send 1; an unknown outcome sends again while fewer than `max_sends` such sends were
 /// made and the budget lasts; a retryable reply sends again after [`RetryBudget::next_pause`]
-/// without using up a send. Returns the ack or the last error, with the number of sends in all.
-async fn until_acked<S, F, A>(
+/// without using up a send — unless, asked once after the first no-responders reply,
+/// `stream_missing` says no stream captures the subject. Returns the ack or the last error, with
+/// the number of sends in all.
+async fn until_acked<S, F, A, M, G>(
     max_sends: u32,
     budget: Duration,
     first: Result<A, SendError>,
     mut send: S,
+    mut stream_missing: M,
 ) -> Result<(PublishAck, u32), (SendError, u32)>
 where
     S: FnMut() -> F,
     F: Future<Output = Result<A, SendError>>,
     A: IntoFuture<Output = Result<PublishAck, SendError>>,
+    M: FnMut() -> G,
+    G: Future<Output = bool>,
 {
+    let mut looked_for_stream = false;
     let mut retry = RetryBudget::starting_now(budget);
     // Sends whose outcome was unknown, the one in flight included.
     let mut counted = 1;
@@ -351,6 +378,13 @@ where
             Ok(ack) => return Ok((ack, sends)),
             Err(err) if is_unknown_outcome(&err) && counted < max_sends && !retry.spent() => {
                 counted += 1;
+            }
+            Err(err)
+                if err.kind() == PublishErrorKind::StreamNotFound
+                    && !std::mem::replace(&mut looked_for_stream, true)
+                    && stream_missing().await =>
+            {
+                return Err((err, sends));
             }
             Err(err) if is_temporarily_unavailable(&err) => match retry.next_pause() {
                 Some(pause) => tokio::time::sleep(pause).await,
@@ -397,10 +431,16 @@ mod tests {
         answer: impl Fn(u32) -> Result<Ack, SendError>,
     ) -> (Result<(PublishAck, u32), (SendError, u32)>, u32) {
         let made = std::cell::Cell::new(1);
-        let result = until_acked(max_sends, budget, answer(1), || {
-            made.set(made.get() + 1);
-            ready(answer(made.get()))
-        })
+        let result = until_acked(
+            max_sends,
+            budget,
+            answer(1),
+            || {
+                made.set(made.get() + 1);
+                ready(answer(made.get()))
+            },
+            || ready(false),
+        )
         .await;
         (result, made.get())
     }
@@ -501,13 +541,41 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(5)).await;
             Err::<PublishAck, _>(timed_out())
         };
-        let result = until_acked(5, Duration::from_secs(8), Ok(slow_timeout()), || {
-            made.set(made.get() + 1);
-            ready(Ok(slow_timeout()))
-        })
+        let result = until_acked(
+            5,
+            Duration::from_secs(8),
+            Ok(slow_timeout()),
+            || {
+                made.set(made.get() + 1);
+                ready(Ok(slow_timeout()))
+            },
+            || ready(false),
+        )
         .await;
         assert_eq!(made.get(), 2);
         assert_eq!(result.expect_err("timed out").1, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_responders_for_a_subject_no_stream_captures_are_final_at_once() {
+        let made = std::cell::Cell::new(1);
+        let asked = std::cell::Cell::new(0);
+        let result = until_acked(
+            3,
+            Duration::from_secs(15),
+            Err::<Ack, _>(no_responders()),
+            || {
+                made.set(made.get() + 1);
+                ready(Err::<Ack, _>(no_responders()))
+            },
+            || {
+                asked.set(asked.get() + 1);
+                ready(true)
+            },
+        )
+        .await;
+        assert_eq!((made.get(), asked.get()), (1, 1));
+        assert_eq!(result.expect_err("no stream").1, 1);
     }
 
     #[test]

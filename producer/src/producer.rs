@@ -45,13 +45,9 @@ use crate::{
 
 // STREAM_STORE_FAILED: JetStream's error code for a failed store, which `discard: New` limits
 // report as "maximum messages exceeded" / "maximum bytes exceeded".
-use jetq_contract::publish::{RetryBudget, STREAM_STORE_FAILED};
+use jetq_contract::publish::{RetryBudget, STREAM_CHECK_WAIT, STREAM_STORE_FAILED};
 /// JetStream's error code for a message over the stream's `max_msg_size`.
 const MESSAGE_EXCEEDS_MAXIMUM: u64 = 10054;
-
-/// How long a publish that found no responders waits for the server to say whether the task
-/// stream exists (during an election the question may go unanswered as well).
-const STREAM_CHECK_WAIT: Duration = Duration::from_secs(1);
 
 /// True when a publish stored nothing and may succeed shortly: no responders (no stream
 /// captures the subject, or the stream has no leader during an election) or a JetStream error
@@ -638,13 +634,17 @@ impl Producer {
                 }
                 Err(err) => match self.classify(prepared, err) {
                     EnqueueError::Timeout { .. } => continue,
-                    // No responders: once per enqueue, ask whether the stream is really gone
-                    // (bounded: during an election the question may go unanswered too).
+                    // No responders: once per enqueue, ask whether a stream captures the
+                    // subject at all (bounded: during an election the question may go
+                    // unanswered too). A missing task stream is created when this producer
+                    // provisions; a missing delayed stream is the caller's to create.
                     err @ EnqueueError::NoStream { .. } if !looked_for_stream => {
                         looked_for_stream = true;
                         let wait = self.ack_timeout.min(STREAM_CHECK_WAIT);
-                        if Box::pin(self.status.tasks_stream_missing(wait)).await {
-                            if !Box::pin(self.status.provision_tasks_stream()).await {
+                        if Box::pin(self.status.stream_missing(&prepared.subject, wait)).await {
+                            if !self.status.is_task_subject(&prepared.subject)
+                                || !Box::pin(self.status.provision_tasks_stream()).await
+                            {
                                 return Err(self.timeout_or_disconnected(err, attempt));
                             }
                             resent = true;

@@ -39,6 +39,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why a status, wait, watch, cancel or artifact call failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StatusError {
     /// The status bucket or artifact store does not exist and could not be created (a producer
     /// with `JETQ_PROVISION=false`, or one whose user may not create it).
@@ -176,20 +177,22 @@ impl StatusStores {
         self.kv().await
     }
 
-    /// True only when the server says the task stream does not exist (JetStream error 10059).
-    /// A publish that found no responders is either that or an election (the stream has no
-    /// leader for a few seconds); an answer that is not "not found" — the stream's info, a
-    /// 503, no answer within `wait` — means it exists or may, and the publish keeps resending.
-    pub(crate) async fn tasks_stream_missing(&self, wait: std::time::Duration) -> bool {
-        const STREAM_NOT_FOUND: u64 = 10059;
-        let js = self.topology.jetstream();
-        let name = self.topology.subjects().tasks_stream();
-        match tokio::time::timeout(wait, js.get_stream(name)).await {
-            Ok(Err(err)) => std::error::Error::source(&err)
-                .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>())
-                .is_some_and(|err| err.error_code().0 == STREAM_NOT_FOUND),
-            Ok(Ok(_)) | Err(_) => false,
-        }
+    /// True only when the server says no stream captures `subject` (a task subject, or a
+    /// delayed task's). A publish that found no responders is either that or an election (the
+    /// stream has no leader for a few seconds); any other answer — a stream's name, an error,
+    /// no answer within `wait` — means it exists or may, and the publish keeps resending.
+    pub(crate) async fn stream_missing(&self, subject: &str, wait: std::time::Duration) -> bool {
+        use async_nats::jetstream::context::GetStreamByNameErrorKind;
+        let asked = self.topology.jetstream().stream_by_subject(subject);
+        matches!(
+            tokio::time::timeout(wait, asked).await,
+            Ok(Err(err)) if err.kind() == GetStreamByNameErrorKind::NotFound
+        )
+    }
+
+    /// True when `subject` is a task subject (the task stream's), not a delayed task's.
+    pub(crate) fn is_task_subject(&self, subject: &str) -> bool {
+        self.topology.subjects().parse_task(subject).is_some()
     }
 
     /// Creates the task stream when provisioning is on and it is missing (deleted after this

@@ -223,7 +223,7 @@ export class Producer {
       // No responders: once, ask whether the stream is really gone (then report it at once).
       if (reply.error.name === 'NoStream' && !lookedForStream) {
         lookedForStream = true;
-        if (await this.tasksStreamMissing(Math.min(this.requestTimeoutMs, 1000))) throw reply.error;
+        if (await this.streamMissing(prepared.subject, Math.min(this.requestTimeoutMs, 1000))) throw reply.error;
       }
       const pause = retryPauseMs(retries, deadline - Date.now());
       if (pause === null) throw reply.error;
@@ -234,16 +234,17 @@ export class Producer {
   }
 
   /**
-   * True only when the server says the task stream does not exist: a publish that found no
-   * responders is that or an election. Any other answer (its info, a 503, no answer within
-   * `waitMs`, no permission to ask) means it exists or may.
+   * True only when the server says no stream captures `subject` (a task's or a delayed
+   * task's): a publish that found no responders is that or an election. Any other answer (a
+   * stream's name, an error, no answer within `waitMs`, no permission to ask) means it exists
+   * or may.
    */
-  async tasksStreamMissing(waitMs) {
-    const notFound = (err) => err?.api_error?.err_code === 10059 || /stream not found/i.test(String(err?.message));
+  async streamMissing(subject, waitMs) {
+    const notFound = (err) => err?.name === 'StreamNotFoundError' || /no stream matches subject/i.test(String(err?.message));
     let timer;
     const waited = new Promise((resolve) => { timer = setTimeout(() => resolve(false), waitMs); });
     const asked = this.jsm()
-      .then((jsm) => jsm.streams.info(this.subjects.tasksStream))
+      .then((jsm) => jsm.streams.find(subject))
       .then(() => false, notFound);
     try {
       return await Promise.race([asked, waited]);

@@ -872,8 +872,8 @@ class AsyncProducer:
           election) or the server cannot store right now. Resent after :func:`retry_pause`
           until the retry budget, ``request_timeout × publish_attempts`` from the first send,
           is spent; these sends do not use up attempts.
-        - No responders because the task stream does not exist (the server says so when
-          asked once): :class:`NoStream` at once.
+        - No responders because no stream captures the subject (the server says so when asked
+          once): :class:`NoStream` at once.
         """
         attempts = self._config.publish_attempts
         ack_timeout = self._config.request_timeout
@@ -910,7 +910,7 @@ class AsyncProducer:
                     raise
                 if isinstance(err, NoStream) and not looked_for_stream:
                     looked_for_stream = True
-                    if await self._tasks_stream_missing(min(ack_timeout, 1.0)):
+                    if await self._stream_missing(prepared.subject, min(ack_timeout, 1.0)):
                         raise
                 pause = retry_pause(retries, deadline - loop.time())
                 if pause is None:
@@ -921,12 +921,13 @@ class AsyncProducer:
             raise Timeout(prepared.task, prepared.id, ack_timeout, attempts)
         raise NotConnected(prepared.task, attempts)
 
-    async def _tasks_stream_missing(self, wait: float) -> bool:
-        """True only when the server says the task stream does not exist: a publish that found
-        no responders is that or an election. Any other answer (the stream's info, a 503, no
-        answer within ``wait``, no permission to ask) means it exists or may."""
+    async def _stream_missing(self, subject: str, wait: float) -> bool:
+        """True only when the server says no stream captures ``subject`` (a task's or a delayed
+        task's): a publish that found no responders is that or an election. Any other answer
+        (a stream's name, an error, no answer within ``wait``, no permission to ask) means it
+        exists or may."""
         try:
-            await asyncio.wait_for(self._js.stream_info(self._subjects.tasks_stream), timeout=wait)
+            await asyncio.wait_for(self._js.find_stream_name_by_subject(subject), timeout=wait)
         except nats.js.errors.NotFoundError:
             return True
         except Exception:  # noqa: BLE001 - unknown: keep resending within the budget
