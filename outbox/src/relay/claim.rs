@@ -38,6 +38,8 @@ pub(crate) struct Claimed {
     pub(crate) dead: usize,
     /// Rows left for a later attempt.
     pub(crate) failed: usize,
+    /// A delayed task found no stream: the delayed-task stream should be created.
+    pub(crate) no_delayed_stream: bool,
 }
 
 /// A row about to be published or dead-lettered.
@@ -100,6 +102,7 @@ impl Relay {
             if let Plan::Publish(row, message) = plan {
                 let span = publish_span(row, &message.subject);
                 let first = self.publisher.send(message).instrument(span.clone()).await;
+                tracing::debug!(row = row.id, subject = %message.subject, ok = first.is_ok(), "sent");
                 sent.push((row, message, span, first));
             }
         }
@@ -119,6 +122,7 @@ impl Relay {
                 }
                 Err(err) => {
                     span.set_status(opentelemetry::trace::Status::error(err.to_string()));
+                    tracing::debug!(row = row.id, error = %err, "publish failed");
                     self.metrics.failed(error_type(&err));
                     if err.send_error().kind() == PublishErrorKind::StreamNotFound
                         && self.subjects.parse_delayed(&message.subject).is_some()
@@ -134,9 +138,7 @@ impl Relay {
                 }
             }
         }
-        if no_stream_delayed {
-            self.ensure_delayed_stream().await;
-        }
+        claimed.no_delayed_stream = no_stream_delayed;
 
         for plan in &plans {
             if let Plan::Dead(row, why) = plan {

@@ -215,6 +215,9 @@ impl Relay {
         let mut last_lag = tokio::time::Instant::now() - Duration::from_secs(60);
         loop {
             let outcome = self.cycle().await;
+            if matches!(&outcome, Ok(claimed) if claimed.no_delayed_stream) {
+                self.ensure_delayed_stream().await;
+            }
             if last_lag.elapsed() >= Duration::from_secs(1) {
                 self.measure_lag().await;
                 last_lag = tokio::time::Instant::now();
@@ -310,10 +313,12 @@ impl Relay {
 
     async fn ensure_delayed_stream(&self) {
         let js = self.publisher.jetstream();
-        if let Err(err) =
-            jetq_contract::delayed::ensure_delayed_stream(js, &self.subjects, &self.streams).await
-        {
-            tracing::warn!(error = %err, "cannot create the delayed-task stream");
+        let ensure =
+            jetq_contract::delayed::ensure_delayed_stream(js, &self.subjects, &self.streams);
+        match tokio::time::timeout(Duration::from_secs(10), ensure).await {
+            Ok(Ok(())) => tracing::info!("created the delayed-task stream"),
+            Ok(Err(err)) => tracing::warn!(error = %err, "cannot create the delayed-task stream"),
+            Err(_) => tracing::warn!("creating the delayed-task stream timed out"),
         }
     }
 }

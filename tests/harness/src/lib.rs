@@ -27,6 +27,8 @@
 
 #![warn(missing_docs)]
 
+pub mod postgres;
+
 use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
