@@ -91,6 +91,17 @@ async fn jetq_catalog_lists_the_task_types_a_worker_published() {
     let none = jetq(&server, &["catalog", "--json"]).await.ok_json();
     assert_eq!(none["exists"], false);
     assert_eq!(none["entries"], serde_json::json!([]));
+    let other = jetq_with(
+        &server.url(),
+        &[("JETQ_PREFIX", "my-app")],
+        &["catalog", "--json"],
+    )
+    .await
+    .ok_json();
+    assert_eq!(
+        other["bucket"], "MY_APP_CATALOG",
+        "the bucket follows the prefix"
+    );
 
     let started = SystemTime::now();
     let worker = catalog_worker(&server).await;
@@ -99,6 +110,15 @@ async fn jetq_catalog_lists_the_task_types_a_worker_published() {
     let listing = jetq(&server, &["catalog", "--json"]).await.ok_json();
     assert_eq!(listing["bucket"], "JETQ_CATALOG");
     assert_eq!(listing["exists"], true);
+    // Another prefix's catalog is another bucket: still none there.
+    let other = jetq_with(
+        &server.url(),
+        &[("JETQ_PREFIX", "my-app")],
+        &["catalog", "--json"],
+    )
+    .await
+    .ok_json();
+    assert_eq!(other["exists"], false);
     assert_eq!(
         keys(&listing),
         ["emails.send_email", "work.job", "work.tracked_job"],
