@@ -5,6 +5,8 @@ use std::{collections::HashMap, net::SocketAddr};
 
 use jetq_contract::ConfigError;
 
+use crate::otlp::{self, OtlpTransport, Signal};
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -25,10 +27,13 @@ pub enum LogFormat {
 /// | `OTEL_SDK_DISABLED` | `true`: no OpenTelemetry traces and no OTLP metrics (logs and `/metrics` stay) |
 /// | `OTEL_TRACES_EXPORTER` | `otlp` or `none`; unset: `otlp` when an OTLP endpoint is configured, else nothing is exported |
 /// | `OTEL_METRICS_EXPORTER` | `otlp`, `prometheus` or `none`: whether metrics are also pushed over OTLP (`/metrics` always serves them); unset: `otlp` when an endpoint is configured |
-/// | `OTEL_EXPORTER_OTLP_ENDPOINT` | collector base URL, `http://` only; `/v1/traces` and `/v1/metrics` are appended. Unset (and no per-signal endpoint): no OTLP export, unless an `OTEL_*_EXPORTER` says `otlp` (then the SDK's default `http://localhost:4318`) |
+/// | `OTEL_EXPORTER_OTLP_ENDPOINT` | receiver base URL, `http://` or `https://`; for `http/protobuf` `/v1/traces` and `/v1/metrics` are appended, for `grpc` it is used as given. Unset (and no per-signal endpoint): no OTLP export, unless an `OTEL_*_EXPORTER` says `otlp` (then `http://localhost:4318`, or `:4317` for `grpc`) |
 /// | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` | full per-signal URLs, used as given |
-/// | `OTEL_EXPORTER_OTLP_PROTOCOL` (and per-signal) | only `http/protobuf` is built in |
-/// | `OTEL_EXPORTER_OTLP_HEADERS`, `…_TIMEOUT`, `…_COMPRESSION`, `OTEL_TRACES_SAMPLER(_ARG)`, `OTEL_BSP_*`, `OTEL_METRIC_EXPORT_INTERVAL` | read by the OpenTelemetry SDK itself from the process environment |
+/// | `OTEL_EXPORTER_OTLP_PROTOCOL` (and `…_TRACES_…`, `…_METRICS_…`) | `http/protobuf` (default) or `grpc` |
+/// | `OTEL_EXPORTER_OTLP_HEADERS` (and per-signal) | request headers, `name=value,…`, values percent-encoded (a vendor's API key) |
+/// | `OTEL_EXPORTER_OTLP_CERTIFICATE` (and per-signal) | PEM file of CA certificates trusted for `https://` besides the system's roots |
+/// | `OTEL_EXPORTER_OTLP_TIMEOUT` (and per-signal) | per-export timeout in milliseconds (default 10000) |
+/// | `OTEL_EXPORTER_OTLP_COMPRESSION`, `OTEL_TRACES_SAMPLER(_ARG)`, `OTEL_BSP_*`, `OTEL_METRIC_EXPORT_INTERVAL` | read by the OpenTelemetry SDK itself from the process environment |
 /// | `RUST_LOG` | log filter (default given by the binary, e.g. `info`) |
 /// | `JETQ_LOG_FORMAT` | `human` (default) or `json` |
 /// | `JETQ_TRACE_FILTER` | which spans are traced, same syntax as `RUST_LOG` (default `info`) |
@@ -43,10 +48,15 @@ pub struct TelemetryConfig {
     pub traces: bool,
     /// Push metrics over OTLP as well as serving them on `/metrics`.
     pub otlp_metrics: bool,
-    /// Traces endpoint, when configured (else the SDK's default).
+    /// Traces endpoint, when configured (else the protocol's default, see
+    /// [`OtlpProtocol::default_endpoint`]).
     pub traces_endpoint: Option<String>,
-    /// Metrics endpoint, when configured (else the SDK's default).
+    /// Metrics endpoint, when configured (else the protocol's default).
     pub metrics_endpoint: Option<String>,
+    /// How traces are sent: protocol, headers, CA certificate, timeout.
+    pub traces_transport: OtlpTransport,
+    /// How metrics are sent.
+    pub metrics_transport: OtlpTransport,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter (`RUST_LOG` syntax).
@@ -111,65 +121,15 @@ impl TelemetryConfig {
             get("OTEL_METRICS_EXPORTER"),
             &["otlp", "prometheus"],
         )?;
-        for name in [
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
-        ] {
-            if let Some(protocol) = get(name) {
-                if protocol != "http/protobuf" {
-                    return Err(invalid(
-                        name,
-                        format!(
-                            "{protocol:?} is not supported: jetq exports OTLP only as \
-                             http/protobuf to an http:// endpoint (e.g. \
-                             http://otel-collector:4318); OTLP/gRPC is not built in (the \
-                             exporter's gRPC transport, tonic, is not a dependency); point it \
-                             at a collector's OTLP/HTTP port, which can forward over gRPC"
-                        ),
-                    ));
-                }
-            }
-        }
-        let base = get("OTEL_EXPORTER_OTLP_ENDPOINT");
-        let signal = |specific: &str, path: &str| {
-            get(specific)
-                .map(str::to_owned)
-                .or_else(|| base.map(|base| format!("{}/{path}", base.trim_end_matches('/'))))
-        };
-        let traces_endpoint = signal("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "v1/traces");
-        let metrics_endpoint = signal("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "v1/metrics");
+        let traces_transport = otlp::transport(&get, Signal::Traces)?;
+        let metrics_transport = otlp::transport(&get, Signal::Metrics)?;
+        let traces_endpoint = otlp::endpoint(&get, Signal::Traces, traces_transport.protocol)?;
+        let metrics_endpoint = otlp::endpoint(&get, Signal::Metrics, metrics_transport.protocol)?;
         // Quiet by default: with no collector configured nothing is exported (a worker with no
         // collector would otherwise log an export error every few seconds). An explicit
-        // `OTEL_*_EXPORTER=otlp` exports to the SDK's default endpoint.
+        // `OTEL_*_EXPORTER=otlp` exports to the protocol's default endpoint.
         let traces = !disabled && traces.unwrap_or(traces_endpoint.is_some());
         let otlp_metrics = !disabled && otlp_metrics.unwrap_or(metrics_endpoint.is_some());
-        for (name, endpoint) in [
-            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &traces_endpoint),
-            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", &metrics_endpoint),
-        ] {
-            if let Some(url) = endpoint {
-                if url.starts_with("https://") {
-                    return Err(invalid(
-                        name,
-                        "https:// is not supported: jetq exports OTLP only as http/protobuf to \
-                         an http:// endpoint (e.g. http://otel-collector:4318); the exporter \
-                         has no TLS stack built in (its rustls transport is not a dependency), \
-                         so send OTLP to a collector or agent next to the process, which \
-                         forwards it to the vendor over TLS",
-                    ));
-                }
-                if !url.starts_with("http://") {
-                    return Err(invalid(
-                        name,
-                        format!(
-                            "{url:?} is not an http:// URL (set by \
-                             OTEL_EXPORTER_OTLP_ENDPOINT or this variable)"
-                        ),
-                    ));
-                }
-            }
-        }
         let resource_attributes = get("OTEL_RESOURCE_ATTRIBUTES")
             .map(parse_resource_attributes)
             .unwrap_or_default();
@@ -211,6 +171,8 @@ impl TelemetryConfig {
             otlp_metrics,
             traces_endpoint,
             metrics_endpoint,
+            traces_transport,
+            metrics_transport,
             log_format,
             log_filter: get("RUST_LOG").unwrap_or(log_filter).to_owned(),
             trace_filter: get("JETQ_TRACE_FILTER").unwrap_or("info").to_owned(),
@@ -228,6 +190,8 @@ impl TelemetryConfig {
             otlp_metrics: false,
             traces_endpoint: None,
             metrics_endpoint: None,
+            traces_transport: OtlpTransport::default(),
+            metrics_transport: OtlpTransport::default(),
             log_format: LogFormat::Human,
             log_filter: log_filter.to_owned(),
             trace_filter: "info".to_owned(),
@@ -315,6 +279,7 @@ fn percent_decode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::OtlpProtocol;
 
     fn config(pairs: &[(&str, &str)]) -> Result<TelemetryConfig, ConfigError> {
         TelemetryConfig::from_env_iter(
@@ -385,38 +350,68 @@ mod tests {
                 "OTEL_TRACES_EXPORTER",
             ),
             (
-                vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
+                vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],
                 "OTEL_EXPORTER_OTLP_PROTOCOL",
+            ),
+            (
+                vec![("OTEL_EXPORTER_OTLP_HEADERS", "api-key")],
+                "OTEL_EXPORTER_OTLP_HEADERS",
             ),
             (vec![("OTEL_SDK_DISABLED", "yes")], "OTEL_SDK_DISABLED"),
             (vec![("JETQ_LOG_FORMAT", "xml")], "JETQ_LOG_FORMAT"),
             (vec![("JETQ_HEALTH_LISTEN", "9090")], "JETQ_HEALTH_LISTEN"),
             (
                 vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")],
-                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
             ),
             (
-                vec![(
-                    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-                    "https://c/v1/metrics",
-                )],
+                vec![("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "grpc://c:4317")],
                 "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
             ),
         ] {
             let err = config(&pairs).unwrap_err();
             assert!(err.to_string().contains(field), "{err} should name {field}");
         }
-        // Unsupported transports say exactly which form is supported.
-        for pairs in [
-            vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
-            vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "https://api.vendor.example")],
-        ] {
-            let err = config(&pairs).unwrap_err().to_string();
-            assert!(
-                err.contains("http/protobuf") && err.contains("http://otel-collector:4318"),
-                "{err}"
-            );
-        }
+    }
+
+    #[test]
+    fn https_and_grpc_endpoints_for_a_vendor() {
+        let c = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://otlp.vendor.example"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=k%2Cey"),
+        ])
+        .unwrap();
+        assert!(c.traces && c.otlp_metrics);
+        assert_eq!(
+            c.traces_endpoint.as_deref(),
+            Some("https://otlp.vendor.example"),
+            "gRPC: the base URL as given"
+        );
+        assert_eq!(c.traces_transport.protocol, OtlpProtocol::Grpc);
+        assert_eq!(c.metrics_transport.protocol, OtlpProtocol::Grpc);
+        assert_eq!(
+            c.metrics_transport.headers,
+            [("x-api-key".to_owned(), "k,ey".to_owned())]
+        );
+        let c = config(&[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "https://otlp.vendor.example/otlp/",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.metrics_endpoint.as_deref(),
+            Some("https://otlp.vendor.example/otlp/v1/metrics")
+        );
+        assert_eq!(c.metrics_transport.protocol, OtlpProtocol::HttpProtobuf);
+        // No endpoint but an explicit exporter: the protocol's default endpoint.
+        let c = config(&[
+            ("OTEL_TRACES_EXPORTER", "otlp"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+        ])
+        .unwrap();
+        assert!(c.traces && c.traces_endpoint.is_none());
+        assert_eq!(c.traces_transport.protocol, OtlpProtocol::Grpc);
     }
 
     #[test]

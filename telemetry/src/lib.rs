@@ -17,11 +17,13 @@
 //! - **Logs** go to stderr through `tracing-subscriber`, filtered by `RUST_LOG`; human-readable
 //!   by default, one flat JSON object per line with `JETQ_LOG_FORMAT=json`.
 //! - **Traces**: the `tracing` spans of jetq (and of the application) are exported over
-//!   OTLP http/protobuf when a collector is configured (`OTEL_EXPORTER_OTLP_ENDPOINT`, or
-//!   `OTEL_TRACES_EXPORTER=otlp`); with none, nothing is exported and nothing is logged about
-//!   it. An unreachable collector is reported once (and once more when it answers again), not
-//!   at every export. `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none` turn export off. The global propagator is set to W3C
-//!   TraceContext.
+//!   OTLP — http/protobuf or gRPC (`OTEL_EXPORTER_OTLP_PROTOCOL`), to `http://` or `https://`
+//!   (straight to a vendor, with `OTEL_EXPORTER_OTLP_HEADERS` for its API key) — when a
+//!   receiver is configured (`OTEL_EXPORTER_OTLP_ENDPOINT`, or `OTEL_TRACES_EXPORTER=otlp`);
+//!   with none, nothing is exported and nothing is logged about it. An unreachable receiver is
+//!   reported once (and once more when it answers again), not at every export.
+//!   `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none` turn export off. The global
+//!   propagator is set to W3C TraceContext.
 //! - **Metrics**: the global meter provider feeds a Prometheus registry served on `/metrics`,
 //!   and is also pushed over OTLP when a collector is configured, unless
 //!   `OTEL_METRICS_EXPORTER` says otherwise.
@@ -31,10 +33,14 @@
 //! OpenTelemetry API. Tests build a [`Telemetry`] without installing it globally.
 
 mod config;
+mod exporters;
 mod filter;
 mod health;
+mod http_client;
 mod logs;
+mod otlp;
 mod quiet;
+mod tls;
 
 use std::{
     io::IsTerminal,
@@ -44,26 +50,29 @@ use std::{
 
 use jetq_contract::ConfigError;
 use opentelemetry::{metrics::MeterProvider as _, trace::TracerProvider as _, KeyValue};
-use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::{
     metrics::SdkMeterProvider, propagation::TraceContextPropagator, trace::SdkTracerProvider,
     Resource,
 };
 use tracing::Dispatch;
 use tracing_subscriber::{
+    filter::{filter_fn, FilterExt},
     fmt::{format::JsonFields, MakeWriter},
     layer::SubscriberExt,
     EnvFilter, Layer, Registry,
 };
 
 pub use config::{LogFormat, TelemetryConfig, DEFAULT_HEALTH_LISTEN};
+use exporters::Target;
 use filter::Fresh;
 pub use health::{health_router, trace_requests, HealthServer, Readiness};
 pub use logs::FlatJson;
+pub use otlp::{CertificateFile, OtlpProtocol, OtlpTransport};
 
 /// Targets never traced: the exporter's own HTTP stack and the SDK (tracing them would feed
 /// the exporter its own spans).
-const NEVER_TRACED: &str = "hyper=off,hyper_util=off,reqwest=off,h2=off,tower=off,\
+const NEVER_TRACED: &str =
+    "hyper=off,hyper_util=off,reqwest=off,h2=off,tower=off,tonic=off,rustls=off,\
                             opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off,\
                             opentelemetry_http=off";
 
@@ -199,19 +208,19 @@ impl Telemetry {
             .with_service_name(config.service_name.clone())
             .build();
         let tracer_provider = if config.traces {
-            let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(Protocol::HttpBinary);
-            if let Some(endpoint) = &config.traces_endpoint {
-                builder = builder.with_endpoint(endpoint.clone());
-            }
-            let exporter = builder.build().map_err(|err| TelemetryError::Exporter {
+            let target = Target {
                 signal: "traces",
-                message: err.to_string(),
-            })?;
+                endpoint: config.traces_endpoint.as_deref(),
+                transport: &config.traces_transport,
+                cause: http_client::LastCause::default(),
+            };
             let exporter = quiet::QuietSpans {
-                inner: exporter,
-                reach: quiet::Reachability::new("traces", config.traces_endpoint.as_deref()),
+                inner: exporters::span_exporter(&target)?,
+                reach: quiet::Reachability::new(
+                    "traces",
+                    target.effective_endpoint(),
+                    target.cause.clone(),
+                ),
             };
             Some(
                 SdkTracerProvider::builder()
@@ -232,19 +241,19 @@ impl Telemetry {
             .with_resource(resource)
             .with_reader(prometheus);
         if config.otlp_metrics {
-            let mut builder = opentelemetry_otlp::MetricExporter::builder()
-                .with_http()
-                .with_protocol(Protocol::HttpBinary);
-            if let Some(endpoint) = &config.metrics_endpoint {
-                builder = builder.with_endpoint(endpoint.clone());
-            }
-            let exporter = builder.build().map_err(|err| TelemetryError::Exporter {
+            let target = Target {
                 signal: "metrics",
-                message: err.to_string(),
-            })?;
+                endpoint: config.metrics_endpoint.as_deref(),
+                transport: &config.metrics_transport,
+                cause: http_client::LastCause::default(),
+            };
             let exporter = quiet::QuietMetrics {
-                inner: exporter,
-                reach: quiet::Reachability::new("metrics", config.metrics_endpoint.as_deref()),
+                inner: exporters::metric_exporter(&target)?,
+                reach: quiet::Reachability::new(
+                    "metrics",
+                    target.effective_endpoint(),
+                    target.cause.clone(),
+                ),
             };
             meters = meters.with_periodic_exporter(exporter);
         }
@@ -278,17 +287,19 @@ impl Telemetry {
                 field: "RUST_LOG",
                 problem: err.to_string(),
             })?;
+        let log_filter =
+            Fresh(log_filter.and(filter_fn(|meta| !quiet::is_export_failure_report(meta))));
         let logs = match self.config.log_format {
             LogFormat::Human => tracing_subscriber::fmt::layer()
                 .with_writer(writer)
                 .with_ansi(ansi)
-                .with_filter(Fresh(log_filter))
+                .with_filter(log_filter)
                 .boxed(),
             LogFormat::Json => tracing_subscriber::fmt::layer()
                 .fmt_fields(JsonFields::new())
                 .event_format(FlatJson)
                 .with_writer(writer)
-                .with_filter(Fresh(log_filter))
+                .with_filter(log_filter)
                 .boxed(),
         };
         let traces = match &self.tracer_provider {

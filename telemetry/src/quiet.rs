@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use crate::http_client::LastCause;
 use opentelemetry_sdk::{
     error::OTelSdkResult,
     metrics::{data::ResourceMetrics, exporter::PushMetricExporter, Temporality},
@@ -18,27 +19,38 @@ use opentelemetry_sdk::{
     Resource,
 };
 
+/// Whether a log event is the exporter's own report of one failed export (`Export.Failed.*`
+/// events of `opentelemetry-otlp`, one per failed export: the spam this module exists to
+/// prevent). The quiet exporters report those failures instead, once per outage, so the log
+/// layer leaves these events out; the exporter's other warnings (e.g. a receiver rejecting
+/// part of a batch) still show.
+pub(crate) fn is_export_failure_report(meta: &tracing::Metadata<'_>) -> bool {
+    meta.target() == "opentelemetry-otlp" && meta.name().starts_with("Export.Failed.")
+}
+
 /// Whether one signal's collector answered its last export.
 #[derive(Debug)]
 pub(crate) struct Reachability {
     signal: &'static str,
     endpoint: String,
     failing: AtomicBool,
+    /// Why the last request failed, when the exporter's error leaves it out (OTLP/HTTP).
+    cause: LastCause,
 }
 
 impl Reachability {
-    pub(crate) fn new(signal: &'static str, endpoint: Option<&str>) -> Self {
+    pub(crate) fn new(signal: &'static str, endpoint: String, cause: LastCause) -> Self {
         Reachability {
             signal,
-            endpoint: endpoint
-                .unwrap_or("the OTLP default, http://localhost:4318")
-                .to_owned(),
+            endpoint,
             failing: AtomicBool::new(false),
+            cause,
         }
     }
 
     /// Logs a change between reachable and unreachable; swallows the error (already reported).
     pub(crate) fn record(&self, result: OTelSdkResult) -> OTelSdkResult {
+        let cause = self.cause.take();
         match result {
             Ok(()) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
@@ -51,10 +63,14 @@ impl Reachability {
             }
             Err(err) => {
                 if !self.failing.swap(true, Ordering::Relaxed) {
+                    let error = match cause {
+                        Some(cause) => format!("{err} ({cause})"),
+                        None => err.to_string(),
+                    };
                     tracing::warn!(
                         signal = self.signal,
                         endpoint = %self.endpoint,
-                        error = %err,
+                        error,
                         "cannot export to the OpenTelemetry collector; further failures are not \
                          logged until it answers again (unset OTEL_EXPORTER_OTLP_ENDPOINT, or \
                          set OTEL_SDK_DISABLED=true, to export nothing)"
@@ -169,7 +185,11 @@ mod tests {
         let script = [vec![false; 30], vec![true], vec![false; 5]].concat();
         let exporter = QuietSpans {
             inner: Scripted(Mutex::new(script.clone())),
-            reach: Reachability::new("traces", Some("http://collector:4318/v1/traces")),
+            reach: Reachability::new(
+                "traces",
+                "http://collector:4318/v1/traces".into(),
+                LastCause::default(),
+            ),
         };
         for _ in &script {
             assert!(exporter.export(Vec::new()).await.is_ok());
