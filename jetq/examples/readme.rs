@@ -18,7 +18,7 @@ impl Task for SendEmail {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // In the web app: returns once JetStream has stored the task.
-    let producer = Producer::from_env().await?; // JETQ_NATS_URL, default nats://127.0.0.1:4222
+    let producer = Producer::from_env()?.connect().await?; // JETQ_NATS_URL, default nats://127.0.0.1:4222
     let email = SendEmail {
         to: "ada@example.com".into(),
         subject: "Welcome".into(),

@@ -24,6 +24,7 @@ use crate::{EnqueueError, EnqueueOptions, Enqueued};
 
 /// Why a delayed task was not enqueued.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DelayError {
     /// The delay is longer than the producer's maximum ([`Producer::max_delay`]); nothing was
     /// sent.
@@ -48,7 +49,8 @@ impl Producer {
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// use std::time::Duration;
-    /// let producer = jetq_producer::Producer::from_env()
+    /// let producer = jetq_producer::Producer::from_env()?
+    ///     .connect()
     ///     .await?
     ///     .with_max_delay(Duration::from_secs(90 * 24 * 3600));
     /// # Ok(()) }

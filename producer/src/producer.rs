@@ -239,7 +239,7 @@ impl ProducerBuilder {
 /// }
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let producer = jetq_producer::Producer::from_env().await?;
+/// let producer = jetq_producer::Producer::from_env()?.connect().await?;
 /// let enqueued = producer.enqueue(&SendEmail { to: "a@example.com".into() }).await?;
 /// println!("queued task {}", enqueued.id);
 /// # Ok(()) }
@@ -286,16 +286,28 @@ impl Producer {
         ProducerBuilder::default()
     }
 
-    /// Connects with `JETQ_*` settings from the environment.
-    pub async fn from_env() -> Result<Producer, ProducerError> {
+    /// A builder configured from `JETQ_*` environment variables (as [`Worker::from_env`] in
+    /// `jetq-consumer`): change what the environment does not say, then
+    /// [`connect`](ProducerBuilder::connect). A variable that does not parse is an error here,
+    /// naming it.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let producer = jetq_producer::Producer::from_env()?
+    ///     .publish_attempts(5) // whatever JETQ_PUBLISH_ATTEMPTS says
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`Worker::from_env`]: https://docs.rs/jetq-consumer/latest/jetq_consumer/struct.Worker.html#method.from_env
+    pub fn from_env() -> Result<ProducerBuilder, ProducerError> {
         let vars: Vec<(String, String)> = std::env::vars().collect();
         let settings = ProducerSettings::from_env_iter(vars.clone())?;
-        Producer::builder()
+        Ok(Producer::builder()
             .connection(ConnectionConfig::from_env_iter(vars.clone())?)
             .streams(StreamSettings::from_env_iter(vars)?)
-            .settings(settings)
-            .connect()
-            .await
+            .settings(settings))
     }
 
     /// The subjects this producer publishes to.

@@ -25,6 +25,8 @@ async fn main() -> ExitCode {
 async fn run(telemetry: &TelemetryGuard) -> Result<(), String> {
     let config = WebConfig::from_env().map_err(|err| err.to_string())?;
     let producer = Producer::from_env()
+        .map_err(|err| err.to_string())?
+        .connect()
         .await
         .map_err(|err| format!("cannot connect the producer: {err}"))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
