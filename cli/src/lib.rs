@@ -26,6 +26,7 @@ pub mod dead;
 pub mod enqueue;
 pub mod error;
 pub mod pause;
+pub mod purge;
 pub mod schedules;
 pub mod stats;
 pub mod status;

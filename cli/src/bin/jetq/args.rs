@@ -47,7 +47,8 @@ pub(crate) enum Command {
     ///
     /// Numbers come from JetStream's own state: the queue's durable consumer `worker-<queue>`
     /// and the per-subject counts of the task, dead-letter and delayed streams. Rates come from
-    /// two samples `--interval` apart.
+    /// two samples `--interval` apart. `jetq queues purge <queue>` deletes a queue's waiting
+    /// tasks.
     Queues(QueuesArgs),
     /// Enqueue a task by queue and task name, with JSON arguments.
     Enqueue(EnqueueArgs),
@@ -80,13 +81,46 @@ pub(crate) enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct QueuesArgs {
+    /// What to do with a queue instead of listing the queues.
+    #[command(subcommand)]
+    pub(crate) action: Option<QueuesAction>,
     /// Only this queue (exit code 3 if it is unknown).
     #[arg(long)]
     pub(crate) queue: Option<String>,
     /// Time between the two samples the rates come from; 0 skips rates.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub(crate) interval: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum QueuesAction {
+    /// Delete a queue's waiting tasks from the task stream (asks first).
+    ///
+    /// Pending tasks and tasks waiting for a retry are deleted; a handler already running
+    /// finishes, but its task can no longer be retried (pause the queue first to let running
+    /// tasks end). Delayed tasks only with `--delayed`; dead letters are never touched
+    /// (`jetq dead purge --queue`).
+    Purge(QueuePurgeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct QueuePurgeArgs {
+    /// The queue.
+    pub(crate) queue: String,
+    /// Only this task type's tasks.
+    #[arg(long)]
+    pub(crate) task: Option<String>,
+    /// Also delete the queue's delayed tasks (not yet due).
+    #[arg(long)]
+    pub(crate) delayed: bool,
+    /// Only count what would be deleted.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Do not ask for confirmation (needed when standard input is not a terminal).
+    #[arg(long, short = 'y')]
+    pub(crate) yes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -15,10 +15,11 @@ use jetq_cli::{
 };
 
 use crate::{
-    args::{enqueue_request, Cli, Command, DeadActionArgs, DeadCommand},
+    args::{enqueue_request, Cli, Command, DeadActionArgs, DeadCommand, QueuesAction, QueuesArgs},
     output::{
         cut, print_catalog, print_dead_letters, print_dead_list, print_enqueued, print_pause,
-        print_purge, print_queues, print_replay, print_schedules, print_task_status, Bar,
+        print_purge, print_queue_purge, print_queues, print_replay, print_schedules,
+        print_task_status, Bar,
     },
 };
 
@@ -40,6 +41,33 @@ pub(crate) async fn run(cli: Cli) -> Result<(), AdminError> {
     }
     let admin = Admin::from_env().await?;
     match cli.command {
+        Command::Queues(QueuesArgs {
+            action: Some(QueuesAction::Purge(args)),
+            ..
+        }) => {
+            let task = args.task.as_deref();
+            let found = admin.count_queue(&args.queue, task, args.delayed).await?;
+            if args.dry_run || found.total() == 0 {
+                print_queue_purge(&found, true, json);
+                return Ok(());
+            }
+            if !args.yes {
+                let what = format!(
+                    "`jetq queues purge` would delete {} task(s) of queue {}{}{}",
+                    found.total(),
+                    args.queue,
+                    task.map(|t| format!(" (task {t})")).unwrap_or_default(),
+                    if found.delayed > 0 {
+                        format!(", {} of them delayed", found.delayed)
+                    } else {
+                        String::new()
+                    }
+                );
+                ask(what).await?;
+            }
+            let purged = admin.purge_queue(&args.queue, task, args.delayed).await?;
+            print_queue_purge(&purged, false, json);
+        }
         Command::Queues(args) => {
             let mut overview = admin.overview_sampled(args.interval).await?;
             if let Some(queue) = &args.queue {
@@ -170,7 +198,15 @@ async fn confirm(
         return Ok(());
     }
     let scope = describe_selection(selection, args);
-    let what = format!("`jetq dead {command}` would {effect} {count} dead letter(s) ({scope})");
+    ask(format!(
+        "`jetq dead {command}` would {effect} {count} dead letter(s) ({scope})"
+    ))
+    .await
+}
+
+/// Asks `what. Continue? [y/N]` on the terminal; refuses (usage error naming `--yes`) when
+/// standard input is not a terminal.
+async fn ask(what: String) -> Result<(), AdminError> {
     if !std::io::stdin().is_terminal() {
         return Err(AdminError::ConfirmationRequired { what });
     }

@@ -8,6 +8,7 @@ use jetq_cli::{
     catalog::CatalogListing,
     dead::{DeadLetter, Progress, PurgeReport, ReplayReport},
     pause::PauseState,
+    purge::QueuePurge,
     schedules::ScheduleView,
     stats::{format_rate, Overview},
     EnqueueOutcome,
@@ -455,6 +456,25 @@ pub(crate) fn print_pause(state: &PauseState, json: bool) {
             state.queue, state.consumer
         ),
     }
+}
+
+/// What `jetq queues purge` found (`dry_run`: would delete) or deleted.
+pub(crate) fn print_queue_purge(purge: &QueuePurge, dry_run: bool, json: bool) {
+    if json {
+        print_json(purge);
+        return;
+    }
+    let scope = match &purge.task {
+        Some(task) => format!("queue {} (task {task})", purge.queue),
+        None => format!("queue {}", purge.queue),
+    };
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    let delayed = if purge.delayed > 0 {
+        format!(" ({} delayed)", purge.delayed)
+    } else {
+        String::new()
+    };
+    println!("{scope}: {verb} {} task(s){delayed}", purge.total());
 }
 
 pub(crate) fn print_catalog(listing: &CatalogListing, queue: Option<&str>, json: bool) {
