@@ -230,12 +230,10 @@ impl From<EnqueueError> for ApiError {
                 tracing::error!(error = %message, "enqueue failed: a bug in the app");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
             }
-            // The queue is unavailable: not stored (or not known to be), try again later.
-            EnqueueError::NoStream { .. }
-            | EnqueueError::NotConnected { .. }
-            | EnqueueError::Timeout { .. }
-            | EnqueueError::Unique { .. }
-            | EnqueueError::Rejected { .. } => {
+            // The queue is unavailable: not stored (or not known to be), try again later. That is
+            // NoStream, NotConnected, Timeout, Unique and Rejected, and (EnqueueError is
+            // non_exhaustive) any kind a later jetq adds, until this app maps it.
+            _ => {
                 tracing::warn!(error = %message, "enqueue failed");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
             }

@@ -8,6 +8,7 @@ use jetq_contract::{ConfigError, ConnectError, KeyError, NameError, ProvisionErr
 
 /// Why a producer could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProducerError {
     /// The configuration is unusable; the message names the variable to fix.
     #[error(transparent)]
@@ -22,6 +23,7 @@ pub enum ProducerError {
 
 /// Why a task was not enqueued.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EnqueueError {
     /// The queue or task name cannot be a subject token.
     #[error(transparent)]
