@@ -378,12 +378,15 @@ fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
     given.eq_ignore_ascii_case(scheme).then_some(rest)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, byte) in b.iter().enumerate() {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ byte);
-    }
-    diff == 0
+/// True if `given` equals `token`, in time that depends on the token's length only: `given` is
+/// cut or padded to it and compared with `subtle`, its length compared apart, so neither how
+/// many bytes matched nor how long the token is shows in the response time.
+fn constant_time_eq(given: &[u8], token: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    let mut padded = given.to_vec();
+    padded.resize(token.len(), 0);
+    let same_length = (given.len() as u64).ct_eq(&(token.len() as u64));
+    (padded.as_slice().ct_eq(token) & same_length).into()
 }
 
 /// A JSON error body.
