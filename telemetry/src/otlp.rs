@@ -278,22 +278,23 @@ fn parse_headers(variable: &'static str, text: &str) -> Result<Vec<(String, Stri
 }
 
 /// Decodes `%XX` escapes; `None` when an escape is malformed or the result is not UTF-8.
+/// (`percent-encoding` keeps a malformed escape as written; a header value with one is refused
+/// instead, so the check comes first.)
 fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = |at: usize| bytes.get(at).and_then(|b| char::from(*b).to_digit(16));
-            let (high, low) = (hex(i + 1)?, hex(i + 2)?);
-            out.push((high * 16 + low) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let well_formed = bytes.iter().enumerate().all(|(i, byte)| {
+        *byte != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .ok()
+        .map(|text| text.into_owned())
 }
 
 fn invalid(field: &'static str, problem: impl Into<String>) -> ConfigError {
