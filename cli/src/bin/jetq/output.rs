@@ -69,35 +69,19 @@ pub(crate) fn print_json<T: Serialize>(value: &T) {
 
 /// Prints rows as aligned columns.
 fn table(header: &[&str], rows: Vec<Vec<String>>) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in &rows {
-        for (i, cell) in row.iter().enumerate() {
-            if let Some(width) = widths.get_mut(i) {
-                *width = (*width).max(cell.chars().count());
-            }
-        }
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_header(header.iter().copied())
+        .add_rows(rows);
+    // Columns two spaces apart and flush left, as `ls -l` and kubectl print them; widths are
+    // display widths, so wide (CJK) names stay aligned.
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
     }
     let mut out = std::io::stdout().lock();
-    let line = |cells: Vec<String>| {
-        let mut text = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                text.push_str(cell);
-            } else {
-                let pad = widths[i] - cell.chars().count();
-                text.push_str(cell);
-                text.push_str(&" ".repeat(pad + 2));
-            }
-        }
-        text.trim_end().to_owned()
-    };
-    let _ = writeln!(
-        out,
-        "{}",
-        line(header.iter().map(|h| h.to_string()).collect())
-    );
-    for row in rows {
-        let _ = writeln!(out, "{}", line(row));
+    for line in table.lines() {
+        let _ = writeln!(out, "{}", line.trim_end());
     }
 }
 
