@@ -62,6 +62,12 @@ if [ -z "${JETQ_TEST_PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev
   as_root apt-get update >&2
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql >&2
 fi
+if [ -z "${JETQ_TEST_PG_BIN:-}" ]; then
+  # The newest installed server (jetq_harness::postgres would pick the same one).
+  JETQ_TEST_PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+fi
+[ -x "${JETQ_TEST_PG_BIN:-}/initdb" ] || { log "no PostgreSQL initdb found (JETQ_TEST_PG_BIN=${JETQ_TEST_PG_BIN:-})"; exit 1; }
+export JETQ_TEST_PG_BIN
 
 export JETQ_TEST_NATS_SERVER="$server"
 if [ -x "$old_server" ]; then

@@ -80,6 +80,18 @@ async fn two_relays_never_publish_a_row_twice() {
 async fn relays_killed_repeatedly_and_a_nats_restart_still_store_every_row_once() {
     let mut env = Env::start(Duration::from_secs(120)).await;
     let relay_env = env.relay_env();
+    // Every send on the wire: a row published again after a kill shows up here twice (the
+    // stream drops the copy); reported, since whether a kill lands between ack and commit is luck.
+    let client = async_nats::connect(env.nats.url()).await.expect("connect");
+    let mut wire = client.subscribe("jetq.task.>").await.expect("subscribe");
+    client.flush().await.expect("flush");
+    let sends = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sends_seen = Arc::clone(&sends);
+    let reader = tokio::spawn(async move {
+        while wire.next().await.is_some() {
+            sends_seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
     let mut relays = vec![
         spawn_relay_process(&relay_env),
         spawn_relay_process(&relay_env),
@@ -104,15 +116,19 @@ async fn relays_killed_repeatedly_and_a_nats_restart_still_store_every_row_once(
                 .await
                 .expect("write");
             tx.commit().await.expect("commit");
-            if n % 10 == 0 {
-                tokio::time::sleep(Duration::from_millis(40)).await;
-            }
+            // About 6 s of rows: they keep coming through every kill below.
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
 
     let mut kills = 0;
+    let mut stored_at_kills = Vec::new();
     for round in 0..12 {
-        tokio::time::sleep(Duration::from_millis(150 + (round % 4) * 120)).await;
+        tokio::time::sleep(Duration::from_millis(250 + (round % 4) * 150)).await;
+        stored_at_kills.push(
+            jetq_tests::stream_len(&env.js, &jetq_contract::Subjects::default().tasks_stream())
+                .await,
+        );
         let victim = (round % 2) as usize;
         let _ = relays[victim].start_kill(); // SIGKILL
         let _ = relays[victim].wait().await;
@@ -127,12 +143,24 @@ async fn relays_killed_repeatedly_and_a_nats_restart_still_store_every_row_once(
     within(WAIT, "the writer to finish", writer)
         .await
         .expect("writer");
+    // The relays did their work between the kills, not only after them.
+    let progressed = stored_at_kills.windows(2).filter(|w| w[1] > w[0]).count();
+    eprintln!("tasks stored at each kill: {stored_at_kills:?}");
+    assert!(
+        progressed >= 6,
+        "relays made progress between only {progressed} kills: {stored_at_kills:?}"
+    );
     env.until_relayed(count as usize, Duration::from_secs(60))
         .await;
     for relay in &mut relays {
         let _ = relay.start_kill();
         let _ = relay.wait().await;
     }
+    reader.abort();
+    eprintln!(
+        "{} sends on the wire for {count} rows",
+        sends.load(std::sync::atomic::Ordering::Relaxed)
+    );
     assert_eq!(kills, 12);
     assert_exactly_once(&env.stream_ids().await, "kill", count);
 }
