@@ -200,8 +200,43 @@ async fn an_invalid_task_is_refused_before_anything_is_written() {
         .await
         .expect_err("a reserved key is refused");
     assert!(err.to_string().contains("dead:"), "{err}");
+    let err = env
+        .outbox
+        .enqueue_with(
+            &mut tx,
+            &Job {
+                n: 1,
+                note: String::new(),
+            },
+            EnqueueOptions::new().unique(jetq_producer::Unique::key("one-at-a-time")),
+        )
+        .await
+        .expect_err("a unique key needs NATS at enqueue time");
+    assert!(err.to_string().contains("one-at-a-time"), "{err}");
     tx.commit().await.expect("commit");
     assert_eq!(env.rows().await, 0);
+
+    // A limit key is only a header: it is written with the row.
+    let mut tx = env.pool.begin().await.expect("begin");
+    env.outbox
+        .enqueue_with(
+            &mut tx,
+            &Job {
+                n: 2,
+                note: String::new(),
+            },
+            EnqueueOptions::new().key("limited").limit_key("tenant-7"),
+        )
+        .await
+        .expect("a limit key is accepted");
+    tx.commit().await.expect("commit");
+    let limit: Option<String> = sqlx::query_scalar(
+        "SELECT headers->>'Jetq-Limit-Key' FROM jetq_outbox WHERE msg_id = 'limited'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .expect("row");
+    assert_eq!(limit.as_deref(), Some("tenant-7"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,8 @@
 //! message's `traceparent`) come from the same contract functions the producer uses. What a
 //! connected producer adds and this cannot: the task-type catalog lookup (it needs NATS) and
 //! the `queued` status record of a tracked task (the `Jetq-Track-Status` header is still set,
-//! so workers record every later transition).
+//! so workers record every later transition), and a unique key (taken in NATS before
+//! publishing; refused here). A limit key is a header and is kept.
 
 use std::time::{Duration, SystemTime};
 
@@ -122,6 +123,21 @@ impl TaskMessage {
                 headers::NOT_BEFORE,
                 jetq_contract::time::format(at).as_str(),
             );
+        }
+        if let Some(flow) = &options.flow {
+            crate::producer::unique::add_headers(flow, &payload, &mut map)?;
+            // A unique key is taken in NATS before publishing, which a writer without a
+            // connection cannot do; the limit key is only a header and travels as such.
+            if let Some(key) = map.get(jetq_contract::flow::UNIQUE_KEY) {
+                return Err(EnqueueError::Unique {
+                    task: task.to_owned(),
+                    key: key.as_str().to_owned(),
+                    reason: "unique keys need NATS at enqueue time and cannot be written to a \
+                             transactional outbox; use an idempotency key (EnqueueOptions::key) \
+                             or a unique constraint in your database"
+                        .to_owned(),
+                });
+            }
         }
         let caller = options
             .traceparent
