@@ -1,4 +1,8 @@
 //! The [`Producer`]: turns tasks into JetStream publishes and waits for their acks.
+//!
+//! Its parts are child modules in `producer/`: `prepared` (a task made into a message),
+//! `atomic` and `coalesce` (atomic batches and the group commit of concurrent enqueues),
+//! `delayed` (enqueue_in / enqueue_at), `status` (tracked tasks), `unique` (unique keys).
 
 use std::{borrow::Cow, collections::HashMap, time::Duration};
 
@@ -17,22 +21,11 @@ use opentelemetry::metrics::Meter;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-#[path = "atomic.rs"]
 mod atomic;
-
-#[path = "coalesce.rs"]
 mod coalesce;
-
-#[path = "delayed.rs"]
 pub(crate) mod delayed;
-
-#[path = "prepared.rs"]
 mod prepared;
-
-#[path = "status.rs"]
 pub(crate) mod status;
-
-#[path = "unique.rs"]
 pub(crate) mod unique;
 
 use self::prepared::Prepared;

@@ -13,7 +13,7 @@ use std::{borrow::Cow, time::SystemTime};
 
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
-use jetq_contract::{headers, name, NameKind, Task};
+use jetq_contract::{headers, name, NameKind, Subjects, Task};
 
 use super::Producer;
 use crate::{telemetry, EnqueueError, EnqueueOptions};
@@ -52,9 +52,11 @@ impl Prepared {
     }
 }
 
-impl Producer {
-    pub(crate) fn prepare_typed<T: Task>(
-        &self,
+impl Prepared {
+    /// A typed task prepared: its arguments as JSON, its type's status tracking added to the
+    /// options. Pure, like [`Prepared::new`].
+    pub(crate) fn typed<T: Task>(
+        subjects: &Subjects,
         task: &T,
         options: EnqueueOptions,
     ) -> Result<Prepared, EnqueueError> {
@@ -64,7 +66,8 @@ impl Producer {
         })?;
         let mut options = options;
         options.track_status |= T::options().track_status;
-        self.prepare(
+        Prepared::new(
+            subjects,
             Cow::Borrowed(T::QUEUE),
             Cow::Borrowed(T::NAME),
             Bytes::from(payload),
@@ -72,8 +75,12 @@ impl Producer {
         )
     }
 
-    pub(crate) fn prepare(
-        &self,
+    /// A task prepared from its names, payload and options: names and key checked, the id
+    /// chosen (the key, or a fresh ULID), the headers and the `send` span made. Pure: no
+    /// connection, nothing sent or read (as Python's `protocol.prepare`); the producer then
+    /// publishes it, the catalog and status records aside.
+    pub(crate) fn new(
+        subjects: &Subjects,
         queue: Cow<'static, str>,
         task: Cow<'static, str>,
         payload: Bytes,
@@ -105,7 +112,7 @@ impl Producer {
         if let Some(flow) = &options.flow {
             super::unique::add_headers(flow, &payload, &mut extra_headers)?;
         }
-        let subject = self.subjects.task(&queue, &task);
+        let subject = subjects.task(&queue, &task);
         let caller = options
             .traceparent
             .as_deref()
@@ -132,5 +139,63 @@ impl Producer {
             payload,
             span,
         })
+    }
+}
+
+impl Producer {
+    /// [`Prepared::typed`] with this producer's subjects.
+    pub(crate) fn prepare_typed<T: Task>(
+        &self,
+        task: &T,
+        options: EnqueueOptions,
+    ) -> Result<Prepared, EnqueueError> {
+        Prepared::typed(&self.subjects, task, options)
+    }
+
+    /// [`Prepared::new`] with this producer's subjects.
+    pub(crate) fn prepare(
+        &self,
+        queue: Cow<'static, str>,
+        task: Cow<'static, str>,
+        payload: Bytes,
+        options: EnqueueOptions,
+    ) -> Result<Prepared, EnqueueError> {
+        Prepared::new(&self.subjects, queue, task, payload, options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_is_prepared_without_a_connection() {
+        let prepared = Prepared::new(
+            &Subjects::default(),
+            Cow::Borrowed("emails"),
+            Cow::Borrowed("send_welcome"),
+            Bytes::from_static(b"{}"),
+            EnqueueOptions::new().key("welcome:42").max_attempts(3),
+        )
+        .expect("a valid task");
+        assert_eq!(prepared.subject.as_str(), "jetq.task.emails.send_welcome");
+        let map = prepared.headers();
+        let header = |name: &str| map.get(name).map(|v| v.as_str().to_owned());
+        assert_eq!(header(headers::MSG_ID).as_deref(), Some("welcome:42"));
+        assert_eq!(header(headers::MAX_ATTEMPTS).as_deref(), Some("3"));
+        assert!(header(headers::ENQUEUED_AT).is_some());
+        assert!(!prepared.generated_id);
+
+        let bad = Prepared::new(
+            &Subjects::default(),
+            Cow::Borrowed("a.b"),
+            Cow::Borrowed("send_welcome"),
+            Bytes::from_static(b"{}"),
+            EnqueueOptions::new(),
+        );
+        assert!(
+            matches!(bad, Err(EnqueueError::InvalidName(_))),
+            "a.b is no queue name"
+        );
     }
 }
