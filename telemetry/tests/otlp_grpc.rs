@@ -153,3 +153,21 @@ async fn a_grpc_receiver_signed_by_an_unknown_ca_is_refused_and_reported_once() 
     // otherwise, so any such line is this test's).
     assert!(!text.contains("Export.Failed"), "{text}");
 }
+
+#[test]
+fn grpc_outside_a_tokio_runtime_is_refused_with_a_message() {
+    let config = TelemetryConfig::from_env_iter(
+        "jetq-test",
+        "info",
+        vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ]),
+    )
+    .unwrap();
+    let err = jetq_telemetry::Telemetry::new(config)
+        .expect_err("the gRPC channel needs a runtime")
+        .to_string();
+    assert!(err.contains("needs a Tokio runtime"), "{err}");
+    assert!(err.contains("http/protobuf"), "says the alternative: {err}");
+}
