@@ -54,6 +54,20 @@ pub struct QueueStats {
     pub rate: Option<QueueRate>,
 }
 
+impl QueueStats {
+    /// The queue's state as the CLI and the dashboard show it: `paused until <time>`, `paused`
+    /// (until resumed), `no worker yet` (no durable consumer: no worker ever started), or
+    /// `active`.
+    pub fn state(&self) -> String {
+        match (&self.pause_until, self.paused, &self.consumer) {
+            (Some(until), true, _) => format!("paused until {until}"),
+            (None, true, _) => "paused".into(),
+            (_, false, None) => "no worker yet".into(),
+            (_, false, Some(_)) => "active".into(),
+        }
+    }
+}
+
 /// Rates of one queue between two samples.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct QueueRate {
@@ -340,6 +354,18 @@ mod tests {
             rate: None,
             taken: Some(at),
         }
+    }
+
+    #[test]
+    fn a_queue_state_says_paused_until_no_worker_or_active() {
+        let mut queue = empty("q");
+        assert_eq!(queue.state(), "no worker yet");
+        queue.consumer = Some("worker-q".into());
+        assert_eq!(queue.state(), "active");
+        queue.paused = true;
+        assert_eq!(queue.state(), "paused");
+        queue.pause_until = Some("2026-11-27T07:00:00Z".into());
+        assert_eq!(queue.state(), "paused until 2026-11-27T07:00:00Z");
     }
 
     #[test]

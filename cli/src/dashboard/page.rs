@@ -334,16 +334,7 @@ fn queues_section(body: &mut String, view: &IndexView<'_>) {
     match view.overview {
         Some(overview) if !overview.queues.is_empty() => {
             for q in &overview.queues {
-                let state = if q.paused {
-                    match &q.pause_until {
-                        Some(until) => format!("paused until {until}"),
-                        None => "paused".into(),
-                    }
-                } else if q.consumer.is_some() {
-                    "active".into()
-                } else {
-                    "no worker yet".into()
-                };
+                let state = q.state();
                 let _ = write!(
                     body,
                     "<tr data-queue=\"{queue}\"><td data-field=\"queue\">{queue}</td>\

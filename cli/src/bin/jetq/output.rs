@@ -111,16 +111,7 @@ pub(crate) fn print_queues(overview: &Overview, json: bool) {
             .queues
             .iter()
             .map(|q| {
-                let state = if q.paused {
-                    match &q.pause_until {
-                        Some(until) => format!("paused until {until}"),
-                        None => "paused".into(),
-                    }
-                } else if q.consumer.is_none() {
-                    "no worker yet".into()
-                } else {
-                    "active".into()
-                };
+                let state = q.state();
                 vec![
                     q.queue.clone(),
                     q.pending.to_string(),
