@@ -82,29 +82,7 @@ async fn run(telemetry: &TelemetryGuard) -> Result<(), String> {
         .serve_health(readiness)
         .await
         .map_err(|err| err.to_string())?;
-    relay.run(shutdown_signal()).await;
+    relay.run(jetq_contract::bootstrap::shutdown_signal()).await;
     health.stop().await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
