@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! jetq-bench [--quick] [--reps N] [--sync always|default|both] [--concurrency N] [--window N]
-//!            [--drain-workers 1,2,4] [--sections enqueue,drain,latency,memory,delayed,scale]
+//!            [--drain-workers 1,2,4] [--sections enqueue,drain,latency,memory,delayed,scale,flow]
 //!            [--scale 10000,100000,1000000] [--scale-reps N] [--delayed-pending N]
 //!            [--server PATH] [--out FILE] [--diagnose] [--only jetq|raw]
 //! jetq-bench worker --impl jetq|raw --url URL [--concurrency N] [--hold-ms N] [--latency]
@@ -12,6 +12,7 @@
 //! ```
 
 mod child;
+mod flow;
 mod measure;
 mod report;
 mod stats;
@@ -78,7 +79,9 @@ pub struct Config {
 /// Scaling runs at least this big repeat only `--scale-reps` times (default 1).
 const BIG_SCALE: u64 = 1_000_000;
 
-const SECTIONS: [&str; 6] = ["enqueue", "drain", "latency", "memory", "delayed", "scale"];
+const SECTIONS: [&str; 7] = [
+    "enqueue", "drain", "latency", "memory", "delayed", "scale", "flow",
+];
 
 impl Config {
     fn parse(args: &[String]) -> Result<Config, String> {
@@ -219,7 +222,7 @@ impl Config {
 fn usage() -> String {
     "usage: jetq-bench [--quick] [--reps N] [--sync always|default|both] [--concurrency N] \
      [--window N] [--drain-workers 1,2,4] \
-     [--sections enqueue,drain,latency,memory,delayed,scale] [--scale N,N,..] \
+     [--sections enqueue,drain,latency,memory,delayed,scale,flow] [--scale N,N,..] \
      [--scale-reps N] [--delayed-pending N] [--server PATH] [--out FILE] [--diagnose] \
      [--only jetq|raw]"
         .to_owned()
@@ -670,6 +673,40 @@ async fn run(config: Config) -> Result<(), String> {
                         result.map(|m| kib_to_mib(m.busy_kib)),
                     );
                 }
+            }
+        }
+        if config.runs("flow") {
+            // jetq only (issue 21): flow control's bookkeeping against a plain queue, same server.
+            let group =
+                "flow control, default fsync (docs/FLOW_CONTROL.md; limits never make a task wait)";
+            let (duration, _, _) = config.sizes(false);
+            let drain_n = if config.quick { 2_000 } else { 20_000 };
+            let result = flow::measure(&spec, false, duration, drain_n).await;
+            for (name, pick) in [
+                (
+                    "enqueue one by one, plain",
+                    (|c: &flow::FlowCosts| c.enqueue_plain) as fn(&_) -> f64,
+                ),
+                ("enqueue one by one, unique key (scope active)", |c| {
+                    c.enqueue_unique
+                }),
+                ("drain, 1 in-process worker, plain", |c| c.drain_plain),
+                ("drain, 1 in-process worker, rate limit", |c| {
+                    c.drain_rate_limited
+                }),
+                ("drain, 1 in-process worker, concurrency limit", |c| {
+                    c.drain_concurrency_limited
+                }),
+            ] {
+                table.record(
+                    &progress,
+                    group,
+                    name,
+                    "tasks/s",
+                    Better::Higher,
+                    Impl::Jetq,
+                    result.as_ref().map(pick).map_err(Clone::clone),
+                );
             }
         }
         if config.runs("delayed") {

@@ -12,6 +12,7 @@
 //! - [`catalog`]: the task types the workers published (queue, attempts, timeout, tracked);
 //! - [`status`]: a tracked task's status, progress and result ([`Admin::task_status`],
 //!   [`Admin::wait_for_task`]);
+//! - [`limits`]: flow control — limits, their state, unique keys held, release by hand;
 //! - [`dashboard`]: the web dashboard (`jetq dashboard`).
 //!
 //! Every error is an [`AdminError`] with a [`ErrorKind`] that maps to a documented exit code.
@@ -25,6 +26,7 @@ pub mod dashboard;
 pub mod dead;
 pub mod enqueue;
 pub mod error;
+pub mod limits;
 pub mod pause;
 pub mod purge;
 pub mod schedules;

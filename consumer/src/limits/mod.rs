@@ -7,6 +7,7 @@
 //! never uses up an attempt. Tasks of types without limits and without a unique key never
 //! reach this module: the check is one map lookup and one header lookup.
 
+mod locks;
 mod rate;
 mod slots;
 mod unique;
@@ -106,6 +107,8 @@ pub(crate) struct FlowControl {
     unique: UniqueKeys,
     /// A slot's lease: the queue's `ack_wait`, renewed at each third of it.
     lease: Duration,
+    /// One local writer per entry at a time (see `locks.rs`).
+    entry_locks: locks::EntryLocks,
 }
 
 impl FlowControl {
@@ -141,11 +144,15 @@ impl FlowControl {
                     })?,
             )
         };
+        if let Some(store) = &store {
+            publish_configs(store, &limits).await;
+        }
         Ok(FlowControl {
             limits,
             store,
             unique: UniqueKeys::new(topology.clone()),
             lease,
+            entry_locks: locks::EntryLocks::new(),
         })
     }
 
@@ -174,7 +181,16 @@ impl FlowControl {
             if let Some(concurrency) = limits.concurrency {
                 let key = task.limit_key().filter(|_| concurrency.is_per_key());
                 let entry = flow::keys::concurrency_entry(task.queue, task.task, key);
-                match slots::acquire(store, &entry, concurrency, &task, self.lease).await {
+                match slots::acquire(
+                    store,
+                    &entry,
+                    concurrency,
+                    &task,
+                    self.lease,
+                    &self.entry_locks,
+                )
+                .await
+                {
                     slots::Taken::Yes => {
                         permit.slot = Some(Box::new(slots::HeldSlot::renewing(
                             store.clone(),
@@ -183,6 +199,7 @@ impl FlowControl {
                             task.sequence,
                             task.id.to_owned(),
                             self.lease,
+                            self.entry_locks.clone(),
                         )));
                     }
                     slots::Taken::No { retry_in } => return Admission::Wait(retry_in),
@@ -191,7 +208,8 @@ impl FlowControl {
             if let Some(rate) = limits.rate {
                 let key = task.limit_key().filter(|_| rate.is_per_key());
                 let entry = flow::keys::rate_entry(task.queue, task.task, key);
-                if let Some(wait) = rate::take(store, &entry, rate, &task).await {
+                if let Some(wait) = rate::take(store, &entry, rate, &task, &self.entry_locks).await
+                {
                     // Waiting for a token must not hold a slot someone else could use.
                     permit.release().await;
                     return Admission::Wait(wait);
@@ -227,6 +245,27 @@ impl Permit {
     async fn release(&self) {
         if let Some(slot) = &self.slot {
             slot.release().await;
+        }
+    }
+}
+
+/// Writes each limited type's limits under `conf.<queue>.<task>` for operators (best effort).
+async fn publish_configs(store: &kv::Store, limits: &LimitTable) {
+    for (queue, tasks) in limits {
+        for (task, type_limits) in tasks {
+            let config =
+                flow::LimitsConfig::new(queue, task, type_limits.rate, type_limits.concurrency);
+            let written = match serde_json::to_vec(&config) {
+                Ok(bytes) => store
+                    .put(config.entry(), bytes.into())
+                    .await
+                    .err()
+                    .map(|e| e.to_string()),
+                Err(err) => Some(err.to_string()),
+            };
+            if let Some(err) = written {
+                tracing::warn!(queue, task, error = %err, "limits not published for operators");
+            }
         }
     }
 }

@@ -8,10 +8,13 @@ use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKin
 use jetq_contract::flow::{
     self,
     rate::{RateReservation, RateState},
-    RateLimit, CAS_ROUNDS,
+    RateLimit,
 };
 
-use super::FlowTask;
+use super::{
+    locks::{self, EntryLocks, ROUNDS},
+    FlowTask,
+};
 
 /// A start this close to now runs now (the redelivery of a reservation is this precise).
 const START_SLACK_MICROS: i64 = 5_000;
@@ -27,6 +30,7 @@ pub(super) async fn take(
     entry: &str,
     limit: RateLimit,
     task: &FlowTask<'_>,
+    entry_locks: &EntryLocks,
 ) -> Option<Duration> {
     let reservation_key = flow::keys::reservation_entry(task.sequence);
     if task.delivered > 1 {
@@ -52,7 +56,11 @@ pub(super) async fn take(
             }
         }
     }
-    match reserve(store, entry, limit).await {
+    let reserved = {
+        let _local = entry_locks.lock(entry).await;
+        reserve(store, entry, limit).await
+    };
+    match reserved {
         Ok((start, now)) if start <= now + START_SLACK_MICROS => None,
         Ok((start, now)) => {
             let record = RateReservation {
@@ -82,7 +90,10 @@ pub(super) async fn take(
 
 /// Reserves the next token of `entry`: `(start, now)` in microseconds.
 async fn reserve(store: &kv::Store, entry: &str, limit: RateLimit) -> Result<(i64, i64), String> {
-    for _ in 0..CAS_ROUNDS {
+    for round in 0..ROUNDS {
+        if round > 0 {
+            locks::after_conflict().await;
+        }
         let current = store.entry(entry).await.map_err(|err| err.to_string())?;
         let (tat, revision) = match &current {
             Some(e) if !matches!(e.operation, Operation::Delete | Operation::Purge) => (
@@ -124,6 +135,6 @@ async fn reserve(store: &kv::Store, entry: &str, limit: RateLimit) -> Result<(i6
         }
     }
     Err(format!(
-        "{entry} changed {CAS_ROUNDS} times while taking a token"
+        "{entry} changed {ROUNDS} times while taking a token"
     ))
 }

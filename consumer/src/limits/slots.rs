@@ -7,11 +7,14 @@ use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
 use jetq_contract::flow::{
     self,
     concurrency::{Acquire, Slots},
-    ConcurrencyLimit, CAS_ROUNDS,
+    ConcurrencyLimit,
 };
 use tokio::task::JoinHandle;
 
-use super::FlowTask;
+use super::{
+    locks::{self, EntryLocks, ROUNDS},
+    FlowTask,
+};
 
 /// Whether a slot was taken.
 pub(super) enum Taken {
@@ -32,9 +35,14 @@ fn lease_micros(lease: Duration) -> i64 {
 async fn modify<T>(
     store: &kv::Store,
     entry: &str,
+    entry_locks: &EntryLocks,
     mut change: impl FnMut(&Slots) -> (Option<Slots>, T),
 ) -> Result<T, String> {
-    for _ in 0..CAS_ROUNDS {
+    let _local = entry_locks.lock(entry).await;
+    for round in 0..ROUNDS {
+        if round > 0 {
+            locks::after_conflict().await;
+        }
         let current = store.entry(entry).await.map_err(|err| err.to_string())?;
         let (slots, revision) = match &current {
             Some(e) if !matches!(e.operation, Operation::Delete | Operation::Purge) => {
@@ -65,9 +73,7 @@ async fn modify<T>(
             Err(err) => return Err(err.to_string()),
         }
     }
-    Err(format!(
-        "{entry} changed {CAS_ROUNDS} times while writing it"
-    ))
+    Err(format!("{entry} changed {ROUNDS} times while writing it"))
 }
 
 /// Takes a slot of `limit` for the task, or says when to try again.
@@ -77,9 +83,10 @@ pub(super) async fn acquire(
     limit: ConcurrencyLimit,
     task: &FlowTask<'_>,
     lease: Duration,
+    entry_locks: &EntryLocks,
 ) -> Taken {
     let mut full_until = None;
-    let result = modify(store, entry, |slots| {
+    let result = modify(store, entry, entry_locks, |slots| {
         let now = now();
         match slots.acquire(
             limit.max(),
@@ -117,6 +124,7 @@ pub(super) async fn acquire(
 /// A slot held by a running task, its lease renewed in the background until released.
 pub(super) struct HeldSlot {
     store: kv::Store,
+    entry_locks: EntryLocks,
     entry: String,
     sequence: u64,
     renewal: JoinHandle<()>,
@@ -130,15 +138,17 @@ impl HeldSlot {
         sequence: u64,
         task_id: String,
         lease: Duration,
+        entry_locks: EntryLocks,
     ) -> HeldSlot {
         let renewal = {
             let (store, entry) = (store.clone(), entry.clone());
+            let entry_locks = entry_locks.clone();
             tokio::spawn(async move {
                 let every = lease / 3;
                 let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                 loop {
                     tick.tick().await;
-                    let renewed = modify(&store, &entry, |slots| {
+                    let renewed = modify(&store, &entry, &entry_locks, |slots| {
                         let now = now();
                         let until = now.saturating_add(lease_micros(lease));
                         match slots.acquire(limit.max(), sequence, &task_id, now, until) {
@@ -155,6 +165,7 @@ impl HeldSlot {
         };
         HeldSlot {
             store,
+            entry_locks,
             entry,
             sequence,
             renewal,
@@ -165,7 +176,7 @@ impl HeldSlot {
     pub(super) async fn release(&self) {
         self.renewal.abort();
         let sequence = self.sequence;
-        let released = modify(&self.store, &self.entry, |slots| {
+        let released = modify(&self.store, &self.entry, &self.entry_locks, |slots| {
             (slots.release(sequence, now()), ())
         })
         .await;

@@ -100,6 +100,60 @@ pub enum FlowError {
     },
 }
 
+/// The limits a worker registered for a task type, written by every worker at startup under
+/// `conf.<queue>.<task>` in the limits bucket (last writer wins), so operators see them
+/// (`jetq limits`). Informational: workers enforce their own registration.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LimitsConfig {
+    /// The queue.
+    pub queue: String,
+    /// The task type.
+    pub task: String,
+    /// Tasks per second, if rate-limited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// The rate limit's burst.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// The rate limit counts each limit key apart.
+    #[serde(default)]
+    pub rate_per_key: bool,
+    /// Tasks at once, if concurrency-limited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// The concurrency limit counts each limit key apart.
+    #[serde(default)]
+    pub concurrency_per_key: bool,
+    /// When the worker wrote it.
+    pub updated_at: String,
+}
+
+impl LimitsConfig {
+    /// The entry of a type with these limits, stamped now.
+    pub fn new(
+        queue: &str,
+        task: &str,
+        rate: Option<RateLimit>,
+        concurrency: Option<ConcurrencyLimit>,
+    ) -> Self {
+        LimitsConfig {
+            queue: queue.to_owned(),
+            task: task.to_owned(),
+            rate: rate.map(|r| r.rate()),
+            burst: rate.map(|r| r.burst()),
+            rate_per_key: rate.is_some_and(|r| r.is_per_key()),
+            concurrency: concurrency.map(|c| c.max()),
+            concurrency_per_key: concurrency.is_some_and(|c| c.is_per_key()),
+            updated_at: crate::time::now(),
+        }
+    }
+
+    /// Its key in the limits bucket: `conf.<queue>.<task>`.
+    pub fn entry(&self) -> String {
+        format!("conf.{}.{}", self.queue, self.task)
+    }
+}
+
 /// The unique-key bucket's name: `<PREFIX>_UNIQUE` (`JETQ_UNIQUE` by default).
 pub fn unique_bucket(subjects: &Subjects) -> String {
     sibling_bucket(subjects, "UNIQUE")

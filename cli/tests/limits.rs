@@ -1,0 +1,130 @@
+//! `jetq limits` (docs/FLOW_CONTROL.md, PROTOCOL.md §11) against a real nats-server: the limits
+//! a real worker registered, a rate bucket and a held slot, the unique keys held with their
+//! holders, and `jetq limits release` freeing a stuck unique key so the next enqueue is a new
+//! task.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use jetq_consumer::{ConcurrencyLimit, Limits, RateLimit, TaskContext};
+use jetq_producer::{EnqueueOptions, Unique};
+
+#[tokio::test]
+async fn limits_lists_what_the_workers_registered_and_who_holds_what() {
+    let server = NatsServer::start().await;
+    let (running_tx, mut running) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let worker = worker(&server)
+        .handler(move |job: Job, _ctx: TaskContext| {
+            let running_tx = running_tx.clone();
+            async move {
+                running_tx.send(job.n).ok();
+                tokio::time::sleep(Duration::from_secs(if job.n == 1 { 30 } else { 0 })).await;
+                ok()
+            }
+        })
+        .limits::<Job>(
+            Limits::new()
+                .rate(RateLimit::new(50.0, 10).unwrap())
+                .concurrency(ConcurrencyLimit::new(2).unwrap().per_key()),
+        )
+        .build()
+        .await
+        .unwrap();
+    let (_stop, _run) = spawn_worker(worker);
+    let producer = producer(&server).await;
+    let options = EnqueueOptions::new()
+        .unique(Unique::key("nightly:acme"))
+        .limit_key("tenant-7");
+    let held = producer
+        .enqueue_with(
+            &Job {
+                n: 1,
+                note: String::new(),
+            },
+            options.clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(next(&mut running, "the task to run").await, 1);
+
+    let overview = admin(&server).await.limits().await.unwrap();
+    assert!(overview.limits_bucket && overview.unique_bucket);
+    let [config] = overview.configured.as_slice() else {
+        panic!("one configured type: {overview:?}")
+    };
+    assert_eq!(
+        (config.queue.as_str(), config.task.as_str()),
+        ("work", "job")
+    );
+    assert_eq!(
+        (config.rate, config.burst, config.rate_per_key),
+        (Some(50.0), Some(10), false)
+    );
+    assert_eq!(
+        (config.concurrency, config.concurrency_per_key),
+        (Some(2), true)
+    );
+    assert_eq!(overview.rates.len(), 1, "{overview:?}");
+    assert_eq!(overview.rates[0].entry, "rate.work.job");
+    let [slots] = overview.concurrency.as_slice() else {
+        panic!("one concurrency entry: {overview:?}")
+    };
+    assert_eq!(slots.limit_key.as_deref(), Some("tenant-7"));
+    assert_eq!(slots.running.len(), 1);
+    assert_eq!(
+        slots.running[0].1, held.id,
+        "the running task holds the slot"
+    );
+    let [unique] = overview.unique.as_slice() else {
+        panic!("one unique key: {overview:?}")
+    };
+    assert_eq!(
+        (unique.key.as_str(), unique.hold.task_id.as_str()),
+        ("nightly:acme", held.id.as_str())
+    );
+    assert!(!unique.expired);
+    let text = jetq_cli::limits::render(&overview);
+    assert!(
+        text.contains("nightly:acme") && text.contains("rate.work.job"),
+        "{text}"
+    );
+
+    // Held while it runs; released by hand, the next enqueue is a new task.
+    let dup = producer
+        .enqueue_with(
+            &Job {
+                n: 2,
+                note: String::new(),
+            },
+            options.clone(),
+        )
+        .await
+        .unwrap();
+    assert!(dup.duplicate);
+    let bucket = admin(&server)
+        .await
+        .release_limit(&unique.entry)
+        .await
+        .unwrap();
+    assert_eq!(bucket, "JETQ_UNIQUE");
+    let fresh = producer
+        .enqueue_with(
+            &Job {
+                n: 3,
+                note: String::new(),
+            },
+            options,
+        )
+        .await
+        .unwrap();
+    assert!(!fresh.duplicate);
+    assert!(matches!(
+        admin(&server)
+            .await
+            .release_limit("work.job.nothing-here")
+            .await,
+        Err(jetq_cli::AdminError::NotFound { .. })
+    ));
+}
