@@ -498,6 +498,8 @@ async fn run_scenario(
         // No local copy: the CSV goes to the artifact store and the web app serves it.
         exports: ExportConfig::default(),
         activity: activity.clone(),
+        // 14 mails a second across workers (docs/FLOW_CONTROL.md).
+        email_limits: crate::flow::email_limits().map_err(|err| SetupError(err.to_string()))?,
     };
     let nats_url = connection.nats_url.clone();
     let scheduler = Scheduler::builder()

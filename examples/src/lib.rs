@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod demo;
+pub mod flow;
 pub mod http_client;
 pub mod local_nats;
 mod process;

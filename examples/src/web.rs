@@ -326,7 +326,12 @@ async fn signup(
 ) -> Result<(StatusCode, Json<SignupResponse>), ApiError> {
     let Json(request) = body?;
     let email = normalize_email(&request.email).map_err(ApiError::invalid)?;
-    let options = EnqueueOptions::new().key(format!("signup:{email}"));
+    let mut options = EnqueueOptions::new().key(format!("signup:{email}"));
+    if crate::flow::unique_signups() {
+        // One welcome mail per address while one is queued or being sent, however long that
+        // takes (the idempotency key alone dedups for the stream's 2-minute window only).
+        options = options.unique(jetq_producer::Unique::key(format!("welcome:{email}")));
+    }
     let enqueued = producer
         .enqueue_with(&welcome_email(&email), options)
         .await?;

@@ -135,6 +135,8 @@ pub struct WorkerConfig {
     pub exports: ExportConfig,
     /// Where every attempt is recorded (for the demo's summary and for tests).
     pub activity: Activity,
+    /// The limits of [`SendEmail`] (a rate limit, see [`crate::flow::email_limits`]).
+    pub email_limits: jetq_consumer::Limits,
 }
 
 impl WorkerConfig {
@@ -144,6 +146,7 @@ impl WorkerConfig {
             smtp: SmtpConfig::from_env()?,
             exports: ExportConfig::from_env()?,
             activity: Activity::default(),
+            email_limits: crate::flow::email_limits()?,
         })
     }
 }
@@ -284,6 +287,9 @@ pub fn build(builder: WorkerBuilder, config: WorkerConfig) -> WorkerBuilder {
     let digest_smtp = smtp.clone();
     let export_activity = config.activity;
     builder
+        // At most 14 mails a second across every worker pod (EMAIL_RATE_LIMIT); a mail over
+        // the limit waits for its turn without using up an attempt.
+        .limits::<SendEmail>(config.email_limits)
         .handler(move |digest: SendDigest, context: TaskContext| {
             let smtp = digest_smtp.clone();
             let activity = digest_activity.clone();

@@ -87,6 +87,7 @@ impl App {
                 // No local copy: exports go to the artifact store only.
                 exports: ExportConfig::default(),
                 activity: activity.clone(),
+                email_limits: jetq_examples::flow::email_limits().expect("email limits"),
             };
             let settings = WorkerSettings {
                 ack_wait: ACK_WAIT,

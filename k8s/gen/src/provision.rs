@@ -223,6 +223,13 @@ pub async fn run(
             // tasks (workers, producers), the scheduler's delayed-task stream and state.
             topology.ensure_status_stores().await?;
             jetq_contract::catalog::ensure_bucket(&topology).await?;
+            // Flow control (PROTOCOL §11): unique keys and rate/concurrency limits.
+            topology
+                .ensure_bucket(jetq_contract::flow::unique_bucket_config(&topology))
+                .await?;
+            topology
+                .ensure_bucket(jetq_contract::flow::limits_bucket_config(&topology))
+                .await?;
             jetq_scheduler::provision_with(&topology).await?;
             // Queues last: a durable that exists means everything above does (what `--wait`
             // relies on).
