@@ -172,3 +172,15 @@ async def test_a_holder_gone_from_the_stream_frees_the_key(producer: AsyncProduc
     finally:
         await nc.close()
     assert (hold["task_id"], hold["state"], hold["sequence"], hold["scope"]) == (retaken.id, "queued", retaken.sequence, "active")
+
+
+def test_the_blocking_producer_takes_unique_keys_and_sends_limit_keys(nats_server: NatsServer, task_stream: str) -> None:
+    from jetq import Producer
+
+    with Producer(config_for(nats_server)) as producer:
+        first = producer.enqueue_detailed("emails", "send_welcome", {"user": 7}, unique=Unique(key="welcome:7"), limit_key="tenant-1")
+        second = producer.enqueue_detailed("emails", "send_welcome", {"user": 7}, unique=Unique(key="welcome:7"))
+        assert not first.duplicate
+        assert second.duplicate and second.id == first.id
+        with pytest.raises(InvalidFlowOption):
+            producer.enqueue("emails", "send_welcome", {}, limit_key="two words")

@@ -22,6 +22,7 @@ from typing import IO, Any, AsyncIterator, Callable, Coroutine, Dict, Iterable, 
 from .config import Config
 from .errors import ConnectError, JetqError, NotConnected, ProducerClosed, StatusReadError, Timeout, WaitTimeout
 from .producer import AsyncProducer, Enqueued, Outcome, TaskLike, _as_request
+from .flow import Unique, enqueue_unique, flow_headers
 from .protocol import Prepared, Seconds, Subjects
 from .status import CAS_ROUNDS, CancelOutcome, TaskStatus
 from .tracing import current_trace_context
@@ -163,11 +164,13 @@ class Producer:
         traceparent: Optional[str] = None,
         tracestate: Optional[str] = None,
         track_status: bool = False,
+        unique: Optional[Unique] = None,
+        limit_key: Optional[str] = None,
     ) -> str:
         """Enqueues one task and returns its id once JetStream acknowledged it.
 
-        Arguments as :meth:`jetq.AsyncProducer.enqueue`; errors are the subclasses of
-        :class:`~jetq.errors.EnqueueError`.
+        Arguments as :meth:`jetq.AsyncProducer.enqueue` (``unique`` and ``limit_key`` included:
+        docs/FLOW_CONTROL.md); errors are the subclasses of :class:`~jetq.errors.EnqueueError`.
         """
         return self.enqueue_detailed(
             queue,
@@ -181,6 +184,8 @@ class Producer:
             traceparent=traceparent,
             tracestate=tracestate,
             track_status=track_status,
+            unique=unique,
+            limit_key=limit_key,
         ).id
 
     def enqueue_detailed(
@@ -197,8 +202,11 @@ class Producer:
         traceparent: Optional[str] = None,
         tracestate: Optional[str] = None,
         track_status: bool = False,
+        unique: Optional[Unique] = None,
+        limit_key: Optional[str] = None,
     ) -> Enqueued:
-        """Like :meth:`enqueue`, returning the whole acknowledgement."""
+        """Like :meth:`enqueue`, returning the whole acknowledgement (with ``unique``, a
+        duplicate names the holder's task)."""
         self._check_usable(task)
         # Validate and capture the trace context here, in the caller's thread and context.
         prepared = self._async.prepare(
@@ -214,6 +222,16 @@ class Producer:
             tracestate=tracestate,
             track_status=track_status,
         )
+        if unique is not None or limit_key is not None:
+            prepared, period_us = flow_headers(prepared, args, unique, limit_key)
+            if unique is not None:
+                config = self._config
+                return self._call(
+                    enqueue_unique(self._async, prepared, period_us),
+                    # Taking, checking and confirming the key: a few KV requests more.
+                    self._bound() + 3 * config.request_timeout,
+                    lambda: Timeout(prepared.task, prepared.id, config.request_timeout, config.publish_attempts),
+                )
         return self.publish_prepared(prepared)
 
     def publish_prepared(self, prepared: Prepared) -> Enqueued:
