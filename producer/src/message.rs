@@ -87,7 +87,8 @@ impl TaskMessage {
     ) -> Result<TaskMessage, EnqueueError> {
         name::validate(NameKind::Queue, queue)?;
         name::validate(NameKind::Task, task)?;
-        let id = match options.key {
+        let mut options = options;
+        let id = match options.key.take() {
             Some(key) => {
                 name::validate_key(&key)?;
                 key
@@ -106,18 +107,7 @@ impl TaskMessage {
             headers::ENQUEUED_AT,
             jetq_contract::time::format(now).as_str(),
         );
-        if let Some(attempts) = options.max_attempts {
-            map.insert(headers::MAX_ATTEMPTS, attempts.to_string().as_str());
-        }
-        if let Some(timeout) = options.timeout {
-            map.insert(
-                headers::TIMEOUT_MS,
-                timeout.as_millis().max(1).to_string().as_str(),
-            );
-        }
-        if options.track_status {
-            map.insert(jetq_contract::status::TRACK_STATUS, "1");
-        }
+        options.write_headers(&mut map);
         if let Some(at) = due {
             map.insert(
                 headers::NOT_BEFORE,

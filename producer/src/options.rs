@@ -30,6 +30,25 @@ impl EnqueueOptions {
         Self::default()
     }
 
+    /// Writes the per-task overrides these options carry (PROTOCOL.md §3: `Jetq-Max-Attempts`,
+    /// `Jetq-Timeout-Ms`, at least 1 ms) and the status-tracking header, as both the producer
+    /// and [`TaskMessage`](crate::message::TaskMessage) put them on the wire.
+    pub(crate) fn write_headers(&self, map: &mut async_nats::HeaderMap) {
+        use jetq_contract::headers;
+        if let Some(attempts) = self.max_attempts {
+            map.insert(headers::MAX_ATTEMPTS, attempts.to_string().as_str());
+        }
+        if let Some(timeout) = self.timeout {
+            map.insert(
+                headers::TIMEOUT_MS,
+                timeout.as_millis().max(1).to_string().as_str(),
+            );
+        }
+        if self.track_status {
+            map.insert(jetq_contract::status::TRACK_STATUS, "1");
+        }
+    }
+
     /// An idempotency key: it becomes the task id (`Nats-Msg-Id`), and a second enqueue with
     /// the same key inside the stream's duplicate window is dropped by the server and reported
     /// as a duplicate.

@@ -89,7 +89,8 @@ impl Prepared {
         name::validate(NameKind::Queue, &queue)?;
         name::validate(NameKind::Task, &task)?;
         let generated_id = options.key.is_none();
-        let id = match options.key {
+        let mut options = options;
+        let id = match options.key.take() {
             Some(key) => {
                 name::validate_key(&key)?;
                 key
@@ -97,18 +98,7 @@ impl Prepared {
             None => ulid::Ulid::new().to_string(),
         };
         let mut extra_headers = HeaderMap::new();
-        if let Some(attempts) = options.max_attempts {
-            extra_headers.insert(headers::MAX_ATTEMPTS, attempts.to_string().as_str());
-        }
-        if let Some(timeout) = options.timeout {
-            extra_headers.insert(
-                headers::TIMEOUT_MS,
-                timeout.as_millis().max(1).to_string().as_str(),
-            );
-        }
-        if options.track_status {
-            extra_headers.insert(jetq_contract::status::TRACK_STATUS, "1");
-        }
+        options.write_headers(&mut extra_headers);
         if let Some(flow) = &options.flow {
             super::unique::add_headers(flow, &payload, &mut extra_headers)?;
         }
