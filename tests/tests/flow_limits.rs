@@ -204,6 +204,26 @@ async fn concurrency_per_key_is_never_exceeded_while_workers_are_killed() {
     }
     let killed_at = killed_at.expect("worker a ran a task and was killed");
     drop(replacement);
+    // The killed worker's slot comes back within about ack_wait (2 s lease, then a waiting
+    // task's back-off of at most the lease plus jitter): the next run of its key starts soon.
+    let killed_keys: Vec<&String> = runs
+        .iter()
+        .filter(|((worker, _), (_, _, end))| worker == "a" && end.is_none())
+        .map(|(_, (key, _, _))| key)
+        .collect();
+    for key in killed_keys {
+        let next_start = runs
+            .values()
+            .filter(|(k, start, _)| k == key && *start > killed_at)
+            .map(|(_, start, _)| *start)
+            .min()
+            .expect("the killed key's tasks ran on");
+        let after = Duration::from_micros((next_start - killed_at) as u64);
+        assert!(
+            after < Duration::from_secs(6),
+            "{key} waited {after:?} after its holder was killed (lease 2 s)"
+        );
+    }
     for key in KEYS {
         // A run of the killed worker without a finish ended at the kill at the latest.
         let mut intervals: Vec<(i64, i64)> = runs
