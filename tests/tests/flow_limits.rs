@@ -316,3 +316,36 @@ async fn contention_on_one_limit_entry_loses_no_task() {
         "nothing dead-lettered"
     );
 }
+
+/// A worker with limits that may not provision and finds no limits bucket refuses to start,
+/// naming the bucket and the fix, instead of running its types unlimited.
+#[tokio::test]
+async fn a_limited_worker_that_may_not_provision_refuses_to_start_without_the_bucket() {
+    use jetq_consumer::{Limits, RateLimit, TaskContext, WorkerError, WorkerSettings};
+    use jetq_contract::flow::FlowError;
+    init_logs();
+    let server = NatsServer::start().await;
+    // Provisions the streams and the queue's durable, no limits bucket.
+    let plain = worker(&server)
+        .handler(|_job: Job, _ctx: TaskContext| async move { ok() })
+        .build()
+        .await
+        .unwrap();
+    drop(plain);
+    let refused = worker(&server)
+        .settings(WorkerSettings {
+            provision: false,
+            ..fast_settings()
+        })
+        .handler(|_job: Job, _ctx: TaskContext| async move { ok() })
+        .limits::<Job>(Limits::new().rate(RateLimit::new(5.0, 5).unwrap()))
+        .build()
+        .await;
+    match refused {
+        Err(WorkerError::Flow(FlowError::LimitsBucketUnavailable { bucket, .. })) => {
+            assert_eq!(bucket, "JETQ_LIMITS")
+        }
+        Err(other) => panic!("another error: {other}"),
+        Ok(_) => panic!("a worker without its limits bucket started"),
+    }
+}

@@ -118,7 +118,7 @@ impl FlowControl {
         limits: LimitTable,
         provision: bool,
         lease: Duration,
-    ) -> Result<FlowControl, jetq_contract::ProvisionError> {
+    ) -> Result<FlowControl, crate::WorkerError> {
         let any = limits
             .values()
             .flat_map(HashMap::values)
@@ -133,14 +133,22 @@ impl FlowControl {
             )
         } else {
             let bucket = flow::limits_bucket(topology.subjects());
+            let (queue, task) = limits
+                .iter()
+                .flat_map(|(queue, tasks)| tasks.keys().map(move |task| (queue, task)))
+                .next()
+                .map(|(queue, task)| (queue.clone(), task.clone()))
+                .unwrap_or_default();
             Some(
                 topology
                     .jetstream()
                     .get_key_value(bucket.clone())
                     .await
-                    .map_err(|source| jetq_contract::ProvisionError::Bucket {
+                    .map_err(|err| FlowError::LimitsBucketUnavailable {
                         bucket,
-                        source: Box::new(source),
+                        queue,
+                        task,
+                        reason: err.to_string(),
                     })?,
             )
         };

@@ -88,6 +88,23 @@ pub enum FlowError {
     /// A unique key on a task this producer path cannot hold it for.
     #[error("unique keys are not supported on {0}")]
     Unsupported(&'static str),
+    /// A worker with limits that may not provision found no limits bucket.
+    #[error(
+        "task {task} on queue {queue} has limits but bucket {bucket} cannot be opened and this \
+         worker may not create it (JETQ_PROVISION=false): run jetq-provision, which creates it, \
+         and grant the worker's NATS user the bucket; a limit is never dropped silently \
+         ({reason})"
+    )]
+    LimitsBucketUnavailable {
+        /// The bucket.
+        bucket: String,
+        /// A limited type's queue.
+        queue: String,
+        /// A limited type.
+        task: String,
+        /// The server's or client's error.
+        reason: String,
+    },
     /// A limit registered for a task type that has no handler on this worker.
     #[error(
         "a limit is set for task {task} on queue {queue}, but the worker has no handler for it"
