@@ -184,3 +184,53 @@ def test_the_blocking_producer_takes_unique_keys_and_sends_limit_keys(nats_serve
         assert second.duplicate and second.id == first.id
         with pytest.raises(InvalidFlowOption):
             producer.enqueue("emails", "send_welcome", {}, limit_key="two words")
+
+
+@pytest.mark.rust
+async def test_a_rust_worker_releases_the_key_a_python_producer_took(nats_server: NatsServer) -> None:
+    """Python takes the key, the Rust ``test_worker`` runs the task and releases the key when it
+    succeeds (scope ``active``): the next Python enqueue is a new task."""
+    from jetq.testing import RunningBinary
+
+    from .rust import rust_binaries, worker_env
+
+    nc = await nats.connect(nats_server.url)
+    ready: "asyncio.Queue[str]" = asyncio.Queue()
+    done: "asyncio.Queue[str]" = asyncio.Queue()
+
+    async def on_ready(msg: Any) -> None:
+        await ready.put(msg.data.decode())
+
+    async def on_done(msg: Any) -> None:
+        await done.put(msg.data.decode())
+
+    await nc.subscribe("test.ready", cb=on_ready)
+    await nc.subscribe("test.done", cb=on_done)
+    await nc.flush()
+    worker = RunningBinary(rust_binaries()["test_worker"], worker_env(nats_server.url, "rust"))
+    producer = await AsyncProducer.connect(config_for(nats_server))
+    try:
+        await within("the Rust worker to pull", ready.get())
+        unique = Unique(key="report:acme")
+        held = await producer.enqueue_detailed("work", "job", {"n": 1, "note": "sleep:800"}, unique=unique)
+        dup = await producer.enqueue_detailed("work", "job", {"n": 2, "note": ""}, unique=unique)
+        assert dup.duplicate and dup.id == held.id, "held while queued or running"
+        report = await within("the Rust worker to finish the task", done.get())
+        assert report.split(" ")[3] == held.id
+        kv = await nc.jetstream().key_value("JETQ_UNIQUE")
+
+        async def released() -> None:
+            while True:
+                try:
+                    await kv.get("work.job.report=3Aacme")
+                except nats.js.errors.KeyNotFoundError:
+                    return
+                await asyncio.sleep(0.05)
+
+        await within("the Rust worker to release the key", released())
+        fresh = await producer.enqueue_detailed("work", "job", {"n": 3, "note": ""}, unique=unique)
+        assert not fresh.duplicate and fresh.id != held.id
+    finally:
+        await producer.close()
+        worker.stop()
+        await nc.close()
