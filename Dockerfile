@@ -6,6 +6,7 @@
 #   docker build --target scheduler      -t jetq/scheduler:0.1.0 .
 #   docker build --target cli            -t jetq/cli:0.1.0 .     # jetq and jetq-provision
 #   docker build --target push           -t jetq/push:0.1.0 .    # HTTP push dispatch (docs/PUSH.md)
+#   docker build --target relay          -t jetq/relay:0.1.0 .   # transactional outbox relay (docs/OUTBOX.md)
 #
 # (buildah bud / podman build take the same arguments.) The images are what k8s/values.yaml
 # names; k8s/README.md shows how to push them and point the overlays at your registry.
@@ -49,3 +50,7 @@ ENTRYPOINT ["/usr/local/bin/jetq"]
 FROM runtime AS push
 COPY --from=build /out/jetq-push /usr/local/bin/jetq-push
 ENTRYPOINT ["/usr/local/bin/jetq-push"]
+
+FROM runtime AS relay
+COPY --from=build /out/jetq-relay /usr/local/bin/jetq-relay
+ENTRYPOINT ["/usr/local/bin/jetq-relay"]

@@ -8,14 +8,15 @@
 set -eu
 profile="${1:-release}"
 out="${2:-/out}"
-bins="worker web jetq-scheduler jetq jetq-provision jetq-push"
+bins="worker web jetq-scheduler jetq jetq-provision jetq-push jetq-relay"
 
 cargo build --locked --profile "$profile" \
   -p jetq-examples --bin worker --bin web \
   -p jetq-scheduler --bin jetq-scheduler \
   -p jetq-cli --bin jetq \
   -p jetq-k8s --bin jetq-provision \
-  -p jetq-push --bin jetq-push
+  -p jetq-push --bin jetq-push \
+  -p jetq-outbox --bin jetq-relay
 
 case "$profile" in
   dev | test) dir=debug ;;

@@ -70,6 +70,7 @@ async fn start_server() -> NatsServer {
         "JETQ_WORKER_EXPORTS_PASSWORD",
         "JETQ_JANITOR_PASSWORD",
         "JETQ_SCHEDULER_PASSWORD",
+        "JETQ_RELAY_PASSWORD",
     ]
     .iter()
     .map(|name| format!("{name}: \"{}\"\n", password(name)))
@@ -526,4 +527,76 @@ async fn a_least_privilege_worker_dead_letters_a_task_too_large_for_its_letter()
         .await
         .unwrap();
     assert_eq!(stored, body);
+}
+
+#[tokio::test]
+async fn the_relay_publishes_tasks_and_dead_letters_and_cannot_consume() {
+    let server = start_server().await;
+    let admin = client(&as_user(&server, "admin", "JETQ_ADMIN_PASSWORD")).await;
+    let topology = Topology::new(
+        admin.clone(),
+        Subjects::default(),
+        StreamSettings::default(),
+    );
+    topology.ensure_streams().await.unwrap();
+    topology.ensure_delayed_stream().await.unwrap();
+    let relay = client(&as_user(&server, "relay", "JETQ_RELAY_PASSWORD")).await;
+    // What jetq-relay does: read the streams' duplicate window, publish tasks, delayed tasks
+    // and dead letters (and a too-large letter's body).
+    for stream in ["JETQ_TASKS", "JETQ_DELAYED"] {
+        let mut stream = relay
+            .get_stream(stream)
+            .await
+            .expect("relay reads stream info");
+        stream.info().await.expect("relay reads stream info");
+    }
+    for subject in [
+        "jetq.task.emails.send_email",
+        "jetq.delayed.4102444800.emails.send_email",
+        "jetq.dead.emails.send_email",
+    ] {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("relay-{subject}").as_str());
+        relay
+            .publish_with_headers(subject, headers, "{}".into())
+            .await
+            .unwrap_or_else(|e| panic!("relay sends to {subject}: {e}"))
+            .await
+            .unwrap_or_else(|e| panic!("relay publishes to {subject}: {e}"));
+    }
+    let store = relay
+        .get_object_store("JETQ_DEAD_PAYLOADS")
+        .await
+        .expect("relay opens the dead-letter body store");
+    store
+        .put("0-6869", &mut &b"body"[..])
+        .await
+        .expect("relay stores a dead letter's body");
+    // ...and nothing else: no consuming, no reading dead letters, no changing streams.
+    assert!(
+        relay.get_stream("JETQ_DEAD").await.is_err(),
+        "the relay must not read dead letters"
+    );
+    let tasks = relay.get_stream("JETQ_TASKS").await.unwrap();
+    assert!(
+        tasks
+            .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some("relay-reads".into()),
+                ..Default::default()
+            })
+            .await
+            .is_err(),
+        "the relay must not consume tasks"
+    );
+    assert!(
+        relay
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: "RELAY_OWN".into(),
+                subjects: vec!["relay.own".into()],
+                ..Default::default()
+            })
+            .await
+            .is_err(),
+        "the relay must not create streams"
+    );
 }

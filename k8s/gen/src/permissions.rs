@@ -115,6 +115,7 @@ pub const FIXED_USERS: &[(&str, &str)] = &[
     ("producer", "JETQ_PRODUCER_PASSWORD"),
     ("janitor", "JETQ_JANITOR_PASSWORD"),
     ("scheduler", "JETQ_SCHEDULER_PASSWORD"),
+    ("relay", "JETQ_RELAY_PASSWORD"),
 ];
 
 /// `(user, password variable)` of every user rendered for `queues`, as `user: X, password: $Y`

@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
+#[path = "relay.rs"]
+mod relay;
+
 use crate::{
     permissions,
     values::{Queue, Values, HAND_BACK_AND_FLUSH},
@@ -59,6 +62,10 @@ pub fn render(values: &Values) -> Result<BTreeMap<String, String>, Error> {
     if let Some(web) = web(values) {
         files.insert("app/web.yaml".into(), yaml_all(&web)?);
         app.push("web.yaml".into());
+    }
+    if let Some(relay) = relay::relay(values) {
+        files.insert("app/relay.yaml".into(), yaml_all(&relay)?);
+        app.push("relay.yaml".into());
     }
     let schedules = format!(
         "# Generated from the `schedules` of k8s/values.yaml; parsed by jetq-scheduler.\n{}",

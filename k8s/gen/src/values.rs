@@ -31,6 +31,9 @@ pub struct Values {
     /// The example web app (a producer); absent: not deployed.
     #[serde(default)]
     pub web: Option<Component>,
+    /// `jetq-relay`, the transactional outbox's relay (docs/OUTBOX.md); absent: not deployed.
+    #[serde(default)]
+    pub relay: Option<RelayValues>,
     /// The schedules, verbatim as the scheduler's schedules file holds them.
     #[serde(default)]
     pub schedules: Vec<Value>,
@@ -53,6 +56,36 @@ pub struct Images {
     /// The example web app.
     #[serde(default)]
     pub web: Option<String>,
+    /// `jetq-relay` (needed with `relay:`).
+    #[serde(default)]
+    pub relay: Option<String>,
+}
+
+/// The relay Deployment: replicas, where its database URL is, the table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RelayValues {
+    /// Replicas (default 2: any number is safe, each claims other rows).
+    #[serde(default = "two")]
+    pub replicas: u32,
+    /// The Secret and key holding `JETQ_DATABASE_URL` (never put the URL here).
+    pub database_secret: SecretKey,
+    /// `JETQ_OUTBOX_TABLE` (default `jetq_outbox`).
+    #[serde(default)]
+    pub table: Option<String>,
+    /// Container resources.
+    #[serde(default)]
+    pub resources: Option<Value>,
+}
+
+/// A key of a Secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretKey {
+    /// The Secret's name.
+    pub name: String,
+    /// The key.
+    pub key: String,
 }
 
 /// NATS endpoints and credentials.
@@ -262,6 +295,25 @@ impl Values {
                         queue.name
                     ));
                 }
+            }
+        }
+        if let Some(relay) = &self.relay {
+            if self.images.relay.is_none() {
+                return invalid("relay: set images.relay (the jetq-relay image)".into());
+            }
+            // The rule of jetq_outbox::TableName (not a dependency: it would pull the database
+            // driver into jetq-provision).
+            let table = relay.table.as_deref().unwrap_or("jetq_outbox");
+            let mut chars = table.chars();
+            let plain = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && table.len() <= 63;
+            if !plain {
+                return invalid(format!(
+                    "relay.table {table:?}: use 1-63 characters of a-z 0-9 _, not starting with a digit"
+                ));
             }
         }
         for (i, schedule) in self.schedules.iter().enumerate() {

@@ -455,6 +455,13 @@ fn binary_of(container: &Value) -> Option<Binary> {
             reads,
             main: Some("examples/src/bin/web.rs"),
         }
+    } else if Some(image) == images.relay.as_deref() {
+        reads.extend(env_names::<jetq_outbox::relay::RelaySettings>("JETQ_"));
+        Binary {
+            name: "jetq-relay",
+            reads,
+            main: Some("outbox/src/bin/jetq-relay.rs"),
+        }
     } else if image == images.cli && command == "jetq-provision" {
         reads.extend(env_names::<WorkerSettings>("JETQ_"));
         Binary {
@@ -601,6 +608,13 @@ fn check_values_parse(binary: &str, env: &[(String, String)]) {
         }
         "scheduler" => {
             jetq_scheduler::SchedulerSettings::from_env_iter(vars()).unwrap();
+        }
+        "jetq-relay" => {
+            // The database URL comes from a Secret: any well-formed one stands in for it.
+            let mut env = vars();
+            env.retain(|(name, _)| name != "JETQ_DATABASE_URL");
+            env.push(("JETQ_DATABASE_URL".into(), "postgres://secret/app".into()));
+            jetq_outbox::relay::RelaySettings::from_env_iter(env).unwrap();
         }
         "web" => {
             let _: jetq_producer::ProducerSettings =
@@ -767,6 +781,7 @@ fn every_pod_logs_in_as_its_own_least_privilege_user_with_a_secret_password() {
                     }
                     "jetq-provision" => permissions::worker_user(&queue_of(&objects, workload)),
                     "scheduler" => "scheduler".to_owned(),
+                    "jetq-relay" => "relay".to_owned(),
                     other => panic!("{other}"),
                 };
                 assert_eq!(user, expected, "{what}");
@@ -1203,7 +1218,7 @@ fn every_image_the_manifests_run_is_a_dockerfile_target_with_that_binary() {
             }
         }
     }
-    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(seen.len(), 5, "{seen:?}");
 }
 
 #[test]
