@@ -163,20 +163,8 @@ impl Releaser {
     /// Where a fresh installation starts: just before its earliest waiting task, or now.
     async fn initial_mark(&self, now: u64) -> Result<u64, StepError> {
         let mut earliest = now.saturating_sub(1);
-        let mut subjects = self
-            .stream
-            .info_with_subjects(self.subjects.all_delayed())
-            .await
-            .map_err(|err| StepError::Stream(Box::new(err)))?;
-        while let Some((subject, _)) = subjects
-            .try_next()
-            .await
-            .map_err(|err| StepError::Stream(Box::new(err)))?
-        {
-            if let Some((due, _, _)) = self.subjects.parse_delayed(&subject) {
-                earliest = earliest.min(due.saturating_sub(1));
-            }
-        }
+        self.for_each_bucket(|due| earliest = earliest.min(due.saturating_sub(1)))
+            .await?;
         Ok(earliest)
     }
 
@@ -184,6 +172,19 @@ impl Releaser {
     /// only the buckets at or before `limit` are kept).
     async fn buckets_through(&self, limit: u64) -> Result<BTreeSet<u64>, StepError> {
         let mut buckets = BTreeSet::new();
+        self.for_each_bucket(|due| {
+            if due <= limit {
+                buckets.insert(due);
+            }
+        })
+        .await?;
+        Ok(buckets)
+    }
+
+    /// Calls `each` with the due second of every subject of the delayed stream that holds
+    /// tasks, as the server lists them (streamed, not collected: a stream may hold tasks for
+    /// millions of distinct seconds).
+    async fn for_each_bucket(&self, mut each: impl FnMut(u64)) -> Result<(), StepError> {
         let mut subjects = self
             .stream
             .info_with_subjects(self.subjects.all_delayed())
@@ -195,12 +196,10 @@ impl Releaser {
             .map_err(|err| StepError::Stream(Box::new(err)))?
         {
             if let Some((due, _, _)) = self.subjects.parse_delayed(&subject) {
-                if due <= limit {
-                    buckets.insert(due);
-                }
+                each(due);
             }
         }
-        Ok(buckets)
+        Ok(())
     }
 
     /// Releases every task in the bucket of unix second `bucket`, each at (never before) its
