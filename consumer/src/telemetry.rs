@@ -311,12 +311,7 @@ impl ProcessSpan<'_> {
             attr::MESSAGING_CONSUMER_GROUP_NAME,
             self.subjects.durable(self.queue),
         );
-        let own = span.context();
-        let trace_id = [own.span().span_context(), parent.span().span_context()]
-            .into_iter()
-            .find(|span_context| span_context.is_valid())
-            .map(|span_context| span_context.trace_id());
-        if let Some(trace_id) = trace_id {
+        if let Some(trace_id) = otel::log_trace_id(&span.context(), &parent) {
             span.record("trace_id", tracing::field::display(trace_id));
         }
         span

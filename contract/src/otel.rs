@@ -63,6 +63,17 @@ pub fn extract(headers: Option<&HeaderMap>) -> Context {
     }
 }
 
+/// The trace id a span's log lines carry: the span's own context (`own`) when OpenTelemetry
+/// tracing is on, else its `parent`'s (the caller's, from the message or request headers), so
+/// logs can be matched to the caller's trace even when this process exports no traces; `None`
+/// if neither is valid.
+pub fn log_trace_id(own: &Context, parent: &Context) -> Option<opentelemetry::trace::TraceId> {
+    [own.span().span_context(), parent.span().span_context()]
+        .into_iter()
+        .find(|span_context| span_context.is_valid())
+        .map(|span_context| span_context.trace_id())
+}
+
 /// Parses a W3C `traceparent` (and optional `tracestate`) given as strings, e.g. by a caller of
 /// the producer. `None` when `traceparent` is not valid.
 pub fn parse(traceparent: &str, tracestate: Option<&str>) -> Option<SpanContext> {

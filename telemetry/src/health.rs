@@ -252,12 +252,7 @@ pub async fn trace_requests(request: Request, next: Next) -> Response {
         let _ = span.set_parent(parent.clone());
     }
     // The span's own trace id; without an OpenTelemetry layer, the caller's, for the logs.
-    let own = span.context();
-    let trace_id = [own.span().span_context(), parent.span().span_context()]
-        .into_iter()
-        .find(|span_context| span_context.is_valid())
-        .map(|span_context| span_context.trace_id());
-    if let Some(trace_id) = trace_id {
+    if let Some(trace_id) = jetq_contract::otel::log_trace_id(&span.context(), &parent) {
         span.record("trace_id", tracing::field::display(trace_id));
     }
     let response = next.run(request).instrument(span.clone()).await;
