@@ -151,7 +151,7 @@ fi
 # runs (dev profile here: no release builds on this machine; no container engine runs here).
 log "k8s/build-binaries.sh: the images' binaries"
 sh "$repo/k8s/build-binaries.sh" dev "$repo/target/k8s-images"
-for bin in worker web jetq-scheduler jetq jetq-provision jetq-push; do
+for bin in worker web jetq-scheduler jetq jetq-provision jetq-push jetq-relay; do
   [ -x "$repo/target/k8s-images/$bin" ] || { log "k8s/build-binaries.sh did not produce $bin"; exit 1; }
 done
 "$repo/target/k8s-images/jetq-provision" --help >/dev/null

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! jetq-bench [--quick] [--reps N] [--sync always|default|both] [--concurrency N] [--window N]
-//!            [--drain-workers 1,2,4] [--sections enqueue,drain,latency,memory,delayed,scale,flow]
+//!            [--drain-workers 1,2,4]
+//!            [--sections enqueue,drain,latency,memory,delayed,scale,flow,outbox]
 //!            [--scale 10000,100000,1000000] [--scale-reps N] [--delayed-pending N]
 //!            [--server PATH] [--out FILE] [--diagnose] [--only jetq|raw]
 //! jetq-bench worker --impl jetq|raw --url URL [--concurrency N] [--hold-ms N] [--latency]
@@ -14,6 +15,7 @@
 mod child;
 mod flow;
 mod measure;
+mod outbox;
 mod report;
 mod stats;
 mod worker;
@@ -79,8 +81,8 @@ pub struct Config {
 /// Scaling runs at least this big repeat only `--scale-reps` times (default 1).
 const BIG_SCALE: u64 = 1_000_000;
 
-const SECTIONS: [&str; 7] = [
-    "enqueue", "drain", "latency", "memory", "delayed", "scale", "flow",
+const SECTIONS: [&str; 8] = [
+    "enqueue", "drain", "latency", "memory", "delayed", "scale", "flow", "outbox",
 ];
 
 impl Config {
@@ -222,7 +224,7 @@ impl Config {
 fn usage() -> String {
     "usage: jetq-bench [--quick] [--reps N] [--sync always|default|both] [--concurrency N] \
      [--window N] [--drain-workers 1,2,4] \
-     [--sections enqueue,drain,latency,memory,delayed,scale,flow] [--scale N,N,..] \
+     [--sections enqueue,drain,latency,memory,delayed,scale,flow,outbox] [--scale N,N,..] \
      [--scale-reps N] [--delayed-pending N] [--server PATH] [--out FILE] [--diagnose] \
      [--only jetq|raw]"
         .to_owned()
@@ -704,6 +706,61 @@ async fn run(config: Config) -> Result<(), String> {
                     name,
                     "tasks/s",
                     Better::Higher,
+                    Impl::Jetq,
+                    result.as_ref().map(pick).map_err(Clone::clone),
+                );
+            }
+        }
+        if config.runs("outbox") {
+            // jetq only (issue 23): transactional enqueue against a plain enqueue, same server.
+            let group = "transactional enqueue (outbox + jetq-relay, PostgreSQL), default fsync";
+            let (samples, n) = if config.quick {
+                (100, 5_000)
+            } else {
+                (500, 50_000)
+            };
+            let result = outbox::measure(&spec, samples, n).await;
+            for (name, unit, better, pick) in [
+                (
+                    "plain enqueue: call -> on the stream subject, p50",
+                    "ms",
+                    Better::Lower,
+                    (|c: &outbox::OutboxCosts| c.plain_p50_ms) as fn(&_) -> f64,
+                ),
+                (
+                    "plain enqueue: call -> on the stream subject, p99",
+                    "ms",
+                    Better::Lower,
+                    |c| c.plain_p99_ms,
+                ),
+                (
+                    "outbox: COMMIT returned -> on the stream subject, p50",
+                    "ms",
+                    Better::Lower,
+                    |c| c.commit_p50_ms,
+                ),
+                (
+                    "outbox: COMMIT returned -> on the stream subject, p99",
+                    "ms",
+                    Better::Lower,
+                    |c| c.commit_p99_ms,
+                ),
+                ("plain enqueue_many", "tasks/s", Better::Higher, |c| {
+                    c.plain_rate
+                }),
+                (
+                    "one relay draining committed rows (batch 100)",
+                    "tasks/s",
+                    Better::Higher,
+                    |c| c.relay_rate,
+                ),
+            ] {
+                table.record(
+                    &progress,
+                    group,
+                    name,
+                    unit,
+                    better,
                     Impl::Jetq,
                     result.as_ref().map(pick).map_err(Clone::clone),
                 );
