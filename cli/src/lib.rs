@@ -32,6 +32,7 @@ pub mod purge;
 pub mod schedules;
 pub mod stats;
 pub mod status;
+pub mod text;
 
 pub use admin::Admin;
 pub use dead::{DeadFilter, DeadLetter, ReplayOptions, ReplayReport, Selection};

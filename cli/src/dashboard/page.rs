@@ -8,6 +8,7 @@ use crate::{
     schedules::ScheduleView,
     stats::{format_rate, Overview},
     status::TaskStatus,
+    text::cut,
 };
 
 /// Everything the index page shows.
@@ -47,16 +48,6 @@ fn script_json(json: &str) -> String {
         .replace('&', "\\u0026")
         .replace('\u{2028}', "\\u2028")
         .replace('\u{2029}', "\\u2029")
-}
-
-fn cut(text: &str, max: usize) -> String {
-    let one_line = text.replace(['\n', '\r'], " ");
-    if one_line.chars().count() <= max {
-        return one_line;
-    }
-    let mut cut: String = one_line.chars().take(max.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
 }
 
 const STYLE: &str = r#"

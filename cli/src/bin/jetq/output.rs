@@ -15,6 +15,9 @@ use jetq_cli::{
 };
 use serde::Serialize;
 
+// The library's, shared with the dashboard; `dispatch` takes it from here.
+pub(crate) use jetq_cli::text::cut;
+
 /// An indicatif progress bar on stderr, shown only on a terminal and without `--json` (it has no
 /// colour, so `NO_COLOR` changes nothing).
 pub(crate) struct Bar(Option<ProgressBar>);
@@ -83,16 +86,6 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
     for line in table.lines() {
         let _ = writeln!(out, "{}", line.trim_end());
     }
-}
-
-pub(crate) fn cut(text: &str, max: usize) -> String {
-    let one_line = text.replace(['\n', '\r'], " ");
-    if one_line.chars().count() <= max {
-        return one_line;
-    }
-    let mut cut: String = one_line.chars().take(max.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
 }
 
 fn rate(value: Option<f64>) -> String {
