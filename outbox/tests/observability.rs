@@ -126,3 +126,38 @@ async fn the_lag_is_the_age_of_the_oldest_row_not_yet_relayed() {
     .await;
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_binary_serves_readiness_and_its_metrics() {
+    let env = Env::start(Duration::from_secs(120)).await;
+    let port = jetq_harness::free_port();
+    let mut vars = env.relay_env();
+    vars.retain(|(name, _)| name != "JETQ_HEALTH_LISTEN");
+    vars.push(("JETQ_HEALTH_LISTEN".into(), format!("127.0.0.1:{port}")));
+    let mut relay = common::spawn_relay_process(&vars);
+    env.write_jobs("metrics", 0, 3).await;
+    env.until_relayed(3, WAIT).await;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (status, _) = eventually(WAIT, "the relay to be ready", || async {
+        jetq_tests::otel::http_get(addr, "/readyz")
+            .await
+            .ok()
+            .filter(|(status, _)| *status == 200)
+    })
+    .await;
+    assert_eq!(status, 200);
+    let text = eventually(WAIT, "the relayed rows in /metrics", || async {
+        let (_, text) = jetq_tests::otel::http_get(addr, "/metrics").await.ok()?;
+        let samples = jetq_tests::otel::parse_prometheus(&text);
+        let relayed = jetq_tests::otel::metric(
+            &samples,
+            "jetq_outbox_relayed_total",
+            &[("duplicate", "false")],
+        );
+        (relayed >= 3.0).then_some(text)
+    })
+    .await;
+    assert!(text.contains("jetq_outbox_lag_seconds"), "{text}");
+    let _ = relay.start_kill();
+    let _ = relay.wait().await;
+}
