@@ -60,20 +60,8 @@ impl TaskMessage {
         options: EnqueueOptions,
         due: Option<SystemTime>,
     ) -> Result<TaskMessage, EnqueueError> {
-        let payload = serde_json::to_vec(task).map_err(|source| EnqueueError::Serialize {
-            task: T::NAME.to_owned(),
-            source,
-        })?;
-        let mut options = options;
-        options.track_status |= T::options().track_status;
-        TaskMessage::raw(
-            subjects,
-            T::QUEUE,
-            T::NAME,
-            Bytes::from(payload),
-            options,
-            due,
-        )
+        let (payload, options) = options.for_task(task)?;
+        TaskMessage::raw(subjects, T::QUEUE, T::NAME, payload, options, due)
     }
 
     /// The message of an untyped task (JSON arguments for a queue and task name).

@@ -30,6 +30,22 @@ impl EnqueueOptions {
         Self::default()
     }
 
+    /// A typed task's payload (its arguments as JSON) and these options with its type's status
+    /// tracking added: what the producer and [`TaskMessage`](crate::message::TaskMessage) both
+    /// start a typed task from.
+    pub(crate) fn for_task<T: jetq_contract::Task>(
+        mut self,
+        task: &T,
+    ) -> Result<(bytes::Bytes, Self), crate::EnqueueError> {
+        let payload =
+            serde_json::to_vec(task).map_err(|source| crate::EnqueueError::Serialize {
+                task: T::NAME.to_owned(),
+                source,
+            })?;
+        self.track_status |= T::options().track_status;
+        Ok((bytes::Bytes::from(payload), self))
+    }
+
     /// Writes the per-task overrides these options carry (PROTOCOL.md §3: `Jetq-Max-Attempts`,
     /// `Jetq-Timeout-Ms`, at least 1 ms) and the status-tracking header, as both the producer
     /// and [`TaskMessage`](crate::message::TaskMessage) put them on the wire.

@@ -60,17 +60,12 @@ impl Prepared {
         task: &T,
         options: EnqueueOptions,
     ) -> Result<Prepared, EnqueueError> {
-        let payload = serde_json::to_vec(task).map_err(|source| EnqueueError::Serialize {
-            task: T::NAME.to_owned(),
-            source,
-        })?;
-        let mut options = options;
-        options.track_status |= T::options().track_status;
+        let (payload, options) = options.for_task(task)?;
         Prepared::new(
             subjects,
             Cow::Borrowed(T::QUEUE),
             Cow::Borrowed(T::NAME),
-            Bytes::from(payload),
+            payload,
             options,
         )
     }
