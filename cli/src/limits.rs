@@ -340,3 +340,71 @@ pub fn render(overview: &LimitsOverview) -> String {
     }
     out
 }
+
+/// The arguments of `jetq limits` (registered by the `jetq` binary).
+#[derive(Debug, Clone, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct LimitsArgs {
+    /// What to do instead of listing.
+    #[command(subcommand)]
+    pub action: Option<LimitsAction>,
+}
+
+/// `jetq limits` actions.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum LimitsAction {
+    /// Delete one entry by hand: a unique key as listed (`<queue>.<task>.<key>`, the task
+    /// keeps running; the next enqueue with the key is a new task) or a limits entry
+    /// (`rate.…` resets a rate bucket, `conc.…` frees every slot of a limit, `resv.<seq>`
+    /// drops a waiting task's reservation).
+    Release {
+        /// The entry, as `jetq limits` lists it.
+        entry: String,
+    },
+}
+
+/// What `jetq limits release` did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Released {
+    /// The entry deleted.
+    pub released: String,
+    /// The bucket it was in.
+    pub bucket: String,
+}
+
+/// Runs `jetq limits` (list, or release) and prints the result as text or JSON.
+pub async fn run(admin: &Admin, args: &LimitsArgs, json: bool) -> Result<(), AdminError> {
+    let text = match &args.action {
+        None => {
+            let overview = admin.limits().await?;
+            if json {
+                serde_json::to_string_pretty(&overview)
+            } else {
+                Ok(render(&overview))
+            }
+        }
+        Some(LimitsAction::Release { entry }) => {
+            let bucket = admin.release_limit(entry).await?;
+            let released = Released {
+                released: entry.clone(),
+                bucket,
+            };
+            if json {
+                serde_json::to_string_pretty(&released)
+            } else {
+                Ok(format!(
+                    "released {} from {}\n",
+                    released.released, released.bucket
+                ))
+            }
+        }
+    };
+    let text = text.map_err(|err| AdminError::Invalid(format!("cannot print JSON: {err}")))?;
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (e.g. `| head`) is not worth a panic.
+    let _ = std::io::Write::write_all(&mut out, text.as_bytes());
+    if json {
+        let _ = std::io::Write::write_all(&mut out, b"\n");
+    }
+    Ok(())
+}
