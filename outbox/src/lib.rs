@@ -21,3 +21,8 @@ pub use error::OutboxError;
 pub use migrate::{migrate, MIGRATION_0001};
 pub use table::{TableName, DEFAULT_TABLE};
 pub use writer::Outbox;
+
+/// The README's example, compiled as a doc test so that it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
