@@ -9,7 +9,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use common::{eventually, spawn_relay_process, within, Env, WAIT};
+use common::{eventually, spawn_relay_process, within, Env, NatsServer, WAIT};
 use futures::StreamExt;
 
 /// Every key `<prefix>-<n>` for n in 0..count, once each, and nothing else.
@@ -408,4 +408,56 @@ fn vars_with_table(env: &Env, table: &str) -> Vec<(String, String)> {
     let mut vars = env.relay_env();
     vars.push(("JETQ_OUTBOX_TABLE".into(), table.into()));
     vars
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_too_large_for_the_server_is_dead_lettered_with_its_body_in_the_body_store() {
+    let env = Env::start_with(
+        Duration::from_secs(120),
+        NatsServer::builder().max_payload(4096),
+    )
+    .await;
+    let big = format!("{{\"note\":\"{}\"}}", "x".repeat(6000));
+    sqlx::query(
+        "INSERT INTO jetq_outbox (msg_id, subject, headers, payload) VALUES ($1, $2, '{}', $3)",
+    )
+    .bind("too-big")
+    .bind("jetq.task.work.job")
+    .bind(big.as_bytes())
+    .execute(&env.pool)
+    .await
+    .expect("insert");
+    let relay = env.relay().await;
+    let letters = jetq_tests::dead_letters(&env.js, 1).await;
+    eventually(WAIT, "the row deleted", || async {
+        (env.rows().await == 0).then_some(())
+    })
+    .await;
+    relay.stop().await;
+    let letter = &letters[0];
+    assert_eq!(
+        jetq_tests::header(letter, "Jetq-Outbox-Reason").as_deref(),
+        Some("too-large")
+    );
+    assert!(letter.payload.is_empty(), "the body went to the body store");
+    let object = jetq_tests::header(letter, "Jetq-Payload-Object").expect("object name");
+    assert_eq!(
+        jetq_tests::header(letter, "Jetq-Payload-Size").as_deref(),
+        Some(big.len().to_string().as_str())
+    );
+    let store = env
+        .js
+        .get_object_store("JETQ_DEAD_PAYLOADS")
+        .await
+        .expect("body store");
+    let mut body = Vec::new();
+    let mut reader = store.get(&object).await.expect("the body is stored");
+    tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut body)
+        .await
+        .expect("read body");
+    assert_eq!(body, big.as_bytes(), "the body is kept byte for byte");
+    assert!(
+        env.stream_ids().await.is_empty(),
+        "nothing reached the task stream"
+    );
 }

@@ -153,6 +153,10 @@ impl Relay {
                         claimed.dead += 1;
                     }
                     Err(err) => {
+                        tracing::warn!(
+                            row = row.id, msg_id = %row.msg_id, reason = why.code, error = %err,
+                            "outbox row cannot be published and its dead letter failed; retrying"
+                        );
                         self.metrics.failed("dead_letter");
                         failed.push((
                             row.id,
@@ -226,7 +230,8 @@ impl Relay {
     /// Publishes a dead letter for `row` (its body to the body store when it does not fit).
     async fn dead_letter(&self, row: &OutboxRow, why: &Unpublishable) -> Result<(), String> {
         let mut letter = dead::letter(&self.subjects, row, why, &jetq_contract::time::now());
-        if row::wire_size(&letter) > self.client.server_info().max_payload {
+        let max_payload = self.client.server_info().max_payload;
+        if row::wire_size(&letter) > max_payload {
             let bucket = self.subjects.dead_payloads_bucket();
             let object = jetq_contract::dead::payload_object_name(
                 u64::try_from(row.id).unwrap_or(0),
@@ -239,8 +244,15 @@ impl Relay {
                 .await
                 .map_err(|err| format!("dead-letter body store {bucket}: {err}"))?;
             let mut body: &[u8] = &letter.payload;
+            // Chunks well inside the server's limit (the store's default, 128 KiB, is larger
+            // than a small max_payload).
+            let meta = async_nats::jetstream::object_store::ObjectMetadata {
+                name: object.clone(),
+                chunk_size: Some((max_payload / 2).clamp(1024, 128 * 1024)),
+                ..Default::default()
+            };
             store
-                .put(object.as_str(), &mut body)
+                .put(meta, &mut body)
                 .await
                 .map_err(|err| format!("dead-letter body store {bucket}: {err}"))?;
             letter

@@ -29,8 +29,13 @@ pub struct Env {
 impl Env {
     /// Both servers, the streams (with `window` as the duplicate window) and the table.
     pub async fn start(window: Duration) -> Env {
+        Env::start_with(window, NatsServer::builder()).await
+    }
+
+    /// [`Env::start`] with a nats-server built by `nats` (e.g. a small `max_payload`).
+    pub async fn start_with(window: Duration, nats: jetq_harness::ServerBuilder) -> Env {
         jetq_tests::init_logs();
-        let (nats, pg) = tokio::join!(NatsServer::start(), PostgresServer::start());
+        let (nats, pg) = tokio::join!(nats.start(), PostgresServer::start());
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
