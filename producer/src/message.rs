@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use jetq_contract::{delayed, headers, name, NameKind, Subjects, Task};
+use jetq_contract::{delayed, headers, Subjects, Task};
 
 use crate::{telemetry, EnqueueError, EnqueueOptions};
 
@@ -73,16 +73,8 @@ impl TaskMessage {
         options: EnqueueOptions,
         due: Option<SystemTime>,
     ) -> Result<TaskMessage, EnqueueError> {
-        name::validate(NameKind::Queue, queue)?;
-        name::validate(NameKind::Task, task)?;
         let mut options = options;
-        let id = match options.key.take() {
-            Some(key) => {
-                name::validate_key(&key)?;
-                key
-            }
-            None => ulid::Ulid::new().to_string(),
-        };
+        let id = options.take_id(queue, task)?;
         let now = SystemTime::now();
         let due =
             due.filter(|at| at.duration_since(now).unwrap_or(Duration::ZERO) > Duration::ZERO);

@@ -46,6 +46,26 @@ impl EnqueueOptions {
         Ok((bytes::Bytes::from(payload), self))
     }
 
+    /// Checks the queue and task names and returns the task id: the idempotency key (checked,
+    /// and taken out of the options) or a fresh ULID. The producer and
+    /// [`TaskMessage`](crate::message::TaskMessage) both start a task here.
+    pub(crate) fn take_id(
+        &mut self,
+        queue: &str,
+        task: &str,
+    ) -> Result<String, crate::EnqueueError> {
+        use jetq_contract::{name, NameKind};
+        name::validate(NameKind::Queue, queue)?;
+        name::validate(NameKind::Task, task)?;
+        match self.key.take() {
+            Some(key) => {
+                name::validate_key(&key)?;
+                Ok(key)
+            }
+            None => Ok(ulid::Ulid::new().to_string()),
+        }
+    }
+
     /// Writes the per-task overrides these options carry (PROTOCOL.md §3: `Jetq-Max-Attempts`,
     /// `Jetq-Timeout-Ms`, at least 1 ms) and the status-tracking header, as both the producer
     /// and [`TaskMessage`](crate::message::TaskMessage) put them on the wire.

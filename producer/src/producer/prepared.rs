@@ -13,7 +13,7 @@ use std::{borrow::Cow, time::SystemTime};
 
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
-use jetq_contract::{headers, name, NameKind, Subjects, Task};
+use jetq_contract::{headers, Subjects, Task};
 
 use super::Producer;
 use crate::{telemetry, EnqueueError, EnqueueOptions};
@@ -81,17 +81,9 @@ impl Prepared {
         payload: Bytes,
         options: EnqueueOptions,
     ) -> Result<Prepared, EnqueueError> {
-        name::validate(NameKind::Queue, &queue)?;
-        name::validate(NameKind::Task, &task)?;
         let generated_id = options.key.is_none();
         let mut options = options;
-        let id = match options.key.take() {
-            Some(key) => {
-                name::validate_key(&key)?;
-                key
-            }
-            None => ulid::Ulid::new().to_string(),
-        };
+        let id = options.take_id(&queue, &task)?;
         let mut extra_headers = HeaderMap::new();
         options.write_headers(&mut extra_headers);
         if let Some(flow) = &options.flow {
