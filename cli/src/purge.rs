@@ -20,7 +20,11 @@
 
 use serde::Serialize;
 
-use crate::{admin::Admin, error::AdminError, stats::unknown_queue};
+use crate::{
+    admin::Admin,
+    error::AdminError,
+    stats::{subject_counts, unknown_queue},
+};
 
 /// What a purge would delete, or deleted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -144,21 +148,8 @@ async fn count(
     stream: &async_nats::jetstream::stream::Stream,
     filter: &str,
 ) -> Result<u64, AdminError> {
-    use futures::TryStreamExt;
-    let name = stream.cached_info().config.name.clone();
-    let mut subjects = stream
-        .info_with_subjects(filter)
-        .await
-        .map_err(|err| AdminError::nats(format!("cannot read stream {name}"), err))?;
-    let mut total = 0;
-    while let Some((_, n)) = subjects
-        .try_next()
-        .await
-        .map_err(|err| AdminError::nats(format!("cannot read the subjects of {name}"), err))?
-    {
-        total += n as u64;
-    }
-    Ok(total)
+    let counts = subject_counts(stream, filter, |_| Some(String::new())).await?;
+    Ok(counts.values().sum())
 }
 
 /// Purges the messages of `stream` on subjects matching `filter`; how many were deleted.

@@ -312,7 +312,7 @@ fn empty(queue: &str) -> QueueStats {
 }
 
 /// Message counts per queue of a stream, from its per-subject counts.
-async fn subject_counts(
+pub(crate) async fn subject_counts(
     stream: &Stream,
     filter: &str,
     queue_of: impl Fn(&str) -> Option<String>,
