@@ -292,6 +292,13 @@ impl Executor {
                     tracing::debug!(retry_in = ?delay, "over a flow limit; handing the task back");
                     return Box::pin(self.hand_back_unrun(message, Some(delay))).await;
                 }
+                Admission::Replaced => {
+                    tracing::debug!("debounced: a later enqueue replaced this task; dropping it");
+                    if let Err(err) = message.ack().await {
+                        tracing::warn!(error = %err, "could not ack a replaced task");
+                    }
+                    return Box::pin(self.dead_letters.attempts().forget(delivery.sequence)).await;
+                }
             }
         }
         let tracked = tracks(&delivery);

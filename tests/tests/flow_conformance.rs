@@ -53,6 +53,9 @@ fn options(vector: &Value) -> EnqueueOptions {
             "period" => spec.scope(UniqueScope::Period(Duration::from_millis(
                 unique["period_ms"].as_u64().unwrap(),
             ))),
+            "debounce" => spec.scope(UniqueScope::Debounce(Duration::from_millis(
+                unique["period_ms"].as_u64().unwrap(),
+            ))),
             other => panic!("scope {other}"),
         };
         options = options.unique(spec);
@@ -90,8 +93,12 @@ async fn valid_vectors_are_stored_with_exactly_their_flow_headers() {
         let name = vector["name"].as_str().unwrap();
         let enqueued = producer.enqueue_raw(raw(vector)).await.expect(name);
         assert!(!enqueued.duplicate, "{name}");
+        let stream = vector
+            .get("stream")
+            .and_then(Value::as_str)
+            .unwrap_or("JETQ_TASKS");
         let stored = js
-            .get_stream("JETQ_TASKS")
+            .get_stream(stream)
             .await
             .unwrap()
             .get_raw_message(enqueued.sequence)

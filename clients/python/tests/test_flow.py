@@ -68,7 +68,8 @@ async def test_valid_vectors_are_stored_with_exactly_their_flow_headers(
 ) -> None:
     result = await within(vector["name"], producer.enqueue_detailed(vector["queue"], vector["task"], vector["args"], **flow_kwargs(vector)))
     assert not result.duplicate
-    [stored] = [t for t in await stored_tasks(nats_server.url) if t.sequence == result.sequence]
+    stream = vector.get("stream", "JETQ_TASKS")
+    [stored] = [t for t in await stored_tasks(nats_server.url, stream) if t.sequence == result.sequence]
     flow = {k: v for k, v in stored.headers.items() if k.startswith("Jetq-Unique") or k.startswith("Jetq-Limit")}
     assert flow == vector["headers"]
 
@@ -232,5 +233,70 @@ async def test_a_rust_worker_releases_the_key_a_python_producer_took(nats_server
         assert not fresh.duplicate and fresh.id != held.id
     finally:
         await producer.close()
+        worker.stop()
+        await nc.close()
+
+
+async def test_debounce_publishes_delayed_tasks_and_the_key_names_the_last(producer: AsyncProducer, nats_server: NatsServer) -> None:
+    unique = Unique(key="reindex:acme", scope="debounce", period=60)
+    first = await producer.enqueue_detailed("work", "job", {"n": 1}, unique=unique)
+    second = await producer.enqueue_detailed("work", "job", {"n": 2}, unique=unique)
+    assert not first.duplicate and not second.duplicate
+    assert first.stream == second.stream == "JETQ_DELAYED"
+    delayed = {t.headers["Nats-Msg-Id"]: t for t in await stored_tasks(nats_server.url, "JETQ_DELAYED")}
+    assert set(delayed) == {first.id, second.id}
+    for task in delayed.values():
+        assert (task.headers["Jetq-Unique-Key"], task.headers["Jetq-Unique-Scope"]) == ("reindex:acme", "debounce")
+        assert "Jetq-Not-Before" in task.headers
+    nc = await nats.connect(nats_server.url)
+    try:
+        kv = await nc.jetstream().key_value("JETQ_UNIQUE")
+        hold = json.loads((await kv.get("work.job.reindex=3Aacme")).value)
+    finally:
+        await nc.close()
+    assert (hold["task_id"], hold["scope"], hold["state"], hold["sequence"]) == (second.id, "debounce", "delayed", second.sequence)
+
+
+@pytest.mark.rust
+async def test_a_python_debounce_burst_runs_once_on_the_rust_side(nats_server: NatsServer) -> None:
+    """Python enqueues a burst of one debounce key; the Rust scheduler releases every task and
+    the Rust ``test_worker`` runs only the last one (the others it drops as replaced)."""
+    from jetq.testing import RunningBinary
+
+    from .rust import rust_binaries, start_scheduler, worker_env
+
+    binaries = rust_binaries()
+    nc = await nats.connect(nats_server.url)
+    ready: "asyncio.Queue[str]" = asyncio.Queue()
+    started: "asyncio.Queue[str]" = asyncio.Queue()
+
+    async def on_ready(msg: Any) -> None:
+        await ready.put(msg.data.decode())
+
+    async def on_started(msg: Any) -> None:
+        await started.put(msg.data.decode())
+
+    await nc.subscribe("test.ready", cb=on_ready)
+    await nc.subscribe("test.started", cb=on_started)
+    await nc.flush()
+    worker = RunningBinary(binaries["test_worker"], worker_env(nats_server.url, "rust"))
+    scheduler = start_scheduler(binaries["jetq-scheduler"], nats_server.url)
+    producer = await AsyncProducer.connect(config_for(nats_server))
+    try:
+        await within("the Rust worker to pull", ready.get())
+        unique = Unique(key="reindex:acme", scope="debounce", period=1.0)
+        results = []
+        for n in (1, 2, 3):
+            results.append(await producer.enqueue_detailed("work", "job", {"n": n, "note": ""}, unique=unique))
+            await asyncio.sleep(0.2)
+        report = await within("the last task to run", started.get(), 20)
+        worker_name, n, attempt, id = report.split(" ", 3)
+        assert (int(n), id) == (3, results[-1].id), report
+        await asyncio.sleep(2.5)
+        assert started.empty(), "a replaced task ran"
+        assert await stored_tasks(nats_server.url, "JETQ_DELAYED") == []
+    finally:
+        await producer.close()
+        scheduler.stop()
         worker.stop()
         await nc.close()

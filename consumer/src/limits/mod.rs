@@ -98,6 +98,8 @@ pub(crate) enum Admission {
     Run(Permit),
     /// Over a limit: hand it back, redelivered after this delay.
     Wait(Duration),
+    /// A debounced task a later enqueue replaced: acknowledge it without running it.
+    Replaced,
 }
 
 /// Rate and concurrency limits, and unique keys, for one worker.
@@ -224,8 +226,13 @@ impl FlowControl {
                 }
             }
         }
-        if unique::release_point(task.headers) == Some(ReleaseAt::Start) {
-            self.unique.release(&task).await;
+        match unique::release_point(task.headers) {
+            Some(ReleaseAt::Start) => self.unique.release(&task).await,
+            Some(ReleaseAt::StartIfLatest) if !self.unique.release_if_latest(&task).await => {
+                permit.release().await;
+                return Admission::Replaced;
+            }
+            _ => {}
         }
         Admission::Run(permit)
     }

@@ -87,4 +87,41 @@ impl UniqueKeys {
             tracing::debug!(entry, error = %err, "unique key not released (changed meanwhile)");
         }
     }
+
+    /// Debounce: false if the key names another task (this one was replaced); else releases
+    /// the key (if it names this task) and returns true. A key that cannot be read counts as
+    /// naming this task: a task is never dropped on a guess.
+    pub(super) async fn release_if_latest(&self, task: &FlowTask<'_>) -> bool {
+        let Some(key) = task.headers.get(flow::UNIQUE_KEY) else {
+            return true;
+        };
+        let Some(store) = self.store().await else {
+            return true;
+        };
+        let entry = flow::keys::unique_entry(task.queue, task.task, key.as_str());
+        let current = match store.entry(&entry).await {
+            Ok(Some(current))
+                if !matches!(current.operation, Operation::Delete | Operation::Purge) =>
+            {
+                current
+            }
+            Ok(_) => return true,
+            Err(err) => {
+                tracing::warn!(entry, error = %err, "could not read the debounce key; running the task");
+                return true;
+            }
+        };
+        match UniqueHold::from_json(&current.value) {
+            Ok(hold) if hold.task_id != task.id => false,
+            _ => {
+                if let Err(err) = store
+                    .delete_expect_revision(&entry, Some(current.revision))
+                    .await
+                {
+                    tracing::debug!(entry, error = %err, "debounce key changed meanwhile");
+                }
+                true
+            }
+        }
+    }
 }

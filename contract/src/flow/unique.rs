@@ -34,6 +34,9 @@ pub enum UniqueScope {
     /// Held for a fixed period from the enqueue, whatever happens to the task (throttle: at
     /// most one task per period).
     Period(Duration),
+    /// Debounce: the task runs this long after the **last** enqueue of its key, with that
+    /// enqueue's arguments; each enqueue replaces the pending one and pushes the start back.
+    Debounce(Duration),
 }
 
 impl UniqueScope {
@@ -48,12 +51,19 @@ impl UniqueScope {
         Ok(UniqueScope::Period(period))
     }
 
+    /// A debounce scope, checked: between 1 ms and [`MAX_PERIOD`].
+    pub fn debounce(delay: Duration) -> Result<UniqueScope, FlowError> {
+        UniqueScope::period(delay)?;
+        Ok(UniqueScope::Debounce(delay))
+    }
+
     /// The `Jetq-Unique-Scope` header value: `queued`, `active` or `period`.
     pub fn as_str(&self) -> &'static str {
         match self {
             UniqueScope::Queued => "queued",
             UniqueScope::Active => "active",
             UniqueScope::Period(_) => "period",
+            UniqueScope::Debounce(_) => "debounce",
         }
     }
 }
@@ -67,6 +77,9 @@ pub enum ReleaseAt {
     End,
     /// Never: the hold expires.
     Never,
+    /// Debounce: when a worker starts the task, if the key still names it; a task the key no
+    /// longer names was replaced by a later enqueue and is dropped without running.
+    StartIfLatest,
 }
 
 /// The release point of a scope header value; `None` for a value this version does not know
@@ -76,6 +89,7 @@ pub fn release_at(scope: &str) -> Option<ReleaseAt> {
         "queued" => Some(ReleaseAt::Start),
         "active" => Some(ReleaseAt::End),
         "period" => Some(ReleaseAt::Never),
+        "debounce" => Some(ReleaseAt::StartIfLatest),
         _ => None,
     }
 }
@@ -88,6 +102,8 @@ pub enum HoldState {
     Pending,
     /// The task is in the task stream at `sequence`.
     Queued,
+    /// Debounce: the latest task waits in the delayed-task stream at `sequence`.
+    Delayed,
 }
 
 /// The value of a unique key's entry in `<PREFIX>_UNIQUE` (compact JSON; readers ignore fields
@@ -102,7 +118,7 @@ pub struct UniqueHold {
     pub task: String,
     /// `queued`, `active` or `period`.
     pub scope: String,
-    /// `pending` or `queued`.
+    /// `pending`, `queued` or (debounce) `delayed`.
     pub state: HoldState,
     /// The holder's sequence in the task stream, once queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -158,9 +174,31 @@ impl UniqueHold {
         serde_json::from_slice(bytes)
     }
 
+    /// The debounce hold of task `task_id`, waiting in the delayed-task stream at `sequence`.
+    pub fn debounced(
+        task_id: &str,
+        queue: &str,
+        task: &str,
+        sequence: u64,
+        now: i64,
+        due: i64,
+    ) -> Self {
+        UniqueHold {
+            task_id: task_id.to_owned(),
+            queue: queue.to_owned(),
+            task: task.to_owned(),
+            scope: "debounce".to_owned(),
+            state: HoldState::Delayed,
+            sequence: Some(sequence),
+            taken_at: super::format_micros(now),
+            lease_until: None,
+            expires_at: Some(super::format_micros(due)),
+        }
+    }
+
     /// What a later enqueue makes of this hold at `now` (microseconds) — see [`Judgement`].
     pub fn judge(&self, now: i64) -> Judgement {
-        if self.scope == "period" {
+        if self.scope == "period" || self.scope == "debounce" {
             return match self.expires_at.as_deref().and_then(super::parse_micros) {
                 Some(end) if end > now => Judgement::Held,
                 _ => Judgement::Free,

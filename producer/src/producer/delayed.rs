@@ -205,7 +205,7 @@ impl Producer {
         self.publish(prepared).await
     }
 
-    async fn ensure_delayed_stream(&self) -> bool {
+    pub(crate) async fn ensure_delayed_stream(&self) -> bool {
         let mut settings = StreamSettings::default();
         if let Ok(mut stream) = self.js.get_stream(self.subjects.tasks_stream()).await {
             if let Ok(info) = stream.info().await {

@@ -113,8 +113,10 @@ pub(crate) fn add_headers(
             }
         };
         flow::validate_unique_key(&key)?;
-        if let UniqueScope::Period(period) = unique.scope {
-            UniqueScope::period(period)?;
+        match unique.scope {
+            UniqueScope::Period(period) => drop(UniqueScope::period(period)?),
+            UniqueScope::Debounce(delay) => drop(UniqueScope::debounce(delay)?),
+            _ => {}
         }
         headers.insert(flow::UNIQUE_KEY, key.as_str());
         headers.insert(flow::UNIQUE_SCOPE, unique.scope.as_str());
@@ -132,6 +134,8 @@ pub(crate) struct UniqueStore {
     topology: Topology,
     provision: bool,
     store: Arc<tokio::sync::OnceCell<kv::Store>>,
+    /// The delayed-task stream is known to exist (checked before the first debounce).
+    delayed_ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl UniqueStore {
@@ -140,6 +144,7 @@ impl UniqueStore {
             topology,
             provision,
             store: Arc::new(tokio::sync::OnceCell::new()),
+            delayed_ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 
@@ -188,6 +193,9 @@ impl Producer {
         };
         let store = self.unique.open().await.map_err(failed)?.clone();
         let entry = keys::unique_entry(&prepared.queue, &prepared.task, &key);
+        if let UniqueScope::Debounce(delay) = scope {
+            return self.enqueue_debounced(prepared, delay, store, entry).await;
+        }
         let now = flow::micros(SystemTime::now());
         let hold = UniqueHold::pending(&prepared.id, &prepared.queue, &prepared.task, scope, now);
         let mut taken = None;
@@ -344,5 +352,97 @@ impl Producer {
                 })
             })
             .collect()
+    }
+}
+
+impl Producer {
+    /// Debounce (PROTOCOL §11): publish the task as a delayed task due `delay` from now, then
+    /// make the key name it unless a later enqueue already did. Earlier tasks of the key stay in
+    /// the delayed stream; the worker drops each one the key no longer names.
+    async fn enqueue_debounced(
+        &self,
+        mut prepared: Prepared,
+        delay: std::time::Duration,
+        store: kv::Store,
+        entry: String,
+    ) -> Result<Enqueued, EnqueueError> {
+        let (key, task_name) = (entry.clone(), prepared.task.to_string());
+        let failed = |reason: String| EnqueueError::Unique {
+            task: task_name.clone(),
+            key: key.clone(),
+            reason,
+        };
+        let now = SystemTime::now();
+        let due = now + delay;
+        let due_second = due
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|since| since.as_secs())
+            .unwrap_or(0);
+        prepared.subject = async_nats::Subject::from(self.subjects.delayed(
+            due_second,
+            &prepared.queue,
+            &prepared.task,
+        ));
+        prepared.extra_headers.insert(
+            jetq_contract::headers::NOT_BEFORE,
+            jetq_contract::time::format(due).as_str(),
+        );
+        let (id, queue, task) = (
+            prepared.id.clone(),
+            prepared.queue.to_string(),
+            prepared.task.to_string(),
+        );
+        // The first debounce of a producer that may provision makes sure the delayed-task stream
+        // exists (as the first delayed enqueue does).
+        let ready = &self.unique.delayed_ready;
+        if self.unique.provision
+            && !ready.load(std::sync::atomic::Ordering::Relaxed)
+            && Box::pin(self.ensure_delayed_stream()).await
+        {
+            ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let enqueued = Box::pin(self.publish(prepared)).await?;
+        let (now, due) = (flow::micros(now), flow::micros(due));
+        let hold = UniqueHold::debounced(&id, &queue, &task, enqueued.sequence, now, due);
+        for _ in 0..CAS_ROUNDS {
+            let current = store
+                .entry(&entry)
+                .await
+                .map_err(|err| failed(format!("cannot read the key: {err}")))?;
+            let written = match current {
+                Some(current)
+                    if !matches!(current.operation, Operation::Delete | Operation::Purge) =>
+                {
+                    let newer = UniqueHold::from_json(&current.value)
+                        .ok()
+                        .and_then(|other| flow::parse_micros(&other.taken_at))
+                        .is_some_and(|taken| taken > now);
+                    if newer {
+                        // A later enqueue already named its task: this one is replaced.
+                        return Ok(enqueued);
+                    }
+                    store
+                        .update(&entry, hold.to_json().into(), current.revision)
+                        .await
+                        .map(drop)
+                        .map_err(|err| err.kind() == UpdateErrorKind::WrongLastRevision)
+                }
+                _ => store
+                    .create(&entry, hold.to_json().into())
+                    .await
+                    .map(drop)
+                    .map_err(|err| err.kind() == CreateErrorKind::AlreadyExists),
+            };
+            match written {
+                Ok(()) => return Ok(enqueued),
+                Err(true) => continue,
+                Err(false) => break,
+            }
+        }
+        Err(failed(
+            "the task is in the delayed stream but the key could not be pointed at it; it will \
+             be dropped as replaced (enqueue again)"
+                .into(),
+        ))
     }
 }

@@ -57,7 +57,7 @@ __all__ = [
 UNIQUE_KEY = "Jetq-Unique-Key"
 UNIQUE_SCOPE = "Jetq-Unique-Scope"
 LIMIT_KEY = "Jetq-Limit-Key"
-SCOPES = ("queued", "active", "period")
+SCOPES = ("queued", "active", "period", "debounce")
 PENDING_LEASE_US = 60_000_000
 MAX_PERIOD = _dt.timedelta(days=30)
 CAS_ROUNDS = 8
@@ -83,7 +83,8 @@ class UniqueUnavailable(EnqueueError):
 @dataclasses.dataclass(frozen=True)
 class Unique:
     """A task's unique key: ``key`` given, or derived from the ``args`` fields named; ``scope``
-    ``queued``, ``active`` (default) or ``period`` (with ``period`` seconds or a timedelta)."""
+    ``queued``, ``active`` (default), ``period`` (with ``period`` seconds or a timedelta) or
+    ``debounce`` (``period`` is then the delay after the last enqueue)."""
 
     key: Optional[str] = None
     args: Optional[Tuple[str, ...]] = None
@@ -241,15 +242,23 @@ def flow_headers(prepared: Prepared, args: Any, unique: Optional[Unique], limit_
 
             raise NotSupported("unique keys on delayed tasks", "the hold would name a delayed-stream sequence")
         if unique.scope not in SCOPES:
-            raise InvalidFlowOption("unique scope", unique.scope, "expected queued, active or period")
+            raise InvalidFlowOption("unique scope", unique.scope, "expected queued, active, period or debounce")
         if (unique.key is None) == (unique.args is None):
             raise InvalidFlowOption("unique key", unique.key, "give key or args, not both")
         key = unique.key if unique.key is not None else derive_unique_key(args, unique.args or ())
         validate_unique_key(key)
-        if unique.scope == "period":
+        if unique.scope in ("period", "debounce"):
             period_us = _period_micros(unique.period)
         headers[UNIQUE_KEY] = key
         headers[UNIQUE_SCOPE] = unique.scope
+        if unique.scope == "debounce" and period_us is not None:
+            # The task itself waits in the delayed-task stream until ``d`` after this enqueue.
+            due = _dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(microseconds=period_us)
+            not_before = format_timestamp(due)
+            prefix = prepared.subject[: -len(f".task.{prepared.queue}.{prepared.task}")]
+            headers["Jetq-Not-Before"] = not_before
+            subject = Subjects(prefix).delayed(int(due.timestamp()), prepared.queue, prepared.task)
+            return dataclasses.replace(prepared, headers=headers, subject=subject, not_before=not_before), period_us
     if limit_key is not None:
         validate_limit_key(limit_key)
         headers[LIMIT_KEY] = limit_key
@@ -279,6 +288,8 @@ async def enqueue_unique(producer: "AsyncProducer", prepared: Prepared, period_u
     except Exception as err:
         raise UniqueUnavailable(key, f"cannot open bucket {bucket}: {err}") from err
     entry = unique_entry(prepared.queue, prepared.task, key)
+    if scope == "debounce":
+        return await _enqueue_debounced(producer, kv, prepared, entry)
     now = micros(format_timestamp()) or 0
     hold = pending_hold(prepared.id, prepared.queue, prepared.task, scope, now, period_us)
     value = json.dumps(hold, separators=(",", ":")).encode()
@@ -335,6 +346,54 @@ async def enqueue_unique(producer: "AsyncProducer", prepared: Prepared, period_u
     except Exception:
         pass  # the pending hold's lease ends in a minute; the key is then free again
     return result
+
+
+async def _enqueue_debounced(producer: "AsyncProducer", kv: Any, prepared: Prepared, entry: str) -> "Enqueued":
+    """Debounce (PROTOCOL §11): publish the delayed task, then make the key name it unless a
+    later enqueue already did (the worker drops every task the key no longer names)."""
+    import nats.js.errors
+
+    key = prepared.headers[UNIQUE_KEY]
+    now = micros(prepared.headers.get("Jetq-Enqueued-At")) or micros(format_timestamp()) or 0
+    result = await producer.publish_prepared(prepared)
+    hold = {
+        "task_id": prepared.id,
+        "queue": prepared.queue,
+        "task": prepared.task,
+        "scope": "debounce",
+        "state": "delayed",
+        "sequence": result.sequence,
+        "taken_at": format_micros(now),
+        "expires_at": prepared.not_before,
+    }
+    value = json.dumps(hold, separators=(",", ":")).encode()
+    for _ in range(CAS_ROUNDS):
+        deleted_revision = 0
+        try:
+            current = await kv.get(entry)
+        except nats.js.errors.KeyNotFoundError as err:
+            current = None
+            marker = getattr(err, "entry", None)
+            deleted_revision = int(getattr(marker, "revision", 0) or 0)
+        try:
+            if current is None:
+                # No key, or a delete marker: write on the marker's revision (0 = create).
+                await kv.update(entry, value, last=deleted_revision)
+            else:
+                try:
+                    stored = json.loads(current.value or b"")
+                except ValueError:
+                    stored = None
+                taken = micros(stored.get("taken_at")) if isinstance(stored, dict) else None
+                if taken is not None and taken > now:
+                    return result  # a later enqueue already named its task: this one is replaced
+                await kv.update(entry, value, last=current.revision)
+            return result
+        except nats.js.errors.KeyWrongLastSequenceError:
+            continue
+        except Exception as err:
+            raise UniqueUnavailable(key, f"the task is in the delayed stream but the key could not name it: {err}") from err
+    raise UniqueUnavailable(key, "the task is in the delayed stream but the key kept changing; it will be dropped as replaced")
 
 
 async def _task_in_stream(js: Any, stream: str, sequence: int, task_id: str) -> bool:
