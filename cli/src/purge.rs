@@ -57,22 +57,11 @@ impl Admin {
         task: Option<&str>,
         delayed: bool,
     ) -> Result<QueuePurge, AdminError> {
-        let (tasks_filter, delayed_filter) = self.purge_filters(queue, task)?;
-        let tasks_stream = self.tasks_stream().await?;
-        let tasks = count(&tasks_stream, &tasks_filter).await?;
-        let delayed = match (delayed, self.delayed_stream().await?) {
-            (true, Some(stream)) => count(&stream, &delayed_filter).await?,
-            _ => 0,
-        };
-        if tasks == 0 && delayed == 0 && !self.queue_known(&tasks_stream, queue).await {
+        let found = self.on_queue(Action::Count, queue, task, delayed).await?;
+        if found.total() == 0 && !self.queue_known(queue).await? {
             return Err(unknown_queue(queue));
         }
-        Ok(QueuePurge {
-            queue: queue.to_owned(),
-            task: task.map(str::to_owned),
-            tasks,
-            delayed,
-        })
+        Ok(found)
     }
 
     /// Deletes the queue's tasks from the task stream (of one task type when `task` is given)
@@ -84,10 +73,23 @@ impl Admin {
         task: Option<&str>,
         delayed: bool,
     ) -> Result<QueuePurge, AdminError> {
+        self.on_queue(Action::Purge, queue, task, delayed).await
+    }
+
+    /// Counts or purges the queue's tasks and, with `delayed`, its delayed tasks.
+    async fn on_queue(
+        &self,
+        action: Action,
+        queue: &str,
+        task: Option<&str>,
+        delayed: bool,
+    ) -> Result<QueuePurge, AdminError> {
         let (tasks_filter, delayed_filter) = self.purge_filters(queue, task)?;
-        let tasks = purge(&self.tasks_stream().await?, &tasks_filter).await?;
+        let tasks = action
+            .apply(&self.tasks_stream().await?, &tasks_filter)
+            .await?;
         let delayed = match (delayed, self.delayed_stream().await?) {
-            (true, Some(stream)) => purge(&stream, &delayed_filter).await?,
+            (true, Some(stream)) => action.apply(&stream, &delayed_filter).await?,
             _ => 0,
         };
         Ok(QueuePurge {
@@ -131,15 +133,33 @@ impl Admin {
     }
 
     /// A queue with no messages is known when its durable consumer exists.
-    async fn queue_known(
-        &self,
-        tasks: &async_nats::jetstream::stream::Stream,
-        queue: &str,
-    ) -> bool {
-        tasks
+    async fn queue_known(&self, queue: &str) -> Result<bool, AdminError> {
+        let tasks = self.tasks_stream().await?;
+        Ok(tasks
             .consumer_info(self.subjects().durable(queue))
             .await
-            .is_ok()
+            .is_ok())
+    }
+}
+
+/// What [`Admin::on_queue`] does to the matching messages.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Count,
+    Purge,
+}
+
+impl Action {
+    /// Counts or purges the messages of `stream` on subjects matching `filter`.
+    async fn apply(
+        self,
+        stream: &async_nats::jetstream::stream::Stream,
+        filter: &str,
+    ) -> Result<u64, AdminError> {
+        match self {
+            Action::Count => count(stream, filter).await,
+            Action::Purge => purge(stream, filter).await,
+        }
     }
 }
 
