@@ -275,31 +275,31 @@ impl Publisher {
             || self.send(message),
             stream_missing,
         )
-            .await
-            .map(|(ack, sends)| Acked {
-                stream: ack.stream,
-                sequence: ack.sequence,
-                duplicate: ack.duplicate,
-                sends,
-            })
-            .map_err(|(source, sends)| {
-                let (subject, id) = (message.subject.clone(), message.id.clone());
-                if is_unknown_outcome(&source) {
-                    PublishError::Unacknowledged {
-                        subject,
-                        id,
-                        sends,
-                        source,
-                    }
-                } else {
-                    PublishError::Failed {
-                        subject,
-                        id,
-                        sends,
-                        source,
-                    }
+        .await
+        .map(|(ack, sends)| Acked {
+            stream: ack.stream,
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+            sends,
+        })
+        .map_err(|(source, sends)| {
+            let (subject, id) = (message.subject.clone(), message.id.clone());
+            if is_unknown_outcome(&source) {
+                PublishError::Unacknowledged {
+                    subject,
+                    id,
+                    sends,
+                    source,
                 }
-            })
+            } else {
+                PublishError::Failed {
+                    subject,
+                    id,
+                    sends,
+                    source,
+                }
+            }
+        })
     }
 
     /// True only when the server says no stream captures `subject` (asked once, after a
@@ -585,9 +585,13 @@ mod tests {
             budget_ms: u64,
             pauses_ms: Vec<u64>,
         }
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/conformance/vectors.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/conformance/vectors.json"
+        );
         let vectors: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(path).expect("the vectors")).expect("JSON");
+            serde_json::from_str(&std::fs::read_to_string(path).expect("the vectors"))
+                .expect("JSON");
         let schedules: Vec<Schedule> =
             serde_json::from_value(vectors["retry_pauses"].clone()).expect("retry_pauses");
         assert!(!schedules.is_empty());
@@ -600,7 +604,11 @@ mod tests {
                 pauses.push(pause.as_millis() as u64);
                 spent += pause;
             }
-            assert_eq!(pauses, schedule.pauses_ms, "budget {} ms", schedule.budget_ms);
+            assert_eq!(
+                pauses, schedule.pauses_ms,
+                "budget {} ms",
+                schedule.budget_ms
+            );
         }
     }
 
