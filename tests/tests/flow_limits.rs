@@ -349,3 +349,62 @@ async fn a_limited_worker_that_may_not_provision_refuses_to_start_without_the_bu
         Ok(_) => panic!("a worker without its limits bucket started"),
     }
 }
+
+/// A per-key rate limit paces each limit key on its own: 3 keys at 2 per second (burst 1),
+/// 3 tasks each — within a key starts are ≥ 0.5 s apart, while the keys run side by side (all
+/// done in about 1 s, not the 4 s one shared bucket would take).
+#[tokio::test]
+async fn a_per_key_rate_limit_paces_each_key_on_its_own() {
+    use jetq_consumer::{Limits, RateLimit, TaskContext};
+    init_logs();
+    let server = NatsServer::start().await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let built = worker(&server)
+        .handler(move |_job: Job, ctx: TaskContext| {
+            let tx = tx.clone();
+            async move {
+                let key = ctx.header("Jetq-Limit-Key").unwrap_or("-").to_owned();
+                tx.send((key, Instant::now())).ok();
+                ok()
+            }
+        })
+        .limits::<Job>(Limits::new().rate(RateLimit::new(2.0, 1).unwrap().per_key()))
+        .build()
+        .await
+        .unwrap();
+    let (_stop, _run) = spawn_worker(built);
+    let producer = producer(&server).await;
+    let began = Instant::now();
+    for i in 0..3u64 {
+        for key in ["t1", "t2", "t3"] {
+            let job = Job {
+                n: i,
+                note: String::new(),
+            };
+            producer
+                .enqueue_with(&job, EnqueueOptions::new().limit_key(key))
+                .await
+                .unwrap();
+        }
+    }
+    let mut starts: HashMap<String, Vec<Instant>> = HashMap::new();
+    for _ in 0..9 {
+        let (key, at) = next(&mut rx, "the next start").await;
+        starts.entry(key).or_default().push(at);
+    }
+    let took = began.elapsed();
+    for (key, times) in &starts {
+        assert_eq!(times.len(), 3, "{key}");
+        for pair in times.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap >= Duration::from_millis(450),
+                "{key}: two starts {gap:?} apart"
+            );
+        }
+    }
+    assert!(
+        took < Duration::from_millis(3_500),
+        "keys are paced apart, not in one bucket: {took:?}"
+    );
+}

@@ -370,3 +370,39 @@ async fn bad_flow_input_is_refused_before_anything_is_sent() {
     let js = raw_jetstream(&server).await;
     assert_eq!(stream_len(&js, "JETQ_TASKS").await, 0, "nothing was sent");
 }
+
+/// `enqueue_many_raw` with unique keys among plain tasks: each key is taken before its task is
+/// published, results come back in input order, and a repeated key is a duplicate.
+#[tokio::test]
+async fn enqueue_many_takes_each_unique_key_and_keeps_the_order() {
+    init_logs();
+    let server = NatsServer::start().await;
+    let producer = producer(&server).await;
+    let raw = |n: u64, options: EnqueueOptions| jetq_producer::RawTask {
+        queue: "work".into(),
+        task: "job".into(),
+        payload: bytes::Bytes::from(serde_json::to_vec(&job(n, "")).unwrap()),
+        options,
+    };
+    let results = producer
+        .enqueue_many_raw(vec![
+            raw(1, EnqueueOptions::new()),
+            raw(2, unique("batch:a")),
+            raw(3, EnqueueOptions::new().limit_key("tenant-1")),
+            raw(4, unique("batch:a")),
+            raw(5, unique("batch:b")),
+        ])
+        .await;
+    let results: Vec<_> = results.into_iter().map(|r| r.unwrap()).collect();
+    let duplicates: Vec<bool> = results.iter().map(|r| r.duplicate).collect();
+    let a = [&results[1], &results[3]];
+    assert_eq!(
+        duplicates.iter().filter(|d| **d).count(),
+        1,
+        "one of the two batch:a tasks is a duplicate: {results:?}"
+    );
+    assert_eq!(a[0].id, a[1].id, "both name the holder");
+    assert!(!results[0].duplicate && !results[2].duplicate && !results[4].duplicate);
+    let js = raw_jetstream(&server).await;
+    assert_eq!(stream_len(&js, "JETQ_TASKS").await, 4);
+}
