@@ -86,7 +86,7 @@ pub(crate) struct FlowTask<'a> {
 impl FlowTask<'_> {
     fn limit_key(&self) -> Option<&str> {
         self.headers
-            .get(flow::LIMIT_KEY)
+            .get(flow::names::LIMIT_KEY)
             .map(|value| value.as_str())
             .filter(|key| flow::limit_key_header_ok(key))
     }
@@ -169,7 +169,7 @@ impl FlowControl {
     /// True when a delivery needs flow control: its type is limited or it holds a unique key.
     /// The cost for every other task: a lookup in an empty map and one header lookup.
     pub(crate) fn applies(&self, queue: &str, task: &str, headers: &HeaderMap) -> bool {
-        self.limits_of(queue, task).is_some() || headers.get(flow::UNIQUE_KEY).is_some()
+        self.limits_of(queue, task).is_some() || headers.get(flow::names::UNIQUE_KEY).is_some()
     }
 
     /// True when a task's end must release something (a unique key of scope `active`).

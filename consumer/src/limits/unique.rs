@@ -19,8 +19,8 @@ use super::FlowTask;
 /// When the task's unique key is released; `None` without a unique key (or with a scope this
 /// version does not know: the key is then left to expire or be taken over).
 pub(super) fn release_point(headers: &HeaderMap) -> Option<ReleaseAt> {
-    headers.get(flow::UNIQUE_KEY)?;
-    release_at(headers.get(flow::UNIQUE_SCOPE)?.as_str())
+    headers.get(flow::names::UNIQUE_KEY)?;
+    release_at(headers.get(flow::names::UNIQUE_SCOPE)?.as_str())
 }
 
 /// The unique-key bucket, opened on the first task that holds a key.
@@ -55,7 +55,7 @@ impl UniqueKeys {
     /// Deletes the task's unique key if it still names this task. Best effort: a key left
     /// behind is taken over by the next enqueue that finds its task gone from the stream.
     pub(super) async fn release(&self, task: &FlowTask<'_>) {
-        let Some(key) = task.headers.get(flow::UNIQUE_KEY) else {
+        let Some(key) = task.headers.get(flow::names::UNIQUE_KEY) else {
             return;
         };
         let Some(store) = self.store().await else {
@@ -92,7 +92,7 @@ impl UniqueKeys {
     /// the key (if it names this task) and returns true. A key that cannot be read counts as
     /// naming this task: a task is never dropped on a guess.
     pub(super) async fn release_if_latest(&self, task: &FlowTask<'_>) -> bool {
-        let Some(key) = task.headers.get(flow::UNIQUE_KEY) else {
+        let Some(key) = task.headers.get(flow::names::UNIQUE_KEY) else {
             return true;
         };
         let Some(store) = self.store().await else {

@@ -34,6 +34,19 @@ pub const UNIQUE_SCOPE: &str = "Jetq-Unique-Scope";
 /// Header: the key a worker's per-key limits partition tasks by (e.g. a tenant or user id).
 pub const LIMIT_KEY: &str = "Jetq-Limit-Key";
 
+/// The flow headers as [`HeaderName`](async_nats::header::HeaderName)s: a worker looks one up
+/// on every delivery, and a `&str` name is validated and copied per lookup.
+pub mod names {
+    use async_nats::header::HeaderName;
+
+    /// [`UNIQUE_KEY`](super::UNIQUE_KEY).
+    pub const UNIQUE_KEY: HeaderName = HeaderName::from_static(super::UNIQUE_KEY);
+    /// [`UNIQUE_SCOPE`](super::UNIQUE_SCOPE).
+    pub const UNIQUE_SCOPE: HeaderName = HeaderName::from_static(super::UNIQUE_SCOPE);
+    /// [`LIMIT_KEY`](super::LIMIT_KEY).
+    pub const LIMIT_KEY: HeaderName = HeaderName::from_static(super::LIMIT_KEY);
+}
+
 /// Compare-and-set rounds before a writer gives up (as for status records).
 pub const CAS_ROUNDS: u32 = 8;
 
