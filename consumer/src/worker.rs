@@ -262,7 +262,9 @@ impl WorkerBuilder {
         self.limits_for(T::QUEUE, T::NAME, limits)
     }
 
-    /// [`WorkerBuilder::limits`] by queue and task name (for raw handlers).
+    /// [`WorkerBuilder::limits`] by queue and task name (for raw handlers). With task
+    /// [`ANY_TASK`](crate::ANY_TASK) the limits apply to each task type of the queue that has
+    /// none of its own, every type counted apart.
     pub fn limits_for(
         mut self,
         queue: impl Into<String>,

@@ -408,3 +408,64 @@ async fn a_per_key_rate_limit_paces_each_key_on_its_own() {
         "keys are paced apart, not in one bucket: {took:?}"
     );
 }
+
+/// Limits on a queue's catch-all handler (`ANY_TASK`) apply to each task type of the queue
+/// apart: with at most 1 at once, two tasks of one type never overlap.
+#[tokio::test]
+async fn catch_all_limits_apply_to_each_task_type_apart() {
+    use jetq_consumer::{ConcurrencyLimit, Limits, TaskContext, TaskOptions, ANY_TASK};
+    use jetq_producer::RawTask;
+    init_logs();
+    let server = NatsServer::start().await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant, Instant)>();
+    let built = worker(&server)
+        .raw_handler(
+            "hooks",
+            ANY_TASK,
+            TaskOptions::default(),
+            move |_payload: bytes::Bytes, ctx: TaskContext| {
+                let tx = tx.clone();
+                async move {
+                    let start = Instant::now();
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    tx.send((ctx.task().to_owned(), start, Instant::now())).ok();
+                    ok()
+                }
+            },
+        )
+        .limits_for(
+            "hooks",
+            ANY_TASK,
+            Limits::new().concurrency(ConcurrencyLimit::new(1).unwrap()),
+        )
+        .build()
+        .await
+        .unwrap();
+    let (_stop, _run) = spawn_worker(built);
+    let producer = producer(&server).await;
+    for task in ["a", "a", "a", "b", "b", "b"] {
+        producer
+            .enqueue_raw(RawTask {
+                queue: "hooks".into(),
+                task: task.into(),
+                payload: bytes::Bytes::from_static(b"{}"),
+                options: EnqueueOptions::new(),
+            })
+            .await
+            .unwrap();
+    }
+    let mut runs: HashMap<String, Vec<(Instant, Instant)>> = HashMap::new();
+    for _ in 0..6 {
+        let (task, start, end) = next(&mut rx, "the next run").await;
+        runs.entry(task).or_default().push((start, end));
+    }
+    for (task, mut intervals) in runs {
+        intervals.sort();
+        for pair in intervals.windows(2) {
+            assert!(
+                pair[1].0 >= pair[0].1,
+                "two tasks of type {task} ran at once"
+            );
+        }
+    }
+}

@@ -177,11 +177,17 @@ impl FlowControl {
         unique::release_point(headers) == Some(ReleaseAt::End)
     }
 
+    /// The limits of a task type: its own, else its queue's catch-all's
+    /// ([`ANY_TASK`](crate::ANY_TASK), each type of the queue limited apart).
     fn limits_of(&self, queue: &str, task: &str) -> Option<&Limits> {
         if self.limits.is_empty() {
             return None;
         }
-        self.limits.get(queue)?.get(task).filter(|l| !l.is_empty())
+        let tasks = self.limits.get(queue)?;
+        tasks
+            .get(task)
+            .or_else(|| tasks.get(crate::ANY_TASK))
+            .filter(|l| !l.is_empty())
     }
 
     /// Takes the delivery's slot and token, or says how long it must wait.
