@@ -340,6 +340,7 @@ impl WorkerBuilder {
             limit_table,
             self.settings.provision,
             self.settings.ack_wait,
+            &meter,
         )
         .await?;
         let recheck = self.settings.heartbeat_interval();

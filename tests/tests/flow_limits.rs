@@ -469,3 +469,56 @@ async fn catch_all_limits_apply_to_each_task_type_apart() {
         }
     }
 }
+
+/// Waiting for a limit is visible: `jetq.flow.waits{jetq.flow.limit="rate"}` counts the
+/// hand-backs of tasks over a rate limit.
+#[tokio::test]
+async fn waits_for_a_limit_are_counted() {
+    use jetq_consumer::{Limits, RateLimit, TaskContext};
+    use jetq_telemetry::{Readiness, Telemetry, TelemetryConfig};
+    use jetq_tests::otel::{http_get, isolate_subscribers, metric, parse_prometheus};
+    isolate_subscribers();
+    let telemetry = Telemetry::new(TelemetryConfig::local("jetq-worker", "warn")).unwrap();
+    let server = NatsServer::start().await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let built = worker(&server)
+        .meter(telemetry.meter("jetq-consumer"))
+        .handler(move |job: Job, _ctx: TaskContext| {
+            let tx = tx.clone();
+            async move {
+                tx.send(job.n).ok();
+                ok()
+            }
+        })
+        .limits::<Job>(Limits::new().rate(RateLimit::new(4.0, 1).unwrap()))
+        .build()
+        .await
+        .unwrap();
+    let health = telemetry.serve_health(Readiness::new()).await.unwrap();
+    let (_stop, _run) = spawn_worker(built);
+    let producer = producer(&server).await;
+    let jobs: Vec<Job> = (0..3)
+        .map(|n| Job {
+            n,
+            note: String::new(),
+        })
+        .collect();
+    for result in producer.enqueue_many(&jobs).await {
+        result.unwrap();
+    }
+    for _ in 0..3 {
+        next(&mut rx, "every task to run").await;
+    }
+    let (code, body) = http_get(health.local_addr(), "/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    let waits = metric(
+        &parse_prometheus(&body),
+        "jetq_flow_waits_total",
+        &[("jetq_flow_limit", "rate")],
+    );
+    assert!(
+        waits >= 2.0,
+        "two of three tasks waited for a token: {waits}"
+    );
+    health.stop().await;
+}

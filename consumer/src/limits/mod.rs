@@ -8,6 +8,7 @@
 //! reach this module: the check is one map lookup and one header lookup.
 
 mod locks;
+mod metrics;
 mod rate;
 mod slots;
 mod unique;
@@ -111,6 +112,8 @@ pub(crate) struct FlowControl {
     lease: Duration,
     /// One local writer per entry at a time (see `locks.rs`).
     entry_locks: locks::EntryLocks,
+    /// Waits and debounce drops (see `metrics.rs`).
+    metrics: metrics::FlowMetrics,
 }
 
 impl FlowControl {
@@ -120,6 +123,7 @@ impl FlowControl {
         limits: LimitTable,
         provision: bool,
         lease: Duration,
+        meter: &opentelemetry::metrics::Meter,
     ) -> Result<FlowControl, crate::WorkerError> {
         let any = limits
             .values()
@@ -163,6 +167,7 @@ impl FlowControl {
             unique: UniqueKeys::new(topology.clone()),
             lease,
             entry_locks: locks::EntryLocks::new(),
+            metrics: metrics::FlowMetrics::new(meter),
         })
     }
 
@@ -218,7 +223,10 @@ impl FlowControl {
                             self.entry_locks.clone(),
                         )));
                     }
-                    slots::Taken::No { retry_in } => return Admission::Wait(retry_in),
+                    slots::Taken::No { retry_in } => {
+                        self.metrics.waited(task.queue, task.task, "concurrency");
+                        return Admission::Wait(retry_in);
+                    }
                 }
             }
             if let Some(rate) = limits.rate {
@@ -228,6 +236,7 @@ impl FlowControl {
                 {
                     // Waiting for a token must not hold a slot someone else could use.
                     permit.release().await;
+                    self.metrics.waited(task.queue, task.task, "rate");
                     return Admission::Wait(wait);
                 }
             }
@@ -236,6 +245,7 @@ impl FlowControl {
             Some(ReleaseAt::Start) => self.unique.release(&task).await,
             Some(ReleaseAt::StartIfLatest) if !self.unique.release_if_latest(&task).await => {
                 permit.release().await;
+                self.metrics.replaced(task.queue, task.task);
                 return Admission::Replaced;
             }
             _ => {}
