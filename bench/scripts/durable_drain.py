@@ -22,11 +22,17 @@ Modes (see docs/DURABLE_DRAIN.md):
   limits_ackall  Limits stream, AckAll, ack every 50th message, purge as above
   limits_memcons Limits stream, consumer mem_storage, explicit ack, purge as above
 
-`--crash MODE` instead runs the crash check: drain MODE, kill -9 the server after half the tasks,
-restart it on the same store, drain the rest, and count tasks lost / redelivered.
+`--mixed pub|atomic` loads nothing beforehand: a second connection enqueues (one by one with 256
+in flight, or atomic batches of 500) while the drain runs, and the rate is end to end.
+`--count-syscalls` attaches strace to the server for the drain and prints fsync/pwrite64/renameat
+counts per task (strace slows the server: read the counts, not the rates).
+`--crash MODE` instead runs the crash check: drain MODE (handler throttled to --crash-rate), kill -9
+the server after half the tasks, restart it on the same store, drain the rest, and count tasks lost
+/ redelivered; exits 1 if a task was lost.
 
 Usage (from the repository root):
   .tools/venv/bin/python bench/scripts/durable_drain.py --rounds 3
+  .tools/venv/bin/python bench/scripts/durable_drain.py --rounds 3 --mixed atomic --modes wq,limits_purge
   .tools/venv/bin/python bench/scripts/durable_drain.py --crash limits_purge
 """
 
