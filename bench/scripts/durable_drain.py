@@ -525,6 +525,45 @@ async def crash_check(binary: str, name: str, args) -> dict:
     }
 
 
+async def noop_purge_check(binary: str, args) -> dict:
+    """Syscalls of 100 purge ticks that find nothing (the steady state of an idle purger)."""
+    mode = MODES["limits_purge"]
+    with tempfile.TemporaryDirectory(prefix="noop-purge-") as store:
+        server = Server(binary, store)
+        await server.start()
+        try:
+            nc = await nats.connect(server.url, max_reconnect_attempts=0)
+            js = nc.jetstream(timeout=30)
+            emails, _ = await setup(nc, mode, 1000, args.size, ack_wait=30)
+            drainer = Drainer(nc, mode, args.batch, emails)
+            await drainer.start()
+            await asyncio.wait_for(drainer.done.wait(), 120)
+            drainer.stopped = True
+            await nc.request(drainer.last_reply, mode.ack_body, timeout=30)
+            await purge_below_floor(js)
+            await asyncio.sleep(0.5)
+            trace_out = os.path.join(store, "strace.txt")
+            tracer = subprocess.Popen(
+                ["strace", "-f", "-c", "-p", str(server.proc.pid), "-o", trace_out,
+                 "-e", "trace=fsync,fdatasync,write,pwrite64,openat,rename,renameat,unlink"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            await asyncio.sleep(1.0)
+            t0 = time.perf_counter()
+            for _ in range(100):
+                await purge_below_floor(js)
+            elapsed = time.perf_counter() - t0
+            await asyncio.sleep(0.3)
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait(timeout=30)
+            with open(trace_out) as f:
+                syscalls = parse_strace(f.read())
+            await nc.close()
+        finally:
+            server.stop()
+    return {"noop_purge_ticks": 100, "seconds": round(elapsed, 3), "syscalls": syscalls}
+
+
 async def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--server", default=os.environ.get("NATS_SERVER", ".tools/venv/bin/nats-server"))
@@ -541,6 +580,9 @@ async def main() -> int:
     p.add_argument("--count-syscalls", action="store_true",
                    help="strace the server during the drain and print fsync/write counts per task "
                         "(slows the drain: use for counts, not for rates)")
+    p.add_argument("--noop-purge-check", action="store_true",
+                   help="strace 100 purge ticks (consumer info + filtered purge) that find "
+                        "nothing, on a drained Limits stream")
     p.add_argument("--crash", help="run the crash check for this mode instead")
     p.add_argument("--crash-ack-wait", type=float, default=2.0)
     p.add_argument("--crash-rate", type=float, default=5000,
@@ -550,6 +592,10 @@ async def main() -> int:
     version = subprocess.run([args.server, "--version"], capture_output=True, text=True).stdout
     print(f"# {version.strip()}  n={args.n} size={args.size} batch={args.batch} "
           f"purge_ms={args.purge_ms} mixed={args.mixed}", flush=True)
+
+    if args.noop_purge_check:
+        print(json.dumps(await noop_purge_check(args.server, args), indent=1))
+        return 0
 
     if args.crash:
         result = await crash_check(args.server, args.crash, args)
