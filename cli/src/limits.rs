@@ -71,6 +71,9 @@ pub struct ConcurrencySlots {
     pub limit_key: Option<String>,
     /// The running tasks holding a live slot: (task stream sequence, task id, lease end).
     pub running: Vec<(u64, String, String)>,
+    /// Tasks handed back because every slot was taken, not yet back (approximate: one that
+    /// found a slot early is counted until its expected return).
+    pub waiting: usize,
 }
 
 /// One unique key held.
@@ -151,6 +154,14 @@ impl Admin {
         if let Some(store) = open(self, &limits_bucket).await? {
             overview.limits_bucket = true;
             let all = entries(&store, &limits_bucket).await?;
+            let waiting: Vec<flow::concurrency::Waiting> = all
+                .iter()
+                .filter(|(key, _)| key.starts_with("wait."))
+                .filter_map(|(_, value)| serde_json::from_slice(value).ok())
+                .filter(|w: &flow::concurrency::Waiting| {
+                    flow::parse_micros(&w.until).is_some_and(|until| until > now)
+                })
+                .collect();
             let reservations: Vec<RateReservation> = all
                 .iter()
                 .filter(|(key, _)| key.starts_with("resv."))
@@ -192,6 +203,7 @@ impl Admin {
                                 .live(now)
                                 .map(|h| (h.sequence, h.task_id.clone(), h.until.clone()))
                                 .collect(),
+                            waiting: waiting.iter().filter(|w| w.limit == *key).count(),
                         });
                     }
                     _ => {}
@@ -225,7 +237,7 @@ impl Admin {
     /// Deletes one flow-control entry by hand: a unique key (`<queue>.<task>.<key>` as listed)
     /// or a limits entry (`rate.…`, `conc.…`, `resv.…`). Returns the bucket it was in.
     pub async fn release_limit(&self, entry: &str) -> Result<String, AdminError> {
-        let limits = ["rate.", "conc.", "resv.", "conf."]
+        let limits = ["rate.", "conc.", "resv.", "conf.", "wait."]
             .iter()
             .any(|prefix| entry.starts_with(prefix));
         let bucket = if limits {
@@ -317,10 +329,11 @@ pub fn render(overview: &LimitsOverview) -> String {
             .map(|(seq, id, _)| format!("{id} (seq {seq})"))
             .collect();
         out.push_str(&format!(
-            "  {}  running {}: {}\n",
+            "  {}  running {}: {}  waiting {}\n",
             c.entry,
             c.running.len(),
-            running.join(", ")
+            running.join(", "),
+            c.waiting
         ));
     }
     out.push_str("UNIQUE KEYS\n");

@@ -127,4 +127,27 @@ async fn limits_lists_what_the_workers_registered_and_who_holds_what() {
             .await,
         Err(jetq_cli::AdminError::NotFound { .. })
     ));
+
+    // Two more long tasks of the same limit key: one takes the second slot, the other waits.
+    for _ in 0..2 {
+        producer
+            .enqueue_with(
+                &Job {
+                    n: 1,
+                    note: String::new(),
+                },
+                EnqueueOptions::new().limit_key("tenant-7"),
+            )
+            .await
+            .unwrap();
+    }
+    let admin = admin(&server).await;
+    let slots = eventually(WAIT, "a task to wait for a slot", || async {
+        let overview = admin.limits().await.unwrap();
+        let slots = overview.concurrency[0].clone();
+        (slots.running.len() == 2 && slots.waiting >= 1).then_some(slots)
+    })
+    .await;
+    assert_eq!(slots.entry, "conc.work.job.tenant-7");
+    assert!(jetq_cli::limits::render(&admin.limits().await.unwrap()).contains("waiting"));
 }

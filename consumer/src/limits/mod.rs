@@ -225,6 +225,7 @@ impl FlowControl {
                     }
                     slots::Taken::No { retry_in } => {
                         self.metrics.waited(task.queue, task.task, "concurrency");
+                        slots::note_waiting(store, &entry, task.sequence, retry_in).await;
                         return Admission::Wait(retry_in);
                     }
                 }

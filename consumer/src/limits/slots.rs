@@ -121,6 +121,32 @@ pub(super) async fn acquire(
     }
 }
 
+/// Notes (a plain `put` of `wait.<sequence>`) that the task waits for a slot of `entry` until
+/// it comes back, so operators see what waits on a limit. Best effort.
+pub(super) async fn note_waiting(
+    store: &kv::Store,
+    entry: &str,
+    sequence: u64,
+    retry_in: Duration,
+) {
+    let until = now().saturating_add(i64::try_from(retry_in.as_micros()).unwrap_or(i64::MAX));
+    let waiting = jetq_contract::flow::concurrency::Waiting {
+        limit: entry.to_owned(),
+        until: flow::format_micros(until),
+    };
+    let written = match serde_json::to_vec(&waiting) {
+        Ok(bytes) => store
+            .put(flow::keys::waiting_entry(sequence), bytes.into())
+            .await
+            .err()
+            .map(|err| err.to_string()),
+        Err(err) => Some(err.to_string()),
+    };
+    if let Some(err) = written {
+        tracing::debug!(entry, error = %err, "could not note a waiting task");
+    }
+}
+
 /// A slot held by a running task, its lease renewed in the background until released.
 pub(super) struct HeldSlot {
     store: kv::Store,

@@ -63,6 +63,16 @@ pub struct Holder {
     pub until: String,
 }
 
+/// The value of a `wait.<sequence>` entry: a task handed back because every slot of `limit`
+/// was taken, expected back `until`. Informational (what `jetq limits` counts as waiting).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    /// The concurrency entry's key.
+    pub limit: String,
+    /// When the task is redelivered.
+    pub until: String,
+}
+
 /// The value of a concurrency entry: `{"holders":[…]}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Slots {

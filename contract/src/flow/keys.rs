@@ -85,6 +85,12 @@ pub fn reservation_entry(sequence: u64) -> String {
     format!("resv.{sequence}")
 }
 
+/// The KV key of a task waiting for a concurrency slot: `wait.<task stream sequence>`
+/// (informational: operators count what waits on a limit).
+pub fn waiting_entry(sequence: u64) -> String {
+    format!("wait.{sequence}")
+}
+
 fn limit_entry(kind: &str, queue: &str, task: &str, limit_key: Option<&str>) -> String {
     match limit_key {
         Some(key) => format!("{kind}.{queue}.{task}.{}", crate::status::key(key)),
