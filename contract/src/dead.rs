@@ -90,6 +90,20 @@ impl Topology {
     }
 }
 
+/// The chunk size for a body stored in `JETQ_DEAD_PAYLOADS` on a server whose `max_payload` is
+/// `max_payload`: half of it, between 1 KiB and the object store's default of 128 KiB. With the
+/// default on a server that allows less than 128 KiB per message, every chunk would be refused
+/// and the dead letter retried forever.
+///
+/// ```
+/// use jetq_contract::dead::body_chunk_size;
+/// assert_eq!(body_chunk_size(1024 * 1024), 128 * 1024);
+/// assert_eq!(body_chunk_size(64 * 1024), 32 * 1024);
+/// ```
+pub fn body_chunk_size(max_payload: usize) -> usize {
+    (max_payload / 2).clamp(1024, 128 * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

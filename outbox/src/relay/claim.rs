@@ -248,7 +248,7 @@ impl Relay {
             // than a small max_payload).
             let meta = async_nats::jetstream::object_store::ObjectMetadata {
                 name: object.clone(),
-                chunk_size: Some((max_payload / 2).clamp(1024, 128 * 1024)),
+                chunk_size: Some(jetq_contract::dead::body_chunk_size(max_payload)),
                 ..Default::default()
             };
             store
