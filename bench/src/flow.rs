@@ -1,12 +1,13 @@
 //! The cost per task of flow control (docs/FLOW_CONTROL.md) against a plain queue, on the same
-//! server in the same run: enqueue one by one with and without a unique key, and drain in one
+//! server in the same run: enqueue one by one with and without a unique key (and with a
+//! debounce key: a delayed publish plus the key's read and write), and drain in one
 //! in-process worker with no limit, a rate limit and a concurrency limit set so high that no
 //! task ever waits — so the figures are the bookkeeping alone (the KV round trips).
 
 use std::time::{Duration, Instant};
 
 use jetq_consumer::{ConcurrencyLimit, Limits, RateLimit, TaskContext, TaskError, Worker};
-use jetq_producer::{EnqueueOptions, Producer, Unique};
+use jetq_producer::{EnqueueOptions, Producer, Unique, UniqueScope};
 
 use crate::{
     measure::{Outcome, ServerSpec},
@@ -18,6 +19,7 @@ use crate::{
 pub(crate) struct FlowCosts {
     pub enqueue_plain: f64,
     pub enqueue_unique: f64,
+    pub enqueue_debounced: f64,
     pub drain_plain: f64,
     pub drain_rate_limited: f64,
     pub drain_concurrency_limited: f64,
@@ -43,6 +45,11 @@ pub(crate) async fn measure(
         EnqueueOptions::new().unique(Unique::key(format!("bench:{i}")))
     })
     .await?;
+    let debounce = UniqueScope::debounce(Duration::from_secs(3600)).map_err(|e| e.to_string())?;
+    let enqueue_debounced = enqueue_rate(&producer, duration, |i| {
+        EnqueueOptions::new().unique(Unique::key(format!("debounce:{i}")).scope(debounce))
+    })
+    .await?;
     purge(&url).await?;
     let drain_plain = drain_rate(&producer, &url, n, Limits::new()).await?;
     let generous = RateLimit::new(1e9, u32::MAX).map_err(|e| e.to_string())?;
@@ -54,6 +61,7 @@ pub(crate) async fn measure(
     Ok(FlowCosts {
         enqueue_plain,
         enqueue_unique,
+        enqueue_debounced,
         drain_plain,
         drain_rate_limited,
         drain_concurrency_limited,

@@ -692,6 +692,9 @@ async fn run(config: Config) -> Result<(), String> {
                 ("enqueue one by one, unique key (scope active)", |c| {
                     c.enqueue_unique
                 }),
+                ("enqueue one by one, debounce key (a delayed task)", |c| {
+                    c.enqueue_debounced
+                }),
                 ("drain, 1 in-process worker, plain", |c| c.drain_plain),
                 ("drain, 1 in-process worker, rate limit", |c| {
                     c.drain_rate_limited
