@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
+use async_nats::jetstream::kv;
 use jetq_contract::flow::{
     self,
     concurrency::{Acquire, Slots},
@@ -12,7 +12,7 @@ use jetq_contract::flow::{
 use tokio::task::JoinHandle;
 
 use super::{
-    locks::{self, EntryLocks, ROUNDS},
+    locks::{self, EntryLocks},
     FlowTask,
 };
 
@@ -30,50 +30,19 @@ fn lease_micros(lease: Duration) -> i64 {
     i64::try_from(lease.as_micros()).unwrap_or(i64::MAX)
 }
 
-/// Writes `change(slots)` to `entry` with compare-and-set, reading again on a conflict.
-/// `Ok(None)` when `change` decided not to write; `Err` when the store failed or kept changing.
+/// Writes `change(slots)` to `entry` with compare-and-set (see [`locks::modify`]).
 async fn modify<T>(
     store: &kv::Store,
     entry: &str,
     entry_locks: &EntryLocks,
     mut change: impl FnMut(&Slots) -> (Option<Slots>, T),
 ) -> Result<T, String> {
-    let _local = entry_locks.lock(entry).await;
-    for round in 0..ROUNDS {
-        if round > 0 {
-            locks::after_conflict().await;
-        }
-        let current = store.entry(entry).await.map_err(|err| err.to_string())?;
-        let (slots, revision) = match &current {
-            Some(e) if !matches!(e.operation, Operation::Delete | Operation::Purge) => {
-                (Slots::from_json(&e.value), Some(e.revision))
-            }
-            Some(e) => (Slots::default(), Some(e.revision)),
-            None => (Slots::default(), None),
-        };
+    locks::modify(store, entry, entry_locks, |value| {
+        let slots = value.map(Slots::from_json).unwrap_or_default();
         let (write, answer) = change(&slots);
-        let Some(write) = write else {
-            return Ok(answer);
-        };
-        let written = match revision {
-            Some(revision) => store.update(entry, write.to_json().into(), revision).await,
-            None => store
-                .create(entry, write.to_json().into())
-                .await
-                .map_err(|err| match err.kind() {
-                    kv::CreateErrorKind::AlreadyExists => {
-                        kv::UpdateError::new(UpdateErrorKind::WrongLastRevision)
-                    }
-                    _ => kv::UpdateError::new(UpdateErrorKind::Other),
-                }),
-        };
-        match written {
-            Ok(_) => return Ok(answer),
-            Err(err) if err.kind() == UpdateErrorKind::WrongLastRevision => continue,
-            Err(err) => return Err(err.to_string()),
-        }
-    }
-    Err(format!("{entry} changed {ROUNDS} times while writing it"))
+        (write.map(|slots| slots.to_json()), answer)
+    })
+    .await
 }
 
 /// Takes a slot of `limit` for the task, or says when to try again.
