@@ -197,6 +197,13 @@ impl FlowControl {
 
     /// Takes the delivery's slot and token, or says how long it must wait.
     pub(crate) async fn admit(&self, task: FlowTask<'_>) -> Admission {
+        let release = unique::release_point(task.headers);
+        // A debounced task a later enqueue replaced is dropped before it takes a slot or a
+        // token it would waste.
+        if release == Some(ReleaseAt::StartIfLatest) && self.unique.replaced(&task).await {
+            self.metrics.replaced(task.queue, task.task);
+            return Admission::Replaced;
+        }
         let mut permit = Permit::default();
         if let (Some(limits), Some(store)) = (self.limits_of(task.queue, task.task), &self.store) {
             if let Some(concurrency) = limits.concurrency {
@@ -242,14 +249,8 @@ impl FlowControl {
                 }
             }
         }
-        match unique::release_point(task.headers) {
-            Some(ReleaseAt::Start) => self.unique.release(&task).await,
-            Some(ReleaseAt::StartIfLatest) if !self.unique.release_if_latest(&task).await => {
-                permit.release().await;
-                self.metrics.replaced(task.queue, task.task);
-                return Admission::Replaced;
-            }
-            _ => {}
+        if matches!(release, Some(ReleaseAt::Start | ReleaseAt::StartIfLatest)) {
+            self.unique.release(&task).await;
         }
         Admission::Run(permit)
     }

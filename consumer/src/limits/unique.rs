@@ -88,39 +88,25 @@ impl UniqueKeys {
         }
     }
 
-    /// Debounce: false if the key names another task (this one was replaced); else releases
-    /// the key (if it names this task) and returns true. A key that cannot be read counts as
-    /// naming this task: a task is never dropped on a guess.
-    pub(super) async fn release_if_latest(&self, task: &FlowTask<'_>) -> bool {
+    /// Debounce: true if the key names another task (a later enqueue replaced this one). A key
+    /// that is missing or cannot be read counts as naming this task: a task is never dropped on
+    /// a guess.
+    pub(super) async fn replaced(&self, task: &FlowTask<'_>) -> bool {
         let Some(key) = task.headers.get(flow::names::UNIQUE_KEY) else {
-            return true;
+            return false;
         };
         let Some(store) = self.store().await else {
-            return true;
+            return false;
         };
         let entry = flow::keys::unique_entry(task.queue, task.task, key.as_str());
-        let current = match store.entry(&entry).await {
-            Ok(Some(current))
-                if !matches!(current.operation, Operation::Delete | Operation::Purge) =>
-            {
-                current
+        match store.get(&entry).await {
+            Ok(Some(value)) => {
+                UniqueHold::from_json(&value).is_ok_and(|hold| hold.task_id != task.id)
             }
-            Ok(_) => return true,
+            Ok(None) => false,
             Err(err) => {
                 tracing::warn!(entry, error = %err, "could not read the debounce key; running the task");
-                return true;
-            }
-        };
-        match UniqueHold::from_json(&current.value) {
-            Ok(hold) if hold.task_id != task.id => false,
-            _ => {
-                if let Err(err) = store
-                    .delete_expect_revision(&entry, Some(current.revision))
-                    .await
-                {
-                    tracing::debug!(entry, error = %err, "debounce key changed meanwhile");
-                }
-                true
+                false
             }
         }
     }
