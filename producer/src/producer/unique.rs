@@ -366,7 +366,12 @@ impl Producer {
         store: kv::Store,
         entry: String,
     ) -> Result<Enqueued, EnqueueError> {
-        let (key, task_name) = (entry.clone(), prepared.task.to_string());
+        let key = prepared
+            .extra_headers
+            .get(flow::UNIQUE_KEY)
+            .map(|value| value.as_str().to_owned())
+            .unwrap_or_default();
+        let task_name = prepared.task.to_string();
         let failed = |reason: String| EnqueueError::Unique {
             task: task_name.clone(),
             key: key.clone(),
