@@ -234,6 +234,86 @@ impl Admin {
         Ok(overview)
     }
 
+    /// Deletes the flow-control entries that no longer hold anything (see
+    /// [`LimitsAction::Prune`]).
+    pub async fn prune_limits(&self) -> Result<Pruned, AdminError> {
+        /// A reservation or waiting note this long past is left by a task that never came back.
+        const STALE_MICROS: i64 = 3_600_000_000;
+        let now = flow::micros(SystemTime::now());
+        let mut pruned = Pruned::default();
+        let unique_bucket = flow::unique_bucket(self.subjects());
+        if let Some(store) = open(self, &unique_bucket).await? {
+            for (key, value) in entries(&store, &unique_bucket).await? {
+                let free = match UniqueHold::from_json(&value) {
+                    Err(_) => true,
+                    Ok(hold) => match hold.judge(now) {
+                        flow::unique::Judgement::Held => false,
+                        flow::unique::Judgement::Free => true,
+                        flow::unique::Judgement::HeldIfTaskExists(sequence) => {
+                            !self.task_in_stream(sequence, &hold.task_id).await?
+                        }
+                    },
+                };
+                if free && delete_unchanged(&store, &key, &value).await? {
+                    pruned.unique.push(key);
+                }
+            }
+        }
+        let limits_bucket = flow::limits_bucket(self.subjects());
+        if let Some(store) = open(self, &limits_bucket).await? {
+            for (key, value) in entries(&store, &limits_bucket).await? {
+                let stale = |text: Option<String>| {
+                    text.and_then(|t| flow::parse_micros(&t))
+                        .is_none_or(|at| at < now - STALE_MICROS)
+                };
+                let idle = match key.split('.').next() {
+                    Some("conc") => Slots::from_json(&value).live(now).next().is_none(),
+                    // A bucket whose tokens are all back is the same as no entry.
+                    Some("rate") => serde_json::from_slice::<RateState>(&value)
+                        .ok()
+                        .and_then(|state| flow::parse_micros(&state.tat))
+                        .is_none_or(|tat| tat < now - STALE_MICROS),
+                    Some("resv") => stale(
+                        serde_json::from_slice::<RateReservation>(&value)
+                            .ok()
+                            .map(|r| r.at),
+                    ),
+                    Some("wait") => stale(
+                        serde_json::from_slice::<flow::concurrency::Waiting>(&value)
+                            .ok()
+                            .map(|w| w.until),
+                    ),
+                    _ => false,
+                };
+                if idle && delete_unchanged(&store, &key, &value).await? {
+                    pruned.limits.push(key);
+                }
+            }
+        }
+        Ok(pruned)
+    }
+
+    /// True if the task stream holds task `id` at `sequence` (as a producer checks a holder).
+    async fn task_in_stream(&self, sequence: u64, id: &str) -> Result<bool, AdminError> {
+        let stream = self.tasks_stream().await?;
+        match stream.get_raw_message(sequence).await {
+            Ok(message) => Ok(message
+                .headers
+                .get(jetq_contract::headers::names::MSG_ID)
+                .is_none_or(|stored| stored.as_str() == id)),
+            Err(err)
+                if err.kind()
+                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(AdminError::Nats {
+                action: format!("cannot read task stream message {sequence}"),
+                source: Box::new(err),
+            }),
+        }
+    }
+
     /// Deletes one flow-control entry by hand: a unique key (`<queue>.<task>.<key>` as listed)
     /// or a limits entry (`rate.…`, `conc.…`, `resv.…`). Returns the bucket it was in.
     pub async fn release_limit(&self, entry: &str) -> Result<String, AdminError> {
@@ -273,6 +353,27 @@ impl Admin {
                 hint: Some("`jetq limits` lists the entries".into()),
             }),
         }
+    }
+}
+
+/// Deletes `key` if it still holds `value` (a delete on the revision just read); false if it
+/// changed meanwhile (a live writer won).
+async fn delete_unchanged(store: &kv::Store, key: &str, value: &[u8]) -> Result<bool, AdminError> {
+    let current = store.entry(key).await.map_err(|err| AdminError::Nats {
+        action: format!("cannot read {key}"),
+        source: Box::new(err),
+    })?;
+    match current {
+        Some(entry)
+            if !matches!(entry.operation, Operation::Delete | Operation::Purge)
+                && entry.value.as_ref() == value =>
+        {
+            Ok(store
+                .delete_expect_revision(key, Some(entry.revision))
+                .await
+                .is_ok())
+        }
+        _ => Ok(false),
     }
 }
 
@@ -374,6 +475,20 @@ pub enum LimitsAction {
         /// The entry, as `jetq limits` lists it.
         entry: String,
     },
+    /// Delete the entries that no longer hold anything: unique keys whose lease or period is
+    /// over or whose task left the task stream, slot entries with no live lease, full rate
+    /// buckets, reservations and waiting notes long past. Each is deleted only if unchanged
+    /// since it was read, so a live writer always wins.
+    Prune,
+}
+
+/// What `jetq limits prune` deleted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Pruned {
+    /// The unique keys deleted (as listed).
+    pub unique: Vec<String>,
+    /// The limits entries deleted.
+    pub limits: Vec<String>,
 }
 
 /// What `jetq limits release` did.
@@ -394,6 +509,18 @@ pub async fn run(admin: &Admin, args: &LimitsArgs, json: bool) -> Result<(), Adm
                 serde_json::to_string_pretty(&overview)
             } else {
                 Ok(render(&overview))
+            }
+        }
+        Some(LimitsAction::Prune) => {
+            let pruned = admin.prune_limits().await?;
+            if json {
+                serde_json::to_string_pretty(&pruned)
+            } else {
+                Ok(format!(
+                    "pruned {} unique key(s) and {} limits entr(ies)\n",
+                    pruned.unique.len(),
+                    pruned.limits.len()
+                ))
             }
         }
         Some(LimitsAction::Release { entry }) => {

@@ -151,3 +151,73 @@ async fn limits_lists_what_the_workers_registered_and_who_holds_what() {
     assert_eq!(slots.entry, "conc.work.job.tenant-7");
     assert!(jetq_cli::limits::render(&admin.limits().await.unwrap()).contains("waiting"));
 }
+
+/// `jetq limits prune` deletes what no longer holds anything and keeps what does.
+#[tokio::test]
+async fn prune_deletes_only_entries_that_hold_nothing() {
+    use jetq_contract::flow::{self, concurrency::Slots, unique::UniqueHold, UniqueScope};
+    let server = NatsServer::start().await;
+    let producer = producer(&server).await;
+    // A live unique key: its task is queued.
+    let live = producer
+        .enqueue_with(
+            &Job {
+                n: 1,
+                note: String::new(),
+            },
+            EnqueueOptions::new().unique(Unique::key("live")),
+        )
+        .await
+        .unwrap();
+    let js = raw_jetstream(&server).await;
+    let unique = js.get_key_value("JETQ_UNIQUE").await.unwrap();
+    let now = flow::micros(std::time::SystemTime::now());
+    // A producer that died before publishing, a minute and more ago.
+    let dead = UniqueHold::pending(
+        "01DEAD",
+        "work",
+        "job",
+        UniqueScope::Active,
+        now - 61_000_000,
+    );
+    unique
+        .create("work.job.dead", dead.to_json().into())
+        .await
+        .unwrap();
+    let limits = js
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: "JETQ_LIMITS".into(),
+            history: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Slots whose only holder's lease ended (its worker was killed), and a live one.
+    let expired = Slots::default().acquire(1, 7, "T7", now - 10_000_000, now - 5_000_000);
+    let running = Slots::default().acquire(1, 8, "T8", now, now + 30_000_000);
+    for (key, acquired) in [("conc.work.job", expired), ("conc.work.job.k", running)] {
+        let jetq_contract::flow::concurrency::Acquire::Taken(slots) = acquired else {
+            panic!()
+        };
+        limits.put(key, slots.to_json().into()).await.unwrap();
+    }
+    let pruned = admin(&server).await.prune_limits().await.unwrap();
+    assert_eq!(pruned.unique, vec!["work.job.dead".to_owned()]);
+    assert_eq!(pruned.limits, vec!["conc.work.job".to_owned()]);
+    assert!(unique.get("work.job.live").await.unwrap().is_some());
+    assert!(limits.get("conc.work.job.k").await.unwrap().is_some());
+    let dup = producer
+        .enqueue_with(
+            &Job {
+                n: 2,
+                note: String::new(),
+            },
+            EnqueueOptions::new().unique(Unique::key("live")),
+        )
+        .await
+        .unwrap();
+    assert!(
+        dup.duplicate && dup.id == live.id,
+        "the live key still holds"
+    );
+}
