@@ -211,9 +211,10 @@ describe('the catalog with the shipped producer permissions', { skip }, () => {
   let admin;
   let jsm;
   before(async () => {
-    const passwords = ['ADMIN', 'PRODUCER', 'WORKER_EMAILS', 'WORKER_EXPORTS', 'JANITOR', 'SCHEDULER']
-      .map((role) => `JETQ_${role}_PASSWORD: ${role.toLowerCase()}`).join('\n');
     const shipped = readFileSync(join(REPO, 'k8s', 'nats', 'permissions.conf'), 'utf8');
+    // Every password variable the file refers to (a user added there needs no change here).
+    const roles = new Set([...shipped.matchAll(/\$JETQ_([A-Z_]+)_PASSWORD/g)].map((m) => m[1]));
+    const passwords = [...roles].map((role) => `JETQ_${role}_PASSWORD: ${role.toLowerCase()}`).join('\n');
     server = await startNatsServer({ extraConfig: `${passwords}\n${shipped}` });
     admin = await connect({ servers: server.url, user: 'admin', pass: 'admin' });
     jsm = await jetstreamManager(admin);

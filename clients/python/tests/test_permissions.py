@@ -5,6 +5,7 @@ cancel, artifacts — works with exactly those rights, with ``JETQ_PROVISION=fal
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import AsyncIterator, Iterator
 
@@ -18,13 +19,11 @@ from jetq.testing import NatsServer, stored_tasks
 from .support import config_for, within
 
 PERMISSIONS = Path(__file__).resolve().parents[3] / "k8s" / "nats" / "permissions.conf"
+# Every password variable the file refers to (a user added there needs no change here).
 PASSWORDS = {
     name: f"pw-{name.lower()}"
-    for name in (
-        "JETQ_ADMIN_PASSWORD", "JETQ_PRODUCER_PASSWORD", "JETQ_WORKER_EMAILS_PASSWORD",
-        "JETQ_WORKER_EXPORTS_PASSWORD", "JETQ_JANITOR_PASSWORD", "JETQ_SCHEDULER_PASSWORD",
-    )
-}  # fmt: skip
+    for name in sorted(set(re.findall(r"\$(JETQ_[A-Z_]+_PASSWORD)", PERMISSIONS.read_text())))
+}
 
 
 @pytest.fixture
