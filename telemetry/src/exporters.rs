@@ -121,28 +121,8 @@ impl Target<'_> {
 /// The span exporter of `target`.
 pub(crate) fn span_exporter(target: &Target<'_>) -> Result<SpanExporter, TelemetryError> {
     let built = match target.transport.protocol {
-        OtlpProtocol::HttpProtobuf => {
-            let builder = SpanExporter::builder()
-                .with_http()
-                .with_protocol(Protocol::HttpBinary)
-                .with_endpoint(target.effective_endpoint())
-                .with_timeout(target.timeout())
-                .with_headers(target.http_headers())
-                .with_http_client(target.http_client()?);
-            builder.build()
-        }
-        OtlpProtocol::Grpc => {
-            target.require_tokio()?;
-            let mut builder = SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(target.effective_endpoint())
-                .with_timeout(target.timeout())
-                .with_metadata(target.grpc_metadata()?);
-            if let Some(tls) = target.grpc_tls()? {
-                builder = builder.with_tls_config(tls);
-            }
-            builder.build()
-        }
+        OtlpProtocol::HttpProtobuf => http(SpanExporter::builder().with_http(), target)?.build(),
+        OtlpProtocol::Grpc => grpc(SpanExporter::builder().with_tonic(), target)?.build(),
     };
     built.map_err(|err| target.failed(err))
 }
@@ -150,28 +130,39 @@ pub(crate) fn span_exporter(target: &Target<'_>) -> Result<SpanExporter, Telemet
 /// The metric exporter of `target`.
 pub(crate) fn metric_exporter(target: &Target<'_>) -> Result<MetricExporter, TelemetryError> {
     let built = match target.transport.protocol {
-        OtlpProtocol::HttpProtobuf => {
-            let builder = MetricExporter::builder()
-                .with_http()
-                .with_protocol(Protocol::HttpBinary)
-                .with_endpoint(target.effective_endpoint())
-                .with_timeout(target.timeout())
-                .with_headers(target.http_headers())
-                .with_http_client(target.http_client()?);
-            builder.build()
-        }
-        OtlpProtocol::Grpc => {
-            target.require_tokio()?;
-            let mut builder = MetricExporter::builder()
-                .with_tonic()
-                .with_endpoint(target.effective_endpoint())
-                .with_timeout(target.timeout())
-                .with_metadata(target.grpc_metadata()?);
-            if let Some(tls) = target.grpc_tls()? {
-                builder = builder.with_tls_config(tls);
-            }
-            builder.build()
-        }
+        OtlpProtocol::HttpProtobuf => http(MetricExporter::builder().with_http(), target)?.build(),
+        OtlpProtocol::Grpc => grpc(MetricExporter::builder().with_tonic(), target)?.build(),
     };
     built.map_err(|err| target.failed(err))
+}
+
+/// An OTLP/HTTP exporter builder (spans or metrics) set up for `target`: binary protobuf, its
+/// endpoint, timeout, headers and jetq's own HTTP client.
+fn http<B: WithExportConfig + WithHttpConfig>(
+    builder: B,
+    target: &Target<'_>,
+) -> Result<B, TelemetryError> {
+    Ok(builder
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(target.effective_endpoint())
+        .with_timeout(target.timeout())
+        .with_headers(target.http_headers())
+        .with_http_client(target.http_client()?))
+}
+
+/// An OTLP/gRPC exporter builder (spans or metrics) set up for `target`: its endpoint, timeout,
+/// headers as metadata and, for `https://`, TLS. Refused outside a Tokio runtime.
+fn grpc<B: WithExportConfig + WithTonicConfig>(
+    builder: B,
+    target: &Target<'_>,
+) -> Result<B, TelemetryError> {
+    target.require_tokio()?;
+    let builder = builder
+        .with_endpoint(target.effective_endpoint())
+        .with_timeout(target.timeout())
+        .with_metadata(target.grpc_metadata()?);
+    Ok(match target.grpc_tls()? {
+        Some(tls) => builder.with_tls_config(tls),
+        None => builder,
+    })
 }
