@@ -221,3 +221,55 @@ async fn prune_deletes_only_entries_that_hold_nothing() {
         "the live key still holds"
     );
 }
+
+/// The `jetq` binary: `limits --json` lists a held unique key, `limits release` frees it (exit
+/// 0, JSON naming the bucket), releasing it again is not found (exit 3), `limits prune --json`
+/// answers.
+#[tokio::test]
+async fn the_jetq_binary_lists_releases_and_prunes() {
+    let server = NatsServer::start().await;
+    let producer = producer(&server).await;
+    let held = producer
+        .enqueue_with(
+            &Job {
+                n: 1,
+                note: String::new(),
+            },
+            EnqueueOptions::new().unique(Unique::key("report:acme")),
+        )
+        .await
+        .unwrap();
+    let listed = jetq(&server, &["limits", "--json"]).await.ok_json();
+    assert_eq!(listed["unique_bucket"], true);
+    assert_eq!(listed["unique"][0]["entry"], "work.job.report=3Aacme");
+    assert_eq!(listed["unique"][0]["key"], "report:acme");
+    assert_eq!(listed["unique"][0]["hold"]["task_id"], held.id.as_str());
+    let text = jetq(&server, &["limits"]).await;
+    text.expect_code(0);
+    assert!(text.stdout.contains("report:acme"), "{}", text.stdout);
+    let released = jetq(
+        &server,
+        &["limits", "release", "work.job.report=3Aacme", "--json"],
+    )
+    .await
+    .ok_json();
+    assert_eq!(released["bucket"], "JETQ_UNIQUE");
+    jetq(&server, &["limits", "release", "work.job.report=3Aacme"])
+        .await
+        .expect_code(3);
+    let pruned = jetq(&server, &["limits", "prune", "--json"])
+        .await
+        .ok_json();
+    assert!(pruned["unique"].is_array());
+    let fresh = producer
+        .enqueue_with(
+            &Job {
+                n: 2,
+                note: String::new(),
+            },
+            EnqueueOptions::new().unique(Unique::key("report:acme")),
+        )
+        .await
+        .unwrap();
+    assert!(!fresh.duplicate, "released by the command");
+}

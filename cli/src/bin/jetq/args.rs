@@ -75,6 +75,9 @@ pub(crate) enum Command {
     /// Only task types with `track_status(true)` (or tasks enqueued with tracking) have a
     /// status. `--wait` follows the record until the task finishes.
     Status(StatusArgs),
+    /// Flow control: the limits the workers registered, what waits on them, the unique keys
+    /// held and their holders; `release <entry>` and `prune` (docs/FLOW_CONTROL.md).
+    Limits(jetq_cli::limits::LimitsArgs),
     /// Serve the web dashboard: live queue counts and rates, dead letters with replay and
     /// discard, schedules.
     Dashboard(DashboardArgs),

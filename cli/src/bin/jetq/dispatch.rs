@@ -171,6 +171,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), AdminError> {
             let listing = admin.catalog(args.queue.as_deref()).await?;
             print_catalog(&listing, args.queue.as_deref(), json);
         }
+        Command::Limits(args) => jetq_cli::limits::run(&admin, &args, json).await?,
         Command::Status(args) => {
             let status = match args.wait {
                 Some(timeout) => admin.wait_for_task(&args.task_id, timeout).await?,
