@@ -68,9 +68,12 @@ async fn two_relays_never_publish_a_row_twice() {
         .await;
     first.stop().await;
     second.stop().await;
-    client.flush().await.expect("flush");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    reader.abort();
+    // Draining delivers every message the server sent before it, then ends the reader: no
+    // late duplicate can be missed.
+    client.drain().await.expect("drain the wire subscriber");
+    within(WAIT, "the wire reader to see every send", reader)
+        .await
+        .expect("the wire reader ends");
 
     assert_exactly_once(&sent.lock().unwrap(), "pair", count);
     assert_exactly_once(&env.stream_ids().await, "pair", count);

@@ -78,14 +78,16 @@ async fn a_burst_of_enqueues_runs_once_with_the_last_arguments_after_the_delay()
         waited >= Duration::from_millis(1400),
         "started {waited:?} after the last enqueue, before its 1.5 s delay"
     );
-    // The four replaced tasks are released too and dropped without running.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(rx.try_recv().is_err(), "a replaced task ran");
+    // The four replaced tasks are released too and dropped without running: once the task
+    // stream is empty every one of them has been handled, and none reached the handler.
     let js = raw_jetstream(&server).await;
-    eventually(WAIT, "the task stream to be empty", || async {
-        (stream_len(&js, "JETQ_TASKS").await == 0).then_some(())
+    let delayed = jetq_contract::Subjects::default().delayed_stream();
+    eventually(WAIT, "every replaced task released and handled", || async {
+        (stream_len(&js, &delayed).await == 0 && stream_len(&js, "JETQ_TASKS").await == 0)
+            .then_some(())
     })
     .await;
+    assert!(rx.try_recv().is_err(), "a replaced task ran");
     // The key was released when its task started: a new burst runs again.
     producer
         .enqueue_with(
