@@ -99,15 +99,19 @@ async fn a_notification_wakes_the_relay_long_before_its_poll() {
     settings.relay_poll_interval = Duration::from_secs(60);
     let relay = env.relay_with(settings).await;
     // Wait until the relay's session is listening (its last statement is the LISTEN).
-    eventually(WAIT, "the relay to LISTEN on the table's channel", || async {
-        let listening: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%jetq_outbox%'",
-        )
-        .fetch_one(&env.pool)
-        .await
-        .ok()?;
-        (listening > 0).then_some(())
-    })
+    eventually(
+        WAIT,
+        "the relay to LISTEN on the table's channel",
+        || async {
+            let listening: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%jetq_outbox%'",
+            )
+            .fetch_one(&env.pool)
+            .await
+            .ok()?;
+            (listening > 0).then_some(())
+        },
+    )
     .await;
     let started = std::time::Instant::now();
     env.write_jobs("wake", 0, 1).await;

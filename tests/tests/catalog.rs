@@ -59,9 +59,11 @@ async fn workers_publish_their_task_types_and_producers_read_which_are_tracked()
     assert!(entry.tracked);
 
     // The reader cached "unknown" for its TTL (300 ms), then finds the entry.
-    eventually(WAIT, "the reader to see the entry once its TTL passed", || async {
-        reader.tracked("work", "tracked_job").await.then_some(())
-    })
+    eventually(
+        WAIT,
+        "the reader to see the entry once its TTL passed",
+        || async { reader.tracked("work", "tracked_job").await.then_some(()) },
+    )
     .await;
     assert!(!reader.tracked("work", "job").await, "Job is not tracked");
     assert_eq!(
