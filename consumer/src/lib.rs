@@ -53,7 +53,7 @@ pub use limits::Limits;
 pub use settings::{WorkerSettings, DEFAULT_PREFETCH};
 pub use status::{ArtifactWriter, StatusError};
 pub use telemetry::{NotReady, WorkerHealth};
-pub use worker::{existing_consumer, shutdown_signal, Worker, WorkerBuilder};
+pub use worker::{existing_consumer, existing_consumers, shutdown_signal, Worker, WorkerBuilder};
 
 /// The token type of [`TaskContext::cancellation_token`], re-exported so handlers need not
 /// depend on `tokio-util` themselves.

@@ -23,6 +23,14 @@
 //!   goes to an idle pod instead of bouncing back here, and prefetching stops for
 //!   [`PREFETCH_COOL_DOWN`]: this queue's tasks are slow, and a pod of slow tasks must not sit on
 //!   work that another pod could run (what KEDA scales out for).
+//! - **Priority levels.** A queue has one durable per level (`jetq_contract::Priority`), all
+//!   filling the same slots. While only `normal` has tasks, the loop pulls it exactly as above,
+//!   and keeps one *watch* (a request for a single task) open on each other level. When a
+//!   watch brings a task, the loop pulls by priority for [`MIXED_FOR`]: each request asks the
+//!   highest level that has tasks, without waiting (`no_wait`), except every
+//!   [`LOWER_LEVEL_TURN`]th request, which goes to the lower levels that have tasks, in turn,
+//!   so a busy higher level slows the lower ones but never stops them. A level whose request
+//!   came back short has no tasks: it gets a watch until it has some again.
 //! - **Requests the server forgot.** Each request is expected to end by its `expires` (the
 //!   server then says how many it did not deliver, status 408); one not heard of by its expiry
 //!   plus a margin (a server restart, a lost connection) is written off.
@@ -43,7 +51,17 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+use jetq_contract::Priority;
+
 use crate::execution::Executor;
+
+/// How long the loop keeps pulling by priority after a level other than `normal` delivered a
+/// task.
+pub(crate) const MIXED_FOR: Duration = Duration::from_secs(30);
+
+/// While several levels have tasks, every this-many-th request goes to a lower level than the
+/// highest busy one (the levels below it in turn): about 1/8 of the throughput.
+pub(crate) const LOWER_LEVEL_TURN: u64 = 8;
 
 /// How long prefetching stays off after a buffered task had to be handed back.
 pub(crate) const PREFETCH_COOL_DOWN: Duration = Duration::from_secs(30);
@@ -89,14 +107,73 @@ struct Buffered {
     since: Instant,
 }
 
+/// One priority level's durable and the requests open on it.
+struct Level {
+    priority: Priority,
+    consumer: PullConsumer,
+    /// Where this level's requests deliver: `<inbox>.<index>` (the loop subscribes `<inbox>.*`,
+    /// and a status reply's subject says which level's request ended).
+    reply: Subject,
+    requests: VecDeque<Request>,
+    /// Whether it is believed to have tasks: it delivered one, and no request on it came back
+    /// short since.
+    busy: bool,
+}
+
+impl Level {
+    fn requested(&self) -> usize {
+        self.requests.iter().map(|r| r.remaining).sum()
+    }
+
+    /// A delivered message used up one unit of the oldest request (the server serves waiting
+    /// requests in order).
+    fn delivered(&mut self) {
+        self.busy = true;
+        if let Some(front) = self.requests.front_mut() {
+            front.remaining = front.remaining.saturating_sub(1);
+            if front.remaining == 0 {
+                self.requests.pop_front();
+            }
+        }
+    }
+
+    /// The server ended a request with `undelivered` messages not sent.
+    fn ended(&mut self, undelivered: Option<usize>) {
+        match undelivered {
+            Some(count) => {
+                // Prefer the request with exactly that many left (the oldest normally is).
+                let position = self
+                    .requests
+                    .iter()
+                    .position(|r| r.remaining == count)
+                    .unwrap_or(0);
+                self.requests.remove(position);
+                if count > 0 {
+                    // It asked for more than the level had: nothing is waiting there now.
+                    self.busy = false;
+                }
+            }
+            None => {
+                self.requests.pop_front();
+                self.busy = false;
+            }
+        }
+    }
+}
+
 /// The loop's books.
 struct Books {
-    requests: VecDeque<Request>,
+    /// Highest first.
+    levels: Vec<Level>,
     buffer: VecDeque<Buffered>,
     /// Slots taken from the semaphore and not yet given to a task.
     free: Vec<OwnedSemaphorePermit>,
     prefetch_off_until: Option<Instant>,
     prefetch: Prefetch,
+    /// Until when the loop pulls by priority (see the module documentation).
+    mixed_until: Option<Instant>,
+    /// Requests sent while pulling by priority, for the lower levels' turn.
+    mixed_requests: u64,
 }
 
 /// How far ahead of free slots the loop fetches: from the concurrency, doubling each time as
@@ -145,57 +222,101 @@ impl Prefetch {
 
 impl Books {
     fn requested(&self) -> usize {
-        self.requests.iter().map(|r| r.remaining).sum()
+        self.levels.iter().map(Level::requested).sum()
     }
 
-    /// A delivered message used up one unit of the oldest request (the server serves waiting
-    /// requests in order).
-    fn delivered(&mut self) {
-        if let Some(front) = self.requests.front_mut() {
-            front.remaining = front.remaining.saturating_sub(1);
-            if front.remaining == 0 {
-                self.requests.pop_front();
-            }
-        }
+    /// The level a delivered task came from: its subject carries the level (`~high`, `~low`)
+    /// and nothing else in a task subject may contain `~`.
+    fn level_of_task(&self, subject: &str) -> usize {
+        let priority = match subject.find(jetq_contract::priority::LEVEL_SEPARATOR) {
+            None => Priority::Normal,
+            Some(at) if subject[at + 1..].starts_with("high") => Priority::High,
+            Some(_) => Priority::Low,
+        };
+        self.index_of(priority)
     }
 
-    /// The server ended the oldest request with `undelivered` messages not sent.
-    fn ended(&mut self, undelivered: Option<usize>) {
-        match undelivered {
-            Some(count) => {
-                // Prefer the request with exactly that many left (the oldest normally is).
-                let position = self
-                    .requests
-                    .iter()
-                    .position(|r| r.remaining == count)
-                    .unwrap_or(0);
-                self.requests.remove(position);
-            }
-            None => {
-                self.requests.pop_front();
-            }
-        }
+    /// The level whose request a status reply ends: the last token of its reply subject.
+    fn level_of_reply(&self, subject: &str) -> usize {
+        subject
+            .rsplit('.')
+            .next()
+            .and_then(|index| index.parse::<usize>().ok())
+            .filter(|index| *index < self.levels.len())
+            .unwrap_or_else(|| self.index_of(Priority::Normal))
+    }
+
+    fn index_of(&self, priority: Priority) -> usize {
+        self.levels
+            .iter()
+            .position(|level| level.priority == priority)
+            .unwrap_or(0)
+    }
+
+    fn mixed(&self, now: Instant) -> bool {
+        self.mixed_until.is_some_and(|until| until > now)
     }
 
     /// How long this loop's open requests may still deliver: a task handed back sooner could
     /// come straight back to them.
     fn open_for(&self, now: Instant) -> Option<Duration> {
-        self.requests
+        self.levels
             .iter()
+            .flat_map(|level| level.requests.iter())
             .map(|r| r.expires_at.saturating_duration_since(now))
             .max()
             .filter(|left| !left.is_zero())
     }
 
     fn write_off_forgotten(&mut self, now: Instant) {
-        self.requests.retain(|r| r.forgotten_at > now);
+        for level in &mut self.levels {
+            level.requests.retain(|r| r.forgotten_at > now);
+        }
+    }
+
+    /// Where the next request for `room` tasks goes, and whether it waits for tasks
+    /// (`expires`) or takes only what is there now (`no_wait`).
+    fn next_request(
+        &mut self,
+        room: usize,
+        capacity: usize,
+        now: Instant,
+    ) -> Option<(usize, bool)> {
+        let worth_it = room >= (capacity / 2).max(1);
+        if !self.mixed(now) {
+            // Only `normal` has had tasks: pull it as a single queue, waiting for tasks.
+            let normal = self.index_of(Priority::Normal);
+            let idle = self.levels[normal].requests.is_empty();
+            return (room > 0 && (worth_it || idle)).then_some((normal, false));
+        }
+        if room == 0 {
+            return None;
+        }
+        let busy: Vec<usize> = (0..self.levels.len())
+            .filter(|&index| self.levels[index].busy)
+            .collect();
+        let highest = *busy.first()?;
+        let turn = self.mixed_requests % LOWER_LEVEL_TURN == LOWER_LEVEL_TURN - 1;
+        let target = if turn && busy.len() > 1 {
+            let lower = &busy[1..];
+            lower[(self.mixed_requests / LOWER_LEVEL_TURN) as usize % lower.len()]
+        } else {
+            highest
+        };
+        if !worth_it && !self.levels[target].requests.is_empty() {
+            return None;
+        }
+        self.mixed_requests = self.mixed_requests.wrapping_add(1);
+        Some((target, true))
     }
 }
 
-/// Pulls `consumer`'s tasks into `slots` until `stop`, then hands back whatever arrives.
+/// Pulls one queue's levels (`consumers`, one durable per [`Priority`]) into `slots` until
+/// `stop`, then hands back whatever arrives.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn pull_loop(
     queue: String,
-    consumer: PullConsumer,
+    consumers: Vec<(Priority, PullConsumer)>,
     js: jetstream::Context,
     slots: Arc<Semaphore>,
     settings: PullSettings,
@@ -203,17 +324,31 @@ pub(crate) async fn pull_loop(
     stop: CancellationToken,
 ) {
     let client = js.client();
-    let inbox = Subject::from(client.new_inbox());
+    let inbox = client.new_inbox();
     let mut subscription = match subscribe(&client, &inbox, &queue, &stop).await {
         Some(subscription) => subscription,
         None => return,
     };
+    let mut consumers = consumers;
+    consumers.sort_by_key(|(priority, _)| *priority);
     let mut books = Books {
-        requests: VecDeque::new(),
+        levels: consumers
+            .into_iter()
+            .enumerate()
+            .map(|(index, (priority, consumer))| Level {
+                priority,
+                consumer,
+                reply: Subject::from(format!("{inbox}.{index}")),
+                requests: VecDeque::new(),
+                busy: priority == Priority::Normal,
+            })
+            .collect(),
         buffer: VecDeque::new(),
         free: Vec::new(),
         prefetch_off_until: None,
         prefetch: Prefetch::new(settings.concurrency, settings.prefetch),
+        mixed_until: None,
+        mixed_requests: 0,
     };
     let mut failures: u32 = 0;
     let mut tick = tokio::time::interval(settings.max_buffer_wait / 2);
@@ -249,31 +384,61 @@ pub(crate) async fn pull_loop(
         let running = settings.concurrency - slots.available_permits() - books.free.len();
         let held = running + books.buffer.len() + books.requested();
         let room = capacity.saturating_sub(held);
-        if room > 0 && (room >= (capacity / 2).max(1) || books.requests.is_empty()) {
+        let mut wanted: Vec<(usize, usize, bool)> = Vec::new();
+        if let Some((level, no_wait)) = books.next_request(room, capacity, now) {
+            wanted.push((level, room, no_wait));
+        }
+        // A watch on every level not pulled: one task, so the loop learns that it has some.
+        let mixed = books.mixed(now);
+        let normal = books.index_of(Priority::Normal);
+        for (index, level) in books.levels.iter().enumerate() {
+            let pulled = if mixed { level.busy } else { index == normal };
+            if !pulled && level.requests.is_empty() && !wanted.iter().any(|w| w.0 == index) {
+                wanted.push((index, 1, false));
+            }
+        }
+        let mut failed = None;
+        for (index, batch, no_wait) in wanted {
+            let level = &mut books.levels[index];
             let request = BatchConfig {
-                batch: room,
-                expires: Some(settings.expires),
+                batch,
+                expires: (!no_wait).then_some(settings.expires),
+                no_wait,
                 ..Default::default()
             };
-            match consumer.request_batch(request, inbox.clone()).await {
+            match level
+                .consumer
+                .request_batch(request, level.reply.clone())
+                .await
+            {
                 Ok(()) => {
                     failures = 0;
-                    books.requests.push_back(Request {
-                        remaining: room,
-                        expires_at: now + settings.expires,
-                        forgotten_at: now + settings.expires + FORGOTTEN_AFTER,
+                    // A `no_wait` request ends at once; the margin covers a slow reply.
+                    let lifetime = if no_wait {
+                        Duration::ZERO
+                    } else {
+                        settings.expires
+                    };
+                    level.requests.push_back(Request {
+                        remaining: batch,
+                        expires_at: now + lifetime,
+                        forgotten_at: now + lifetime + FORGOTTEN_AFTER,
                     });
                 }
                 Err(err) => {
-                    failures = failures.saturating_add(1);
-                    let pause = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
-                    tracing::warn!(%queue, error = %err, retry_in = ?pause, "pull request failed");
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => continue,
-                        _ = stop.cancelled() => {
-                            return hand_back_rest(books, subscription, &executor, settings.expires).await
-                        }
-                    }
+                    failed = Some(err);
+                    break;
+                }
+            }
+        }
+        if let Some(err) = failed {
+            failures = failures.saturating_add(1);
+            let pause = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+            tracing::warn!(%queue, error = %err, retry_in = ?pause, "pull request failed");
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => continue,
+                _ = stop.cancelled() => {
+                    return hand_back_rest(books, subscription, &executor, settings.expires).await
                 }
             }
         }
@@ -287,7 +452,9 @@ pub(crate) async fn pull_loop(
                 None => {
                     // The client closed the subscription (connection closed for good).
                     tracing::warn!(%queue, "pull subscription ended; subscribing again");
-                    books.requests.clear();
+                    for level in &mut books.levels {
+                        level.requests.clear();
+                    }
                     match subscribe(&client, &inbox, &queue, &stop).await {
                         Some(again) => subscription = again,
                         None => {
@@ -338,13 +505,15 @@ pub(crate) async fn pull_loop(
 /// Subscribes the loop's inbox, retrying until it works or the worker stops.
 async fn subscribe(
     client: &async_nats::Client,
-    inbox: &Subject,
+    inbox: &str,
     queue: &str,
     stop: &CancellationToken,
 ) -> Option<async_nats::Subscriber> {
     let mut failures: u32 = 0;
+    // Every level's requests reply to `<inbox>.<index>`.
+    let replies = Subject::from(format!("{inbox}.*"));
     loop {
-        match client.subscribe(inbox.clone()).await {
+        match client.subscribe(replies.clone()).await {
             Ok(subscription) => return Some(subscription),
             Err(err) => {
                 failures = failures.saturating_add(1);
@@ -370,7 +539,11 @@ fn on_message(
 ) {
     match message.status {
         None | Some(StatusCode::OK) => {
-            books.delivered();
+            let level = books.level_of_task(message.subject.as_str());
+            books.levels[level].delivered();
+            if books.levels[level].priority != Priority::Normal {
+                books.mixed_until = Some(Instant::now() + MIXED_FOR);
+            }
             let message = jetstream::Message {
                 message,
                 context: js.clone(),
@@ -400,7 +573,8 @@ fn on_message(
                 .as_ref()
                 .and_then(|headers| headers.get(PENDING_MESSAGES))
                 .and_then(|value| value.as_str().trim().parse::<usize>().ok());
-            books.ended(undelivered);
+            let level = books.level_of_reply(message.subject.as_str());
+            books.levels[level].ended(undelivered);
             if status != StatusCode::TIMEOUT && status != StatusCode::NOT_FOUND {
                 tracing::debug!(%queue, %status, description = ?message.description, "pull request ended with a status");
             }
@@ -441,17 +615,19 @@ async fn hand_back_rest(
             .await;
     }
     let js_context = executor.jetstream().clone();
-    while !books.requests.is_empty() {
+    while books.requested() > 0 {
         let Ok(Some(message)) = tokio::time::timeout_at(deadline, subscription.next()).await else {
             break;
         };
         if message.status.is_some() && message.status != Some(StatusCode::OK) {
             if message.status != Some(StatusCode::IDLE_HEARTBEAT) {
-                books.ended(None);
+                let level = books.level_of_reply(message.subject.as_str());
+                books.levels[level].ended(None);
             }
             continue;
         }
-        books.delivered();
+        let level = books.level_of_task(message.subject.as_str());
+        books.levels[level].delivered();
         let message = jetstream::Message {
             message,
             context: js_context.clone(),

@@ -24,7 +24,7 @@ use async_nats::{
 };
 use jetq_contract::{
     otel::{self, attributes as attr, metrics as names},
-    Subjects,
+    Priority, Subjects,
 };
 use opentelemetry::{
     metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter},
@@ -208,8 +208,17 @@ impl WorkerMetrics {
         }
     }
 
-    fn queue_info(&self, queue: &str, info: &async_nats::jetstream::consumer::Info) {
-        let labels = [KeyValue::new(attr::QUEUE, queue.to_owned())];
+    fn queue_info(
+        &self,
+        queue: &str,
+        level: Priority,
+        info: &async_nats::jetstream::consumer::Info,
+    ) {
+        // One series per priority level: a queue's backlog is their sum.
+        let labels = [
+            KeyValue::new(attr::QUEUE, queue.to_owned()),
+            KeyValue::new(attr::PRIORITY, level.as_str()),
+        ];
         self.pending.record(info.num_pending, &labels);
         self.ack_pending.record(
             u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX),
@@ -456,7 +465,7 @@ impl WorkerHealth {
 /// whether each durable still exists. A failed request (e.g. while disconnected) changes
 /// nothing; only "not found" marks a consumer missing.
 pub(crate) async fn watch_queues(
-    consumers: Vec<(String, PullConsumer)>,
+    consumers: Vec<(String, Priority, PullConsumer)>,
     metrics: WorkerMetrics,
     health: WorkerHealth,
     interval: Duration,
@@ -469,11 +478,11 @@ pub(crate) async fn watch_queues(
             _ = ticks.tick() => {}
             _ = stop.cancelled() => return,
         }
-        for (queue, consumer) in &consumers {
+        for (queue, level, consumer) in &consumers {
             let durable = consumer.cached_info().name.clone();
             match consumer.get_info().await {
                 Ok(info) => {
-                    metrics.queue_info(queue, &info);
+                    metrics.queue_info(queue, *level, &info);
                     health.set_missing(&durable, false);
                 }
                 Err(err) => {

@@ -5,7 +5,8 @@ use std::{future::Future, sync::Arc, time::Duration};
 use async_nats::jetstream::consumer::PullConsumer;
 use bytes::Bytes;
 use jetq_contract::{
-    name, ConnectionConfig, NameKind, StreamSettings, Subjects, Task, TaskOptions, Topology,
+    name, ConnectionConfig, NameKind, Priority, StreamSettings, Subjects, Task, TaskOptions,
+    Topology,
 };
 use opentelemetry::metrics::Meter;
 use tokio::sync::Semaphore;
@@ -305,12 +306,12 @@ impl WorkerBuilder {
         }
         let mut consumers = Vec::new();
         for queue in &queues {
-            let consumer = if self.settings.provision {
+            let levels = if self.settings.provision {
                 topology
-                    .ensure_queue(queue, &self.settings.queue_settings())
+                    .ensure_queue_levels(queue, &self.settings.queue_settings())
                     .await?
             } else {
-                existing_consumer(
+                existing_consumers(
                     &topology,
                     queue,
                     self.provision_wait
@@ -318,7 +319,7 @@ impl WorkerBuilder {
                 )
                 .await?
             };
-            consumers.push((queue.clone(), consumer));
+            consumers.push((queue.clone(), levels));
         }
         let history = topology.attempts_bucket().await.ok();
         if history.is_none() {
@@ -482,17 +483,41 @@ async fn publish_catalog(
     }
 }
 
-/// The durable consumer of `queue`, which `jetq-provision` creates for a worker that does not
-/// provision: waited for (bounded retries with backoff for `budget`), so that workers started
-/// at the same time as the provisioner, or before it, bind once it ran instead of failing.
+/// The durable consumer of `queue` (its `normal` level), which `jetq-provision` creates for a
+/// worker that does not provision: waited for (bounded retries with backoff for `budget`), so
+/// that workers started at the same time as the provisioner, or before it, bind once it ran
+/// instead of failing.
 pub async fn existing_consumer(
     topology: &Topology,
     queue: &str,
     budget: Duration,
 ) -> Result<PullConsumer, WorkerError> {
+    existing_level(topology, queue, Priority::Normal, budget).await
+}
+
+/// The durable consumers of every priority level of `queue`, highest first, waited for as
+/// [`existing_consumer`] waits.
+pub async fn existing_consumers(
+    topology: &Topology,
+    queue: &str,
+    budget: Duration,
+) -> Result<Vec<(Priority, PullConsumer)>, WorkerError> {
+    let mut levels = Vec::with_capacity(Priority::ALL.len());
+    for level in Priority::ALL {
+        levels.push((level, existing_level(topology, queue, level, budget).await?));
+    }
+    Ok(levels)
+}
+
+async fn existing_level(
+    topology: &Topology,
+    queue: &str,
+    level: Priority,
+    budget: Duration,
+) -> Result<PullConsumer, WorkerError> {
     let subjects = topology.subjects();
     let stream_name = subjects.tasks_stream();
-    let durable = subjects.durable(queue);
+    let durable = subjects.durable_at(queue, level);
     let what = format!("durable consumer {durable} of stream {stream_name} (queue {queue})");
     let js = topology.jetstream();
     Ok(
@@ -515,7 +540,8 @@ pub struct Worker {
     subjects: Subjects,
     settings: WorkerSettings,
     registry: Registry,
-    consumers: Vec<(String, PullConsumer)>,
+    /// Each pulled queue's durables, one per priority level.
+    consumers: Vec<(String, Vec<(Priority, PullConsumer)>)>,
     sweeper: Option<(PullConsumer, async_nats::jetstream::stream::Stream)>,
     dead_letters: DeadLetters,
     metrics: WorkerMetrics,
@@ -586,7 +612,14 @@ impl Worker {
             flow: self.flow.clone(),
         });
         loops.push(tokio::spawn(telemetry::watch_queues(
-            self.consumers.clone(),
+            self.consumers
+                .iter()
+                .flat_map(|(queue, levels)| {
+                    levels
+                        .iter()
+                        .map(|(level, consumer)| (queue.clone(), *level, consumer.clone()))
+                })
+                .collect(),
             self.metrics.clone(),
             self.health.clone(),
             self.settings.metrics_interval,
@@ -595,12 +628,12 @@ impl Worker {
         let concurrency = self.settings.concurrency;
         let mut slots = Vec::new();
         let queue_names: Vec<String> = self.consumers.iter().map(|(q, _)| q.clone()).collect();
-        for (queue, consumer) in self.consumers {
+        for (queue, levels) in self.consumers {
             let semaphore = Arc::new(Semaphore::new(concurrency));
             slots.push(semaphore.clone());
             loops.push(tokio::spawn(pull::pull_loop(
                 queue,
-                consumer,
+                levels,
                 executor.jetstream().clone(),
                 semaphore,
                 pull::PullSettings {

@@ -10,6 +10,11 @@ pub const ENQUEUED_AT: &str = "Jetq-Enqueued-At";
 pub const MAX_ATTEMPTS: &str = "Jetq-Max-Attempts";
 /// Per-task override of the type's per-attempt timeout, in milliseconds (decimal integer ≥ 1).
 pub const TIMEOUT_MS: &str = "Jetq-Timeout-Ms";
+/// The task's priority level within its queue (`high` or `low`; absent for `normal`). The
+/// subject decides where a task waits (`<queue>~<level>`, see [`crate::Priority`]); this header
+/// records the level on the task itself, so that its dead letter — whose subject names the
+/// queue only — is replayed at the level it had.
+pub const PRIORITY: &str = "Jetq-Priority";
 /// W3C trace context: the parent span of the task's processing.
 pub const TRACEPARENT: &str = "traceparent";
 /// W3C trace state, carried along with `traceparent`.

@@ -2,6 +2,7 @@
 //!
 //! - [`Task`]: a serde type bound to a stable wire name, a queue and per-type defaults;
 //! - [`name`]: the validation of queue and task names (they become subject tokens);
+//! - [`Priority`]: the levels within a queue, carried in the subject ([`priority`]);
 //! - [`Subjects`]: every subject, stream, consumer and bucket name, from one prefix;
 //! - [`headers`]: the header names of the protocol (see `docs/PROTOCOL.md`);
 //! - [`DeadLetterHeaders`]: the headers a dead letter carries (written and read, [`dead_letter`]);
@@ -31,6 +32,7 @@ pub mod flow;
 pub mod headers;
 pub mod name;
 pub mod otel;
+pub mod priority;
 pub mod publish;
 pub mod retry;
 pub mod status;
@@ -45,6 +47,7 @@ pub use connect::{connect, jetstream, ConnectError, Version};
 pub use dead_letter::DeadLetterHeaders;
 pub use failure::{AttemptFailure, AttemptOutcome, DeadReason, FailureRecord, HttpFailure};
 pub use name::{KeyError, NameError, NameKind};
+pub use priority::{Priority, PriorityError};
 pub use retry::RetryPolicy;
 pub use status::{TaskState, TaskStatus};
 pub use subject::Subjects;

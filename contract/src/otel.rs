@@ -112,6 +112,8 @@ pub mod attributes {
     pub const ERROR_TYPE: &str = "error.type";
     /// The queue name.
     pub const QUEUE: &str = "jetq.queue";
+    /// A queue's priority level (`high`, `normal`, `low`) on its backlog gauges.
+    pub const PRIORITY: &str = "jetq.priority";
     /// The task's wire name.
     pub const TASK_NAME: &str = "jetq.task.name";
     /// The attempt number, from 1.

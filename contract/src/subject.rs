@@ -7,6 +7,7 @@
 //! | task stream | `JETQ_TASKS` (subjects `jetq.task.*.*`) |
 //! | dead-letter stream | `JETQ_DEAD` (subjects `jetq.dead.*.*`) |
 //! | durable consumer of a queue | `worker-<queue>` on `JETQ_TASKS` |
+//! | task subject / durable of a priority level | `jetq.task.<queue>~high.<task>` / `worker-<queue>~high` (also `~low`) |
 //! | advisory stream (exhausted deliveries) | `JETQ_ADVISORIES` |
 //! | attempt-history KV bucket | `JETQ_ATTEMPTS` |
 //! | delayed-task subject | `jetq.delayed.<due unix second>.<queue>.<task>` |
@@ -16,7 +17,10 @@
 //! | task artifact object store | `JETQ_ARTIFACTS` |
 //! | bodies of dead letters too large to carry their own | `JETQ_DEAD_PAYLOADS` (object store) |
 
-use crate::name::{validate, NameError, NameKind};
+use crate::{
+    name::{validate, NameError, NameKind},
+    priority::Priority,
+};
 
 /// The default subject prefix.
 pub const DEFAULT_PREFIX: &str = "jetq";
@@ -208,7 +212,48 @@ impl Subjects {
     /// assert_eq!(s.parse_task("other.task.emails.send"), None);
     /// ```
     pub fn parse_task<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
-        self.parse(subject, "task")
+        self.parse_task_level(subject)
+            .map(|(queue, _, task)| (queue, task))
+    }
+
+    /// Splits a task subject into `(queue, level, task)`: a level's subject carries it in the
+    /// queue token (`jetq.task.emails~high.send`, see [`Priority`]). `None` if it is not one
+    /// of ours, or names a level that does not exist.
+    ///
+    /// ```
+    /// use jetq_contract::{Priority, Subjects};
+    /// let s = Subjects::default();
+    /// assert_eq!(s.parse_task_level("jetq.task.emails~high.send"), Some(("emails", Priority::High, "send")));
+    /// assert_eq!(s.parse_task_level("jetq.task.emails.send"), Some(("emails", Priority::Normal, "send")));
+    /// assert_eq!(s.parse_task_level("jetq.task.emails~soon.send"), None);
+    /// ```
+    pub fn parse_task_level<'a>(&self, subject: &'a str) -> Option<(&'a str, Priority, &'a str)> {
+        let (token, task) = self.parse(subject, "task")?;
+        let (queue, level) = Priority::split_queue_token(token)?;
+        Some((queue, level, task))
+    }
+
+    /// `<prefix>.task.<queue>~<level>.<task>` (the plain task subject for `normal`).
+    ///
+    /// ```
+    /// use jetq_contract::{Priority, Subjects};
+    /// let s = Subjects::default();
+    /// assert_eq!(s.task_at("emails", Priority::Low, "send"), "jetq.task.emails~low.send");
+    /// assert_eq!(s.task_at("emails", Priority::Normal, "send"), s.task("emails", "send"));
+    /// ```
+    pub fn task_at(&self, queue: &str, level: Priority, task: &str) -> String {
+        self.task(&level.queue_token(queue), task)
+    }
+
+    /// The durable consumer of one level of a queue: `worker-<queue>` for `normal`,
+    /// `worker-<queue>~<level>` for the others.
+    pub fn durable_at(&self, queue: &str, level: Priority) -> String {
+        self.durable(&level.queue_token(queue))
+    }
+
+    /// The filter of one level's durable consumer: `<prefix>.task.<queue>[~<level>].*`.
+    pub fn queue_filter_at(&self, queue: &str, level: Priority) -> String {
+        self.queue_filter(&level.queue_token(queue))
     }
 
     /// Splits a dead-letter subject back into `(queue, task)`.

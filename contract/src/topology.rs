@@ -38,7 +38,7 @@ use async_nats::jetstream::{
 };
 use opentelemetry::{metrics::Counter, KeyValue};
 
-use crate::{config::StreamSettings, subject::Subjects};
+use crate::{config::StreamSettings, priority::Priority, subject::Subjects};
 
 /// How long provisioning keeps retrying a request that timed out or found JetStream not ready
 /// (no leader yet, cluster not available) before it fails. A fresh three-node cluster elects
@@ -546,14 +546,29 @@ impl Topology {
             })
     }
 
-    /// The durable consumer configuration of `queue`.
+    /// The durable consumer configuration of `queue` (its `normal` level).
     pub fn queue_consumer_config(&self, queue: &str, settings: &QueueSettings) -> pull::Config {
-        let durable = self.subjects.durable(queue);
+        self.level_consumer_config(queue, Priority::Normal, settings)
+    }
+
+    /// The durable consumer configuration of one priority level of `queue`: every level has
+    /// the queue's settings, under its own name and filter (see [`Priority`]).
+    pub fn level_consumer_config(
+        &self,
+        queue: &str,
+        level: Priority,
+        settings: &QueueSettings,
+    ) -> pull::Config {
+        let durable = self.subjects.durable_at(queue, level);
+        let description = match level {
+            Priority::Normal => format!("jetq workers of queue {queue}"),
+            level => format!("jetq workers of queue {queue}, priority {level}"),
+        };
         pull::Config {
             durable_name: Some(durable.clone()),
             name: Some(durable),
-            description: Some(format!("jetq workers of queue {queue}")),
-            filter_subject: self.subjects.queue_filter(queue),
+            description: Some(description),
+            filter_subject: self.subjects.queue_filter_at(queue, level),
             deliver_policy: DeliverPolicy::All,
             ack_policy: AckPolicy::Explicit,
             ack_wait: settings.ack_wait,
@@ -565,29 +580,53 @@ impl Topology {
         }
     }
 
-    /// Creates or reconciles the durable consumer of `queue` and returns it. The durable's
-    /// settings are the workers' of that queue (`JETQ_ACK_WAIT`, `JETQ_MAX_DELIVER`,
-    /// `JETQ_MAX_IN_FLIGHT`), so they are applied whatever [`Topology::existing`] says.
+    /// Creates or reconciles the durable consumers of `queue` — one per priority level — and
+    /// returns its `normal` one. The durables' settings are the workers' of that queue
+    /// (`JETQ_ACK_WAIT`, `JETQ_MAX_DELIVER`, `JETQ_MAX_IN_FLIGHT`), so they are applied
+    /// whatever [`Topology::existing`] says.
     pub async fn ensure_queue(
         &self,
         queue: &str,
         settings: &QueueSettings,
     ) -> Result<jetstream::consumer::PullConsumer, ProvisionError> {
-        let durable = self.subjects.durable(queue);
-        let consumer_error = |source: BoxError| ProvisionError::Consumer {
-            queue: queue.to_owned(),
-            durable: durable.clone(),
-            source,
-        };
+        let mut levels = self.ensure_queue_levels(queue, settings).await?;
+        let normal = levels
+            .iter()
+            .position(|(level, _)| *level == Priority::Normal)
+            .unwrap_or(0);
+        Ok(levels.swap_remove(normal).1)
+    }
+
+    /// Creates or reconciles the durable consumer of every priority level of `queue`, and
+    /// returns them highest first. The `normal` one is created last: once it exists, so do
+    /// the others (what a worker that waits for provisioning relies on).
+    pub async fn ensure_queue_levels(
+        &self,
+        queue: &str,
+        settings: &QueueSettings,
+    ) -> Result<Vec<(Priority, jetstream::consumer::PullConsumer)>, ProvisionError> {
         let tasks = self.subjects.tasks_stream();
-        let stream = self
-            .retry(&tasks, || self.js.get_stream(&tasks))
-            .await
-            .map_err(|err| err.into_provision_error(&durable, consumer_error))?;
-        let config = self.queue_consumer_config(queue, settings);
-        self.retry(&durable, || stream.create_consumer(config.clone()))
-            .await
-            .map_err(|err| err.into_provision_error(&durable, consumer_error))
+        let mut created = Vec::with_capacity(Priority::ALL.len());
+        for level in [Priority::High, Priority::Low, Priority::Normal] {
+            let durable = self.subjects.durable_at(queue, level);
+            let consumer_error = |source: BoxError| ProvisionError::Consumer {
+                queue: queue.to_owned(),
+                durable: durable.clone(),
+                source,
+            };
+            let stream = self
+                .retry(&tasks, || self.js.get_stream(&tasks))
+                .await
+                .map_err(|err| err.into_provision_error(&durable, consumer_error))?;
+            let config = self.level_consumer_config(queue, level, settings);
+            let consumer = self
+                .retry(&durable, || stream.create_consumer(config.clone()))
+                .await
+                .map_err(|err| err.into_provision_error(&durable, consumer_error))?;
+            created.push((level, consumer));
+        }
+        created.sort_by_key(|(level, _)| *level);
+        Ok(created)
     }
 
     /// The durable consumer on the advisory stream that the dead-letter sweeper reads.

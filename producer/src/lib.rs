@@ -24,7 +24,7 @@ mod telemetry;
 
 pub use error::{EnqueueError, ProducerError};
 pub use jetq_contract::flow::{FlowError, UniqueScope};
-pub use jetq_contract::{self as contract, Task, TaskOptions};
+pub use jetq_contract::{self as contract, Priority, Task, TaskOptions};
 pub use options::{EnqueueOptions, Enqueued};
 pub use producer::delayed::DelayError;
 pub use producer::status::{Artifact, CancelOutcome, StatusError, StatusStream};

@@ -78,9 +78,10 @@ impl TaskMessage {
         let now = SystemTime::now();
         let due =
             due.filter(|at| at.duration_since(now).unwrap_or(Duration::ZERO) > Duration::ZERO);
+        let token = options.queue_token(queue);
         let subject = match due {
-            Some(at) => subjects.delayed(delayed::bucket_of(at), queue, task),
-            None => subjects.task(queue, task),
+            Some(at) => subjects.delayed(delayed::bucket_of(at), &token, task),
+            None => subjects.task(&token, task),
         };
         let mut map = HeaderMap::new();
         map.insert(

@@ -20,6 +20,8 @@ pub struct EnqueueOptions {
     pub(crate) traceparent: Option<String>,
     pub(crate) tracestate: Option<String>,
     pub(crate) track_status: bool,
+    /// The level within the queue (PROTOCOL §12).
+    pub(crate) priority: jetq_contract::Priority,
     /// Unique key and limit key (docs/FLOW_CONTROL.md); boxed: most enqueues have neither.
     pub(crate) flow: Option<Box<crate::producer::unique::FlowOptions>>,
 }
@@ -83,6 +85,15 @@ impl EnqueueOptions {
         if self.track_status {
             map.insert(jetq_contract::status::TRACK_STATUS, "1");
         }
+        if self.priority != jetq_contract::Priority::Normal {
+            map.insert(headers::PRIORITY, self.priority.as_str());
+        }
+    }
+
+    /// The task's subject token for `queue`: the queue itself, or `<queue>~<level>` for a
+    /// priority other than `normal`.
+    pub(crate) fn queue_token<'q>(&self, queue: &'q str) -> std::borrow::Cow<'q, str> {
+        self.priority.queue_token(queue)
     }
 
     /// An idempotency key: it becomes the task id (`Nats-Msg-Id`), and a second enqueue with
@@ -90,6 +101,21 @@ impl EnqueueOptions {
     /// as a duplicate.
     pub fn key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
+        self
+    }
+
+    /// The task's priority within its queue (default [`Priority::Normal`]): workers pull
+    /// `high` tasks before `normal` ones and those before `low` ones, and a busy higher level
+    /// still leaves the lower ones a share (docs/FLOW_CONTROL.md, "Priorities").
+    ///
+    /// ```
+    /// use jetq_producer::{EnqueueOptions, Priority};
+    /// let options = EnqueueOptions::new().priority(Priority::High);
+    /// ```
+    ///
+    /// [`Priority::Normal`]: jetq_contract::Priority::Normal
+    pub fn priority(mut self, priority: jetq_contract::Priority) -> Self {
+        self.priority = priority;
         self
     }
 

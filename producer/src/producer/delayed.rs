@@ -195,7 +195,7 @@ impl Producer {
         )?;
         prepared.subject = Subject::from(self.subjects.delayed(
             wire::bucket_of(due),
-            &raw.queue,
+            &prepared.priority.queue_token(&raw.queue),
             &raw.task,
         ));
         prepared.extra_headers.insert(

@@ -22,6 +22,8 @@ use crate::{telemetry, EnqueueError, EnqueueOptions};
 pub(crate) struct Prepared {
     pub(crate) queue: Cow<'static, str>,
     pub(crate) task: Cow<'static, str>,
+    /// The level within the queue: a delayed task's subject carries it too.
+    pub(crate) priority: jetq_contract::Priority,
     pub(crate) subject: Subject,
     pub(crate) id: String,
     /// `Jetq-Enqueued-At`, RFC 3339.
@@ -89,7 +91,7 @@ impl Prepared {
         if let Some(flow) = &options.flow {
             super::unique::add_headers(flow, &payload, &mut extra_headers)?;
         }
-        let subject = subjects.task(&queue, &task);
+        let subject = subjects.task(&options.queue_token(&queue), &task);
         let caller = options
             .traceparent
             .as_deref()
@@ -106,6 +108,7 @@ impl Prepared {
         Ok(Prepared {
             queue,
             task,
+            priority: options.priority,
             subject: Subject::from(subject),
             id,
             enqueued_at: jetq_contract::time::format(SystemTime::now()),

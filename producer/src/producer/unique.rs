@@ -385,7 +385,7 @@ impl Producer {
             .unwrap_or(0);
         prepared.subject = async_nats::Subject::from(self.subjects.delayed(
             due_second,
-            &prepared.queue,
+            &prepared.priority.queue_token(&prepared.queue),
             &prepared.task,
         ));
         prepared.extra_headers.insert(
