@@ -5,7 +5,7 @@
 use std::time::SystemTime;
 
 use async_nats::HeaderMap;
-use jetq_contract::{publish::Outgoing, FailureRecord, Subjects};
+use jetq_contract::{publish::Outgoing, FailureRecord, Priority, PriorityError, Subjects};
 use jetq_outbox::relay::{dead, row};
 use jetq_producer::{message::TaskMessage, EnqueueError, EnqueueOptions};
 use serde_json::{Map, Value};
@@ -74,7 +74,20 @@ fn options(enqueue: &Value) -> EnqueueOptions {
     if enqueue.get("track_status").and_then(Value::as_bool) == Some(true) {
         options = options.track_status();
     }
+    if let Some(level) = priority(enqueue).expect("a writes vector names a level") {
+        options = options.priority(level);
+    }
     options
+}
+
+/// The vector's `priority` (PROTOCOL §12): the Rust writer takes a [`Priority`], so a name that
+/// does not parse is refused before anything is built.
+fn priority(enqueue: &Value) -> Result<Option<Priority>, PriorityError> {
+    enqueue
+        .get("priority")
+        .and_then(Value::as_str)
+        .map(str::parse)
+        .transpose()
 }
 
 fn write(enqueue: &Value) -> Result<TaskMessage, EnqueueError> {
@@ -162,6 +175,14 @@ fn writers_refuse_the_invalid_writes() {
     let v = vectors();
     for vector in v["invalid_writes"].as_array().expect("invalid_writes") {
         let name = vector["name"].as_str().unwrap();
+        if let Err(err) = priority(&vector["enqueue"]) {
+            assert_eq!(
+                vector["error"].as_str().unwrap(),
+                "InvalidPriority",
+                "{name}: {err}"
+            );
+            continue;
+        }
         let err = write(&vector["enqueue"]).expect_err(name);
         let kind = match err {
             EnqueueError::InvalidName(_) => "InvalidName",

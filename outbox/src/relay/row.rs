@@ -5,7 +5,7 @@
 
 use async_nats::{header::HeaderName, HeaderMap};
 use bytes::Bytes;
-use jetq_contract::{headers, name, publish::Outgoing, DeadReason, NameKind, Subjects};
+use jetq_contract::{headers, name, publish::Outgoing, DeadReason, NameKind, Priority, Subjects};
 use serde_json::Value;
 
 /// The header key the relay adds to a row's `headers` column before its first publish attempt
@@ -54,13 +54,18 @@ impl Unpublishable {
 }
 
 /// The queue and task a row's subject names (a task subject or a delayed one), if it is a
-/// valid jetq subject with legal names.
+/// valid jetq subject with legal names. The queue token may carry a priority level
+/// (`emails~high`, PROTOCOL.md §12): the queue is named without it, and a level that does not
+/// exist (`emails~urgent`) makes the subject invalid. The relay publishes the subject as
+/// written, so the level a writer put there is the level the task waits at.
 pub fn queue_and_task<'a>(subjects: &Subjects, subject: &'a str) -> Option<(&'a str, &'a str)> {
     let (queue, task) = match subjects.parse_task(subject) {
         Some(names) => names,
-        None => subjects
-            .parse_delayed(subject)
-            .map(|(_, queue, task)| (queue, task))?,
+        None => {
+            let (_, token, task) = subjects.parse_delayed(subject)?;
+            let (queue, _level) = Priority::split_queue_token(token)?;
+            (queue, task)
+        }
     };
     let legal = name::validate(NameKind::Queue, queue).is_ok()
         && name::validate(NameKind::Task, task).is_ok();
@@ -128,7 +133,8 @@ pub fn message(
             format!(
                 "subject {:?} is not a jetq task subject ({}.task.<queue>.<task> or \
                  {}.delayed.<second>.<queue>.<task>) with legal queue and task names \
-                 (1-64 characters of A-Z a-z 0-9 _ -)",
+                 (1-64 characters of A-Z a-z 0-9 _ -), the queue optionally followed by a \
+                 level ~high or ~low",
                 row.subject,
                 subjects.prefix(),
                 subjects.prefix()
