@@ -4,8 +4,9 @@ producer is held to the same file by tests/tests/conformance.rs)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
 from opentelemetry import context as otel_context
@@ -16,11 +17,13 @@ from jetq import AsyncProducer, ConfigError, InvalidKey, InvalidName
 from jetq.catalog import catalog_bucket, parse_entry
 from jetq.errors import EnqueueError
 from jetq.producer import Enqueued, is_unavailable, retry_pause
+from jetq.message import build_task_message
+from jetq.priority import PRIORITY, queue_token, split_queue_token
 from jetq.protocol import Subjects, attempt_number, dead_payload_object, format_timestamp, parse_timestamp, prepare
 from jetq.status import id_from_key, status_key
 from jetq.testing import NatsServer, create_task_stream, stored_tasks
 
-from .support import load_vectors, config_for, within
+from .support import VECTORS_PATH, load_vectors, config_for, within
 
 VECTORS = load_vectors()
 PATTERNS = {name: re.compile(pattern) for name, pattern in VECTORS["patterns"].items()}
@@ -241,3 +244,104 @@ async def test_invalid_vectors_publish_nothing(producer: AsyncProducer, nats_ser
             error = err
         assert error is not None and type(error).__name__ == vector["error"], vector["name"]
     assert await stored_tasks(nats_server.url) == []
+
+
+# docs/conformance/priorities.json: priorities within a queue (docs/PROTOCOL.md §12), shared
+# with tests/tests/priority_conformance.rs and clients/node/test/conformance.test.js.
+with open(VECTORS_PATH.with_name("priorities.json"), encoding="utf-8") as _handle:
+    PRIORITIES: Dict[str, Any] = json.load(_handle)
+
+
+def test_priority_levels_and_header_vector() -> None:
+    assert PRIORITIES["header"] == PRIORITY
+    assert PRIORITIES["levels"] == [level.value for level in jetq.Priority]
+
+
+def _priority_headers(headers: Dict[str, str]) -> List[str]:
+    return [value for name, value in headers.items() if name == PRIORITY]
+
+
+@pytest.mark.parametrize("vector", PRIORITIES["messages"], ids=ids(PRIORITIES["messages"]))
+@pytest.mark.parametrize("as_enum", [False, True], ids=["str", "enum"])
+def test_priority_message_vector(vector: Dict[str, Any], as_enum: bool) -> None:
+    """``build_task_message`` (what every producer and outbox writer sends or stores) puts the
+    task on exactly the vector's subject with exactly its ``Jetq-Priority`` header (or none)."""
+    level: Any = vector["priority"]
+    if as_enum and level is not None:
+        level = jetq.Priority(level)
+    due = parse_timestamp(vector["due"]) if "due" in vector else None
+    message = build_task_message(
+        Subjects(vector["prefix"]),
+        vector["queue"],
+        vector["task"],
+        {},
+        at=due,
+        priority=level,
+        max_delay=dt.timedelta(days=36500),
+    )
+    assert message.subject == vector["subject"], vector["name"]
+    expected = [] if vector["header"] is None else [vector["header"]]
+    assert _priority_headers(message.headers) == expected, vector["name"]
+    assert message.priority == jetq.Priority(vector["priority"] or "normal")
+
+
+@pytest.mark.parametrize("vector", PRIORITIES["tokens"], ids=lambda v: v["token"])
+def test_priority_token_vector(vector: Dict[str, Any]) -> None:
+    level = jetq.Priority(vector["level"])
+    assert queue_token(vector["queue"], level) == vector["token"]
+    assert split_queue_token(vector["token"]) == (vector["queue"], level)
+
+
+@pytest.mark.parametrize("vector", PRIORITIES["subjects"], ids=lambda v: v["subject"])
+def test_priority_subject_vector(vector: Dict[str, Any]) -> None:
+    subjects = Subjects(vector["prefix"])
+    parsed = vector["parsed"]
+    got = subjects.parse_task_level(vector["subject"])
+    if parsed is None:
+        assert got is None
+    else:
+        level = jetq.Priority(parsed["level"])
+        assert got == (parsed["queue"], level, parsed["task"])
+        assert subjects.task_at(parsed["queue"], level, parsed["task"]) == vector["subject"]
+
+
+@pytest.mark.parametrize("vector", PRIORITIES["invalid"], ids=ids(PRIORITIES["invalid"]))
+def test_invalid_priority_vector_is_refused_with_the_reason(vector: Dict[str, Any]) -> None:
+    with pytest.raises(jetq.InvalidPriority) as caught:
+        build_task_message(Subjects(), "emails", "send", {}, priority=vector["priority"])
+    assert caught.value.reason == vector["reason"]
+    assert str(caught.value) == vector["reason"]
+    assert caught.value.value == vector["priority"]
+    assert isinstance(caught.value, jetq.InvalidOption)
+
+
+async def test_priority_vectors_are_stored_on_their_subjects(nats_server: NatsServer) -> None:
+    """Through a real server: each immediate vector's task is stored on the vector's subject
+    with its header; a refused priority publishes nothing."""
+    immediate = [v for v in PRIORITIES["messages"] if "due" not in v]
+    producers: Dict[str, AsyncProducer] = {}
+    try:
+        for vector in immediate:
+            prefix = vector["prefix"]
+            if prefix not in producers:
+                await within("task stream", create_task_stream(nats_server.url, prefix))
+                producers[prefix] = await within(
+                    "connect", AsyncProducer.connect(config_for(nats_server, prefix=prefix))
+                )
+            result = await within(
+                vector["name"],
+                producers[prefix].enqueue_detailed(vector["queue"], vector["task"], {}, priority=vector["priority"]),
+            )
+            stored = {t.sequence: t for t in await stored_tasks(nats_server.url, Subjects(prefix).tasks_stream)}
+            message = stored[result.sequence]
+            assert message.subject == vector["subject"], vector["name"]
+            expected = [] if vector["header"] is None else [vector["header"]]
+            assert _priority_headers(message.headers) == expected, vector["name"]
+        before = len(await stored_tasks(nats_server.url))
+        for bad in PRIORITIES["invalid"]:
+            with pytest.raises(jetq.InvalidPriority):
+                await producers["jetq"].enqueue("emails", "send", {}, priority=bad["priority"])
+        assert len(await stored_tasks(nats_server.url)) == before
+    finally:
+        for producer in producers.values():
+            await producer.close()

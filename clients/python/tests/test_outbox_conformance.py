@@ -32,14 +32,14 @@ WRITER = Outbox(Config(max_delay=20 * 365 * 24 * 3600.0))
 def enqueue_options(enqueue: Dict[str, Any]) -> Dict[str, Any]:
     """A vector's enqueue as keyword arguments of Outbox.enqueue."""
     options: Dict[str, Any] = {}
-    for name in ("key", "max_attempts", "track_status"):
+    for name in ("key", "max_attempts", "track_status", "priority"):
         if name in enqueue:
             options[name] = enqueue[name]
     if "timeout_ms" in enqueue:
         options["timeout"] = enqueue["timeout_ms"] / 1000
     if "due" in enqueue:
         options["at"] = parse_timestamp(enqueue["due"])
-    known = {"queue", "task", "args", "key", "max_attempts", "track_status", "timeout_ms", "due"}
+    known = {"queue", "task", "args", "key", "max_attempts", "track_status", "timeout_ms", "due", "priority"}
     assert set(enqueue) <= known, f"a vector field this test does not know: {set(enqueue) - known}"
     return options
 

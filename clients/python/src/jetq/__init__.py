@@ -12,6 +12,7 @@ A small producer that speaks docs/PROTOCOL.md exactly, on the official ``nats-py
 - ``key=`` gives server-side deduplication (idempotent enqueue);
 - ``enqueue_many`` pipelines publishes through a bounded window of acks;
 - ``delay=`` / ``at=`` enqueue delayed tasks (released by ``jetq-scheduler``, up to 30 days);
+- ``priority="high"`` / ``"low"`` (or :class:`Priority`) puts a task on its queue's level;
 - ``track_status=True`` tracks a task; ``status``, ``wait`` and ``cancel`` follow it;
 - failures are typed (:mod:`jetq.errors`), the same cases as the Rust producer's;
 - the current OpenTelemetry span's W3C trace context is sent along when
@@ -34,6 +35,7 @@ from .errors import (
     InvalidKey,
     InvalidName,
     InvalidOption,
+    InvalidPriority,
     JetqError,
     NoStream,
     NotConnected,
@@ -58,6 +60,7 @@ from .errors import (
 from .names import validate_key, validate_name
 from .producer import AsyncProducer, Enqueued, TaskRequest, results_or_raise
 from .flow import InvalidFlowOption, Unique, UniqueUnavailable
+from .priority import Priority
 from .protocol import Prepared, Subjects
 from .push import (
     MalformedPushHeader,
@@ -87,6 +90,7 @@ __all__ = [
     "UniqueUnavailable",
     "Prepared",
     "Subjects",
+    "Priority",
     "TaskState",
     "TaskStatus",
     "Progress",
@@ -103,6 +107,7 @@ __all__ = [
     "InvalidName",
     "InvalidKey",
     "InvalidOption",
+    "InvalidPriority",
     "SerializeError",
     "NotSupported",
     "DelayTooLong",

@@ -9,6 +9,7 @@ exception           meaning / what to do
 InvalidName         the queue or task name cannot be a subject token (a bug in the caller)
 InvalidKey          the idempotency key cannot be a ``Nats-Msg-Id`` (a bug in the caller)
 InvalidOption       ``max_attempts`` / ``timeout`` out of range (a bug in the caller)
+InvalidPriority     ``priority`` is not ``high``, ``normal`` or ``low`` (an InvalidOption)
 SerializeError      the arguments are not JSON-serializable (a bug in the caller)
 DelayTooLong        ``delay``/``at`` is further away than the producer's maximum (30 days by
                     default); nothing was sent
@@ -47,6 +48,7 @@ __all__ = [
     "InvalidName",
     "InvalidKey",
     "InvalidOption",
+    "InvalidPriority",
     "SerializeError",
     "NotSupported",
     "DelayTooLong",
@@ -149,6 +151,22 @@ class InvalidOption(EnqueueError, ValueError):
         self.option = option
         self.problem = problem
         super().__init__(f"invalid {option}: {problem}")
+
+
+class InvalidPriority(InvalidOption):
+    """A ``priority`` that is not one of the levels (docs/PROTOCOL.md §12); nothing was sent.
+
+    ``str(err)`` and :attr:`reason` are the text every jetq producer gives, e.g.
+    ``unknown priority "urgent": the levels are "high", "normal" and "low"``; :attr:`value` is
+    the rejected value.
+    """
+
+    def __init__(self, value: object, reason: str) -> None:
+        self.option = "priority"
+        self.problem = reason
+        self.value = value
+        self.reason = reason
+        EnqueueError.__init__(self, reason)
 
 
 class SerializeError(EnqueueError, TypeError):

@@ -25,6 +25,7 @@ import json
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional, Tuple
 
 from .errors import EnqueueError
+from .priority import queue_token
 from .protocol import Prepared, Subjects, format_timestamp, parse_timestamp
 from .status import status_key
 
@@ -255,9 +256,11 @@ def flow_headers(prepared: Prepared, args: Any, unique: Optional[Unique], limit_
             # The task itself waits in the delayed-task stream until ``d`` after this enqueue.
             due = _dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(microseconds=period_us)
             not_before = format_timestamp(due)
-            prefix = prepared.subject[: -len(f".task.{prepared.queue}.{prepared.task}")]
+            # The queue token carries the task's level (docs/PROTOCOL.md §12).
+            token = queue_token(prepared.queue, prepared.priority)
+            prefix = prepared.subject[: -len(f".task.{token}.{prepared.task}")]
             headers["Jetq-Not-Before"] = not_before
-            subject = Subjects(prefix).delayed(int(due.timestamp()), prepared.queue, prepared.task)
+            subject = Subjects(prefix).delayed(int(due.timestamp()), token, prepared.task)
             return dataclasses.replace(prepared, headers=headers, subject=subject, not_before=not_before), period_us
     if limit_key is not None:
         validate_limit_key(limit_key)

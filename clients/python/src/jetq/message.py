@@ -17,6 +17,7 @@ import logging
 from typing import Any, Optional
 
 from .protocol import DEFAULT_MAX_DELAY, Prepared, Seconds, Subjects, is_valid_traceparent, prepare
+from .priority import PriorityLike
 from .tracing import current_trace_context
 
 __all__ = ["build_task_message"]
@@ -38,6 +39,7 @@ def build_task_message(
     traceparent: Optional[str] = None,
     tracestate: Optional[str] = None,
     track_status: bool = False,
+    priority: Optional[PriorityLike] = None,
     max_delay: _dt.timedelta = DEFAULT_MAX_DELAY,
 ) -> Prepared:
     """Validates a task and builds its message (subject, id, headers, payload) without sending it.
@@ -75,5 +77,6 @@ def build_task_message(
         traceparent=traceparent,
         tracestate=tracestate,
         track_status=track_status,
+        priority=priority,
         max_delay=max_delay,
     )

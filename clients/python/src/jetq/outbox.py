@@ -40,6 +40,7 @@ from .config import Config
 from .errors import OutboxMissing
 from .message import build_task_message
 from .outbox_schema import DEFAULT_TABLE, validate_table
+from .priority import PriorityLike
 from .protocol import MSG_ID, Prepared, Seconds, Subjects
 
 __all__ = ["Outbox", "OutboxRow", "row_of", "insert_sql"]
@@ -134,6 +135,7 @@ class Outbox:
         traceparent: Optional[str] = None,
         tracestate: Optional[str] = None,
         track_status: bool = False,
+        priority: Optional[PriorityLike] = None,
     ) -> Prepared:
         """Validates a task and builds its message, as :meth:`jetq.Producer.enqueue` would
         publish it (see :func:`jetq.message.build_task_message`)."""
@@ -150,6 +152,7 @@ class Outbox:
             traceparent=traceparent,
             tracestate=tracestate,
             track_status=track_status,
+            priority=priority,
             max_delay=self._config.max_delay_timedelta,
         )
 
@@ -168,6 +171,7 @@ class Outbox:
         traceparent: Optional[str] = None,
         tracestate: Optional[str] = None,
         track_status: bool = False,
+        priority: Optional[PriorityLike] = None,
     ) -> str:
         """Writes one task into the outbox table in ``db``'s current transaction and returns
         its id. Nothing is published here: the task is relayed once (and only if) the
@@ -191,6 +195,10 @@ class Outbox:
             OpenTelemetry span's, so the worker continues the trace of the request
         :param tracestate: W3C trace state, sent with ``traceparent``
         :param track_status: track this task's status (``Jetq-Track-Status: 1``)
+        :param priority: the task's level within its queue, ``"high"``, ``"normal"`` (the
+            default) or ``"low"`` (or a :class:`jetq.Priority`): the row's subject is the
+            level's (``<prefix>.task.<queue>~high.<task>``) and its headers carry
+            ``Jetq-Priority``, so the relay publishes it at that level (docs/PROTOCOL.md §12)
         :raises EnqueueError: the caller's-bug subclasses, raised before anything is written
             (:class:`~jetq.errors.InvalidName`, :class:`~jetq.errors.InvalidKey`,
             :class:`~jetq.errors.InvalidOption`, :class:`~jetq.errors.SerializeError`,
@@ -210,6 +218,7 @@ class Outbox:
             traceparent=traceparent,
             tracestate=tracestate,
             track_status=track_status,
+            priority=priority,
         )
         self.write(db, message)
         return message.id

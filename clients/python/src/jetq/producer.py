@@ -48,6 +48,7 @@ from .errors import (
 )
 from .flow import Unique
 from .message import build_task_message
+from .priority import PriorityLike
 from .protocol import TRACK_STATUS, Prepared, Seconds, Subjects, header_block_size
 from .status import CancelOutcome, StatusStore, TaskStatus
 
@@ -99,6 +100,8 @@ class TaskRequest:
     tracestate: Optional[str] = None
     at: Optional[_dt.datetime] = None
     track_status: bool = False
+    #: The task's level within its queue: ``"high"``, ``"normal"`` (None) or ``"low"``.
+    priority: Optional[PriorityLike] = None
 
 
 TaskLike = Union[TaskRequest, Tuple[str, str, Any]]
@@ -393,6 +396,7 @@ class AsyncProducer:
         traceparent: Optional[str] = None,
         tracestate: Optional[str] = None,
         track_status: bool = False,
+        priority: Optional[PriorityLike] = None,
     ) -> Prepared:
         """Validates a task and builds its message without sending it
         (:func:`jetq.message.build_task_message` with this producer's prefix and maximum delay:
@@ -410,6 +414,7 @@ class AsyncProducer:
             traceparent=traceparent,
             tracestate=tracestate,
             track_status=track_status,
+            priority=priority,
             max_delay=self._config.max_delay_timedelta,
         )
 
@@ -427,6 +432,7 @@ class AsyncProducer:
         traceparent: Optional[str] = None,
         tracestate: Optional[str] = None,
         track_status: bool = False,
+        priority: Optional[PriorityLike] = None,
         unique: Optional[Unique] = None,
         limit_key: Optional[str] = None,
     ) -> str:
@@ -453,6 +459,11 @@ class AsyncProducer:
             workers record every transition, and :meth:`status` / :meth:`wait` /
             :meth:`cancel` follow it. A type the task-type catalog marks ``tracked`` (its
             workers track it) is tracked without it
+        :param priority: the task's level within its queue (docs/PROTOCOL.md §12): ``"high"``,
+            ``"normal"`` (the default, also None) or ``"low"``, or a :class:`jetq.Priority`.
+            Workers pull ``high`` first; a ``high``/``low`` task goes to
+            ``<prefix>.task.<queue>~high.<task>`` (``~low``) with ``Jetq-Priority``. Anything
+            else raises :class:`~jetq.errors.InvalidPriority` before anything is sent
         :param unique: a unique key (:class:`jetq.flow.Unique`): while a task of this type holds
             it (as its scope says), enqueueing it again returns the holder's id instead of a new
             task (docs/FLOW_CONTROL.md)
@@ -472,6 +483,7 @@ class AsyncProducer:
             traceparent=traceparent,
             tracestate=tracestate,
             track_status=track_status,
+            priority=priority,
             unique=unique,
             limit_key=limit_key,
         )
@@ -491,6 +503,7 @@ class AsyncProducer:
         traceparent: Optional[str] = None,
         tracestate: Optional[str] = None,
         track_status: bool = False,
+        priority: Optional[PriorityLike] = None,
         unique: Optional[Unique] = None,
         limit_key: Optional[str] = None,
     ) -> Enqueued:
@@ -508,6 +521,7 @@ class AsyncProducer:
             traceparent=traceparent,
             tracestate=tracestate,
             track_status=track_status,
+            priority=priority,
         )
         if unique is not None or limit_key is not None:
             from .flow import enqueue_unique, flow_headers
@@ -669,6 +683,7 @@ class AsyncProducer:
                         traceparent=request.traceparent,
                         tracestate=request.tracestate,
                         track_status=request.track_status,
+                        priority=request.priority,
                     )
                 except EnqueueError as err:
                     results[index] = err

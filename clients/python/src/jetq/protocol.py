@@ -14,10 +14,11 @@ import math
 import os
 import re
 import time
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 from .errors import DelayTooLong, InvalidOption, SerializeError
 from .names import NameKind, validate_key, validate_name
+from .priority import PRIORITY, Priority, PriorityLike, parse_priority, queue_token, split_queue_token
 
 __all__ = [
     "MSG_ID",
@@ -28,6 +29,7 @@ __all__ = [
     "TRACESTATE",
     "NOT_BEFORE",
     "TRACK_STATUS",
+    "PRIORITY",
     "DEFAULT_MAX_DELAY",
     "Subjects",
     "Prepared",
@@ -88,6 +90,33 @@ class Subjects:
     def task(self, queue: str, task: str) -> str:
         """``<prefix>.task.<queue>.<task>`` (names are not validated here)."""
         return f"{self.prefix}.task.{queue}.{task}"
+
+    def task_at(self, queue: str, level: PriorityLike, task: str) -> str:
+        """``<prefix>.task.<queue>~<level>.<task>``, the plain task subject for ``normal``
+        (docs/PROTOCOL.md §12).
+
+        >>> Subjects().task_at("emails", "high", "send")
+        'jetq.task.emails~high.send'
+        """
+        return self.task(queue_token(queue, level), task)
+
+    def parse_task_level(self, subject: str) -> Optional[Tuple[str, Priority, str]]:
+        """A task subject split into ``(queue, level, task)``; None if it is not a task subject
+        of this prefix or names a level that does not exist.
+
+        >>> Subjects().parse_task_level("jetq.task.emails~low.send")
+        ('emails', <Priority.LOW: 'low'>, 'send')
+        """
+        start = f"{self.prefix}.task."
+        if not subject.startswith(start):
+            return None
+        token, dot, task = subject[len(start) :].partition(".")
+        if not dot or not token or not task or "." in task:
+            return None
+        split = split_queue_token(token)
+        if split is None:
+            return None
+        return split[0], split[1], task
 
     @property
     def all_tasks(self) -> str:
@@ -369,6 +398,8 @@ class Prepared:
     tracked: bool = False
     #: A delayed task's due time (the ``Jetq-Not-Before`` value); None for an immediate task.
     not_before: Optional[str] = None
+    #: The task's level within its queue (docs/PROTOCOL.md §12); its subject carries it.
+    priority: Priority = Priority.NORMAL
 
     @property
     def delayed(self) -> bool:
@@ -393,6 +424,7 @@ def prepare(
     enqueued_at: Optional[_dt.datetime] = None,
     max_delay: _dt.timedelta = DEFAULT_MAX_DELAY,
     now: Optional[_dt.datetime] = None,
+    priority: Optional[PriorityLike] = None,
 ) -> Prepared:
     """Validates a task and builds its subject, id, headers and payload (docs/PROTOCOL.md §3,
     and §7 for a delayed one: ``delay``/``at`` in the future publish to
@@ -401,7 +433,10 @@ def prepare(
     Raises the caller's-bug errors (:class:`~jetq.errors.InvalidName`,
     :class:`~jetq.errors.InvalidKey`, :class:`~jetq.errors.InvalidOption`,
     :class:`~jetq.errors.SerializeError`, :class:`~jetq.errors.DelayTooLong`) before anything
-    is sent. ``tracestate`` is only sent along with a ``traceparent``.
+    is sent. ``tracestate`` is only sent along with a ``traceparent``. ``priority`` (``"high"``,
+    ``"normal"``, ``"low"`` or a :class:`~jetq.Priority`; None is ``normal``) puts the task on
+    its level's subject (``<queue>~high``) with ``Jetq-Priority`` (§12), or raises
+    :class:`~jetq.errors.InvalidPriority`.
     """
     kinds: tuple[tuple[NameKind, str], ...] = (("queue", queue), ("task", task))
     for kind, value in kinds:
@@ -410,6 +445,7 @@ def prepare(
         validate_key(key)
     if not isinstance(track_status, bool):
         raise InvalidOption("track_status", f"{track_status!r} is not True or False")
+    level = parse_priority(priority)
     due = due_time(task, delay=delay, at=at, max_delay=max_delay, now=now)
     headers: Dict[str, str] = {
         MSG_ID: key if key is not None else new_ulid(),
@@ -421,19 +457,22 @@ def prepare(
         headers[TIMEOUT_MS] = str(timeout_ms(timeout))
     if track_status:
         headers[TRACK_STATUS] = "1"
+    if level is not Priority.NORMAL:
+        headers[PRIORITY] = level.value
     if traceparent is not None:
         headers[TRACEPARENT] = _trace_value("traceparent", traceparent)
         if tracestate is not None:
             headers[TRACESTATE] = _trace_value("tracestate", tracestate)
     payload = encode_args(task, args)
     not_before: Optional[str] = None
+    token = queue_token(queue, level)
     if due is None:
-        subject = subjects.task(queue, task)
+        subject = subjects.task(token, task)
     else:
         # The header and the subject's second come from the same instant, so they always agree.
         not_before = format_timestamp(due)
         headers[NOT_BEFORE] = not_before
-        subject = subjects.delayed(due_second(due), queue, task)
+        subject = subjects.delayed(due_second(due), token, task)
     return Prepared(
         queue=queue,
         task=task,
@@ -444,6 +483,7 @@ def prepare(
         generated_id=key is None,
         tracked=track_status,
         not_before=not_before,
+        priority=level,
     )
 
 

@@ -23,6 +23,7 @@ from .config import Config
 from .errors import ConnectError, JetqError, NotConnected, ProducerClosed, StatusReadError, Timeout, WaitTimeout
 from .producer import AsyncProducer, Enqueued, Outcome, TaskLike, _as_request
 from .flow import Unique, enqueue_unique, flow_headers
+from .priority import PriorityLike
 from .protocol import Prepared, Seconds, Subjects
 from .status import CAS_ROUNDS, CancelOutcome, TaskStatus
 from .tracing import current_trace_context
@@ -164,6 +165,7 @@ class Producer:
         traceparent: Optional[str] = None,
         tracestate: Optional[str] = None,
         track_status: bool = False,
+        priority: Optional[PriorityLike] = None,
         unique: Optional[Unique] = None,
         limit_key: Optional[str] = None,
     ) -> str:
@@ -184,6 +186,7 @@ class Producer:
             traceparent=traceparent,
             tracestate=tracestate,
             track_status=track_status,
+            priority=priority,
             unique=unique,
             limit_key=limit_key,
         ).id
@@ -202,6 +205,7 @@ class Producer:
         traceparent: Optional[str] = None,
         tracestate: Optional[str] = None,
         track_status: bool = False,
+        priority: Optional[PriorityLike] = None,
         unique: Optional[Unique] = None,
         limit_key: Optional[str] = None,
     ) -> Enqueued:
@@ -221,6 +225,7 @@ class Producer:
             traceparent=traceparent,
             tracestate=tracestate,
             track_status=track_status,
+            priority=priority,
         )
         if unique is not None or limit_key is not None:
             prepared, period_us = flow_headers(prepared, args, unique, limit_key)

@@ -15,6 +15,7 @@ from ..config import Config
 from ..errors import ConfigError, JetqError, NotInTransaction
 from ..message import build_task_message
 from ..outbox import Outbox
+from ..priority import PriorityLike
 from ..protocol import Prepared, Seconds, Subjects
 from ..sync import Producer
 
@@ -40,6 +41,7 @@ def enqueue(
     traceparent: Optional[str] = None,
     tracestate: Optional[str] = None,
     track_status: bool = False,
+    priority: Optional[PriorityLike] = None,
     using: Optional[str] = None,
     outbox: Optional[Outbox] = None,
 ) -> str:
@@ -82,6 +84,7 @@ def enqueue(
         traceparent=traceparent,
         tracestate=tracestate,
         track_status=track_status,
+        priority=priority,
     )
     alias = using or DEFAULT_DB_ALIAS
     connection = connections[alias]
@@ -111,6 +114,7 @@ def enqueue_on_commit(
     traceparent: Optional[str] = None,
     tracestate: Optional[str] = None,
     track_status: bool = False,
+    priority: Optional[PriorityLike] = None,
     using: Optional[str] = None,
     producer: Optional[Producer] = None,
 ) -> str:
@@ -146,6 +150,7 @@ def enqueue_on_commit(
         traceparent=traceparent,
         tracestate=tracestate,
         track_status=track_status,
+        priority=priority,
         max_delay=config.max_delay_timedelta,
     )
 
