@@ -43,6 +43,22 @@ export class InvalidOption extends EnqueueError {
   }
 }
 
+/**
+ * A priority that is not one of the levels `high`, `normal`, `low` (§12); nothing was sent.
+ * `message` and `reason` are the text every jetq producer gives.
+ */
+export class InvalidPriority extends InvalidOption {
+  /** @param {unknown} value */
+  constructor(value) {
+    const quoted = typeof value === 'string' ? JSON.stringify(value) : String(value);
+    const reason = `unknown priority ${quoted}: the levels are "high", "normal" and "low"`;
+    super('priority', reason);
+    this.message = reason;
+    this.value = value;
+    this.reason = reason;
+  }
+}
+
 /** The arguments cannot be encoded as JSON. */
 export class SerializeError extends EnqueueError {}
 

@@ -85,7 +85,8 @@ export class Producer {
   /**
    * Enqueues one task and resolves once the server stored it: `{id, sequence, duplicate,
    * stream}`. Options as `prepare` in protocol.js (key, maxAttempts, timeoutMs, delayMs, at,
-   * traceparent, tracestate, trackStatus, json). Rejects with the typed errors of errors.js.
+   * traceparent, tracestate, trackStatus, json, priority: 'high' | 'normal' | 'low'). Rejects
+   * with the typed errors of errors.js (InvalidPriority for another priority).
    */
   async enqueue(queue, task, args, options = {}) {
     const prepared = await this.prepare(queue, task, args, options);

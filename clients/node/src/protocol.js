@@ -1,14 +1,14 @@
-// The wire protocol of docs/PROTOCOL.md (version 1.4) as pure functions: names, keys, ids,
+// The wire protocol of docs/PROTOCOL.md (version 1.5) as pure functions: names, keys, ids,
 // timestamps, subjects, the message a task becomes, status keys, and what a publish reply means.
 // Nothing here talks to a server; producer.js does.
 
 import { randomBytes } from 'node:crypto';
 import {
-  DelayTooLong, InvalidKey, InvalidName, InvalidOption, NoStream, Rejected, SerializeError,
-  StreamFull, TooLarge,
+  DelayTooLong, InvalidKey, InvalidName, InvalidOption, InvalidPriority, NoStream, Rejected,
+  SerializeError, StreamFull, TooLarge,
 } from './errors.js';
 
-export const PROTOCOL_VERSION = '1.4';
+export const PROTOCOL_VERSION = '1.5';
 export const MAX_NAME_LEN = 64;
 export const MAX_KEY_LEN = 256;
 /** Ids jetq writes itself (§3, "Task ids and reserved ids"). */
@@ -125,6 +125,41 @@ export function toMicros(at) {
   throw new InvalidOption('at', 'expected a Date, an RFC 3339 string or microseconds (bigint)');
 }
 
+// ---- Priorities within a queue (§12) ----
+
+/** The levels, highest first. */
+export const PRIORITIES = Object.freeze(['high', 'normal', 'low']);
+/** The header repeating a `high` or `low` task's level. */
+export const PRIORITY_HEADER = 'Jetq-Priority';
+
+/**
+ * The level named by `value` (`'high'`, `'normal'` or `'low'` exactly; undefined or null is
+ * `'normal'`). Throws InvalidPriority for anything else.
+ */
+export function parsePriority(value) {
+  if (value === undefined || value === null) return 'normal';
+  if (typeof value === 'string' && PRIORITIES.includes(value)) return value;
+  throw new InvalidPriority(value);
+}
+
+/** The subject token of `queue` at `level`: the queue for `normal`, `<queue>~<level>` else. */
+export function queueToken(queue, level) {
+  const parsed = parsePriority(level);
+  return parsed === 'normal' ? queue : `${queue}~${parsed}`;
+}
+
+/**
+ * A subject's queue token split into `{queue, level}`; null for a level that does not exist
+ * (`~urgent`, `~normal`).
+ */
+export function splitQueueToken(token) {
+  const at = token.indexOf('~');
+  if (at < 0) return { queue: token, level: 'normal' };
+  const queue = token.slice(0, at);
+  const level = token.slice(at + 1);
+  return queue !== '' && (level === 'high' || level === 'low') ? { queue, level } : null;
+}
+
 // ---- Subjects and objects (§2, §7, §8) ----
 
 export class Subjects {
@@ -140,6 +175,9 @@ export class Subjects {
   }
 
   task(queue, task) { return `${this.prefix}.task.${queue}.${task}`; }
+
+  /** The task subject of `queue` at a priority level (§12): `<prefix>.task.<queue>~high.<task>`. */
+  taskAt(queue, level, task) { return this.task(queueToken(queue, level), task); }
 
   delayed(dueSecond, queue, task) { return `${this.prefix}.delayed.${dueSecond}.${queue}.${task}`; }
 
@@ -174,12 +212,15 @@ export function headerBlockSize(headers) {
  * options: key, maxAttempts, timeoutMs (fractions allowed: rounded down, at least 1),
  * traceparent, tracestate, trackStatus, delayMs or at (Date | RFC 3339 string | bigint
  * microseconds), json (the payload already encoded, instead of `args`), maxDelayMs, now (bigint
- * microseconds, for tests).
+ * microseconds, for tests), priority (`'high'`, `'normal'` or `'low'`, §12: the level's subject
+ * `<queue>~high` and the `Jetq-Priority` header; anything else throws InvalidPriority).
  */
 export function prepare(subjects, queue, task, args, options = {}) {
   validateName('queue', queue);
   validateName('task', task);
   if (options.key !== undefined && options.key !== null) validateKey(options.key);
+  const priority = parsePriority(options.priority);
+  const token = queueToken(queue, priority);
   let text;
   if (options.json !== undefined) {
     text = typeof options.json === 'string' ? options.json : Buffer.from(options.json).toString('utf8');
@@ -209,6 +250,7 @@ export function prepare(subjects, queue, task, args, options = {}) {
     headers.push(['Jetq-Timeout-Ms', String(Math.max(1, Math.floor(options.timeoutMs)))]);
   }
   if (options.trackStatus) headers.push(['Jetq-Track-Status', '1']);
+  if (priority !== 'normal') headers.push([PRIORITY_HEADER, priority]);
   if (options.traceparent) {
     if (!TRACEPARENT.test(options.traceparent) || options.traceparent.startsWith('ff')) {
       throw new InvalidOption('traceparent', `${JSON.stringify(options.traceparent)} is not a W3C traceparent`);
@@ -216,7 +258,7 @@ export function prepare(subjects, queue, task, args, options = {}) {
     headers.push(['traceparent', options.traceparent]);
     if (options.tracestate) headers.push(['tracestate', options.tracestate]);
   }
-  let subject = subjects.task(queue, task);
+  let subject = subjects.task(token, task);
   let delayed = false;
   let due = null;
   if (options.delayMs !== undefined || options.at !== undefined) {
@@ -230,14 +272,14 @@ export function prepare(subjects, queue, task, args, options = {}) {
     if (due > now) {
       // §7: the due second (rounded down) in the subject, the due time in Jetq-Not-Before.
       const second = due >= 0n ? due / 1000000n : (due - 999999n) / 1000000n;
-      subject = subjects.delayed(second, queue, task);
+      subject = subjects.delayed(second, token, task);
       headers.push(['Jetq-Not-Before', formatTimestamp(due)]);
       delayed = true;
     }
   }
   return {
     subject, payload: Buffer.from(text, 'utf8'), headers, id, generatedId, delayed, due,
-    tracked: Boolean(options.trackStatus), queue, task, enqueuedAt: formatTimestamp(now),
+    tracked: Boolean(options.trackStatus), queue, task, enqueuedAt: formatTimestamp(now), priority,
   };
 }
 

@@ -7,11 +7,14 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, headers as natsHeaders } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import {
-  InvalidKey, InvalidName, Producer, Subjects, catalogBucket, catalogEntryJson, catalogKey,
-  classifyReply, formatTimestamp, parseCatalogEntry, parseTimestamp, prepare, retryPauseMs, statusKey,
+  InvalidKey, InvalidName, InvalidOption, InvalidPriority, PRIORITIES, PRIORITY_HEADER, Producer,
+  Subjects, catalogBucket, catalogEntryJson, catalogKey, classifyReply, formatTimestamp,
+  parseCatalogEntry, parseTimestamp, prepare, queueToken, retryPauseMs, splitQueueToken, statusKey,
 } from '../src/index.js';
-import { createTaskStream, loadVectors, natsServerBinary, startNatsServer, within } from './support.js';
+import { REPO, createTaskStream, loadVectors, natsServerBinary, startNatsServer, within } from './support.js';
 
 const VECTORS = loadVectors();
 const PATTERNS = Object.fromEntries(Object.entries(VECTORS.patterns).map(([k, v]) => [k, new RegExp(v)]));
@@ -224,5 +227,109 @@ describe('vectors through a real server', { skip: natsServerBinary() ? false : '
     for (const vector of VECTORS.invalid) {
       await assert.rejects(producer.enqueue(vector.queue, vector.task, vector.args, options(vector)), (err) => err.constructor.name === vector.error);
     }
+  });
+});
+
+// docs/conformance/priorities.json (§12), shared with tests/tests/priority_conformance.rs and
+// clients/python/tests/test_conformance.py.
+const PRIORITY_VECTORS = JSON.parse(readFileSync(join(REPO, 'docs', 'conformance', 'priorities.json'), 'utf8'));
+
+/** The values of every Jetq-Priority header among (name, value) pairs. */
+function priorityHeaders(pairs) {
+  return [...pairs].filter(([name]) => name === PRIORITY_HEADER).map(([, value]) => value);
+}
+
+/** The enqueue options of a priorities.json message vector (a due time: a minute after `now`). */
+function priorityOptions(vector) {
+  const out = {};
+  if (vector.priority !== null) out.priority = vector.priority;
+  if (vector.due) {
+    out.at = vector.due;
+    out.now = parseTimestamp(vector.due) - 60_000_000n;
+  }
+  return out;
+}
+
+describe('priority vectors without a server', () => {
+  test('the header and the levels', () => {
+    assert.equal(PRIORITY_VECTORS.header, PRIORITY_HEADER);
+    assert.deepEqual(PRIORITY_VECTORS.levels, [...PRIORITIES]);
+  });
+
+  test('every message vector is prepared on its subject with its header', () => {
+    assert.ok(PRIORITY_VECTORS.messages.some((v) => v.due));
+    for (const vector of PRIORITY_VECTORS.messages) {
+      const prepared = prepare(new Subjects(vector.prefix), vector.queue, vector.task, {}, priorityOptions(vector));
+      assert.equal(prepared.subject, vector.subject, vector.name);
+      assert.deepEqual(priorityHeaders(prepared.headers), vector.header === null ? [] : [vector.header], vector.name);
+      assert.equal(prepared.queue, vector.queue, `${vector.name}: the queue is named without its level`);
+    }
+  });
+
+  test('queue tokens and subjects split as the vectors say', () => {
+    for (const vector of PRIORITY_VECTORS.tokens) {
+      assert.equal(queueToken(vector.queue, vector.level), vector.token);
+      assert.deepEqual(splitQueueToken(vector.token), { queue: vector.queue, level: vector.level });
+    }
+    for (const vector of PRIORITY_VECTORS.subjects) {
+      const prefix = `${vector.prefix}.task.`;
+      assert.ok(vector.subject.startsWith(prefix));
+      const [token, task, ...rest] = vector.subject.slice(prefix.length).split('.');
+      const split = task && rest.length === 0 ? splitQueueToken(token) : null;
+      const parsed = split && { queue: split.queue, level: split.level, task };
+      assert.deepEqual(parsed, vector.parsed, vector.subject);
+      if (parsed) assert.equal(new Subjects(vector.prefix).taskAt(parsed.queue, parsed.level, parsed.task), vector.subject);
+    }
+  });
+
+  test('every invalid priority is refused with the documented reason', () => {
+    for (const vector of PRIORITY_VECTORS.invalid) {
+      assert.throws(() => prepare(new Subjects(), 'emails', 'send', {}, { priority: vector.priority }), (err) => {
+        assert.ok(err instanceof InvalidPriority && err instanceof InvalidOption, vector.name);
+        assert.equal(err.reason, vector.reason, vector.name);
+        assert.equal(err.message, vector.reason, vector.name);
+        return true;
+      });
+    }
+  });
+});
+
+describe('priority vectors through a real server', { skip: natsServerBinary() ? false : 'JETQ_TEST_NATS_SERVER is not set' }, () => {
+  let server;
+  let nc;
+  before(async () => {
+    server = await startNatsServer();
+    nc = await connect({ servers: server.url });
+  });
+  after(async () => {
+    await nc?.close();
+    await server?.stop();
+  });
+
+  test('high and low tasks are stored on their level subjects, with the header', async () => {
+    const jsm = await jetstreamManager(nc);
+    const producers = new Map();
+    for (const vector of PRIORITY_VECTORS.messages.filter((v) => !v.due)) {
+      if (!producers.has(vector.prefix)) {
+        await createTaskStream(jsm, vector.prefix);
+        producers.set(vector.prefix, new Producer(nc, { prefix: vector.prefix }));
+      }
+      const producer = producers.get(vector.prefix);
+      const result = await within(5000, vector.name, producer.enqueue(vector.queue, vector.task, {}, priorityOptions(vector)));
+      const stored = await jsm.streams.getMessage(producer.subjects.tasksStream, { seq: result.sequence });
+      assert.equal(stored.subject, vector.subject, vector.name);
+      const pairs = [];
+      for (const [name, values] of stored.header) for (const value of values) pairs.push([name, value]);
+      assert.deepEqual(priorityHeaders(pairs), vector.header === null ? [] : [vector.header], vector.name);
+    }
+    const before = (await jsm.streams.info('JETQ_TASKS')).state.messages;
+    const many = await within(5000, 'enqueueMany', producers.get('jetq').enqueueMany([
+      { queue: 'emails', task: 'send', args: {}, options: { priority: 'high' } },
+      { queue: 'emails', task: 'send', args: {}, options: { priority: 'urgent' } },
+    ]));
+    assert.equal(many[0].ok, true, String(many[0].error));
+    assert.ok(!many[1].ok && many[1].error instanceof InvalidPriority, String(many[1].error));
+    await assert.rejects(producers.get('jetq').enqueue('emails', 'send', {}, { priority: 'urgent' }), InvalidPriority);
+    assert.equal((await jsm.streams.info('JETQ_TASKS')).state.messages, before + 1, 'only the high task of the batch is stored');
   });
 });
