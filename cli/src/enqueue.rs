@@ -3,8 +3,9 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use jetq_contract::Priority;
 use jetq_producer::{EnqueueOptions, RawTask};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use crate::{admin::Admin, error::AdminError};
 
@@ -36,6 +37,9 @@ pub struct EnqueueRequest {
     pub max_attempts: Option<u32>,
     /// Per-task override of the per-attempt timeout.
     pub timeout: Option<Duration>,
+    /// The task's priority level within its queue (PROTOCOL §12): a level other than
+    /// `normal` is published to `<prefix>.task.<queue>~<level>.<task>` with `Jetq-Priority`.
+    pub priority: Priority,
 }
 
 impl EnqueueRequest {
@@ -49,6 +53,7 @@ impl EnqueueRequest {
             when: When::Now,
             max_attempts: None,
             timeout: None,
+            priority: Priority::Normal,
         }
     }
 }
@@ -62,6 +67,12 @@ pub struct EnqueueOutcome {
     pub queue: String,
     /// Task wire name.
     pub task: String,
+    /// Its priority level: `high`, `normal` or `low`.
+    #[serde(serialize_with = "level_name")]
+    pub priority: Priority,
+    /// Its task subject, the level's (`<prefix>.task.<queue>[~<level>].<task>`): where it
+    /// waits for a worker (a delayed task is released there when due).
+    pub subject: String,
     /// The stream that stored it (the task stream, or the delayed-task stream).
     pub stream: String,
     /// Its sequence in that stream.
@@ -87,6 +98,7 @@ impl Admin {
         if let Some(timeout) = request.timeout {
             options = options.timeout(timeout);
         }
+        options = options.priority(request.priority);
         let raw = RawTask {
             queue: request.queue.clone(),
             task: request.task.clone(),
@@ -107,18 +119,27 @@ impl Admin {
             (When::In(delay), Some(_)) => producer.enqueue_raw_in(delay, raw).await?,
             (_, Some(at)) => producer.enqueue_raw_at(at, raw).await?,
         };
+        let subjects = self.subjects();
         let stream = match due {
-            None => self.subjects().tasks_stream(),
-            Some(_) => self.subjects().delayed_stream(),
+            None => subjects.tasks_stream(),
+            Some(_) => subjects.delayed_stream(),
         };
+        let subject = subjects.task_at(&request.queue, request.priority, &request.task);
         Ok(EnqueueOutcome {
             id: enqueued.id,
             queue: request.queue,
             task: request.task,
+            priority: request.priority,
+            subject,
             stream,
             sequence: enqueued.sequence,
             duplicate: enqueued.duplicate,
             not_before: due.map(jetq_contract::time::format),
         })
     }
+}
+
+/// A level as JSON: its wire name.
+fn level_name<S: Serializer>(level: &Priority, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(level.as_str())
 }

@@ -1,7 +1,10 @@
 //! Pausing and resuming a queue: the JetStream consumer pause API (nats-server 2.11+) on the
-//! queue's durable consumer `worker-<queue>`.
+//! queue's durable consumers: `worker-<queue>` and, for its priority levels (PROTOCOL §12),
+//! `worker-<queue>~high` and `worker-<queue>~low`. All three are paused or resumed together; a
+//! level's consumer that does not exist (a worker older than priorities created only
+//! `worker-<queue>`) is skipped.
 //!
-//! Every worker of a queue pulls from that one durable consumer, so pausing it stops delivery
+//! Every worker of a queue pulls from those durable consumers, so pausing them stops delivery
 //! cluster-wide at once: tasks in flight finish (their acks still count), new tasks accumulate
 //! in the task stream, and nothing is lost. Resuming restarts delivery. The server keeps the
 //! pause in the consumer's configuration (`pause_until`), so it survives server restarts.
@@ -11,8 +14,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use async_nats::jetstream::context::ConsumerInfoErrorKind;
-use jetq_contract::{connect::Version, NameKind};
+use async_nats::jetstream::{context::ConsumerInfoErrorKind, stream::Stream};
+use jetq_contract::{connect::Version, NameKind, Priority};
 use serde::Serialize;
 
 use crate::{
@@ -33,9 +36,13 @@ pub const INDEFINITELY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 pub struct PauseState {
     /// The queue.
     pub queue: String,
-    /// Its durable consumer.
+    /// Its durable consumer (`worker-<queue>`, the `normal` level's; if only a level's
+    /// consumer exists, that one).
     pub consumer: String,
-    /// Whether delivery is paused now.
+    /// Every durable consumer of the queue that was paused or resumed, highest level first;
+    /// levels without a consumer are not listed.
+    pub consumers: Vec<String>,
+    /// Whether delivery is paused now (every consumer in `consumers` is).
     pub paused: bool,
     /// Until when, RFC 3339 UTC, while paused.
     pub pause_until: Option<String>,
@@ -76,72 +83,123 @@ impl Admin {
             Some(until) => until,
             None => now + INDEFINITELY,
         };
-        let (stream, consumer) = self.queue_consumer(queue).await?;
-        let response = stream
-            .pause_consumer(&consumer, to_datetime(until)?)
-            .await
-            .map_err(|err| AdminError::nats(format!("cannot pause consumer {consumer}"), err))?;
-        Ok(self.state(queue, consumer, response.paused, Some(response.pause_until)))
+        let (stream, consumers) = self.queue_consumers(queue).await?;
+        let mut states = Vec::with_capacity(consumers.len());
+        for (i, consumer) in consumers.iter().enumerate() {
+            let response = stream
+                .pause_consumer(consumer, to_datetime(until)?)
+                .await
+                .map_err(|err| {
+                    AdminError::nats(
+                        format!(
+                            "cannot pause consumer {consumer}{}",
+                            done_before(&consumers[..i], "paused")
+                        ),
+                        err,
+                    )
+                })?;
+            states.push((response.paused, Some(response.pause_until)));
+        }
+        Ok(self.state(queue, consumers, &states))
     }
 
-    /// Resumes delivery of `queue`.
+    /// Resumes delivery of `queue` (every level's consumer).
     pub async fn resume(&self, queue: &str) -> Result<PauseState, AdminError> {
-        let (stream, consumer) = self.queue_consumer(queue).await?;
-        let response = stream
-            .resume_consumer(&consumer)
-            .await
-            .map_err(|err| AdminError::nats(format!("cannot resume consumer {consumer}"), err))?;
-        Ok(self.state(queue, consumer, response.paused, None))
+        let (stream, consumers) = self.queue_consumers(queue).await?;
+        let mut states = Vec::with_capacity(consumers.len());
+        for (i, consumer) in consumers.iter().enumerate() {
+            let response = stream.resume_consumer(consumer).await.map_err(|err| {
+                AdminError::nats(
+                    format!(
+                        "cannot resume consumer {consumer}{}",
+                        done_before(&consumers[..i], "resumed")
+                    ),
+                    err,
+                )
+            })?;
+            states.push((response.paused, None));
+        }
+        Ok(self.state(queue, consumers, &states))
     }
 
+    /// The queue's state from the answers for each of its `consumers` (same order): paused
+    /// when all are, until the earliest end.
     fn state(
         &self,
         queue: &str,
-        consumer: String,
-        paused: bool,
-        until: Option<async_nats::datetime::DateTime>,
+        consumers: Vec<String>,
+        states: &[(bool, Option<async_nats::datetime::DateTime>)],
     ) -> PauseState {
-        let until = until.filter(|_| paused);
+        let paused = !states.is_empty() && states.iter().all(|(paused, _)| *paused);
+        let until = states
+            .iter()
+            .filter_map(|(_, until)| *until)
+            .min()
+            .filter(|_| paused);
         let until_resumed = until
             .is_some_and(|until| SystemTime::from(until) > SystemTime::now() + INDEFINITELY / 2);
+        let normal = self.subjects().durable(queue);
+        let consumer = if consumers.contains(&normal) {
+            normal
+        } else {
+            consumers.first().cloned().unwrap_or(normal)
+        };
         PauseState {
             queue: queue.to_owned(),
             consumer,
+            consumers,
             paused,
             pause_until: until.map(format_time),
             until_resumed,
         }
     }
 
-    async fn queue_consumer(
-        &self,
-        queue: &str,
-    ) -> Result<(async_nats::jetstream::stream::Stream, String), AdminError> {
+    /// The durable consumers of every level of `queue` that exist, highest level first; an
+    /// error if none does.
+    async fn queue_consumers(&self, queue: &str) -> Result<(Stream, Vec<String>), AdminError> {
         jetq_contract::name::validate(NameKind::Queue, queue)?;
         check_pause_supported(&self.server_version_text())?;
         let stream = self.tasks_stream().await?;
-        let consumer = self.subjects().durable(queue);
-        match stream.consumer_info(&consumer).await {
-            Ok(_) => Ok((stream, consumer)),
-            Err(err) => match err.kind() {
-                ConsumerInfoErrorKind::NotFound => Err(match self.queue_stats(queue).await {
-                    // Known from its tasks, but no worker made the consumer yet.
-                    Ok(_) => AdminError::not_found(
-                        format!("consumer {consumer} of queue {queue}"),
-                        Some(
-                            "no worker of this queue has started yet, so there is no delivery \
-                             to pause; nothing runs its tasks until one does"
-                                .into(),
-                        ),
-                    ),
-                    Err(_) => unknown_queue(queue),
-                }),
-                _ => Err(AdminError::nats(
-                    format!("cannot read consumer {consumer}"),
-                    err,
-                )),
-            },
+        let mut found = Vec::with_capacity(Priority::ALL.len());
+        for level in Priority::ALL {
+            let consumer = self.subjects().durable_at(queue, level);
+            match stream.consumer_info(&consumer).await {
+                Ok(_) => found.push(consumer),
+                // A level's consumer made by no worker yet (or by one older than priorities).
+                Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => {}
+                Err(err) => {
+                    return Err(AdminError::nats(
+                        format!("cannot read consumer {consumer}"),
+                        err,
+                    ))
+                }
+            }
         }
+        if !found.is_empty() {
+            return Ok((stream, found));
+        }
+        let consumer = self.subjects().durable(queue);
+        Err(match self.queue_stats(queue).await {
+            // Known from its tasks, but no worker made the consumer yet.
+            Ok(_) => AdminError::not_found(
+                format!("consumer {consumer} of queue {queue}"),
+                Some(
+                    "no worker of this queue has started yet, so there is no delivery \
+                     to pause; nothing runs its tasks until one does"
+                        .into(),
+                ),
+            ),
+            Err(_) => unknown_queue(queue),
+        })
+    }
+}
+
+/// What an error part-way through says was already done: ` (worker-q~high already paused)`.
+fn done_before(done: &[String], verb: &str) -> String {
+    if done.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} already {verb})", done.join(", "))
     }
 }
 

@@ -1,11 +1,18 @@
-//! Queue statistics, read from JetStream's own state: the durable consumer `worker-<queue>` of
-//! each queue (pending, in flight, redelivered, paused), the per-subject message counts of the
-//! task, dead-letter and delayed-task streams, and rates from two samples.
+//! Queue statistics, read from JetStream's own state: the durable consumers of each queue
+//! (pending, in flight, redelivered, paused), the per-subject message counts of the task,
+//! dead-letter and delayed-task streams, and rates from two samples.
+//!
+//! A queue has one durable consumer per priority level (PROTOCOL §12): `worker-<queue>`
+//! (`normal`), `worker-<queue>~high` and `worker-<queue>~low`, and its tasks wait on
+//! `<prefix>.task.<queue>[~<level>].*`. The levels are one queue here: their numbers are summed
+//! into the queue's row, with the pending tasks of each level in
+//! [`QueueStats::pending_by_priority`].
 
 use std::{collections::BTreeMap, time::Duration};
 
-use async_nats::jetstream::stream::Stream;
+use async_nats::jetstream::{consumer, stream::Stream};
 use futures::TryStreamExt;
+use jetq_contract::Priority;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -17,15 +24,25 @@ use crate::{
 /// One queue's numbers at one moment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QueueStats {
-    /// The queue name.
+    /// The queue name (without a level).
     pub queue: String,
-    /// The durable consumer of the queue (`worker-<queue>`), `null` if no worker created it yet.
+    /// The durable consumer of the queue (`worker-<queue>`, the `normal` level's), `null` if no
+    /// worker created it yet. (If only a level's durable exists, that one.)
     pub consumer: Option<String>,
-    /// Tasks not delivered to any worker yet.
+    /// Every durable consumer of the queue that exists, one per level, highest level first
+    /// (`worker-<queue>~high`, `worker-<queue>`, `worker-<queue>~low`); empty without a
+    /// worker. A worker older than priorities created only `worker-<queue>`.
+    pub consumers: Vec<String>,
+    /// Tasks not delivered to any worker yet, all levels together.
     pub pending: u64,
+    /// The pending tasks of each level (they add up to `pending`).
+    pub pending_by_priority: ByPriority,
     /// Tasks delivered and not yet acknowledged (running, or waiting for a retry's backoff).
     pub in_flight: u64,
-    /// The queue's cluster-wide in-flight cap (`max_ack_pending`), `null` without a consumer.
+    /// The queue's cluster-wide in-flight cap (`max_ack_pending`) of the `normal` level's
+    /// consumer, `null` without a consumer. Each level's consumer has this cap of its own
+    /// (workers create all three with the same settings), so up to three times as many tasks
+    /// can be in flight when every level has work.
     pub max_in_flight: Option<i64>,
     /// Tasks in flight that were delivered more than once (retries, crashed workers).
     pub redelivered: u64,
@@ -44,10 +61,16 @@ pub struct QueueStats {
     pub dead: u64,
     /// Delayed tasks of this queue waiting for their due time.
     pub delayed: u64,
-    /// Whether delivery is paused (nats-server 2.11+).
+    /// Whether delivery is paused (nats-server 2.11+): true when the consumers of all levels
+    /// are paused, as `jetq pause` leaves them.
     pub paused: bool,
-    /// Until when, RFC 3339 UTC, while paused.
+    /// Until when, RFC 3339 UTC, while paused (the earliest end among the levels).
     pub pause_until: Option<String>,
+    /// The levels whose consumer is paused (`high`, `normal`, `low`). Equal to every level
+    /// the queue has a consumer for when `paused`; a non-empty list with `paused` false means
+    /// the queue is only partly paused (a level's consumer was paused by other means, or was
+    /// created after the pause by an older or newer worker): `jetq pause`/`resume` set all.
+    pub paused_levels: Vec<String>,
     /// Deliveries made by the consumer so far, retries included.
     pub delivered_total: u64,
     /// Rates over the sampling interval, when two samples were taken.
@@ -58,12 +81,78 @@ impl QueueStats {
     /// The queue's state as the CLI and the dashboard show it: `paused until <time>`, `paused`
     /// (until resumed), `no worker yet` (no durable consumer: no worker ever started), or
     /// `active`.
+    ///
+    /// A queue whose levels are not all paused says which are: `partly paused (high)`.
     pub fn state(&self) -> String {
         match (&self.pause_until, self.paused, &self.consumer) {
             (Some(until), true, _) => format!("paused until {until}"),
             (None, true, _) => "paused".into(),
+            (_, false, _) if !self.paused_levels.is_empty() => {
+                format!("partly paused ({})", self.paused_levels.join(", "))
+            }
             (_, false, None) => "no worker yet".into(),
             (_, false, Some(_)) => "active".into(),
+        }
+    }
+
+    /// The PENDING cell as the CLI prints it: the number, followed by the pending tasks of
+    /// each level that has some when a level other than `normal` has pending tasks
+    /// (`12 (high 5, normal 7)`); the number alone otherwise.
+    ///
+    /// ```
+    /// let mut q = jetq_cli::stats::QueueStats::empty("emails");
+    /// q.pending = 7;
+    /// q.pending_by_priority.normal = 7;
+    /// assert_eq!(q.pending_text(), "7");
+    /// q.pending = 12;
+    /// q.pending_by_priority.high = 5;
+    /// assert_eq!(q.pending_text(), "12 (high 5, normal 7)");
+    /// ```
+    pub fn pending_text(&self) -> String {
+        let by = &self.pending_by_priority;
+        if by.high == 0 && by.low == 0 {
+            return self.pending.to_string();
+        }
+        let levels: Vec<String> = Priority::ALL
+            .into_iter()
+            .filter(|level| by.get(*level) > 0)
+            .map(|level| format!("{level} {}", by.get(level)))
+            .collect();
+        format!("{} ({})", self.pending, levels.join(", "))
+    }
+
+    /// A queue with no numbers yet.
+    pub fn empty(queue: &str) -> QueueStats {
+        empty(queue)
+    }
+}
+
+/// A count for each priority level of a queue (pending tasks, tasks purged).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ByPriority {
+    /// At `high`.
+    pub high: u64,
+    /// At `normal`.
+    pub normal: u64,
+    /// At `low`.
+    pub low: u64,
+}
+
+impl ByPriority {
+    /// The count of `level`.
+    pub fn get(&self, level: Priority) -> u64 {
+        match level {
+            Priority::High => self.high,
+            Priority::Normal => self.normal,
+            Priority::Low => self.low,
+        }
+    }
+
+    pub(crate) fn slot(&mut self, level: Priority) -> &mut u64 {
+        match level {
+            Priority::High => &mut self.high,
+            Priority::Normal => &mut self.normal,
+            Priority::Low => &mut self.low,
         }
     }
 }
@@ -154,8 +243,11 @@ impl Overview {
 impl Admin {
     /// Every queue's numbers now (no rates).
     ///
-    /// Queues are the union of the durable consumers `worker-<queue>` on the task stream and the
-    /// queues that have stored tasks, dead letters or delayed tasks.
+    /// Queues are the union of the durable consumers `worker-<queue>[~<level>]` on the task
+    /// stream and the queues that have stored tasks, dead letters or delayed tasks; the levels
+    /// of a queue (PROTOCOL §12) are summed into one row. A subject or consumer whose level
+    /// suffix is not one of ours (no consumer ever pulls it) is shown as a queue of its own,
+    /// under its raw token, so that nothing stored goes unseen.
     pub async fn overview(&self) -> Result<Overview, AdminError> {
         let subjects = self.subjects().clone();
         let mut tasks = self.tasks_stream().await?;
@@ -165,10 +257,9 @@ impl Admin {
             .await
             .map_err(|err| AdminError::nats("cannot read the task stream", err))?
             .clone();
-        let mut queues: BTreeMap<String, QueueStats> = BTreeMap::new();
 
         let stored = subject_counts(&tasks, &subjects.all_tasks(), |s| {
-            subjects.parse_task(s).map(|(q, _)| q.to_owned())
+            task_token(s, subjects.prefix()).map(queue_level)
         })
         .await?;
         let dead = match self.dead_stream().await? {
@@ -183,51 +274,42 @@ impl Admin {
         let delayed = match self.optional_stream(&subjects.delayed_stream()).await? {
             Some(stream) => {
                 subject_counts(&stream, &subjects.all_delayed(), |s| {
-                    subjects.parse_delayed(s).map(|(_, q, _)| q.to_owned())
+                    subjects
+                        .parse_delayed(s)
+                        .map(|(_, token, _)| queue_level(token).0)
                 })
                 .await?
             }
             None => BTreeMap::new(),
         };
 
+        let mut levels: BTreeMap<(String, Priority), Level> = BTreeMap::new();
         let mut consumers = tasks.consumers();
         while let Some(consumer) = consumers
             .try_next()
             .await
             .map_err(|err| AdminError::nats("cannot list the task stream's consumers", err))?
         {
-            let Some(queue) = consumer.name.strip_prefix("worker-") else {
+            let Some(token) = consumer.name.strip_prefix("worker-") else {
                 continue;
             };
-            if consumer.name != subjects.durable(queue) {
+            if token.is_empty() {
                 continue;
             }
-            let entry = queues
-                .entry(queue.to_owned())
-                .or_insert_with(|| empty(queue));
-            entry.consumer = Some(consumer.name.clone());
-            entry.pending = consumer.num_pending;
-            entry.in_flight = consumer.num_ack_pending as u64;
-            entry.max_in_flight = Some(consumer.config.max_ack_pending);
-            entry.redelivered = consumer.num_redelivered as u64;
-            entry.waiting_pulls = consumer.num_waiting as u64;
-            entry.delivered_total = consumer.delivered.consumer_sequence;
-            entry.paused = consumer.paused;
-            if consumer.paused {
-                entry.pause_until = consumer.config.pause_until.map(format_time);
-            }
+            let key = queue_level(token);
+            levels.entry(key).or_default().consumer = Some(consumer);
         }
-        for (queue, count) in &stored {
-            let entry = queues.entry(queue.clone()).or_insert_with(|| empty(queue));
-            entry.stored = *count;
-            if entry.consumer.is_none() {
-                entry.pending = *count;
-            }
+        for (key, count) in &stored {
+            levels.entry(key.clone()).or_default().stored = *count;
+        }
+
+        let mut queues: BTreeMap<String, QueueStats> = BTreeMap::new();
+        for ((queue, level), numbers) in levels {
+            let entry = queues.entry(queue.clone()).or_insert_with(|| empty(&queue));
+            entry.add_level(level, numbers);
         }
         for entry in queues.values_mut() {
-            if entry.consumer.is_some() {
-                entry.stranded = entry.stored.saturating_sub(entry.pending + entry.in_flight);
-            }
+            entry.finish_levels();
         }
         for (queue, count) in &dead {
             queues
@@ -279,6 +361,82 @@ impl Admin {
     }
 }
 
+/// One level of one queue as read: its durable consumer, if one exists, and its stored tasks.
+#[derive(Default)]
+struct Level {
+    consumer: Option<consumer::Info>,
+    stored: u64,
+}
+
+impl QueueStats {
+    /// Adds one level's numbers to the queue's (levels arrive highest first).
+    fn add_level(&mut self, level: Priority, numbers: Level) {
+        self.stored += numbers.stored;
+        let Some(consumer) = numbers.consumer else {
+            // No consumer of this level yet: every stored task of it waits.
+            self.pending += numbers.stored;
+            *self.pending_by_priority.slot(level) += numbers.stored;
+            return;
+        };
+        let pending = consumer.num_pending;
+        let in_flight = consumer.num_ack_pending as u64;
+        self.pending += pending;
+        *self.pending_by_priority.slot(level) += pending;
+        self.in_flight += in_flight;
+        self.redelivered += consumer.num_redelivered as u64;
+        self.waiting_pulls += consumer.num_waiting as u64;
+        self.delivered_total += consumer.delivered.consumer_sequence;
+        self.stranded += numbers.stored.saturating_sub(pending + in_flight);
+        if self.consumer.is_none() || level == Priority::Normal {
+            self.consumer = Some(consumer.name.clone());
+            self.max_in_flight = Some(consumer.config.max_ack_pending);
+        }
+        self.consumers.push(consumer.name.clone());
+        if consumer.paused {
+            self.paused_levels.push(level.as_str().to_owned());
+            // The earliest end: when the first level delivers again.
+            let earlier = self
+                .pause_until
+                .as_deref()
+                .and_then(jetq_contract::time::parse);
+            if let Some(until) = consumer.config.pause_until {
+                if earlier.is_none_or(|earlier| std::time::SystemTime::from(until) < earlier) {
+                    self.pause_until = Some(format_time(until));
+                }
+            }
+        }
+    }
+
+    /// Settles the pause once every level was added: paused only if every level that has a
+    /// consumer is.
+    fn finish_levels(&mut self) {
+        self.paused =
+            !self.consumers.is_empty() && self.paused_levels.len() == self.consumers.len();
+        if !self.paused {
+            self.pause_until = None;
+        }
+    }
+}
+
+/// A subject token's queue and level; a token with a level suffix that is not one of ours is
+/// kept whole (as `normal`), so its tasks show under their own name.
+fn queue_level(token: &str) -> (String, Priority) {
+    match Priority::split_queue_token(token) {
+        Some((queue, level)) => (queue.to_owned(), level),
+        None => (token.to_owned(), Priority::Normal),
+    }
+}
+
+/// The queue token of a task subject `<prefix>.task.<token>.<task>`, level suffix included.
+fn task_token<'a>(subject: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = subject.strip_prefix(prefix)?.strip_prefix(".task.")?;
+    let (token, task) = rest.split_once('.')?;
+    if token.is_empty() || task.is_empty() || task.contains('.') {
+        return None;
+    }
+    Some(token)
+}
+
 /// The error for a queue nobody has heard of.
 pub(crate) fn unknown_queue(queue: &str) -> AdminError {
     AdminError::not_found(
@@ -295,7 +453,9 @@ fn empty(queue: &str) -> QueueStats {
     QueueStats {
         queue: queue.to_owned(),
         consumer: None,
+        consumers: Vec::new(),
         pending: 0,
+        pending_by_priority: ByPriority::default(),
         in_flight: 0,
         max_in_flight: None,
         redelivered: 0,
@@ -306,17 +466,18 @@ fn empty(queue: &str) -> QueueStats {
         delayed: 0,
         paused: false,
         pause_until: None,
+        paused_levels: Vec::new(),
         delivered_total: 0,
         rate: None,
     }
 }
 
-/// Message counts per queue of a stream, from its per-subject counts.
-pub(crate) async fn subject_counts(
+/// Message counts per queue (or other key) of a stream, from its per-subject counts.
+pub(crate) async fn subject_counts<K: Ord>(
     stream: &Stream,
     filter: &str,
-    queue_of: impl Fn(&str) -> Option<String>,
-) -> Result<BTreeMap<String, u64>, AdminError> {
+    queue_of: impl Fn(&str) -> Option<K>,
+) -> Result<BTreeMap<K, u64>, AdminError> {
     let name = stream.cached_info().config.name.clone();
     let mut counts = BTreeMap::new();
     let mut subjects = stream
@@ -366,6 +527,10 @@ mod tests {
         assert_eq!(queue.state(), "paused");
         queue.pause_until = Some("2026-11-27T07:00:00Z".into());
         assert_eq!(queue.state(), "paused until 2026-11-27T07:00:00Z");
+        queue.paused = false;
+        queue.pause_until = None;
+        queue.paused_levels = vec!["high".into()];
+        assert_eq!(queue.state(), "partly paused (high)");
     }
 
     #[test]

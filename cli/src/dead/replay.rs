@@ -10,6 +10,13 @@
 //! - `Jetq-Enqueued-At` = now: the replayed task is a new task with a fresh attempt count
 //!   (the attempt number is JetStream's delivery count of the new message).
 //!
+//! A dead letter's subject names the queue only; its priority level (PROTOCOL §12) is the
+//! task's `Jetq-Priority` header, so a task that was `high` or `low` is replayed to its level's
+//! subject (`<prefix>.task.<queue>~high.<task>`), header kept. A value that is not a level
+//! (`high`, `normal`, `low`) — written by hand or by a newer producer — does not stop the
+//! replay: the task is replayed at `normal` without the header, and the item carries a
+//! warning saying so ([`Replayed::warning`]), so the letter is not stuck in the stream.
+//!
 //! The dead letter is deleted only **after** the task stream acknowledged the publish. A crash
 //! between the two leaves the dead letter in place; replaying it again is deduplicated by the
 //! server within the duplicate window (2 minutes by default) and, after it, stores a second copy.
@@ -28,7 +35,7 @@ use jetq_contract::{
     dead::headers_wire_len,
     headers,
     publish::{self, Outgoing, Publisher},
-    Subjects,
+    Priority, Subjects,
 };
 use serde::Serialize;
 
@@ -92,6 +99,14 @@ pub struct Replayed {
     pub queue: String,
     /// Task wire name.
     pub task: String,
+    /// The priority level it is replayed at (`high`, `normal`, `low`): its `Jetq-Priority`.
+    pub priority: String,
+    /// The task subject it is replayed to (the level's).
+    pub subject: String,
+    /// Something to know about this replay that did not stop it: a `Jetq-Priority` that is
+    /// not a level (the task was replayed at `normal`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
     /// The original task id.
     pub task_id: Option<String>,
     /// The replayed task's id (`replay:<dead seq>:<task id>`).
@@ -171,14 +186,36 @@ impl DeadLetter {
             .unwrap_or_else(|| "unknown".to_owned())
     }
 
-    /// The subject, headers and payload its replay publishes.
+    /// The priority level its replay goes to, from `Jetq-Priority` (absent: `normal`), and a
+    /// warning when the header holds something that is not a level (then: `normal`).
+    pub fn replay_priority(&self) -> (Priority, Option<String>) {
+        let Some(value) = self.raw_headers.get(headers::PRIORITY) else {
+            return (Priority::Normal, None);
+        };
+        match value.as_str().trim().parse::<Priority>() {
+            Ok(level) => (level, None),
+            Err(err) => (
+                Priority::Normal,
+                Some(format!(
+                    "{}: {err}; replayed at normal, without the header",
+                    headers::PRIORITY
+                )),
+            ),
+        }
+    }
+
+    /// The subject, headers and payload its replay publishes: to the task subject of its
+    /// level ([`DeadLetter::replay_priority`]).
     pub fn replay_message(&self, subjects: &Subjects) -> (String, HeaderMap, Bytes) {
+        let (level, warning) = self.replay_priority();
         let mut out = HeaderMap::new();
         for (name, values) in self.raw_headers.iter() {
             let name: &str = name.as_ref();
             if name.starts_with("Nats-")
                 || name == headers::ENQUEUED_AT
                 || DEAD_LETTER_HEADERS.contains(&name)
+                // A value that is not a level is not carried on to the replayed task.
+                || (name == headers::PRIORITY && warning.is_some())
             {
                 continue;
             }
@@ -192,7 +229,7 @@ impl DeadLetter {
         );
         out.insert(headers::ENQUEUED_AT, jetq_contract::time::now().as_str());
         (
-            subjects.task(&self.queue, &self.task),
+            subjects.task_at(&self.queue, level, &self.task),
             out,
             self.payload.clone(),
         )
@@ -231,11 +268,15 @@ impl Admin {
         while let Some(dead) = source.next().await? {
             report.matched += 1;
             if options.dry_run {
-                let (_, headers, _) = dead.replay_message(self.subjects());
+                let (subject, headers, _) = dead.replay_message(self.subjects());
+                let (level, warning) = dead.replay_priority();
                 report.items.push(Replayed {
                     dead_sequence: dead.sequence,
                     queue: dead.queue.clone(),
                     task: dead.task.clone(),
+                    priority: level.as_str().to_owned(),
+                    subject,
+                    warning,
                     task_id: dead.task_id.clone(),
                     new_id: headers
                         .get(headers::MSG_ID)
@@ -331,10 +372,14 @@ impl Admin {
                 ),
             ));
         }
+        let (level, warning) = dead.replay_priority();
         Ok(Replayed {
             dead_sequence: dead.sequence,
             queue: dead.queue.clone(),
             task: dead.task.clone(),
+            priority: level.as_str().to_owned(),
+            subject: message.subject.clone(),
+            warning,
             task_id: dead.task_id.clone(),
             new_id: message.id,
             task_sequence: ack.sequence,
@@ -427,5 +472,33 @@ mod tests {
         for name in DEAD_LETTER_HEADERS {
             assert!(out.get(name).is_none(), "{name} must be dropped");
         }
+    }
+
+    #[test]
+    fn replay_goes_to_the_level_of_the_priority_header() {
+        let subjects = Subjects::default();
+        let mut dead = dead_letter();
+        assert_eq!(dead.replay_priority(), (Priority::Normal, None));
+
+        dead.raw_headers.insert(headers::PRIORITY, "high");
+        let (subject, out, _) = dead.replay_message(&subjects);
+        assert_eq!(subject, "jetq.task.emails~high.send_email");
+        assert_eq!(out.get(headers::PRIORITY).unwrap().as_str(), "high");
+
+        dead.raw_headers.insert(headers::PRIORITY, "low");
+        assert_eq!(
+            dead.replay_message(&subjects).0,
+            "jetq.task.emails~low.send_email"
+        );
+
+        // Not a level: normal, without the header, and a warning naming the value.
+        dead.raw_headers.insert(headers::PRIORITY, "urgent");
+        let (level, warning) = dead.replay_priority();
+        assert_eq!(level, Priority::Normal);
+        let warning = warning.unwrap();
+        assert!(warning.contains("\"urgent\""), "{warning}");
+        let (subject, out, _) = dead.replay_message(&subjects);
+        assert_eq!(subject, "jetq.task.emails.send_email");
+        assert!(out.get(headers::PRIORITY).is_none());
     }
 }

@@ -9,6 +9,7 @@ use std::{
 
 use clap::{Args, Parser, Subcommand};
 use jetq_cli::{dead::Selection, AdminError, DeadFilter, EnqueueRequest, When};
+use jetq_contract::Priority;
 
 const AFTER_HELP: &str = "\
 Configuration (as for every jetq component):
@@ -115,6 +116,9 @@ pub(crate) struct QueuePurgeArgs {
     /// Only this task type's tasks.
     #[arg(long)]
     pub(crate) task: Option<String>,
+    /// Only the tasks of this priority level: high, normal or low (default: all three).
+    #[arg(long, value_name = "LEVEL", value_parser = parse_priority)]
+    pub(crate) priority: Option<Priority>,
     /// Also delete the queue's delayed tasks (not yet due).
     #[arg(long)]
     pub(crate) delayed: bool,
@@ -154,6 +158,10 @@ pub(crate) struct EnqueueArgs {
     /// Override the task type's per-attempt timeout.
     #[arg(long, value_parser = parse_duration)]
     pub(crate) timeout: Option<Duration>,
+    /// The task's priority level within its queue: high, normal or low. Workers pull higher
+    /// levels first (docs/PROTOCOL.md §12).
+    #[arg(long, value_name = "LEVEL", default_value = "normal", value_parser = parse_priority)]
+    pub(crate) priority: Priority,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -352,6 +360,13 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|err| format!("{err}; write durations like 30s, 5m, 2h or 7days"))
 }
 
+/// A priority level by name; anything else is refused with the names of the levels.
+pub(crate) fn parse_priority(text: &str) -> Result<Priority, String> {
+    text.trim()
+        .parse::<Priority>()
+        .map_err(|err| err.to_string())
+}
+
 pub(crate) fn parse_time(text: &str) -> Result<SystemTime, String> {
     jetq_contract::time::parse(text.trim())
         .ok_or_else(|| "expected an RFC 3339 time such as 2026-11-27T07:00:00Z".to_owned())
@@ -388,5 +403,6 @@ pub(crate) fn enqueue_request(args: EnqueueArgs) -> Result<EnqueueRequest, Admin
         when,
         max_attempts: args.max_attempts,
         timeout: args.timeout,
+        priority: args.priority,
     })
 }

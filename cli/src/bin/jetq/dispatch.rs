@@ -17,8 +17,8 @@ use jetq_cli::{
 use crate::{
     args::{enqueue_request, Cli, Command, DeadActionArgs, DeadCommand, QueuesAction, QueuesArgs},
     output::{
-        cut, print_catalog, print_dead_letters, print_dead_list, print_enqueued, print_pause,
-        print_purge, print_queue_purge, print_queues, print_replay, print_schedules,
+        cut, levels_text, print_catalog, print_dead_letters, print_dead_list, print_enqueued,
+        print_pause, print_purge, print_queue_purge, print_queues, print_replay, print_schedules,
         print_task_status, Bar,
     },
 };
@@ -46,17 +46,23 @@ pub(crate) async fn run(cli: Cli) -> Result<(), AdminError> {
             ..
         }) => {
             let task = args.task.as_deref();
-            let found = admin.count_queue(&args.queue, task, args.delayed).await?;
+            let found = admin
+                .count_queue(&args.queue, task, args.priority, args.delayed)
+                .await?;
             if args.dry_run || found.total() == 0 {
                 print_queue_purge(&found, true, json);
                 return Ok(());
             }
             if !args.yes {
                 let what = format!(
-                    "`jetq queues purge` would delete {} task(s) of queue {}{}{}",
+                    "`jetq queues purge` would delete {} task(s) of queue {}{}{}{}{}",
                     found.total(),
                     args.queue,
                     task.map(|t| format!(" (task {t})")).unwrap_or_default(),
+                    args.priority
+                        .map(|level| format!(" at priority {level}"))
+                        .unwrap_or_default(),
+                    levels_text(&found),
                     if found.delayed > 0 {
                         format!(", {} of them delayed", found.delayed)
                     } else {
@@ -65,7 +71,9 @@ pub(crate) async fn run(cli: Cli) -> Result<(), AdminError> {
                 );
                 ask(what).await?;
             }
-            let purged = admin.purge_queue(&args.queue, task, args.delayed).await?;
+            let purged = admin
+                .purge_queue(&args.queue, task, args.priority, args.delayed)
+                .await?;
             print_queue_purge(&purged, false, json);
         }
         Command::Queues(args) => {

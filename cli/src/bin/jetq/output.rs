@@ -107,7 +107,7 @@ pub(crate) fn print_queues(overview: &Overview, json: bool) {
                 let state = q.state();
                 vec![
                     q.queue.clone(),
-                    q.pending.to_string(),
+                    q.pending_text(),
                     q.in_flight.to_string(),
                     q.max_in_flight
                         .map_or_else(|| "-".into(), |m| m.to_string()),
@@ -204,13 +204,18 @@ pub(crate) fn print_enqueued(outcome: &EnqueueOutcome, json: bool) {
     } else {
         ""
     };
+    // `normal` is not named: the line reads as it did before priorities.
+    let level = match outcome.priority {
+        jetq_contract::Priority::Normal => String::new(),
+        level => format!(" at priority {level}"),
+    };
     match &outcome.not_before {
         Some(at) => println!(
-            "enqueued task {} ({}.{}) to run at {at}, sequence {} in {}{duplicate}",
+            "enqueued task {} ({}.{}){level} to run at {at}, sequence {} in {}{duplicate}",
             outcome.id, outcome.queue, outcome.task, outcome.sequence, outcome.stream
         ),
         None => println!(
-            "enqueued task {} ({}.{}), sequence {} in {}{duplicate}",
+            "enqueued task {} ({}.{}){level}, sequence {} in {}{duplicate}",
             outcome.id, outcome.queue, outcome.task, outcome.sequence, outcome.stream
         ),
     }
@@ -345,8 +350,12 @@ pub(crate) fn print_replay(report: &ReplayReport, json: bool) {
             report.matched
         );
         for item in &report.items {
+            let level = match item.priority.as_str() {
+                "normal" => String::new(),
+                level => format!(" at priority {level}"),
+            };
             println!(
-                "  {} {}.{} task {} -> {}",
+                "  {} {}.{} task {} -> {}{level}",
                 item.dead_sequence,
                 item.queue,
                 item.task,
@@ -354,6 +363,7 @@ pub(crate) fn print_replay(report: &ReplayReport, json: bool) {
                 item.new_id
             );
         }
+        print_replay_warnings(report);
         return;
     }
     println!(
@@ -376,6 +386,16 @@ pub(crate) fn print_replay(report: &ReplayReport, json: bool) {
     );
     for failure in &report.failures {
         println!("  dead letter {}: {}", failure.dead_sequence, failure.error);
+    }
+    print_replay_warnings(report);
+}
+
+/// Replays that went ahead with a warning (a `Jetq-Priority` that is not a level).
+fn print_replay_warnings(report: &ReplayReport) {
+    for item in &report.items {
+        if let Some(warning) = &item.warning {
+            println!("  dead letter {} (warning): {warning}", item.dead_sequence);
+        }
     }
 }
 
@@ -409,19 +429,22 @@ pub(crate) fn print_pause(state: &PauseState, json: bool) {
         print_json(state);
         return;
     }
+    // One consumer per priority level (`worker-q~high`, `worker-q`, `worker-q~low`).
+    let consumers = match state.consumers.as_slice() {
+        [] => format!("consumer {}", state.consumer),
+        [one] => format!("consumer {one}"),
+        many => format!("consumers {}", many.join(", ")),
+    };
     match (&state.pause_until, state.paused, state.until_resumed) {
-        (_, false, _) => println!(
-            "queue {} is delivering (consumer {})",
-            state.queue, state.consumer
-        ),
+        (_, false, _) => println!("queue {} is delivering ({consumers})", state.queue),
         (_, true, true) | (None, true, _) => println!(
-            "queue {} is paused until `jetq resume {}` (consumer {}); running tasks finish, new \
+            "queue {} is paused until `jetq resume {}` ({consumers}); running tasks finish, new \
              tasks wait",
-            state.queue, state.queue, state.consumer
+            state.queue, state.queue
         ),
         (Some(until), true, false) => println!(
-            "queue {} is paused until {until} (consumer {}); running tasks finish, new tasks wait",
-            state.queue, state.consumer
+            "queue {} is paused until {until} ({consumers}); running tasks finish, new tasks wait",
+            state.queue
         ),
     }
 }
@@ -432,9 +455,13 @@ pub(crate) fn print_queue_purge(purge: &QueuePurge, dry_run: bool, json: bool) {
         print_json(purge);
         return;
     }
-    let scope = match &purge.task {
-        Some(task) => format!("queue {} (task {task})", purge.queue),
-        None => format!("queue {}", purge.queue),
+    let scope = match (&purge.task, &purge.priority) {
+        (Some(task), None) => format!("queue {} (task {task})", purge.queue),
+        (None, None) => format!("queue {}", purge.queue),
+        (Some(task), Some(level)) => {
+            format!("queue {} (task {task}, priority {level})", purge.queue)
+        }
+        (None, Some(level)) => format!("queue {} (priority {level})", purge.queue),
     };
     let verb = if dry_run { "would delete" } else { "deleted" };
     let delayed = if purge.delayed > 0 {
@@ -442,7 +469,27 @@ pub(crate) fn print_queue_purge(purge: &QueuePurge, dry_run: bool, json: bool) {
     } else {
         String::new()
     };
-    println!("{scope}: {verb} {} task(s){delayed}", purge.total());
+    println!(
+        "{scope}: {verb} {} task(s){}{delayed}",
+        purge.total(),
+        levels_text(purge)
+    );
+}
+
+/// The task-stream tasks of a queue purge per level, ` (high 2, normal 5)`, when a level other
+/// than `normal` has some; empty otherwise (the text is then as before priorities).
+pub(crate) fn levels_text(purge: &QueuePurge) -> String {
+    let by = &purge.tasks_by_priority;
+    // One level asked for: the scope already names it.
+    if purge.priority.is_some() || (by.high == 0 && by.low == 0) {
+        return String::new();
+    }
+    let levels: Vec<String> = jetq_contract::Priority::ALL
+        .into_iter()
+        .filter(|level| by.get(*level) > 0)
+        .map(|level| format!("{level} {}", by.get(level)))
+        .collect();
+    format!(" ({})", levels.join(", "))
 }
 
 pub(crate) fn print_catalog(listing: &CatalogListing, queue: Option<&str>, json: bool) {
