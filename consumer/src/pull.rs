@@ -27,9 +27,9 @@
 //!   filling the same slots. While only `normal` has tasks, the loop pulls it exactly as above,
 //!   and keeps one *watch* (a request for a single task) open on each other level. When a
 //!   watch brings a task, the loop pulls by priority for [`MIXED_FOR`]: each request asks the
-//!   highest level that has tasks, without waiting (`no_wait`), except every
-//!   [`LOWER_LEVEL_TURN`]th request, which goes to the lower levels that have tasks, in turn,
-//!   so a busy higher level slows the lower ones but never stops them. A level whose request
+//!   highest level that has tasks, without waiting (`no_wait`), but 1 of every
+//!   [`LOWER_LEVEL_SHARE`] tasks it asks for is asked of the lower levels that have tasks, in
+//!   turn, so a busy higher level slows the lower ones but never stops them. A level whose request
 //!   came back short has no tasks: it gets a watch until it has some again.
 //! - **Requests the server forgot.** Each request is expected to end by its `expires` (the
 //!   server then says how many it did not deliver, status 408); one not heard of by its expiry
@@ -59,9 +59,9 @@ use crate::execution::Executor;
 /// task.
 pub(crate) const MIXED_FOR: Duration = Duration::from_secs(30);
 
-/// While several levels have tasks, every this-many-th request goes to a lower level than the
-/// highest busy one (the levels below it in turn): about 1/8 of the throughput.
-pub(crate) const LOWER_LEVEL_TURN: u64 = 8;
+/// While several levels have tasks, 1 of every this-many tasks requested goes to the levels
+/// below the highest busy one (to each in turn).
+pub(crate) const LOWER_LEVEL_SHARE: f64 = 8.0;
 
 /// How long prefetching stays off after a buffered task had to be handed back.
 pub(crate) const PREFETCH_COOL_DOWN: Duration = Duration::from_secs(30);
@@ -172,8 +172,10 @@ struct Books {
     prefetch: Prefetch,
     /// Until when the loop pulls by priority (see the module documentation).
     mixed_until: Option<Instant>,
-    /// Requests sent while pulling by priority, for the lower levels' turn.
-    mixed_requests: u64,
+    /// Tasks owed to the levels below the highest busy one (see [`LOWER_LEVEL_SHARE`]).
+    lower_credit: f64,
+    /// Which lower level gets the next share.
+    lower_turn: usize,
 }
 
 /// How far ahead of free slots the loop fetches: from the concurrency, doubling each time as
@@ -274,40 +276,55 @@ impl Books {
         }
     }
 
-    /// Where the next request for `room` tasks goes, and whether it waits for tasks
-    /// (`expires`) or takes only what is there now (`no_wait`).
-    fn next_request(
+    /// Where the next requests for `room` tasks go, as `(level, batch, no_wait)`: a request
+    /// either waits for tasks (`expires`) or takes only what is there now (`no_wait`).
+    fn next_requests(
         &mut self,
         room: usize,
         capacity: usize,
         now: Instant,
-    ) -> Option<(usize, bool)> {
+    ) -> Vec<(usize, usize, bool)> {
         let worth_it = room >= (capacity / 2).max(1);
         if !self.mixed(now) {
             // Only `normal` has had tasks: pull it as a single queue, waiting for tasks.
             let normal = self.index_of(Priority::Normal);
             let idle = self.levels[normal].requests.is_empty();
-            return (room > 0 && (worth_it || idle)).then_some((normal, false));
-        }
-        if room == 0 {
-            return None;
+            return if room > 0 && (worth_it || idle) {
+                vec![(normal, room, false)]
+            } else {
+                Vec::new()
+            };
         }
         let busy: Vec<usize> = (0..self.levels.len())
             .filter(|&index| self.levels[index].busy)
             .collect();
-        let highest = *busy.first()?;
-        let turn = self.mixed_requests % LOWER_LEVEL_TURN == LOWER_LEVEL_TURN - 1;
-        let target = if turn && busy.len() > 1 {
-            let lower = &busy[1..];
-            lower[(self.mixed_requests / LOWER_LEVEL_TURN) as usize % lower.len()]
-        } else {
-            highest
+        let Some(&highest) = busy.first() else {
+            return Vec::new();
         };
-        if !worth_it && !self.levels[target].requests.is_empty() {
-            return None;
+        if room == 0 || (!worth_it && !self.levels[highest].requests.is_empty()) {
+            return Vec::new();
         }
-        self.mixed_requests = self.mixed_requests.wrapping_add(1);
-        Some((target, true))
+        let mut requests = Vec::with_capacity(2);
+        let mut for_highest = room;
+        if busy.len() > 1 {
+            // The lower levels' share, counted in tasks: 1 of every LOWER_LEVEL_SHARE.
+            self.lower_credit += room as f64 / LOWER_LEVEL_SHARE;
+            let lower_batch = (self.lower_credit.floor() as usize).min(room);
+            if lower_batch > 0 {
+                let lower = &busy[1..];
+                let target = lower[self.lower_turn % lower.len()];
+                self.lower_turn = self.lower_turn.wrapping_add(1);
+                self.lower_credit -= lower_batch as f64;
+                for_highest -= lower_batch;
+                requests.push((target, lower_batch, true));
+            }
+        } else {
+            self.lower_credit = 0.0;
+        }
+        if for_highest > 0 {
+            requests.insert(0, (highest, for_highest, true));
+        }
+        requests
     }
 }
 
@@ -348,7 +365,8 @@ pub(crate) async fn pull_loop(
         prefetch_off_until: None,
         prefetch: Prefetch::new(settings.concurrency, settings.prefetch),
         mixed_until: None,
-        mixed_requests: 0,
+        lower_credit: 0.0,
+        lower_turn: 0,
     };
     let mut failures: u32 = 0;
     let mut tick = tokio::time::interval(settings.max_buffer_wait / 2);
@@ -384,10 +402,7 @@ pub(crate) async fn pull_loop(
         let running = settings.concurrency - slots.available_permits() - books.free.len();
         let held = running + books.buffer.len() + books.requested();
         let room = capacity.saturating_sub(held);
-        let mut wanted: Vec<(usize, usize, bool)> = Vec::new();
-        if let Some((level, no_wait)) = books.next_request(room, capacity, now) {
-            wanted.push((level, room, no_wait));
-        }
+        let mut wanted = books.next_requests(room, capacity, now);
         // A watch on every level not pulled: one task, so the loop learns that it has some.
         let mixed = books.mixed(now);
         let normal = books.index_of(Priority::Normal);

@@ -687,7 +687,10 @@ async fn metrics_count_a_known_mix_of_outcomes_exactly() {
     );
     assert_eq!(count("jetq_tasks_enqueue_failures_total", &[]), 0.0);
     assert_eq!(
-        count("jetq_queue_max_ack_pending", &[("jetq_queue", "work")]),
+        count(
+            "jetq_queue_max_ack_pending",
+            &[("jetq_queue", "work"), ("jetq_priority", "normal")]
+        ),
         fast_settings().max_in_flight as f64
     );
     stop_worker(stop, run).await;

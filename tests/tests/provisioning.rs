@@ -129,11 +129,20 @@ async fn provisioning_is_idempotent_and_the_provisioner_reconciles_changed_setti
         .await
         .unwrap();
     assert_eq!(consumer.info().await.unwrap().config.max_ack_pending, 5);
+    // One durable per priority level (PROTOCOL §12), each reconciled, none duplicated.
     assert_eq!(
         tasks.info().await.unwrap().state.consumer_count,
-        1,
+        3,
         "reconciled, not duplicated"
     );
+    for level in [jetq_contract::Priority::High, jetq_contract::Priority::Low] {
+        let durable = jetq_contract::Subjects::default().durable_at("work", level);
+        let info = tasks
+            .consumer_info(&durable)
+            .await
+            .unwrap_or_else(|err| panic!("{durable}: {err}"));
+        assert_eq!(info.config.max_ack_pending, 5, "{durable} reconciled");
+    }
 }
 
 /// Issue #17 item 6: a worker started without `JETQ_STREAM_MAX_MSGS` reset the task stream's
