@@ -63,6 +63,9 @@ async def test_python_rows_are_relayed_as_the_python_producer_publishes_them(
         ("emails", "send_email", {"to": "ada@example.com", "name": "Adà"}, {"key": "relayed-1", "max_attempts": 2}),
         ("reports", "build", [1, 2, 3], {"key": "relayed-2", "track_status": True, "timeout": 30}),
         ("emails", "reminder", {"n": 7}, {"key": "relayed-3", "at": due}),
+        # Priorities (PROTOCOL §12): the row's subject carries the level, the relay keeps it.
+        ("emails", "send_email", {"to": "bo@example.com"}, {"key": "relayed-4", "priority": "high"}),
+        ("emails", "reminder", {"n": 8}, {"key": "relayed-5", "at": due, "priority": "low"}),
     ]
     outbox = Outbox(producer.config)
     with TracerProvider().get_tracer("relay-test").start_as_current_span("request"):
@@ -101,6 +104,9 @@ async def test_python_rows_are_relayed_as_the_python_producer_publishes_them(
         from_producer = sorted(await within("read", all_stored(other.url)), key=lambda t: t.headers["Nats-Msg-Id"])
 
     assert len(from_relay) == len(from_producer) == len(tasks)
+    levels = {t.headers["Nats-Msg-Id"]: (t.subject, t.headers.get("Jetq-Priority")) for t in from_relay}
+    assert levels["relayed-4"] == ("jetq.task.emails~high.send_email", "high")
+    assert levels["relayed-5"][0].endswith(".emails~low.reminder") and levels["relayed-5"][1] == "low"
     varying = {"Jetq-Enqueued-At", "traceparent"}  # each enqueue's own time and span
     for relayed_task, produced in zip(from_relay, from_producer):
         assert relayed_task.subject == produced.subject
