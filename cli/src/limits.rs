@@ -11,7 +11,7 @@ use jetq_contract::{
     flow::{
         self,
         concurrency::Slots,
-        rate::{RateReservation, RateState},
+        rate::{RateLimit, RateReservation, RateState},
         unique::UniqueHold,
         LimitsConfig,
     },
@@ -54,6 +54,10 @@ pub struct RateBucket {
     pub limit_key: Option<String>,
     /// Milliseconds of tokens reserved ahead of now (0: tokens are free now).
     pub reserved_ahead_ms: i64,
+    /// When the next task of this bucket may start (the protocol's timestamp form; now when a
+    /// token is free). Computed with the registered rate and burst; without them (no `conf.`
+    /// entry), the bucket's theoretical arrival time.
+    pub next_free_at: String,
     /// Tasks handed back until their reserved token (reservations still in the future).
     pub waiting: usize,
 }
@@ -183,12 +187,21 @@ impl Admin {
                             .ok()
                             .and_then(|state| flow::parse_micros(&state.tat))
                             .unwrap_or(now);
+                        // When the next token comes, as a worker would reserve it (the
+                        // registered limit; `conf.` entries sort before `rate.` ones).
+                        let next_free = overview
+                            .configured
+                            .iter()
+                            .find(|c| c.queue == queue && c.task == task)
+                            .and_then(|c| RateLimit::new(c.rate?, c.burst.unwrap_or(1)).ok())
+                            .map_or(now.max(tat), |limit| limit.reserve(Some(tat), now).start);
                         overview.rates.push(RateBucket {
                             entry: key.clone(),
                             queue: queue.to_owned(),
                             task: task.to_owned(),
                             limit_key,
                             reserved_ahead_ms: (tat - now).max(0) / 1000,
+                            next_free_at: flow::format_micros(next_free),
                             waiting: reservations.iter().filter(|r| r.limit == *key).count(),
                         });
                     }
@@ -418,8 +431,8 @@ pub fn render(overview: &LimitsOverview) -> String {
     out.push_str("RATE BUCKETS\n");
     for r in &overview.rates {
         out.push_str(&format!(
-            "  {}  reserved ahead {} ms  waiting {}\n",
-            r.entry, r.reserved_ahead_ms, r.waiting
+            "  {}  reserved ahead {} ms  next free {}  waiting {}\n",
+            r.entry, r.reserved_ahead_ms, r.next_free_at, r.waiting
         ));
     }
     out.push_str("CONCURRENCY\n");
@@ -500,6 +513,15 @@ pub struct Released {
     pub bucket: String,
 }
 
+/// Releases one entry by hand (`jetq limits release`, the dashboard's Release button).
+pub async fn release(admin: &Admin, entry: &str) -> Result<Released, AdminError> {
+    let bucket = admin.release_limit(entry).await?;
+    Ok(Released {
+        released: entry.to_owned(),
+        bucket,
+    })
+}
+
 /// Runs `jetq limits` (list, or release) and prints the result as text or JSON.
 pub async fn run(admin: &Admin, args: &LimitsArgs, json: bool) -> Result<(), AdminError> {
     let text = match &args.action {
@@ -524,11 +546,7 @@ pub async fn run(admin: &Admin, args: &LimitsArgs, json: bool) -> Result<(), Adm
             }
         }
         Some(LimitsAction::Release { entry }) => {
-            let bucket = admin.release_limit(entry).await?;
-            let released = Released {
-                released: entry.clone(),
-                bucket,
-            };
+            let released = release(admin, entry).await?;
             if json {
                 serde_json::to_string_pretty(&released)
             } else {

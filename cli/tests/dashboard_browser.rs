@@ -1,6 +1,7 @@
 //! The dashboard in a real headless Chromium (Debian's `/usr/bin/chromium`, driven by
 //! playwright-core from `cli/tests/browser`): it shows the counts, replays a dead letter by
-//! clicking, discards another, and refuses without the token. Screenshots are kept in
+//! clicking, discards another, shows the flow-control limits and releases a unique key by
+//! clicking, and refuses without the token. Screenshots are kept in
 //! `target/jetq-cli-artifacts/`.
 //!
 //! Needs `chromium` (Debian package) and `npm ci` in `cli/tests/browser`; `scripts/test.sh`
@@ -73,14 +74,64 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
         }
     };
     let server = NatsServer::start().await;
-    provision(&server, &[("work", 20), ("emails", 10)]).await;
+    let topology = provision(&server, &[("work", 20), ("emails", 10)]).await;
     let producer = producer(&server).await;
+    // The first one holds a unique key (the Limits section lists it, and releases it).
+    let unique =
+        jetq_producer::EnqueueOptions::new().unique(jetq_producer::Unique::key("report:acme"));
+    let mut unique_holder = String::new();
     for n in 0..6 {
-        producer
-            .enqueue(&Job {
-                n,
-                note: String::new(),
-            })
+        let job = Job {
+            n,
+            note: String::new(),
+        };
+        if n == 0 {
+            unique_holder = producer
+                .enqueue_with(&job, unique.clone())
+                .await
+                .unwrap()
+                .id;
+        } else {
+            producer.enqueue(&job).await.unwrap();
+        }
+    }
+    let unique_entry = "work.job.report=3Aacme";
+    // A limit as a worker registers it and a slot held by a running task (the KV writes of
+    // cli/tests/limits.rs), so the section shows each table.
+    let limits = topology
+        .ensure_bucket(jetq_contract::flow::limits_bucket_config(&topology))
+        .await
+        .unwrap();
+    {
+        use jetq_contract::flow::{self, concurrency::Acquire, concurrency::Slots};
+        let config = flow::LimitsConfig::new(
+            "emails",
+            "send_email",
+            Some(flow::rate::RateLimit::new(14.0, 14).unwrap()),
+            Some(flow::ConcurrencyLimit::new(3).unwrap()),
+        );
+        limits
+            .put(config.entry(), serde_json::to_vec(&config).unwrap().into())
+            .await
+            .unwrap();
+        let now = flow::micros(std::time::SystemTime::now());
+        let Acquire::Taken(slots) =
+            Slots::default().acquire(3, 7, "01JQ7ZQ4W0SLOT0000000000E5", now, now + 600_000_000)
+        else {
+            panic!("a slot is free")
+        };
+        limits
+            .put("conc.emails.send_email", slots.to_json().into())
+            .await
+            .unwrap();
+        let tat = flow::format_micros(now + 2_000_000);
+        limits
+            .put(
+                "rate.emails.send_email",
+                serde_json::to_vec(&flow::rate::RateState { tat })
+                    .unwrap()
+                    .into(),
+            )
             .await
             .unwrap();
     }
@@ -145,6 +196,7 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
         .env("REPLAY_SEQ", seqs[0].to_string())
         .env("DISCARD_SEQ", seqs[1].to_string())
         .env("DEAD_AFTER", "1")
+        .env("RELEASE_ENTRY", unique_entry)
         .env("SCREENSHOT_DIR", &shots)
         .env("CHROMIUM", &chromium)
         .stdin(Stdio::null())
@@ -230,6 +282,43 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
         .contains("attempt timed out after 30s"));
     assert_eq!(seen["page_errors"], serde_json::json!([]));
 
+    // The Limits section as the page showed it, and the unique key released by a click.
+    let limits_text = seen["limits_text"].as_str().unwrap();
+    for shown in [
+        "report:acme",
+        unique_holder.as_str(),
+        "conc.emails.send_email",
+        "01JQ7ZQ4W0SLOT0000000000E5",
+        "rate.emails.send_email",
+        "14/s",
+    ] {
+        assert!(limits_text.contains(shown), "{shown} not in {limits_text}");
+    }
+    assert!(
+        seen["release_dialog"]
+            .as_str()
+            .unwrap()
+            .contains(unique_entry),
+        "{seen:#}"
+    );
+    assert!(
+        seen["release_flash"]
+            .as_str()
+            .unwrap()
+            .contains("JETQ_UNIQUE"),
+        "{seen:#}"
+    );
+    let unique_kv = js.get_key_value("JETQ_UNIQUE").await.unwrap();
+    assert!(
+        unique_kv.get(unique_entry).await.unwrap().is_none(),
+        "released by the click"
+    );
+    assert!(limits
+        .get("conc.emails.send_email")
+        .await
+        .unwrap()
+        .is_some());
+
     let remaining = dead_sequences(&js).await;
     assert!(!remaining.contains(&seqs[0]) && !remaining.contains(&seqs[1]));
     assert_eq!(remaining.len(), 2);
@@ -241,7 +330,11 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
         .collect();
     assert_eq!(replayed, [new_id], "only the clicked one was replayed");
 
-    for shot in ["dashboard.png", "dashboard-after.png"] {
+    for shot in [
+        "dashboard.png",
+        "dashboard-after.png",
+        "dashboard-limits.png",
+    ] {
         let size = std::fs::metadata(shots.join(shot))
             .unwrap_or_else(|err| panic!("screenshot {shot} missing: {err}"))
             .len();
@@ -250,5 +343,8 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
     if std::env::var_os("JETQ_UPDATE_DOCS_SCREENSHOT").is_some() {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard.png");
         std::fs::copy(shots.join("dashboard.png"), docs).expect("screenshot copied to docs/");
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard-limits.png");
+        std::fs::copy(shots.join("dashboard-limits.png"), docs)
+            .expect("screenshot copied to docs/");
     }
 }

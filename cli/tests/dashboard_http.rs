@@ -237,14 +237,16 @@ async fn a_read_only_dashboard_shows_but_refuses_every_change() {
         !page.body.contains("data-action=\"replay\""),
         "no buttons when read-only"
     );
-    for action in ["replay", "discard"] {
-        let refused = http(
-            &base,
-            "POST",
-            &format!("/api/dead/{seq}/{action}"),
-            &[("X-Jetq-Request", "1")],
-        )
-        .await;
+    assert!(
+        !page.body.contains("data-release="),
+        "no release buttons when read-only"
+    );
+    for path in [
+        format!("/api/dead/{seq}/replay"),
+        format!("/api/dead/{seq}/discard"),
+        "/api/limits/release?entry=work.job.k".to_owned(),
+    ] {
+        let refused = http(&base, "POST", &path, &[("X-Jetq-Request", "1")]).await;
         assert_eq!(refused.status, 403);
         assert!(refused.json()["error"]
             .as_str()
@@ -271,4 +273,143 @@ async fn the_dashboard_binary_refuses_a_public_address_without_a_token() {
     let dashboard = start_dashboard(&server, &["--read-only"]).await;
     let health = http(&dashboard.url, "GET", "/healthz", &[]).await;
     assert_eq!(health.status, 200);
+}
+
+/// The Limits view (issue 21 part 6): a real worker's concurrency slot and rate bucket and a
+/// real producer's unique key are listed on the page and by `GET /api/limits` (the JSON of
+/// `jetq limits --json`); `POST /api/limits/release` deletes the unique key from KV, guarded as
+/// replay and discard are.
+#[tokio::test]
+async fn the_limits_view_lists_what_holds_and_releases_a_unique_key_by_post() {
+    use jetq_consumer::{ConcurrencyLimit, Limits, RateLimit, TaskContext};
+    use jetq_producer::{EnqueueOptions, Unique};
+    init_logs();
+    let server = NatsServer::start().await;
+    let (running_tx, mut running) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let worker = worker(&server)
+        .handler(move |job: Job, _ctx: TaskContext| {
+            let running_tx = running_tx.clone();
+            async move {
+                running_tx.send(job.n).ok();
+                // Holds its slot while the test looks (the worker is dropped with the test).
+                tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+                ok()
+            }
+        })
+        .limits::<Job>(
+            Limits::new()
+                .rate(RateLimit::new(50.0, 10).unwrap())
+                .concurrency(ConcurrencyLimit::new(2).unwrap()),
+        )
+        .build()
+        .await
+        .unwrap();
+    let (_stop_worker, _run) = spawn_worker(worker);
+    let held = producer(&server)
+        .await
+        .enqueue_with(
+            &Job {
+                n: 1,
+                note: String::new(),
+            },
+            EnqueueOptions::new().unique(Unique::key("export:acme")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(next(&mut running, "the task to run").await, 1);
+    let (base, _stop) = serve_in_process(&server, config(Some("s3cret"), false)).await;
+    let bearer = [("Authorization", "Bearer s3cret")];
+    let unique_entry = "work.job.export=3Aacme";
+
+    assert_eq!(http(&base, "GET", "/api/limits", &[]).await.status, 401);
+    let listed = http(&base, "GET", "/api/limits", &bearer).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let api = listed.json();
+    assert_eq!(api["configured"][0]["rate"], 50.0);
+    assert_eq!(api["configured"][0]["burst"], 10);
+    assert_eq!(api["configured"][0]["concurrency"], 2);
+    assert_eq!(api["rates"][0]["entry"], "rate.work.job");
+    assert!(api["rates"][0]["next_free_at"].is_string(), "{api:#}");
+    let slots = &api["concurrency"][0];
+    assert_eq!(slots["entry"], "conc.work.job");
+    assert_eq!(slots["running"].as_array().unwrap().len(), 1, "{api:#}");
+    assert_eq!(
+        slots["running"][0][1],
+        held.id.as_str(),
+        "the running task holds the slot"
+    );
+    let unique = &api["unique"][0];
+    assert_eq!(unique["entry"], unique_entry);
+    assert_eq!(unique["key"], "export:acme");
+    assert_eq!(unique["hold"]["task_id"], held.id.as_str());
+    assert_eq!(unique["hold"]["scope"], "active");
+    // The same reading as `jetq limits`.
+    let cli = admin(&server).await.limits().await.unwrap();
+    assert_eq!(api["unique"], serde_json::to_value(&cli.unique).unwrap());
+    assert_eq!(
+        api["configured"],
+        serde_json::to_value(&cli.configured).unwrap()
+    );
+
+    let page = http(&base, "GET", "/", &bearer).await;
+    assert_eq!(page.status, 200);
+    for shown in [
+        "id=\"limits\"",
+        "export:acme",
+        held.id.as_str(),
+        "50/s",
+        "data-release=\"conc.work.job\"",
+        "data-release=\"rate.work.job\"",
+        "data-release=\"work.job.export=3Aacme\"",
+    ] {
+        assert!(page.body.contains(shown), "the page lacks {shown}");
+    }
+
+    // A release is a change: POST only, the token, the dashboard's header, its own origin.
+    let path = "/api/limits/release?entry=work.job.export%3D3Aacme";
+    let js = raw_jetstream(&server).await;
+    let kv = js.get_key_value("JETQ_UNIQUE").await.unwrap();
+    assert_eq!(
+        http(&base, "POST", path, &[("X-Jetq-Request", "1")])
+            .await
+            .status,
+        401
+    );
+    assert_eq!(http(&base, "GET", path, &bearer).await.status, 405);
+    assert_eq!(http(&base, "POST", path, &bearer).await.status, 403);
+    let cross = http(
+        &base,
+        "POST",
+        path,
+        &[
+            ("Authorization", "Bearer s3cret"),
+            ("X-Jetq-Request", "1"),
+            ("Origin", "http://evil.example"),
+        ],
+    )
+    .await;
+    assert_eq!(cross.status, 403);
+    assert!(kv.get(unique_entry).await.unwrap().is_some(), "still held");
+
+    let change = [("Authorization", "Bearer s3cret"), ("X-Jetq-Request", "1")];
+    let released = http(&base, "POST", path, &change).await;
+    assert_eq!(released.status, 200, "{}", released.body);
+    assert_eq!(released.json()["released"], unique_entry);
+    assert_eq!(released.json()["bucket"], "JETQ_UNIQUE");
+    assert!(
+        kv.get(unique_entry).await.unwrap().is_none(),
+        "gone from KV"
+    );
+    assert_eq!(http(&base, "POST", path, &change).await.status, 404);
+    assert_eq!(
+        http(&base, "POST", "/api/limits/release", &change)
+            .await
+            .status,
+        400
+    );
+    let api = http(&base, "GET", "/api/limits", &bearer).await.json();
+    assert_eq!(api["unique"], serde_json::json!([]));
+    assert_eq!(api["concurrency"][0]["running"][0][1], held.id.as_str());
+    let page = http(&base, "GET", "/", &bearer).await;
+    assert!(!page.body.contains("export:acme"));
 }

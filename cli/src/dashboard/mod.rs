@@ -8,6 +8,9 @@
 //!   task, reason), a detail page per dead letter;
 //! - schedules with their next fires, when a schedules file is configured;
 //! - the task types the workers published (the task-type catalog, also `GET /api/catalog`);
+//! - flow control (`limits.rs`): the rate and concurrency limits the workers registered, what
+//!   holds and waits on each, the unique keys held and by which task, with a **Release** button
+//!   per entry (as `jetq limits`; also `GET /api/limits`, `POST /api/limits/release?entry=`);
 //! - a task-status lookup (`/status?id=`): state, attempts, progress, result and history of a
 //!   tracked task.
 //!
@@ -17,12 +20,13 @@
 //!   `Authorization: Bearer <token>`, or HTTP basic auth with the token as the password (the
 //!   browser asks for it). Without a token the dashboard only listens on a loopback address
 //!   unless `--no-auth` is given.
-//! - Changes (replay, discard) are `POST` only, need the token like everything else, and must
-//!   carry the header `X-Jetq-Request: 1` (which a cross-site form cannot send) and, when the
-//!   browser sends an `Origin`, come from the dashboard's own origin.
+//! - Changes (replay, discard, release) are `POST` only, need the token like everything else,
+//!   and must carry the header `X-Jetq-Request: 1` (which a cross-site form cannot send) and,
+//!   when the browser sends an `Origin`, come from the dashboard's own origin.
 //! - `--read-only` removes the buttons and refuses every change with 403.
 
 mod catalog;
+mod limits;
 mod page;
 
 use std::{
@@ -296,6 +300,8 @@ fn router(state: AppState) -> Router {
         .route("/api/schedules", get(api_schedules))
         .route("/api/status/{id}", get(api_status))
         .route("/api/catalog", get(catalog::api_catalog))
+        .route("/api/limits", get(limits::api_limits))
+        .route("/api/limits/release", post(limits::api_release))
         .layer(middleware::from_fn_with_state(state.clone(), guard));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -578,6 +584,7 @@ async fn index(State(state): State<AppState>, Query(query): Query<DeadQuery>) ->
         .catalog(None)
         .await
         .map_err(|err| err.to_string());
+    let limits = state.admin.limits().await.map_err(|err| err.to_string());
     let view = page::IndexView {
         overview_json: serde_json::to_string(&overview).unwrap_or_else(|_| "{}".into()),
         overview: overview.overview.as_ref(),
@@ -589,6 +596,7 @@ async fn index(State(state): State<AppState>, Query(query): Query<DeadQuery>) ->
             .map(|r| r.as_ref().map_err(String::as_str)),
         schedules_configured: state.config.schedules_file.is_some(),
         catalog: catalog.as_ref().map_err(String::as_str),
+        limits: limits.as_ref().map_err(String::as_str),
         read_only: state.config.read_only,
         server_version: state.admin.server_version_text(),
     };

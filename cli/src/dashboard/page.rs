@@ -21,6 +21,7 @@ pub(super) struct IndexView<'a> {
     pub schedules: Option<Result<&'a Vec<ScheduleView>, &'a str>>,
     pub schedules_configured: bool,
     pub catalog: Result<&'a crate::catalog::CatalogListing, &'a str>,
+    pub limits: Result<&'a crate::limits::LimitsOverview, &'a str>,
     pub read_only: bool,
     pub server_version: String,
 }
@@ -64,6 +65,7 @@ header .meta { color:#b8c2cf; font-size:13px; }
 main { padding: 16px 20px; display:grid; gap:18px; }
 section { background:#fff; border:1px solid var(--line); border-radius:8px; padding:12px 16px; }
 h2 { font-size:16px; margin:0 0 10px; }
+h3 { font-size:14px; margin:12px 0 6px; }
 table { border-collapse:collapse; width:100%; }
 th, td { text-align:left; padding:5px 8px; border-bottom:1px solid var(--line); vertical-align:top; }
 th { font-size:12px; color:var(--muted); font-weight:600; text-transform:uppercase; letter-spacing:.03em; }
@@ -83,8 +85,8 @@ button.discard { border-color:#f1c0bb; color:var(--bad); }
 button:disabled { opacity:.5; cursor:default; }
 form.filters { display:flex; gap:8px; flex-wrap:wrap; align-items:center; margin-bottom:10px; }
 input, select { font:inherit; padding:3px 6px; border:1px solid var(--line); border-radius:6px; }
-#flash { min-height:1.4em; margin:4px 0 8px; }
-#flash.ok { color:var(--ok); } #flash.bad { color:var(--bad); }
+#flash, #limits-flash { min-height:1.4em; margin:4px 0 8px; }
+#flash.ok, #limits-flash.ok { color:var(--ok); } #flash.bad, #limits-flash.bad { color:var(--bad); }
 .muted { color:var(--muted); }
 a { color:var(--accent); }
 pre { background:#f3f5f8; padding:8px; border-radius:6px; overflow:auto; }
@@ -212,9 +214,28 @@ const SCRIPT: &str = r#"
       .catch(function () {})
       .then(function () { setTimeout(poll, state.sample_every_ms || 2000); });
   }
-  function flash(text, ok) {
-    var el = document.getElementById('flash');
+  function flash(text, ok, id) {
+    var el = document.getElementById(id || 'flash');
     el.textContent = text; el.className = ok ? 'ok' : 'bad';
+  }
+  // Release of a flow-control entry (the Limits section): POST /api/limits/release?entry=.
+  function release(button) {
+    var entry = button.getAttribute('data-release');
+    if (!window.confirm('Release ' + entry + '? (as jetq limits release)')) { return; }
+    var row = button.closest('tr');
+    button.disabled = true;
+    fetch('/api/limits/release?entry=' + encodeURIComponent(entry), {method: 'POST', credentials: 'same-origin', headers: {'X-Jetq-Request': '1'}})
+      .then(function (r) { return r.json().catch(function () { return {}; }).then(function (body) { return {ok: r.ok, status: r.status, body: body}; }); })
+      .then(function (res) {
+        if (res.ok) {
+          if (row) { row.remove(); }
+          flash('Released ' + entry + ' from ' + res.body.bucket + '.', true, 'limits-flash');
+        } else {
+          button.disabled = false;
+          flash(entry + ': ' + (res.body.error || ('HTTP ' + res.status)), false, 'limits-flash');
+        }
+      })
+      .catch(function (e) { flash('Request failed: ' + e, false, 'limits-flash'); });
   }
   function act(button) {
     var seq = button.getAttribute('data-seq'), action = button.getAttribute('data-action');
@@ -244,6 +265,8 @@ const SCRIPT: &str = r#"
   document.addEventListener('click', function (e) {
     var b = e.target.closest('button[data-action]');
     if (b) { act(b); }
+    var r = e.target.closest('button[data-release]');
+    if (r) { release(r); }
   });
   render();
   if (document.getElementById('queue-table')) { setTimeout(poll, state.sample_every_ms || 2000); }
@@ -300,6 +323,7 @@ pub(super) fn index(view: &IndexView<'_>) -> String {
     dead_section(&mut body, view);
     schedules_section(&mut body, view);
     super::catalog::section(&mut body, view.catalog);
+    super::limits::section(&mut body, view.limits, view.read_only);
     body.push_str(
         "<section id=\"status\"><h2>Task status</h2><form action=\"/status\" method=\"get\" \
          class=\"filters\"><input name=\"id\" placeholder=\"task id\" aria-label=\"task id\">\

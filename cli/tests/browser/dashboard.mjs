@@ -9,7 +9,8 @@
 //   REPLAY_SEQ        the dead letter to replay by clicking
 //   DISCARD_SEQ       the dead letter to discard by clicking
 //   DEAD_AFTER        the `work` queue's dead count expected once both are gone
-//   SCREENSHOT_DIR    where to write dashboard.png and dashboard-after.png
+//   RELEASE_ENTRY     the flow-control entry (a unique key) to release by clicking
+//   SCREENSHOT_DIR    where to write dashboard.png, dashboard-after.png and dashboard-limits.png
 //   CHROMIUM          the browser (default /usr/bin/chromium)
 
 import { chromium } from 'playwright-core';
@@ -27,6 +28,7 @@ const token = env('DASHBOARD_TOKEN');
 const replaySeq = env('REPLAY_SEQ');
 const discardSeq = env('DISCARD_SEQ');
 const deadAfter = env('DEAD_AFTER');
+const releaseEntry = env('RELEASE_ENTRY');
 const shots = env('SCREENSHOT_DIR');
 const WAIT = 20000;
 
@@ -170,6 +172,21 @@ try {
     { timeout: WAIT },
   );
   await page.screenshot({ path: `${shots}/dashboard-after.png`, fullPage: true });
+
+  // 8. The Limits section: what holds, and a unique key released by clicking (it asks first).
+  const limits = page.locator('#limits');
+  const releaseRow = `#limits tr[data-entry="${releaseEntry}"]`;
+  await page.locator(releaseRow).waitFor({ timeout: WAIT });
+  out.limits_text = await limits.innerText({ timeout: WAIT });
+  await limits.screenshot({ path: `${shots}/dashboard-limits.png` });
+  page.once('dialog', (dialog) => {
+    out.release_dialog = dialog.message();
+    dialog.accept();
+  });
+  await page.click(`button[data-release="${releaseEntry}"]`, { timeout: WAIT });
+  await page.locator('#limits-flash.ok').waitFor({ timeout: WAIT });
+  out.release_flash = await page.locator('#limits-flash').innerText();
+  await page.locator(releaseRow).waitFor({ state: 'detached', timeout: WAIT });
   out.page_errors = errors;
   await context.close();
 } catch (err) {
