@@ -151,6 +151,24 @@ fn for_queue(line: &str, queue: &str) -> String {
             &format!("_CATALOG.{TEMPLATE_QUEUE}."),
             &format!("_CATALOG.{queue}."),
         )
+        // Its flow control: limits (`$KV.JETQ_LIMITS.{conf,rate,conc}.<queue>.>`) and unique
+        // keys (`$KV.JETQ_UNIQUE.<queue>.>`), written and read by direct get.
+        .replace(
+            &format!(".conf.{TEMPLATE_QUEUE}."),
+            &format!(".conf.{queue}."),
+        )
+        .replace(
+            &format!(".rate.{TEMPLATE_QUEUE}."),
+            &format!(".rate.{queue}."),
+        )
+        .replace(
+            &format!(".conc.{TEMPLATE_QUEUE}."),
+            &format!(".conc.{queue}."),
+        )
+        .replace(
+            &format!("_UNIQUE.{TEMPLATE_QUEUE}."),
+            &format!("_UNIQUE.{queue}."),
+        )
         .replace(
             &format!("WORKER_{}_", upper(TEMPLATE_QUEUE)),
             &format!("WORKER_{}_", upper(queue)),
@@ -229,6 +247,14 @@ mod tests {
             "{rendered}"
         );
         assert!(rendered.contains("\"$JS.API.CONSUMER.MSG.NEXT.JETQ_TASKS.worker-bulk-mail\""));
+        for level in ["~high", "~low"] {
+            assert!(rendered.contains(&format!(
+                "\"$JS.API.CONSUMER.MSG.NEXT.JETQ_TASKS.worker-bulk-mail{level}\""
+            )));
+            assert!(rendered.contains(&format!("\"$JS.ACK.JETQ_TASKS.worker-bulk-mail{level}.>\"")));
+        }
+        assert!(rendered.contains("\"$KV.JETQ_LIMITS.conc.reports.>\""));
+        assert!(rendered.contains("\"$KV.JETQ_UNIQUE.bulk-mail.>\""));
         assert!(rendered.contains("\"jetq.dead.reports.*\""));
         assert!(
             meaningful(&rendered)

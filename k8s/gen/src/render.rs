@@ -624,11 +624,39 @@ fn web(values: &Values) -> Option<Vec<Value>> {
     Some(vec![deployment, service])
 }
 
-/// The KEDA ScaledObject of a queue: lag (pending + ack pending) of its durable, read from the
+/// The durables of a queue's priority levels (PROTOCOL.md §12, `jetq_contract::Priority`): the
+/// queue's own (`normal`), then `worker-<queue>~high` and `worker-<queue>~low`.
+pub fn level_durables(values: &Values, queue: &str) -> Vec<String> {
+    let durable = values.subjects().durable(queue);
+    ["", "~high", "~low"]
+        .iter()
+        .map(|level| format!("{durable}{level}"))
+        .collect()
+}
+
+/// The KEDA ScaledObject of a queue: lag (pending + ack pending) of its durables, one
+/// `nats-jetstream` trigger per priority level (KEDA scales on the largest), read from the
 /// monitoring endpoint of the NATS headless service.
 fn scaled_object(values: &Values, queue: &Queue) -> Value {
     let subjects = values.subjects();
     let scaling = &queue.autoscaling;
+    let triggers: Vec<Value> = level_durables(values, &queue.name)
+        .into_iter()
+        .map(|consumer| {
+            json!({
+                "type": "nats-jetstream",
+                "metadata": {
+                    "natsServerMonitoringEndpoint": values.nats.monitoring_endpoint,
+                    "account": values.nats.account,
+                    "stream": subjects.tasks_stream(),
+                    "consumer": consumer,
+                    "lagThreshold": scaling.lag_threshold.to_string(),
+                    "activationLagThreshold": scaling.activation_lag_threshold.to_string(),
+                    "useHttps": "false",
+                },
+            })
+        })
+        .collect();
     json!({
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
@@ -639,18 +667,7 @@ fn scaled_object(values: &Values, queue: &Queue) -> Value {
             "maxReplicaCount": scaling.max_replicas,
             "pollingInterval": 5,
             "cooldownPeriod": 300,
-            "triggers": [{
-                "type": "nats-jetstream",
-                "metadata": {
-                    "natsServerMonitoringEndpoint": values.nats.monitoring_endpoint,
-                    "account": values.nats.account,
-                    "stream": subjects.tasks_stream(),
-                    "consumer": subjects.durable(&queue.name),
-                    "lagThreshold": scaling.lag_threshold.to_string(),
-                    "activationLagThreshold": scaling.activation_lag_threshold.to_string(),
-                    "useHttps": "false",
-                },
-            }],
+            "triggers": triggers,
         },
     })
 }

@@ -149,30 +149,44 @@ fn keda_reads_the_headless_service_on_8222_and_names_the_durable_jetq_creates() 
         let queue = queue_of(&objects, deployment);
         let spec_values = values().queues.iter().find(|q| q.name == queue).unwrap();
         let triggers = object["spec"]["triggers"].as_array().unwrap();
-        assert_eq!(triggers.len(), 1);
-        let trigger = &triggers[0];
-        assert_eq!(trigger["type"], "nats-jetstream");
-        let meta = &trigger["metadata"];
+        // One trigger per priority level's durable (PROTOCOL.md §12): KEDA takes the largest.
+        let consumers: Vec<&str> = triggers
+            .iter()
+            .map(|t| t["metadata"]["consumer"].as_str().unwrap())
+            .collect();
+        let durable = subjects.durable(&queue);
         assert_eq!(
-            meta["natsServerMonitoringEndpoint"],
-            format!("{fullname}-headless.{namespace}.svc.cluster.local:{monitor_port}"),
-            "KEDA must read the headless service: only the consumer leader reports true lag"
+            consumers,
+            [
+                durable.clone(),
+                format!("{durable}~high"),
+                format!("{durable}~low")
+            ],
+            "{target}: the lag of every level counts"
         );
-        assert_eq!(meta["stream"], subjects.tasks_stream());
-        assert_eq!(
-            meta["consumer"],
-            subjects.durable(&queue),
-            "the durable jetq creates for {queue}"
-        );
-        assert_eq!(meta["account"], "$G");
-        let lag: u64 = meta["lagThreshold"].as_str().unwrap().parse().unwrap();
-        assert!(lag >= 1);
-        let activation: u64 = meta["activationLagThreshold"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert_eq!(activation, spec_values.autoscaling.activation_lag_threshold);
+        for trigger in triggers {
+            assert_eq!(trigger["type"], "nats-jetstream");
+            let meta = &trigger["metadata"];
+            assert_eq!(
+                meta["natsServerMonitoringEndpoint"],
+                format!("{fullname}-headless.{namespace}.svc.cluster.local:{monitor_port}"),
+                "KEDA must read the headless service: only the consumer leader reports true lag"
+            );
+            assert_eq!(meta["stream"], subjects.tasks_stream());
+            assert!(
+                meta["consumer"].as_str().unwrap().starts_with(&durable),
+                "the durables jetq creates for {queue}"
+            );
+            assert_eq!(meta["account"], "$G");
+            let lag: u64 = meta["lagThreshold"].as_str().unwrap().parse().unwrap();
+            assert!(lag >= 1);
+            let activation: u64 = meta["activationLagThreshold"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(activation, spec_values.autoscaling.activation_lag_threshold);
+        }
         let min = object["spec"]["minReplicaCount"].as_u64().unwrap();
         assert_eq!(min, u64::from(spec_values.autoscaling.min_replicas));
         assert!(object["spec"]["maxReplicaCount"].as_u64().unwrap() >= min.max(1));

@@ -553,3 +553,258 @@ async fn a_worker_pod_runs_its_queue_with_its_own_login_and_stops_within_its_gra
         .unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// Flow control and priority levels with the rendered users (issue 21): the web pod's producer
+/// takes a unique key, gets the holder back for a duplicate, and takes over the key of a holder
+/// that left the task stream; the emails worker pod's login opens both buckets, registers its
+/// limits, holds and frees a concurrency slot, releases the unique key when the task ends, and
+/// writes the notes of waiting tasks, but not another queue's limits or keys; and it pulls
+/// and acks from its queue's `~high` and `~low` durables, not another queue's.
+#[tokio::test]
+async fn flow_control_and_priority_levels_work_with_each_pods_own_login() {
+    use futures::StreamExt;
+    use jetq_consumer::{ConcurrencyLimit, Limits, RateLimit, TaskContext};
+    use jetq_contract::{
+        async_nats::jetstream::kv::{Operation, Watch},
+        flow::concurrency::Slots,
+        Task,
+    };
+    use jetq_examples::tasks::SendEmail;
+    use jetq_producer::{EnqueueOptions, Unique};
+
+    /// Waits (bounded) until the watched key's latest entry satisfies `done`.
+    async fn until(
+        mut watch: Watch,
+        what: &str,
+        done: impl Fn(&jetq_contract::async_nats::jetstream::kv::Entry) -> bool,
+    ) {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(entry) = watch.next().await {
+                if done(&entry.unwrap()) {
+                    return;
+                }
+            }
+            panic!("the watch of {what} ended");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within 20 s"));
+    }
+
+    let server = server().await;
+    let url = server.url();
+    let subjects = Subjects::default();
+    let objects = rendered("dev");
+    let job = &pod_spec(of_kind(&objects, "Job")[0])["containers"][0];
+    let admin_env = pod_env(&objects, job, &url);
+    let output = provision_command(&admin_env, &args_of(job))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let admin = js(&admin_env).await;
+    let tasks = admin.get_stream(subjects.tasks_stream()).await.unwrap();
+    // Each queue's level durables (`worker-<queue>~high`, `~low`): created here when this
+    // jetq-provision does not create them yet.
+    for queue in &values().queues {
+        for level in ["high", "low"] {
+            let token = format!("{}~{level}", queue.name);
+            let durable = subjects.durable(&token);
+            if tasks
+                .get_consumer::<jetstream::consumer::pull::Config>(&durable)
+                .await
+                .is_err()
+            {
+                tasks
+                    .create_consumer(jetstream::consumer::pull::Config {
+                        durable_name: Some(durable.clone()),
+                        filter_subject: subjects.queue_filter(&token),
+                        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    // The web pod: unique keys.
+    let web = find(&objects, "Deployment", "web");
+    let web_env = pod_env(&objects, &pod_spec(web)["containers"][0], &url);
+    let producer = jetq_producer::Producer::builder()
+        .connection(ConnectionConfig::from_env_iter(web_env.clone()).unwrap())
+        .provision(false)
+        .connect()
+        .await
+        .unwrap();
+    let email = SendEmail {
+        to: "ada@example.com".into(),
+        subject: "Hi".into(),
+        body: "Welcome".into(),
+    };
+    let options = EnqueueOptions::new()
+        .unique(Unique::key("welcome:ada"))
+        .limit_key("tenant-1");
+    let first = producer
+        .enqueue_with(&email, options.clone())
+        .await
+        .expect("the producer's login takes a unique key");
+    assert!(!first.duplicate);
+    let again = producer
+        .enqueue_with(&email, options.clone())
+        .await
+        .unwrap();
+    assert!(
+        again.duplicate && again.id == first.id,
+        "the holder is read back"
+    );
+    // A holder that left the stream without releasing its key: the producer reads the stream
+    // at its sequence (STREAM.MSG.GET), finds it gone and takes the key over.
+    assert!(tasks.delete_message(first.sequence).await.unwrap());
+    let fresh = producer
+        .enqueue_with(&email, options.clone())
+        .await
+        .unwrap();
+    assert!(!fresh.duplicate, "a vanished holder's key is taken over");
+    let producer_js = js(&web_env).await;
+    assert!(
+        producer_js.get_key_value("JETQ_LIMITS").await.is_err(),
+        "a producer does not open the limits bucket"
+    );
+
+    // The emails worker pod: limits and unique keys of its queue.
+    let unique_entry =
+        jetq_contract::flow::keys::unique_entry("emails", SendEmail::NAME, "welcome:ada");
+    let slots_entry = format!("conc.emails.{}.tenant-1", SendEmail::NAME);
+    let unique_kv = admin.get_key_value("JETQ_UNIQUE").await.unwrap();
+    let limits_kv = admin.get_key_value("JETQ_LIMITS").await.unwrap();
+    let released = unique_kv.watch_with_history(&unique_entry).await.unwrap();
+    let freed = limits_kv.watch_with_history(&slots_entry).await.unwrap();
+    let deployment = find(&objects, "Deployment", "worker-emails");
+    let worker_env = pod_env(&objects, &pod_spec(deployment)["containers"][0], &url);
+    let (ran_tx, mut ran) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let worker = jetq_consumer::Worker::builder()
+        .connection(ConnectionConfig::from_env_iter(worker_env.clone()).unwrap())
+        .settings(jetq_consumer::WorkerSettings::from_env_iter(worker_env.clone()).unwrap())
+        .handler(move |email: SendEmail, _ctx: TaskContext| {
+            let ran_tx = ran_tx.clone();
+            async move {
+                ran_tx.send(email.to).ok();
+                Ok::<(), jetq_consumer::TaskError>(())
+            }
+        })
+        .limits::<SendEmail>(
+            Limits::new()
+                .rate(RateLimit::new(100.0, 10).unwrap())
+                .concurrency(ConcurrencyLimit::new(1).unwrap().per_key()),
+        )
+        .build()
+        .await
+        .expect("the worker pod's login opens the limits bucket");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let to = tokio::time::timeout(Duration::from_secs(20), ran.recv())
+        .await
+        .expect("the worker runs the limited, unique task")
+        .unwrap();
+    assert_eq!(to, "ada@example.com");
+    until(released, "the unique key released by the worker", |entry| {
+        matches!(entry.operation, Operation::Delete | Operation::Purge)
+    })
+    .await;
+    until(freed, "the slot taken and freed by the worker", |entry| {
+        entry.operation == Operation::Put && Slots::from_json(&entry.value).holders.is_empty()
+    })
+    .await;
+    for written in [
+        format!("conf.emails.{}", SendEmail::NAME),
+        format!("rate.emails.{}", SendEmail::NAME),
+    ] {
+        assert!(
+            limits_kv.get(&written).await.unwrap().is_some(),
+            "the worker wrote {written}"
+        );
+    }
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("the worker stops")
+        .unwrap();
+
+    // The notes of waiting tasks are keyed by task sequence; another queue's entries are not its.
+    let worker_js = js(&worker_env).await;
+    let limits = worker_js.get_key_value("JETQ_LIMITS").await.unwrap();
+    let note = || r#"{"at":"2026-01-01T00:00:00Z","limit":"rate.emails.send_email"}"#.into();
+    limits
+        .put("resv.987654", note())
+        .await
+        .expect("a worker writes a reservation");
+    assert!(limits.get("resv.987654").await.unwrap().is_some());
+    limits.purge("resv.987654").await.expect("and purges it");
+    limits
+        .put("wait.987654", note())
+        .await
+        .expect("a worker writes a waiting note");
+    assert!(
+        limits
+            .put("conc.exports.generate_csv", note())
+            .await
+            .is_err(),
+        "an emails worker must not write the exports limits"
+    );
+    assert!(
+        limits.get("rate.exports.generate_csv").await.is_err(),
+        "an emails worker must not read the exports limits"
+    );
+    let unique = worker_js.get_key_value("JETQ_UNIQUE").await.unwrap();
+    assert!(
+        unique.put("exports.generate_csv.k", note()).await.is_err(),
+        "an emails worker must not write the exports unique keys"
+    );
+
+    // The level durables: the worker pulls and acks its own, not another queue's.
+    let stream = worker_js.get_stream(subjects.tasks_stream()).await.unwrap();
+    for level in ["high", "low"] {
+        let subject = format!("jetq.task.emails~{level}.{}", SendEmail::NAME);
+        producer_js
+            .publish(subject.clone(), "{}".into())
+            .await
+            .unwrap()
+            .await
+            .expect("the producer publishes a task of a level");
+        let durable = subjects.durable(&format!("emails~{level}"));
+        let consumer: PullConsumer = stream
+            .get_consumer(&durable)
+            .await
+            .unwrap_or_else(|err| panic!("worker-emails cannot bind {durable}: {err}"));
+        let mut batch = consumer
+            .batch()
+            .max_messages(1)
+            .expires(Duration::from_secs(5))
+            .messages()
+            .await
+            .unwrap_or_else(|err| panic!("worker-emails cannot pull {durable}: {err}"));
+        let message = tokio::time::timeout(Duration::from_secs(10), batch.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("a message")
+            .unwrap();
+        assert_eq!(message.subject.as_str(), subject);
+        message
+            .double_ack()
+            .await
+            .unwrap_or_else(|err| panic!("worker-emails cannot ack on {durable}: {err}"));
+        let theirs: Result<PullConsumer, _> = stream
+            .get_consumer(&subjects.durable(&format!("exports~{level}")))
+            .await;
+        assert!(
+            theirs.is_err(),
+            "worker-emails must not bind exports~{level}"
+        );
+    }
+}
