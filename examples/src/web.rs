@@ -3,7 +3,7 @@
 //! - `POST /signup` `{"email": "..."}` enqueues a welcome [`SendEmail`] with the idempotency key
 //!   `signup:<email>` and answers `202 {"task_id": "...", "duplicate": bool}`: a repeated signup
 //!   inside the stream's duplicate window is dropped by the server and reported as a duplicate.
-//!   The request never waits for SMTP.
+//!   The mail is enqueued at priority `high`. The request never waits for SMTP.
 //! - `POST /exports` `{"rows": N, "row_delay_ms": M}` enqueues a [`GenerateCsv`] with a fresh
 //!   export id (also its task id) and answers `202 {"export_id", "task_id", "status_url"}`.
 //! - `GET /exports/{id}` answers the export's [`ExportStatus`]: state, attempt, progress, and
@@ -326,7 +326,11 @@ async fn signup(
 ) -> Result<(StatusCode, Json<SignupResponse>), ApiError> {
     let Json(request) = body?;
     let email = normalize_email(&request.email).map_err(ApiError::invalid)?;
-    let mut options = EnqueueOptions::new().key(format!("signup:{email}"));
+    // High priority: the person who just signed up is waiting for this mail, so it goes
+    // before the queue's other mails (docs/FLOW_CONTROL.md, "Priorities").
+    let mut options = EnqueueOptions::new()
+        .key(format!("signup:{email}"))
+        .priority(jetq_producer::Priority::High);
     if crate::flow::unique_signups() {
         // One welcome mail per address while one is queued or being sent, however long that
         // takes (the idempotency key alone dedups for the stream's 2-minute window only).

@@ -183,8 +183,18 @@ impl App {
         jetstream::new(self.producer.client().clone())
     }
 
-    /// The durable consumer of `queue`'s current info.
+    /// The durable consumer of `queue`'s current info (its `normal` level).
     async fn consumer_info(&self, queue: &str) -> jetstream::consumer::Info {
+        self.level_info(queue, jetq_contract::Priority::Normal)
+            .await
+    }
+
+    /// The current info of the durable of one priority level of `queue`.
+    async fn level_info(
+        &self,
+        queue: &str,
+        level: jetq_contract::Priority,
+    ) -> jetstream::consumer::Info {
         let subjects = Subjects::default();
         let stream = self
             .jetstream()
@@ -192,7 +202,7 @@ impl App {
             .await
             .expect("task stream");
         let mut consumer: jetstream::consumer::PullConsumer = stream
-            .get_consumer(&subjects.durable(queue))
+            .get_consumer(&subjects.durable_at(queue, level))
             .await
             .expect("queue consumer");
         consumer.info().await.expect("consumer info").clone()
@@ -205,8 +215,14 @@ impl App {
             Duration::from_secs(30),
             &format!("queue {queue} idle"),
             move || async move {
-                let info = app.consumer_info(queue).await;
-                (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+                // Every level: the signup's welcome mail is `high`.
+                for level in jetq_contract::Priority::ALL {
+                    let info = app.level_info(queue, level).await;
+                    if info.num_pending != 0 || info.num_ack_pending != 0 {
+                        return None;
+                    }
+                }
+                Some(())
             },
         )
         .await
