@@ -2,12 +2,14 @@
 //! server in the same run: enqueue one by one with and without a unique key (and with a
 //! debounce key: a delayed publish plus the key's read and write), and drain in one
 //! in-process worker with no limit, a rate limit and a concurrency limit set so high that no
-//! task ever waits — so the figures are the bookkeeping alone (the KV round trips).
+//! task ever waits — so the figures are the bookkeeping alone (the KV round trips); and drain
+//! the same tasks spread over the three priority levels (PROTOCOL §12: three durables pulled by
+//! priority) and all at `high`.
 
 use std::time::{Duration, Instant};
 
 use jetq_consumer::{ConcurrencyLimit, Limits, RateLimit, TaskContext, TaskError, Worker};
-use jetq_producer::{EnqueueOptions, Producer, Unique, UniqueScope};
+use jetq_producer::{EnqueueOptions, Priority, Producer, RawTask, Unique, UniqueScope};
 
 use crate::{
     measure::{Outcome, ServerSpec},
@@ -23,6 +25,10 @@ pub(crate) struct FlowCosts {
     pub drain_plain: f64,
     pub drain_rate_limited: f64,
     pub drain_concurrency_limited: f64,
+    /// Tasks at high, normal and low in turn.
+    pub drain_three_levels: f64,
+    /// Every task at high.
+    pub drain_high: f64,
 }
 
 /// Runs every flow measurement on one fresh server: sequential enqueues for `duration` each,
@@ -51,12 +57,23 @@ pub(crate) async fn measure(
     })
     .await?;
     purge(&url).await?;
-    let drain_plain = drain_rate(&producer, &url, n, Limits::new()).await?;
+    let drain_plain = drain_rate(&producer, &url, n, Limits::new(), |_| Priority::Normal).await?;
+    let drain_three_levels = drain_rate(&producer, &url, n, Limits::new(), |i| {
+        Priority::ALL[(i % 3) as usize]
+    })
+    .await?;
+    let drain_high = drain_rate(&producer, &url, n, Limits::new(), |_| Priority::High).await?;
     let generous = RateLimit::new(1e9, u32::MAX).map_err(|e| e.to_string())?;
-    let drain_rate_limited = drain_rate(&producer, &url, n, Limits::new().rate(generous)).await?;
+    let drain_rate_limited = drain_rate(&producer, &url, n, Limits::new().rate(generous), |_| {
+        Priority::Normal
+    })
+    .await?;
     let wide = ConcurrencyLimit::new(u32::MAX).map_err(|e| e.to_string())?;
     let drain_concurrency_limited =
-        drain_rate(&producer, &url, n, Limits::new().concurrency(wide)).await?;
+        drain_rate(&producer, &url, n, Limits::new().concurrency(wide), |_| {
+            Priority::Normal
+        })
+        .await?;
     drop(server);
     Ok(FlowCosts {
         enqueue_plain,
@@ -65,6 +82,8 @@ pub(crate) async fn measure(
         drain_plain,
         drain_rate_limited,
         drain_concurrency_limited,
+        drain_three_levels,
+        drain_high,
     })
 }
 
@@ -98,11 +117,34 @@ async fn purge(url: &str) -> Outcome<()> {
     Ok(())
 }
 
-/// Queues `n` tasks, then drains them with one in-process worker under `limits`.
-async fn drain_rate(producer: &Producer, url: &str, n: u64, limits: Limits) -> Outcome<f64> {
-    let tasks: Vec<SendEmail> = (1..=n).map(SendEmail::new).collect();
-    for result in producer.enqueue_many(&tasks).await {
-        result.map_err(|e| format!("prefill: {e}"))?;
+/// Queues `n` tasks at the levels `level` picks, then drains them with one in-process worker
+/// under `limits`.
+async fn drain_rate(
+    producer: &Producer,
+    url: &str,
+    n: u64,
+    limits: Limits,
+    level: impl Fn(u64) -> Priority,
+) -> Outcome<f64> {
+    if (1..=n).all(|i| level(i) == Priority::Normal) {
+        let tasks: Vec<SendEmail> = (1..=n).map(SendEmail::new).collect();
+        for result in producer.enqueue_many(&tasks).await {
+            result.map_err(|e| format!("prefill: {e}"))?;
+        }
+    } else {
+        let mut tasks = Vec::with_capacity(n as usize);
+        for i in 1..=n {
+            let payload = serde_json::to_vec(&SendEmail::new(i)).map_err(|e| e.to_string())?;
+            tasks.push(RawTask {
+                queue: <SendEmail as jetq_contract::Task>::QUEUE.into(),
+                task: <SendEmail as jetq_contract::Task>::NAME.into(),
+                payload: payload.into(),
+                options: EnqueueOptions::new().priority(level(i)),
+            });
+        }
+        for result in producer.enqueue_many_raw(tasks).await {
+            result.map_err(|e| format!("prefill: {e}"))?;
+        }
     }
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let worker = Worker::builder()

@@ -696,6 +696,13 @@ async fn run(config: Config) -> Result<(), String> {
                     c.enqueue_debounced
                 }),
                 ("drain, 1 in-process worker, plain", |c| c.drain_plain),
+                (
+                    "drain, 1 in-process worker, tasks at high, normal and low in turn",
+                    |c| c.drain_three_levels,
+                ),
+                ("drain, 1 in-process worker, every task at high", |c| {
+                    c.drain_high
+                }),
                 ("drain, 1 in-process worker, rate limit", |c| {
                     c.drain_rate_limited
                 }),
