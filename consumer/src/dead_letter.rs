@@ -94,6 +94,9 @@ pub(crate) struct DeadLetters {
     metrics: WorkerMetrics,
     /// May create the dead-letter body store if it is missing (`JETQ_PROVISION`).
     provision: bool,
+    /// Batches and chains: the other bookkeeping of a task's end, shared the same way by the
+    /// executor and the sweeper (see `workflow.rs`).
+    workflows: std::sync::Arc<crate::workflow::WorkflowHooks>,
 }
 
 impl DeadLetters {
@@ -104,11 +107,20 @@ impl DeadLetters {
         provision: bool,
     ) -> Self {
         DeadLetters {
+            workflows: std::sync::Arc::new(crate::workflow::WorkflowHooks::new(
+                topology.clone(),
+                provision,
+            )),
             topology,
             attempts,
             metrics,
             provision,
         }
+    }
+
+    /// The batch and chain bookkeeping of tasks that end.
+    pub(crate) fn workflows(&self) -> &crate::workflow::WorkflowHooks {
+        &self.workflows
     }
 
     /// The worker's JetStream context.

@@ -29,7 +29,9 @@ use crate::{
     stall::{StallWatch, TaskNames as StallNames},
     status::{self, Start, StatusRecorder, Tracker},
     telemetry::{self, ProcessSpan, TaskLabels, WorkerMetrics},
+    workflow,
 };
+use jetq_contract::workflow::MemberOutcome;
 
 /// Longest delay between hand-backs of a task whose type no worker knows.
 const UNKNOWN_TASK_MAX_DELAY: Duration = Duration::from_secs(30);
@@ -305,6 +307,31 @@ impl Executor {
         if tracked {
             match Box::pin(self.status.start(delivery.started(max_attempts))).await {
                 Start::Skip(state) => {
+                    // Ended before (an ack or a termination was lost): its batch or chain
+                    // may not know yet.
+                    if workflow::applies(&delivery.headers) {
+                        let outcome = if state == jetq_contract::TaskState::Succeeded {
+                            MemberOutcome::Succeeded
+                        } else {
+                            MemberOutcome::Dead
+                        };
+                        let finished = self.dead_letters.workflows().finished(
+                            &delivery.headers,
+                            &delivery.id,
+                            outcome,
+                            None,
+                        );
+                        if let Err(err) = Box::pin(finished).await {
+                            workflow::log_failure(&err);
+                            if let Err(err) = message
+                                .ack_with(AckKind::Nak(Some(workflow::RETRY_DELAY)))
+                                .await
+                            {
+                                tracing::warn!(error = %err, "could not NAK the task");
+                            }
+                            return;
+                        }
+                    }
                     Box::pin(status::settle_skipped(&message, state)).await;
                     return Box::pin(self.dead_letters.attempts().forget(delivery.sequence)).await;
                 }
@@ -357,6 +384,17 @@ impl Executor {
                         .settle(delivery.flow.as_ref(), true, delivery.flow_task()),
                 )
                 .await;
+                if workflow::applies(&delivery.headers) {
+                    let finished = self.dead_letters.workflows().finished(
+                        &delivery.headers,
+                        &delivery.id,
+                        MemberOutcome::Dead,
+                        None,
+                    );
+                    if let Err(err) = Box::pin(finished).await {
+                        workflow::log_failure(&err);
+                    }
+                }
                 Box::pin(status::settle_cancelled(&message, tracker)).await;
                 return Box::pin(self.dead_letters.attempts().forget(delivery.sequence)).await;
             }
@@ -471,8 +509,31 @@ impl Executor {
             Outcome::Succeeded => {
                 span.set_attribute(attr::OUTCOME, "succeeded");
                 self.metrics.succeeded(&delivery.labels);
+                let result = delivery
+                    .status
+                    .as_ref()
+                    .and_then(|tracker| tracker.pending().result.clone());
                 if let Some(tracker) = &delivery.status {
                     Box::pin(tracker.succeeded()).await;
+                }
+                // A batch member or chain link: counted (callbacks, next link) before the ack.
+                if workflow::applies(&delivery.headers) {
+                    let finished = self.dead_letters.workflows().finished(
+                        &delivery.headers,
+                        &delivery.id,
+                        MemberOutcome::Succeeded,
+                        result.as_ref(),
+                    );
+                    if let Err(err) = Box::pin(finished).await {
+                        workflow::log_failure(&err);
+                        if let Err(err) = message
+                            .ack_with(AckKind::Nak(Some(workflow::RETRY_DELAY)))
+                            .await
+                        {
+                            tracing::warn!(error = %err, "could not NAK the task; it returns after ack_wait");
+                        }
+                        return;
+                    }
                 }
                 if let Err(err) = message.ack().await {
                     tracing::warn!(error = %err, "could not ack a finished task; it will run again");
@@ -585,6 +646,25 @@ impl Executor {
                 let tracked = tracks(delivery);
                 let tracker = delivery.status.as_ref();
                 self.status.dead_lettered(tracker, tracked, dead).await;
+                if workflow::applies(&delivery.headers) {
+                    let finished = self.dead_letters.workflows().finished(
+                        &delivery.headers,
+                        &delivery.id,
+                        MemberOutcome::Dead,
+                        None,
+                    );
+                    if let Err(err) = Box::pin(finished).await {
+                        // Dead-lettered again on redelivery (the letter is deduplicated).
+                        workflow::log_failure(&err);
+                        if let Err(err) = message
+                            .ack_with(AckKind::Nak(Some(workflow::RETRY_DELAY)))
+                            .await
+                        {
+                            tracing::warn!(error = %err, "could not NAK the task; it returns after ack_wait");
+                        }
+                        return;
+                    }
+                }
                 if let Err(err) = message.ack_with(AckKind::Term).await {
                     tracing::warn!(error = %err, "dead letter written but the task was not terminated; it will be dead-lettered again (deduplicated)");
                 }

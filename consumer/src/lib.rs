@@ -37,12 +37,14 @@ mod execution;
 mod handler;
 mod limits;
 mod pull;
+mod purger;
 mod settings;
 mod stall;
 mod status;
 mod sweeper;
 mod telemetry;
 mod worker;
+mod workflow;
 
 pub use context::TaskContext;
 pub use error::{error_chain, FailureKind, TaskError, WorkerError};

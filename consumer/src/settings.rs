@@ -67,6 +67,7 @@ pub const DEFAULT_PREFETCH: usize = 256;
 /// | `JETQ_PREFETCH` | most tasks of one queue fetched ahead of free slots, so the next ones are on their way while the current ones run (default 256; `0` fetches only for free slots). The prefetch starts at `JETQ_CONCURRENCY` and doubles while fetched tasks find a slot at once. A fetched task waits at most 500 ms (a quarter of `JETQ_ACK_WAIT` if shorter) for a slot, else it is handed back for another worker and prefetching pauses for 30 s |
 /// | `JETQ_PROVISION` | create or reconcile streams and consumers at startup (default `true`) |
 /// | `JETQ_SWEEPER` | run the sweeper that dead-letters tasks whose deliveries ran out (default `true`) |
+/// | `JETQ_PURGE_INTERVAL` | on a task stream with Limits retention (`JETQ_TASK_RETENTION=limits`), how often this worker purges its queues' finished tasks below their durables' ack floors (default `1s`, at least `10ms`; docs/DURABLE_DRAIN.md) |
 /// | `JETQ_METRICS_INTERVAL` | how often queue lag is read from consumer info for the metrics and readiness (default `10s`) |
 /// | `JETQ_QUEUES` | the queues this process pulls, comma separated (default: every queue it has a handler for) |
 /// | `JETQ_JANITOR` | pull no queue and only run the sweeper (default `false`; needs `JETQ_SWEEPER=true`) |
@@ -128,6 +129,16 @@ pub struct WorkerSettings {
     /// Pull no queue; run only the sweeper.
     #[serde(default)]
     pub janitor: bool,
+    /// How often finished tasks are purged from a Limits task stream.
+    #[serde(
+        default = "default_purge_interval",
+        with = "jetq_contract::config::duration"
+    )]
+    pub purge_interval: Duration,
+}
+
+fn default_purge_interval() -> Duration {
+    Duration::from_secs(1)
 }
 
 impl Default for WorkerSettings {
@@ -146,6 +157,7 @@ impl Default for WorkerSettings {
             metrics_interval: default_metrics_interval(),
             queues: Vec::new(),
             janitor: false,
+            purge_interval: default_purge_interval(),
         }
     }
 }
@@ -230,6 +242,12 @@ impl WorkerSettings {
                     problem: err.to_string(),
                 });
             }
+        }
+        if self.purge_interval < Duration::from_millis(10) {
+            return Err(invalid(
+                "JETQ_PURGE_INTERVAL",
+                "must be at least 10ms (each purge is two requests to the server)",
+            ));
         }
         if self.janitor && !self.sweeper {
             return Err(invalid(

@@ -152,6 +152,18 @@ impl Sweeper {
         };
         let tracked = status::has_track_header(Some(&message.headers));
         self.status.dead_lettered(None, tracked, dead).await;
+        self.dead_letters
+            .workflows()
+            .finished(
+                &message.headers,
+                &id,
+                jetq_contract::workflow::MemberOutcome::Dead,
+                None,
+            )
+            .await
+            .map_err(|err| {
+                format!("task {sequence} dead-lettered, its batch or chain not told: {err}")
+            })?;
         self.tasks
             .delete_message(sequence)
             .await

@@ -21,6 +21,7 @@ use crate::{
     handler::{Registration, Registry},
     limits::{self, FlowControl, Limits},
     pull,
+    purger::{PurgedLevel, Purger},
     settings::WorkerSettings,
     stall::StallWatch,
     status::StatusRecorder,
@@ -334,6 +335,36 @@ impl WorkerBuilder {
         } else {
             None
         };
+        // A Limits task stream keeps acked tasks until a purge (docs/DURABLE_DRAIN.md): the
+        // stream as it exists decides, not this process's JETQ_TASK_RETENTION.
+        let purger = if consumers.is_empty() {
+            None
+        } else {
+            let tasks = topology.stream(&subjects.tasks_stream()).await?;
+            let limits = tasks.cached_info().config.retention
+                == async_nats::jetstream::stream::RetentionPolicy::Limits;
+            if limits {
+                let advisories = topology.stream(&subjects.advisories_stream()).await.ok();
+                Some(Purger {
+                    levels: consumers
+                        .iter()
+                        .flat_map(|(queue, levels)| {
+                            levels.iter().map(|(level, consumer)| PurgedLevel {
+                                queue: queue.clone(),
+                                level: *level,
+                                consumer: consumer.clone(),
+                            })
+                        })
+                        .collect(),
+                    tasks,
+                    advisories,
+                    subjects: subjects.clone(),
+                    interval: self.settings.purge_interval,
+                })
+            } else {
+                None
+            }
+        };
         publish_catalog(&topology, &registry, &queues, self.settings.provision).await;
         let any_tracked = registry.registrations().any(|r| r.options.track_status);
         let flow = FlowControl::new(
@@ -370,6 +401,7 @@ impl WorkerBuilder {
             registry,
             consumers,
             sweeper,
+            purger,
             dead_letters,
             status,
             flow: Arc::new(flow),
@@ -543,6 +575,8 @@ pub struct Worker {
     /// Each pulled queue's durables, one per priority level.
     consumers: Vec<(String, Vec<(Priority, PullConsumer)>)>,
     sweeper: Option<(PullConsumer, async_nats::jetstream::stream::Stream)>,
+    /// Purges finished tasks when the task stream has Limits retention.
+    purger: Option<Purger>,
     dead_letters: DeadLetters,
     metrics: WorkerMetrics,
     health: WorkerHealth,
@@ -645,6 +679,9 @@ impl Worker {
                 executor.clone(),
                 stop_pulling.clone(),
             )));
+        }
+        if let Some(purger) = self.purger {
+            loops.push(tokio::spawn(purger.run(stop_pulling.clone())));
         }
         if let Some((advisories, tasks)) = self.sweeper {
             let sweeper = Sweeper {

@@ -370,6 +370,7 @@ fn default_status_ttl() -> Duration {
 /// | `JETQ_DEAD_MAX_BYTES` | dead-letter stream byte limit (-1: none; oldest dropped first) |
 /// | `JETQ_STATUS_TTL` | how long status records and artifacts of tracked tasks are kept after their last write (default `24h`) |
 /// | `JETQ_ARTIFACTS_MAX_BYTES` | artifact store byte limit (-1: none; when full, new artifacts are refused) |
+/// | `JETQ_TASK_RETENTION` | `workqueue` (default: an acked task is deleted at once) or `limits` (acked tasks are purged in bulk below each durable's ack floor: the fast durable drain, docs/DURABLE_DRAIN.md) |
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct StreamSettings {
     /// Replicas of every jetq stream.
@@ -396,6 +397,44 @@ pub struct StreamSettings {
     /// Artifact store byte limit.
     #[serde(default = "default_limit")]
     pub artifacts_max_bytes: i64,
+    /// How the task stream removes finished tasks.
+    #[serde(default)]
+    pub task_retention: TaskRetention,
+}
+
+/// How the task stream removes finished tasks (`JETQ_TASK_RETENTION`).
+///
+/// ```
+/// use jetq_contract::config::TaskRetention;
+/// assert_eq!("limits".parse::<TaskRetention>().unwrap(), TaskRetention::Limits);
+/// assert!("interest".parse::<TaskRetention>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskRetention {
+    /// WorkQueue retention: the server deletes a task when it is acked — one write and, under
+    /// `sync_interval: always`, one fsync per task.
+    #[default]
+    #[serde(alias = "work_queue", alias = "work-queue")]
+    WorkQueue,
+    /// Limits retention: an ack only moves the durable's ack floor (memory), and workers purge
+    /// each queue's tasks below its floor in bulk every `JETQ_PURGE_INTERVAL` — one fsync per
+    /// purge. The durable mode's fast drain (docs/DURABLE_DRAIN.md).
+    Limits,
+}
+
+impl std::str::FromStr for TaskRetention {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "workqueue" | "work_queue" | "work-queue" => Ok(TaskRetention::WorkQueue),
+            "limits" => Ok(TaskRetention::Limits),
+            other => Err(format!(
+                "unknown task retention {other:?}: use \"workqueue\" or \"limits\""
+            )),
+        }
+    }
 }
 
 impl Default for StreamSettings {
@@ -409,6 +448,7 @@ impl Default for StreamSettings {
             dead_max_bytes: default_limit(),
             status_ttl: default_status_ttl(),
             artifacts_max_bytes: default_limit(),
+            task_retention: TaskRetention::default(),
         }
     }
 }
@@ -554,6 +594,13 @@ mod tests {
         assert!(err.to_string().contains("JETQ_STATUS_TTL"), "{err}");
         let settings = StreamSettings::from_env_iter(vars(&[("JETQ_STATUS_TTL", "2h")])).unwrap();
         assert_eq!(settings.status_ttl, Duration::from_secs(7200));
+        assert_eq!(settings.task_retention, TaskRetention::WorkQueue);
+        let settings =
+            StreamSettings::from_env_iter(vars(&[("JETQ_TASK_RETENTION", "limits")])).unwrap();
+        assert_eq!(settings.task_retention, TaskRetention::Limits);
+        let err = StreamSettings::from_env_iter(vars(&[("JETQ_TASK_RETENTION", "interest")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("JETQ_TASK_RETENTION"), "{err}");
     }
 
     /// Every primitive type's error names the variable, the refused value and the accepted

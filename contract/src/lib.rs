@@ -15,7 +15,8 @@
 //!   outcome is unknown ([`publish::Publisher`]);
 //! - [`otel`]: W3C trace-context propagation in headers, span attribute and metric names;
 //! - [`flow`]: flow control — unique tasks, rate and concurrency limits (PROTOCOL §10);
-//! - [`status`]: status records of tracked tasks ([`TaskStatus`]), their KV keys and buckets.
+//! - [`status`]: status records of tracked tasks ([`TaskStatus`]), their KV keys and buckets;
+//! - [`workflow`]: batches with exactly-once callbacks, chords and chains (PROTOCOL §13).
 
 pub mod attempts;
 pub mod bootstrap;
@@ -41,6 +42,7 @@ pub mod task;
 pub mod time;
 pub mod topology;
 pub mod wait;
+pub mod workflow;
 
 pub use config::{ConfigError, ConnectionConfig, Secret, StreamSettings};
 pub use connect::{connect, jetstream, ConnectError, Version};

@@ -38,7 +38,11 @@ use async_nats::jetstream::{
 };
 use opentelemetry::{metrics::Counter, KeyValue};
 
-use crate::{config::StreamSettings, priority::Priority, subject::Subjects};
+use crate::{
+    config::{StreamSettings, TaskRetention},
+    priority::Priority,
+    subject::Subjects,
+};
 
 /// How long provisioning keeps retrying a request that timed out or found JetStream not ready
 /// (no leader yet, cluster not available) before it fails. A fresh three-node cluster elects
@@ -71,6 +75,22 @@ pub enum ProvisionError {
         name: String,
         /// The server's or client's error.
         source: BoxError,
+    },
+    /// The explicit provisioner was asked for another retention than the existing stream has:
+    /// NATS cannot change a stream's retention in place.
+    #[error(
+        "stream {name} has retention {existing} but JETQ_TASK_RETENTION asks for {wanted}: NATS \
+         cannot change a stream's retention in place; wait until the queues are empty \
+         (jetq queues), delete the stream (nats stream rm {name}) and provision again, or set \
+         JETQ_TASK_RETENTION to match the stream (docs/DURABLE_DRAIN.md, \"Migration\")"
+    )]
+    RetentionChange {
+        /// The stream name.
+        name: String,
+        /// Its retention.
+        existing: String,
+        /// The retention the settings ask for.
+        wanted: String,
     },
     /// A queue's durable consumer could not be created or reconciled.
     #[error("cannot create or update the durable consumer {durable} of queue {queue}: {source}")]
@@ -273,11 +293,19 @@ impl Topology {
     pub fn tasks_stream_config(&self) -> jetstream::stream::Config {
         jetstream::stream::Config {
             name: self.subjects.tasks_stream(),
-            description: Some(
-                "jetq tasks waiting to run (WorkQueue: acked tasks are removed)".into(),
-            ),
+            description: Some(match self.settings.task_retention {
+                TaskRetention::WorkQueue => {
+                    "jetq tasks waiting to run (WorkQueue: acked tasks are removed)".into()
+                }
+                TaskRetention::Limits => {
+                    "jetq tasks waiting to run (Limits: workers purge acked tasks below each durable's ack floor)".into()
+                }
+            }),
             subjects: vec![self.subjects.all_tasks()],
-            retention: RetentionPolicy::WorkQueue,
+            retention: match self.settings.task_retention {
+                TaskRetention::WorkQueue => RetentionPolicy::WorkQueue,
+                TaskRetention::Limits => RetentionPolicy::Limits,
+            },
             storage: StorageType::File,
             discard: DiscardPolicy::New,
             max_messages: self.settings.stream_max_msgs,
@@ -431,6 +459,13 @@ impl Topology {
         }
         match self.existing {
             Existing::Verify => self.report(&mismatches),
+            Existing::Reconcile if existing.retention != config.retention => {
+                return Err(ProvisionError::RetentionChange {
+                    name: name.clone(),
+                    existing: format!("{:?}", existing.retention),
+                    wanted: format!("{:?}", config.retention),
+                });
+            }
             Existing::Reconcile => {
                 self.retry(&name, || self.js.update_stream(&config))
                     .await

@@ -134,7 +134,12 @@ pub(crate) fn differences(
                 "retention",
                 format!("{:?}", existing.retention),
                 format!("{:?}", wanted.retention),
-                None,
+                // Only the task stream's retention is a setting.
+                wanted
+                    .description
+                    .as_deref()
+                    .filter(|d| d.starts_with("jetq tasks waiting"))
+                    .map(|_| "JETQ_TASK_RETENTION"),
             ),
             Check::Storage => compare(
                 "storage",
