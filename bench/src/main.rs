@@ -21,6 +21,7 @@ mod stats;
 mod worker;
 mod workload;
 
+use jetq_contract::config::TaskRetention;
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use measure::ServerSpec;
@@ -502,6 +503,7 @@ async fn run(config: Config) -> Result<(), String> {
                             config.concurrency,
                             config.diagnose,
                             false,
+                            TaskRetention::WorkQueue,
                         )
                         .await;
                         if config.diagnose {
@@ -533,9 +535,56 @@ async fn run(config: Config) -> Result<(), String> {
                      best (pull batch 500, inline plain ack)"
                 );
                 for (imp, concurrency) in [(Impl::Jetq, config.concurrency), (Impl::Raw, 500)] {
-                    let result =
-                        measure::drain(&spec, sync, imp, 1, drain_n, concurrency, false, false)
-                            .await;
+                    let result = measure::drain(
+                        &spec,
+                        sync,
+                        imp,
+                        1,
+                        drain_n,
+                        concurrency,
+                        false,
+                        false,
+                        TaskRetention::WorkQueue,
+                    )
+                    .await;
+                    let value = result.map(|d| d.rate);
+                    table.record(
+                        &progress,
+                        group,
+                        &name,
+                        "tasks/s",
+                        Better::Higher,
+                        imp,
+                        value,
+                    );
+                }
+            }
+            if config.runs("drain") && config.only.is_none() {
+                // Issue 20's durable drain: jetq on a Limits task stream whose finished tasks
+                // its workers purge below the ack floor (JETQ_TASK_RETENTION=limits, purge every
+                // 100 ms, timed until the stream is empty) against raw JetStream at its best on
+                // the WorkQueue stream (target under sync_interval always: >= 2x).
+                let name = format!(
+                    "drain {drain_n} queued, 1 worker process: jetq on a Limits task stream \
+                     (JETQ_TASK_RETENTION=limits) vs raw at its best on WorkQueue (pull batch \
+                     500, inline plain ack)"
+                );
+                for (imp, concurrency, retention) in [
+                    (Impl::Jetq, config.concurrency, TaskRetention::Limits),
+                    (Impl::Raw, 500, TaskRetention::WorkQueue),
+                ] {
+                    let result = measure::drain(
+                        &spec,
+                        sync,
+                        imp,
+                        1,
+                        drain_n,
+                        concurrency,
+                        false,
+                        false,
+                        retention,
+                    )
+                    .await;
                     let value = result.map(|d| d.rate);
                     table.record(
                         &progress,
@@ -565,6 +614,7 @@ async fn run(config: Config) -> Result<(), String> {
                         config.concurrency,
                         false,
                         double_ack,
+                        TaskRetention::WorkQueue,
                     )
                     .await;
                     let value = result.map(|d| d.rate);
@@ -864,6 +914,7 @@ async fn run(config: Config) -> Result<(), String> {
                         config.concurrency,
                         config.diagnose,
                         false,
+                        TaskRetention::WorkQueue,
                     )
                     .await;
                     if config.diagnose {

@@ -19,7 +19,7 @@ use async_nats::jetstream::{
 };
 use bytes::Bytes;
 use futures::{stream::FuturesUnordered, StreamExt};
-use jetq_contract::{StreamSettings, Subjects, Topology};
+use jetq_contract::{config::TaskRetention, StreamSettings, Subjects, Topology};
 use jetq_harness::NatsServer;
 use jetq_producer::{EnqueueError, Enqueued, Producer};
 use tokio::{task::JoinSet, time::Instant};
@@ -69,8 +69,19 @@ async fn raw_context(url: &str) -> Outcome<jetstream::Context> {
 /// storage, `discard: New`, 2-minute duplicate window), so both twins write to the same kind of
 /// stream.
 async fn create_task_stream(js: &jetstream::Context) -> Outcome<Stream> {
-    let config = Topology::new(js.clone(), Subjects::default(), StreamSettings::default())
-        .tasks_stream_config();
+    create_task_stream_with(js, TaskRetention::WorkQueue).await
+}
+
+/// [`create_task_stream`] with the given retention (`limits`: the durable drain).
+async fn create_task_stream_with(
+    js: &jetstream::Context,
+    retention: TaskRetention,
+) -> Outcome<Stream> {
+    let settings = StreamSettings {
+        task_retention: retention,
+        ..StreamSettings::default()
+    };
+    let config = Topology::new(js.clone(), Subjects::default(), settings).tasks_stream_config();
     js.get_or_create_stream(config)
         .await
         .map_err(|e| format!("create stream: {e}"))
@@ -453,7 +464,8 @@ async fn count_pulls(url: &str) -> Outcome<(Arc<AtomicU64>, tokio::task::JoinHan
 }
 
 /// Drain: `n` tasks queued, `workers` worker processes, timed from `GO` until the stream is
-/// empty (every task acked). `double_ack` (raw twin only): confirmed acks.
+/// empty (every task acked and, on a Limits stream, purged by jetq's workers every 100 ms).
+/// `double_ack` (raw twin only): confirmed acks.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn drain(
     spec: &ServerSpec,
@@ -464,9 +476,12 @@ pub(crate) async fn drain(
     concurrency: usize,
     diagnose: bool,
     double_ack: bool,
+    retention: TaskRetention,
 ) -> Outcome<Drained> {
     let server = spec.start(sync).await;
     let url = server.url();
+    // The stream first, with its retention; the fill and the twins then find it.
+    create_task_stream_with(&raw_context(&url).await?, retention).await?;
     prefill(&url, n).await?;
     let pull_counter = match diagnose {
         true => Some(count_pulls(&url).await?),

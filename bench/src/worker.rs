@@ -161,6 +161,8 @@ pub(crate) async fn run(args: WorkerArgs) -> Result<(), String> {
             let worker = Worker::builder()
                 .url(args.url.clone())
                 .concurrency(args.concurrency)
+                // Used only when the stream has Limits retention (the durable-drain rows).
+                .purge_interval(Duration::from_millis(100))
                 .handler(move |email: SendEmail, _ctx: TaskContext| {
                     let recorder = handler_recorder.clone();
                     async move {

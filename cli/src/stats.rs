@@ -48,10 +48,13 @@ pub struct QueueStats {
     pub redelivered: u64,
     /// Pull requests from workers waiting for work right now (0: no idle worker is connected).
     pub waiting_pulls: u64,
-    /// Tasks of this queue stored in the task stream (`pending + in_flight` with a consumer).
+    /// Tasks of this queue stored in the task stream (`pending + in_flight` with a consumer; on
+    /// a Limits task stream also finished tasks until the next purge, at most about
+    /// `JETQ_PURGE_INTERVAL` of them).
     pub stored: u64,
     /// Stored tasks that are neither pending nor in flight: every delivery was spent and the
-    /// task is waiting for the sweeper to dead-letter it — or the dead-letter write keeps
+    /// task is waiting for the sweeper to dead-letter it (on a Limits task stream, where acked
+    /// tasks stay stored until the next purge, the count of unswept max-deliveries advisories) — or the dead-letter write keeps
     /// failing (see `jetq.tasks.dead_letter_failures` and the workers' logs). Such a task is in
     /// no other list; a number that stays above zero needs an operator. (Stream and consumer
     /// are read one after the other, so a task that moves in between can show here for one
@@ -302,6 +305,31 @@ impl Admin {
         for (key, count) in &stored {
             levels.entry(key.clone()).or_default().stored = *count;
         }
+        // On a Limits task stream (JETQ_TASK_RETENTION=limits, docs/DURABLE_DRAIN.md) acked
+        // tasks stay stored until the next purge: "stored but neither pending nor in flight"
+        // is then mostly finished work. The stranded tasks are those the advisories name and
+        // the sweeper has not taken yet.
+        if info.config.retention == async_nats::jetstream::stream::RetentionPolicy::Limits {
+            let unswept = match self.optional_stream(&subjects.advisories_stream()).await? {
+                Some(stream) => {
+                    subject_counts(&stream, &subjects.max_deliveries_advisory(), |s| {
+                        s.rsplit('.')
+                            .next()
+                            .and_then(|durable| durable.strip_prefix("worker-"))
+                            .filter(|token| !token.is_empty())
+                            .map(queue_level)
+                    })
+                    .await?
+                }
+                None => BTreeMap::new(),
+            };
+            for level in levels.values_mut() {
+                level.unswept = Some(0);
+            }
+            for (key, count) in unswept {
+                levels.entry(key).or_default().unswept = Some(count);
+            }
+        }
 
         let mut queues: BTreeMap<String, QueueStats> = BTreeMap::new();
         for ((queue, level), numbers) in levels {
@@ -366,6 +394,8 @@ impl Admin {
 struct Level {
     consumer: Option<consumer::Info>,
     stored: u64,
+    /// On a Limits task stream: the max-deliveries advisories the sweeper has not taken.
+    unswept: Option<u64>,
 }
 
 impl QueueStats {
@@ -386,7 +416,10 @@ impl QueueStats {
         self.redelivered += consumer.num_redelivered as u64;
         self.waiting_pulls += consumer.num_waiting as u64;
         self.delivered_total += consumer.delivered.consumer_sequence;
-        self.stranded += numbers.stored.saturating_sub(pending + in_flight);
+        self.stranded += match numbers.unswept {
+            Some(unswept) => unswept,
+            None => numbers.stored.saturating_sub(pending + in_flight),
+        };
         if self.consumer.is_none() || level == Priority::Normal {
             self.consumer = Some(consumer.name.clone());
             self.max_in_flight = Some(consumer.config.max_ack_pending);

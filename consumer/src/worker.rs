@@ -128,6 +128,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// On a task stream with Limits retention (`JETQ_TASK_RETENTION=limits`), how often this
+    /// worker purges its queues' finished tasks (default 1 s; docs/DURABLE_DRAIN.md). Shorter
+    /// keeps fewer finished tasks stored, at two requests per level per interval.
+    pub fn purge_interval(mut self, interval: Duration) -> Self {
+        self.settings.purge_interval = interval;
+        self
+    }
+
     /// With provisioning off (`JETQ_PROVISION=false`), how long `build` waits for each queue's
     /// durable consumer to be created by `jetq-provision` before it fails (default
     /// [`DEFAULT_PROVISION_BUDGET`](jetq_contract::topology::DEFAULT_PROVISION_BUDGET), the
