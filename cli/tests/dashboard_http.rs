@@ -89,7 +89,7 @@ async fn every_endpoint_needs_the_token_and_changes_need_post_and_the_dashboard_
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode("ops:s3cret")
     );
-    let page = http(&base, "GET", "/", &[("Authorization", &basic)]).await;
+    let page = http(&base, "GET", "/dead", &[("Authorization", &basic)]).await;
     assert_eq!(page.status, 200);
     assert!(page
         .body
@@ -229,7 +229,7 @@ async fn a_read_only_dashboard_shows_but_refuses_every_change() {
     let seq = write_dead(&js, &Letter::new("work", "job", "w1")).await;
     let (base, _stop) = serve_in_process(&server, config(None, true)).await;
 
-    let page = http(&base, "GET", "/", &[]).await;
+    let page = http(&base, "GET", "/dead", &[]).await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("read-only"));
     assert!(page.body.contains(&format!("id=\"dead-{seq}\"")));
@@ -351,7 +351,7 @@ async fn the_limits_view_lists_what_holds_and_releases_a_unique_key_by_post() {
         serde_json::to_value(&cli.configured).unwrap()
     );
 
-    let page = http(&base, "GET", "/", &bearer).await;
+    let page = http(&base, "GET", "/limits", &bearer).await;
     assert_eq!(page.status, 200);
     for shown in [
         "id=\"limits\"",
@@ -362,7 +362,11 @@ async fn the_limits_view_lists_what_holds_and_releases_a_unique_key_by_post() {
         "data-release=\"rate.work.job\"",
         "data-release=\"work.job.export=3Aacme\"",
     ] {
-        assert!(page.body.contains(shown), "the page lacks {shown}");
+        assert!(
+            page.body.contains(shown),
+            "the page lacks {shown}: {}",
+            page.body
+        );
     }
 
     // A release is a change: POST only, the token, the dashboard's header, its own origin.
@@ -410,6 +414,6 @@ async fn the_limits_view_lists_what_holds_and_releases_a_unique_key_by_post() {
     let api = http(&base, "GET", "/api/limits", &bearer).await.json();
     assert_eq!(api["unique"], serde_json::json!([]));
     assert_eq!(api["concurrency"][0]["running"][0][1], held.id.as_str());
-    let page = http(&base, "GET", "/", &bearer).await;
+    let page = http(&base, "GET", "/limits", &bearer).await;
     assert!(!page.body.contains("export:acme"));
 }

@@ -1,33 +1,44 @@
-//! The web dashboard: `jetq dashboard --listen 127.0.0.1:8080`.
+//! The web console: `jetq dashboard --listen 127.0.0.1:8080`.
 //!
-//! A server-rendered page (axum) with a little inline JavaScript and no external resources:
+//! Server-rendered pages (axum, minijinja templates in `cli/templates`, see [`page`]) with one
+//! served style sheet and one small script, no external resources; usable at phone width:
 //!
-//! - queues with live counts and rates, and an inline SVG chart of the last minutes, refreshed
-//!   by polling `GET /api/overview` (a sampler takes a snapshot every `sample_every`);
-//! - dead letters with their errors and **Replay** / **Discard** buttons (filters by queue,
-//!   task, reason), a detail page per dead letter;
-//! - schedules with their next fires, when a schedules file is configured;
-//! - the task types the workers published (the task-type catalog, also `GET /api/catalog`);
-//! - flow control (`limits.rs`): the rate and concurrency limits the workers registered, what
-//!   holds and waits on each, the unique keys held and by which task, with a **Release** button
-//!   per entry (as `jetq limits`; also `GET /api/limits`, `POST /api/limits/release?entry=`);
-//! - a task-status lookup (`/status?id=`): state, attempts, progress, result and history of a
-//!   tracked task.
+//! - `/` overview: queues with live counts and rates and inline SVG charts of the last minutes,
+//!   refreshed by polling `GET /api/overview` (a sampler takes a snapshot every
+//!   `sample_every`); the dead-letter count of the navigation comes from the same snapshot;
+//! - `/queues` (`queues.rs`): counts, rates, latency (age of the oldest pending task), paused
+//!   state with **Pause** / **Resume** (as `jetq pause` / `jetq resume`);
+//! - `/dead` (`dead.rs`): dead letters, paged and filtered (queue, task, reason, age, task id),
+//!   **Replay** / **Discard** per letter and for every letter matching the filter (a dry-run
+//!   count to confirm, a background job with a progress endpoint, its result); `/dead/{seq}`
+//!   one letter with its attempts, arguments and headers;
+//! - `/limits` (`limits.rs`): flow control, with a **Release** button per entry;
+//! - `/catalog` (`catalog.rs`): the task types the workers published;
+//! - `/schedules`: the schedules file's schedules and their next fires;
+//! - `/status?id=`: state, attempts, progress, result and history of a tracked task.
 //!
 //! ## Security
 //!
-//! - `--token` (or `JETQ_DASHBOARD_TOKEN`) protects every page and endpoint except `/healthz`:
-//!   `Authorization: Bearer <token>`, or HTTP basic auth with the token as the password (the
-//!   browser asks for it). Without a token the dashboard only listens on a loopback address
-//!   unless `--no-auth` is given.
-//! - Changes (replay, discard, release) are `POST` only, need the token like everything else,
-//!   and must carry the header `X-Jetq-Request: 1` (which a cross-site form cannot send) and,
-//!   when the browser sends an `Origin`, come from the dashboard's own origin.
-//! - `--read-only` removes the buttons and refuses every change with 403.
+//! - `--token` (or `JETQ_DASHBOARD_TOKEN`) protects every page and endpoint except `/healthz`
+//!   and the static assets: `Authorization: Bearer <token>`, or HTTP basic auth with the token
+//!   as the password (the browser asks for it). `--read-only-token`
+//!   (`JETQ_DASHBOARD_READ_ONLY_TOKEN`) is a second token with the read-only role: it sees every
+//!   page and is refused every change. Without a token the dashboard only listens on a
+//!   loopback address unless `--no-auth` is given.
+//! - Changes (replay, discard, bulk jobs, pause, resume, release) are `POST` only, need the
+//!   token like everything else, and must carry the header `X-Jetq-Request: 1` (which a
+//!   cross-site form cannot send) and, when the browser sends an `Origin`, come from the
+//!   dashboard's own origin.
+//! - `--read-only` makes every caller read-only: no buttons, every change refused with 403.
+//! - Every change, and every refused one, is logged at info with who asked: the basic-auth user
+//!   name and the token's role, or the remote address.
 
 mod catalog;
+mod dead;
+mod jobs;
 mod limits;
 mod page;
+mod queues;
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -39,18 +50,17 @@ use std::{
 };
 
 use axum::{
-    extract::{Path, Query, Request, State},
+    extract::{ConnectInfo, Query, Request, State},
     http::{header, HeaderMap, HeaderValue, Method, StatusCode},
     middleware::{self, Next},
     response::{Html, IntoResponse, Response},
     routing::{get, post},
-    Json, Router,
+    Extension, Json, Router,
 };
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    dead::{DeadFilter, ReplayOptions, Selection},
     error::{AdminError, ErrorKind},
     schedules::ScheduleView,
     stats::Overview,
@@ -64,6 +74,8 @@ pub struct DashboardConfig {
     pub listen: SocketAddr,
     /// The token every request must carry (bearer, or basic-auth password).
     pub token: Option<String>,
+    /// A second token with the read-only role: every page, no change.
+    pub read_only_token: Option<String>,
     /// Refuse every change.
     pub read_only: bool,
     /// Allow a non-loopback listen address without a token.
@@ -81,6 +93,7 @@ impl Default for DashboardConfig {
         DashboardConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             token: None,
+            read_only_token: None,
             read_only: false,
             allow_no_auth: false,
             sample_every: Duration::from_secs(2),
@@ -93,7 +106,11 @@ impl Default for DashboardConfig {
 impl DashboardConfig {
     /// Refuses configurations that would expose replay and delete to the network unprotected.
     pub fn validate(&self) -> Result<(), AdminError> {
-        if self.token.is_none() && !self.listen.ip().is_loopback() && !self.allow_no_auth {
+        if self.token.is_none()
+            && self.read_only_token.is_none()
+            && !self.listen.ip().is_loopback()
+            && !self.allow_no_auth
+        {
             return Err(AdminError::Invalid(format!(
                 "refusing to serve the dashboard on {} without a token: it shows task payloads \
                  and can replay and delete dead letters. Set --token (or JETQ_DASHBOARD_TOKEN), \
@@ -101,6 +118,11 @@ impl DashboardConfig {
                  authenticates",
                 self.listen
             )));
+        }
+        if self.token.is_some() && self.token == self.read_only_token {
+            return Err(AdminError::Invalid(
+                "--token and --read-only-token must differ".into(),
+            ));
         }
         if self.sample_every < Duration::from_millis(100) {
             return Err(AdminError::Invalid(
@@ -139,6 +161,7 @@ struct AppState {
     admin: Admin,
     config: Arc<DashboardConfig>,
     samples: Arc<Mutex<Samples>>,
+    jobs: Arc<jobs::Jobs>,
 }
 
 impl AppState {
@@ -221,6 +244,7 @@ impl Dashboard {
                 admin,
                 config: Arc::new(config),
                 samples: Arc::new(Mutex::new(Samples::default())),
+                jobs: Arc::new(jobs::Jobs::default()),
             },
         })
     }
@@ -249,10 +273,13 @@ impl Dashboard {
                 }
             }
         });
-        let result = axum::serve(self.listener, router(state))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|err| AdminError::nats("the dashboard server failed", err));
+        let result = axum::serve(
+            self.listener,
+            router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|err| AdminError::nats("the dashboard server failed", err));
         sampler.abort();
         result
     }
@@ -265,7 +292,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AdminError> {
     let read_only = config.read_only;
-    let auth = config.token.is_some();
+    let auth = config.token.is_some() || config.read_only_token.is_some();
     let dashboard = Dashboard::bind(admin, config).await?;
     let addr = dashboard.local_addr()?;
     println!("listening on http://{addr}/");
@@ -290,49 +317,160 @@ pub async fn run(
 fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route("/", get(index))
-        .route("/dead/{seq}", get(dead_page))
+        .route("/queues", get(queues::page))
+        .route("/dead", get(dead::list_page))
+        .route("/dead/{seq}", get(dead::detail_page))
+        .route("/limits", get(limits::page))
+        .route("/catalog", get(catalog::page))
+        .route("/schedules", get(schedules_page))
         .route("/status", get(status_page))
         .route("/api/overview", get(api_overview))
-        .route("/api/dead", get(api_dead))
-        .route("/api/dead/{seq}", get(api_dead_one))
-        .route("/api/dead/{seq}/replay", post(api_replay))
-        .route("/api/dead/{seq}/discard", post(api_discard))
+        .route("/api/queues", get(queues::api_queues))
+        .route("/api/queues/{queue}/pause", post(queues::api_pause))
+        .route("/api/queues/{queue}/resume", post(queues::api_resume))
+        .route("/api/dead", get(dead::api_list))
+        .route("/api/dead/count", get(dead::api_count))
+        .route("/api/dead/bulk", post(dead::api_bulk))
+        .route("/api/dead/{seq}", get(dead::api_one))
+        .route("/api/dead/{seq}/replay", post(dead::api_replay))
+        .route("/api/dead/{seq}/discard", post(dead::api_discard))
+        .route("/api/jobs", get(jobs::api_list))
+        .route("/api/jobs/{id}", get(jobs::api_one))
         .route("/api/schedules", get(api_schedules))
         .route("/api/status/{id}", get(api_status))
         .route("/api/catalog", get(catalog::api_catalog))
         .route("/api/limits", get(limits::api_limits))
         .route("/api/limits/release", post(limits::api_release))
+        .route("/api/whoami", get(api_whoami))
         .layer(middleware::from_fn_with_state(state.clone(), guard));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/static/console.css",
+            get(|| async { page::asset("text/css; charset=utf-8", page::CSS) }),
+        )
+        .route(
+            "/static/console.js",
+            get(|| async { page::asset("text/javascript; charset=utf-8", page::JS) }),
+        )
         .merge(protected)
         .with_state(state)
 }
 
-/// Authentication for everything, and the extra checks on changes.
-async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.config.token {
-        if !authorized(request.headers(), token) {
-            let mut response =
-                (StatusCode::UNAUTHORIZED, Html(page::unauthorized())).into_response();
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"jetq dashboard\", charset=\"UTF-8\""),
-            );
-            return response;
+/// What a caller may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Every page and every change.
+    Admin,
+    /// Every page, no change.
+    ReadOnly,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::ReadOnly => "read-only",
         }
     }
+}
+
+/// Who made a request, as the guard identified them; handlers log it with every change.
+#[derive(Debug, Clone, Serialize)]
+struct Caller {
+    /// The basic-auth user name (`bearer` for a bearer token), if a token was given.
+    user: Option<String>,
+    /// The role.
+    role: Role,
+    /// The remote address.
+    remote: String,
+}
+
+impl Caller {
+    fn can_act(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// How the logs and the header name the caller: `ops (admin token) from 10.0.0.7:51234`,
+    /// or the remote address alone without a token.
+    fn who(&self) -> String {
+        match &self.user {
+            Some(user) => format!("{user} ({} token) from {}", self.role.as_str(), self.remote),
+            None => format!("{} (no token, {})", self.remote, self.role.as_str()),
+        }
+    }
+}
+
+/// Authentication for everything, the role, and the extra checks on changes.
+async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let remote = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.to_string());
+    let config = &state.config;
+    let caller = if config.token.is_none() && config.read_only_token.is_none() {
+        Caller {
+            user: None,
+            role: if config.read_only {
+                Role::ReadOnly
+            } else {
+                Role::Admin
+            },
+            remote,
+        }
+    } else {
+        let headers = request.headers();
+        let admin = config
+            .token
+            .as_deref()
+            .and_then(|token| authorized(headers, token));
+        let viewer = config
+            .read_only_token
+            .as_deref()
+            .and_then(|token| authorized(headers, token));
+        match (admin, viewer) {
+            (Some(user), _) => Caller {
+                user: Some(user),
+                role: if config.read_only {
+                    Role::ReadOnly
+                } else {
+                    Role::Admin
+                },
+                remote,
+            },
+            (None, Some(user)) => Caller {
+                user: Some(user),
+                role: Role::ReadOnly,
+                remote,
+            },
+            (None, None) => {
+                let mut response =
+                    (StatusCode::UNAUTHORIZED, Html(page::unauthorized())).into_response();
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"jetq dashboard\", charset=\"UTF-8\""),
+                );
+                return response;
+            }
+        }
+    };
     if request.method() == Method::POST {
-        if state.config.read_only {
-            return error_response(
-                StatusCode::FORBIDDEN,
-                "the dashboard is read-only (started with --read-only)",
-            );
+        let path = request.uri().path().to_owned();
+        let refuse = |message: &str| {
+            tracing::info!(by = %caller.who(), path = %path, reason = message, "dashboard: change refused");
+            error_response(StatusCode::FORBIDDEN, message.to_owned())
+        };
+        if !caller.can_act() {
+            return refuse(if config.read_only {
+                "the dashboard is read-only (started with --read-only)"
+            } else {
+                "this token is read-only (--read-only-token): it can view every page but change nothing"
+            });
         }
         let headers = request.headers();
         if headers.get("x-jetq-request").map(HeaderValue::as_bytes) != Some(b"1") {
-            return error_response(
-                StatusCode::FORBIDDEN,
+            return refuse(
                 "changes need the header X-Jetq-Request: 1 (cross-site requests are refused)",
             );
         }
@@ -345,38 +483,41 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
                 .or_else(|| origin.strip_prefix("https://"))
                 == Some(host);
             if !same {
-                return error_response(
-                    StatusCode::FORBIDDEN,
-                    "changes are only accepted from the dashboard's own pages",
-                );
+                return refuse("changes are only accepted from the dashboard's own pages");
             }
         }
     }
+    request.extensions_mut().insert(caller);
     next.run(request).await
 }
 
-/// Checks `Authorization: Bearer <token>` or `Basic <base64(user:token)>`, in constant time.
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let Some(value) = headers
+/// Checks `Authorization: Bearer <token>` or `Basic <base64(user:token)>`, in constant time;
+/// the user name (`bearer` for a bearer token) if it matches.
+fn authorized(headers: &HeaderMap, token: &str) -> Option<String> {
+    let value = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
+        .and_then(|v| v.to_str().ok())?;
     let value = value.trim();
     if let Some(bearer) = strip_scheme(value, "bearer") {
-        return constant_time_eq(bearer.trim().as_bytes(), token.as_bytes());
+        return constant_time_eq(bearer.trim().as_bytes(), token.as_bytes())
+            .then(|| "bearer".to_owned());
     }
     if let Some(basic) = strip_scheme(value, "basic") {
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic.trim()) else {
-            return false;
-        };
-        let Some(colon) = decoded.iter().position(|b| *b == b':') else {
-            return false;
-        };
-        return constant_time_eq(&decoded[colon + 1..], token.as_bytes());
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(basic.trim())
+            .ok()?;
+        let colon = decoded.iter().position(|b| *b == b':')?;
+        if !constant_time_eq(&decoded[colon + 1..], token.as_bytes()) {
+            return None;
+        }
+        let user = String::from_utf8_lossy(&decoded[..colon]).into_owned();
+        return Some(if user.is_empty() {
+            "(no user name)".to_owned()
+        } else {
+            user
+        });
     }
-    false
+    None
 }
 
 fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
@@ -411,43 +552,21 @@ fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn admin_error(err: AdminError) -> Response {
-    let status = match err.kind() {
+fn status_of(err: &AdminError) -> StatusCode {
+    match err.kind() {
         ErrorKind::Usage => StatusCode::BAD_REQUEST,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::NotSupported => StatusCode::NOT_IMPLEMENTED,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Failed => StatusCode::BAD_GATEWAY,
-    };
-    error_response(status, err.to_string())
-}
-
-/// Query of the dead-letter views.
-#[derive(Debug, Default, Deserialize)]
-struct DeadQuery {
-    queue: Option<String>,
-    task: Option<String>,
-    reason: Option<String>,
-    limit: Option<usize>,
-}
-
-impl DeadQuery {
-    fn filter(&self) -> DeadFilter {
-        let non_empty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
-        DeadFilter {
-            queue: non_empty(&self.queue),
-            task: non_empty(&self.task),
-            reason: non_empty(&self.reason),
-            ..DeadFilter::default()
-        }
-    }
-
-    fn limit(&self) -> usize {
-        self.limit.unwrap_or(100).clamp(1, 1000)
     }
 }
 
-/// The overview JSON the page polls.
+fn admin_error(err: AdminError) -> Response {
+    error_response(status_of(&err), err.to_string())
+}
+
+/// The overview JSON the pages poll.
 #[derive(Debug, Serialize)]
 struct OverviewBody {
     overview: Option<Overview>,
@@ -472,74 +591,82 @@ async fn overview_body(state: &AppState) -> OverviewBody {
     }
 }
 
+/// The layout's context for `page`: the dead-letter count comes from `overview`, the same
+/// sample as the queue counts the page shows.
+fn chrome(
+    state: &AppState,
+    caller: &Caller,
+    page: &'static str,
+    title: impl Into<String>,
+    overview: &OverviewBody,
+) -> page::Chrome {
+    page::Chrome {
+        page,
+        title: title.into(),
+        server_version: state.admin.server_version_text(),
+        who: caller.user.as_ref().map(|_| caller.who()),
+        can_act: caller.can_act(),
+        dead_total: overview.overview.as_ref().map(|o| o.dead_total),
+        nav: page::NAV,
+        initial: serde_json::to_value(overview).ok(),
+    }
+}
+
 async fn api_overview(State(state): State<AppState>) -> Response {
     Json(overview_body(&state).await).into_response()
 }
 
-async fn api_dead(State(state): State<AppState>, Query(query): Query<DeadQuery>) -> Response {
-    match state
-        .admin
-        .dead_letters(&query.filter(), Some(query.limit()))
-        .await
-    {
-        Ok(page) => Json(serde_json::json!({
-            "total": page.total,
-            "shown": page.dead_letters.len(),
-            "dead_letters": page.dead_letters.iter().map(|d| d.summary()).collect::<Vec<_>>(),
-        }))
-        .into_response(),
-        Err(err) => admin_error(err),
-    }
+async fn api_whoami(Extension(caller): Extension<Caller>) -> Response {
+    Json(serde_json::json!({
+        "user": caller.user,
+        "role": caller.role,
+        "can_act": caller.can_act(),
+        "who": caller.who(),
+    }))
+    .into_response()
 }
 
-async fn api_dead_one(State(state): State<AppState>, Path(seq): Path<u64>) -> Response {
-    match state.admin.dead_letter(seq).await {
-        Ok(dead) => Json(dead).into_response(),
-        Err(err) => admin_error(err),
-    }
+/// A queue's row as the overview and queues pages show it: the stats plus their texts.
+fn queue_rows(overview: Option<&Overview>) -> Vec<serde_json::Value> {
+    overview
+        .map(|o| {
+            o.queues
+                .iter()
+                .map(|q| {
+                    let mut row = serde_json::to_value(q).unwrap_or_default();
+                    if let Some(fields) = row.as_object_mut() {
+                        fields.insert("state_text".into(), q.state().into());
+                        fields.insert("pending_text".into(), q.pending_text().into());
+                        fields.insert(
+                            "rate_text".into(),
+                            q.rate
+                                .map_or_else(
+                                    || "-".to_owned(),
+                                    |r| crate::stats::format_rate(r.delivered_per_sec),
+                                )
+                                .into(),
+                        );
+                    }
+                    row
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
-async fn api_replay(State(state): State<AppState>, Path(seq): Path<u64>) -> Response {
-    let result = state
-        .admin
-        .replay(
-            &Selection::Sequences(vec![seq]),
-            &ReplayOptions::default(),
-            &(),
-        )
-        .await;
-    match result {
-        Ok(report) => match report.error() {
-            None => {
-                tracing::info!(dead_sequence = seq, "dashboard: dead letter replayed");
-                Json(report).into_response()
-            }
-            Some(err) => admin_error(err),
-        },
-        Err(err) => admin_error(err),
-    }
-}
-
-async fn api_discard(State(state): State<AppState>, Path(seq): Path<u64>) -> Response {
-    match state
-        .admin
-        .purge(&Selection::Sequences(vec![seq]), false, &())
-        .await
-    {
-        Ok(report) if report.failed == 0 => {
-            tracing::info!(dead_sequence = seq, "dashboard: dead letter discarded");
-            Json(report).into_response()
-        }
-        Ok(report) => error_response(
-            StatusCode::BAD_GATEWAY,
-            report
-                .failures
-                .first()
-                .map(|f| f.error.clone())
-                .unwrap_or_default(),
-        ),
-        Err(err) => admin_error(err),
-    }
+async fn index(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Response {
+    let overview = overview_body(&state).await;
+    let chrome = chrome(&state, &caller, "overview", "Overview", &overview);
+    page::respond(
+        StatusCode::OK,
+        "overview.html",
+        &chrome,
+        serde_json::json!({
+            "overview": overview.overview,
+            "overview_error": overview.error,
+            "queues": queue_rows(overview.overview.as_ref()),
+        }),
+    )
 }
 
 async fn load_schedules(state: &AppState) -> Option<Result<Vec<ScheduleView>, String>> {
@@ -564,56 +691,37 @@ async fn api_schedules(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn api_status(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+async fn schedules_page(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    let overview = overview_body(&state).await;
+    let chrome = chrome(&state, &caller, "schedules", "Schedules", &overview);
+    let loaded = load_schedules(&state).await;
+    let (schedules, error) = match loaded {
+        None => (Vec::new(), None),
+        Some(Ok(views)) => (views, None),
+        Some(Err(err)) => (Vec::new(), Some(err)),
+    };
+    page::respond(
+        StatusCode::OK,
+        "schedules.html",
+        &chrome,
+        serde_json::json!({
+            "configured": state.config.schedules_file.is_some(),
+            "schedules": schedules,
+            "error": error,
+        }),
+    )
+}
+
+async fn api_status(
+    State(state): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
     match state.admin.task_status(&id).await {
         Ok(status) => Json(status).into_response(),
         Err(err) => admin_error(err),
-    }
-}
-
-async fn index(State(state): State<AppState>, Query(query): Query<DeadQuery>) -> Response {
-    let overview = overview_body(&state).await;
-    let dead = state
-        .admin
-        .dead_letters(&query.filter(), Some(query.limit()))
-        .await
-        .map_err(|err| err.to_string());
-    let schedules = load_schedules(&state).await;
-    let catalog = state
-        .admin
-        .catalog(None)
-        .await
-        .map_err(|err| err.to_string());
-    let limits = state.admin.limits().await.map_err(|err| err.to_string());
-    let view = page::IndexView {
-        overview_json: serde_json::to_string(&overview).unwrap_or_else(|_| "{}".into()),
-        overview: overview.overview.as_ref(),
-        overview_error: overview.error.as_deref(),
-        dead: dead.as_ref().map_err(String::as_str),
-        filter: &query.filter(),
-        schedules: schedules
-            .as_ref()
-            .map(|r| r.as_ref().map_err(String::as_str)),
-        schedules_configured: state.config.schedules_file.is_some(),
-        catalog: catalog.as_ref().map_err(String::as_str),
-        limits: limits.as_ref().map_err(String::as_str),
-        read_only: state.config.read_only,
-        server_version: state.admin.server_version_text(),
-    };
-    Html(page::index(&view)).into_response()
-}
-
-async fn dead_page(State(state): State<AppState>, Path(seq): Path<u64>) -> Response {
-    match state.admin.dead_letter(seq).await {
-        Ok(dead) => Html(page::dead_letter(&dead, state.config.read_only)).into_response(),
-        Err(err) => {
-            let status = if err.kind() == ErrorKind::NotFound {
-                StatusCode::NOT_FOUND
-            } else {
-                StatusCode::BAD_GATEWAY
-            };
-            (status, Html(page::message("Dead letter", &err.to_string()))).into_response()
-        }
     }
 }
 
@@ -623,22 +731,73 @@ struct StatusQuery {
     id: Option<String>,
 }
 
-async fn status_page(State(state): State<AppState>, Query(query): Query<StatusQuery>) -> Response {
+async fn status_page(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(query): Query<StatusQuery>,
+) -> Response {
     let id = query.id.unwrap_or_default();
+    let overview = overview_body(&state).await;
+    let chrome = chrome(&state, &caller, "status", format!("Task {id}"), &overview);
     match state.admin.task_status(&id).await {
-        Ok(status) => Html(page::task_status(&status)).into_response(),
-        Err(err) => {
-            let status = if err.kind() == ErrorKind::NotFound {
+        Ok(status) => {
+            let optional = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".into());
+            let rows: Vec<(&str, String)> = vec![
+                ("Queue", status.queue.clone()),
+                ("Task", status.task.clone()),
+                ("State", status.state.as_str().to_owned()),
+                (
+                    "Attempt",
+                    match status.max_attempts {
+                        Some(max) => format!("{} of {max}", status.attempt),
+                        None => status.attempt.to_string(),
+                    },
+                ),
+                ("Enqueued at", optional(&status.enqueued_at)),
+                ("Started at", optional(&status.started_at)),
+                ("Finished at", optional(&status.finished_at)),
+                ("Next attempt at", optional(&status.next_attempt_at)),
+                (
+                    "Progress",
+                    status.progress.as_ref().map_or_else(
+                        || "-".into(),
+                        |p| format!("{:.0}% {}", p.percent, p.message),
+                    ),
+                ),
+                (
+                    "Result",
+                    status
+                        .result
+                        .as_ref()
+                        .map_or_else(|| "-".into(), |r| r.to_string()),
+                ),
+                ("Error", optional(&status.error)),
+            ];
+            let mut rows: Vec<(String, String)> =
+                rows.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            for artifact in &status.artifacts {
+                rows.push((
+                    "Artifact".into(),
+                    format!("{} ({} bytes)", artifact.name, artifact.size),
+                ));
+            }
+            page::respond(
+                StatusCode::OK,
+                "status.html",
+                &chrome,
+                serde_json::json!({ "status": status, "rows": rows }),
+            )
+        }
+        Err(err) => page::message(
+            if err.kind() == ErrorKind::NotFound {
                 StatusCode::NOT_FOUND
             } else {
                 StatusCode::BAD_GATEWAY
-            };
-            (
-                status,
-                Html(page::message(&format!("Task {id}"), &err.to_string())),
-            )
-                .into_response()
-        }
+            },
+            &chrome,
+            &format!("Task {id}"),
+            &err.to_string(),
+        ),
     }
 }
 
@@ -654,15 +813,21 @@ mod tests {
 
     #[test]
     fn bearer_and_basic_tokens_are_accepted() {
-        assert!(authorized(&with_auth("Bearer s3cret"), "s3cret"));
-        assert!(authorized(&with_auth("bearer s3cret"), "s3cret"));
+        assert_eq!(
+            authorized(&with_auth("Bearer s3cret"), "s3cret").as_deref(),
+            Some("bearer")
+        );
+        assert!(authorized(&with_auth("bearer s3cret"), "s3cret").is_some());
         let basic = base64::engine::general_purpose::STANDARD.encode("ops:s3cret");
-        assert!(authorized(&with_auth(&format!("Basic {basic}")), "s3cret"));
-        assert!(!authorized(&with_auth("Bearer s3cre"), "s3cret"));
-        assert!(!authorized(&with_auth("Bearer s3crett"), "s3cret"));
+        assert_eq!(
+            authorized(&with_auth(&format!("Basic {basic}")), "s3cret").as_deref(),
+            Some("ops")
+        );
+        assert!(authorized(&with_auth("Bearer s3cre"), "s3cret").is_none());
+        assert!(authorized(&with_auth("Bearer s3crett"), "s3cret").is_none());
         let wrong = base64::engine::general_purpose::STANDARD.encode("s3cret:nope");
-        assert!(!authorized(&with_auth(&format!("Basic {wrong}")), "s3cret"));
-        assert!(!authorized(&HeaderMap::new(), "s3cret"));
+        assert!(authorized(&with_auth(&format!("Basic {wrong}")), "s3cret").is_none());
+        assert!(authorized(&HeaderMap::new(), "s3cret").is_none());
     }
 
     #[test]

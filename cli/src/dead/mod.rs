@@ -26,7 +26,7 @@ pub use filter::{DeadFilter, Selection};
 pub use letter::{DeadLetter, DeadSummary};
 pub use purge::PurgeReport;
 pub use replay::{replay_id, ReplayOptions, ReplayReport, Replayed};
-pub use scan::{DeadPage, DeadScan};
+pub use scan::{DeadPage, DeadScan, DeadSlice};
 
 /// Headers a worker adds when it dead-letters a task; a replay drops them (the contract's
 /// list, re-exported here for the CLI's users).

@@ -26,6 +26,15 @@ pub struct DeadPage {
     pub dead_letters: Vec<DeadLetter>,
 }
 
+/// A page of a listing read from a start sequence ([`Admin::dead_letters_after`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadSlice {
+    /// The letters, oldest first.
+    pub dead_letters: Vec<DeadLetter>,
+    /// True if more letters match after the last one.
+    pub more: bool,
+}
+
 /// Reads the dead letters matching a filter, oldest first, from a snapshot: dead letters
 /// written after the scan started are not returned.
 pub struct DeadScan {
@@ -125,6 +134,17 @@ impl DeadScan {
 impl Admin {
     /// Starts reading the dead letters that match `filter`, oldest first.
     pub async fn scan_dead(&self, filter: &DeadFilter) -> Result<DeadScan, AdminError> {
+        self.scan_dead_from(filter, None).await
+    }
+
+    /// Starts reading the dead letters that match `filter`, oldest first, from stream sequence
+    /// `start` on (`None`: from the first): the server starts the read there, so a page deep in
+    /// a long listing costs no more than the first.
+    pub async fn scan_dead_from(
+        &self,
+        filter: &DeadFilter,
+        start: Option<u64>,
+    ) -> Result<DeadScan, AdminError> {
         filter.validate()?;
         let subjects = self.subjects().clone();
         let now = SystemTime::now();
@@ -154,11 +174,15 @@ impl Admin {
             .map_err(|err| AdminError::nats("cannot read the dead-letter stream", err))?
             .state
             .last_sequence;
-        let deliver_policy = match cutoffs.newer {
-            Some(after) => DeliverPolicy::ByStartTime {
+        let deliver_policy = match (start, cutoffs.newer) {
+            // A start sequence wins; the age cut-off is still applied to each letter read.
+            (Some(start_sequence), _) => DeliverPolicy::ByStartSequence {
+                start_sequence: start_sequence.max(1),
+            },
+            (None, Some(after)) => DeliverPolicy::ByStartTime {
                 start_time: to_datetime(after)?,
             },
-            None => DeliverPolicy::All,
+            (None, None) => DeliverPolicy::All,
         };
         let consumer = stream
             .create_consumer(pull::OrderedConfig {
@@ -217,6 +241,35 @@ impl Admin {
             }
         }
         Ok(page)
+    }
+
+    /// One page of the dead letters matching `filter`, oldest first: up to `limit` letters
+    /// stored after sequence `after` (`None`: from the first). The read starts at `after + 1`
+    /// on the server and stops after `limit + 1` matches (the extra one only says whether a
+    /// next page exists), so its cost does not grow with the page number or the stream's size
+    /// (with a filter the server cannot apply, reason or task id, the letters in between that
+    /// do not match are read and skipped).
+    pub async fn dead_letters_after(
+        &self,
+        filter: &DeadFilter,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<DeadSlice, AdminError> {
+        let mut scan = self
+            .scan_dead_from(filter, after.map(|a| a.saturating_add(1)))
+            .await?;
+        let mut slice = DeadSlice {
+            dead_letters: Vec::new(),
+            more: false,
+        };
+        while let Some(dead) = scan.next().await? {
+            if slice.dead_letters.len() == limit {
+                slice.more = true;
+                break;
+            }
+            slice.dead_letters.push(dead);
+        }
+        Ok(slice)
     }
 
     /// One dead letter by its sequence in the dead-letter stream.

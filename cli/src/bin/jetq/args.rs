@@ -338,7 +338,11 @@ pub(crate) struct DashboardArgs {
     /// password (any user name), for every page and endpoint.
     #[arg(long, env = "JETQ_DASHBOARD_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
-    /// Show only: no replay, discard or other change.
+    /// A second token with the read-only role: it sees every page and is refused every change
+    /// (bearer, or basic auth with it as password).
+    #[arg(long, env = "JETQ_DASHBOARD_READ_ONLY_TOKEN", hide_env_values = true)]
+    pub(crate) read_only_token: Option<String>,
+    /// Show only: no replay, discard or other change, whatever the token.
     #[arg(long)]
     pub(crate) read_only: bool,
     /// Allow serving without a token on a non-loopback address.

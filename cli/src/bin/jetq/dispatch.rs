@@ -167,6 +167,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), AdminError> {
             let config = DashboardConfig {
                 listen: args.listen,
                 token: args.token.filter(|t| !t.is_empty()),
+                read_only_token: args.read_only_token.filter(|t| !t.is_empty()),
                 read_only: args.read_only,
                 allow_no_auth: args.no_auth,
                 sample_every: args.sample_every,
