@@ -1,8 +1,12 @@
-//! The dashboard in a real headless Chromium (Debian's `/usr/bin/chromium`, driven by
-//! playwright-core from `cli/tests/browser`): it shows the counts, replays a dead letter by
-//! clicking, discards another, shows the flow-control limits and releases a unique key by
-//! clicking, and refuses without the token. Screenshots are kept in
-//! `target/jetq-cli-artifacts/`.
+//! The console in a real headless Chromium (Debian's `/usr/bin/chromium`, driven by
+//! playwright-core from `cli/tests/browser`), at 1,400 px and at a phone's 390 px: every page
+//! (overview, queues, dead letters, a dead letter, limits, task types, schedules) fits the
+//! window; it pauses and resumes a queue, replays and discards a dead letter, filters and pages,
+//! retries and discards every letter of a filter in bulk (confirmation with the count, progress,
+//! result) and releases a unique key, by clicking; a read-only token sees every page without a
+//! button and is refused every change; without the token everything is refused. Screenshots
+//! are kept in `target/jetq-cli-artifacts/` (and docs/console-*.png with
+//! `JETQ_UPDATE_DOCS_SCREENSHOT=1`).
 //!
 //! Needs `chromium` (Debian package) and `npm ci` in `cli/tests/browser`; `scripts/test.sh`
 //! installs both and sets `JETQ_TEST_BROWSER_REQUIRED=1`, which turns a missing piece into a
@@ -22,6 +26,7 @@ use jetq_contract::headers;
 use serde_json::Value;
 
 const TOKEN: &str = "browser-s3cret";
+const VIEWER: &str = "browser-viewer";
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -74,7 +79,16 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
         }
     };
     let server = NatsServer::start().await;
-    let topology = provision(&server, &[("work", 20), ("emails", 10)]).await;
+    let topology = provision(
+        &server,
+        &[
+            ("work", 20),
+            ("emails", 10),
+            ("reports", 10),
+            ("mobile", 10),
+        ],
+    )
+    .await;
     let producer = producer(&server).await;
     // The first one holds a unique key (the Limits section lists it, and releases it).
     let unique =
@@ -149,7 +163,7 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
             "01JQ7ZQ4W0CSV00000000000B2",
             "final attempt 3: export bucket not found",
         ),
-        ("01JQ7ZQ4W0TIME0000000000C3", "attempt timed out after 30s"),
+        ("01JQ7ZQ4W0PHONE000000000F6", "attempt timed out after 30s"),
     ] {
         let letter = Letter {
             error,
@@ -158,12 +172,34 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
         };
         seqs.push(write_dead(&js, &letter).await);
     }
+    // The letter whose Jetq-Failure header made the old detail page 8,457 px wide.
+    let long_error = format!(
+        "final attempt 3: {}",
+        "connection reset by peer while reading the response of \
+         https://exports.example.com/api/v2/monthly?tenant=acme&format=csv; "
+            .repeat(12)
+    );
+    let detail_seq = write_dead(
+        &js,
+        &Letter {
+            reason: jetq_contract::DeadReason::Fatal,
+            error: &long_error,
+            payload: "{\"n\":7,\"note\":\"a very long export\"}",
+            ..Letter::new("work", "job", "01JQ7ZQ4W0LONG0000000000C3")
+        },
+    )
+    .await;
     let email_dead = Letter {
         error: "mailbox grace@example.com does not exist",
         payload: "{\"to\":\"grace@example.com\"}",
         ..Letter::new("emails", "send_email", "01JQ7ZQ4W0MAIL0000000000D4")
     };
-    write_dead(&js, &email_dead).await;
+    let email_seq = write_dead(&js, &email_dead).await;
+    // Letters for the bulk actions: retried (reports), discarded one by one (work.cleanup,
+    // a reason filter), discarded at phone width (mobile).
+    write_dead_many(&js, "reports", "job", "rep", 40).await;
+    write_dead_many(&js, "work", "cleanup", "cln", 25).await;
+    write_dead_many(&js, "mobile", "job", "mob", 15).await;
 
     let schedules = tempfile::tempdir().unwrap();
     let schedules_file = schedules.path().join("schedules.yaml");
@@ -178,6 +214,8 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
         &[
             "--token",
             TOKEN,
+            "--read-only-token",
+            VIEWER,
             "--sample-every",
             "500ms",
             "--schedules-file",
@@ -193,10 +231,19 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
         .current_dir(browser_dir())
         .env("DASHBOARD_URL", &dashboard.url)
         .env("DASHBOARD_TOKEN", TOKEN)
+        .env("VIEWER_TOKEN", VIEWER)
         .env("REPLAY_SEQ", seqs[0].to_string())
         .env("DISCARD_SEQ", seqs[1].to_string())
-        .env("DEAD_AFTER", "1")
+        .env("PHONE_DISCARD_SEQ", seqs[2].to_string())
+        .env("DETAIL_SEQ", detail_seq.to_string())
         .env("RELEASE_ENTRY", unique_entry)
+        .env("BULK_RETRY_QUERY", "queue=reports")
+        .env(
+            "BULK_DISCARD_QUERY",
+            "queue=work&task=cleanup&reason=exhausted",
+        )
+        .env("PHONE_BULK_QUERY", "queue=mobile")
+        .env("PAUSE_QUEUE", "work")
         .env("SCREENSHOT_DIR", &shots)
         .env("CHROMIUM", &chromium)
         .stdin(Stdio::null())
@@ -204,7 +251,7 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let output = within(
-        Duration::from_secs(120),
+        Duration::from_secs(240),
         "the browser script",
         command.output(),
     )
@@ -219,42 +266,40 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
         output.status.success() && seen.get("failure").is_none(),
         "the browser script failed: {seen:#}\nstderr:\n{stderr}"
     );
+    let text = |key: &str| {
+        seen[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} missing: {seen:#}"))
+            .to_owned()
+    };
 
     // Refused without the token: the page and a replay.
     assert_eq!(seen["anonymous_status"], 401);
-    assert!(seen["anonymous_text"]
-        .as_str()
-        .unwrap()
-        .contains("Authentication required"));
+    assert!(text("anonymous_text").contains("Authentication required"));
     assert_eq!(seen["anonymous_replay_status"], 401);
     for navigation in ["anonymous_navigation", "wrong_token_navigation"] {
-        let text = seen[navigation].as_str().unwrap();
+        let text = text(navigation);
         assert!(
             text.contains("ERR_INVALID_AUTH_CREDENTIALS") || text == "HTTP 401",
             "{navigation}: {text}"
         );
     }
+    assert_eq!(seen["page_errors"], serde_json::json!([]), "{seen:#}");
 
-    // The counts as the page showed them.
+    // Overview: the counts as the page showed them; the header's dead-letter count is the
+    // table's sum, at load and after polls.
     assert_eq!(seen["status"], 200);
     let work = &seen["queues"]["work"];
     assert_eq!(work["pending"], "6");
     assert_eq!(work["in_flight"], "0");
     assert_eq!(work["max_in_flight"], "20");
-    assert_eq!(work["dead"], "3");
+    assert_eq!(work["dead"], "29");
     assert_eq!(work["state"], "active");
-    let emails = &seen["queues"]["emails"];
-    assert_eq!(emails["pending"], "2");
-    assert_eq!(emails["dead"], "1");
-    assert_eq!(seen["dead_rows"].as_array().unwrap().len(), 4);
-    assert!(seen["dead_rows"][0]["text"]
-        .as_str()
-        .unwrap()
-        .contains("smtp refused"));
-    assert!(seen["schedules_text"]
-        .as_str()
-        .unwrap()
-        .contains("nightly-report"));
+    assert_eq!(seen["queues"]["emails"]["pending"], "2");
+    assert_eq!(seen["queues"]["emails"]["dead"], "1");
+    assert_eq!(seen["queues"]["reports"]["dead"], "40");
+    assert_eq!(seen["nav_dead"], "85");
+    assert_eq!(seen["polled_nav_dead"], seen["polled_table_dead"]);
     let mut lines: Vec<&str> = seen["chart_lines"]
         .as_array()
         .unwrap()
@@ -262,28 +307,123 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
         .filter_map(Value::as_str)
         .collect();
     lines.sort_unstable();
-    assert_eq!(lines, ["emails", "work"]);
+    assert_eq!(lines, ["emails", "mobile", "reports", "work"]);
 
-    // Replayed by a click: the dead letter is gone and the task is back in its queue.
-    let new_id = replay_id(seqs[0], "01JQ7ZQ4W0SMTP0000000000A1");
+    // Queues: latency of the pending tasks; paused and resumed by clicking (desktop, phone).
+    let latency = seen["queues_page"]["work"]["latency"].as_str().unwrap();
+    assert!(latency != "-" && latency != "?", "{latency}");
+    assert_eq!(seen["queues_page"]["reports"]["latency"], "-");
+    for key in ["desktop", "phone"] {
+        assert!(text(&format!("{key}_pause_dialog")).contains("Pause queue work"));
+        assert!(text(&format!("{key}_paused_flash")).contains("work paused"));
+        assert!(text(&format!("{key}_resumed_flash")).contains("work resumed"));
+    }
     assert!(
-        seen["replay_flash"].as_str().unwrap().contains(&new_id),
+        !admin(&server)
+            .await
+            .queue_stats("work")
+            .await
+            .unwrap()
+            .paused
+    );
+
+    // Dead letters: replayed and discarded by a click; filter and paging.
+    assert!(seen["dead_rows"].as_array().unwrap().len() >= 50);
+    assert!(
+        text("dead_counts").contains("85"),
+        "{}",
+        text("dead_counts")
+    );
+    let new_id = replay_id(seqs[0], "01JQ7ZQ4W0SMTP0000000000A1");
+    assert!(text("replay_flash").contains(&new_id), "{seen:#}");
+    assert!(text("discard_dialog").contains(&seqs[1].to_string()));
+    assert_eq!(
+        seen["fatal_rows"],
+        serde_json::json!([detail_seq.to_string()])
+    );
+    assert_eq!(seen["first_page_rows"], 5);
+    assert!(
+        seen["second_page_first"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > seqs[2]
+    );
+
+    // Bulk: a confirmation with the count, a progress bar, the result.
+    assert!(
+        text("bulk_retry_dialog").starts_with("Retry 40 dead letters matching queue=reports"),
         "{seen:#}"
     );
-    assert!(seen["discard_dialog"]
-        .as_str()
-        .unwrap()
-        .contains(&seqs[1].to_string()));
-    assert_eq!(seen["work_dead_after"], "1");
+    assert!(
+        text("bulk_retry_result").contains("40 done, 0 failed"),
+        "{seen:#}"
+    );
+    assert_eq!(seen["bulk_retry_state"], "done");
+    assert!(
+        text("bulk_discard_dialog").starts_with(
+            "Discard 25 dead letters matching queue=work, task=cleanup, reason=exhausted"
+        ),
+        "{seen:#}"
+    );
+    assert!(
+        text("bulk_discard_result").contains("25 done, 0 failed"),
+        "{seen:#}"
+    );
+    assert_eq!(
+        seen["bulk_discard_progress"]["value"],
+        seen["bulk_discard_progress"]["max"]
+    );
+    assert!(
+        text("phone_bulk_dialog").starts_with("Discard 15 dead letters"),
+        "{seen:#}"
+    );
+    assert!(
+        text("phone_bulk_result").contains("15 done, 0 failed"),
+        "{seen:#}"
+    );
+    assert!(text("phone_discard_flash").contains(&format!("{} discarded", seqs[2])));
     assert_eq!(seen["forged_status"], 403);
-    assert!(seen["detail_text"]
-        .as_str()
-        .unwrap()
-        .contains("attempt timed out after 30s"));
-    assert_eq!(seen["page_errors"], serde_json::json!([]));
 
-    // The Limits section as the page showed it, and the unique key released by a click.
-    let limits_text = seen["limits_text"].as_str().unwrap();
+    // The detail page shows the whole error, and no page is wider than the window, at 1,400
+    // px and at 390 px.
+    assert!(text("detail_text").contains("tenant=acme&format=csv"));
+    let widths = seen["widths"].as_object().unwrap();
+    assert!(widths.len() >= 15, "{widths:#?}");
+    for (page, width) in widths {
+        let (scroll, viewport) = (
+            width["scroll"].as_u64().unwrap(),
+            width["viewport"].as_u64().unwrap(),
+        );
+        assert!(
+            scroll <= viewport,
+            "{page} is {scroll} px wide in a {viewport} px window"
+        );
+        let expected = if page.starts_with("phone") { 390 } else { 1400 };
+        assert_eq!(viewport, expected, "{page}");
+    }
+    assert!(text("schedules_text").contains("nightly-report"));
+    assert!(text("catalog_text").contains("Task types"));
+
+    // The read-only token: every page, no button, every change refused.
+    let viewer = seen["viewer"].as_object().unwrap();
+    assert_eq!(viewer.len(), 7);
+    for (page, seen_page) in viewer {
+        assert_eq!(seen_page["status"], 200, "{page}");
+        assert_eq!(seen_page["badge"], 1, "{page}");
+        assert_eq!(seen_page["buttons"], 0, "{page}");
+    }
+    for (path, answer) in seen["viewer_posts"].as_object().unwrap() {
+        assert_eq!(answer["status"], 403, "{path}");
+        assert!(
+            answer["body"].as_str().unwrap().contains("read-only"),
+            "{path}"
+        );
+    }
+
+    // The Limits page as the page showed it, and the unique key released by a click.
+    let limits_text = text("limits_text");
     for shown in [
         "report:acme",
         unique_holder.as_str(),
@@ -294,20 +434,8 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
     ] {
         assert!(limits_text.contains(shown), "{shown} not in {limits_text}");
     }
-    assert!(
-        seen["release_dialog"]
-            .as_str()
-            .unwrap()
-            .contains(unique_entry),
-        "{seen:#}"
-    );
-    assert!(
-        seen["release_flash"]
-            .as_str()
-            .unwrap()
-            .contains("JETQ_UNIQUE"),
-        "{seen:#}"
-    );
+    assert!(text("release_dialog").contains(unique_entry), "{seen:#}");
+    assert!(text("release_flash").contains("JETQ_UNIQUE"), "{seen:#}");
     let unique_kv = js.get_key_value("JETQ_UNIQUE").await.unwrap();
     assert!(
         unique_kv.get(unique_entry).await.unwrap().is_none(),
@@ -319,32 +447,40 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
         .unwrap()
         .is_some());
 
-    let remaining = dead_sequences(&js).await;
-    assert!(!remaining.contains(&seqs[0]) && !remaining.contains(&seqs[1]));
-    assert_eq!(remaining.len(), 2);
+    // What the clicks did, in JetStream.
+    assert_eq!(dead_sequences(&js).await, [detail_seq, email_seq]);
     let replayed: Vec<String> = task_messages(&js)
         .await
         .iter()
         .filter_map(|m| header(m, headers::MSG_ID))
         .filter(|id| id.starts_with("replay:"))
         .collect();
-    assert_eq!(replayed, [new_id], "only the clicked one was replayed");
+    assert_eq!(replayed.len(), 41, "one by click, 40 in bulk");
+    assert!(replayed.contains(&new_id));
 
-    for shot in [
-        "dashboard.png",
-        "dashboard-after.png",
-        "dashboard-limits.png",
-    ] {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    for shot in SCREENSHOTS {
         let size = std::fs::metadata(shots.join(shot))
             .unwrap_or_else(|err| panic!("screenshot {shot} missing: {err}"))
             .len();
         assert!(size > 10_000, "{shot} is only {size} bytes");
-    }
-    if std::env::var_os("JETQ_UPDATE_DOCS_SCREENSHOT").is_some() {
-        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard.png");
-        std::fs::copy(shots.join("dashboard.png"), docs).expect("screenshot copied to docs/");
-        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard-limits.png");
-        std::fs::copy(shots.join("dashboard-limits.png"), docs)
-            .expect("screenshot copied to docs/");
+        if std::env::var_os("JETQ_UPDATE_DOCS_SCREENSHOT").is_some() {
+            std::fs::copy(shots.join(shot), docs.join(shot)).expect("screenshot copied to docs/");
+        }
     }
 }
+
+/// The screenshots the script takes (kept in docs/ with `JETQ_UPDATE_DOCS_SCREENSHOT=1`).
+const SCREENSHOTS: [&str; 11] = [
+    "console-overview.png",
+    "console-queues.png",
+    "console-dead.png",
+    "console-bulk.png",
+    "console-dead-detail.png",
+    "console-limits.png",
+    "console-schedules.png",
+    "console-phone-overview.png",
+    "console-phone-queues.png",
+    "console-phone-dead.png",
+    "console-phone-dead-detail.png",
+];

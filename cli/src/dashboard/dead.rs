@@ -52,6 +52,8 @@ pub(super) struct DeadQuery {
     action: Option<String>,
     /// Bulk: the count the operator confirmed (logged beside the job).
     expected: Option<u64>,
+    /// The list page: show this job's progress or result.
+    job: Option<String>,
 }
 
 /// The filter as typed, for the form and the links.
@@ -272,6 +274,7 @@ pub(super) async fn list_page(
             "limit": limit,
             "read_ms": read_ms,
             "error": error,
+            "job": query.job.as_deref().and_then(|id| state.jobs.view(id)),
         }),
     )
 }

@@ -169,6 +169,11 @@ impl Jobs {
         self.list().iter().find(|j| j.id == id).cloned()
     }
 
+    /// The view of job `id`, if the dashboard still has it.
+    pub(super) fn view(&self, id: &str) -> Option<JobView> {
+        self.get(id).map(|job| job.view())
+    }
+
     /// Starts `action` on every dead letter matching `filter` in the background.
     pub(super) fn start(
         &self,

@@ -231,9 +231,17 @@
       }
       post('/api/dead/bulk?action=' + action + (query ? '&' + query : '') + '&expected=' + count).then(function (started) {
         if (!started.ok) { done(); flash(verb + ': ' + (started.body.error || ('HTTP ' + started.status)), false, 'bulk-status'); return; }
-        var id = started.body.id;
-        bar.hidden = false; bar.max = Math.max(1, count); bar.value = 0;
-        status.setAttribute('data-job', id);
+        watchJob(started.body.id, verb, query, count);
+      });
+    }).catch(function (e) { done(); flash('Request failed: ' + e, false, 'bulk-status'); });
+  }
+  // Follows a job's progress until it ends, then shows the list with its result.
+  function watchJob(id, verb, query, count) {
+    var bar = document.getElementById('bulk-progress'), status = document.getElementById('bulk-status');
+    function done() { document.querySelectorAll('button[data-bulk]').forEach(function (b) { b.disabled = false; }); }
+    document.querySelectorAll('button[data-bulk]').forEach(function (b) { b.disabled = true; });
+    bar.hidden = false; bar.max = Math.max(1, count || 1); bar.value = 0;
+    status.setAttribute('data-job', id);
         (function watch() {
           getJson('/api/jobs/' + encodeURIComponent(id)).then(function (job) {
             var j = job.body;
@@ -245,16 +253,13 @@
               setTimeout(watch, 400);
               return;
             }
-            done();
+            // Finished: show the list as it is now, with the job's result (rendered by the
+            // server from the job, at /dead?<filter>&job=<id>).
             bar.value = bar.max;
-            var text = verb + ' ' + j.state + ': ' + num(j.succeeded) + ' done, ' + num(j.failed) + ' failed' +
-              (j.error ? ' — ' + j.error : '') + ' (job ' + id + ', ' + j.elapsed_ms + ' ms).';
-            flash(text, j.state === 'done' && j.failed === 0, 'bulk-status');
-            status.setAttribute('data-state', j.state);
+            status.textContent = verb + ' ' + j.state + ': ' + num(j.succeeded) + ' done, ' + num(j.failed) + ' failed; reloading the list…';
+            window.location.assign('/dead?' + (query ? query + '&' : '') + 'job=' + encodeURIComponent(id));
           }).catch(function (e) { done(); flash('Request failed: ' + e, false, 'bulk-status'); });
         })();
-      });
-    }).catch(function (e) { done(); flash('Request failed: ' + e, false, 'bulk-status'); });
   }
   document.addEventListener('click', function (e) {
     var b = e.target.closest('button[data-action]');
@@ -266,6 +271,13 @@
     var k = e.target.closest('button[data-bulk]');
     if (k) { bulk(k); }
   });
+  // A page opened on a running job (/dead?job=<id>) follows it.
+  var running = document.querySelector('#bulk-status[data-job]:not([data-state])');
+  var bulkButton = document.querySelector('button[data-bulk]');
+  if (running && bulkButton) {
+    watchJob(running.getAttribute('data-job'), running.textContent.indexOf('Retry') === 0 ? 'Retry' : 'Discard',
+      bulkButton.getAttribute('data-filter') || '', 0);
+  }
   render();
   setTimeout(poll, state.sample_every_ms || 2000);
 })();

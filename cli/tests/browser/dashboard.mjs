@@ -1,16 +1,22 @@
-// Drives the jetq dashboard in Debian's headless Chromium with playwright-core, and prints what
+// Drives the jetq console in Debian's headless Chromium with playwright-core, and prints what
 // it saw as one JSON object on stdout. The Rust test (cli/tests/dashboard_browser.rs) starts the
 // nats-server and the dashboard, runs this script, and checks the observations against the
 // server's state. Every wait here is bounded.
 //
 // Environment:
 //   DASHBOARD_URL     e.g. http://127.0.0.1:41234
-//   DASHBOARD_TOKEN   the dashboard's token (basic-auth password)
-//   REPLAY_SEQ        the dead letter to replay by clicking
-//   DISCARD_SEQ       the dead letter to discard by clicking
-//   DEAD_AFTER        the `work` queue's dead count expected once both are gone
+//   DASHBOARD_TOKEN   the admin token (basic-auth password)
+//   VIEWER_TOKEN      the read-only token
+//   REPLAY_SEQ        the dead letter to replay by clicking (desktop)
+//   DISCARD_SEQ       the dead letter to discard by clicking (desktop)
+//   PHONE_DISCARD_SEQ the dead letter to discard by clicking at phone width
+//   DETAIL_SEQ        a dead letter with a long Jetq-Failure header (the detail page's width)
 //   RELEASE_ENTRY     the flow-control entry (a unique key) to release by clicking
-//   SCREENSHOT_DIR    where to write dashboard.png, dashboard-after.png and dashboard-limits.png
+//   BULK_RETRY_QUERY  the /dead filter whose letters are retried in bulk (desktop)
+//   BULK_DISCARD_QUERY the /dead filter whose letters are discarded in bulk (desktop)
+//   PHONE_BULK_QUERY  the /dead filter whose letters are discarded in bulk at phone width
+//   PAUSE_QUEUE       the queue paused and resumed by clicking
+//   SCREENSHOT_DIR    where to write console-*.png
 //   CHROMIUM          the browser (default /usr/bin/chromium)
 
 import { chromium } from 'playwright-core';
@@ -25,12 +31,21 @@ const env = (name, fallback) => {
 
 const url = env('DASHBOARD_URL');
 const token = env('DASHBOARD_TOKEN');
+const viewerToken = env('VIEWER_TOKEN');
 const replaySeq = env('REPLAY_SEQ');
 const discardSeq = env('DISCARD_SEQ');
-const deadAfter = env('DEAD_AFTER');
+const phoneDiscardSeq = env('PHONE_DISCARD_SEQ');
+const detailSeq = env('DETAIL_SEQ');
 const releaseEntry = env('RELEASE_ENTRY');
+const bulkRetryQuery = env('BULK_RETRY_QUERY');
+const bulkDiscardQuery = env('BULK_DISCARD_QUERY');
+const phoneBulkQuery = env('PHONE_BULK_QUERY');
+const pauseQueue = env('PAUSE_QUEUE');
 const shots = env('SCREENSHOT_DIR');
-const WAIT = 20000;
+const WAIT = 30000;
+const DESKTOP = { width: 1400, height: 900 };
+const PHONE = { width: 390, height: 844 };
+const PAGES = ['/', '/queues', '/dead', `/dead/${detailSeq}`, '/limits', '/catalog', '/schedules'];
 
 const browser = await chromium.launch({
   executablePath: env('CHROMIUM', '/usr/bin/chromium'),
@@ -46,7 +61,59 @@ const browser = await chromium.launch({
   timeout: WAIT,
 });
 
-const out = {};
+// The page's width against the viewport's: nothing may stick out sideways.
+const widths = (page) =>
+  page.evaluate(() => ({
+    scroll: document.documentElement.scrollWidth,
+    viewport: window.innerWidth,
+  }));
+
+const navDead = (page) =>
+  page.evaluate(() => {
+    const el = document.getElementById('nav-dead');
+    return el ? el.textContent.trim().replace(/,/g, '') : null;
+  });
+
+// Bulk action from a /dead page: click, accept the confirmation (kept), wait for the result.
+async function bulk(page, action, out, key) {
+  const dialog = new Promise((resolve) => {
+    page.once('dialog', (d) => {
+      resolve(d.message());
+      d.accept();
+    });
+  });
+  await page.click(`button[data-bulk="${action}"]`, { timeout: WAIT });
+  out[`${key}_dialog`] = await dialog;
+  await page.locator('#bulk-status[data-state]').waitFor({ timeout: WAIT });
+  out[`${key}_result`] = await page.locator('#bulk-status').innerText();
+  out[`${key}_state`] = await page.locator('#bulk-status').getAttribute('data-state');
+  out[`${key}_progress`] = await page.$eval('#bulk-progress', (p) => ({ value: p.value, max: p.max, hidden: p.hidden }));
+}
+
+// Pause then resume a queue by clicking on /queues.
+async function pauseResume(page, out, key) {
+  const row = `#queues-table tr[data-queue="${pauseQueue}"]`;
+  page.once('dialog', (d) => {
+    out[`${key}_pause_dialog`] = d.message();
+    d.accept();
+  });
+  await page.click(`${row} button[data-queue-action="pause"]`, { timeout: WAIT });
+  await page.waitForFunction(
+    (sel) => document.querySelector(`${sel} [data-field="state"]`).textContent.trim() === 'paused',
+    row,
+    { timeout: WAIT },
+  );
+  out[`${key}_paused_flash`] = await page.locator('#flash').innerText();
+  await page.click(`${row} button[data-queue-action="resume"]`, { timeout: WAIT });
+  await page.waitForFunction(
+    (sel) => document.querySelector(`${sel} [data-field="state"]`).textContent.trim() === 'active',
+    row,
+    { timeout: WAIT },
+  );
+  out[`${key}_resumed_flash`] = await page.locator('#flash').innerText();
+}
+
+const out = { widths: {}, page_errors: [] };
 try {
   // 1. Without the token: the page and the change endpoints refuse.
   const anonymous = await browser.newContext();
@@ -77,37 +144,32 @@ try {
   }
   await wrong.close();
 
-  // 2. With the token (basic auth, as a person's browser would send it).
+  // 2. The admin at desktop width (basic auth, as a person's browser would send it).
   const context = await browser.newContext({
     httpCredentials: { username: 'ops', password: token },
-    viewport: { width: 1280, height: 900 },
+    viewport: DESKTOP,
   });
   const page = await context.newPage();
-  const errors = [];
-  page.on('pageerror', (err) => errors.push(String(err)));
+  page.on('pageerror', (err) => out.page_errors.push(`desktop: ${err}`));
   const response = await page.goto(`${url}/`, { timeout: WAIT });
   out.status = response.status();
   await page.locator('#queue-table tr[data-queue="work"]').waitFor({ timeout: WAIT });
-  out.queues = await page.$$eval('#queue-table tbody tr[data-queue]', (rows) =>
-    Object.fromEntries(
-      rows.map((row) => [
-        row.getAttribute('data-queue'),
-        Object.fromEntries(
-          [...row.querySelectorAll('[data-field]')].map((cell) => [
-            cell.getAttribute('data-field'),
-            cell.textContent.trim(),
-          ]),
-        ),
-      ]),
-    ),
-  );
-  out.dead_rows = await page.$$eval('#dead-table tbody tr', (rows) =>
-    rows.map((row) => ({
-      seq: row.getAttribute('data-seq'),
-      text: row.innerText,
-    })),
-  );
-  out.schedules_text = await page.locator('#schedules').innerText({ timeout: WAIT });
+  const queueCells = () =>
+    page.$$eval('#queue-table tbody tr[data-queue]', (rows) =>
+      Object.fromEntries(
+        rows.map((row) => [
+          row.getAttribute('data-queue'),
+          Object.fromEntries(
+            [...row.querySelectorAll('[data-field]')].map((cell) => [
+              cell.getAttribute('data-field'),
+              cell.textContent.trim(),
+            ]),
+          ),
+        ]),
+      ),
+    );
+  out.queues = await queueCells();
+  out.nav_dead = await navDead(page);
   // The chart fills in as the page polls: wait for a line per queue over at least two samples.
   await page.waitForFunction(
     () => {
@@ -120,65 +182,80 @@ try {
   out.chart_lines = await page.$$eval('#chart-backlog polyline', (lines) =>
     lines.map((l) => l.getAttribute('data-queue')),
   );
-  await page.screenshot({ path: `${shots}/dashboard.png`, fullPage: true });
+  // After polls: the header's count is still the table's sum (one sample).
+  out.polled_nav_dead = await navDead(page);
+  out.polled_table_dead = String(
+    Object.values(await queueCells()).reduce((sum, q) => sum + Number(q.dead), 0),
+  );
+  out.widths['desktop /'] = await widths(page);
+  await page.screenshot({ path: `${shots}/console-overview.png`, fullPage: true });
 
-  // 3. Replay one dead letter by clicking.
+  // Queues: latency, pause and resume by clicking.
+  await page.goto(`${url}/queues`, { timeout: WAIT });
+  out.queues_page = await page.$$eval('#queues-table tbody tr[data-queue]', (rows) =>
+    Object.fromEntries(
+      rows.map((row) => [
+        row.getAttribute('data-queue'),
+        Object.fromEntries(
+          [...row.querySelectorAll('[data-field]')].map((cell) => [cell.getAttribute('data-field'), cell.textContent.trim()]),
+        ),
+      ]),
+    ),
+  );
+  out.widths['desktop /queues'] = await widths(page);
+  await page.screenshot({ path: `${shots}/console-queues.png`, fullPage: true });
+  await pauseResume(page, out, 'desktop');
+
+  // Dead letters: one replayed, one discarded (it asks first).
+  await page.goto(`${url}/dead`, { timeout: WAIT });
+  out.dead_rows = await page.$$eval('#dead-table tbody tr', (rows) =>
+    rows.map((row) => ({ seq: row.getAttribute('data-seq'), text: row.innerText })),
+  );
+  out.dead_counts = await page.locator('.counts').innerText();
+  out.widths['desktop /dead'] = await widths(page);
+  await page.screenshot({ path: `${shots}/console-dead.png`, fullPage: true });
   await page.click(`button[data-action="replay"][data-seq="${replaySeq}"]`, { timeout: WAIT });
   await page.locator('#flash.ok').waitFor({ timeout: WAIT });
   out.replay_flash = await page.locator('#flash').innerText();
   await page.locator(`#dead-${replaySeq}`).waitFor({ state: 'detached', timeout: WAIT });
-
-  // 4. Discard another (it asks first).
   page.once('dialog', (dialog) => {
     out.discard_dialog = dialog.message();
     dialog.accept();
   });
   await page.click(`button[data-action="discard"][data-seq="${discardSeq}"]`, { timeout: WAIT });
-  await page.waitForFunction(
-    (seq) => !document.getElementById(`dead-${seq}`),
-    discardSeq,
-    { timeout: WAIT },
-  );
+  await page.waitForFunction((seq) => !document.getElementById(`dead-${seq}`), discardSeq, { timeout: WAIT });
   out.discard_flash = await page.locator('#flash').innerText();
 
-  // 5. The live counts follow (polling /api/overview).
-  await page.waitForFunction(
-    (expected) => {
-      const cell = document.querySelector('#queue-table tr[data-queue="work"] [data-field="dead"]');
-      return cell && cell.textContent.trim() === expected;
-    },
-    deadAfter,
-    { timeout: WAIT },
-  );
-  out.work_dead_after = await page
-    .locator('#queue-table tr[data-queue="work"] [data-field="dead"]')
-    .innerText();
+  // Filters and paging: the filter form applied by submitting it.
+  await page.selectOption('select[name="reason"]', 'fatal');
+  await Promise.all([page.waitForURL(/reason=fatal/, { timeout: WAIT }), page.click('form.filters button[type="submit"]')]);
+  out.fatal_rows = await page.$$eval('#dead-table tbody tr', (rows) => rows.map((r) => r.getAttribute('data-seq')));
+  await page.goto(`${url}/dead?limit=5`, { timeout: WAIT });
+  out.first_page_rows = await page.$$eval('#dead-table tbody tr', (rows) => rows.length);
+  await Promise.all([page.waitForURL(/after=/, { timeout: WAIT }), page.click('#next-page')]);
+  out.second_page_first = await page.$eval('#dead-table tbody tr', (r) => r.getAttribute('data-seq'));
 
-  // 6. Even with the token, a change without the dashboard's own header is refused.
-  const forged = await context.request.post(`${url}/api/dead/${replaySeq}/replay`, { timeout: WAIT });
-  out.forged_status = forged.status();
+  // Bulk: retry every letter of one filter, discard every letter of another.
+  await page.goto(`${url}/dead?${bulkRetryQuery}`, { timeout: WAIT });
+  await bulk(page, 'replay', out, 'bulk_retry');
+  await page.goto(`${url}/dead?${bulkDiscardQuery}`, { timeout: WAIT });
+  await bulk(page, 'discard', out, 'bulk_discard');
+  out.widths['desktop bulk'] = await widths(page);
+  await page.screenshot({ path: `${shots}/console-bulk.png`, fullPage: true });
 
-  // 7. The detail page of a dead letter still there.
-  const remaining = out.dead_rows.map((r) => r.seq).filter((s) => s !== replaySeq && s !== discardSeq);
-  if (remaining.length > 0) {
-    await page.goto(`${url}/dead/${remaining[0]}`, { timeout: WAIT });
-    out.detail_text = await page.locator('main').innerText({ timeout: WAIT });
-  }
-  await page.goto(`${url}/`, { timeout: WAIT });
-  await page.locator('#queue-table tr[data-queue="work"]').waitFor({ timeout: WAIT });
-  await page.waitForFunction(
-    () => document.querySelectorAll('#chart-backlog polyline').length >= 2,
-    null,
-    { timeout: WAIT },
-  );
-  await page.screenshot({ path: `${shots}/dashboard-after.png`, fullPage: true });
+  // Detail page: the long Jetq-Failure header wraps.
+  await page.goto(`${url}/dead/${detailSeq}`, { timeout: WAIT });
+  out.detail_text = await page.locator('main').innerText({ timeout: WAIT });
+  out.widths['desktop /dead/detail'] = await widths(page);
+  await page.screenshot({ path: `${shots}/console-dead-detail.png`, fullPage: true });
 
-  // 8. The Limits section: what holds, and a unique key released by clicking (it asks first).
-  const limits = page.locator('#limits');
+  // Limits: a unique key released by clicking (it asks first).
+  await page.goto(`${url}/limits`, { timeout: WAIT });
   const releaseRow = `#limits tr[data-entry="${releaseEntry}"]`;
   await page.locator(releaseRow).waitFor({ timeout: WAIT });
-  out.limits_text = await limits.innerText({ timeout: WAIT });
-  await limits.screenshot({ path: `${shots}/dashboard-limits.png` });
+  out.limits_text = await page.locator('#limits').innerText({ timeout: WAIT });
+  out.widths['desktop /limits'] = await widths(page);
+  await page.screenshot({ path: `${shots}/console-limits.png`, fullPage: true });
   page.once('dialog', (dialog) => {
     out.release_dialog = dialog.message();
     dialog.accept();
@@ -187,8 +264,88 @@ try {
   await page.locator('#limits-flash.ok').waitFor({ timeout: WAIT });
   out.release_flash = await page.locator('#limits-flash').innerText();
   await page.locator(releaseRow).waitFor({ state: 'detached', timeout: WAIT });
-  out.page_errors = errors;
+
+  // Task types and schedules.
+  await page.goto(`${url}/catalog`, { timeout: WAIT });
+  out.catalog_text = await page.locator('#catalog').innerText();
+  out.widths['desktop /catalog'] = await widths(page);
+  await page.goto(`${url}/schedules`, { timeout: WAIT });
+  out.schedules_text = await page.locator('#schedules').innerText();
+  out.widths['desktop /schedules'] = await widths(page);
+  await page.screenshot({ path: `${shots}/console-schedules.png`, fullPage: true });
+
+  // Even with the token, a change without the console's own header is refused.
+  const forged = await context.request.post(`${url}/api/dead/${detailSeq}/replay`, { timeout: WAIT });
+  out.forged_status = forged.status();
   await context.close();
+
+  // 3. The admin at phone width: every page fits, and the actions work.
+  const phone = await browser.newContext({
+    httpCredentials: { username: 'ops', password: token },
+    viewport: PHONE,
+    isMobile: true,
+    hasTouch: true,
+  });
+  const mobile = await phone.newPage();
+  mobile.on('pageerror', (err) => out.page_errors.push(`phone: ${err}`));
+  for (const path of PAGES) {
+    await mobile.goto(`${url}${path}`, { timeout: WAIT });
+    await mobile.locator('main section').first().waitFor({ timeout: WAIT });
+    out.widths[`phone ${path === `/dead/${detailSeq}` ? '/dead/detail' : path}`] = await widths(mobile);
+  }
+  await mobile.goto(`${url}/`, { timeout: WAIT });
+  await mobile.waitForFunction(() => document.querySelectorAll('#chart-backlog polyline').length >= 2, null, { timeout: WAIT });
+  await mobile.screenshot({ path: `${shots}/console-phone-overview.png`, fullPage: true });
+  await mobile.goto(`${url}/dead/${detailSeq}`, { timeout: WAIT });
+  await mobile.screenshot({ path: `${shots}/console-phone-dead-detail.png`, fullPage: true });
+  await mobile.goto(`${url}/queues`, { timeout: WAIT });
+  await mobile.screenshot({ path: `${shots}/console-phone-queues.png`, fullPage: true });
+  await pauseResume(mobile, out, 'phone');
+  await mobile.goto(`${url}/dead`, { timeout: WAIT });
+  await mobile.screenshot({ path: `${shots}/console-phone-dead.png`, fullPage: true });
+  mobile.once('dialog', (dialog) => dialog.accept());
+  await mobile.tap(`button[data-action="discard"][data-seq="${phoneDiscardSeq}"]`, { timeout: WAIT });
+  await mobile.waitForFunction((seq) => !document.getElementById(`dead-${seq}`), phoneDiscardSeq, { timeout: WAIT });
+  out.phone_discard_flash = await mobile.locator('#flash').innerText();
+  await mobile.goto(`${url}/dead?${phoneBulkQuery}`, { timeout: WAIT });
+  await bulk(mobile, 'discard', out, 'phone_bulk');
+  out.widths['phone bulk'] = await widths(mobile);
+  await phone.close();
+
+  // 4. A read-only token: every page, no button, every change refused.
+  const viewer = await browser.newContext({
+    httpCredentials: { username: 'auditor', password: viewerToken },
+    viewport: DESKTOP,
+  });
+  const view = await viewer.newPage();
+  view.on('pageerror', (err) => out.page_errors.push(`viewer: ${err}`));
+  out.viewer = {};
+  for (const path of PAGES) {
+    const r = await view.goto(`${url}${path}`, { timeout: WAIT });
+    out.viewer[path === `/dead/${detailSeq}` ? '/dead/detail' : path] = {
+      status: r.status(),
+      badge: await view.locator('#read-only').count(),
+      buttons: await view.locator('button[data-action], button[data-bulk], button[data-queue-action], button[data-release]').count(),
+    };
+  }
+  await view.goto(`${url}/dead`, { timeout: WAIT });
+  await view.screenshot({ path: `${shots}/console-read-only.png`, fullPage: true });
+  out.viewer_posts = await view.evaluate(async (seq) => {
+    const paths = [
+      `/api/dead/${seq}/replay`,
+      `/api/dead/${seq}/discard`,
+      '/api/dead/bulk?action=discard',
+      '/api/queues/work/pause',
+      '/api/limits/release?entry=x',
+    ];
+    const seen = {};
+    for (const p of paths) {
+      const r = await fetch(p, { method: 'POST', headers: { 'X-Jetq-Request': '1' }, credentials: 'same-origin' });
+      seen[p] = { status: r.status, body: await r.text() };
+    }
+    return seen;
+  }, detailSeq);
+  await viewer.close();
 } catch (err) {
   out.failure = String(err && err.stack ? err.stack : err);
 } finally {
