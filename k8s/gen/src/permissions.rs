@@ -7,6 +7,13 @@
 //! naming it are repeated once per queue with the queue's name, every other line is kept as it
 //! is. For the example's queues the result is the shipped file itself (a test checks it), so
 //! the users a deployment gets are exactly the tested ones.
+//!
+//! With `taskRetention: limits` each worker role also gets [`limits_grants`]: the rights of
+//! the purger (docs/DURABLE_DRAIN.md), inserted after the template's task-stream info line.
+//! With the default `workqueue` nothing is added and the output is the same as without the
+//! setting, byte for byte.
+
+use jetq_contract::{config::TaskRetention, Subjects};
 
 use crate::{values::upper, Error};
 
@@ -16,8 +23,23 @@ pub const SHIPPED: &str = include_str!("../../nats/permissions.conf");
 /// The queue whose role is the template.
 const TEMPLATE_QUEUE: &str = "emails";
 
-/// The NATS users (and their permissions) for `queues`.
-pub fn render(queues: &[&str]) -> Result<String, Error> {
+/// What a worker needs beyond the shipped role on a Limits task stream
+/// (`JETQ_TASK_RETENTION=limits`): purge the task stream (a purge request names its subject
+/// filter in its body, so the right covers every queue of the stream), and find the stream of
+/// max-deliveries advisories (its info) and read its unswept advisories by subject, the clamp
+/// that keeps a stranded task until the sweeper copied it. Without the info right the worker
+/// would find no advisory stream and purge without the clamp.
+pub fn limits_grants() -> Vec<String> {
+    let subjects = Subjects::default();
+    vec![
+        format!("$JS.API.STREAM.PURGE.{}", subjects.tasks_stream()),
+        format!("$JS.API.STREAM.INFO.{}", subjects.advisories_stream()),
+        format!("$JS.API.STREAM.MSG.GET.{}", subjects.advisories_stream()),
+    ]
+}
+
+/// The NATS users (and their permissions) for `queues`, on a task stream with `retention`.
+pub fn render(queues: &[&str], retention: TaskRetention) -> Result<String, Error> {
     let lines: Vec<&str> = SHIPPED.lines().collect();
     let blocks = worker_blocks(&lines)?;
     let template = blocks
@@ -26,7 +48,31 @@ pub fn render(queues: &[&str]) -> Result<String, Error> {
         .ok_or_else(|| {
             Error::Permissions("no WORKER_EMAILS_PERMISSIONS block to use as template".into())
         })?;
-    let template_block = &lines[template.start..template.end];
+    let mut template_block: Vec<String> = lines[template.start..template.end]
+        .iter()
+        .map(|line| (*line).to_owned())
+        .collect();
+    if retention == TaskRetention::Limits {
+        let anchor = format!(
+            "\"$JS.API.STREAM.INFO.{}\",",
+            Subjects::default().tasks_stream()
+        );
+        let at = template_block
+            .iter()
+            .position(|line| line.trim() == anchor)
+            .ok_or_else(|| {
+                Error::Permissions(format!(
+                    "WORKER_EMAILS_PERMISSIONS has no line {anchor} to add the purger's rights after"
+                ))
+            })?;
+        let indent: String = template_block[at]
+            .chars()
+            .take_while(|c| c.is_whitespace())
+            .collect();
+        for (n, grant) in limits_grants().iter().enumerate() {
+            template_block.insert(at + 1 + n, format!("{indent}\"{grant}\","));
+        }
+    }
     let template_user = lines
         .iter()
         .find(|line| {
@@ -43,6 +89,12 @@ pub fn render(queues: &[&str]) -> Result<String, Error> {
          # Do not edit: change k8s/values.yaml (queues) or k8s/nats/permissions.conf (roles).\n",
         queues.join(", ")
     ));
+    if retention == TaskRetention::Limits {
+        out.push_str(
+            "# taskRetention: limits: each worker-<queue> may also purge the task stream and read the\n\
+             # advisory stream (the purger of a Limits task stream, docs/DURABLE_DRAIN.md).\n",
+        );
+    }
     let mut i = 0;
     let mut blocks_written = false;
     let mut users_written = false;
@@ -53,7 +105,7 @@ pub fn render(queues: &[&str]) -> Result<String, Error> {
                     if n > 0 {
                         out.push('\n');
                     }
-                    for line in template_block {
+                    for line in &template_block {
                         out.push_str(&for_queue(line, queue));
                         out.push('\n');
                     }
@@ -235,13 +287,13 @@ mod tests {
 
     #[test]
     fn the_example_queues_give_the_shipped_file() {
-        let rendered = render(&["emails", "exports"]).unwrap();
+        let rendered = render(&["emails", "exports"], TaskRetention::WorkQueue).unwrap();
         assert_eq!(meaningful(&rendered), meaningful(SHIPPED));
     }
 
     #[test]
     fn other_queues_get_the_worker_role_with_their_names() {
-        let rendered = render(&["reports", "bulk-mail"]).unwrap();
+        let rendered = render(&["reports", "bulk-mail"], TaskRetention::WorkQueue).unwrap();
         assert!(
             rendered.contains("WORKER_BULK_MAIL_PERMISSIONS = {"),
             "{rendered}"
@@ -276,5 +328,49 @@ mod tests {
                 "the Secret key of {user}"
             );
         }
+    }
+
+    /// The lines of `longer` that are not in `shorter`, which they were inserted into (trimmed).
+    fn inserted<'a>(longer: &'a str, shorter: &str) -> Vec<&'a str> {
+        let mut rest = shorter.lines().peekable();
+        let mut added = Vec::new();
+        for line in longer.lines() {
+            if rest.peek() == Some(&line) {
+                rest.next();
+            } else {
+                added.push(line.trim());
+            }
+        }
+        assert_eq!(rest.next(), None, "a line of the shorter text is missing");
+        added
+    }
+
+    #[test]
+    fn limits_adds_the_purgers_rights_to_each_worker_role_only() {
+        let queues = ["reports", "bulk-mail"];
+        let plain = render(&queues, TaskRetention::WorkQueue).unwrap();
+        let limits = render(&queues, TaskRetention::Limits).unwrap();
+        let grants: Vec<String> = limits_grants()
+            .iter()
+            .map(|grant| format!("\"{grant}\","))
+            .collect();
+        for grant in &grants {
+            // One more per worker role (the janitor already has the advisory stream's info).
+            assert_eq!(
+                limits.matches(grant.as_str()).count(),
+                plain.matches(grant.as_str()).count() + queues.len(),
+                "{limits}"
+            );
+        }
+        // The rest is the workqueue rendering: the added lines are the header's note and the
+        // grants, once per worker role.
+        let mut expected = vec![
+            "# taskRetention: limits: each worker-<queue> may also purge the task stream and read the",
+            "# advisory stream (the purger of a Limits task stream, docs/DURABLE_DRAIN.md).",
+        ];
+        for _ in queues {
+            expected.extend(grants.iter().map(String::as_str));
+        }
+        assert_eq!(inserted(&limits, &plain), expected);
     }
 }

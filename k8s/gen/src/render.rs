@@ -7,6 +7,8 @@ use serde_json::{json, Map, Value};
 #[path = "relay.rs"]
 mod relay;
 
+use jetq_contract::config::TaskRetention;
+
 use crate::{
     permissions,
     values::{Queue, Values, HAND_BACK_AND_FLUSH},
@@ -117,7 +119,7 @@ pub fn render(values: &Values) -> Result<BTreeMap<String, String>, Error> {
     }
 
     let queues: Vec<&str> = values.queues.iter().map(|q| q.name.as_str()).collect();
-    let users = permissions::render(&queues)?;
+    let users = permissions::render(&queues, values.task_retention())?;
     files.insert(
         "nats/kustomization.yaml".into(),
         yaml(&json!({
@@ -196,6 +198,17 @@ fn login(values: &Values, user: &str) -> Vec<Value> {
             "valueFrom": { "secretKeyRef": { "name": values.nats.passwords_secret, "key": key } },
         }),
     ]
+}
+
+/// `JETQ_TASK_RETENTION=limits` with `taskRetention: limits`, nothing with the default: the
+/// processes that create the task stream or compare it with their settings (the provisioning
+/// Job, workers, janitor, scheduler, web app) agree on its retention. With `workqueue` the
+/// manifests are what they were before the setting existed.
+fn task_retention_env(values: &Values) -> Vec<Value> {
+    match values.task_retention() {
+        TaskRetention::Limits => vec![literal("JETQ_TASK_RETENTION", "limits")],
+        TaskRetention::WorkQueue => Vec::new(),
+    }
 }
 
 fn shared_config() -> Value {
@@ -303,6 +316,7 @@ pub fn provision_args(values: &Values) -> Vec<String> {
 fn provision_job(values: &Values) -> Value {
     let mut env = provision_shared_env();
     env.extend(login(values, "admin"));
+    env.extend(task_retention_env(values));
     let mut command = vec!["jetq-provision".to_owned()];
     command.extend(provision_args(values));
     let spec = json!({
@@ -387,6 +401,7 @@ fn worker(values: &Values, queue: &Queue) -> Value {
     env.extend(login(values, &permissions::worker_user(q)));
     env.push(literal("JETQ_PROVISION", "false"));
     env.push(literal("JETQ_SWEEPER", "false"));
+    env.extend(task_retention_env(values));
     env.extend(settings_env);
     env.push(literal(
         "JETQ_HEALTH_LISTEN",
@@ -454,6 +469,7 @@ fn janitor(values: &Values) -> Value {
     env.extend(login(values, "janitor"));
     env.push(literal("JETQ_PROVISION", "false"));
     env.push(literal("JETQ_SWEEPER", "true"));
+    env.extend(task_retention_env(values));
     // It runs no tasks: nothing to wait for at shutdown but the sweep in progress.
     env.push(literal(
         "JETQ_SHUTDOWN_GRACE",
@@ -504,6 +520,7 @@ fn scheduler(values: &Values) -> Value {
     // the scheduler's bucket (as admin); its init container waits for them.
     let mut env = login(values, "scheduler");
     env.push(literal("JETQ_PROVISION", "false"));
+    env.extend(task_retention_env(values));
     env.push(literal(
         "JETQ_SCHEDULES_FILE",
         format!("{SCHEDULES_DIR}/{SCHEDULES_KEY}"),
@@ -575,6 +592,7 @@ fn web(values: &Values) -> Option<Vec<Value>> {
     let image = values.images.web.as_ref()?;
     let mut env = login(values, "producer");
     env.push(literal("JETQ_PROVISION", "false"));
+    env.extend(task_retention_env(values));
     env.push(literal("WEB_LISTEN", format!("0.0.0.0:{WEB_PORT}")));
     env.push(literal("OTEL_SERVICE_NAME", "jetq-example-web"));
     let probe = json!({ "tcpSocket": { "port": "http" }, "periodSeconds": 10 });

@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use jetq_consumer::WorkerSettings;
-use jetq_contract::{name, NameKind, Subjects};
+use jetq_contract::{config::TaskRetention, name, NameKind, Subjects};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -37,6 +37,17 @@ pub struct Values {
     /// The schedules, verbatim as the scheduler's schedules file holds them.
     #[serde(default)]
     pub schedules: Vec<Value>,
+    /// How the task stream removes finished tasks: `workqueue` (default) or `limits`
+    /// (`JETQ_TASK_RETENTION`, docs/DURABLE_DRAIN.md); anything else is refused at load.
+    #[serde(default = "default_task_retention")]
+    pub task_retention: String,
+}
+
+/// The `taskRetention` values the renderer accepts.
+pub const TASK_RETENTIONS: &[&str] = &["workqueue", "limits"];
+
+fn default_task_retention() -> String {
+    TASK_RETENTIONS[0].to_owned()
 }
 
 fn default_prefix() -> String {
@@ -238,6 +249,15 @@ impl Values {
         Ok(values)
     }
 
+    /// The task stream's retention (`taskRetention`, validated at load).
+    pub fn task_retention(&self) -> TaskRetention {
+        if self.task_retention == "limits" {
+            TaskRetention::Limits
+        } else {
+            TaskRetention::WorkQueue
+        }
+    }
+
     /// The subjects under the configured prefix.
     pub fn subjects(&self) -> Subjects {
         Subjects::new(&self.prefix).expect("validated prefix")
@@ -249,6 +269,12 @@ impl Values {
             return invalid(format!(
                 "prefix {:?}: only the default prefix `jetq` is supported by the generated NATS permissions",
                 self.prefix
+            ));
+        }
+        if !TASK_RETENTIONS.contains(&self.task_retention.as_str()) {
+            return invalid(format!(
+                "taskRetention {:?}: use `workqueue` (the default) or `limits`",
+                self.task_retention
             ));
         }
         if self.queues.is_empty() {
