@@ -148,12 +148,15 @@ impl DeadLetterHeaders {
 
 /// A copy of `map` without the dead-letter headers ([`DEAD_LETTER_HEADERS`]): the task's own
 /// headers, as a worker copies them into a new letter (a replayed task that dies again must not
-/// inherit its previous letter's body-store headers).
+/// inherit its previous letter's body-store headers). The atomic-batch headers a task stored
+/// in an atomic batch keeps (`Nats-Batch-Id`, `Nats-Batch-Sequence`, `Nats-Batch-Commit`) are
+/// left out too: copied onto the letter, they would make its publish a batch publish, which the
+/// dead-letter stream refuses (10174).
 pub fn without_dead_letter_headers(map: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, values) in map.iter() {
         let name: &str = name.as_ref();
-        if DEAD_LETTER_HEADERS.contains(&name) {
+        if DEAD_LETTER_HEADERS.contains(&name) || name.starts_with("Nats-Batch-") {
             continue;
         }
         for value in values {

@@ -116,6 +116,55 @@ pub enum EnqueueError {
         /// Publish attempts made.
         attempts: u32,
     },
+    /// A batch with this id exists (PROTOCOL §13): nothing was enqueued. (A batch left
+    /// `enqueuing` by an enqueue that stopped half-way is taken over instead.)
+    #[error("batch {id} exists: a batch id is used once")]
+    BatchExists {
+        /// The batch id.
+        id: String,
+    },
+    /// A chain with this id exists: nothing was enqueued.
+    #[error("chain {id} exists: a chain id is used once")]
+    ChainExists {
+        /// The chain id.
+        id: String,
+    },
+    /// A batch callback's type has no entry in the task-type catalog although the catalog
+    /// exists: no worker handles it, and it would wait in its queue until dead-lettered as
+    /// `unknown-task`. Nothing was enqueued. Start its workers first, or
+    /// `BatchOptions::skip_callback_check`.
+    #[error(
+        "no worker handles callback {task} on queue {queue} (the task-type catalog has no \
+         entry {queue}.{task}): start its workers first, or skip the check"
+    )]
+    UnknownCallback {
+        /// The callback's queue.
+        queue: String,
+        /// The callback's task type.
+        task: String,
+    },
+    /// Some members of a batch were not enqueued (the others were): the batch cannot complete
+    /// until they are. Enqueue the batch again with the same id and member keys (it is taken
+    /// over), or `Producer::batch_retry_members`.
+    #[error("{failed} member(s) of batch {id} were not enqueued (the first: {first})")]
+    MembersNotEnqueued {
+        /// The batch id.
+        id: String,
+        /// How many members failed.
+        failed: usize,
+        /// The first member's error.
+        first: Box<EnqueueError>,
+    },
+    /// A batch or chain that cannot be made (a bad id, callback arguments that are not a JSON
+    /// object, a chain without links): nothing was sent.
+    #[error(transparent)]
+    InvalidWorkflow(jetq_contract::workflow::WorkflowError),
+    /// The workflow bucket (`<PREFIX>_BATCHES`) could not be read or written.
+    #[error("batch or chain bookkeeping failed: {reason}")]
+    Workflow {
+        /// What failed.
+        reason: String,
+    },
     /// The server rejected the task for another reason.
     #[error("the server rejected task {task}: {source}")]
     Rejected {

@@ -26,6 +26,7 @@ pub use error::{EnqueueError, ProducerError};
 pub use jetq_contract::flow::{FlowError, UniqueScope};
 pub use jetq_contract::{self as contract, Priority, Task, TaskOptions};
 pub use options::{EnqueueOptions, Enqueued};
+pub use producer::batch::{Batch, BatchHandle, BatchOptions, BatchStatus, Chain, ChainHandle};
 pub use producer::delayed::DelayError;
 pub use producer::status::{Artifact, CancelOutcome, StatusError, StatusStream};
 pub use producer::unique::Unique;

@@ -24,6 +24,9 @@ pub struct EnqueueOptions {
     pub(crate) priority: jetq_contract::Priority,
     /// Unique key and limit key (docs/FLOW_CONTROL.md); boxed: most enqueues have neither.
     pub(crate) flow: Option<Box<crate::producer::unique::FlowOptions>>,
+    /// The batch the task is a member of (`Jetq-Batch`, PROTOCOL §13); set by
+    /// [`Batch`](crate::Batch), never by callers.
+    pub(crate) batch: Option<std::sync::Arc<str>>,
 }
 
 impl EnqueueOptions {
@@ -87,6 +90,9 @@ impl EnqueueOptions {
         }
         if self.priority != jetq_contract::Priority::Normal {
             map.insert(headers::PRIORITY, self.priority.as_str());
+        }
+        if let Some(batch) = &self.batch {
+            map.insert(jetq_contract::workflow::names::BATCH, &**batch);
         }
     }
 

@@ -16,6 +16,7 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 mod atomic;
+pub(crate) mod batch;
 mod coalesce;
 pub(crate) mod delayed;
 mod prepared;
@@ -164,6 +165,7 @@ impl ProducerBuilder {
             self.settings.atomic_batches && topology.supports_atomic_batches(),
         );
         let unique = unique::UniqueStore::new(topology.clone(), self.settings.provision);
+        let workflows = batch::WorkflowStore::new(topology.clone(), self.settings.provision);
         let status = status::StatusStores::new(topology, self.settings.provision);
         let catalog = crate::catalog::Catalog::new(js.clone(), &subjects);
         let meter = self.meter.unwrap_or_else(telemetry::meter);
@@ -181,6 +183,7 @@ impl ProducerBuilder {
             atomic: std::sync::Arc::new(atomic),
             coalescer: None,
             unique,
+            workflows,
         };
         if producer.atomic.enabled() {
             let coalescer = coalesce::Coalescer::start(producer.clone());
@@ -233,6 +236,8 @@ pub struct Producer {
     coalescer: Option<std::sync::Arc<coalesce::Coalescer>>,
     /// The unique-key bucket, opened on the first task with a unique key (see `unique.rs`).
     unique: unique::UniqueStore,
+    /// The batch and chain bucket, opened on the first batch or chain (see `batch.rs`).
+    workflows: batch::WorkflowStore,
 }
 
 /// An untyped task: what other languages send, and what the CLI and the scheduler enqueue.

@@ -86,6 +86,12 @@ pub(crate) fn error_type(error: &EnqueueError) -> &'static str {
         EnqueueError::Rejected { .. } => "rejected",
         EnqueueError::Flow(_) => "invalid_flow",
         EnqueueError::Unique { .. } => "unique_unavailable",
+        EnqueueError::BatchExists { .. } => "batch_exists",
+        EnqueueError::ChainExists { .. } => "chain_exists",
+        EnqueueError::UnknownCallback { .. } => "unknown_callback",
+        EnqueueError::MembersNotEnqueued { .. } => "members_not_enqueued",
+        EnqueueError::InvalidWorkflow(_) => "invalid_workflow",
+        EnqueueError::Workflow { .. } => "workflow_unavailable",
     }
 }
 

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use jetq_harness::{eventually, NatsServer};
 
 pub mod otel;
+pub mod workflow;
 
 /// The longest any single awaited event may take before a test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
