@@ -582,3 +582,68 @@ async fn a_console_over_many_dead_letters_stays_fast() {
         );
     }
 }
+
+/// A bulk discard by reason purges runs of matching letters per subject at once: it must
+/// remove exactly the matching letters, whatever the interleaving of subjects and reasons.
+#[tokio::test]
+async fn a_bulk_discard_by_reason_removes_exactly_the_matching_letters() {
+    init_logs();
+    let server = NatsServer::start().await;
+    provision(&server, &[("work", 10), ("emails", 10)]).await;
+    let js = raw_jetstream(&server).await;
+    let reasons = [
+        ("work", "job", DeadReason::Exhausted),
+        ("work", "job", DeadReason::Exhausted),
+        ("emails", "send_email", DeadReason::Exhausted),
+        ("work", "job", DeadReason::Fatal),
+        ("work", "job", DeadReason::Exhausted),
+        ("work", "other", DeadReason::Exhausted),
+        ("emails", "send_email", DeadReason::Fatal),
+        ("emails", "send_email", DeadReason::Exhausted),
+        ("work", "job", DeadReason::Exhausted),
+    ];
+    let mut kept = Vec::new();
+    for (i, (queue, task, reason)) in reasons.into_iter().enumerate() {
+        let id = format!("t{i}");
+        let seq = write_dead(
+            &js,
+            &Letter {
+                reason,
+                ..Letter::new(queue, task, &id)
+            },
+        )
+        .await;
+        if reason == DeadReason::Fatal {
+            kept.push(seq);
+        }
+    }
+    let (base, _stop) = serve(&server, config()).await;
+    let auth = bearer(ADMIN);
+    let change = [("Authorization", auth.as_str()), ("X-Jetq-Request", "1")];
+    let job = http(
+        &base,
+        "POST",
+        "/api/dead/bulk?action=discard&reason=exhausted",
+        &change,
+    )
+    .await;
+    assert_eq!(job.status, 202, "{}", job.body);
+    let done = wait_job(&base, job.json()["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["succeeded"], 7);
+    assert_eq!(done["processed"], 7);
+    assert_eq!(dead_sequences(&js).await, kept);
+
+    // Letters written after the count are not touched by a job that already ran; a new
+    // job of the same filter finds nothing.
+    let again = http(
+        &base,
+        "POST",
+        "/api/dead/bulk?action=discard&reason=exhausted",
+        &change,
+    )
+    .await;
+    let again = wait_job(&base, again.json()["id"].as_str().unwrap()).await;
+    assert_eq!(again["succeeded"], 0);
+    assert_eq!(dead_sequences(&js).await, kept);
+}

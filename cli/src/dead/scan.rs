@@ -46,6 +46,11 @@ pub struct DeadScan {
     estimate: u64,
     idle: Duration,
     done: bool,
+    /// True when the scan reads each subject from its first letter on (no start sequence, no
+    /// `newer_than`): every letter of a subject below the last one read was seen.
+    from_start: bool,
+    /// Per dead-letter subject, the first letter read that did not match the filter.
+    unmatched: std::collections::HashMap<String, u64>,
 }
 
 impl std::fmt::Debug for DeadScan {
@@ -61,6 +66,14 @@ impl DeadScan {
     /// How many dead letters the scan will read at most.
     pub fn estimate(&self) -> u64 {
         self.estimate
+    }
+
+    /// True if every letter stored on dead-letter `subject` below the last one read matched
+    /// the filter (and was returned): the scan started at the subject's first letter and
+    /// skipped none of it. A purge of the subject up to that sequence then deletes exactly
+    /// letters this scan returned.
+    pub(crate) fn all_matched_so_far(&self, subject: &str) -> bool {
+        self.from_start && !self.unmatched.contains_key(subject)
     }
 
     /// The next matching dead letter, `None` at the end.
@@ -127,6 +140,9 @@ impl DeadScan {
             if self.filter.matches(&dead, &self.cutoffs) {
                 return Ok(Some(dead));
             }
+            self.unmatched
+                .entry(message.subject.to_string())
+                .or_insert(sequence);
         }
     }
 }
@@ -164,6 +180,8 @@ impl Admin {
             estimate: 0,
             idle,
             done: true,
+            from_start: false,
+            unmatched: std::collections::HashMap::new(),
         };
         let Some(mut stream) = self.dead_stream().await? else {
             return Ok(empty(filter));
@@ -210,6 +228,8 @@ impl Admin {
             estimate,
             idle,
             done: false,
+            from_start: start.is_none() && cutoffs.newer.is_none(),
+            unmatched: std::collections::HashMap::new(),
         })
     }
 
@@ -391,6 +411,14 @@ pub(super) enum Source {
 }
 
 impl Source {
+    /// See [`DeadScan::all_matched_so_far`]; false for a list of sequences.
+    pub(super) fn all_matched_so_far(&self, subject: &str) -> bool {
+        match self {
+            Source::List(_) => false,
+            Source::Scan(scan, _, _) => scan.all_matched_so_far(subject),
+        }
+    }
+
     pub(super) fn estimate(&self) -> u64 {
         match self {
             Source::List(list) => list.len() as u64,
