@@ -590,6 +590,7 @@ impl Workflows {
         let last = index + 1 >= record.links.len();
         if outcome == MemberOutcome::Succeeded && !last {
             self.publish_link(&record, index + 1, result).await?;
+            fault("after_link_publish");
         }
         self.update(&key, |record: &mut ChainRecord| {
             if record.state != ChainState::Running {

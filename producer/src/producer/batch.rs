@@ -547,6 +547,11 @@ impl Producer {
         }
         let mut record = ChainRecord::new(&id, chain.links)?;
         (record.traceparent, record.tracestate) = current_trace();
+        if (0..record.links.len()).any(|index| record.tracks(index)) {
+            // A link whose result the next one takes is tracked: open the status bucket first,
+            // as before any tracked publish.
+            self.status.open_before_tracked_publish().await;
+        }
         let engine = self.workflows.engine(self.attempts).await?;
         if !engine.start_chain(&record).await.map_err(store_error)? {
             return Err(EnqueueError::ChainExists { id });
