@@ -95,6 +95,10 @@ pub(crate) struct PullSettings {
 struct Request {
     /// Messages it may still deliver.
     remaining: usize,
+    /// A request that waits for tasks (not `no_wait`), asking for more than a watch's one.
+    waits: bool,
+    /// When it was sent or last delivered.
+    active_at: Instant,
     /// When the server ends it.
     expires_at: Instant,
     /// When it is written off if the server never says it ended.
@@ -127,9 +131,10 @@ impl Level {
 
     /// A delivered message used up one unit of the oldest request (the server serves waiting
     /// requests in order).
-    fn delivered(&mut self) {
+    fn delivered(&mut self, now: Instant) {
         self.busy = true;
         if let Some(front) = self.requests.front_mut() {
+            front.active_at = now;
             front.remaining = front.remaining.saturating_sub(1);
             if front.remaining == 0 {
                 self.requests.pop_front();
@@ -190,6 +195,9 @@ struct Prefetch {
     streak: usize,
 }
 
+/// A waiting request that brought nothing for this long is idle (see [`Books::idle_waiting`]).
+const IDLE_REQUEST: Duration = Duration::from_millis(20);
+
 /// A buffered task that started within this found a slot at once.
 const STARTED_AT_ONCE: Duration = Duration::from_millis(5);
 
@@ -225,6 +233,20 @@ impl Prefetch {
 impl Books {
     fn requested(&self) -> usize {
         self.levels.iter().map(Level::requested).sum()
+    }
+
+    /// Room held by waiting requests that brought nothing for [`IDLE_REQUEST`]: while pulling
+    /// by priority it is not counted as held, or a request that `normal` got before a higher
+    /// level had tasks would keep the higher level from being pulled until it expired. At most
+    /// one such request per level, sent before the loop pulled by priority (it sends none
+    /// since), so what it may still bring is bounded.
+    fn idle_waiting(&self, now: Instant) -> usize {
+        self.levels
+            .iter()
+            .flat_map(|level| level.requests.iter())
+            .filter(|r| r.waits && now.duration_since(r.active_at) > IDLE_REQUEST)
+            .map(|r| r.remaining)
+            .sum()
     }
 
     /// The level a delivered task came from: its subject carries the level (`~high`, `~low`)
@@ -400,7 +422,10 @@ pub(crate) async fn pull_loop(
         };
         let capacity = settings.concurrency + prefetch;
         let running = settings.concurrency - slots.available_permits() - books.free.len();
-        let held = running + books.buffer.len() + books.requested();
+        let mut held = running + books.buffer.len() + books.requested();
+        if books.mixed(now) {
+            held = held.saturating_sub(books.idle_waiting(now));
+        }
         let room = capacity.saturating_sub(held);
         let mut wanted = books.next_requests(room, capacity, now);
         // A watch on every level not pulled: one task, so the loop learns that it has some.
@@ -436,6 +461,8 @@ pub(crate) async fn pull_loop(
                     };
                     level.requests.push_back(Request {
                         remaining: batch,
+                        waits: !no_wait && batch > 1,
+                        active_at: now,
                         expires_at: now + lifetime,
                         forgotten_at: now + lifetime + FORGOTTEN_AFTER,
                     });
@@ -555,9 +582,10 @@ fn on_message(
     match message.status {
         None | Some(StatusCode::OK) => {
             let level = books.level_of_task(message.subject.as_str());
-            books.levels[level].delivered();
+            let now = Instant::now();
+            books.levels[level].delivered(now);
             if books.levels[level].priority != Priority::Normal {
-                books.mixed_until = Some(Instant::now() + MIXED_FOR);
+                books.mixed_until = Some(now + MIXED_FOR);
             }
             let message = jetstream::Message {
                 message,
@@ -642,7 +670,7 @@ async fn hand_back_rest(
             continue;
         }
         let level = books.level_of_task(message.subject.as_str());
-        books.levels[level].delivered();
+        books.levels[level].delivered(Instant::now());
         let message = jetstream::Message {
             message,
             context: js_context.clone(),

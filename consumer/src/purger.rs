@@ -23,7 +23,10 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use async_nats::jetstream::{consumer::PullConsumer, stream::Stream};
+use async_nats::jetstream::{
+    consumer::PullConsumer,
+    stream::{RawMessageErrorKind, Stream},
+};
 use jetq_contract::{Priority, Subjects};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -50,8 +53,8 @@ pub(crate) struct PurgedLevel {
 pub(crate) struct Purger {
     pub(crate) levels: Vec<PurgedLevel>,
     pub(crate) tasks: Stream,
-    /// The advisory stream (`<PREFIX>_ADVISORIES`), when it exists.
-    pub(crate) advisories: Option<Stream>,
+    /// The advisory stream (`<PREFIX>_ADVISORIES`): without it no purge is safe.
+    pub(crate) advisories: Stream,
     pub(crate) subjects: Subjects,
     pub(crate) interval: Duration,
 }
@@ -84,8 +87,12 @@ impl Purger {
                 };
                 // Tasks with sequence < point are removed: everything up to the older floor.
                 let mut point = older.saturating_add(1).min(floor.saturating_add(1));
-                if let Some(stranded) = self.lowest_unswept(&durable).await {
-                    point = point.min(stranded);
+                match self.lowest_unswept(&durable).await {
+                    Ok(Some(stranded)) => point = point.min(stranded),
+                    Ok(None) => {}
+                    // Not knowing what is stranded, purging could remove a task before the
+                    // sweeper copies it: skip this tick.
+                    Err(()) => continue,
                 }
                 if purged_to.get(&durable).is_some_and(|done| *done >= point) || point <= 1 {
                     continue;
@@ -108,28 +115,30 @@ impl Purger {
     }
 
     /// The lowest task-stream sequence named by an advisory of `durable` that the sweeper has
-    /// not acked yet, or `None` if there is none (or the advisory stream cannot be read: then
-    /// nothing is known to be stranded, and the floor alone decides — a missing advisory
-    /// stream means no sweeper could ever copy a stranded task anyway).
-    async fn lowest_unswept(&self, durable: &str) -> Option<u64> {
-        let advisories = self.advisories.as_ref()?;
+    /// not acked yet (`None`: there is none), or `Err` if the advisory stream could not be read.
+    async fn lowest_unswept(&self, durable: &str) -> Result<Option<u64>, ()> {
         let subject = format!("{}.{durable}", advisory_prefix(&self.subjects));
         let mut lowest: Option<u64> = None;
         let mut from = 1;
         for _ in 0..MAX_ADVISORIES_READ {
-            let message = match advisories
+            let message = match self
+                .advisories
                 .get_first_raw_message_by_subject(&subject, from)
                 .await
             {
                 Ok(message) => message,
-                Err(_) => break,
+                Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => break,
+                Err(err) => {
+                    tracing::warn!(%durable, error = %err, "purger: cannot read the unswept advisories; not purging this time");
+                    return Err(());
+                }
             };
             if let Ok(stranded) = serde_json::from_slice::<StrandedTask>(&message.payload) {
                 lowest = Some(lowest.map_or(stranded.stream_seq, |l| l.min(stranded.stream_seq)));
             }
             from = message.sequence + 1;
         }
-        lowest
+        Ok(lowest)
     }
 }
 

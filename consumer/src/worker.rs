@@ -351,8 +351,26 @@ impl WorkerBuilder {
             let tasks = topology.stream(&subjects.tasks_stream()).await?;
             let limits = tasks.cached_info().config.retention
                 == async_nats::jetstream::stream::RetentionPolicy::Limits;
-            if limits {
-                let advisories = topology.stream(&subjects.advisories_stream()).await.ok();
+            let advisories = if limits {
+                match topology.stream(&subjects.advisories_stream()).await {
+                    Ok(advisories) => Some(advisories),
+                    Err(err) => {
+                        // The purge would be blind to tasks whose deliveries ran out and could
+                        // remove one before the sweeper copies it: no purge at all.
+                        tracing::error!(
+                            error = %err,
+                            stream = %subjects.advisories_stream(),
+                            "the task stream has Limits retention but the advisory stream cannot \
+                             be read (STREAM.INFO / STREAM.MSG.GET): this worker will not purge \
+                             finished tasks"
+                        );
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            if let Some(advisories) = advisories {
                 Some(Purger {
                     levels: consumers
                         .iter()

@@ -284,3 +284,53 @@ async fn a_delayed_task_is_released_at_its_level_and_a_dead_letter_keeps_the_lev
     assert_eq!(header(letter, headers::PRIORITY).as_deref(), Some("high"));
     stop_worker(stop, run).await;
 }
+
+#[tokio::test]
+async fn a_queue_of_only_high_tasks_is_not_held_up_by_the_idle_normal_level() {
+    // The worker's first pull is a waiting request on `normal` (it does not know yet that only
+    // `high` has tasks). Before the fix, that request held the worker's room until it expired
+    // (JETQ_FETCH_EXPIRES, here 20 s) and the high tasks waited for it.
+    init_logs();
+    let server = NatsServer::start().await;
+    const N: u64 = 300;
+    enqueue(
+        &server,
+        (0..N).map(|i| job(HIGH + i, 0, Priority::High)).collect(),
+    )
+    .await;
+    let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
+    let settings = jetq_consumer::WorkerSettings {
+        ack_wait: std::time::Duration::from_secs(60),
+        fetch_expires: std::time::Duration::from_secs(20),
+        ..fast_settings()
+    };
+    let built = worker(&server)
+        .settings(settings)
+        .handler(move |job: Job, _ctx: jetq_consumer::TaskContext| {
+            let done_tx = done_tx.clone();
+            async move {
+                let _ = done_tx.send(job.n);
+                ok()
+            }
+        })
+        .build()
+        .await
+        .expect("worker");
+    let (stop, run) = spawn_worker(built);
+    let started = std::time::Instant::now();
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < N as usize {
+        seen.insert(
+            within(
+                std::time::Duration::from_secs(10),
+                "every high task within half the idle request's lifetime",
+                done.recv(),
+            )
+            .await
+            .expect("handler channel"),
+        );
+    }
+    eprintln!("{N} high tasks in {:?}", started.elapsed());
+    // Not stopped gracefully: a graceful stop waits out the open 20 s request.
+    drop((stop, run));
+}
