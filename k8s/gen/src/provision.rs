@@ -230,6 +230,10 @@ pub async fn run(
             topology
                 .ensure_bucket(jetq_contract::flow::limits_bucket_config(&topology))
                 .await?;
+            // Batches and chains (PROTOCOL §13): records, member markers.
+            topology
+                .ensure_bucket(jetq_contract::workflow::bucket_config(&topology))
+                .await?;
             jetq_scheduler::provision_with(&topology).await?;
             // Queues last: a durable that exists means everything above does (what `--wait`
             // relies on).
