@@ -366,6 +366,8 @@ impl Executor {
                 id: delivery.id.clone(),
                 queue: delivery.queue.clone(),
                 task: delivery.task.clone(),
+                attempt: delivery.attempt,
+                sequence: delivery.sequence,
             };
             let watched = self.stall.watch(
                 names,

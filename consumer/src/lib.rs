@@ -36,6 +36,7 @@ mod error;
 mod execution;
 mod handler;
 mod limits;
+mod presence;
 mod pull;
 mod purger;
 mod settings;

@@ -68,6 +68,7 @@ pub const DEFAULT_PREFETCH: usize = 256;
 /// | `JETQ_PROVISION` | create or reconcile streams and consumers at startup (default `true`) |
 /// | `JETQ_SWEEPER` | run the sweeper that dead-letters tasks whose deliveries ran out (default `true`) |
 /// | `JETQ_PURGE_INTERVAL` | on a task stream with Limits retention (`JETQ_TASK_RETENTION=limits`), how often this worker purges its queues' finished tasks below their durables' ack floors (default `1s`, at least `10ms`; docs/DURABLE_DRAIN.md) |
+/// | `JETQ_PRESENCE_INTERVAL` | how often this worker rewrites its presence record in `<PREFIX>_WORKERS` (`jetq workers`; default `10s`, at least `100ms`; PROTOCOL.md §14) |
 /// | `JETQ_METRICS_INTERVAL` | how often queue lag is read from consumer info for the metrics and readiness (default `10s`) |
 /// | `JETQ_QUEUES` | the queues this process pulls, comma separated (default: every queue it has a handler for) |
 /// | `JETQ_JANITOR` | pull no queue and only run the sweeper (default `false`; needs `JETQ_SWEEPER=true`) |
@@ -135,6 +136,16 @@ pub struct WorkerSettings {
         with = "jetq_contract::config::duration"
     )]
     pub purge_interval: Duration,
+    /// How often this worker rewrites its presence record (`JETQ_PRESENCE_INTERVAL`).
+    #[serde(
+        default = "default_presence_interval",
+        with = "jetq_contract::config::duration"
+    )]
+    pub presence_interval: Duration,
+}
+
+fn default_presence_interval() -> Duration {
+    jetq_contract::presence::DEFAULT_INTERVAL
 }
 
 fn default_purge_interval() -> Duration {
@@ -158,6 +169,7 @@ impl Default for WorkerSettings {
             queues: Vec::new(),
             janitor: false,
             purge_interval: default_purge_interval(),
+            presence_interval: default_presence_interval(),
         }
     }
 }
@@ -248,6 +260,9 @@ impl WorkerSettings {
                 "JETQ_PURGE_INTERVAL",
                 "must be at least 10ms (each purge is two requests to the server)",
             ));
+        }
+        if self.presence_interval < Duration::from_millis(100) {
+            return Err(invalid("JETQ_PRESENCE_INTERVAL", "must be at least 100ms"));
         }
         if self.janitor && !self.sweeper {
             return Err(invalid(

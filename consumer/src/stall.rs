@@ -21,7 +21,7 @@ use std::{
         Arc, Mutex, Weak,
     },
     task::{Context, Poll},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use crate::telemetry::{TaskLabels, WorkerMetrics};
@@ -48,6 +48,8 @@ pub(crate) struct Slot {
     reported: AtomicBool,
     names: TaskNames,
     labels: TaskLabels,
+    /// When the attempt started (for worker presence).
+    started_at: SystemTime,
 }
 
 /// Which task a slot runs, for the report.
@@ -55,6 +57,19 @@ pub(crate) struct TaskNames {
     pub(crate) id: Arc<str>,
     pub(crate) queue: Arc<str>,
     pub(crate) task: Arc<str>,
+    /// The attempt number and the task's stream sequence (for worker presence).
+    pub(crate) attempt: u32,
+    pub(crate) sequence: u64,
+}
+
+/// One running attempt as worker presence lists it.
+pub(crate) struct RunningAttempt {
+    pub(crate) id: Arc<str>,
+    pub(crate) queue: Arc<str>,
+    pub(crate) task: Arc<str>,
+    pub(crate) attempt: u32,
+    pub(crate) sequence: u64,
+    pub(crate) started_at: SystemTime,
 }
 
 impl StallWatch {
@@ -93,6 +108,7 @@ impl StallWatch {
             reported: AtomicBool::new(false),
             names,
             labels,
+            started_at: SystemTime::now(),
         });
         if let Ok(mut slots) = self.slots.lock() {
             slots.insert(key, slot.clone());
@@ -106,6 +122,26 @@ impl StallWatch {
                 watch: Arc::downgrade(self),
             },
         }
+    }
+
+    /// The attempts running now, oldest first.
+    pub(crate) fn running(&self) -> Vec<RunningAttempt> {
+        let mut running: Vec<RunningAttempt> = match self.slots.lock() {
+            Ok(slots) => slots
+                .values()
+                .map(|slot| RunningAttempt {
+                    id: slot.names.id.clone(),
+                    queue: slot.names.queue.clone(),
+                    task: slot.names.task.clone(),
+                    attempt: slot.names.attempt,
+                    sequence: slot.names.sequence,
+                    started_at: slot.started_at,
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        running.sort_by_key(|attempt| attempt.started_at);
+        running
     }
 
     fn now_mark(&self) -> u64 {

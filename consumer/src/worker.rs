@@ -20,6 +20,7 @@ use crate::{
     execution::Executor,
     handler::{Registration, Registry},
     limits::{self, FlowControl, Limits},
+    presence::{self, Presence},
     pull,
     purger::{PurgedLevel, Purger},
     settings::WorkerSettings,
@@ -392,6 +393,23 @@ impl WorkerBuilder {
             }
         };
         publish_catalog(&topology, &registry, &queues, self.settings.provision).await;
+        let presence = if queues.is_empty() {
+            None
+        } else {
+            presence::open(
+                &topology,
+                self.settings.provision,
+                self.settings.presence_interval,
+            )
+            .await
+            .map(|store| Presence {
+                store,
+                interval: self.settings.presence_interval,
+                prefix: subjects.prefix().to_owned(),
+                queues: queues.clone(),
+                concurrency: self.settings.concurrency,
+            })
+        };
         let any_tracked = registry.registrations().any(|r| r.options.track_status);
         let flow = FlowControl::new(
             &topology,
@@ -428,6 +446,7 @@ impl WorkerBuilder {
             consumers,
             sweeper,
             purger,
+            presence,
             dead_letters,
             status,
             flow: Arc::new(flow),
@@ -603,6 +622,8 @@ pub struct Worker {
     sweeper: Option<(PullConsumer, async_nats::jetstream::stream::Stream)>,
     /// Purges finished tasks when the task stream has Limits retention.
     purger: Option<Purger>,
+    /// This process's record in `<PREFIX>_WORKERS`, when the bucket is available.
+    presence: Option<Presence>,
     dead_letters: DeadLetters,
     metrics: WorkerMetrics,
     health: WorkerHealth,
@@ -706,6 +727,12 @@ impl Worker {
                 stop_pulling.clone(),
             )));
         }
+        // Presence outlives the pull loops: it lists the tasks that finish during the grace
+        // period, and its record is deleted only once they are done.
+        let presence_stop = CancellationToken::new();
+        let presence = self.presence.map(|presence| {
+            tokio::spawn(presence.run(executor.stall.clone(), presence_stop.clone()))
+        });
         if let Some(purger) = self.purger {
             loops.push(tokio::spawn(purger.run(stop_pulling.clone())));
         }
@@ -749,6 +776,10 @@ impl Worker {
         }
         for pull in loops {
             let _ = pull.await;
+        }
+        presence_stop.cancel();
+        if let Some(presence) = presence {
+            let _ = presence.await;
         }
         if let Err(err) = self.client.flush().await {
             tracing::warn!(error = %err, "could not flush the last acks");

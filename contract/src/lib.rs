@@ -33,6 +33,7 @@ pub mod flow;
 pub mod headers;
 pub mod name;
 pub mod otel;
+pub mod presence;
 pub mod priority;
 pub mod publish;
 pub mod retry;

@@ -16,6 +16,7 @@
 //!
 //! See `docs/SCHEDULER.md` for the guarantees and `docs/PROTOCOL.md` for the wire format.
 
+pub mod control;
 mod cron;
 mod error;
 mod file;

@@ -311,6 +311,7 @@ impl Scheduler {
             };
             background.spawn(releaser.run(cancel.child_token()));
         }
+        let controls = crate::control::Controls::default();
         let shared = Shared {
             subjects: self.subjects.clone(),
             publisher: Publisher::new(self.js.clone(), publish::DEFAULT_MAX_SENDS)
@@ -318,7 +319,20 @@ impl Scheduler {
             state: self.state.clone(),
             grace: self.settings.misfire_grace,
             metrics: self.metrics.clone(),
+            controls: controls.clone(),
         };
+        // Runtime pauses and run-now requests (PROTOCOL §7), watched in the state bucket.
+        background.spawn(
+            controls
+                .clone()
+                .watch_controls(self.state.store().clone(), cancel.child_token()),
+        );
+        background.spawn(controls.clone().watch_runs(
+            self.state.store().clone(),
+            self.subjects.clone(),
+            shared.publisher.clone(),
+            cancel.child_token(),
+        ));
         let mut runners = Runners {
             shared,
             cancel: cancel.clone(),
@@ -444,6 +458,9 @@ impl Runners {
                 .insert(schedule.name.clone(), (schedule.clone(), token));
             changed += 1;
         }
+        self.shared
+            .controls
+            .set_schedules(self.running.values().map(|(schedule, _)| schedule));
         changed
     }
 }

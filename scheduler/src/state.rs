@@ -87,6 +87,11 @@ impl State {
         State { kv }
     }
 
+    /// The state bucket.
+    pub(crate) fn store(&self) -> &kv::Store {
+        &self.kv
+    }
+
     /// The watermark under `key` and its revision, if set (an undecodable value is `None`).
     async fn read<T: Mark>(&self, key: &str) -> Result<Option<(Option<T>, u64)>, StateError> {
         let entry = self

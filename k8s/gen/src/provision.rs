@@ -223,6 +223,8 @@ pub async fn run(
             // tasks (workers, producers), the scheduler's delayed-task stream and state.
             topology.ensure_status_stores().await?;
             jetq_contract::catalog::ensure_bucket(&topology).await?;
+            // Worker presence (PROTOCOL §14): `jetq workers` and the console read it.
+            jetq_contract::presence::ensure_bucket(&topology).await?;
             // Flow control (PROTOCOL §11): unique keys and rate/concurrency limits.
             topology
                 .ensure_bucket(jetq_contract::flow::unique_bucket_config(&topology))

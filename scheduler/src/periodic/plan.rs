@@ -55,6 +55,8 @@ pub(crate) enum SkipReason {
     CatchUpWindow,
     /// The schedule is disabled (`enabled: false`).
     Disabled,
+    /// The schedule is paused at runtime (`jetq schedules pause`, key `control.<schedule>`).
+    Paused,
 }
 
 impl SkipReason {
@@ -64,6 +66,7 @@ impl SkipReason {
             SkipReason::CatchUpOnce => "catch_up_once",
             SkipReason::CatchUpWindow => "catch_up_window",
             SkipReason::Disabled => "disabled",
+            SkipReason::Paused => "paused",
         }
     }
 }

@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use super::plan::{plan, Action, SkipReason, Skipped};
 use crate::{
+    control::Controls,
     cron::floor_second,
     error::StepError,
     file::Schedule,
@@ -33,6 +34,8 @@ pub(crate) struct Shared {
     pub(crate) state: State,
     pub(crate) grace: Duration,
     pub(crate) metrics: SchedulerMetrics,
+    /// Runtime pauses (`control.<schedule>` keys).
+    pub(crate) controls: Controls,
 }
 
 /// Runs one schedule until cancelled.
@@ -103,6 +106,22 @@ async fn step(
             }
             Ok(true)
         }
+        Action::Fire(fire) if shared.controls.is_paused(&schedule.name) => {
+            // Paused at runtime: the fire is handled as skipped, once (the replica that moves
+            // the watermark logs and counts it).
+            if shared.state.advance_from(key, mark, fire).await? {
+                tracing::info!(
+                    schedule = %schedule.name,
+                    fire = %fire.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    reason = %SkipReason::Paused,
+                    "schedule is paused; fire skipped"
+                );
+                shared
+                    .metrics
+                    .skipped(&schedule.name, SkipReason::Paused, 1);
+            }
+            Ok(true)
+        }
         Action::Fire(fire) => {
             let fire_time = fire.to_rfc3339_opts(SecondsFormat::Secs, true);
             let span = tracing::info_span!(
@@ -153,6 +172,7 @@ fn report_skip(
             "fires missed by more than the misfire grace skipped; the latest missed fire runs in their stead (catch_up: once)"
         }
         SkipReason::CatchUpWindow => "missed fires older than the catch-up window skipped",
+        SkipReason::Paused => "schedule is paused; fires skipped",
         SkipReason::Disabled => {
             *warned_disabled = true;
             "schedule is disabled; fires skipped (further skips of this schedule are logged at debug level and counted in jetq.scheduler.fires.skipped)"
