@@ -90,36 +90,19 @@ impl WorkflowHooks {
                 return Ok(());
             }
             engine
-                .finish_member(&batch, member_id(id), outcome, result.cloned())
+                .finish_member(
+                    &batch,
+                    workflow::batch::member_id(id),
+                    outcome,
+                    result.cloned(),
+                )
                 .await?;
         }
         Ok(())
     }
 }
 
-/// The member id of a task: its id, or for a replayed dead letter (`replay:<dead-letter
-/// sequence>:<task id>`, PROTOCOL §5) the original task's id, so that the replay finishes the
-/// same member.
-pub(crate) fn member_id(id: &str) -> &str {
-    id.strip_prefix("replay:")
-        .and_then(|rest| rest.split_once(':'))
-        .map(|(_, original)| original)
-        .filter(|original| !original.is_empty())
-        .unwrap_or(id)
-}
-
 /// Logs a failed bookkeeping step: the task is redelivered after [`RETRY_DELAY`].
 pub(crate) fn log_failure(err: &EngineError) {
     tracing::warn!(error = %err, retry_in = ?RETRY_DELAY, "could not record the task's end in its batch or chain; it is not acknowledged and comes back");
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_replay_finishes_the_original_member() {
-        assert_eq!(super::member_id("replay:42:01J9ZQ"), "01J9ZQ");
-        assert_eq!(super::member_id("replay:42:batch:x"), "batch:x");
-        assert_eq!(super::member_id("replay:42"), "replay:42");
-        assert_eq!(super::member_id("01J9ZQ"), "01J9ZQ");
-    }
 }

@@ -21,6 +21,19 @@ pub fn member_key(batch: &str, member: &str) -> String {
     format!("m.{batch}.{}", crate::status::key(member))
 }
 
+/// The member id of a task with `Jetq-Batch`: its task id, or for a replayed dead letter
+/// (`replay:<dead-letter sequence>:<task id>`, PROTOCOL §5) the original task's id, so that the
+/// replay finishes the same member. (A replay id too long to carry the task id,
+/// `replay:<sequence>`, is its own member.)
+pub fn member_id(task_id: &str) -> &str {
+    task_id
+        .strip_prefix("replay:")
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(_, original)| original)
+        .filter(|original| !original.is_empty())
+        .unwrap_or(task_id)
+}
+
 /// The KV keys of every marker of a batch (a wildcard): `m.<batch id>.>`.
 pub fn members_filter(batch: &str) -> String {
     format!("m.{batch}.>")
