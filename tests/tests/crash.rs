@@ -4,14 +4,14 @@
 
 mod common;
 
-use std::{collections::HashSet, process::Stdio, time::Duration};
+use std::{collections::HashSet, time::Duration};
 
 use futures::StreamExt;
 use jetq_consumer::{TaskContext, WorkerSettings};
 use jetq_contract::{headers, FailureRecord, QueueSettings, StreamSettings, Subjects, Topology};
 use jetq_producer::EnqueueOptions;
 use jetq_tests::*;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 /// Starts the `test_worker` binary against the server and waits until it is pulling.
 async fn start_worker_process(
@@ -19,24 +19,12 @@ async fn start_worker_process(
     name: &str,
     ready: &mut async_nats::Subscriber,
 ) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_test_worker"))
-        .env("JETQ_NATS_URL", server.url())
-        .env("JETQ_ACK_WAIT", "2s")
-        .env("JETQ_FETCH_EXPIRES", "500ms")
-        .env("JETQ_CONCURRENCY", "2")
-        .env("TEST_WORKER_NAME", name)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("test_worker starts");
-    loop {
-        let message = within(WAIT, "worker process ready", ready.next())
-            .await
-            .expect("ready subscription");
-        if message.payload == name.as_bytes() {
-            return child;
-        }
-    }
+    let env = [
+        ("JETQ_ACK_WAIT", "2s"),
+        ("JETQ_FETCH_EXPIRES", "500ms"),
+        ("JETQ_CONCURRENCY", "2"),
+    ];
+    common::start_test_worker(server, name, &env, ready).await
 }
 
 /// Parses `"<worker> <n> <attempt> <id>"` reports.

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::{collections::HashSet, process::Stdio, time::Duration};
+use std::{collections::HashSet, time::Duration};
 
 use async_nats::jetstream::{self, stream::RetentionPolicy};
 use futures::StreamExt;
@@ -16,7 +16,7 @@ use jetq_contract::{
 };
 use jetq_producer::Producer;
 use jetq_tests::*;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 fn limits() -> StreamSettings {
     StreamSettings {
@@ -224,26 +224,14 @@ async fn start_worker_process(
     name: &str,
     ready: &mut async_nats::Subscriber,
 ) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_test_worker"))
-        .env("JETQ_NATS_URL", server.url())
-        .env("JETQ_TASK_RETENTION", "limits")
-        .env("JETQ_PURGE_INTERVAL", "100ms")
-        .env("JETQ_ACK_WAIT", "2s")
-        .env("JETQ_FETCH_EXPIRES", "500ms")
-        .env("JETQ_CONCURRENCY", "4")
-        .env("TEST_WORKER_NAME", name)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("test_worker starts");
-    loop {
-        let message = within(WAIT, "worker process ready", ready.next())
-            .await
-            .expect("ready subscription");
-        if message.payload == name.as_bytes() {
-            return child;
-        }
-    }
+    let env = [
+        ("JETQ_TASK_RETENTION", "limits"),
+        ("JETQ_PURGE_INTERVAL", "100ms"),
+        ("JETQ_ACK_WAIT", "2s"),
+        ("JETQ_FETCH_EXPIRES", "500ms"),
+        ("JETQ_CONCURRENCY", "4"),
+    ];
+    common::start_test_worker(server, name, &env, ready).await
 }
 
 fn reported(message: &async_nats::Message) -> u64 {

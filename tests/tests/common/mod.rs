@@ -112,3 +112,33 @@ pub(crate) async fn strand_next_task(js: &jetstream::Context, durable: &str, max
     })
     .await;
 }
+
+/// Starts the `test_worker` binary (tests/src/bin/test_worker.rs) against `server` with the
+/// given `JETQ_*` variables, and waits until it announced itself on `test.ready` (so it pulls).
+pub(crate) async fn start_test_worker(
+    server: &NatsServer,
+    name: &str,
+    env: &[(&str, &str)],
+    ready: &mut async_nats::Subscriber,
+) -> tokio::process::Child {
+    use futures::StreamExt;
+
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_test_worker"));
+    command
+        .env("JETQ_NATS_URL", server.url())
+        .env("TEST_WORKER_NAME", name)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let child = command.spawn().expect("test_worker starts");
+    loop {
+        let message = within(WAIT, "worker process ready", ready.next())
+            .await
+            .expect("ready subscription");
+        if message.payload == name.as_bytes() {
+            return child;
+        }
+    }
+}
