@@ -111,6 +111,17 @@ pub enum AdminError {
     /// The operator answered no at the confirmation prompt; nothing was changed.
     #[error("not confirmed: nothing was changed")]
     NotConfirmed,
+    /// A task cannot be cancelled where it is (e.g. running and not tracked); nothing changed.
+    #[error("task {id} cannot be cancelled: {reason}")]
+    CannotCancel {
+        /// The task id.
+        id: String,
+        /// Why, and what would make it possible.
+        reason: String,
+    },
+    /// A schedule request was refused (unknown schedule, or no scheduler state bucket).
+    #[error("{0}")]
+    Schedule(String),
     /// Part of a batch operation (replay, purge) failed; the rest was done.
     #[error("{failed} of {total} {operation} failed; first error: {first}")]
     Partial {
@@ -185,6 +196,7 @@ impl AdminError {
             }
             AdminError::Status(_) => ErrorKind::Failed,
             AdminError::Nats { .. } | AdminError::Partial { .. } => ErrorKind::Failed,
+            AdminError::CannotCancel { .. } | AdminError::Schedule(_) => ErrorKind::Failed,
         }
     }
 

@@ -13,6 +13,10 @@
 //! - [`status`]: a tracked task's status, progress and result ([`Admin::task_status`],
 //!   [`Admin::wait_for_task`]);
 //! - [`limits`]: flow control — limits, their state, unique keys held, release by hand;
+//! - [`workers`]: the live worker processes and their running tasks ([`Admin::workers`]);
+//! - [`tasks`]: tasks by state, paged ([`Admin::tasks`]), one task by id ([`Admin::find_task`]);
+//! - [`cancel`]: cancel any queued, delayed, retrying or tracked running task
+//!   ([`Admin::cancel_task`]);
 //! - [`dashboard`]: the web dashboard (`jetq dashboard`).
 //!
 //! Every error is an [`AdminError`] with a [`ErrorKind`] that maps to a documented exit code.
@@ -21,6 +25,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+pub mod cancel;
 pub mod catalog;
 pub mod dashboard;
 pub mod dead;
@@ -32,7 +37,9 @@ pub mod purge;
 pub mod schedules;
 pub mod stats;
 pub mod status;
+pub mod tasks;
 pub mod text;
+pub mod workers;
 
 pub use admin::Admin;
 pub use dead::{DeadFilter, DeadLetter, ReplayOptions, ReplayReport, Selection};

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
+pub use jetq_scheduler::control::ScheduleControl;
 use jetq_scheduler::{Schedule, Schedules};
 use serde::Serialize;
 
@@ -39,6 +40,10 @@ pub struct ScheduleView {
     /// The scheduler's watermark from its state bucket: every fire up to this time has been
     /// handled (published, or skipped by the catch-up policy); `null` if unknown.
     pub handled_until: Option<String>,
+    /// Paused at runtime (`jetq schedules pause`): fires are skipped until it is resumed.
+    pub paused: bool,
+    /// Who paused or resumed it last, and when (`null`: never).
+    pub control: Option<ScheduleControl>,
 }
 
 /// The schedules file to read: `explicit`, else `$JETQ_SCHEDULES_FILE`.
@@ -92,6 +97,8 @@ fn view(schedule: &Schedule, count: usize, now: DateTime<Utc>) -> ScheduleView {
         catch_up: schedule.catch_up.to_string(),
         next_fires,
         handled_until: None,
+        paused: false,
+        control: None,
     }
 }
 
@@ -115,9 +122,47 @@ impl Admin {
                 if let Ok(Some(value)) = bucket.get(&key).await {
                     view.handled_until = std::str::from_utf8(&value).ok().map(str::to_owned);
                 }
+                view.control = jetq_scheduler::control::read_control(&bucket, &view.name).await;
+                view.paused = view.control.as_ref().is_some_and(|c| c.paused);
             }
         }
         Ok(views)
+    }
+
+    /// The scheduler's state bucket, or an error saying no scheduler provisioned it.
+    async fn scheduler_bucket(&self) -> Result<async_nats::jetstream::kv::Store, AdminError> {
+        let bucket = self.subjects().scheduler_bucket();
+        self.optional_bucket(&bucket).await?.ok_or_else(|| {
+            AdminError::not_found(
+                format!("scheduler state bucket {bucket}"),
+                Some("start jetq-scheduler (or run jetq-provision) first".into()),
+            )
+        })
+    }
+
+    /// Pauses (`paused = true`) or resumes schedule `name` at runtime for every scheduler
+    /// replica: writes `control.<name>` in the state bucket (PROTOCOL §7). `by` says who.
+    pub async fn set_schedule_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        by: &str,
+    ) -> Result<ScheduleControl, AdminError> {
+        jetq_contract::name::validate(jetq_contract::NameKind::Task, name)?;
+        let store = self.scheduler_bucket().await?;
+        jetq_scheduler::control::set_paused(&store, name, paused, by)
+            .await
+            .map_err(|err| AdminError::nats(format!("cannot write control.{name}"), err))
+    }
+
+    /// Asks the schedulers to run schedule `name` once now: writes `run.<name>.<request id>`;
+    /// returns the request id. The task's id is `<name>:run:<request id>`.
+    pub async fn run_schedule(&self, name: &str, by: &str) -> Result<String, AdminError> {
+        jetq_contract::name::validate(jetq_contract::NameKind::Task, name)?;
+        let store = self.scheduler_bucket().await?;
+        jetq_scheduler::control::request_run(&store, name, by)
+            .await
+            .map_err(|err| AdminError::nats(format!("cannot write a run request for {name}"), err))
     }
 }
 

@@ -63,8 +63,19 @@ pub(crate) enum Command {
     Pause(PauseArgs),
     /// Restart delivery of a paused queue.
     Resume(QueueArg),
-    /// The scheduler's periodic schedules with their next fire times.
+    /// The scheduler's periodic schedules with their next fire times, paused state and last
+    /// handled fire; `pause`, `resume` and `run` a schedule at runtime.
     Schedules(SchedulesArgs),
+    /// The live worker processes: host, version, queues, concurrency, running tasks, last
+    /// heartbeat (from their presence records, PROTOCOL.md §14).
+    Workers,
+    /// Tasks by state (pending, delayed, retrying, running, dead), paged; one task by id.
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+    /// Cancel a task by id: tracked (the status path), queued or waiting to retry (deleted
+    /// from the task stream), delayed (deleted from the delayed stream). An untracked task that
+    /// is running cannot be stopped (exit code 1).
+    Cancel(CancelArgs),
     /// The task types the workers published: queue, task, attempts, timeout, tracked.
     ///
     /// Read from the task-type catalog (KV bucket `<PREFIX>_CATALOG`, PROTOCOL.md §9) that
@@ -302,8 +313,81 @@ pub(crate) struct PauseArgs {
     pub(crate) until: Option<SystemTime>,
 }
 
+#[derive(Debug, Subcommand)]
+pub(crate) enum TasksCommand {
+    /// List the tasks in one state, paged by stream sequence (`--after` the previous page's
+    /// `next`).
+    List(TasksListArgs),
+    /// Everything known about one task id: status record, where it waits, attempts, the worker
+    /// running it, dead letters.
+    Show(TaskShowArgs),
+}
+
 #[derive(Debug, Args)]
+pub(crate) struct TasksListArgs {
+    /// pending, delayed, retrying, running or dead.
+    #[arg(long)]
+    pub(crate) state: jetq_cli::tasks::ListState,
+    /// Only this queue (all its priority levels).
+    #[arg(long)]
+    pub(crate) queue: Option<String>,
+    /// Only this task type.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub(crate) task: Option<String>,
+    /// At most this many tasks.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) limit: usize,
+    /// The cursor of the previous page (its `next`).
+    #[arg(long, value_name = "CURSOR")]
+    pub(crate) after: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TaskShowArgs {
+    /// The task id.
+    pub(crate) task_id: String,
+    /// Search only this queue's stored tasks.
+    #[arg(long)]
+    pub(crate) queue: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CancelArgs {
+    /// The task id.
+    pub(crate) task_id: String,
+    /// Search only this queue's stored tasks (faster with many queues).
+    #[arg(long)]
+    pub(crate) queue: Option<String>,
+    /// Do not ask for confirmation (needed when standard input is not a terminal).
+    #[arg(long, short = 'y')]
+    pub(crate) yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SchedulesAction {
+    /// Skip every fire of a schedule until it is resumed (all scheduler replicas).
+    Pause(ScheduleNameArgs),
+    /// Fire a paused schedule again from its next fire.
+    Resume(ScheduleNameArgs),
+    /// Enqueue a schedule's task once now (id `<schedule>:run:<request id>`).
+    Run(ScheduleNameArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScheduleNameArgs {
+    /// The schedule's name.
+    pub(crate) name: String,
+    /// Who does it, recorded with the change (default: $USER).
+    #[arg(long)]
+    pub(crate) by: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct SchedulesArgs {
+    /// Pause, resume or run a schedule instead of listing them.
+    #[command(subcommand)]
+    pub(crate) action: Option<SchedulesAction>,
     /// The schedules file (default: $JETQ_SCHEDULES_FILE, as the scheduler reads it).
     #[arg(long)]
     pub(crate) file: Option<PathBuf>,

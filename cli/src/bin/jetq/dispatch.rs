@@ -15,11 +15,15 @@ use jetq_cli::{
 };
 
 use crate::{
-    args::{enqueue_request, Cli, Command, DeadActionArgs, DeadCommand, QueuesAction, QueuesArgs},
+    args::{
+        enqueue_request, Cli, Command, DeadActionArgs, DeadCommand, QueuesAction, QueuesArgs,
+        SchedulesAction, TasksCommand,
+    },
     output::{
-        cut, levels_text, print_catalog, print_dead_letters, print_dead_list, print_enqueued,
-        print_pause, print_purge, print_queue_purge, print_queues, print_replay, print_schedules,
-        print_task_status, Bar,
+        cut, levels_text, print_cancel, print_catalog, print_dead_letters, print_dead_list,
+        print_enqueued, print_pause, print_purge, print_queue_purge, print_queues, print_replay,
+        print_schedule_control, print_schedule_run, print_schedules, print_task_detail,
+        print_task_page, print_task_status, print_workers, Bar,
     },
 };
 
@@ -27,6 +31,10 @@ pub(crate) async fn run(cli: Cli) -> Result<(), AdminError> {
     let json = cli.json;
     // `schedules` works without NATS too.
     if let Command::Schedules(args) = &cli.command {
+        if let Some(action) = &args.action {
+            let admin = Admin::from_env().await?;
+            return schedule_action(&admin, action, json).await;
+        }
         let path = schedules_path(args.file.as_deref())?;
         // The last fires need NATS; the schedules themselves do not.
         let views = match Admin::from_env().await {
@@ -188,7 +196,67 @@ pub(crate) async fn run(cli: Cli) -> Result<(), AdminError> {
             };
             print_task_status(&status, json);
         }
+        Command::Workers => {
+            let workers = admin.workers().await?;
+            print_workers(&workers, json);
+        }
+        Command::Tasks(TasksCommand::List(args)) => {
+            let filter = jetq_cli::tasks::TaskFilter {
+                state: args.state,
+                queue: args.queue,
+                task: args.task,
+            };
+            let page = jetq_cli::tasks::PageRequest {
+                limit: args.limit,
+                after: args.after,
+            };
+            let page = admin.tasks(&filter, &page).await?;
+            print_task_page(&page, json);
+        }
+        Command::Tasks(TasksCommand::Show(args)) => {
+            let detail = admin
+                .task_detail(&args.task_id, args.queue.as_deref())
+                .await?;
+            print_task_detail(&detail, json);
+        }
+        Command::Cancel(args) => {
+            if !args.yes {
+                ask(format!("`jetq cancel` would cancel task {}", args.task_id)).await?;
+            }
+            let report = admin
+                .cancel_task(&args.task_id, args.queue.as_deref())
+                .await?;
+            print_cancel(&report, json);
+        }
         Command::Schedules(_) => {}
+    }
+    Ok(())
+}
+
+/// `jetq schedules pause|resume|run <name>`.
+async fn schedule_action(
+    admin: &Admin,
+    action: &SchedulesAction,
+    json: bool,
+) -> Result<(), AdminError> {
+    let who = |by: &Option<String>| {
+        by.clone()
+            .or_else(|| std::env::var("USER").ok())
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| "jetq-cli".into())
+    };
+    match action {
+        SchedulesAction::Pause(args) | SchedulesAction::Resume(args) => {
+            let paused = matches!(action, SchedulesAction::Pause(_));
+            let control = admin
+                .set_schedule_paused(&args.name, paused, &who(&args.by))
+                .await?;
+            print_schedule_control(&args.name, &control, json);
+        }
+        SchedulesAction::Run(args) => {
+            let request = admin.run_schedule(&args.name, &who(&args.by)).await?;
+            print_schedule_run(&args.name, &request, json);
+        }
     }
     Ok(())
 }
