@@ -500,7 +500,8 @@ async fn a_console_over_many_dead_letters_stays_fast() {
     );
     assert_eq!(counted["count"], count as u64);
 
-    // Bulk discard with a filter the server cannot apply (reason): one deletion per letter.
+    // Bulk discard with a filter the server cannot apply (reason): read every letter, purge
+    // the runs of matching ones by subject.
     let started = Instant::now();
     let job = http(
         &base,
@@ -516,14 +517,14 @@ async fn a_console_over_many_dead_letters_stays_fast() {
     assert_eq!(done["succeeded"], count as u64);
     assert_eq!(done["failed"], 0);
     assert_eq!(stream_len(&js, "JETQ_DEAD").await, 0);
-    figures.insert("bulk_discard_per_letter_secs".into(), secs.into());
+    figures.insert("bulk_discard_by_reason_secs".into(), secs.into());
     figures.insert(
-        "bulk_discard_per_letter_rate".into(),
+        "bulk_discard_by_reason_rate".into(),
         (count as f64 / secs).into(),
     );
 
-    // Bulk retry of a queue: one replay (publish, ack, delete) per letter.
-    let replay_count = count.min(20_000);
+    // Bulk retry of a queue: one replay (publish, ack) per letter, removed by runs.
+    let replay_count = count;
     fill(&js, "r", replay_count).await;
     let started = Instant::now();
     let job = http(
@@ -646,4 +647,84 @@ async fn a_bulk_discard_by_reason_removes_exactly_the_matching_letters() {
     let again = wait_job(&base, again.json()["id"].as_str().unwrap()).await;
     assert_eq!(again["succeeded"], 0);
     assert_eq!(dead_sequences(&js).await, kept);
+}
+
+/// A bulk retry removes the replayed letters by runs per subject: a letter whose replay fails
+/// (its body is missing from the body store) stays, and so does every letter that did not
+/// match; exactly the others are replayed and gone.
+#[tokio::test]
+async fn a_bulk_retry_removes_exactly_the_replayed_letters() {
+    use async_nats::HeaderMap;
+    init_logs();
+    let server = NatsServer::start().await;
+    provision(&server, &[("work", 10), ("emails", 10)]).await;
+    let js = raw_jetstream(&server).await;
+    let mut kept = Vec::new();
+    let mut replayed = 0;
+    for (i, (queue, task, reason)) in [
+        ("work", "job", DeadReason::Exhausted),
+        ("work", "job", DeadReason::Exhausted),
+        ("emails", "send_email", DeadReason::Exhausted),
+        ("work", "job", DeadReason::Exhausted), // broken below
+        ("work", "job", DeadReason::Exhausted),
+        ("work", "job", DeadReason::Fatal),
+        ("work", "job", DeadReason::Exhausted),
+        ("emails", "send_email", DeadReason::Exhausted),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("t{i}");
+        let seq = if i == 3 {
+            // A letter whose body is said to be in the body store, which has no such object.
+            let mut map = HeaderMap::new();
+            jetq_contract::DeadLetterHeaders {
+                task_id: Some(id.clone()),
+                reason: Some(reason.as_str().to_owned()),
+                attempts: Some(3),
+                payload_object: Some("missing-object".into()),
+                payload_size: Some(10),
+                ..jetq_contract::DeadLetterHeaders::default()
+            }
+            .write_to(&mut map);
+            js.publish_with_headers(format!("jetq.dead.{queue}.{task}"), map, "".into())
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+                .sequence
+        } else {
+            write_dead(
+                &js,
+                &Letter {
+                    reason,
+                    ..Letter::new(queue, task, &id)
+                },
+            )
+            .await
+        };
+        if i == 3 || reason == DeadReason::Fatal {
+            kept.push(seq);
+        } else {
+            replayed += 1;
+        }
+    }
+    let (base, _stop) = serve(&server, config()).await;
+    let auth = bearer(ADMIN);
+    let change = [("Authorization", auth.as_str()), ("X-Jetq-Request", "1")];
+    let job = http(
+        &base,
+        "POST",
+        "/api/dead/bulk?action=replay&reason=exhausted",
+        &change,
+    )
+    .await;
+    assert_eq!(job.status, 202, "{}", job.body);
+    let done = wait_job(&base, job.json()["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["succeeded"], replayed, "{done}");
+    assert_eq!(done["failed"], 1, "{done}");
+    assert_eq!(dead_sequences(&js).await, kept);
+    let tasks = task_messages(&js).await;
+    assert_eq!(tasks.len(), replayed as usize);
 }

@@ -17,10 +17,15 @@
 //! replay: the task is replayed at `normal` without the header, and the item carries a
 //! warning saying so ([`Replayed::warning`]), so the letter is not stuck in the stream.
 //!
-//! The dead letter is deleted only **after** the task stream acknowledged the publish. A crash
+//! The dead letter is deleted only **after** the task stream acknowledged the publish (for a
+//! filter read from each subject's first letter, the acknowledged letters of a subject are
+//! removed together by one purge of the subject below the last of them, up to 5,000 at a time;
+//! a letter whose replay failed stays, and nothing above it is purged). A crash
 //! between the two leaves the dead letter in place; replaying it again is deduplicated by the
 //! server within the duplicate window (2 minutes by default) and, after it, stores a second copy.
 //! So a crash yields a duplicate at worst, never a loss.
+
+use std::collections::BTreeMap;
 
 use async_nats::{
     jetstream::{
@@ -265,6 +270,10 @@ impl Admin {
         progress.set_total(source.estimate());
         let window = options.window.max(1);
         let mut in_flight = FuturesUnordered::new();
+        // Letters of a subject whose every letter so far matched are not deleted one by one
+        // after their ack: once acknowledged they wait in a run, removed by one purge of the
+        // subject (the server does about 1,400 deletions a second; a purge removes any number).
+        let mut runs = Runs::default();
         while let Some(dead) = source.next().await? {
             report.matched += 1;
             if options.dry_run {
@@ -290,16 +299,34 @@ impl Admin {
             }
             while in_flight.len() >= window {
                 if let Some(outcome) = in_flight.next().await {
-                    record(&mut report, outcome, progress);
+                    runs.settle(&mut report, outcome, progress);
                 }
             }
+            let subject = self.subjects().dead(&dead.queue, &dead.task);
+            let in_run = source.all_matched_so_far(&subject) && !runs.broken.contains_key(&subject);
             // Sent in order here; acks and deletions complete concurrently.
             let first = self.send_replay(&dead).await;
-            in_flight.push(self.finish_replay(&dead_stream, &tasks_name, dead, first));
+            in_flight.push(self.finish_replay(
+                &dead_stream,
+                &tasks_name,
+                dead,
+                first,
+                in_run.then_some(subject),
+            ));
+            if runs.held >= RUN_FLUSH {
+                // Every letter read so far has its outcome before a run is purged.
+                while let Some(outcome) = in_flight.next().await {
+                    runs.settle(&mut report, outcome, progress);
+                }
+                self.remove_runs(&dead_stream, &mut runs, &mut report, progress)
+                    .await;
+            }
         }
         while let Some(outcome) = in_flight.next().await {
-            record(&mut report, outcome, progress);
+            runs.settle(&mut report, outcome, progress);
         }
+        self.remove_runs(&dead_stream, &mut runs, &mut report, progress)
+            .await;
         report.items.sort_by_key(|item| item.dead_sequence);
         report.failures.sort_by_key(|f| f.dead_sequence);
         Ok(report)
@@ -387,35 +414,149 @@ impl Admin {
         })
     }
 
+    /// Awaits a replay's ack, then removes the dead letter — or, for a letter of a run
+    /// (`run` names its subject), leaves it to [`Admin::remove_runs`].
     async fn finish_replay(
         &self,
         dead_stream: &Stream,
         tasks_name: &str,
         dead: DeadLetter,
         first: Result<FirstSend, AdminError>,
-    ) -> (u64, Result<Replayed, AdminError>) {
+        run: Option<String>,
+    ) -> Finished {
         let sequence = dead.sequence;
         let replayed = match self.await_replay_ack(tasks_name, &dead, first).await {
             Ok(replayed) => replayed,
-            Err(err) => return (sequence, Err(err)),
+            Err(err) => return Finished::Failed(sequence, err, run),
         };
+        if let Some(subject) = run {
+            return Finished::Acked(subject, Box::new(dead), replayed);
+        }
         // Only now, with the replay stored, may the dead letter go.
-        match delete_dead(self.jetstream(), &stream_name(dead_stream), sequence).await {
+        match self.remove_replayed(dead_stream, &dead, &replayed).await {
+            Ok(()) => Finished::Done(replayed),
+            Err(err) => Finished::Failed(sequence, err, None),
+        }
+    }
+
+    /// Removes one replayed dead letter (and its body object).
+    async fn remove_replayed(
+        &self,
+        dead_stream: &Stream,
+        dead: &DeadLetter,
+        replayed: &Replayed,
+    ) -> Result<(), AdminError> {
+        match delete_dead(self.jetstream(), &stream_name(dead_stream), dead.sequence).await {
             Ok(_) => {
-                self.forget_dead_payload(&dead).await;
-                (sequence, Ok(replayed))
+                self.forget_dead_payload(dead).await;
+                Ok(())
             }
-            Err(err) => (
-                sequence,
-                Err(AdminError::nats(
-                    format!(
-                        "replayed as task {} but the dead letter could not be removed (replaying \
-                         it again is deduplicated within the duplicate window)",
-                        replayed.new_id
-                    ),
-                    err,
-                )),
-            ),
+            Err(err) => Err(AdminError::nats(
+                format!(
+                    "replayed as task {} but the dead letter could not be removed (replaying \
+                     it again is deduplicated within the duplicate window)",
+                    replayed.new_id
+                ),
+                err,
+            )),
+        }
+    }
+
+    /// Removes the acknowledged letters of each run: one purge of the subject below the run's
+    /// end — or below its first letter whose replay failed, which stays; the run's letters
+    /// above that one are deleted one by one.
+    async fn remove_runs(
+        &self,
+        dead_stream: &Stream,
+        runs: &mut Runs,
+        report: &mut ReplayReport,
+        progress: &dyn Progress,
+    ) {
+        for (subject, run) in std::mem::take(&mut runs.acked) {
+            let bound = runs.broken.get(&subject).copied();
+            let (below, above): (Vec<_>, Vec<_>) = run
+                .into_iter()
+                .partition(|(dead, _)| bound.is_none_or(|b| dead.sequence < b));
+            if let Some(last) = below.iter().map(|(dead, _)| dead.sequence).max() {
+                let end = bound.map_or(last + 1, |b| b.min(last + 1));
+                let purged = dead_stream
+                    .purge()
+                    .filter(subject.as_str())
+                    .sequence(end)
+                    .await;
+                for (dead, replayed) in below {
+                    let outcome = match &purged {
+                        Ok(_) => {
+                            self.forget_dead_payload(&dead).await;
+                            Ok(replayed)
+                        }
+                        Err(err) => Err(AdminError::nats(
+                            format!(
+                                "replayed as task {} but the dead letter could not be removed \
+                                 (replaying it again is deduplicated within the duplicate \
+                                 window)",
+                                replayed.new_id
+                            ),
+                            err.to_string(),
+                        )),
+                    };
+                    record(report, (dead.sequence, outcome), progress);
+                }
+            }
+            for (dead, replayed) in above {
+                let outcome = self
+                    .remove_replayed(dead_stream, &dead, &replayed)
+                    .await
+                    .map(|()| replayed);
+                record(report, (dead.sequence, outcome), progress);
+            }
+        }
+        runs.held = 0;
+    }
+}
+
+/// Letters held for purges by subject before they are removed (so progress moves).
+const RUN_FLUSH: usize = 5_000;
+
+/// How one replay ended in [`Admin::finish_replay`].
+enum Finished {
+    /// Replayed and removed.
+    Done(Replayed),
+    /// Replayed; the letter waits in its subject's run to be purged.
+    Acked(String, Box<DeadLetter>, Replayed),
+    /// Failed (the letter stays); the subject, for a letter of a run.
+    Failed(u64, AdminError, Option<String>),
+}
+
+/// The runs of a replay: acknowledged letters by subject, and per subject the lowest letter of
+/// a run whose replay failed (it stays, so nothing above it may be purged).
+#[derive(Default)]
+struct Runs {
+    acked: BTreeMap<String, Vec<(DeadLetter, Replayed)>>,
+    broken: BTreeMap<String, u64>,
+    held: usize,
+}
+
+impl Runs {
+    fn settle(&mut self, report: &mut ReplayReport, finished: Finished, progress: &dyn Progress) {
+        match finished {
+            Finished::Done(replayed) => {
+                record(report, (replayed.dead_sequence, Ok(replayed)), progress)
+            }
+            Finished::Acked(subject, dead, replayed) => {
+                self.acked
+                    .entry(subject)
+                    .or_default()
+                    .push((*dead, replayed));
+                self.held += 1;
+            }
+            Finished::Failed(sequence, err, run) => {
+                if let Some(subject) = run {
+                    let lowest = self.broken.entry(subject).or_insert(sequence);
+                    *lowest = (*lowest).min(sequence);
+                }
+                record(report, (sequence, Err(err)), progress);
+            }
         }
     }
 }
