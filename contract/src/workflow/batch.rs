@@ -208,12 +208,14 @@ impl BatchRecord {
         serde_json::from_slice(bytes)
     }
 
-    /// The counters say every member may be done (closed, and as many outcomes as members):
-    /// time to count the markers.
+    /// The counters say every member may be done (closed, and as many outcomes as members)
+    /// and something is left to do — a callback to fire, or a parent to tell (done again on a
+    /// redelivery, in case the process that fired died before telling it): time to count the
+    /// markers.
     pub fn may_be_complete(&self) -> bool {
         self.state == BatchState::Closed
             && self.succeeded.saturating_add(self.dead) >= self.total
-            && (self.completed_pending() || self.success_pending())
+            && (self.completed_pending() || self.success_pending() || self.parent.is_some())
     }
 
     /// `on_complete` has not fired (or not finished firing).

@@ -76,6 +76,23 @@ pub struct Workflows {
     /// One local writer per record at a time (the others of this process wait instead of
     /// conflicting), and its last revision.
     records: Arc<Mutex<HashMap<String, Cached>>>,
+    /// Counts waiting to be written, per batch (see [`Workflows::count`]).
+    counters: Arc<Mutex<HashMap<String, Arc<Mutex<Pending>>>>>,
+}
+
+/// Counts of one batch waiting for the write under way.
+#[derive(Default)]
+struct Pending {
+    delta: (i64, i64),
+    waiters: Vec<tokio::sync::oneshot::Sender<Result<Option<BatchRecord>, EngineError>>>,
+    /// A writer is running: new counts join the next write.
+    leading: bool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl std::fmt::Debug for Workflows {
@@ -102,6 +119,7 @@ impl Workflows {
             subjects,
             duplicate_window,
             records: Arc::default(),
+            counters: Arc::default(),
         }
     }
 
@@ -298,16 +316,7 @@ impl Workflows {
             Err(err) => return Err(fail(format!("cannot create {key}: {err}"))),
         };
         fault("after_marker");
-        let record = self
-            .update(&batch::record_key(batch_id), |record: &mut BatchRecord| {
-                if delta == (0, 0) {
-                    return false;
-                }
-                record.succeeded = add(record.succeeded, delta.0);
-                record.dead = add(record.dead, delta.1);
-                true
-            })
-            .await?;
+        let record = self.count(batch_id, delta).await?;
         fault("after_count");
         match record {
             None => {
@@ -321,6 +330,71 @@ impl Workflows {
             Some(record) if record.may_be_complete() => Box::pin(self.complete(batch_id)).await,
             Some(_) => Ok(()),
         }
+    }
+
+    /// Adds `delta` (succeeded, dead) to a batch's counters and returns the record as written.
+    /// Group commit: the members of one batch that finish in this process while a write is
+    /// under way are added up and written together by one compare-and-set, so a busy batch
+    /// costs one write per round trip, not one per member.
+    async fn count(
+        &self,
+        batch_id: &str,
+        delta: (i64, i64),
+    ) -> Result<Option<BatchRecord>, EngineError> {
+        let counter = {
+            let mut counters = self
+                .counters
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if counters.len() > 10_000 {
+                counters.retain(|_, counter| Arc::strong_count(counter) > 1);
+            }
+            counters.entry(batch_id.to_owned()).or_default().clone()
+        };
+        let (done, result) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut pending = lock(&counter);
+            pending.delta.0 += delta.0;
+            pending.delta.1 += delta.1;
+            pending.waiters.push(done);
+            !std::mem::replace(&mut pending.leading, true)
+        };
+        if lead {
+            // Spawned: a caller that stops waiting must not leave the others without a writer.
+            let engine = self.clone();
+            let key = batch::record_key(batch_id);
+            tokio::spawn(async move {
+                loop {
+                    let (delta, waiters) = {
+                        let mut pending = lock(&counter);
+                        if pending.waiters.is_empty() {
+                            pending.leading = false;
+                            break;
+                        }
+                        (
+                            std::mem::take(&mut pending.delta),
+                            std::mem::take(&mut pending.waiters),
+                        )
+                    };
+                    let written = engine
+                        .update(&key, |record: &mut BatchRecord| {
+                            if delta == (0, 0) {
+                                return false;
+                            }
+                            record.succeeded = add(record.succeeded, delta.0);
+                            record.dead = add(record.dead, delta.1);
+                            true
+                        })
+                        .await;
+                    for waiter in waiters {
+                        let _ = waiter.send(written.clone());
+                    }
+                }
+            });
+        }
+        result
+            .await
+            .map_err(|_| fail(format!("the count of batch {batch_id} was abandoned")))?
     }
 
     /// Every marker of a batch: (member id, marker), ordered by member id.
@@ -398,10 +472,15 @@ impl Workflows {
     /// member finished, fires `on_complete` (and `on_success` if every member succeeded), then
     /// finishes the batch as a member of its parent.
     pub async fn complete(&self, batch_id: &str) -> Result<(), EngineError> {
+        // One check of a batch at a time in this process: listing the markers of a large batch
+        // is the costly step, and once a check fired the callbacks the next ones see it in
+        // the record and stop there.
+        let turn = self.slot(&format!("complete {batch_id}"));
+        let _turn = turn.lock().await;
         let Some(record) = self.batch(batch_id).await? else {
             return Ok(());
         };
-        if record.state != batch::BatchState::Closed {
+        if !record.may_be_complete() {
             return Ok(());
         }
         let markers = self.markers(batch_id).await?;
