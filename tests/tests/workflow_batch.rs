@@ -402,6 +402,51 @@ async fn a_nested_batch_is_one_member_of_its_parent() {
 }
 
 #[tokio::test]
+async fn a_nested_batch_reaches_its_parent_when_a_worker_dies_in_between() {
+    let server = NatsServer::start().await;
+    let mut observer = observe(&server).await;
+    let producer = producer(&server).await;
+    let js = raw_jetstream(&server).await;
+    // Exits after the child's callbacks fired, before the parent counts the child.
+    let mut a = spawn(
+        &server,
+        "dies",
+        &[("JETQ_TEST_FAULT", "before_parent")],
+        &mut observer.ready,
+    )
+    .await;
+    let mut parent = producer.batch(BatchOptions::new().id("outer").keep_open());
+    for job in jobs(2, "") {
+        parent = parent.add(&job);
+    }
+    parent
+        .on_success(&done("on_success"))
+        .on_complete(&done("on_complete"))
+        .enqueue()
+        .await
+        .unwrap();
+    let mut child = producer.batch(BatchOptions::new().id("inner").parent("outer"));
+    for job in jobs(3, "") {
+        child = child.add(&job);
+    }
+    child
+        .on_success(&done("on_success"))
+        .enqueue()
+        .await
+        .unwrap();
+    producer.batch_close("outer").await.unwrap();
+    let status = within(Duration::from_secs(30), "the worker to die", a.wait())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(86));
+    let _b = spawn(&server, "b", &[], &mut observer.ready).await;
+    let inner = callbacks_of(&mut observer, &js, "inner", 1).await;
+    assert_eq!(inner[0]["batch"]["total"], 3);
+    let outer = callbacks_of(&mut observer, &js, "outer", 2).await;
+    assert_both(&outer, "outer", 3);
+}
+
+#[tokio::test]
 async fn members_added_to_an_open_batch_are_waited_for() {
     let server = NatsServer::start().await;
     let mut observer = observe(&server).await;

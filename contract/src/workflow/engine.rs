@@ -501,6 +501,7 @@ impl Workflows {
                 MemberOutcome::Dead
             };
             let member = batch::child_member_id(batch_id);
+            fault("before_parent");
             Box::pin(self.finish_member(parent, &member, outcome, None)).await?;
         }
         Ok(())

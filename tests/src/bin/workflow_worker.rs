@@ -10,7 +10,7 @@
 //!
 //! `JETQ_TEST_FAULT=<point>[:<n>]` makes it exit at the n-th time it reaches a fault point of
 //! the workflow engine (`after_marker`, `after_count`, `before_callback_publish`,
-//! `after_callback_publish`), as if killed. It says `test.ready` with its name when running.
+//! `after_callback_publish`, `before_parent`, `after_link_publish`), as if killed. It says `test.ready` with its name when running.
 
 use std::time::Duration;
 
