@@ -322,6 +322,19 @@ async fn bad_batches_are_refused_with_typed_errors() {
         .await
         .unwrap()
         .is_none());
+    // A closed parent refuses a child, which leaves no record behind; an unknown batch
+    // cannot be closed.
+    let orphan = producer
+        .batch(BatchOptions::new().id("orphan").parent("once"))
+        .add(&jobs(1, "")[0])
+        .enqueue()
+        .await;
+    assert!(
+        matches!(orphan, Err(EnqueueError::Workflow { .. })),
+        "{orphan:?}"
+    );
+    assert!(producer.batch_status("orphan").await.unwrap().is_none());
+    assert!(producer.batch_close("no-such-batch").await.is_err());
     let not_object = producer
         .batch(BatchOptions::new())
         .on_complete_raw("callbacks", "done", serde_json::json!([1]))

@@ -248,10 +248,20 @@ impl Workflows {
                 true
             })
             .await?;
-        if record.is_some_and(|r| r.may_be_complete()) {
+        let record = record.ok_or_else(|| fail(format!("no batch {id}")))?;
+        if record.may_be_complete() {
             Box::pin(self.complete(id)).await?;
         }
         Ok(())
+    }
+
+    /// Deletes a batch record this enqueue created and could not complete before publishing
+    /// anything (its parent refused it), so that the same enqueue can be tried again.
+    pub async fn abandon(&self, id: &str) -> Result<(), EngineError> {
+        self.store
+            .delete(batch::record_key(id))
+            .await
+            .map_err(|err| fail(format!("cannot delete batch {id}: {err}")))
     }
 
     /// Adds `members` to an open batch's total (before they are published, so that the batch

@@ -314,10 +314,13 @@ impl Batch {
         match engine.create_batch(&record).await.map_err(store_error)? {
             Created::New => {
                 if let Some(parent) = &options.parent {
-                    engine
-                        .grow(parent, 1)
-                        .await
-                        .map_err(|err| store_error(format!("cannot join batch {parent}: {err}")))?;
+                    if let Err(err) = engine.grow(parent, 1).await {
+                        // Nothing was published: leave no record, so a retry starts afresh.
+                        if let Err(err) = engine.abandon(&id).await {
+                            tracing::warn!(batch = %id, error = %err, "could not delete the batch record");
+                        }
+                        return Err(store_error(format!("cannot join batch {parent}: {err}")));
+                    }
                 }
             }
             Created::TakenOver => {
