@@ -278,7 +278,7 @@ impl Admin {
         }
         let filters = task_filters(&subjects, filter.queue.as_deref(), filter.task.as_deref());
         let mut reader = self
-            .read_from(&stream, filters, start, false, "the task stream")
+            .read_from(&stream, filters, start, "the task stream")
             .await?;
         while let Some(message) = reader.next().await? {
             if end.is_some_and(|end| message.sequence > end) {
@@ -349,7 +349,7 @@ impl Admin {
         let filters = delayed_filters(&subjects, filter.queue.as_deref(), filter.task.as_deref());
         let start = after.map_or(1, |a| a.saturating_add(1));
         let mut reader = self
-            .read_from(&stream, filters, start, false, "the delayed-task stream")
+            .read_from(&stream, filters, start, "the delayed-task stream")
             .await?;
         while let Some(message) = reader.next().await? {
             let Some((_, token, task)) = subjects.parse_delayed(&message.subject) else {
@@ -503,7 +503,6 @@ impl Admin {
                 &stream,
                 task_filters(&subjects, queue, None),
                 start,
-                true,
                 "the task stream",
             )
             .await?;
@@ -556,7 +555,6 @@ impl Admin {
                 &delayed,
                 delayed_filters(&subjects, queue, None),
                 1,
-                true,
                 "the delayed-task stream",
             )
             .await?;
@@ -600,7 +598,6 @@ impl Admin {
         stream: &Stream,
         filters: Vec<String>,
         start: u64,
-        _headers_only: bool,
         what: &'static str,
     ) -> Result<Reader, AdminError> {
         let mut stream = stream.clone();

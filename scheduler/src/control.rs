@@ -141,12 +141,17 @@ impl Controls {
 
     /// Follows `control.>` until cancelled (restarting the watch after an error).
     pub(crate) async fn watch_controls(self, store: kv::Store, cancel: CancellationToken) {
+        let mut failures = 0u32;
         loop {
             let mut watch = match store.watch_with_history("control.>").await {
-                Ok(watch) => watch,
+                Ok(watch) => {
+                    failures = 0;
+                    watch
+                }
                 Err(err) => {
-                    tracing::warn!(error = %err, "cannot watch schedule controls; retrying");
-                    if pause(&cancel).await {
+                    report_watch_failure("schedule controls (pause/resume)", &err, failures);
+                    failures = failures.saturating_add(1);
+                    if pause(&cancel, failures).await {
                         return;
                     }
                     continue;
@@ -177,7 +182,7 @@ impl Controls {
                     }
                 }
             }
-            if pause(&cancel).await {
+            if pause(&cancel, 1).await {
                 return;
             }
         }
@@ -191,12 +196,17 @@ impl Controls {
         publisher: Publisher,
         cancel: CancellationToken,
     ) {
+        let mut failures = 0u32;
         loop {
             let mut watch = match store.watch_with_history("run.>").await {
-                Ok(watch) => watch,
+                Ok(watch) => {
+                    failures = 0;
+                    watch
+                }
                 Err(err) => {
-                    tracing::warn!(error = %err, "cannot watch run-now requests; retrying");
-                    if pause(&cancel).await {
+                    report_watch_failure("run-now requests", &err, failures);
+                    failures = failures.saturating_add(1);
+                    if pause(&cancel, failures).await {
                         return;
                     }
                     continue;
@@ -236,18 +246,31 @@ impl Controls {
                     }
                 }
             }
-            if pause(&cancel).await {
+            if pause(&cancel, 1).await {
                 return;
             }
         }
     }
 }
 
-/// Waits a second; true if cancelled meanwhile.
-async fn pause(cancel: &CancellationToken) -> bool {
+/// A watch that cannot start (e.g. a NATS user without the right to create a consumer on the
+/// state bucket): a warning the first time, then debug, so a scheduler without the feature does
+/// not flood its log.
+fn report_watch_failure(what: &str, err: &dyn std::fmt::Display, failures: u32) {
+    if failures == 0 {
+        tracing::warn!(error = %err, "cannot watch {what} in the scheduler state bucket; retrying with backoff (up to a minute)");
+    } else {
+        tracing::debug!(error = %err, failures, "cannot watch {what}");
+    }
+}
+
+/// Waits 1 s after a first failure, doubling up to a minute; true if cancelled meanwhile.
+async fn pause(cancel: &CancellationToken, failures: u32) -> bool {
+    let wait =
+        Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60));
     tokio::select! {
         _ = cancel.cancelled() => true,
-        _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+        _ = tokio::time::sleep(wait) => false,
     }
 }
 

@@ -27,6 +27,8 @@ fn worker_cases() -> Vec<Case> {
         boolean("JETQ_PROVISION"),
         boolean("JETQ_SWEEPER"),
         duration("JETQ_METRICS_INTERVAL"),
+        duration("JETQ_PRESENCE_INTERVAL"),
+        case("JETQ_PRESENCE_INTERVAL", "10ms", "at least 100ms"),
         case("JETQ_QUEUES", "emails,bad queue", "JETQ_QUEUES"),
         boolean("JETQ_JANITOR"),
     ]);
