@@ -20,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::stall::StallWatch;
 
+/// The longest a stopping worker waits to delete its record.
+const DELETE_WAIT: Duration = Duration::from_secs(2);
+
 /// The presence bucket's `max_age` for a worker that rewrites its record every `interval`:
 /// three intervals, at least 3 s.
 pub(crate) fn max_age(interval: Duration) -> Duration {
@@ -110,13 +113,18 @@ impl Presence {
                     })
                     .collect(),
             };
+            // Bounded by the interval, so a server that does not answer never holds up the
+            // loop (or the shutdown that waits for it).
             let written = match serde_json::to_vec(&record) {
-                Ok(value) => self
-                    .store
-                    .put(&id, value.into())
-                    .await
-                    .map(|_| ())
-                    .map_err(|err| err.to_string()),
+                Ok(value) => {
+                    match tokio::time::timeout(self.interval, self.store.put(&id, value.into()))
+                        .await
+                    {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(err)) => Err(err.to_string()),
+                        Err(_) => Err(format!("no answer within {:?}", self.interval)),
+                    }
+                }
                 Err(err) => Err(err.to_string()),
             };
             match written {
@@ -132,8 +140,14 @@ impl Presence {
                 Err(err) => tracing::debug!(worker_id = %id, error = %err, "worker presence"),
             }
         }
-        if let Err(err) = self.store.delete(&id).await {
-            tracing::warn!(worker_id = %id, error = %err, "cannot delete worker presence; it expires by itself");
+        match tokio::time::timeout(DELETE_WAIT, self.store.delete(&id)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(worker_id = %id, error = %err, "cannot delete worker presence; it expires by itself")
+            }
+            Err(_) => {
+                tracing::warn!(worker_id = %id, "worker presence not deleted in time; it expires by itself")
+            }
         }
     }
 }
