@@ -298,11 +298,15 @@ try {
   await mobile.screenshot({ path: `${shots}/console-phone-overview.png`, fullPage: true });
   await mobile.goto(`${url}/dead/${detailSeq}`, { timeout: WAIT });
   await mobile.screenshot({ path: `${shots}/console-phone-dead-detail.png`, fullPage: true });
+  await mobile.screenshot({ path: `${shots}/phone-dead-detail-top.png` });
+  await mobile.locator('#attempts').screenshot({ path: `${shots}/phone-dead-detail-attempts.png` });
+  await mobile.locator('#headers').screenshot({ path: `${shots}/phone-dead-detail-headers.png` });
   await mobile.goto(`${url}/queues`, { timeout: WAIT });
   await mobile.screenshot({ path: `${shots}/console-phone-queues.png`, fullPage: true });
   await pauseResume(mobile, out, 'phone');
   await mobile.goto(`${url}/dead`, { timeout: WAIT });
   await mobile.screenshot({ path: `${shots}/console-phone-dead.png`, fullPage: true });
+  await mobile.screenshot({ path: `${shots}/phone-dead-top.png` });
   mobile.once('dialog', (dialog) => dialog.accept());
   await mobile.tap(`button[data-action="discard"][data-seq="${phoneDiscardSeq}"]`, { timeout: WAIT });
   await mobile.waitForFunction((seq) => !document.getElementById(`dead-${seq}`), phoneDiscardSeq, { timeout: WAIT });
