@@ -122,10 +122,11 @@ log "mypy: clients/python"
 # The cross-language tests of the Python suites (clients/python/tests/test_rust_interop.py,
 # examples/django/tests/test_with_rust_worker.py) run the real scheduler, test worker, example
 # worker and outbox relay binaries: built here, so pytest does not build them itself.
-cargo build -p jetq-scheduler --bin jetq-scheduler -p jetq-tests --bin test_worker -p jetq-examples --bin worker -p jetq-outbox --bin jetq-relay
+cargo build -p jetq-scheduler --bin jetq-scheduler -p jetq-tests --bin test_worker --bin workflow_worker -p jetq-examples --bin worker -p jetq-outbox --bin jetq-relay
 export JETQ_TEST_RELAY_BIN="${CARGO_TARGET_DIR:-$repo/target}/debug/jetq-relay"
 export JETQ_TEST_SCHEDULER_BIN="${CARGO_TARGET_DIR:-$repo/target}/debug/jetq-scheduler"
 export JETQ_TEST_WORKER_BIN="${CARGO_TARGET_DIR:-$repo/target}/debug/test_worker"
+export JETQ_TEST_WORKFLOW_WORKER_BIN="${CARGO_TARGET_DIR:-$repo/target}/debug/workflow_worker"
 export JETQ_TEST_EXAMPLE_WORKER_BIN="${CARGO_TARGET_DIR:-$repo/target}/debug/worker"
 run_pytest clients/python
 run_pytest examples/django

@@ -345,3 +345,141 @@ async def test_priority_vectors_are_stored_on_their_subjects(nats_server: NatsSe
     finally:
         for producer in producers.values():
             await producer.close()
+
+
+# --- Batches and workflows (docs/PROTOCOL.md §13): docs/conformance/workflows.json -----------
+
+WORKFLOWS_PATH = VECTORS_PATH.parent / "workflows.json"
+with open(WORKFLOWS_PATH, encoding="utf-8") as _handle:
+    WORKFLOWS: Dict[str, Any] = json.load(_handle)
+
+
+def test_workflow_buckets_headers_keys_and_ids() -> None:
+    from jetq import workflows as wf
+
+    for case in WORKFLOWS["buckets"]:
+        assert wf.workflow_bucket(Subjects(case["prefix"])) == case["bucket"]
+    assert WORKFLOWS["headers"] == {"batch": wf.BATCH_HEADER, "chain": wf.CHAIN_HEADER}
+    for case in WORKFLOWS["keys"]:
+        if "chain" in case:
+            assert wf.chain_key(case["chain"]) == case["key"]
+        elif "member" in case:
+            assert wf.marker_key(case["batch"], case["member"]) == case["key"]
+        else:
+            assert wf.record_key(case["batch"]) == case["key"]
+    for case in WORKFLOWS["member_ids"]:
+        assert wf.member_id(case["task_id"]) == case["member"]
+    ids = WORKFLOWS["ids"]
+    for which in ("on_success", "on_complete"):
+        assert wf.callback_id(ids[which]["batch"], which) == ids[which]["id"]
+    assert wf.child_member_id(ids["child_member"]["batch"]) == ids["child_member"]["id"]
+    for link in ids["links"]:
+        assert wf.link_id(link["chain"], link["index"]) == link["id"]
+        assert wf.link_header(link["chain"], link["index"]) == link["header"]
+    for good in WORKFLOWS["valid_ids"]:
+        wf.validate_id("batch", good)
+    for bad in WORKFLOWS["invalid_ids"]:
+        with pytest.raises(wf.InvalidWorkflow):
+            wf.validate_id("batch", bad)
+
+
+@pytest.mark.parametrize("case", WORKFLOWS["records"], ids=lambda c: c["name"])
+def test_workflow_records_as_read(case: Dict[str, Any]) -> None:
+    from jetq import workflows as wf
+
+    record = json.loads(case["json"])
+    assert record["state"] == case["state"]
+    assert int(record["total"]) == case["total"]
+    assert bool(record.get("chord")) == case["chord"]
+    assert wf._may_be_complete(record) == case["may_be_complete"]
+
+
+def test_workflow_markers_and_bodies() -> None:
+    from jetq import workflows as wf
+
+    for case in WORKFLOWS["markers"]:
+        marker = json.loads(case["json"])
+        assert marker["outcome"] == case["outcome"]
+        assert marker.get("result") == case["result"]
+    for case in WORKFLOWS["callback_bodies"]:
+        assert wf.callback_body(case["args"], case["summary"]).decode() == case["body"]
+    for case in WORKFLOWS["chain_bodies"]:
+        assert wf.chain_body(case["links"], case["index"], case["result"]).decode() == case["body"]
+    # The summary a producer-side firing builds is the one the vectors show.
+    chord = WORKFLOWS["callback_bodies"][1]["summary"]
+    markers = [(r["id"], {k: v for k, v in r.items() if k != "id"}) for r in chord["results"]]
+    built = wf._summary({"id": chord["id"], "total": chord["total"], "chord": True}, markers)
+    assert built == chord
+
+
+async def test_workflow_records_headers_and_ids_on_a_real_server(nats_server: NatsServer) -> None:
+    """What the Python producer stores for a batch and a chain (no worker runs them): the
+    record, the members' ``Jetq-Batch``, the link's id and ``Jetq-Chain``; bad input refused
+    before anything is stored."""
+    from jetq import workflows as wf
+
+    await within("task stream", create_task_stream(nats_server.url))
+    producer = await within("connect", AsyncProducer.connect(config_for(nats_server)))
+    try:
+        handle = await within(
+            "batch",
+            wf.Batch(producer, id="export-42", chord=True, skip_callback_check=True)
+            .add("exports", "chunk", {"i": 0}, key="export-42-0")
+            .add("exports", "chunk", {"i": 1}, key="export-42-1")
+            .on_success("exports", "assemble", {"export": 42})
+            .enqueue(),
+        )
+        assert [m.id for m in handle.members] == ["export-42-0", "export-42-1"]
+        stored = {t.sequence: t for t in await stored_tasks(nats_server.url)}
+        for member in handle.members:
+            headers = stored[member.sequence].headers
+            assert headers["Jetq-Batch"] == "export-42"
+            assert headers["Jetq-Track-Status"] == "1"  # a chord's members are tracked
+            assert headers["Nats-Msg-Id"] == member.id
+        status = await wf.batch_status(producer, "export-42")
+        assert status is not None
+        assert (status.state, status.total, status.pending, status.succeeded, status.dead) == ("closed", 2, 2, 0, 0)
+        assert status.chord and not status.completed and not status.succeeded_all
+        kv = await producer.client.jetstream().key_value("JETQ_BATCHES")
+        record = json.loads((await kv.get("b.export-42")).value or b"{}")
+        assert record["on_success"] == {"queue": "exports", "task": "assemble", "args": {"export": 42}}
+        with pytest.raises(wf.BatchExists):
+            await wf.Batch(producer, id="export-42").add("exports", "chunk", {}).enqueue()
+        with pytest.raises(wf.InvalidWorkflow):
+            await wf.Batch(producer, id="a.b").add("exports", "chunk", {}).enqueue()
+        with pytest.raises(wf.InvalidWorkflow):
+            wf.Batch(producer).on_success("exports", "assemble", [1])  # type: ignore[arg-type]
+        # Nested: the child is one member of its open parent.
+        await wf.Batch(producer, id="nightly", keep_open=True).enqueue()
+        await wf.Batch(producer, id="child", parent="nightly").add("exports", "chunk", {}).enqueue()
+        parent = await wf.batch_status(producer, "nightly")
+        assert parent is not None and (parent.state, parent.total) == ("open", 1)
+        await wf.batch_add(producer, "nightly", [wf.Member("exports", "chunk", {"late": True})])
+        await wf.batch_close(producer, "nightly")
+        parent = await wf.batch_status(producer, "nightly")
+        assert parent is not None and (parent.state, parent.total) == ("closed", 2)
+        with pytest.raises(wf.WorkflowStoreError):
+            await wf.batch_add(producer, "nightly", [wf.Member("exports", "chunk", {})])
+        # A chain: record and link 0.
+        before = len(await stored_tasks(nats_server.url))
+        for bad in (wf.Chain(), wf.Chain().then_with_previous("a", "b", {}), wf.Chain("x:y").then("a", "b", {})):
+            with pytest.raises(wf.InvalidWorkflow):
+                await wf.enqueue_chain(producer, bad)
+        assert len(await stored_tasks(nats_server.url)) == before
+        chain = wf.Chain("mail-after-export").then("exports", "export", {"id": 42}).then_with_previous(
+            "emails", "mail", {"to": "ada@example.com"}
+        )
+        await wf.enqueue_chain(producer, chain)
+        link = (await stored_tasks(nats_server.url))[-1]
+        assert link.subject == "jetq.task.exports.export"
+        assert link.headers["Nats-Msg-Id"] == "chain:mail-after-export:0"
+        assert link.headers["Jetq-Chain"] == "mail-after-export:0"
+        assert link.headers["Jetq-Track-Status"] == "1"  # the next link takes its result
+        assert link.payload == b'{"id":42}'
+        with pytest.raises(wf.ChainExists):
+            await wf.enqueue_chain(producer, wf.Chain("mail-after-export").then("exports", "export", {}))
+        state = await wf.chain_status(producer, "mail-after-export")
+        assert state is not None and (state.state, state.at, state.failed_at) == ("running", 0, None)
+        assert state.links[1] == {"queue": "emails", "task": "mail", "args": {"to": "ada@example.com"}, "with_previous": True}
+    finally:
+        await producer.close()

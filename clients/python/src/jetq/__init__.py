@@ -76,6 +76,21 @@ from .push import (
 )
 from .status import CancelOutcome, Progress, TaskState, TaskStatus, Transition
 from .sync import Producer
+from .workflows import (
+    Batch,
+    BatchExists,
+    BatchHandle,
+    BatchStatus,
+    Chain,
+    ChainExists,
+    ChainHandle,
+    ChainStatus,
+    InvalidWorkflow,
+    Member,
+    MembersNotEnqueued,
+    UnknownCallback,
+    WorkflowStoreError,
+)
 
 __version__ = "0.1.0"
 
@@ -139,5 +154,18 @@ __all__ = [
     "MalformedPushHeader",
     "StalePush",
     "PushSignatureMismatch",
+    "Batch",
+    "BatchHandle",
+    "BatchStatus",
+    "Member",
+    "Chain",
+    "ChainHandle",
+    "ChainStatus",
+    "BatchExists",
+    "ChainExists",
+    "InvalidWorkflow",
+    "MembersNotEnqueued",
+    "UnknownCallback",
+    "WorkflowStoreError",
     "__version__",
 ]
