@@ -50,6 +50,9 @@ async fn provision_as_admin(server: &NatsServer) -> async_nats::jetstream::Conte
     );
     topology.ensure_streams().await.unwrap();
     topology.ensure_status_stores().await.unwrap();
+    jetq_contract::presence::ensure_bucket(&topology)
+        .await
+        .unwrap();
     jetq_scheduler::provision(&admin, &Subjects::default(), &StreamSettings::default())
         .await
         .unwrap();
@@ -437,6 +440,26 @@ async fn the_scheduler_fires_schedules_and_releases_delayed_tasks_with_its_own_u
         async move { (stream_len(&admin, "JETQ_DELAYED").await == 0).then_some(()) }
     })
     .await;
+    // It watches run-now requests (PROTOCOL §7) with its own user.
+    let state = admin.get_key_value("JETQ_SCHEDULER").await.unwrap();
+    state
+        .put("run.every-second.perm1", "{}".into())
+        .await
+        .unwrap();
+    eventually(WAIT, "the run-now task", || {
+        let admin = admin.clone();
+        async move {
+            stream_messages(&admin, "JETQ_TASKS")
+                .await
+                .iter()
+                .any(|t| {
+                    t.headers.get(headers::MSG_ID).map(|v| v.as_str())
+                        == Some("every-second:run:perm1")
+                })
+                .then_some(())
+        }
+    })
+    .await;
     running.stop().await;
 
     // ...and nothing more: it cannot consume tasks nor change streams.
@@ -527,6 +550,17 @@ async fn a_least_privilege_worker_dead_letters_a_task_too_large_for_its_letter()
         .await
         .unwrap();
     assert_eq!(stored, body);
+    // Its presence record (PROTOCOL §14), written with its own user.
+    let presence = admin.get_key_value("JETQ_WORKERS").await.unwrap();
+    eventually(WAIT, "the worker's presence record", || {
+        let presence = presence.clone();
+        async move {
+            use futures::TryStreamExt;
+            let keys: Vec<String> = presence.keys().await.ok()?.try_collect().await.ok()?;
+            (!keys.is_empty()).then_some(())
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
