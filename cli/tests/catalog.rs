@@ -277,7 +277,7 @@ async fn the_dashboard_shows_the_task_types() {
         "the catalog needs the token like everything else"
     );
 
-    let page = http(&base, "GET", "/", &bearer).await;
+    let page = http(&base, "GET", "/catalog", &bearer).await;
     assert_eq!(page.status, 200);
     assert!(
         page.body.contains("No task-type catalog yet"),
@@ -301,7 +301,7 @@ async fn the_dashboard_shows_the_task_types() {
         ["emails.send_email", "work.job", "work.tracked_job"]
     );
 
-    let page = http(&base, "GET", "/", &bearer).await;
+    let page = http(&base, "GET", "/catalog", &bearer).await;
     assert_eq!(page.status, 200);
     assert!(page
         .body
