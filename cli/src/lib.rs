@@ -40,6 +40,7 @@ pub mod status;
 pub mod tasks;
 pub mod text;
 pub mod workers;
+pub mod workflows;
 
 pub use admin::Admin;
 pub use dead::{DeadFilter, DeadLetter, ReplayOptions, ReplayReport, Selection};

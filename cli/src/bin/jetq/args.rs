@@ -93,6 +93,32 @@ pub(crate) enum Command {
     /// Serve the web dashboard: live queue counts and rates, dead letters with replay and
     /// discard, schedules.
     Dashboard(DashboardArgs),
+    /// The batches (docs/WORKFLOWS.md): id, state, total, succeeded, dead, pending, callbacks
+    /// fired — from the batch records' counters (a hint; `jetq batch <id>` counts exactly).
+    Batches,
+    /// One batch: exact counts from its members' markers, its callbacks and their firing, and
+    /// its finished members, paged (`--after` the previous page's `next`).
+    Batch(BatchArgs),
+    /// One chain: its links, how far it got, where it stopped.
+    Chain(ChainArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BatchArgs {
+    /// The batch id.
+    pub(crate) id: String,
+    /// Finished members per page.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) limit: usize,
+    /// Members after this member id (the previous page's `next`).
+    #[arg(long)]
+    pub(crate) after: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChainArgs {
+    /// The chain id.
+    pub(crate) id: String,
 }
 
 #[derive(Debug, Args)]

@@ -200,6 +200,20 @@ pub(crate) async fn run(cli: Cli) -> Result<(), AdminError> {
             let workers = admin.workers().await?;
             print_workers(&workers, json);
         }
+        Command::Batches => {
+            let batches = admin.batches().await?;
+            crate::workflows::print_batches(&batches, json);
+        }
+        Command::Batch(args) => {
+            let detail = admin
+                .batch_detail(&args.id, args.after.as_deref(), args.limit)
+                .await?;
+            crate::workflows::print_batch(&detail, json);
+        }
+        Command::Chain(args) => {
+            let chain = admin.chain_detail(&args.id).await?;
+            crate::workflows::print_chain(&chain, json);
+        }
         Command::Tasks(TasksCommand::List(args)) => {
             let filter = jetq_cli::tasks::TaskFilter {
                 state: args.state,

@@ -12,6 +12,7 @@
 mod args;
 mod dispatch;
 mod output;
+mod workflows;
 
 use std::{io::IsTerminal, process::ExitCode};
 
