@@ -251,6 +251,52 @@ async fn cancel_removes_queued_and_delayed_tasks_and_stops_tracked_running_ones(
         .await
         .unwrap();
 
+    // A high-priority task is listed at its level and cancelled there.
+    let urgent = producer
+        .enqueue_with(
+            &Job {
+                n: 10,
+                note: String::new(),
+            },
+            EnqueueOptions::default().priority(jetq_contract::Priority::High),
+        )
+        .await
+        .unwrap();
+    let pending = jetq(
+        &server,
+        &[
+            "tasks", "list", "--state", "pending", "--queue", "work", "--json",
+        ],
+    )
+    .await
+    .ok_json();
+    let listed: Vec<(String, String)> = pending["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["id"].as_str().unwrap().to_owned(),
+                t["priority"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (doomed.id.clone(), "normal".to_owned()),
+            (kept.id.clone(), "normal".to_owned()),
+            (urgent.id.clone(), "high".to_owned()),
+        ]
+    );
+    let report = jetq(
+        &server,
+        &["cancel", &urgent.id, "--queue", "work", "--yes", "--json"],
+    )
+    .await
+    .ok_json();
+    assert_eq!(report["was"], "pending");
+
     // Without --yes and no terminal: refused, nothing changed.
     jetq(&server, &["cancel", &doomed.id]).await.expect_code(2);
     let report = jetq(&server, &["cancel", &doomed.id, "--yes", "--json"])
