@@ -21,9 +21,6 @@ from jetq.testing import NatsServer, RunningBinary, cargo_binary
 from .rust import REPO
 from .support import WAIT, config_for, within
 
-pytestmark = pytest.mark.rust
-
-
 class Reports:
     """Messages on a core subject, awaited with a bound."""
 
@@ -83,6 +80,7 @@ async def _start_worker(nats_server: NatsServer, client: NatsClient) -> RunningB
     return worker
 
 
+@pytest.mark.rust
 async def test_a_python_chord_and_chain_run_by_a_rust_worker(
     nats_server: NatsServer, client: NatsClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -192,3 +190,66 @@ async def test_a_python_chord_and_chain_run_by_a_rust_worker(
     finally:
         await producer.close()
         worker.stop()
+
+
+async def _members_test(nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch, allow_atomic: bool) -> List[int]:
+    from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+
+    from jetq.testing import stored_tasks
+
+    nc = await within("connect", nats.connect(nats_server.url, allow_reconnect=False))
+    try:
+        await nc.jetstream().add_stream(
+            StreamConfig(
+                name="JETQ_TASKS",
+                subjects=["jetq.task.>"],
+                retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE,
+                discard=DiscardPolicy.NEW,
+                allow_atomic=allow_atomic,
+            )
+        )
+    finally:
+        await nc.close()
+    atomic: List[int] = []
+    real_atomic = wf._publish_atomic
+
+    async def counting(producer: AsyncProducer, slice_: List[Any]) -> Any:
+        stored = await real_atomic(producer, slice_)
+        if stored is not None:
+            atomic.append(len(stored))
+        return stored
+
+    monkeypatch.setattr(wf, "_publish_atomic", counting)
+    producer = await within("producer", AsyncProducer.connect(config_for(nats_server)))
+    try:
+        batch = wf.Batch(producer, id="big", skip_callback_check=True)
+        for n in range(1200):
+            batch.add("work", "job", {"n": n}, key=f"big-{n}")
+        handle = await within("enqueue 1,200 members", batch.enqueue())
+        assert [m.id for m in handle.members] == [f"big-{n}" for n in range(1200)]
+        stored = await stored_tasks(nats_server.url)
+        assert len(stored) == 1200
+        assert all(t.headers.get("Jetq-Batch") == "big" for t in stored)
+        by_id = {t.headers["Nats-Msg-Id"]: t.sequence for t in stored}
+        assert all(by_id[m.id] == m.sequence for m in handle.members)
+        status = await wf.batch_status(producer, "big")
+        assert status is not None and (status.state, status.total, status.pending) == ("closed", 1200, 1200)
+        # Enqueued again with the same id: refused, nothing more stored.
+        with pytest.raises(wf.BatchExists):
+            await wf.Batch(producer, id="big").add("work", "job", {"n": 0}, key="big-0").enqueue()
+        assert len(await stored_tasks(nats_server.url)) == 1200
+    finally:
+        await producer.close()
+    return atomic
+
+
+async def test_a_large_batch_goes_out_in_atomic_slices_of_1000(nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert await _members_test(nats_server, monkeypatch, allow_atomic=True) == [1000, 200]
+
+
+async def test_a_stream_without_atomic_publish_gets_the_members_one_by_one(
+    nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stream refuses the batch (10174): this producer stops trying and sends one by one.
+    assert await _members_test(nats_server, monkeypatch, allow_atomic=False) == []
