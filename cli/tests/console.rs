@@ -128,6 +128,12 @@ async fn a_read_only_token_sees_every_page_and_is_refused_every_change() {
         "/limits".to_owned(),
         "/catalog".to_owned(),
         "/schedules".to_owned(),
+        "/tasks".to_owned(),
+        "/tasks?state=dead&queue=work".to_owned(),
+        "/tasks/w1".to_owned(),
+        "/workers".to_owned(),
+        "/api/tasks?state=dead".to_owned(),
+        "/api/workers".to_owned(),
         "/api/overview".to_owned(),
         "/api/queues".to_owned(),
         "/api/dead".to_owned(),
@@ -149,6 +155,8 @@ async fn a_read_only_token_sees_every_page_and_is_refused_every_change() {
                 "data-bulk=",
                 "data-queue-action=",
                 "data-release=",
+                "data-cancel=",
+                "data-schedule-action=",
             ] {
                 assert!(
                     !page.body.contains(button),
@@ -178,6 +186,9 @@ async fn a_read_only_token_sees_every_page_and_is_refused_every_change() {
         "/api/queues/work/pause".to_owned(),
         "/api/queues/work/resume".to_owned(),
         "/api/limits/release?entry=work.job.k".to_owned(),
+        "/api/tasks/w1/cancel".to_owned(),
+        "/api/schedules/nightly/pause".to_owned(),
+        "/api/schedules/nightly/run".to_owned(),
     ];
     for path in &changes {
         let refused = http(
@@ -727,4 +738,301 @@ async fn a_bulk_retry_removes_exactly_the_replayed_letters() {
     assert_eq!(dead_sequences(&js).await, kept);
     let tasks = task_messages(&js).await;
     assert_eq!(tasks.len(), replayed as usize);
+}
+
+/// A worker of `Email` tasks whose handler holds each task until 20 s pass (untracked: it
+/// cannot be stopped), with presence rewritten every 200 ms.
+async fn holding_worker(server: &NatsServer) -> jetq_consumer::Worker {
+    worker(server)
+        .settings(jetq_consumer::WorkerSettings {
+            presence_interval: Duration::from_millis(200),
+            ..fast_settings()
+        })
+        .handler(
+            |_email: Email, _ctx: jetq_consumer::TaskContext| async move {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                Ok::<(), jetq_consumer::TaskError>(())
+            },
+        )
+        .build()
+        .await
+        .expect("worker builds")
+}
+
+#[tokio::test]
+async fn tasks_page_by_state_with_detail_cancel_and_the_workers_page() {
+    init_logs();
+    let server = NatsServer::start().await;
+    provision(&server, &[("work", 1000), ("emails", 10)]).await;
+    let producer = producer(&server).await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let task = producer
+            .enqueue(&Job {
+                n,
+                note: String::new(),
+            })
+            .await
+            .unwrap();
+        ids.push(task.id);
+    }
+    let later = producer
+        .enqueue_in(Duration::from_secs(3600), &Email { to: "later".into() })
+        .await
+        .unwrap();
+    let (base, _stop) = serve(&server, config()).await;
+    let admin_auth = bearer(ADMIN);
+    let viewer = bearer(VIEWER);
+    let auth = [("Authorization", admin_auth.as_str())];
+    let view = [("Authorization", viewer.as_str())];
+    let change = [
+        ("Authorization", admin_auth.as_str()),
+        ("X-Jetq-Request", "1"),
+    ];
+
+    // Pending, 2 a page, through the page's own "Next page" link.
+    let mut seen = Vec::new();
+    let mut path = "/tasks?state=pending&queue=work&limit=2".to_owned();
+    for _ in 0..5 {
+        let page = http(&base, "GET", &path, &view).await;
+        assert_eq!(page.status, 200, "{path}: {}", page.body);
+        assert!(page.body.contains("id=\"read-only\""));
+        for id in &ids {
+            if page.body.contains(&format!("data-task=\"{id}\"")) {
+                seen.push(id.clone());
+            }
+        }
+        let Some(at) = page.body.find("id=\"next-page\"") else {
+            break;
+        };
+        let before = &page.body[..at];
+        let href = &before[before.rfind("href=\"").unwrap() + 6..];
+        let href = &href[..href.find('"').unwrap()];
+        path = format!("{}&limit=2", href.replace("&amp;", "&"));
+    }
+    assert_eq!(seen, ids, "every pending task once, in order");
+    // The JSON listing and the delayed tab.
+    let listed = http(&base, "GET", "/api/tasks?state=pending&queue=work", &view)
+        .await
+        .json();
+    assert_eq!(listed["tasks"].as_array().unwrap().len(), 5);
+    let delayed = http(&base, "GET", "/tasks?state=delayed", &view).await;
+    assert!(
+        delayed
+            .body
+            .contains(&format!("data-task=\"{}\"", later.id)),
+        "{}",
+        delayed.body
+    );
+    let bad = http(&base, "GET", "/tasks?state=queued", &view).await;
+    assert_eq!(bad.status, 400);
+
+    // The search box goes to the detail page.
+    let found = http(&base, "GET", &format!("/tasks?id={}", ids[0]), &view).await;
+    assert_eq!(found.status, 303, "{}", found.body);
+    assert_eq!(
+        found.header("location"),
+        Some(format!("/tasks/{}", ids[0]).as_str())
+    );
+    let detail = http(&base, "GET", &format!("/tasks/{}", ids[0]), &view).await;
+    assert_eq!(detail.status, 200, "{}", detail.body);
+    assert!(detail.body.contains("<b>pending</b>"), "{}", detail.body);
+    assert!(detail.body.contains("JETQ_TASKS"), "where it is");
+    assert!(
+        !detail.body.contains("data-cancel="),
+        "no button for a viewer"
+    );
+    let detail = http(&base, "GET", &format!("/tasks/{}", ids[0]), &auth).await;
+    assert!(detail.body.contains("data-cancel="), "{}", detail.body);
+    // A dead-lettered task: its dead letter's error and its trace id.
+    let js = raw_jetstream(&server).await;
+    write_dead(
+        &js,
+        &Letter {
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            ..Letter::new("work", "job", "01JTRACED")
+        },
+    )
+    .await;
+    let dead = http(&base, "GET", "/tasks/01JTRACED", &view).await;
+    assert_eq!(dead.status, 200, "{}", dead.body);
+    assert!(dead.body.contains("<b>dead</b>"), "{}", dead.body);
+    assert!(dead.body.contains("smtp refused"), "the error");
+    assert!(
+        dead.body.contains("4bf92f3577b34da6a3ce929d0e0e4736"),
+        "the trace id: {}",
+        dead.body
+    );
+    let unknown = http(&base, "GET", "/tasks/no-such-task", &view).await;
+    assert_eq!(unknown.status, 404);
+
+    // Cancel: refused to the viewer and without the console's header; done for the admin.
+    let cancel = format!("/api/tasks/{}/cancel", ids[0]);
+    let refused = http(
+        &base,
+        "POST",
+        &cancel,
+        &[("Authorization", viewer.as_str()), ("X-Jetq-Request", "1")],
+    )
+    .await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(http(&base, "POST", &cancel, &auth).await.status, 403);
+    let done = http(&base, "POST", &cancel, &change).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let report = done.json();
+    assert_eq!(report["outcome"], "deleted");
+    assert_eq!(report["was"], "pending");
+    assert_eq!(
+        http(&base, "GET", &format!("/tasks/{}", ids[0]), &auth)
+            .await
+            .status,
+        404
+    );
+    let delayed_cancel = http(
+        &base,
+        "POST",
+        &format!("/api/tasks/{}/cancel", later.id),
+        &change,
+    )
+    .await;
+    assert_eq!(delayed_cancel.status, 200, "{}", delayed_cancel.body);
+    assert_eq!(delayed_cancel.json()["was"], "delayed");
+
+    // A running untracked task: listed as running, on the workers page, and its cancel is
+    // refused with the typed reason (409).
+    let (stop_worker, run) = spawn_worker(holding_worker(&server).await);
+    let hold = producer
+        .enqueue(&Email { to: "hold".into() })
+        .await
+        .unwrap();
+    eventually(WAIT, "the held task listed as running", || {
+        let base = base.clone();
+        let id = hold.id.clone();
+        async move {
+            let page = http(&base, "GET", "/tasks?state=running", &view).await;
+            page.body
+                .contains(&format!("data-task=\"{id}\""))
+                .then_some(())
+        }
+    })
+    .await;
+    let workers = http(&base, "GET", "/workers", &view).await;
+    assert_eq!(workers.status, 200);
+    assert!(
+        workers.body.contains("id=\"workers-table\""),
+        "{}",
+        workers.body
+    );
+    assert!(workers.body.contains(&hold.id), "running task listed");
+    assert!(workers.body.contains("emails"), "its queues");
+    assert!(workers.body.contains(" ago<"), "heartbeat age");
+    let api = http(&base, "GET", "/api/workers", &view).await.json();
+    assert_eq!(api.as_array().unwrap().len(), 1);
+    let running = http(
+        &base,
+        "POST",
+        &format!("/api/tasks/{}/cancel", hold.id),
+        &change,
+    )
+    .await;
+    assert_eq!(running.status, 409, "{}", running.body);
+    assert!(
+        running.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be stopped"),
+        "{}",
+        running.body
+    );
+    let _ = stop_worker.send(());
+    let _ = within(Duration::from_secs(30), "the worker stops", run).await;
+}
+
+#[tokio::test]
+async fn schedules_pause_resume_and_run_now_from_the_console() {
+    init_logs();
+    let server = NatsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("schedules.yaml");
+    std::fs::write(
+        &file,
+        "schedules:\n  - name: nightly\n    cron: \"0 0 3 * * *\"\n    queue: work\n    task: job\n    args: {\"n\": 1}\n",
+    )
+    .unwrap();
+    let scheduler = RunningScheduler::start(scheduler(&server).schedules_file(&file)).await;
+    let (base, _stop) = serve(
+        &server,
+        DashboardConfig {
+            schedules_file: Some(file.clone()),
+            ..config()
+        },
+    )
+    .await;
+    let admin_auth = bearer(ADMIN);
+    let viewer = bearer(VIEWER);
+    let change = [
+        ("Authorization", admin_auth.as_str()),
+        ("X-Jetq-Request", "1"),
+    ];
+    let viewer_change = [("Authorization", viewer.as_str()), ("X-Jetq-Request", "1")];
+
+    let page = http(&base, "GET", "/schedules", &[("Authorization", &viewer)]).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("data-schedule=\"nightly\""));
+    assert!(!page.body.contains("data-schedule-action="), "no buttons");
+    for action in ["pause", "resume", "run"] {
+        let path = format!("/api/schedules/nightly/{action}");
+        assert_eq!(http(&base, "POST", &path, &viewer_change).await.status, 403);
+        assert_eq!(
+            http(&base, "POST", &path, &[("Authorization", &admin_auth)])
+                .await
+                .status,
+            403
+        );
+    }
+    let page = http(
+        &base,
+        "GET",
+        "/schedules",
+        &[("Authorization", &admin_auth)],
+    )
+    .await;
+    assert!(page.body.contains("data-schedule-action=\"pause\""));
+    assert!(page.body.contains(">active<"), "{}", page.body);
+
+    let paused = http(&base, "POST", "/api/schedules/nightly/pause", &change).await;
+    assert_eq!(paused.status, 200, "{}", paused.body);
+    assert_eq!(paused.json()["paused"], true);
+    let page = http(
+        &base,
+        "GET",
+        "/schedules",
+        &[("Authorization", &admin_auth)],
+    )
+    .await;
+    assert!(page.body.contains(">paused<"), "{}", page.body);
+    assert!(page.body.contains("by console:bearer"), "who paused it");
+    let resumed = http(&base, "POST", "/api/schedules/nightly/resume", &change).await;
+    assert_eq!(resumed.json()["paused"], false);
+
+    let run = http(&base, "POST", "/api/schedules/nightly/run", &change).await;
+    assert_eq!(run.status, 200, "{}", run.body);
+    let task_id = run.json()["task_id"].as_str().unwrap().to_owned();
+    assert!(task_id.starts_with("nightly:run:"));
+    let js = raw_jetstream(&server).await;
+    eventually(WAIT, "the run-now task", || {
+        let js = js.clone();
+        let task_id = task_id.clone();
+        async move {
+            let messages = stream_messages(&js, "JETQ_TASKS").await;
+            messages
+                .iter()
+                .any(|m| header(m, "Nats-Msg-Id").as_deref() == Some(task_id.as_str()))
+                .then_some(())
+        }
+    })
+    .await;
+    let bad = http(&base, "POST", "/api/schedules/Bad Name!/run", &change).await;
+    assert!(bad.status >= 400);
+    scheduler.kill().await;
 }

@@ -14,7 +14,12 @@
 //!   one letter with its attempts, arguments and headers;
 //! - `/limits` (`limits.rs`): flow control, with a **Release** button per entry;
 //! - `/catalog` (`catalog.rs`): the task types the workers published;
-//! - `/schedules`: the schedules file's schedules and their next fires;
+//! - `/tasks` (`tasks.rs`): tasks by state (pending, delayed, retrying, running, dead), paged
+//!   and filtered by queue and type, a search by id; `/tasks/{id}` one task (status, attempts
+//!   with errors, where it is, trace id) with **Cancel**;
+//! - `/workers` (`tasks.rs`): live workers, their running tasks and heartbeat age;
+//! - `/schedules`: the schedules file's schedules, next and last fire, paused state, with
+//!   **Pause** / **Resume** and **Run now**;
 //! - `/status?id=`: state, attempts, progress, result and history of a tracked task.
 //!
 //! ## Security
@@ -25,7 +30,8 @@
 //!   (`JETQ_DASHBOARD_READ_ONLY_TOKEN`) is a second token with the read-only role: it sees every
 //!   page and is refused every change. Without a token the dashboard only listens on a
 //!   loopback address unless `--no-auth` is given.
-//! - Changes (replay, discard, bulk jobs, pause, resume, release) are `POST` only, need the
+//! - Changes (replay, discard, bulk jobs, pause, resume, release, cancel, schedule pause,
+//!   resume and run) are `POST` only, need the
 //!   token like everything else, and must carry the header `X-Jetq-Request: 1` (which a
 //!   cross-site form cannot send) and, when the browser sends an `Origin`, come from the
 //!   dashboard's own origin.
@@ -39,6 +45,7 @@ mod jobs;
 mod limits;
 mod page;
 mod queues;
+mod tasks;
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -324,6 +331,17 @@ fn router(state: AppState) -> Router {
         .route("/catalog", get(catalog::page))
         .route("/schedules", get(schedules_page))
         .route("/status", get(status_page))
+        .route("/tasks", get(tasks::list_page))
+        .route("/tasks/{id}", get(tasks::detail_page))
+        .route("/workers", get(tasks::workers_page))
+        .route("/api/tasks", get(tasks::api_list))
+        .route("/api/tasks/{id}", get(tasks::api_one))
+        .route("/api/tasks/{id}/cancel", post(tasks::api_cancel))
+        .route("/api/workers", get(tasks::api_workers))
+        .route(
+            "/api/schedules/{name}/{action}",
+            post(tasks::api_schedule_action),
+        )
         .route("/api/overview", get(api_overview))
         .route("/api/queues", get(queues::api_queues))
         .route("/api/queues/{queue}/pause", post(queues::api_pause))

@@ -43,6 +43,12 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/schedules.html"),
     ),
     ("status.html", include_str!("../../templates/status.html")),
+    ("tasks.html", include_str!("../../templates/tasks.html")),
+    (
+        "task_detail.html",
+        include_str!("../../templates/task_detail.html"),
+    ),
+    ("workers.html", include_str!("../../templates/workers.html")),
 ];
 
 /// The style sheet, served at `/static/console.css`.
@@ -71,9 +77,19 @@ pub(super) const NAV: &[NavItem] = &[
         label: "Queues",
     },
     NavItem {
+        page: "tasks",
+        href: "/tasks",
+        label: "Tasks",
+    },
+    NavItem {
         page: "dead",
         href: "/dead",
         label: "Dead letters",
+    },
+    NavItem {
+        page: "workers",
+        href: "/workers",
+        label: "Workers",
     },
     NavItem {
         page: "limits",

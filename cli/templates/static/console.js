@@ -261,7 +261,52 @@
           }).catch(function (e) { done(); flash('Request failed: ' + e, false, 'bulk-status'); });
         })();
   }
+  // Cancel of one task (the task detail page): POST /api/tasks/<id>/cancel, then its outcome.
+  function cancelTask(button) {
+    var id = button.getAttribute('data-cancel');
+    if (!window.confirm('Cancel task ' + id + '? A queued, delayed or retrying task will not run; a tracked running one is asked to stop.')) { return; }
+    button.disabled = true;
+    post('/api/tasks/' + encodeURIComponent(id) + '/cancel').then(function (res) {
+      if (res.ok) {
+        var b = res.body, text = 'Cancel: ' + b.outcome + ' (was ' + b.was + ')';
+        if (b.state) { text += ', state ' + b.state; }
+        if (b.stream) { text += ', deleted from ' + b.stream + ' sequence ' + b.sequence; }
+        if (b.raced) { text += ' — a worker took it meanwhile: it may run once'; }
+        flash(text, true);
+        var st = document.getElementById('task-status');
+        if (st) { st.textContent = b.state || b.outcome; }
+      } else {
+        button.disabled = false;
+        flash((res.status === 409 ? 'Refused: ' : 'Cancel failed (' + res.status + '): ') + (res.body.error || ''), false);
+      }
+    }).catch(function (e) { button.disabled = false; flash('Request failed: ' + e, false); });
+  }
+  // Pause/Resume/Run now of a schedule (the Schedules page).
+  function scheduleAction(button) {
+    var name = button.getAttribute('data-schedule'), action = button.getAttribute('data-schedule-action');
+    var question = action === 'pause' ? 'Pause schedule ' + name + ' on every scheduler replica?'
+      : action === 'run' ? 'Run schedule ' + name + ' once now?' : null;
+    if (question && !window.confirm(question)) { return; }
+    button.disabled = true;
+    post('/api/schedules/' + encodeURIComponent(name) + '/' + action).then(function (res) {
+      button.disabled = false;
+      if (!res.ok) { flash(action + ' ' + name + ' failed (' + res.status + '): ' + (res.body.error || ''), false); return; }
+      if (action === 'run') { flash('Run now requested for ' + name + ': task ' + res.body.task_id, true); return; }
+      var row = button.closest('tr');
+      row.querySelectorAll('button[data-schedule-action]').forEach(function (b) {
+        var a = b.getAttribute('data-schedule-action');
+        if (a !== 'run') { b.hidden = (a === 'pause') === res.body.paused; }
+      });
+      var cell = row.querySelector('[data-field="state"]');
+      if (cell) { cell.textContent = res.body.paused ? 'paused' : 'active'; }
+      flash('Schedule ' + name + (res.body.paused ? ' paused' : ' resumed'), true);
+    }).catch(function (e) { button.disabled = false; flash('Request failed: ' + e, false); });
+  }
   document.addEventListener('click', function (e) {
+    var c = e.target.closest('button[data-cancel]');
+    if (c) { cancelTask(c); return; }
+    var s = e.target.closest('button[data-schedule-action]');
+    if (s) { scheduleAction(s); return; }
     var b = e.target.closest('button[data-action]');
     if (b) { act(b); return; }
     var r = e.target.closest('button[data-release]');
