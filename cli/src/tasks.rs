@@ -24,7 +24,7 @@ use async_nats::{
     jetstream::stream::{DirectGetErrorKind, Stream},
     HeaderMap,
 };
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use jetq_contract::{attempts::AttemptRecord, headers, NameKind, Priority, Subjects};
 use serde::Serialize;
 
@@ -278,7 +278,7 @@ impl Admin {
         }
         let filters = task_filters(&subjects, filter.queue.as_deref(), filter.task.as_deref());
         let mut reader = self
-            .read_from(&stream, filters, start, "the task stream")
+            .read_from(&stream, filters, start, limit + 1, "the task stream")
             .await?;
         while let Some(message) = reader.next().await? {
             if end.is_some_and(|end| message.sequence > end) {
@@ -349,7 +349,13 @@ impl Admin {
         let filters = delayed_filters(&subjects, filter.queue.as_deref(), filter.task.as_deref());
         let start = after.map_or(1, |a| a.saturating_add(1));
         let mut reader = self
-            .read_from(&stream, filters, start, "the delayed-task stream")
+            .read_from(
+                &stream,
+                filters,
+                start,
+                limit + 1,
+                "the delayed-task stream",
+            )
             .await?;
         while let Some(message) = reader.next().await? {
             let Some((_, token, task)) = subjects.parse_delayed(&message.subject) else {
@@ -503,6 +509,7 @@ impl Admin {
                 &stream,
                 task_filters(&subjects, queue, None),
                 start,
+                BATCH,
                 "the task stream",
             )
             .await?;
@@ -555,6 +562,7 @@ impl Admin {
                 &delayed,
                 delayed_filters(&subjects, queue, None),
                 1,
+                BATCH,
                 "the delayed-task stream",
             )
             .await?;
@@ -598,6 +606,7 @@ impl Admin {
         stream: &Stream,
         filters: Vec<String>,
         start: u64,
+        batch_size: usize,
         what: &'static str,
     ) -> Result<Reader, AdminError> {
         let mut stream = stream.clone();
@@ -607,16 +616,26 @@ impl Admin {
             .map_err(|err| AdminError::nats(format!("cannot read {what}"), err))?
             .state
             .last_sequence;
+        let batched = self
+            .server_version()
+            .filter(|version| *version >= jetq_contract::connect::Version::new(2, 11, 0))
+            .map(|_| Batched {
+                client: self.client().clone(),
+                size: batch_size.clamp(1, BATCH),
+                subject: format!("$JS.API.DIRECT.GET.{}", stream.cached_info().config.name),
+                wait: self.request_timeout(),
+            });
         Ok(Reader {
             cursors: filters
                 .into_iter()
                 .map(|filter| Cursor {
                     filter,
                     from: start.max(1),
-                    next: None,
+                    ahead: std::collections::VecDeque::new(),
                     done: start > last,
                 })
                 .collect(),
+            batched,
             stream,
             last,
             what,
@@ -638,18 +657,33 @@ struct Read {
     headers: HeaderMap,
 }
 
-/// One filter of a [`Reader`]: the next message on it, read ahead.
+/// One filter of a [`Reader`]: the messages on it read ahead.
 struct Cursor {
     filter: String,
     from: u64,
-    next: Option<Read>,
+    ahead: std::collections::VecDeque<Read>,
     done: bool,
 }
 
-/// A read of a stream by direct gets, several subject filters merged in sequence order, up to
-/// the last sequence the stream had when it started.
+/// The most messages one batched direct get asks for (nats-server 2.11+); a page asks for its
+/// limit and one more.
+const BATCH: usize = 1024;
+
+/// Batched direct gets (nats-server 2.11+): the client, the stream's direct-get subject and how
+/// long to wait for the next message of a batch.
+struct Batched {
+    client: async_nats::Client,
+    size: usize,
+    subject: String,
+    wait: Duration,
+}
+
+/// A read of a stream by direct gets (`next_by_subj`; batches of [`BATCH`] on 2.11+), several
+/// subject filters merged in sequence order, up to the last sequence the stream had when it
+/// started.
 struct Reader {
     stream: Stream,
+    batched: Option<Batched>,
     cursors: Vec<Cursor>,
     last: u64,
     what: &'static str,
@@ -657,37 +691,111 @@ struct Reader {
 
 impl Reader {
     async fn next(&mut self) -> Result<Option<Read>, AdminError> {
-        for cursor in &mut self.cursors {
-            if cursor.done || cursor.next.is_some() {
+        for i in 0..self.cursors.len() {
+            if self.cursors[i].done || !self.cursors[i].ahead.is_empty() {
                 continue;
             }
-            match self
-                .stream
-                .direct_get_next_for_subject(cursor.filter.as_str(), Some(cursor.from))
-                .await
-            {
-                Ok(message) if message.sequence <= self.last => {
-                    cursor.from = message.sequence + 1;
-                    cursor.next = Some(Read {
+            let (filter, from) = (self.cursors[i].filter.clone(), self.cursors[i].from);
+            let reads = match &self.batched {
+                Some(batched) => batch(batched, &filter, from, self.what).await?,
+                None => match self
+                    .stream
+                    .direct_get_next_for_subject(filter.as_str(), Some(from))
+                    .await
+                {
+                    Ok(message) => vec![Read {
                         sequence: message.sequence,
                         subject: message.subject.to_string(),
                         headers: message.headers,
-                    });
+                    }],
+                    Err(err) if err.kind() == DirectGetErrorKind::NotFound => Vec::new(),
+                    Err(err) => {
+                        return Err(AdminError::nats(format!("cannot read {}", self.what), err))
+                    }
+                },
+            };
+            let cursor = &mut self.cursors[i];
+            if reads.is_empty() {
+                cursor.done = true;
+            }
+            for read in reads {
+                if read.sequence > self.last {
+                    cursor.done = true;
+                    break;
                 }
-                Ok(_) => cursor.done = true,
-                Err(err) if err.kind() == DirectGetErrorKind::NotFound => cursor.done = true,
-                Err(err) => {
-                    return Err(AdminError::nats(format!("cannot read {}", self.what), err))
-                }
+                cursor.from = read.sequence + 1;
+                cursor.ahead.push_back(read);
             }
         }
         let lowest = self
             .cursors
             .iter_mut()
-            .filter(|cursor| cursor.next.is_some())
-            .min_by_key(|cursor| cursor.next.as_ref().map_or(u64::MAX, |read| read.sequence));
-        Ok(lowest.and_then(|cursor| cursor.next.take()))
+            .filter(|cursor| !cursor.ahead.is_empty())
+            .min_by_key(|cursor| cursor.ahead.front().map_or(u64::MAX, |read| read.sequence));
+        Ok(lowest.and_then(|cursor| cursor.ahead.pop_front()))
     }
+}
+
+/// One batched direct get: up to [`BATCH`] messages on `filter` from sequence `from`, ended by
+/// the server's `204 EOB` (none: `404`).
+async fn batch(
+    batched: &Batched,
+    filter: &str,
+    from: u64,
+    what: &str,
+) -> Result<Vec<Read>, AdminError> {
+    let failed = |err: String| AdminError::nats(format!("cannot read {what}"), err);
+    let inbox = batched.client.new_inbox();
+    let mut replies = batched
+        .client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|err| failed(err.to_string()))?;
+    let request = serde_json::json!({ "seq": from, "next_by_subj": filter, "batch": batched.size });
+    batched
+        .client
+        .publish_with_reply(batched.subject.clone(), inbox, request.to_string().into())
+        .await
+        .map_err(|err| failed(err.to_string()))?;
+    let mut reads = Vec::new();
+    loop {
+        let message = match tokio::time::timeout(batched.wait, replies.next()).await {
+            Ok(Some(message)) => message,
+            Ok(None) => break,
+            Err(_) => return Err(failed(format!("no answer within {:?}", batched.wait))),
+        };
+        match message.status {
+            Some(status) if status.as_u16() == 204 => break,
+            Some(status) if status == async_nats::StatusCode::NOT_FOUND => break,
+            Some(status) => {
+                return Err(failed(format!(
+                    "direct get answered {status}: {}",
+                    message.description.unwrap_or_default()
+                )))
+            }
+            None => {}
+        }
+        let headers = message.headers.unwrap_or_default();
+        let sequence = headers
+            .get("Nats-Sequence")
+            .and_then(|v| v.as_str().parse::<u64>().ok())
+            .ok_or_else(|| failed("a direct get reply without Nats-Sequence".into()))?;
+        let subject = headers
+            .get("Nats-Subject")
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        reads.push(Read {
+            sequence,
+            subject,
+            headers,
+        });
+        if reads.len() >= batched.size {
+            // The EOB follows; not waiting for it is fine (the subscription ends here).
+            break;
+        }
+    }
+    let _ = replies.unsubscribe().await;
+    Ok(reads)
 }
 
 /// The task-stream subjects of `queue`'s levels (or every queue), of task type `task` (or all).
