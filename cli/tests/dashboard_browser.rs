@@ -1,7 +1,8 @@
 //! The console in a real headless Chromium (Debian's `/usr/bin/chromium`, driven by
 //! playwright-core from `cli/tests/browser`), at 1,400 px and at a phone's 390 px: every page
-//! (overview, queues, dead letters, a dead letter, limits, task types, schedules) fits the
-//! window; it pauses and resumes a queue, replays and discards a dead letter, filters and pages,
+//! (overview, queues, dead letters, a dead letter, limits, task types, schedules, tasks, a task,
+//! workers) fits the window; it finds a delayed task by the search box and cancels it, pauses,
+//! resumes and runs a schedule now, pauses and resumes a queue, replays and discards a dead letter, filters and pages,
 //! retries and discards every letter of a filter in bulk (confirmation with the count, progress,
 //! result) and releases a unique key, by clicking; a read-only token sees every page without a
 //! button and is refused every change; without the token everything is refused. Screenshots
@@ -209,6 +210,55 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
          queue: work\n    task: job\n    args: { n: 1 }\n",
     )
     .unwrap();
+    // The Schedules page's Pause/Resume/Run now need a scheduler (its state bucket).
+    let scheduler =
+        RunningScheduler::start(scheduler(&server).schedules_file(&schedules_file)).await;
+    // A delayed task, found by the search box and cancelled by clicking.
+    let delayed = producer
+        .enqueue_in(
+            Duration::from_secs(3600),
+            &Email {
+                to: "later@example.com".into(),
+            },
+        )
+        .await
+        .unwrap();
+    // A live worker as the Workers page shows it: its presence record written per protocol
+    // (PROTOCOL §14) and rewritten every second while the browser runs.
+    let presence = topology
+        .ensure_bucket(jetq_contract::presence::bucket_config(&topology))
+        .await
+        .unwrap();
+    let started =
+        jetq_contract::time::format(std::time::SystemTime::now() - Duration::from_secs(75));
+    let heartbeat = tokio::spawn(async move {
+        loop {
+            let record = jetq_contract::presence::WorkerRecord {
+                id: "web-7f9c-4242-01JQ7ZQ4W0WORKER000000000".into(),
+                host: "web-7f9c".into(),
+                pid: 4242,
+                version: "0.1.0".into(),
+                prefix: "jetq".into(),
+                queues: vec!["work".into(), "emails".into()],
+                concurrency: 8,
+                started_at: started.clone(),
+                heartbeat_at: jetq_contract::time::now(),
+                running: vec![jetq_contract::presence::RunningTask {
+                    id: "01JQ7ZQ4W0RUN00000000000R7".into(),
+                    queue: "work".into(),
+                    task: "job".into(),
+                    sequence: 999_999,
+                    started_at: started.clone(),
+                    attempt: 2,
+                }],
+                running_count: 1,
+            };
+            let _ = presence
+                .put(&record.id, serde_json::to_vec(&record).unwrap().into())
+                .await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
     let dashboard = start_dashboard(
         &server,
         &[
@@ -244,6 +294,9 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
         )
         .env("PHONE_BULK_QUERY", "queue=mobile")
         .env("PAUSE_QUEUE", "work")
+        .env("CANCEL_TASK", &delayed.id)
+        .env("DEAD_TASK", "01JQ7ZQ4W0LONG0000000000C3")
+        .env("SCHEDULE", "nightly-report")
         .env("SCREENSHOT_DIR", &shots)
         .env("CHROMIUM", &chromium)
         .stdin(Stdio::null())
@@ -406,9 +459,96 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
     assert!(text("schedules_text").contains("nightly-report"));
     assert!(text("catalog_text").contains("Task types"));
 
+    // Tasks: listed by state, found by id, cancelled by clicking.
+    let listed: Vec<&str> = seen["tasks_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(listed.len() >= 6, "{seen:#}");
+    assert!(listed.contains(&unique_holder.as_str()));
+    assert_eq!(seen["delayed_rows"], serde_json::json!([delayed.id]));
+    assert!(text("task_detail_text").contains("delayed"), "{seen:#}");
+    assert!(text("cancel_dialog").contains(&delayed.id));
+    let cancelled = text("cancel_flash");
+    assert!(
+        cancelled.contains("deleted") && cancelled.contains("was delayed"),
+        "{cancelled}"
+    );
+    assert!(
+        admin(&server)
+            .await
+            .tasks(
+                &jetq_cli::tasks::TaskFilter {
+                    state: jetq_cli::tasks::ListState::Delayed,
+                    queue: None,
+                    task: None,
+                },
+                &jetq_cli::tasks::PageRequest {
+                    limit: 10,
+                    after: None
+                },
+            )
+            .await
+            .unwrap()
+            .tasks
+            .is_empty(),
+        "the delayed task is gone"
+    );
+    let dead_task = text("dead_task_text");
+    assert!(dead_task.contains("dead"), "{dead_task}");
+    assert!(
+        dead_task.contains("connection reset by peer"),
+        "{dead_task}"
+    );
+    // Workers.
+    let workers = text("workers_text");
+    for expected in [
+        "web-7f9c",
+        "pid 4242",
+        "0.1.0",
+        "work, emails",
+        "01JQ7ZQ4W0RUN00000000000R7",
+        "attempt 2",
+        "ago",
+    ] {
+        assert!(workers.contains(expected), "{expected}: {workers}");
+    }
+    // Schedules: paused (who and when shown), resumed, run now once.
+    assert!(text("schedule_pause_dialog").contains("nightly-report"));
+    assert!(text("schedule_paused_row").contains("paused"), "{seen:#}");
+    assert!(
+        text("schedule_paused_row").contains("by console:ops"),
+        "{seen:#}"
+    );
+    assert!(text("schedule_resumed_flash").contains("resumed"));
+    let run = text("schedule_run_flash");
+    let run_id = run
+        .split("task ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{run}"))
+        .trim()
+        .to_owned();
+    assert!(run_id.starts_with("nightly-report:run:"), "{run}");
+    eventually(WAIT, "the run-now task", || {
+        let js = js.clone();
+        let run_id = run_id.clone();
+        async move {
+            task_messages(&js)
+                .await
+                .iter()
+                .any(|m| header(m, headers::MSG_ID).as_deref() == Some(run_id.as_str()))
+                .then_some(())
+        }
+    })
+    .await;
+    heartbeat.abort();
+    scheduler.kill().await;
+
     // The read-only token: every page, no button, every change refused.
     let viewer = seen["viewer"].as_object().unwrap();
-    assert_eq!(viewer.len(), 7);
+    assert_eq!(viewer.len(), 11);
     for (page, seen_page) in viewer {
         assert_eq!(seen_page["status"], 200, "{page}");
         assert_eq!(seen_page["badge"], 1, "{page}");
@@ -471,7 +611,7 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
 }
 
 /// The screenshots the script takes (kept in docs/ with `JETQ_UPDATE_DOCS_SCREENSHOT=1`).
-const SCREENSHOTS: [&str; 11] = [
+const SCREENSHOTS: [&str; 19] = [
     "console-overview.png",
     "console-queues.png",
     "console-dead.png",
@@ -483,4 +623,12 @@ const SCREENSHOTS: [&str; 11] = [
     "console-phone-queues.png",
     "console-phone-dead.png",
     "console-phone-dead-detail.png",
+    "console-tasks.png",
+    "console-task-detail.png",
+    "console-workers.png",
+    "console-schedules-paused.png",
+    "console-phone-tasks.png",
+    "console-phone-task-detail.png",
+    "console-phone-workers.png",
+    "console-phone-schedules.png",
 ];

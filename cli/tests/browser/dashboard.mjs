@@ -16,6 +16,9 @@
 //   BULK_DISCARD_QUERY the /dead filter whose letters are discarded in bulk (desktop)
 //   PHONE_BULK_QUERY  the /dead filter whose letters are discarded in bulk at phone width
 //   PAUSE_QUEUE       the queue paused and resumed by clicking
+//   CANCEL_TASK       a delayed task: found by the search box, cancelled by clicking
+//   DEAD_TASK         the id of a dead-lettered task (its detail page)
+//   SCHEDULE          the schedule paused, resumed and run now by clicking
 //   SCREENSHOT_DIR    where to write console-*.png
 //   CHROMIUM          the browser (default /usr/bin/chromium)
 
@@ -41,11 +44,16 @@ const bulkRetryQuery = env('BULK_RETRY_QUERY');
 const bulkDiscardQuery = env('BULK_DISCARD_QUERY');
 const phoneBulkQuery = env('PHONE_BULK_QUERY');
 const pauseQueue = env('PAUSE_QUEUE');
+const cancelTask = env('CANCEL_TASK');
+const deadTask = env('DEAD_TASK');
+const schedule = env('SCHEDULE');
 const shots = env('SCREENSHOT_DIR');
 const WAIT = 30000;
 const DESKTOP = { width: 1400, height: 900 };
 const PHONE = { width: 390, height: 844 };
-const PAGES = ['/', '/queues', '/dead', `/dead/${detailSeq}`, '/limits', '/catalog', '/schedules'];
+const PAGES = ['/', '/queues', '/dead', `/dead/${detailSeq}`, '/limits', '/catalog', '/schedules',
+  '/tasks', '/tasks?state=dead', `/tasks/${deadTask}`, '/workers'];
+const pageKey = (path) => (path === `/dead/${detailSeq}` ? '/dead/detail' : path === `/tasks/${deadTask}` ? '/tasks/detail' : path);
 
 const browser = await chromium.launch({
   executablePath: env('CHROMIUM', '/usr/bin/chromium'),
@@ -274,6 +282,59 @@ try {
   out.widths['desktop /schedules'] = await widths(page);
   await page.screenshot({ path: `${shots}/console-schedules.png`, fullPage: true });
 
+  // Tasks: the state tabs, the search box, a task's detail and its Cancel (it asks first).
+  await page.goto(`${url}/tasks?state=pending`, { timeout: WAIT });
+  out.tasks_rows = await page.$$eval('#tasks-table tbody tr', (rows) => rows.map((r) => r.getAttribute('data-task')));
+  out.widths['desktop /tasks'] = await widths(page);
+  await page.screenshot({ path: `${shots}/console-tasks.png`, fullPage: true });
+  await Promise.all([page.waitForURL(/state=delayed/, { timeout: WAIT }), page.click('nav.tabs a[data-state="delayed"]')]);
+  out.delayed_rows = await page.$$eval('#tasks-table tbody tr', (rows) => rows.map((r) => r.getAttribute('data-task')));
+  await page.fill('#task-search input[name="id"]', cancelTask);
+  await Promise.all([page.waitForURL(new RegExp(`/tasks/${cancelTask}$`), { timeout: WAIT }), page.click('#task-search button[type="submit"]')]);
+  out.task_detail_text = await page.locator('#task-detail').innerText();
+  out.widths['desktop /tasks/id'] = await widths(page);
+  await page.screenshot({ path: `${shots}/console-task-detail.png`, fullPage: true });
+  page.once('dialog', (dialog) => {
+    out.cancel_dialog = dialog.message();
+    dialog.accept();
+  });
+  await page.click(`button[data-cancel="${cancelTask}"]`, { timeout: WAIT });
+  await page.locator('#flash.ok').waitFor({ timeout: WAIT });
+  out.cancel_flash = await page.locator('#flash').innerText();
+  await page.goto(`${url}/tasks/${deadTask}`, { timeout: WAIT });
+  out.dead_task_text = await page.locator('#task-detail').innerText();
+  out.widths['desktop /tasks/dead'] = await widths(page);
+
+  // Workers.
+  await page.goto(`${url}/workers`, { timeout: WAIT });
+  out.workers_text = await page.locator('#workers').innerText();
+  out.widths['desktop /workers'] = await widths(page);
+  await page.screenshot({ path: `${shots}/console-workers.png`, fullPage: true });
+
+  // Schedules: pause, resume and run now by clicking.
+  await page.goto(`${url}/schedules`, { timeout: WAIT });
+  const srow = `#schedule-table tr[data-schedule="${schedule}"]`;
+  page.once('dialog', (d) => {
+    out.schedule_pause_dialog = d.message();
+    d.accept();
+  });
+  await page.click(`${srow} button[data-schedule-action="pause"]`, { timeout: WAIT });
+  await page.waitForFunction((sel) => document.querySelector(`${sel} [data-field="state"]`).textContent.trim() === 'paused', srow, { timeout: WAIT });
+  out.schedule_paused_flash = await page.locator('#flash').innerText();
+  await page.reload({ timeout: WAIT });
+  out.schedule_paused_row = await page.locator(srow).innerText();
+  await page.screenshot({ path: `${shots}/console-schedules-paused.png`, fullPage: true });
+  await page.click(`${srow} button[data-schedule-action="resume"]`, { timeout: WAIT });
+  await page.waitForFunction((sel) => document.querySelector(`${sel} [data-field="state"]`).textContent.trim() === 'active', srow, { timeout: WAIT });
+  out.schedule_resumed_flash = await page.locator('#flash').innerText();
+  page.once('dialog', (d) => {
+    out.schedule_run_dialog = d.message();
+    d.accept();
+  });
+  await page.click(`${srow} button[data-schedule-action="run"]`, { timeout: WAIT });
+  await page.waitForFunction(() => document.getElementById('flash').textContent.indexOf('Run now requested') === 0, null, { timeout: WAIT });
+  out.schedule_run_flash = await page.locator('#flash').innerText();
+
   // Even with the token, a change without the console's own header is refused.
   const forged = await context.request.post(`${url}/api/dead/${detailSeq}/replay`, { timeout: WAIT });
   out.forged_status = forged.status();
@@ -291,7 +352,7 @@ try {
   for (const path of PAGES) {
     await mobile.goto(`${url}${path}`, { timeout: WAIT });
     await mobile.locator('main section').first().waitFor({ timeout: WAIT });
-    out.widths[`phone ${path === `/dead/${detailSeq}` ? '/dead/detail' : path}`] = await widths(mobile);
+    out.widths[`phone ${pageKey(path)}`] = await widths(mobile);
   }
   await mobile.goto(`${url}/`, { timeout: WAIT });
   await mobile.waitForFunction(() => document.querySelectorAll('#chart-backlog polyline').length >= 2, null, { timeout: WAIT });
@@ -304,6 +365,14 @@ try {
   await mobile.goto(`${url}/queues`, { timeout: WAIT });
   await mobile.screenshot({ path: `${shots}/console-phone-queues.png`, fullPage: true });
   await pauseResume(mobile, out, 'phone');
+  await mobile.goto(`${url}/tasks?state=dead`, { timeout: WAIT });
+  await mobile.screenshot({ path: `${shots}/console-phone-tasks.png`, fullPage: true });
+  await mobile.goto(`${url}/tasks/${deadTask}`, { timeout: WAIT });
+  await mobile.screenshot({ path: `${shots}/console-phone-task-detail.png`, fullPage: true });
+  await mobile.goto(`${url}/workers`, { timeout: WAIT });
+  await mobile.screenshot({ path: `${shots}/console-phone-workers.png`, fullPage: true });
+  await mobile.goto(`${url}/schedules`, { timeout: WAIT });
+  await mobile.screenshot({ path: `${shots}/console-phone-schedules.png`, fullPage: true });
   await mobile.goto(`${url}/dead`, { timeout: WAIT });
   await mobile.screenshot({ path: `${shots}/console-phone-dead.png`, fullPage: true });
   await mobile.screenshot({ path: `${shots}/phone-dead-top.png` });
@@ -326,10 +395,10 @@ try {
   out.viewer = {};
   for (const path of PAGES) {
     const r = await view.goto(`${url}${path}`, { timeout: WAIT });
-    out.viewer[path === `/dead/${detailSeq}` ? '/dead/detail' : path] = {
+    out.viewer[pageKey(path)] = {
       status: r.status(),
       badge: await view.locator('#read-only').count(),
-      buttons: await view.locator('button[data-action], button[data-bulk], button[data-queue-action], button[data-release]').count(),
+      buttons: await view.locator('button[data-action], button[data-bulk], button[data-queue-action], button[data-release], button[data-cancel], button[data-schedule-action]').count(),
     };
   }
   await view.goto(`${url}/dead`, { timeout: WAIT });
@@ -341,6 +410,9 @@ try {
       '/api/dead/bulk?action=discard',
       '/api/queues/work/pause',
       '/api/limits/release?entry=x',
+      `/api/tasks/${seq}/cancel`,
+      '/api/schedules/nightly-report/pause',
+      '/api/schedules/nightly-report/run',
     ];
     const seen = {};
     for (const p of paths) {
