@@ -415,7 +415,6 @@ pub enum TaskRetention {
     /// WorkQueue retention: the server deletes a task when it is acked — one write and, under
     /// `sync_interval: always`, one fsync per task.
     #[default]
-    #[serde(alias = "work_queue", alias = "work-queue")]
     WorkQueue,
     /// Limits retention: an ack only moves the durable's ack floor (memory), and workers purge
     /// each queue's tasks below its floor in bulk every `JETQ_PURGE_INTERVAL` — one fsync per
@@ -428,7 +427,7 @@ impl std::str::FromStr for TaskRetention {
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
         match value.trim().to_ascii_lowercase().as_str() {
-            "workqueue" | "work_queue" | "work-queue" => Ok(TaskRetention::WorkQueue),
+            "workqueue" => Ok(TaskRetention::WorkQueue),
             "limits" => Ok(TaskRetention::Limits),
             other => Err(format!(
                 "unknown task retention {other:?}: use \"workqueue\" or \"limits\""
@@ -601,6 +600,7 @@ mod tests {
         let err = StreamSettings::from_env_iter(vars(&[("JETQ_TASK_RETENTION", "interest")]))
             .unwrap_err();
         assert!(err.to_string().contains("JETQ_TASK_RETENTION"), "{err}");
+        assert!(err.to_string().contains(r#""workqueue", "limits""#), "{err}");
     }
 
     /// Every primitive type's error names the variable, the refused value and the accepted

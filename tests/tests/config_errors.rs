@@ -31,6 +31,8 @@ fn worker_cases() -> Vec<Case> {
         case("JETQ_PRESENCE_INTERVAL", "10ms", "at least 100ms"),
         case("JETQ_QUEUES", "emails,bad queue", "JETQ_QUEUES"),
         boolean("JETQ_JANITOR"),
+        duration("JETQ_PURGE_INTERVAL"),
+        case("JETQ_PURGE_INTERVAL", "1ms", "at least 10ms"),
     ]);
     cases
 }
