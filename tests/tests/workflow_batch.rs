@@ -420,14 +420,6 @@ async fn a_nested_batch_reaches_its_parent_when_a_worker_dies_in_between() {
     let mut observer = observe(&server).await;
     let producer = producer(&server).await;
     let js = raw_jetstream(&server).await;
-    // Exits after the child's callbacks fired, before the parent counts the child.
-    let mut a = spawn(
-        &server,
-        "dies",
-        &[("JETQ_TEST_FAULT", "before_parent")],
-        &mut observer.ready,
-    )
-    .await;
     let mut parent = producer.batch(BatchOptions::new().id("outer").keep_open());
     for job in jobs(2, "") {
         parent = parent.add(&job);
@@ -448,6 +440,17 @@ async fn a_nested_batch_reaches_its_parent_when_a_worker_dies_in_between() {
         .await
         .unwrap();
     producer.batch_close("outer").await.unwrap();
+    // Started once both batches are enqueued and closed: a worker that finished the child's
+    // members before the producer closed the child would leave the firing to the producer's
+    // close, and never reach the fault point (seen under load).
+    // Exits after the child's callbacks fired, before the parent counts the child.
+    let mut a = spawn(
+        &server,
+        "dies",
+        &[("JETQ_TEST_FAULT", "before_parent")],
+        &mut observer.ready,
+    )
+    .await;
     let status = within(Duration::from_secs(30), "the worker to die", a.wait())
         .await
         .unwrap();
