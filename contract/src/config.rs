@@ -600,7 +600,10 @@ mod tests {
         let err = StreamSettings::from_env_iter(vars(&[("JETQ_TASK_RETENTION", "interest")]))
             .unwrap_err();
         assert!(err.to_string().contains("JETQ_TASK_RETENTION"), "{err}");
-        assert!(err.to_string().contains(r#""workqueue", "limits""#), "{err}");
+        assert!(
+            err.to_string().contains(r#""workqueue", "limits""#),
+            "{err}"
+        );
     }
 
     /// Every primitive type's error names the variable, the refused value and the accepted
