@@ -65,7 +65,11 @@ pub(crate) fn connection_and_stream_cases() -> Vec<Case> {
         number("JETQ_DEAD_MAX_BYTES"),
         duration("JETQ_STATUS_TTL"),
         number("JETQ_ARTIFACTS_MAX_BYTES"),
-        case("JETQ_TASK_RETENTION", "interest", "\"workqueue\", \"limits\""),
+        case(
+            "JETQ_TASK_RETENTION",
+            "interest",
+            "\"workqueue\", \"limits\"",
+        ),
     ]
 }
 
