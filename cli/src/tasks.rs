@@ -20,15 +20,18 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use async_nats::{
-    jetstream::stream::{DirectGetErrorKind, Stream},
-    HeaderMap,
-};
-use futures::{StreamExt, TryStreamExt};
+use async_nats::{jetstream::stream::Stream, HeaderMap};
+use futures::TryStreamExt;
 use jetq_contract::{attempts::AttemptRecord, headers, NameKind, Priority, Subjects};
 use serde::Serialize;
 
 use crate::{admin::Admin, dead::DeadFilter, error::AdminError};
+
+mod detail;
+mod reader;
+
+pub use detail::TaskDetail;
+use reader::BATCH;
 
 /// A state `jetq tasks list` can list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -597,50 +600,6 @@ impl Admin {
         }
         Ok(None)
     }
-
-    /// Starts a read of `stream` from sequence `start` on subjects `filters`, by direct gets
-    /// (`next_by_subj`, one per message; a WorkQueue stream allows no second consumer), the
-    /// filters merged in sequence order, up to the last sequence the stream has now.
-    async fn read_from(
-        &self,
-        stream: &Stream,
-        filters: Vec<String>,
-        start: u64,
-        batch_size: usize,
-        what: &'static str,
-    ) -> Result<Reader, AdminError> {
-        let mut stream = stream.clone();
-        let last = stream
-            .info()
-            .await
-            .map_err(|err| AdminError::nats(format!("cannot read {what}"), err))?
-            .state
-            .last_sequence;
-        let batched = self
-            .server_version()
-            .filter(|version| *version >= jetq_contract::connect::Version::new(2, 11, 0))
-            .map(|_| Batched {
-                client: self.client().clone(),
-                size: batch_size.clamp(1, BATCH),
-                subject: format!("$JS.API.DIRECT.GET.{}", stream.cached_info().config.name),
-                wait: self.request_timeout(),
-            });
-        Ok(Reader {
-            cursors: filters
-                .into_iter()
-                .map(|filter| Cursor {
-                    filter,
-                    from: start.max(1),
-                    ahead: std::collections::VecDeque::new(),
-                    done: start > last,
-                })
-                .collect(),
-            batched,
-            stream,
-            last,
-            what,
-        })
-    }
 }
 
 fn search_too_long(id: &str) -> AdminError {
@@ -648,154 +607,6 @@ fn search_too_long(id: &str) -> AdminError {
         "task {id}: not found in the first {MAX_SEARCH} stored tasks; narrow the search with \
          --queue"
     ))
-}
-
-/// One message read by a [`Reader`].
-struct Read {
-    sequence: u64,
-    subject: String,
-    headers: HeaderMap,
-}
-
-/// One filter of a [`Reader`]: the messages on it read ahead.
-struct Cursor {
-    filter: String,
-    from: u64,
-    ahead: std::collections::VecDeque<Read>,
-    done: bool,
-}
-
-/// The most messages one batched direct get asks for (nats-server 2.11+); a page asks for its
-/// limit and one more.
-const BATCH: usize = 1024;
-
-/// Batched direct gets (nats-server 2.11+): the client, the stream's direct-get subject and how
-/// long to wait for the next message of a batch.
-struct Batched {
-    client: async_nats::Client,
-    size: usize,
-    subject: String,
-    wait: Duration,
-}
-
-/// A read of a stream by direct gets (`next_by_subj`; batches of [`BATCH`] on 2.11+), several
-/// subject filters merged in sequence order, up to the last sequence the stream had when it
-/// started.
-struct Reader {
-    stream: Stream,
-    batched: Option<Batched>,
-    cursors: Vec<Cursor>,
-    last: u64,
-    what: &'static str,
-}
-
-impl Reader {
-    async fn next(&mut self) -> Result<Option<Read>, AdminError> {
-        for i in 0..self.cursors.len() {
-            if self.cursors[i].done || !self.cursors[i].ahead.is_empty() {
-                continue;
-            }
-            let (filter, from) = (self.cursors[i].filter.clone(), self.cursors[i].from);
-            let reads = match &self.batched {
-                Some(batched) => batch(batched, &filter, from, self.what).await?,
-                None => match self
-                    .stream
-                    .direct_get_next_for_subject(filter.as_str(), Some(from))
-                    .await
-                {
-                    Ok(message) => vec![Read {
-                        sequence: message.sequence,
-                        subject: message.subject.to_string(),
-                        headers: message.headers,
-                    }],
-                    Err(err) if err.kind() == DirectGetErrorKind::NotFound => Vec::new(),
-                    Err(err) => {
-                        return Err(AdminError::nats(format!("cannot read {}", self.what), err))
-                    }
-                },
-            };
-            let cursor = &mut self.cursors[i];
-            if reads.is_empty() {
-                cursor.done = true;
-            }
-            for read in reads {
-                if read.sequence > self.last {
-                    cursor.done = true;
-                    break;
-                }
-                cursor.from = read.sequence + 1;
-                cursor.ahead.push_back(read);
-            }
-        }
-        let lowest = self
-            .cursors
-            .iter_mut()
-            .filter(|cursor| !cursor.ahead.is_empty())
-            .min_by_key(|cursor| cursor.ahead.front().map_or(u64::MAX, |read| read.sequence));
-        Ok(lowest.and_then(|cursor| cursor.ahead.pop_front()))
-    }
-}
-
-/// One batched direct get: up to [`BATCH`] messages on `filter` from sequence `from`, ended by
-/// the server's `204 EOB` (none: `404`).
-async fn batch(
-    batched: &Batched,
-    filter: &str,
-    from: u64,
-    what: &str,
-) -> Result<Vec<Read>, AdminError> {
-    let failed = |err: String| AdminError::nats(format!("cannot read {what}"), err);
-    let inbox = batched.client.new_inbox();
-    let mut replies = batched
-        .client
-        .subscribe(inbox.clone())
-        .await
-        .map_err(|err| failed(err.to_string()))?;
-    let request = serde_json::json!({ "seq": from, "next_by_subj": filter, "batch": batched.size });
-    batched
-        .client
-        .publish_with_reply(batched.subject.clone(), inbox, request.to_string().into())
-        .await
-        .map_err(|err| failed(err.to_string()))?;
-    let mut reads = Vec::new();
-    loop {
-        let message = match tokio::time::timeout(batched.wait, replies.next()).await {
-            Ok(Some(message)) => message,
-            Ok(None) => break,
-            Err(_) => return Err(failed(format!("no answer within {:?}", batched.wait))),
-        };
-        match message.status {
-            Some(status) if status.as_u16() == 204 => break,
-            Some(status) if status == async_nats::StatusCode::NOT_FOUND => break,
-            Some(status) => {
-                return Err(failed(format!(
-                    "direct get answered {status}: {}",
-                    message.description.unwrap_or_default()
-                )))
-            }
-            None => {}
-        }
-        let headers = message.headers.unwrap_or_default();
-        let sequence = headers
-            .get("Nats-Sequence")
-            .and_then(|v| v.as_str().parse::<u64>().ok())
-            .ok_or_else(|| failed("a direct get reply without Nats-Sequence".into()))?;
-        let subject = headers
-            .get("Nats-Subject")
-            .map(|v| v.as_str().to_owned())
-            .unwrap_or_default();
-        reads.push(Read {
-            sequence,
-            subject,
-            headers,
-        });
-        if reads.len() >= batched.size {
-            // The EOB follows; not waiting for it is fine (the subscription ends here).
-            break;
-        }
-    }
-    let _ = replies.unsubscribe().await;
-    Ok(reads)
 }
 
 /// The task-stream subjects of `queue`'s levels (or every queue), of task type `task` (or all).
@@ -902,104 +713,5 @@ mod tests {
             delayed_filters(&subjects, Some("emails"), Some("send"))[1],
             "jetq.delayed.*.emails.send"
         );
-    }
-}
-
-/// Everything known about one task id (`jetq tasks show`).
-#[derive(Debug, Clone, Serialize)]
-pub struct TaskDetail {
-    /// The task id.
-    pub id: String,
-    /// Its status record, if it is tracked.
-    pub status: Option<jetq_contract::TaskStatus>,
-    /// Where it waits, if it is queued, in flight or delayed.
-    pub location: Option<TaskLocation>,
-    /// Its attempt record (hand-backs and failed attempts), if it is in the task stream.
-    pub attempts: Option<AttemptRecord>,
-    /// Running now on this worker, if presence lists it.
-    pub worker: Option<String>,
-    /// Its dead letters (sequence, reason, error), if any.
-    pub dead_letters: Vec<TaskSummary>,
-}
-
-impl Admin {
-    /// Everything known about task `id`: status record, where it waits, attempt record, the
-    /// worker running it, dead letters. [`AdminError::NotFound`] if nothing is known.
-    pub async fn task_detail(
-        &self,
-        id: &str,
-        queue: Option<&str>,
-    ) -> Result<TaskDetail, AdminError> {
-        let status = match self.task_status(id).await {
-            Ok(status) => Some(status),
-            Err(err) if err.kind() == crate::ErrorKind::NotFound => None,
-            Err(err) => return Err(err),
-        };
-        let location = self.find_task(id, queue).await?;
-        let attempts = match location.as_ref().filter(|l| l.place != "delayed") {
-            Some(found) => match self
-                .optional_bucket(&self.subjects().attempts_bucket())
-                .await?
-            {
-                Some(store) => store
-                    .get(found.task.sequence.to_string())
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|value| AttemptRecord::from_json(&value).ok()),
-                None => None,
-            },
-            None => None,
-        };
-        let worker = self.workers().await?.into_iter().find_map(|worker| {
-            worker
-                .record
-                .running
-                .iter()
-                .any(|task| task.id == id)
-                .then(|| worker.record.id.clone())
-        });
-        let stream = self.subjects().dead_stream();
-        let dead_letters: Vec<TaskSummary> = self
-            .dead_letters_of_task(id)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .map(|dead| TaskSummary {
-                state: ListState::Dead,
-                id: dead.task_id,
-                queue: dead.queue,
-                task: dead.task,
-                priority: header(&dead.raw_headers, headers::PRIORITY)
-                    .unwrap_or_else(|| Priority::Normal.as_str().to_owned()),
-                stream: stream.clone(),
-                sequence: dead.sequence,
-                enqueued_at: dead.enqueued_at,
-                not_before: None,
-                attempt: dead.attempts,
-                error: dead.error,
-                reason: dead.reason,
-                worker: None,
-                started_at: None,
-            })
-            .collect();
-        if status.is_none() && location.is_none() && worker.is_none() && dead_letters.is_empty() {
-            return Err(AdminError::not_found(
-                format!("task {id}"),
-                Some(
-                    "not tracked, not queued, in flight or delayed, not running and not \
-                     dead-lettered (finished untracked tasks leave no trace)"
-                        .into(),
-                ),
-            ));
-        }
-        Ok(TaskDetail {
-            id: id.to_owned(),
-            status,
-            location,
-            attempts,
-            worker,
-            dead_letters,
-        })
     }
 }
