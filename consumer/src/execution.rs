@@ -33,8 +33,10 @@ use crate::{
 };
 use jetq_contract::workflow::MemberOutcome;
 
-/// Longest delay between hand-backs of a task whose type no worker knows.
-const UNKNOWN_TASK_MAX_DELAY: Duration = Duration::from_secs(30);
+mod overrides;
+mod unknown_task;
+
+use overrides::overrides;
 
 /// How one attempt ended.
 enum Outcome {
@@ -685,83 +687,6 @@ impl Executor {
             }
         }
     }
-
-    /// A task type no handler is registered for: during a rolling deploy a newer producer may
-    /// be ahead of the workers, so hand it back with a delay until the grace period (or the
-    /// deliveries) run out, then dead-letter it.
-    async fn unknown_task(&self, message: jetstream::Message, delivery: Delivery<'_>) {
-        let age = SystemTime::now()
-            .duration_since(delivery.enqueued_at)
-            .unwrap_or_default();
-        let grace = self.settings.unknown_task_grace;
-        let last_delivery = delivery.delivered as i64 >= self.settings.max_deliver - 1;
-        if age >= grace || last_delivery {
-            let error = format!(
-                "no worker has a handler for task {} on queue {} (waited {:?}, {} deliveries)",
-                delivery.task, delivery.queue, age, delivery.delivered
-            );
-            let span = tracing::Span::current();
-            telemetry::record_failure(&span, DeadReason::UnknownTask.as_str(), &error);
-            span.set_attribute(attr::OUTCOME, "dead_lettered");
-            return self
-                .dead_letter(message, &delivery, DeadReason::UnknownTask, error, None)
-                .await;
-        }
-        // Spread the remaining deliveries over the remaining grace period.
-        let deliveries_left =
-            (self.settings.max_deliver - 1 - delivery.delivered as i64).max(1) as u32;
-        let delay = ((grace - age) / deliveries_left)
-            .clamp(Duration::from_millis(200), UNKNOWN_TASK_MAX_DELAY);
-        tracing::warn!(retry_in = ?delay, "no handler for this task type here; handing it back");
-        tracing::Span::current().set_attribute(attr::OUTCOME, "handed_back");
-        // A worker that knows the type later starts at attempt 1.
-        self.metrics.handed_back(&delivery.labels);
-        Box::pin(
-            self.dead_letters
-                .attempts()
-                .record_hand_back(delivery.sequence),
-        )
-        .await;
-        if let Err(err) = message.ack_with(AckKind::Nak(Some(delay))).await {
-            tracing::warn!(error = %err, "could not hand back an unknown task");
-        }
-    }
-}
-
-/// Per-task overrides from headers; a malformed override is a producer bug, reported as
-/// undecodable rather than silently ignored.
-fn overrides(headers: &HeaderMap, registration: &Registration) -> Result<(u32, Duration), String> {
-    let header = |name| headers.get(name).map(|v| v.as_str());
-    let max_attempts = match header(headers::names::MAX_ATTEMPTS) {
-        None => registration.options.max_attempts,
-        Some(text) => text
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| {
-                format!(
-                    "header {} is not a positive integer: {text:?}",
-                    headers::MAX_ATTEMPTS
-                )
-            })?,
-    };
-    let timeout = match header(headers::names::TIMEOUT_MS) {
-        None => registration.options.timeout,
-        Some(text) => text
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|n| *n >= 1)
-            .map(Duration::from_millis)
-            .ok_or_else(|| {
-                format!(
-                    "header {} is not a positive integer: {text:?}",
-                    headers::TIMEOUT_MS
-                )
-            })?,
-    };
-    Ok((max_attempts, timeout))
 }
 
 /// True if the task keeps a status record: its type opts in or its message asks.
