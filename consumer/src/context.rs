@@ -201,6 +201,11 @@ impl TaskContext {
     /// Keeps `result` (any serde value, at most 64 KiB as JSON) in the status record, written
     /// with `succeeded` when the handler returns `Ok`. A later call replaces it.
     ///
+    /// A member of a batch (a chord's members pass their results to the callback) may set a
+    /// result up to 64 MiB: one over 16 KiB is stored in the results store
+    /// (`<PREFIX>_RESULTS`) and the callback gets a reference to it (docs/WORKFLOWS.md,
+    /// "Chords"); one over 64 KiB is left out of the status record.
+    ///
     /// ```no_run
     /// # fn handler(ctx: jetq_consumer::TaskContext) -> Result<(), jetq_consumer::TaskError> {
     /// ctx.set_result(&serde_json::json!({ "rows": 1000 }))?;
@@ -214,13 +219,21 @@ impl TaskContext {
         };
         let value = serde_json::to_value(result).map_err(encode)?;
         let size = serde_json::to_vec(&value).map_err(encode)?.len();
-        if size > MAX_RESULT_BYTES {
+        let member = self.headers.get(jetq_contract::workflow::BATCH).is_some();
+        let limit = if member {
+            jetq_contract::workflow::results::MAX_MEMBER_RESULT
+        } else {
+            MAX_RESULT_BYTES
+        };
+        if size > limit {
             return Err(StatusError::ResultTooLarge {
                 id: self.id.to_string(),
                 size,
             });
         }
-        tracker.pending().result = Some(value);
+        let mut pending = tracker.pending();
+        pending.result = Some(value);
+        pending.result_oversized = size > MAX_RESULT_BYTES;
         Ok(())
     }
 

@@ -323,6 +323,17 @@ impl ProcessSpan<'_> {
         if let Some(trace_id) = otel::log_trace_id(&span.context(), &parent) {
             span.record("trace_id", tracing::field::display(trace_id));
         }
+        // A batch's callback: links to its members' attempts (at most 128, PROTOCOL §13).
+        if let Some(links) = self
+            .headers
+            .and_then(|headers| headers.get(jetq_contract::workflow::results::LINKS))
+        {
+            for link in jetq_contract::workflow::results::parse_links(links.as_str()) {
+                if let Some(member) = otel::parse(link, None) {
+                    span.add_link(member);
+                }
+            }
+        }
         span
     }
 }

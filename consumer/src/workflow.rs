@@ -55,7 +55,8 @@ impl WorkflowHooks {
                     Publisher::new(js, 3),
                     self.topology.subjects().clone(),
                     window,
-                ))
+                )
+                .with_results_store(self.topology.clone(), self.provision))
             })
             .await
     }
@@ -90,16 +91,30 @@ impl WorkflowHooks {
                 return Ok(());
             }
             engine
-                .finish_member(
+                .finish_member_traced(
                     &batch,
                     workflow::batch::member_id(id),
                     outcome,
                     result.cloned(),
+                    current_traceparent(),
                 )
                 .await?;
         }
         Ok(())
     }
+}
+
+/// The W3C `traceparent` of the current span (the attempt's `process` span), recorded in the
+/// member's marker so that the callback's span can link to it; `None` without OpenTelemetry.
+fn current_traceparent() -> Option<String> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let mut headers = HeaderMap::new();
+    if !jetq_contract::otel::inject(&tracing::Span::current().context(), &mut headers) {
+        return None;
+    }
+    headers
+        .get(jetq_contract::headers::TRACEPARENT)
+        .map(|value| value.as_str().to_owned())
 }
 
 /// Logs a failed bookkeeping step: the task is redelivered after [`RETRY_DELAY`].

@@ -17,6 +17,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 mod atomic;
 pub(crate) mod batch;
+mod chord;
 mod coalesce;
 pub(crate) mod delayed;
 mod prepared;
@@ -184,6 +185,7 @@ impl ProducerBuilder {
             coalescer: None,
             unique,
             workflows,
+            chord_results: Default::default(),
         };
         if producer.atomic.enabled() {
             let coalescer = coalesce::Coalescer::start(producer.clone());
@@ -238,6 +240,9 @@ pub struct Producer {
     unique: unique::UniqueStore,
     /// The batch and chain bucket, opened on the first batch or chain (see `batch.rs`).
     workflows: batch::WorkflowStore,
+    /// The results store of chords, opened on the first result read by reference (`chord.rs`).
+    chord_results:
+        std::sync::Arc<tokio::sync::OnceCell<jetq_contract::workflow::results::ChordResults>>,
 }
 
 /// An untyped task: what other languages send, and what the CLI and the scheduler enqueue.

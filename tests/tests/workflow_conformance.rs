@@ -131,3 +131,64 @@ fn callback_and_link_bodies_are_exact() {
         );
     }
 }
+
+#[test]
+fn large_results_and_trace_links() {
+    use workflow::results;
+    let v = vectors();
+    for case in v["markers"].as_array().unwrap() {
+        let marker = MemberMarker::from_json(text(&case["json"]).as_bytes()).unwrap();
+        assert_eq!(
+            marker.result_ref.map(Value::from).unwrap_or(Value::Null),
+            case.get("result_ref").cloned().unwrap_or(Value::Null)
+        );
+        assert_eq!(
+            marker.traceparent.map(Value::from).unwrap_or(Value::Null),
+            case.get("traceparent").cloned().unwrap_or(Value::Null)
+        );
+    }
+    let r = &v["results"];
+    for case in r["buckets"].as_array().unwrap() {
+        let subjects = Subjects::new(text(&case["prefix"])).unwrap();
+        assert_eq!(results::bucket(&subjects), text(&case["bucket"]));
+    }
+    for case in r["objects"].as_array().unwrap() {
+        assert_eq!(
+            results::object_name(text(&case["batch"]), text(&case["member"])),
+            text(&case["name"])
+        );
+    }
+    assert_eq!(r["max_marker_result"], results::MAX_MARKER_RESULT);
+    assert_eq!(r["max_links"], results::MAX_LINKS);
+    assert_eq!(r["links_header"], results::LINKS);
+    for case in r["summaries"].as_array().unwrap() {
+        let mut record = BatchRecord::new(
+            text(&case["record"]["id"]),
+            case["record"]["total"].as_u64().unwrap(),
+        );
+        record.chord = case["record"]["chord"].as_bool().unwrap();
+        let markers: Vec<(String, MemberMarker)> =
+            serde_json::from_value(case["markers"].clone()).unwrap();
+        let summary = BatchSummary::from_markers(&record, &markers);
+        assert_eq!(serde_json::to_value(&summary).unwrap(), case["summary"]);
+        assert_eq!(
+            results::links_header(&markers)
+                .map(Value::from)
+                .unwrap_or(Value::Null),
+            case["links"]
+        );
+    }
+    let many = &r["many_links"];
+    let markers: Vec<(String, MemberMarker)> = (0..many["members"].as_u64().unwrap())
+        .map(|i| {
+            let mut marker = MemberMarker::new(workflow::MemberOutcome::Succeeded, None);
+            marker.traceparent = Some(text(&many["traceparent"]).to_owned());
+            (format!("m{i:04}"), marker)
+        })
+        .collect();
+    let header = results::links_header(&markers).unwrap();
+    assert_eq!(
+        Value::from(results::parse_links(&header).len()),
+        many["links"]
+    );
+}

@@ -412,6 +412,33 @@ def test_workflow_markers_and_bodies() -> None:
     assert built == chord
 
 
+def test_workflow_large_results_and_trace_links() -> None:
+    from jetq import workflow_results as wr
+    from jetq import workflows as wf
+
+    for case in WORKFLOWS["markers"]:
+        marker = json.loads(case["json"])
+        assert marker.get("result_ref") == case.get("result_ref")
+        assert marker.get("traceparent") == case.get("traceparent")
+    results = WORKFLOWS["results"]
+    for case in results["buckets"]:
+        assert wr.results_bucket(Subjects(case["prefix"])) == case["bucket"]
+    for case in results["objects"]:
+        assert wr.result_object_name(case["batch"], case["member"]) == case["name"]
+    assert (wr.MAX_MARKER_RESULT, wr.MAX_LINKS, wr.LINKS_HEADER) == (
+        results["max_marker_result"],
+        results["max_links"],
+        results["links_header"],
+    )
+    for case in results["summaries"]:
+        markers = [(id, marker) for id, marker in case["markers"]]
+        assert wf._summary(case["record"], markers) == case["summary"]
+        assert wr.links_header(markers) == case["links"]
+    many = results["many_links"]
+    markers = [(f"m{i:04}", {"outcome": "succeeded", "traceparent": many["traceparent"]}) for i in range(many["members"])]
+    assert len((wr.links_header(markers) or "").split(",")) == many["links"]
+
+
 async def test_workflow_records_headers_and_ids_on_a_real_server(nats_server: NatsServer) -> None:
     """What the Python producer stores for a batch and a chain (no worker runs them): the
     record, the members' ``Jetq-Batch``, the link's id and ``Jetq-Chain``; bad input refused

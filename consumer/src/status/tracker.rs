@@ -43,6 +43,9 @@ pub(crate) struct Tracker {
 pub(crate) struct Pending {
     pub(crate) result: Option<serde_json::Value>,
     pub(crate) artifacts: Vec<ArtifactInfo>,
+    /// The result is over the status record's limit (a batch member's, which may be larger:
+    /// it goes to its batch, not to the record).
+    pub(crate) result_oversized: bool,
 }
 
 impl fmt::Debug for Tracker {
@@ -269,7 +272,7 @@ impl Tracker {
         let pending = std::mem::take(&mut *self.pending());
         let result = self
             .update(|record| {
-                record.result = pending.result.clone();
+                record.result = pending.result.clone().filter(|_| !pending.result_oversized);
                 record.artifacts = pending.artifacts.clone();
                 record.enter(TaskState::Succeeded, None);
                 true

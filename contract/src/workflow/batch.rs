@@ -272,9 +272,17 @@ pub struct MemberMarker {
     pub outcome: MemberOutcome,
     /// When.
     pub at: String,
-    /// A chord member's result (its handler's `ctx.set_result`), if it has one.
+    /// A chord member's result (its handler's `ctx.set_result`), if it has one and it is at
+    /// most [`super::results::MAX_MARKER_RESULT`] bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
+    /// A larger result: the name of the object holding it in `<PREFIX>_RESULTS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_ref: Option<String>,
+    /// The W3C `traceparent` of the attempt that finished the member (the callback's span
+    /// links to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl MemberMarker {
@@ -284,6 +292,8 @@ impl MemberMarker {
             outcome,
             at: crate::time::now(),
             result,
+            result_ref: None,
+            traceparent: None,
         }
     }
 
@@ -305,9 +315,14 @@ pub struct MemberResult {
     pub id: String,
     /// How it ended.
     pub outcome: MemberOutcome,
-    /// Its result; absent when it had none or the inline bound was reached.
+    /// Its result; absent when it had none, when it is stored (`result_ref`) or when the
+    /// inline bound was reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
+    /// A result too large to inline: the object holding it in `<PREFIX>_RESULTS` (read it with
+    /// [`super::results::ChordResults::resolve`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_ref: Option<String>,
 }
 
 /// What a callback receives (field `batch` of its arguments).
@@ -362,6 +377,7 @@ impl BatchSummary {
                     id: id.clone(),
                     outcome: marker.outcome,
                     result,
+                    result_ref: marker.result_ref.clone(),
                 });
             }
         }

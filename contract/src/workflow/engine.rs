@@ -16,18 +16,17 @@ use std::{
 use async_nats::{
     jetstream::{
         self,
-        consumer::{self, AckPolicy, DeliverPolicy},
         kv::{self, CreateErrorKind, Operation, UpdateErrorKind},
     },
     HeaderMap,
 };
 use bytes::Bytes;
-use futures::StreamExt;
 
 use super::{
     batch::{self, BatchRecord, BatchSummary, Fire, MemberMarker, MemberOutcome, Which},
     chain::{self, ChainRecord, ChainState},
     fault,
+    results::{self, ChordResults},
 };
 use crate::{
     headers,
@@ -78,6 +77,10 @@ pub struct Workflows {
     records: Arc<Mutex<HashMap<String, Cached>>>,
     /// Counts waiting to be written, per batch (see [`Workflows::count`]).
     counters: Arc<Mutex<HashMap<String, Arc<Mutex<Pending>>>>>,
+    /// Where large member results go (opened on the first one), and the topology to create
+    /// it with when this process provisions.
+    results: Arc<tokio::sync::OnceCell<ChordResults>>,
+    results_topology: Option<(crate::Topology, bool)>,
 }
 
 /// Counts of one batch waiting for the write under way.
@@ -120,7 +123,32 @@ impl Workflows {
             duplicate_window,
             records: Arc::default(),
             counters: Arc::default(),
+            results: Arc::default(),
+            results_topology: None,
         }
+    }
+
+    /// Opens the results store (`<PREFIX>_RESULTS`) through `topology`, creating it when
+    /// `provision` is true, on the first member result too large for its marker. Without this
+    /// the store is opened, never created.
+    #[must_use]
+    pub fn with_results_store(mut self, topology: crate::Topology, provision: bool) -> Self {
+        self.results_topology = Some((topology, provision));
+        self
+    }
+
+    async fn results_store(&self) -> Result<&ChordResults, EngineError> {
+        self.results
+            .get_or_try_init(|| async {
+                match &self.results_topology {
+                    Some((topology, provision)) => {
+                        ChordResults::open_or_create(topology, *provision).await
+                    }
+                    None => ChordResults::open(self.publisher.jetstream(), &self.subjects).await,
+                }
+                .map_err(fail)
+            })
+            .await
     }
 
     /// The bucket.
@@ -298,8 +326,39 @@ impl Workflows {
         outcome: MemberOutcome,
         result: Option<serde_json::Value>,
     ) -> Result<(), EngineError> {
+        self.finish_member_traced(batch_id, member, outcome, result, None)
+            .await
+    }
+
+    /// [`Workflows::finish_member`], recording in the marker the `traceparent` of the attempt
+    /// that finished the member (the callback's span links to it). A result over
+    /// [`results::MAX_MARKER_RESULT`] bytes is first stored in `<PREFIX>_RESULTS` (replacing
+    /// what an earlier delivery stored) and the marker names it.
+    pub async fn finish_member_traced(
+        &self,
+        batch_id: &str,
+        member: &str,
+        outcome: MemberOutcome,
+        result: Option<serde_json::Value>,
+        traceparent: Option<String>,
+    ) -> Result<(), EngineError> {
         let key = batch::member_key(batch_id, member);
-        let marker = MemberMarker::new(outcome, result);
+        let mut marker = MemberMarker::new(outcome, None);
+        marker.traceparent = traceparent;
+        if let Some(value) = result {
+            let json = serde_json::to_vec(&value).map_err(fail)?;
+            if json.len() > results::MAX_MARKER_RESULT {
+                let name = results::object_name(batch_id, member);
+                self.results_store()
+                    .await?
+                    .put(&name, &json)
+                    .await
+                    .map_err(fail)?;
+                marker.result_ref = Some(name);
+            } else {
+                marker.result = Some(value);
+            }
+        }
         // (succeeded, dead) to add to the counters.
         let delta: (i64, i64) = match self.store.create(&key, Bytes::from(marker.to_json())).await {
             Ok(_) => count(outcome),
@@ -412,70 +471,7 @@ impl Workflows {
         &self,
         batch_id: &str,
     ) -> Result<Vec<(String, MemberMarker)>, EngineError> {
-        let prefix = format!("$KV.{}.", self.store.name);
-        let filter = format!("{prefix}{}", batch::members_filter(batch_id));
-        let consumer = self
-            .store
-            .stream
-            .create_consumer(consumer::pull::Config {
-                filter_subject: filter.clone(),
-                deliver_policy: DeliverPolicy::LastPerSubject,
-                ack_policy: AckPolicy::None,
-                inactive_threshold: Duration::from_secs(30),
-                memory_storage: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(|err| fail(format!("cannot list {filter}: {err}")))?;
-        let mut consumer = consumer;
-        let pending = consumer
-            .info()
-            .await
-            .map_err(|err| fail(format!("cannot list {filter}: {err}")))?
-            .num_pending;
-        let member_prefix = format!("{prefix}m.{batch_id}.");
-        let mut markers = Vec::with_capacity(usize::try_from(pending).unwrap_or(0));
-        if pending > 0 {
-            let mut messages = consumer
-                .stream()
-                .max_messages_per_batch(1000)
-                .expires(Duration::from_secs(5))
-                .messages()
-                .await
-                .map_err(|err| fail(format!("cannot list {filter}: {err}")))?;
-            loop {
-                let next = tokio::time::timeout(Duration::from_secs(10), messages.next()).await;
-                let message = match next {
-                    Ok(Some(Ok(message))) => message,
-                    Ok(Some(Err(err))) => return Err(fail(format!("listing {filter}: {err}"))),
-                    Ok(None) | Err(_) => return Err(fail(format!("listing {filter} stopped"))),
-                };
-                let left = message.info().map(|info| info.pending).unwrap_or(0);
-                let deleted = message
-                    .headers
-                    .as_ref()
-                    .is_some_and(|h| h.get("KV-Operation").is_some_and(|op| op.as_str() != "PUT"));
-                if !deleted {
-                    if let (Some(encoded), Ok(marker)) = (
-                        message.subject.as_str().strip_prefix(&member_prefix),
-                        MemberMarker::from_json(&message.payload),
-                    ) {
-                        let id = crate::status::id_from_key(encoded)
-                            .unwrap_or_else(|| encoded.to_owned());
-                        markers.push((id, marker));
-                    }
-                }
-                if left == 0 {
-                    break;
-                }
-            }
-        }
-        let name = consumer.cached_info().name.clone();
-        if let Err(err) = self.store.stream.delete_consumer(&name).await {
-            tracing::debug!(error = %err, "could not delete the listing consumer; it expires");
-        }
-        markers.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(markers)
+        super::listing::markers(&self.store, batch_id).await
     }
 
     /// Checks a batch whose counters say it may be complete: counts its markers, and if every
@@ -499,10 +495,13 @@ impl Workflows {
             return Ok(());
         }
         let summary = BatchSummary::from_markers(&record, &markers);
+        let links = results::links_header(&markers);
         let all_succeeded = summary.dead == 0;
-        self.fire(batch_id, Which::OnComplete, &summary).await?;
+        self.fire(batch_id, Which::OnComplete, &summary, links.as_deref())
+            .await?;
         if all_succeeded {
-            self.fire(batch_id, Which::OnSuccess, &summary).await?;
+            self.fire(batch_id, Which::OnSuccess, &summary, links.as_deref())
+                .await?;
         }
         if let Some(parent) = &record.parent {
             let outcome = if all_succeeded {
@@ -525,6 +524,7 @@ impl Workflows {
         batch_id: &str,
         which: Which,
         summary: &BatchSummary,
+        links: Option<&str>,
     ) -> Result<(), EngineError> {
         let key = batch::record_key(batch_id);
         let now = crate::time::now();
@@ -566,6 +566,9 @@ impl Workflows {
             let mut headers = HeaderMap::new();
             headers.insert(headers::ENQUEUED_AT, crate::time::now().as_str());
             trace_headers(&mut headers, &record.traceparent, &record.tracestate);
+            if let Some(links) = links {
+                headers.insert(results::LINKS, links);
+            }
             let id = batch::callback_id(batch_id, which);
             self.publish(
                 &callback.queue,

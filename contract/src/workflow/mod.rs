@@ -16,6 +16,8 @@
 pub mod batch;
 pub mod chain;
 pub mod engine;
+mod listing;
+pub mod results;
 
 pub use batch::{
     BatchRecord, BatchState, BatchSummary, Callback, Fire, MemberMarker, MemberOutcome,

@@ -236,6 +236,8 @@ pub async fn run(
             topology
                 .ensure_bucket(jetq_contract::workflow::bucket_config(&topology))
                 .await?;
+            // Chord results too large for their markers (PROTOCOL §13).
+            topology.ensure_results_store().await?;
             jetq_scheduler::provision_with(&topology).await?;
             // Queues last: a durable that exists means everything above does (what `--wait`
             // relies on).

@@ -792,13 +792,14 @@ class AsyncProducer:
         await self.artifact_to(id, name, buffer, timeout=timeout)
         return buffer.getvalue()
 
-    async def _read_artifact(self, id: str, name: str, file: IO[bytes]) -> int:
+    async def _read_artifact(self, id: str, name: str, file: IO[bytes], bucket: Optional[str] = None) -> int:
         """Reads object ``<id>/<name>`` as the object store protocol lays it out: its metadata
         by direct get (last message on ``$O.<bucket>.M.<base64url name>``), then its chunks
         (``$O.<bucket>.C.<nuid>``) through an ordered consumer. Done here rather than with
         nats-py's object store, which asks with ``STREAM.MSG.GET`` — a right the least-privilege
-        producer user (k8s/nats/permissions.conf) does not have, while direct gets it has."""
-        bucket = self._subjects.artifacts_bucket
+        producer user (k8s/nats/permissions.conf) does not have, while direct gets it has.
+        ``bucket``: another object store than the artifact store (chord results)."""
+        bucket = bucket or self._subjects.artifacts_bucket
         stream = f"OBJ_{bucket}"
         encoded = base64.urlsafe_b64encode(f"{id}/{name}".encode("utf-8")).decode()
         try:

@@ -40,6 +40,7 @@ from .errors import EnqueueError, JetqError
 from .protocol import ENQUEUED_AT, MSG_ID, TRACEPARENT, TRACESTATE, TRACK_STATUS, Prepared, Subjects, format_timestamp, new_ulid
 from .status import id_from_key, status_key
 from .tracing import current_trace_context
+from .workflow_results import LINKS_HEADER, chord_result, links_header
 
 if TYPE_CHECKING:
     from .producer import AsyncProducer, Enqueued
@@ -68,6 +69,7 @@ __all__ = [
     "callback_id",
     "chain_body",
     "chain_status",
+    "chord_result",
     "enqueue_chain",
     "link_header",
     "link_id",
@@ -253,7 +255,9 @@ def _summary(record: Dict[str, Any], markers: Sequence[Tuple[str, Dict[str, Any]
         if record.get("chord"):
             entry: Dict[str, Any] = {"id": id, "outcome": outcome}
             result = marker.get("result")
-            if result is not None:
+            if marker.get("result_ref"):
+                entry["result_ref"] = marker["result_ref"]  # stored in <PREFIX>_RESULTS
+            elif result is not None:
                 size = len(_compact(result))
                 if size > budget:
                     truncated = True
@@ -820,10 +824,11 @@ async def _complete(producer: "AsyncProducer", kv: KeyValue, id: str) -> None:
     if len(markers) < int(record.get("total", 0)):
         return
     summary = _summary(record, markers)
+    links = links_header(markers)
     all_succeeded = summary["dead"] == 0
-    await _fire(producer, kv, id, "on_complete", summary)
+    await _fire(producer, kv, id, "on_complete", summary, links)
     if all_succeeded:
-        await _fire(producer, kv, id, "on_success", summary)
+        await _fire(producer, kv, id, "on_success", summary, links)
     parent = record.get("parent")
     if parent:
         await _finish_member(producer, kv, parent, child_member_id(id), "succeeded" if all_succeeded else "dead")
@@ -832,7 +837,7 @@ async def _complete(producer: "AsyncProducer", kv: KeyValue, id: str) -> None:
 _FIRE_FIELD = {"on_complete": "completed", "on_success": "succeeded_all"}
 
 
-async def _fire(producer: "AsyncProducer", kv: KeyValue, id: str, which: str, summary: Dict[str, Any]) -> None:
+async def _fire(producer: "AsyncProducer", kv: KeyValue, id: str, which: str, summary: Dict[str, Any], links: Optional[str] = None) -> None:
     field = _FIRE_FIELD[which]
     now = format_timestamp()
 
@@ -852,6 +857,8 @@ async def _fire(producer: "AsyncProducer", kv: KeyValue, id: str, which: str, su
     if isinstance(callback, dict):
         headers: Dict[str, str] = {}
         _trace(headers, record)
+        if links:
+            headers[LINKS_HEADER] = links
         try:
             await _publish_fixed(
                 producer,
