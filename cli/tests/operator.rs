@@ -1,6 +1,6 @@
 //! The operator commands of issue #24 against a real nats-server: `jetq workers`, `jetq tasks
-//! list|show` in every state with paging, `jetq cancel` of queued, delayed, retrying and tracked
-//! running tasks, and `jetq schedules pause|resume|run` with two scheduler replicas.
+//! list|show` in every state with paging, `jetq cancel` of queued, delayed, retrying and running
+//! tasks, and `jetq schedules pause|resume|run` with two scheduler replicas.
 
 mod common;
 
@@ -204,16 +204,14 @@ async fn tasks_list_pages_pending_tasks_and_shows_every_state() {
     .ok_json();
     assert_eq!(cancelled["outcome"], "deleted");
     assert_eq!(cancelled["was"], "retrying");
-    // The running untracked task cannot be stopped.
-    let refused = jetq(&server, &["cancel", &hold.id, "--yes", "--json"]).await;
-    refused.expect_code(1);
-    assert!(
-        refused
-            .stderr
-            .contains("running: cannot be stopped, it was not tracked"),
-        "{}",
-        refused.stderr
-    );
+    // The running untracked task: its worker is asked (PROTOCOL §16) and stops it
+    // (cli/tests/cancel_running.rs covers what the handler sees and that it is not retried).
+    let requested = jetq(&server, &["cancel", &hold.id, "--yes", "--json"])
+        .await
+        .ok_json();
+    assert_eq!(requested["outcome"], "requested", "{requested}");
+    assert_eq!(requested["was"], "running", "{requested}");
+    assert_eq!(requested["worker"], workers[0]["id"], "{requested}");
     stop_worker(stop, run).await;
     // Stopped gracefully: no worker left.
     let workers = jetq(&server, &["workers", "--json"]).await.ok_json();

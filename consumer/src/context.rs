@@ -34,6 +34,8 @@ pub struct TaskContext {
     /// Cancelled when this attempt is over for the worker: its timeout ran out, the shutdown
     /// grace ended, the task was cancelled, or the attempt ended otherwise.
     pub(crate) attempt_over: CancellationToken,
+    /// Cancelled when the task is cancelled (a tracked task's tracker token, or worker control).
+    pub(crate) cancel: CancellationToken,
     /// The status of a tracked task (the status methods are below).
     pub(crate) status: ContextStatus,
 }
@@ -311,15 +313,16 @@ impl TaskContext {
             })
     }
 
-    /// True once someone cancelled this task (`Producer::cancel`). Cooperative: the handler
-    /// decides where to stop. Whatever it returns afterwards, the task ends `cancelled` and is
-    /// not retried. Always false for an untracked task.
+    /// True once someone cancelled this task: `Producer::cancel` of a tracked task, or an
+    /// operator's cancel of a running task sent to this worker (`jetq cancel`, the console;
+    /// PROTOCOL.md §16). Cooperative: the handler decides where to stop. Whatever it returns
+    /// afterwards, the task ends `cancelled` and is not retried.
     pub fn is_cancelled(&self) -> bool {
-        self.tracker().is_ok_and(|tracker| tracker.is_cancelled())
+        self.cancel.is_cancelled()
     }
 
-    /// Resolves when the task is cancelled; never, for an untracked task. Use it in a
-    /// `tokio::select!` around the work.
+    /// Resolves when the task is cancelled (see [`is_cancelled`](Self::is_cancelled)). Use it
+    /// in a `tokio::select!` around the work.
     ///
     /// ```no_run
     /// # async fn long_work() {}
@@ -331,9 +334,6 @@ impl TaskContext {
     /// # Ok(()) }
     /// ```
     pub async fn cancelled(&self) {
-        match self.tracker() {
-            Ok(tracker) => tracker.cancelled.cancelled().await,
-            Err(_) => std::future::pending().await,
-        }
+        self.cancel.cancelled().await
     }
 }

@@ -341,11 +341,13 @@ impl Executor {
                 Start::Unavailable => {}
             }
         }
-        // Cancelled with the task (tracked), and by `run` when the attempt is over.
-        let attempt_over = match &delivery.status {
-            Some(tracker) => tracker.cancellation().child_token(),
+        // Cancelled with the task (tracked, or by worker control), and by `run` when the
+        // attempt is over.
+        let cancel = match &delivery.status {
+            Some(tracker) => tracker.cancellation().clone(),
             None => CancellationToken::new(),
         };
+        let attempt_over = cancel.child_token();
         let context = TaskContext {
             id: delivery.id.clone(),
             queue: delivery.queue.clone(),
@@ -358,6 +360,7 @@ impl Executor {
             headers: delivery.headers.clone(),
             shutdown: self.shutdown.clone(),
             attempt_over: attempt_over.clone(),
+            cancel: cancel.clone(),
             status: status::ContextStatus::of(delivery.status.clone(), tracked),
         };
         tracing::debug!("task started");
@@ -370,6 +373,8 @@ impl Executor {
                 task: delivery.task.clone(),
                 attempt: delivery.attempt,
                 sequence: delivery.sequence,
+                cancel: cancel.clone(),
+                ack: message.reply.clone(),
             };
             let watched = self.stall.watch(
                 names,
@@ -379,29 +384,33 @@ impl Executor {
             self.run(&message, watched, registration, timeout, attempt_over)
                 .await
         };
-        if let Some(tracker) = delivery.status.as_ref().filter(|t| t.is_cancelled()) {
-            if !matches!(outcome, Outcome::HandedBack) {
-                self.metrics
-                    .duration(&delivery.labels, "cancelled", started.elapsed());
-                Box::pin(
-                    self.flow
-                        .settle(delivery.flow.as_ref(), true, delivery.flow_task()),
-                )
-                .await;
-                if workflow::applies(&delivery.headers) {
-                    let finished = self.dead_letters.workflows().finished(
-                        &delivery.headers,
-                        &delivery.id,
-                        MemberOutcome::Dead,
-                        None,
-                    );
-                    if let Err(err) = Box::pin(finished).await {
-                        workflow::log_failure(&err);
-                    }
+        let tracker = delivery.status.as_ref().filter(|t| t.is_cancelled());
+        if (tracker.is_some() || (delivery.status.is_none() && cancel.is_cancelled()))
+            && !matches!(outcome, Outcome::HandedBack)
+        {
+            self.metrics
+                .duration(&delivery.labels, "cancelled", started.elapsed());
+            Box::pin(
+                self.flow
+                    .settle(delivery.flow.as_ref(), true, delivery.flow_task()),
+            )
+            .await;
+            if workflow::applies(&delivery.headers) {
+                let finished = self.dead_letters.workflows().finished(
+                    &delivery.headers,
+                    &delivery.id,
+                    MemberOutcome::Dead,
+                    None,
+                );
+                if let Err(err) = Box::pin(finished).await {
+                    workflow::log_failure(&err);
                 }
-                Box::pin(status::settle_cancelled(&message, tracker)).await;
-                return Box::pin(self.dead_letters.attempts().forget(delivery.sequence)).await;
             }
+            match tracker {
+                Some(tracker) => Box::pin(status::settle_cancelled(&message, tracker)).await,
+                None => crate::control::settle_cancelled(&message).await,
+            }
+            return Box::pin(self.dead_letters.attempts().forget(delivery.sequence)).await;
         }
         let label = match &outcome {
             Outcome::Succeeded => "succeeded",

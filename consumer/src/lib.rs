@@ -31,6 +31,7 @@
 
 mod attempts;
 mod context;
+mod control;
 mod dead_letter;
 mod error;
 mod execution;

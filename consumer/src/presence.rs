@@ -71,6 +71,8 @@ pub(crate) struct Presence {
     pub(crate) prefix: String,
     pub(crate) queues: Vec<String>,
     pub(crate) concurrency: usize,
+    /// Answers worker control requests (§16) under this worker's id while presence runs.
+    pub(crate) client: async_nats::Client,
 }
 
 impl Presence {
@@ -83,6 +85,13 @@ impl Presence {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
         tracing::debug!(worker_id = %id, "worker presence on");
+        let control = tokio::spawn(crate::control::serve(
+            self.client.clone(),
+            self.prefix.clone(),
+            id.clone(),
+            stall.clone(),
+            stop.clone(),
+        ));
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -140,6 +149,7 @@ impl Presence {
                 Err(err) => tracing::debug!(worker_id = %id, error = %err, "worker presence"),
             }
         }
+        let _ = control.await;
         match tokio::time::timeout(DELETE_WAIT, self.store.delete(&id)).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => {

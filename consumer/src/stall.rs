@@ -60,6 +60,19 @@ pub(crate) struct TaskNames {
     /// The attempt number and the task's stream sequence (for worker presence).
     pub(crate) attempt: u32,
     pub(crate) sequence: u64,
+    /// Cancelled to cancel the task (worker control, `crate::control`): the tracker's token
+    /// for a tracked task, the attempt's own otherwise.
+    pub(crate) cancel: tokio_util::sync::CancellationToken,
+    /// Where the message is acknowledged (`+TERM` of a cancel).
+    pub(crate) ack: Option<async_nats::Subject>,
+}
+
+/// A running attempt cancelled through worker control.
+pub(crate) struct CancelledAttempt {
+    pub(crate) sequence: u64,
+    pub(crate) attempt: u32,
+    pub(crate) ack: Option<async_nats::Subject>,
+    pub(crate) cancel: tokio_util::sync::CancellationToken,
 }
 
 /// One running attempt as worker presence lists it.
@@ -142,6 +155,26 @@ impl StallWatch {
         };
         running.sort_by_key(|attempt| attempt.started_at);
         running
+    }
+
+    /// The running attempts of task `id` (only the one at `sequence` unless it is 0), for
+    /// worker control to cancel.
+    pub(crate) fn find(&self, id: &str, sequence: u64) -> Vec<CancelledAttempt> {
+        match self.slots.lock() {
+            Ok(slots) => slots
+                .values()
+                .filter(|slot| {
+                    &*slot.names.id == id && (sequence == 0 || slot.names.sequence == sequence)
+                })
+                .map(|slot| CancelledAttempt {
+                    sequence: slot.names.sequence,
+                    attempt: slot.names.attempt,
+                    ack: slot.names.ack.clone(),
+                    cancel: slot.names.cancel.clone(),
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        }
     }
 
     fn now_mark(&self) -> u64 {

@@ -408,6 +408,7 @@ impl WorkerBuilder {
                 prefix: subjects.prefix().to_owned(),
                 queues: queues.clone(),
                 concurrency: self.settings.concurrency,
+                client: client.clone(),
             })
         };
         let any_tracked = registry.registrations().any(|r| r.options.track_status);

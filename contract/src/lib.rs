@@ -25,6 +25,7 @@ pub mod config;
 #[cfg(feature = "config-file")]
 pub mod config_file;
 pub mod connect;
+pub mod control;
 pub mod dead;
 pub mod dead_letter;
 pub mod delayed;

@@ -72,9 +72,11 @@ pub(crate) enum Command {
     /// Tasks by state (pending, delayed, retrying, running, dead), paged; one task by id.
     #[command(subcommand)]
     Tasks(TasksCommand),
-    /// Cancel a task by id: tracked (the status path), queued or waiting to retry (deleted
-    /// from the task stream), delayed (deleted from the delayed stream). An untracked task that
-    /// is running cannot be stopped (exit code 1).
+    /// Cancel a task by id, or every task matching a filter (`--all`): tracked (the status
+    /// path), queued or waiting to retry (deleted from the task stream), delayed (deleted from
+    /// the delayed stream), untracked and running (its worker is asked: it terminates the
+    /// task and tells the handler, PROTOCOL.md §16). A running task whose worker does not
+    /// answer cannot be stopped (exit code 1).
     Cancel(CancelArgs),
     /// The task types the workers published: queue, task, attempts, timeout, tracked.
     ///
@@ -379,11 +381,27 @@ pub(crate) struct TaskShowArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct CancelArgs {
-    /// The task id.
-    pub(crate) task_id: String,
-    /// Search only this queue's stored tasks (faster with many queues).
+    /// The task id (or `--all` with filters).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub(crate) task_id: Option<String>,
+    /// Cancel every task matching `--queue`, `--type` and `--state` (all four states by
+    /// default); `--dry-run` only counts them.
+    #[arg(long)]
+    pub(crate) all: bool,
+    /// Search only this queue's stored tasks (faster with many queues); with `--all`, only
+    /// this queue's tasks.
     #[arg(long)]
     pub(crate) queue: Option<String>,
+    /// With `--all`: only this task type.
+    #[arg(long = "type", value_name = "TYPE", requires = "all")]
+    pub(crate) task: Option<String>,
+    /// With `--all`: only tasks in these states: pending, delayed, retrying, running
+    /// (repeat or separate with commas; default all four).
+    #[arg(long, value_delimiter = ',', requires = "all")]
+    pub(crate) state: Vec<jetq_cli::tasks::ListState>,
+    /// With `--all`: only count the matching tasks.
+    #[arg(long, requires = "all")]
+    pub(crate) dry_run: bool,
     /// Do not ask for confirmation (needed when standard input is not a terminal).
     #[arg(long, short = 'y')]
     pub(crate) yes: bool,

@@ -233,15 +233,37 @@ pub(crate) async fn run(cli: Cli) -> Result<(), AdminError> {
                 .await?;
             print_task_detail(&detail, json);
         }
-        Command::Cancel(args) => {
-            if !args.yes {
-                ask(format!("`jetq cancel` would cancel task {}", args.task_id)).await?;
+        Command::Cancel(args) => match args.task_id {
+            Some(task_id) => {
+                if !args.yes {
+                    ask(format!("`jetq cancel` would cancel task {task_id}")).await?;
+                }
+                let report = admin.cancel_task(&task_id, args.queue.as_deref()).await?;
+                print_cancel(&report, json);
             }
-            let report = admin
-                .cancel_task(&args.task_id, args.queue.as_deref())
-                .await?;
-            print_cancel(&report, json);
-        }
+            None => {
+                let filter = jetq_cli::cancel::bulk::CancelFilter {
+                    queue: args.queue,
+                    task: args.task,
+                    states: args.state,
+                };
+                // The dry run first: the confirmation quotes its count.
+                let counted = admin.cancel_matching(&filter, true, &()).await?;
+                if args.dry_run || counted.matched == 0 {
+                    crate::operator::print_bulk_cancel(&counted, json);
+                    return Ok(());
+                }
+                if !args.yes {
+                    ask(format!(
+                        "`jetq cancel --all` would cancel {} task(s) matching {}",
+                        counted.matched, counted.filter
+                    ))
+                    .await?;
+                }
+                let report = admin.cancel_matching(&filter, false, &()).await?;
+                crate::operator::print_bulk_cancel(&report, json);
+            }
+        },
         Command::Schedules(_) => {}
     }
     Ok(())

@@ -206,8 +206,15 @@ pub(crate) fn print_cancel(report: &jetq_cli::cancel::CancelReport, json: bool) 
             }
         ),
         "requested" => println!(
-            "task {} is running: its handler was told to stop; it ends cancelled when it returns",
-            report.id
+            "task {} is running{}: its handler was told to stop; it ends cancelled when it returns",
+            report.id,
+            report
+                .worker
+                .as_ref()
+                .map(|w| format!(
+                    " on worker {w} (its message is terminated: it will not run again)"
+                ))
+                .unwrap_or_default()
         ),
         "cancelled" => println!("task {} cancelled: it will not run", report.id),
         _ => println!(
@@ -215,6 +222,50 @@ pub(crate) fn print_cancel(report: &jetq_cli::cancel::CancelReport, json: bool) 
             report.id,
             report.state.clone().unwrap_or_default()
         ),
+    }
+}
+
+pub(crate) fn print_bulk_cancel(report: &jetq_cli::cancel::bulk::BulkCancelReport, json: bool) {
+    if json {
+        print_json(report);
+        return;
+    }
+    let states: Vec<String> = report
+        .by_state
+        .iter()
+        .map(|(state, n)| format!("{n} {state}"))
+        .collect();
+    if report.dry_run || report.matched == 0 {
+        println!(
+            "{} task(s) match {}{}{}",
+            report.matched,
+            report.filter,
+            if states.is_empty() { "" } else { ": " },
+            states.join(", ")
+        );
+        return;
+    }
+    let outcomes: Vec<String> = report
+        .by_outcome
+        .iter()
+        .map(|(outcome, n)| format!("{n} {outcome}"))
+        .collect();
+    println!(
+        "{} of {} task(s) matching {} cancelled ({}); {} gone meanwhile, {} failed",
+        report.cancelled,
+        report.matched,
+        report.filter,
+        outcomes.join(", "),
+        report.gone,
+        report.failed
+    );
+    for failure in &report.failures {
+        println!(
+            "  failed: task {} (sequence {}): {}",
+            failure.id.as_deref().unwrap_or("-"),
+            failure.sequence,
+            failure.error
+        );
     }
 }
 
