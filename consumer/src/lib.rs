@@ -36,6 +36,7 @@ mod dead_letter;
 mod error;
 mod execution;
 mod handler;
+mod history;
 mod limits;
 mod presence;
 mod pull;

@@ -69,6 +69,8 @@ pub const DEFAULT_PREFETCH: usize = 256;
 /// | `JETQ_SWEEPER` | run the sweeper that dead-letters tasks whose deliveries ran out (default `true`) |
 /// | `JETQ_PURGE_INTERVAL` | on a task stream with Limits retention (`JETQ_TASK_RETENTION=limits`), how often this worker purges its queues' finished tasks below their durables' ack floors (default `1s`, at least `10ms`; docs/DURABLE_DRAIN.md) |
 /// | `JETQ_PRESENCE_INTERVAL` | how often this worker rewrites its presence record in `<PREFIX>_WORKERS` (`jetq workers`; default `10s`, at least `100ms`; PROTOCOL.md §14) |
+/// | `JETQ_HISTORY` | keep the per-minute metrics history of this worker's queues in `<PREFIX>_METRICS` (the console's charts, `jetq history`; default `true`; PROTOCOL.md §15) |
+/// | `JETQ_HISTORY_INTERVAL` | how often this worker merges its counts into the metrics history (default `60s`, at least `100ms`; a killed worker loses at most this much) |
 /// | `JETQ_METRICS_INTERVAL` | how often queue lag is read from consumer info for the metrics and readiness (default `10s`) |
 /// | `JETQ_QUEUES` | the queues this process pulls, comma separated (default: every queue it has a handler for) |
 /// | `JETQ_JANITOR` | pull no queue and only run the sweeper (default `false`; needs `JETQ_SWEEPER=true`) |
@@ -142,6 +144,19 @@ pub struct WorkerSettings {
         with = "jetq_contract::config::duration"
     )]
     pub presence_interval: Duration,
+    /// Keep the per-minute metrics history (`JETQ_HISTORY`).
+    #[serde(default = "default_true")]
+    pub history: bool,
+    /// How often this worker merges its counts into the history (`JETQ_HISTORY_INTERVAL`).
+    #[serde(
+        default = "default_history_interval",
+        with = "jetq_contract::config::duration"
+    )]
+    pub history_interval: Duration,
+}
+
+fn default_history_interval() -> Duration {
+    jetq_contract::metrics_history::DEFAULT_INTERVAL
 }
 
 fn default_presence_interval() -> Duration {
@@ -170,6 +185,8 @@ impl Default for WorkerSettings {
             janitor: false,
             purge_interval: default_purge_interval(),
             presence_interval: default_presence_interval(),
+            history: true,
+            history_interval: default_history_interval(),
         }
     }
 }
@@ -263,6 +280,9 @@ impl WorkerSettings {
         }
         if self.presence_interval < Duration::from_millis(100) {
             return Err(invalid("JETQ_PRESENCE_INTERVAL", "must be at least 100ms"));
+        }
+        if self.history_interval < Duration::from_millis(100) {
+            return Err(invalid("JETQ_HISTORY_INTERVAL", "must be at least 100ms"));
         }
         if self.janitor && !self.sweeper {
             return Err(invalid(

@@ -34,6 +34,8 @@ use opentelemetry::{
 use tokio_util::sync::CancellationToken;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::history::{History, Outcome};
+
 /// Bucket boundaries (seconds) of the task duration histogram: from 5 ms to an hour.
 const DURATION_BUCKETS: [f64; 18] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
@@ -76,6 +78,8 @@ pub(crate) struct WorkerMetrics {
     pending: Gauge<u64>,
     ack_pending: Gauge<u64>,
     max_ack_pending: Gauge<i64>,
+    /// The per-minute history in `<PREFIX>_METRICS`, when on (`crate::history`).
+    history: Option<Arc<History>>,
 }
 
 impl WorkerMetrics {
@@ -142,25 +146,47 @@ impl WorkerMetrics {
                 .i64_gauge(names::QUEUE_MAX_ACK_PENDING)
                 .with_description("The queue's max_ack_pending: delivery stalls at this many ack-pending tasks (-1: none)")
                 .build(),
+            history: None,
+        }
+    }
+
+    /// Also counts outcomes, run times and queue depth for the metrics history.
+    pub(crate) fn with_history(mut self, history: Option<Arc<History>>) -> Self {
+        self.history = history;
+        self
+    }
+
+    /// The metrics history, when on.
+    pub(crate) fn history(&self) -> Option<Arc<History>> {
+        self.history.clone()
+    }
+
+    fn count(&self, labels: &TaskLabels, outcome: Outcome) {
+        if let Some(history) = &self.history {
+            history.outcome(&labels.queue(), outcome);
         }
     }
 
     pub(crate) fn succeeded(&self, labels: &TaskLabels) {
         self.succeeded.add(1, &labels.0);
+        self.count(labels, Outcome::Succeeded);
     }
 
     pub(crate) fn failed(&self, labels: &TaskLabels, error_type: &'static str) {
         self.failed
             .add(1, &labels.with(attr::ERROR_TYPE, error_type));
+        self.count(labels, Outcome::Failed);
     }
 
     pub(crate) fn retried(&self, labels: &TaskLabels) {
         self.retried.add(1, &labels.0);
+        self.count(labels, Outcome::Retried);
     }
 
     pub(crate) fn dead_lettered(&self, labels: &TaskLabels, reason: &'static str) {
         self.dead_lettered
             .add(1, &labels.with(attr::DEAD_REASON, reason));
+        self.count(labels, Outcome::Dead);
     }
 
     pub(crate) fn dead_letter_failed(&self, labels: &TaskLabels, error_type: &'static str) {
@@ -177,6 +203,11 @@ impl WorkerMetrics {
     }
 
     pub(crate) fn duration(&self, labels: &TaskLabels, outcome: &'static str, took: Duration) {
+        if let Some(history) = &self.history {
+            if outcome != "handed_back" {
+                history.run(&labels.queue(), took);
+            }
+        }
         self.duration
             .record(took.as_secs_f64(), &labels.with(attr::OUTCOME, outcome));
         let messaging = labels.messaging();
@@ -226,6 +257,14 @@ impl WorkerMetrics {
         );
         self.max_ack_pending
             .record(info.config.max_ack_pending, &labels);
+        if let Some(history) = &self.history {
+            history.depth(
+                queue,
+                level,
+                info.num_pending,
+                u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX),
+            );
+        }
     }
 }
 
@@ -258,6 +297,11 @@ impl TaskLabels {
     /// For paths that are not per task (dead letters, the sweeper): built from plain names.
     pub(crate) fn of(queue: &str, task: &str) -> Self {
         TaskLabels::new(Arc::from(queue), Arc::from(task))
+    }
+
+    /// The queue label's value.
+    fn queue(&self) -> std::borrow::Cow<'_, str> {
+        self.0[0].value.as_str()
     }
 
     fn with(&self, key: &'static str, value: &'static str) -> [KeyValue; 3] {

@@ -137,6 +137,20 @@ impl WorkerBuilder {
         self
     }
 
+    /// Keep the per-minute metrics history of this worker's queues in `<PREFIX>_METRICS`
+    /// (`JETQ_HISTORY`, default on; PROTOCOL.md §15).
+    pub fn history(mut self, on: bool) -> Self {
+        self.settings.history = on;
+        self
+    }
+
+    /// How often this worker merges its counts into the metrics history
+    /// (`JETQ_HISTORY_INTERVAL`, default 60 s, at least 100 ms).
+    pub fn history_interval(mut self, interval: Duration) -> Self {
+        self.settings.history_interval = interval;
+        self
+    }
+
     /// With provisioning off (`JETQ_PROVISION=false`), how long `build` waits for each queue's
     /// durable consumer to be created by `jetq-provision` before it fails (default
     /// [`DEFAULT_PROVISION_BUDGET`](jetq_contract::topology::DEFAULT_PROVISION_BUDGET), the
@@ -411,6 +425,16 @@ impl WorkerBuilder {
                 client: client.clone(),
             })
         };
+        let metrics_history = if self.settings.history && !queues.is_empty() {
+            crate::history::open(
+                &topology,
+                self.settings.provision,
+                self.settings.history_interval,
+            )
+            .await
+        } else {
+            None
+        };
         let any_tracked = registry.registrations().any(|r| r.options.track_status);
         let flow = FlowControl::new(
             &topology,
@@ -430,7 +454,7 @@ impl WorkerBuilder {
             self.settings.provision,
         )
         .await?;
-        let metrics = WorkerMetrics::new(&meter);
+        let metrics = WorkerMetrics::new(&meter).with_history(metrics_history);
         let dead_letters = DeadLetters::new(
             dead_letter_topology,
             Attempts::new(history),
@@ -734,6 +758,11 @@ impl Worker {
         let presence = self.presence.map(|presence| {
             tokio::spawn(presence.run(executor.stall.clone(), presence_stop.clone()))
         });
+        let history_stop = CancellationToken::new();
+        let history = self
+            .metrics
+            .history()
+            .map(|history| tokio::spawn(history.run_flusher(history_stop.clone())));
         if let Some(purger) = self.purger {
             loops.push(tokio::spawn(purger.run(stop_pulling.clone())));
         }
@@ -781,6 +810,11 @@ impl Worker {
         presence_stop.cancel();
         if let Some(presence) = presence {
             let _ = presence.await;
+        }
+        // The last counts, once every task has ended.
+        history_stop.cancel();
+        if let Some(history) = history {
+            let _ = history.await;
         }
         if let Err(err) = self.client.flush().await {
             tracing::warn!(error = %err, "could not flush the last acks");

@@ -32,6 +32,7 @@ pub mod delayed;
 pub mod failure;
 pub mod flow;
 pub mod headers;
+pub mod metrics_history;
 pub mod name;
 pub mod otel;
 pub mod presence;

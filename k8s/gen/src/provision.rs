@@ -225,6 +225,8 @@ pub async fn run(
             jetq_contract::catalog::ensure_bucket(&topology).await?;
             // Worker presence (PROTOCOL §14): `jetq workers` and the console read it.
             jetq_contract::presence::ensure_bucket(&topology).await?;
+            // Metrics history (PROTOCOL §15): workers merge per-minute counts, the console reads.
+            jetq_contract::metrics_history::ensure_bucket(&topology).await?;
             // Flow control (PROTOCOL §11): unique keys and rate/concurrency limits.
             topology
                 .ensure_bucket(jetq_contract::flow::unique_bucket_config(&topology))

@@ -2,7 +2,9 @@
 //! core NATS subjects (`test.started`, `test.done`), so a test can kill it with SIGKILL mid-task
 //! and watch another worker finish the task.
 //!
-//! The handler sleeps for the number of milliseconds in `Job::note` (`sleep:<ms>`).
+//! The handler sleeps for the number of milliseconds in `Job::note` (`sleep:<ms>`); a note
+//! `fail-once` fails the first attempt (retried), `always-fail` fails every attempt (dead after
+//! the last), `fatal` fails without retry (dead at once).
 //!
 //! Like the real worker binaries, it exits with status 1 and a message on stderr when its
 //! configuration is unusable or it cannot start, and publishes `test.ready` once it pulls.
@@ -47,6 +49,12 @@ async fn main() {
                 }
                 let _ = reporter.publish("test.done", line.into()).await;
                 let _ = reporter.flush().await;
+                match job.note.as_str() {
+                    "fail-once" if ctx.attempt() == 1 => return Err(TaskError::retry("once")),
+                    "always-fail" => return Err(TaskError::retry("always")),
+                    "fatal" => return Err(TaskError::fatal("fatal")),
+                    _ => {}
+                }
                 Ok::<(), TaskError>(())
             }
         })

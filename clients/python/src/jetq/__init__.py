@@ -57,6 +57,7 @@ from .errors import (
     TooLarge,
     WaitTimeout,
 )
+from .metrics_history import MinuteRecord, metrics_history
 from .names import validate_key, validate_name
 from .producer import AsyncProducer, Enqueued, TaskRequest, results_or_raise
 from .flow import InvalidFlowOption, Unique, UniqueUnavailable
@@ -112,6 +113,8 @@ __all__ = [
     "Transition",
     "CancelOutcome",
     "results_or_raise",
+    "MinuteRecord",
+    "metrics_history",
     "validate_name",
     "validate_key",
     "JetqError",
