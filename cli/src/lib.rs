@@ -15,6 +15,8 @@
 //! - [`limits`]: flow control — limits, their state, unique keys held, release by hand;
 //! - [`workers`]: the live worker processes and their running tasks ([`Admin::workers`]);
 //! - [`tasks`]: tasks by state, paged ([`Admin::tasks`]), one task by id ([`Admin::find_task`]);
+//! - [`history`]: the per-minute metrics history of each queue, 24 hours
+//!   ([`Admin::metrics_history`]);
 //! - [`cancel`]: cancel any queued, delayed, retrying or tracked running task
 //!   ([`Admin::cancel_task`]);
 //! - [`dashboard`]: the web dashboard (`jetq dashboard`).
@@ -31,6 +33,7 @@ pub mod dashboard;
 pub mod dead;
 pub mod enqueue;
 pub mod error;
+pub mod history;
 pub mod limits;
 pub mod pause;
 pub mod purge;

@@ -18,6 +18,8 @@
 //!   and filtered by queue and type, a search by id; `/tasks/{id}` one task (status, attempts
 //!   with errors, where it is, trace id) with **Cancel**;
 //! - `/workers` (`tasks.rs`): live workers, their running tasks and heartbeat age;
+//! - `/history` (`history.rs`): per-minute charts of the last 1 h / 6 h / 24 h per queue from
+//!   the workers' metrics history (PROTOCOL §15), drawn on the server as inline SVG;
 //! - `/schedules`: the schedules file's schedules, next and last fire, paused state, with
 //!   **Pause** / **Resume** and **Run now**;
 //! - `/status?id=`: state, attempts, progress, result and history of a tracked task.
@@ -42,6 +44,7 @@
 mod auth;
 mod catalog;
 mod dead;
+mod history;
 mod jobs;
 mod limits;
 mod page;
@@ -338,6 +341,8 @@ fn router(state: AppState) -> Router {
         .route("/tasks", get(tasks::list_page))
         .route("/tasks/{id}", get(tasks::detail_page))
         .route("/workers", get(tasks::workers_page))
+        .route("/history", get(history::page))
+        .route("/api/history", get(history::api_history))
         .route("/api/tasks", get(tasks::api_list))
         .route("/api/tasks/{id}", get(tasks::api_one))
         .route("/api/tasks/{id}/cancel", post(tasks::api_cancel))

@@ -49,6 +49,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/task_detail.html"),
     ),
     ("workers.html", include_str!("../../templates/workers.html")),
+    ("history.html", include_str!("../../templates/history.html")),
 ];
 
 /// The style sheet, served at `/static/console.css`.
@@ -85,6 +86,11 @@ pub(super) const NAV: &[NavItem] = &[
         page: "dead",
         href: "/dead",
         label: "Dead letters",
+    },
+    NavItem {
+        page: "history",
+        href: "/history",
+        label: "History",
     },
     NavItem {
         page: "workers",

@@ -69,6 +69,10 @@ pub(crate) enum Command {
     /// The live worker processes: host, version, queues, concurrency, running tasks, last
     /// heartbeat (from their presence records, PROTOCOL.md §14).
     Workers,
+    /// The per-minute metrics history the workers keep for 24 hours (PROTOCOL.md §15): per
+    /// queue and minute, tasks succeeded, failed attempts, retried, dead, run time p50/p95/max
+    /// (bucket estimates) and queue depth.
+    History(HistoryArgs),
     /// Tasks by state (pending, delayed, retrying, running, dead), paged; one task by id.
     #[command(subcommand)]
     Tasks(TasksCommand),
@@ -103,6 +107,16 @@ pub(crate) enum Command {
     Batch(BatchArgs),
     /// One chain: its links, how far it got, where it stopped.
     Chain(ChainArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HistoryArgs {
+    /// Only this queue (default: every queue).
+    #[arg(long)]
+    pub(crate) queue: Option<String>,
+    /// How far back, from 1m to 24h (the current minute included).
+    #[arg(long, default_value = "1h")]
+    pub(crate) since: String,
 }
 
 #[derive(Debug, Args)]

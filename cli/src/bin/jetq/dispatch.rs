@@ -200,6 +200,11 @@ pub(crate) async fn run(cli: Cli) -> Result<(), AdminError> {
             let workers = admin.workers().await?;
             print_workers(&workers, json);
         }
+        Command::History(args) => {
+            let range = jetq_cli::history::parse_range(&args.since)?;
+            let listing = admin.metrics_history(args.queue.as_deref(), range).await?;
+            crate::history::print_history(&listing, json);
+        }
         Command::Batches => {
             let batches = admin.batches().await?;
             crate::workflows::print_batches(&batches, json);

@@ -11,6 +11,7 @@
 
 mod args;
 mod dispatch;
+mod history;
 mod operator;
 mod output;
 mod workflows;
