@@ -53,6 +53,9 @@ async fn provision_as_admin(server: &NatsServer) -> async_nats::jetstream::Conte
     jetq_contract::presence::ensure_bucket(&topology)
         .await
         .unwrap();
+    jetq_contract::metrics_history::ensure_bucket(&topology)
+        .await
+        .unwrap();
     jetq_scheduler::provision(&admin, &Subjects::default(), &StreamSettings::default())
         .await
         .unwrap();
@@ -503,6 +506,7 @@ async fn a_least_privilege_worker_dead_letters_a_task_too_large_for_its_letter()
             provision: false,
             sweeper: false,
             queues: vec!["emails".into()],
+            history_interval: Duration::from_millis(200),
             ..fast_settings()
         })
         .handler(|_email: Email, _ctx: TaskContext| async move { ok() })
@@ -558,6 +562,21 @@ async fn a_least_privilege_worker_dead_letters_a_task_too_large_for_its_letter()
             use futures::TryStreamExt;
             let keys: Vec<String> = presence.keys().await.ok()?.try_collect().await.ok()?;
             (!keys.is_empty()).then_some(())
+        }
+    })
+    .await;
+    // Its queue's metrics history (PROTOCOL §15), merged with its own user: the dead letter.
+    let history = admin.get_key_value("JETQ_METRICS").await.unwrap();
+    eventually(WAIT, "the worker's metrics history", || {
+        let history = history.clone();
+        async move {
+            use futures::TryStreamExt;
+            let keys: Vec<String> = history.keys().await.ok()?.try_collect().await.ok()?;
+            let key = keys.iter().find(|key| key.starts_with("emails."))?;
+            let value = history.get(key).await.ok()??;
+            let record: jetq_contract::metrics_history::MinuteRecord =
+                serde_json::from_slice(&value).ok()?;
+            (record.dead == 1).then_some(())
         }
     })
     .await;

@@ -221,6 +221,11 @@ fn for_queue(line: &str, queue: &str) -> String {
             &format!("_UNIQUE.{TEMPLATE_QUEUE}."),
             &format!("_UNIQUE.{queue}."),
         )
+        // Its queue's metrics history (`$KV.JETQ_METRICS.<queue>.<minute>`, PROTOCOL §15).
+        .replace(
+            &format!("_METRICS.{TEMPLATE_QUEUE}."),
+            &format!("_METRICS.{queue}."),
+        )
         .replace(
             &format!("WORKER_{}_", upper(TEMPLATE_QUEUE)),
             &format!("WORKER_{}_", upper(queue)),
