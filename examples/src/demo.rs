@@ -9,13 +9,16 @@
 //!    from `GET /exports/{id}`), downloads the CSV the worker stored in the artifact store through
 //!    the web app (`GET /exports/{id}/csv`), then shuts everything down and returns a
 //!    [`DemoReport`];
-//! 5. also waits for the periodic `send_digest` task (schedule `demo-digest`, every 5 s), fired by
+//! 5. runs the chunked export: `POST /chunked-exports` splits a 10,000-row export into 10 chunk
+//!    tasks run as a chord, whose callback assembles the file and enqueues the mail with its
+//!    link; waits for that mail, downloads the file and checks every row is there once, in
+//!    order;
+//! 6. also waits for the periodic `send_digest` task (schedule `demo-digest`, every 5 s), fired by
 //!    the scheduler and run by the worker: the crontab replacement. The report ends with where to
 //!    look: `jetq queues`, `jetq schedules`, `jetq dashboard` (with `stay`, the stack keeps running
 //!    for them until Ctrl-C).
 
 use std::{
-    fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -39,6 +42,11 @@ use crate::{
     },
     SetupError,
 };
+
+mod chunked_step;
+mod report;
+
+pub use chunked_step::ChunkedReport;
 
 /// Environment variable naming the Python (with aiosmtpd) the demo's SMTP sink runs on.
 pub const PYTHON_ENV: &str = "JETQ_DEMO_PYTHON";
@@ -175,6 +183,8 @@ pub struct DemoReport {
     /// The attempts of the periodic `send_digest` tasks the scheduler fired (at least one
     /// succeeded).
     pub digests: Vec<AttemptRecord>,
+    /// The chunked export (a chord, then the mail with its link).
+    pub chunked: ChunkedReport,
 }
 
 impl DemoReport {
@@ -187,167 +197,6 @@ impl DemoReport {
     }
 }
 
-impl fmt::Display for DemoReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f)?;
-        writeln!(f, "== jetq demo: what happened ==")?;
-        writeln!(f, "NATS:      {}", self.nats)?;
-        writeln!(f, "SMTP sink: {} (aiosmtpd)", self.smtp)?;
-        writeln!(f, "web app:   http://{}", self.web)?;
-        writeln!(
-            f,
-            "worker:    in this process, ack_wait {:?} (heartbeat every {} ms)",
-            self.ack_wait,
-            (self.ack_wait / 3).as_millis()
-        )?;
-        writeln!(f)?;
-        writeln!(
-            f,
-            "Requests (each answered once JetStream stored the task; none waits for SMTP):"
-        )?;
-        for request in &self.requests {
-            writeln!(
-                f,
-                "  {:<14} {:<40} -> {} in {:>7.1} ms  {}",
-                request.request,
-                request.body,
-                request.status,
-                request.latency.as_secs_f64() * 1000.0,
-                request.answer
-            )?;
-        }
-        if let (Some(first), Some(repeat)) = (self.signups.first(), self.signups.get(2)) {
-            writeln!(
-                f,
-                "  The repeated signup got duplicate={} and the same task id ({}): the server \
-                 dropped it, so one welcome mail is sent, not two.",
-                repeat.duplicate, first.task_id
-            )?;
-        }
-        writeln!(f)?;
-        writeln!(f, "Emails received by the SMTP sink:")?;
-        for (index, mail) in self.emails.iter().enumerate() {
-            writeln!(f, "  #{}", index + 1)?;
-            for (name, value) in &mail.headers {
-                writeln!(f, "    {name}: {value}")?;
-            }
-        }
-        for record in self
-            .attempts
-            .iter()
-            .filter(|record| record.task == crate::tasks::SendEmail::NAME)
-        {
-            writeln!(
-                f,
-                "  task {}: attempt {} {}",
-                record.task_id,
-                record.attempt,
-                status_text(&record.status)
-            )?;
-        }
-        writeln!(f)?;
-        writeln!(f, "Export:")?;
-        let attempts = self.export_attempts();
-        let took = attempts
-            .iter()
-            .map(|record| record.duration)
-            .max()
-            .unwrap_or_default();
-        writeln!(
-            f,
-            "  task {} (export {}): {} rows x {:?}, ran {:.1} s > ack_wait {:?}, in {} attempt(s){}",
-            self.export.task_id,
-            self.export.export_id,
-            self.export_rows,
-            self.row_delay,
-            took.as_secs_f64(),
-            self.ack_wait,
-            attempts.len(),
-            if attempts.len() == 1 {
-                ": heartbeats kept it from being redelivered"
-            } else {
-                ""
-            }
-        )?;
-        writeln!(
-            f,
-            "  status: {} after attempt {}, {}% ({}), {} bytes in the jetq artifact store",
-            self.export_status.state,
-            self.export_status.attempt,
-            self.export_status.percent.unwrap_or_default(),
-            self.export_status.message.as_deref().unwrap_or(""),
-            self.export_status.bytes.unwrap_or_default()
-        )?;
-        writeln!(
-            f,
-            "  downloaded through the web app (GET /exports/{}/csv, streamed from the object \
-             store: no shared disk) to {} ({} lines: header + {} rows)",
-            self.export.export_id,
-            self.csv_path.display(),
-            self.csv_lines,
-            self.csv_lines.saturating_sub(1)
-        )?;
-        writeln!(f)?;
-        writeln!(
-            f,
-            "Periodic task (the crontab replacement): schedule demo-digest in {} fires \
-             send_digest every 5 s; jetq-scheduler enqueued it, the worker mailed it:",
-            self.schedules_file.display()
-        )?;
-        for record in &self.digests {
-            writeln!(
-                f,
-                "  task {}: attempt {} {}",
-                record.task_id,
-                record.attempt,
-                status_text(&record.status)
-            )?;
-        }
-        writeln!(f)?;
-        writeln!(
-            f,
-            "Where to look (`jetq` is `cargo run -q -p jetq-cli --`, or `cargo install jetq-cli`):"
-        )?;
-        writeln!(f, "  export JETQ_NATS_URL={}", self.nats_url)?;
-        writeln!(
-            f,
-            "  jetq queues                     # pending, in flight, dead, rate per queue"
-        )?;
-        writeln!(
-            f,
-            "  jetq schedules --file {}   # next fires",
-            self.schedules_file.display()
-        )?;
-        writeln!(
-            f,
-            "  jetq dead list                  # dead letters, if any"
-        )?;
-        writeln!(
-            f,
-            "  jetq dashboard                  # then open http://127.0.0.1:8080/"
-        )?;
-        writeln!(
-            f,
-            "  (the demo stops its stack when it ends: `bash scripts/demo.sh --stay` keeps it \
-             running until Ctrl-C)"
-        )?;
-        Ok(())
-    }
-}
-
-fn status_text(status: &AttemptStatus) -> String {
-    match status {
-        AttemptStatus::Running => "running".into(),
-        AttemptStatus::Succeeded => "succeeded".into(),
-        AttemptStatus::Failed { error, fatal } => {
-            format!(
-                "failed ({}): {error}",
-                if *fatal { "fatal" } else { "will retry" }
-            )
-        }
-        AttemptStatus::Cancelled => "cancelled".into(),
-    }
-}
 
 /// Everything started, so it can be stopped whatever happens.
 #[derive(Default)]
@@ -500,6 +349,8 @@ async fn run_scenario(
         activity: activity.clone(),
         // 14 mails a second across workers (docs/FLOW_CONTROL.md).
         email_limits: crate::flow::email_limits().map_err(|err| SetupError(err.to_string()))?,
+        // The chunked export's assembler reads chunk results and enqueues the mail with it.
+        producer: Some(producer.clone()),
     };
     let nats_url = connection.nats_url.clone();
     let scheduler = Scheduler::builder()
@@ -692,6 +543,8 @@ async fn run_scenario(
             "{ada} received {ada_mails} welcome mails (expected 1: the repeat is a duplicate)"
         )));
     }
+    // 5. The chunked export: a chord of chunks, assembled in order, then the mail with the link.
+    let chunked = chunked_step::run(options, web, sink, &grace_hopper, &mut requests).await?;
     let digests = activity
         .attempts()
         .into_iter()
@@ -715,6 +568,7 @@ async fn run_scenario(
         csv_lines,
         schedules_file: options.schedules_file.clone(),
         digests,
+        chunked,
     })
 }
 

@@ -11,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+pub mod chunked;
 pub mod demo;
 pub mod flow;
 pub mod http_client;

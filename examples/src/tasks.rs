@@ -60,6 +60,64 @@ impl Task for GenerateCsv {
     }
 }
 
+/// One chunk of a chunked export (a member of the export's chord): data lines `first_row` to
+/// `first_row + rows - 1`, returned as the task's result (`{"chunk", "rows", "csv"}`). A chunk
+/// of more than a few hundred rows is over 16 KiB, so the worker stores it in the results
+/// store and the assembler gets it by reference.
+///
+/// Runs on queue `exports`, at most 3 attempts of 60 s each; tracked (a chord's members are).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportChunk {
+    /// The export's id (also the chord's batch id).
+    pub export_id: String,
+    /// The chunk's index, from 0.
+    pub chunk: u32,
+    /// Its first data row (rows count from 1).
+    pub first_row: u32,
+    /// Its number of rows.
+    pub rows: u32,
+}
+
+impl Task for ExportChunk {
+    const NAME: &'static str = "export_chunk";
+    const QUEUE: &'static str = "exports";
+
+    fn options() -> TaskOptions {
+        TaskOptions::default()
+            .max_attempts(3)
+            .timeout(Duration::from_secs(60))
+    }
+}
+
+/// The callback of a chunked export's chord: assembles the chunks' CSV in chunk order into one
+/// artifact (`export.csv` of this task), then enqueues the mail with the download link (the
+/// next step of the flow, keyed `export-mail:<export_id>` so a re-run sends it once).
+///
+/// Runs on queue `exports`, at most 3 attempts of 5 minutes each, tracked (the web app reads
+/// its status and streams its artifact).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssembleExport {
+    /// The export's id (the chord's batch id).
+    pub export_id: String,
+    /// Who gets the link.
+    pub email: String,
+    /// The chord's summary, filled in by jetq when the chunks are done.
+    #[serde(default)]
+    pub batch: jetq_contract::workflow::BatchSummary,
+}
+
+impl Task for AssembleExport {
+    const NAME: &'static str = "assemble_export";
+    const QUEUE: &'static str = "exports";
+
+    fn options() -> TaskOptions {
+        TaskOptions::default()
+            .max_attempts(3)
+            .timeout(Duration::from_secs(300))
+            .track_status(true)
+    }
+}
+
 /// The periodic task of the seed scenario, fired by jetq-scheduler from `examples/schedules.yaml`
 /// (schedule `demo-digest`) instead of a crontab line: mail a short digest to the team.
 ///

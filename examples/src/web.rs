@@ -16,6 +16,10 @@
 //! - `DELETE /exports/{id}` cancels the export: dropped if it has not started, stopped at its
 //!   next row if it runs (`202 {"outcome", "status"}`).
 //!
+//! - `POST /chunked-exports`, `GET /chunked-exports/{id}` and `GET /chunked-exports/{id}/csv`:
+//!   the same export split into chunks that run in parallel as a chord (see
+//!   [`crate::chunked`]).
+//!
 //! Errors are JSON `{"error": "..."}`: malformed JSON is 400, a wrong content type 415, invalid
 //! values 422; a queue that refused the task is 503 (with `Retry-After` when the stream is full),
 //! a bug in the task definition 500.
@@ -193,7 +197,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
@@ -201,7 +205,7 @@ impl ApiError {
         }
     }
 
-    fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
     }
 }
@@ -287,6 +291,8 @@ pub fn router(producer: Producer) -> Router {
         .route("/exports/{id}/csv", get(download_export))
         .route("/exports/{id}/events", get(export_events))
         .route("/exports/{id}/page", get(export_page))
+        // The chunked export: a chord of chunks, assembled by its callback (chunked.rs).
+        .merge(crate::chunked::routes())
         .with_state(producer)
 }
 

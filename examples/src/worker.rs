@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
 use crate::{
-    tasks::{GenerateCsv, SendDigest, SendEmail},
+    tasks::{AssembleExport, ExportChunk, GenerateCsv, SendDigest, SendEmail},
     ConfigError,
 };
 
@@ -137,6 +137,9 @@ pub struct WorkerConfig {
     pub activity: Activity,
     /// The limits of [`SendEmail`] (a rate limit, see [`crate::flow::email_limits`]).
     pub email_limits: jetq_consumer::Limits,
+    /// What [`AssembleExport`] reads chunk results and enqueues the mail with (a chunked
+    /// export fails without one).
+    pub producer: Option<jetq_producer::Producer>,
 }
 
 impl WorkerConfig {
@@ -147,6 +150,7 @@ impl WorkerConfig {
             exports: ExportConfig::from_env()?,
             activity: Activity::default(),
             email_limits: crate::flow::email_limits()?,
+            producer: None,
         })
     }
 }
@@ -285,8 +289,42 @@ pub fn build(builder: WorkerBuilder, config: WorkerConfig) -> WorkerBuilder {
     let email_activity = config.activity.clone();
     let digest_activity = config.activity.clone();
     let digest_smtp = smtp.clone();
+    let chunk_activity = config.activity.clone();
+    let assemble_activity = config.activity.clone();
+    let producer = config.producer;
     let export_activity = config.activity;
     builder
+        .handler(move |chunk: ExportChunk, context: TaskContext| {
+            let activity = chunk_activity.clone();
+            async move {
+                activity
+                    .track(&context, async {
+                        crate::chunked::run_chunk(&context, &chunk)?;
+                        Ok(())
+                    })
+                    .await
+            }
+        })
+        .handler(move |task: AssembleExport, context: TaskContext| {
+            let activity = assemble_activity.clone();
+            let producer = producer.clone();
+            async move {
+                activity
+                    .track(&context, async {
+                        let assembled =
+                            crate::chunked::assemble(&context, &task, producer.as_ref()).await?;
+                        tracing::info!(
+                            export_id = %task.export_id,
+                            rows = assembled.rows,
+                            chunks = assembled.chunks,
+                            by_reference = assembled.by_reference,
+                            "chunked export assembled"
+                        );
+                        Ok(())
+                    })
+                    .await
+            }
+        })
         // At most 14 mails a second across every worker pod (EMAIL_RATE_LIMIT); a mail over
         // the limit waits for its turn without using up an attempt.
         .limits::<SendEmail>(config.email_limits)

@@ -88,6 +88,7 @@ impl App {
                 exports: ExportConfig::default(),
                 activity: activity.clone(),
                 email_limits: jetq_examples::flow::email_limits().expect("email limits"),
+                producer: Some(producer.clone()),
             };
             let settings = WorkerSettings {
                 ack_wait: ACK_WAIT,
@@ -714,6 +715,18 @@ async fn demo_runs_the_whole_scenario() {
     assert!(with_subject(worker::DIGEST_SUBJECT) >= 1, "{report}");
     assert_eq!(report.csv_lines, 31);
     assert_eq!(report.export_attempts().len(), 1, "{report}");
+    // The chunked export ran as a chord: 10 chunks, each by reference, assembled in order (the
+    // demo compares the file with every row), and its link mailed once.
+    let chunked = &report.chunked;
+    let assembled = chunked.status.assembled.expect("assembled");
+    assert_eq!((chunked.status.chunks, chunked.status.dead), (10, 0), "{report}");
+    assert_eq!((assembled.rows, assembled.by_reference), (10_000, 10), "{report}");
+    assert_eq!(chunked.csv_lines, 10_001);
+    assert_eq!(
+        with_subject(jetq_examples::chunked::EXPORT_MAIL_SUBJECT),
+        1,
+        "{report}"
+    );
     let summary = report.to_string();
     assert!(summary.contains("Subject: Welcome to jetq!"), "{summary}");
     assert!(summary.contains(&report.csv_path.display().to_string()));

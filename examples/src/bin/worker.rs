@@ -25,7 +25,14 @@ async fn main() -> ExitCode {
 }
 
 async fn run(telemetry: &TelemetryGuard) -> Result<(), String> {
-    let config = WorkerConfig::from_env().map_err(|err| err.to_string())?;
+    let mut config = WorkerConfig::from_env().map_err(|err| err.to_string())?;
+    // The chunked export's assembler reads the chunks' results and enqueues the mail.
+    let producer = jetq_producer::Producer::from_env()
+        .map_err(|err| err.to_string())?
+        .connect()
+        .await
+        .map_err(|err| format!("cannot connect the producer: {err}"))?;
+    config.producer = Some(producer);
     tracing::info!(
         smtp = %format!("{}:{}", config.smtp.host, config.smtp.port),
         local_copy = ?config.exports.dir,
