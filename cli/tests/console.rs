@@ -740,8 +740,8 @@ async fn a_bulk_retry_removes_exactly_the_replayed_letters() {
     assert_eq!(tasks.len(), replayed as usize);
 }
 
-/// A worker of `Email` tasks whose handler holds each task until 20 s pass (untracked: it
-/// cannot be stopped), with presence rewritten every 200 ms.
+/// A worker of `Email` tasks whose handler holds each task until 20 s pass (untracked, and it
+/// does not look at its context), with presence rewritten every 200 ms.
 async fn holding_worker(server: &NatsServer) -> jetq_consumer::Worker {
     worker(server)
         .settings(jetq_consumer::WorkerSettings {
@@ -898,8 +898,8 @@ async fn tasks_page_by_state_with_detail_cancel_and_the_workers_page() {
     assert_eq!(delayed_cancel.status, 200, "{}", delayed_cancel.body);
     assert_eq!(delayed_cancel.json()["was"], "delayed");
 
-    // A running untracked task: listed as running, on the workers page, and its cancel is
-    // refused with the typed reason (409).
+    // A running untracked task: listed as running, on the workers page, and cancelled through
+    // its worker (PROTOCOL §16): the worker terminates it at once, whatever its handler does.
     let (stop_worker, run) = spawn_worker(holding_worker(&server).await);
     let hold = producer
         .enqueue(&Email { to: "hold".into() })
@@ -935,15 +935,16 @@ async fn tasks_page_by_state_with_detail_cancel_and_the_workers_page() {
         &change,
     )
     .await;
-    assert_eq!(running.status, 409, "{}", running.body);
-    assert!(
-        running.json()["error"]
-            .as_str()
-            .unwrap()
-            .contains("cannot be stopped"),
-        "{}",
-        running.body
-    );
+    assert_eq!(running.status, 200, "{}", running.body);
+    let running = running.json();
+    assert_eq!(running["outcome"], "requested", "{running}");
+    assert_eq!(running["was"], "running", "{running}");
+    assert_eq!(running["worker"], api[0]["id"], "{running}");
+    eventually(WAIT, "the cancelled task leaves the task stream", || {
+        let js = js.clone();
+        async move { (stream_len(&js, "JETQ_TASKS").await == 4).then_some(()) }
+    })
+    .await;
     let _ = stop_worker.send(());
     let _ = within(Duration::from_secs(30), "the worker stops", run).await;
 }

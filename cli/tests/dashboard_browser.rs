@@ -3,8 +3,8 @@
 //! (overview, queues, dead letters, a dead letter, limits, task types, schedules, tasks, a task,
 //! workers) fits the window; it finds a delayed task by the search box and cancels it, pauses,
 //! resumes and runs a schedule now, pauses and resumes a queue, replays and discards a dead letter, filters and pages,
-//! retries and discards every letter of a filter in bulk (confirmation with the count, progress,
-//! result) and releases a unique key, by clicking; a read-only token sees every page without a
+//! retries and discards every letter of a filter in bulk and cancels every task of a filter in
+//! bulk (confirmation with the count, progress, result) and releases a unique key, by clicking; a read-only token sees every page without a
 //! button and is refused every change; without the token everything is refused. Screenshots
 //! are kept in `target/jetq-cli-artifacts/` (and docs/console-*.png with
 //! `JETQ_UPDATE_DOCS_SCREENSHOT=1`).
@@ -201,6 +201,20 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
     write_dead_many(&js, "reports", "job", "rep", 40).await;
     write_dead_many(&js, "work", "cleanup", "cln", 25).await;
     write_dead_many(&js, "mobile", "job", "mob", 15).await;
+    // Pending tasks of mobile for the bulk Cancel: 12 `render` (desktop) and 8 `resize` (phone).
+    for (task, count) in [("render", 12), ("resize", 8)] {
+        for n in 0..count {
+            producer
+                .enqueue_raw(jetq_producer::RawTask {
+                    queue: "mobile".into(),
+                    task: task.into(),
+                    payload: format!("{{\"page\":{n}}}").into(),
+                    options: jetq_producer::EnqueueOptions::new(),
+                })
+                .await
+                .unwrap();
+        }
+    }
 
     let schedules = tempfile::tempdir().unwrap();
     let schedules_file = schedules.path().join("schedules.yaml");
@@ -293,6 +307,14 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
             "queue=work&task=cleanup&reason=exhausted",
         )
         .env("PHONE_BULK_QUERY", "queue=mobile")
+        .env(
+            "BULK_CANCEL_QUERY",
+            "state=pending&queue=mobile&type=render",
+        )
+        .env(
+            "PHONE_CANCEL_QUERY",
+            "state=pending&queue=mobile&type=resize",
+        )
         .env("PAUSE_QUEUE", "work")
         .env("CANCEL_TASK", &delayed.id)
         .env("DEAD_TASK", "01JQ7ZQ4W0LONG0000000000C3")
@@ -438,6 +460,58 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
     );
     assert!(text("phone_discard_flash").contains(&format!("{} discarded", seqs[2])));
     assert_eq!(seen["forged_status"], 403);
+
+    // Bulk Cancel of the tasks matching the Tasks page's filter, at 1,400 and 390 px: the count
+    // in the confirmation, the job's progress and result, no task left.
+    for (key, count, filter) in [
+        (
+            "bulk_cancel",
+            12,
+            "queue=mobile, type=render, state=pending",
+        ),
+        (
+            "phone_cancel",
+            8,
+            "queue=mobile, type=resize, state=pending",
+        ),
+    ] {
+        assert_eq!(seen[format!("{key}_rows_before")], count, "{seen:#}");
+        assert!(
+            text(&format!("{key}_dialog"))
+                .starts_with(&format!("Cancel {count} pending tasks matching {filter}?")),
+            "{seen:#}"
+        );
+        let result = text(&format!("{key}_result"));
+        assert!(
+            result.starts_with("Cancel done:")
+                && result.contains(&format!("{count} done, 0 failed")),
+            "{result}"
+        );
+        assert_eq!(seen[format!("{key}_state")], "done");
+        assert_eq!(
+            seen[format!("{key}_progress")]["value"],
+            seen[format!("{key}_progress")]["max"]
+        );
+        assert_eq!(seen[format!("{key}_rows_after")], 0, "{seen:#}");
+    }
+    for task in ["render", "resize"] {
+        let left = admin(&server)
+            .await
+            .tasks(
+                &jetq_cli::tasks::TaskFilter {
+                    state: jetq_cli::tasks::ListState::Pending,
+                    queue: Some("mobile".into()),
+                    task: Some(task.into()),
+                },
+                &jetq_cli::tasks::PageRequest {
+                    limit: 10,
+                    after: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(left.tasks.is_empty(), "{task}: {left:?}");
+    }
 
     // The detail page shows the whole error, and no page is wider than the window, at 1,400
     // px and at 390 px.
@@ -611,7 +685,7 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
 }
 
 /// The screenshots the script takes (kept in docs/ with `JETQ_UPDATE_DOCS_SCREENSHOT=1`).
-const SCREENSHOTS: [&str; 19] = [
+const SCREENSHOTS: [&str; 21] = [
     "console-overview.png",
     "console-queues.png",
     "console-dead.png",
@@ -631,4 +705,6 @@ const SCREENSHOTS: [&str; 19] = [
     "console-phone-task-detail.png",
     "console-phone-workers.png",
     "console-phone-schedules.png",
+    "console-tasks-bulk-cancel.png",
+    "console-phone-tasks-bulk-cancel.png",
 ];

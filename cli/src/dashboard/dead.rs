@@ -508,7 +508,7 @@ pub(super) async fn api_bulk(
     let job = state.jobs.start(
         state.admin.clone(),
         action,
-        filter,
+        super::jobs::JobTarget::Dead(filter),
         caller.who(),
         query.expected,
     );

@@ -1,6 +1,8 @@
 //! Bulk actions run in the background: a replay or discard of every dead letter matching a
 //! filter is a job with an id, run by [`Admin::replay`] or [`Admin::purge`] (the code behind
-//! `jetq dead replay|purge`), its progress fed by their [`Progress`] calls. The page polls
+//! `jetq dead replay|purge`), and so is a cancel of every task matching a filter
+//! ([`Admin::cancel_matching`], `jetq cancel --all`); their progress is fed by their
+//! [`Progress`] calls. The page polls
 //! `GET /api/jobs/{id}`; the dashboard keeps the last [`KEEP`] jobs in memory (they are not
 //! persisted: a restart forgets them, the letters' state is in JetStream).
 
@@ -23,6 +25,7 @@ use serde::Serialize;
 
 use super::{dead::describe, error_response, AppState};
 use crate::{
+    cancel::bulk::CancelFilter,
     dead::{DeadFilter, Progress, ReplayOptions, Selection},
     Admin,
 };
@@ -38,6 +41,17 @@ pub(super) enum BulkAction {
     Replay,
     /// Delete each letter (`jetq dead purge`).
     Discard,
+    /// Cancel each task matching a task filter (`jetq cancel --all`).
+    Cancel,
+}
+
+/// What a job works on.
+#[derive(Debug, Clone)]
+pub(super) enum JobTarget {
+    /// Dead letters (replay, discard).
+    Dead(DeadFilter),
+    /// Tasks (cancel).
+    Tasks(CancelFilter),
 }
 
 /// How a job ended.
@@ -174,12 +188,12 @@ impl Jobs {
         self.get(id).map(|job| job.view())
     }
 
-    /// Starts `action` on every dead letter matching `filter` in the background.
+    /// Starts `action` on every dead letter or task matching `target` in the background.
     pub(super) fn start(
         &self,
         admin: Admin,
         action: BulkAction,
-        filter: DeadFilter,
+        target: JobTarget,
         by: String,
         confirmed: Option<u64>,
     ) -> Arc<Job> {
@@ -190,7 +204,10 @@ impl Jobs {
         let job = Arc::new(Job {
             id: format!("job-{stamp}-{n}"),
             action,
-            filter: describe(&filter),
+            filter: match &target {
+                JobTarget::Dead(filter) => describe(filter),
+                JobTarget::Tasks(filter) => filter.describe(),
+            },
             by,
             confirmed,
             started_at: jetq_contract::time::now(),
@@ -216,16 +233,44 @@ impl Jobs {
         );
         let running = job.clone();
         tokio::spawn(async move {
-            let selection = Selection::Filter(filter);
-            let result = match action {
-                BulkAction::Replay => admin
-                    .replay(&selection, &ReplayOptions::default(), running.as_ref())
+            let result = match target {
+                JobTarget::Dead(filter) => {
+                    let selection = Selection::Filter(filter);
+                    match action {
+                        BulkAction::Replay => admin
+                            .replay(&selection, &ReplayOptions::default(), running.as_ref())
+                            .await
+                            .map(|r| {
+                                let first = r.failures.first().map(|f| {
+                                    format!("dead letter {}: {}", f.dead_sequence, f.error)
+                                });
+                                (r.replayed, r.failed, first)
+                            }),
+                        _ => admin
+                            .purge(&selection, false, running.as_ref())
+                            .await
+                            .map(|r| {
+                                let first = r.failures.first().map(|f| {
+                                    format!("dead letter {}: {}", f.dead_sequence, f.error)
+                                });
+                                (r.deleted, r.failed, first)
+                            }),
+                    }
+                }
+                JobTarget::Tasks(filter) => admin
+                    .cancel_matching(&filter, false, running.as_ref())
                     .await
-                    .map(|r| (r.replayed, r.failed, r.failures.first().cloned())),
-                BulkAction::Discard => admin
-                    .purge(&selection, false, running.as_ref())
-                    .await
-                    .map(|r| (r.deleted, r.failed, r.failures.first().cloned())),
+                    .map(|r| {
+                        let first = r.failures.first().map(|f| {
+                            format!(
+                                "task {} (sequence {}): {}",
+                                f.id.as_deref().unwrap_or("-"),
+                                f.sequence,
+                                f.error
+                            )
+                        });
+                        (r.cancelled + r.gone, r.failed, first)
+                    }),
             };
             match result {
                 Ok((succeeded, failed, first_failure)) => {
@@ -237,7 +282,7 @@ impl Jobs {
                         filter = %running.filter,
                         succeeded,
                         failed,
-                        first_failure = ?first_failure.map(|f| format!("dead letter {}: {}", f.dead_sequence, f.error)),
+                        first_failure = ?first_failure,
                         elapsed_ms = running.view().elapsed_ms,
                         "dashboard: bulk action done"
                     );

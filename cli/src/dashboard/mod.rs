@@ -48,6 +48,7 @@ mod history;
 mod jobs;
 mod limits;
 mod page;
+mod task_bulk;
 mod queues;
 mod tasks;
 
@@ -346,6 +347,8 @@ fn router(state: AppState) -> Router {
         .route("/api/tasks", get(tasks::api_list))
         .route("/api/tasks/{id}", get(tasks::api_one))
         .route("/api/tasks/{id}/cancel", post(tasks::api_cancel))
+        .route("/api/tasks/count", get(task_bulk::api_count))
+        .route("/api/tasks/bulk-cancel", post(task_bulk::api_bulk_cancel))
         .route("/api/workers", get(tasks::api_workers))
         .route(
             "/api/schedules/{name}/{action}",

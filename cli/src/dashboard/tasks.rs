@@ -41,6 +41,8 @@ pub(super) struct TasksQuery {
     limit: Option<usize>,
     /// The search box: a task id (redirects to its detail page).
     id: Option<String>,
+    /// Show this bulk cancel job's progress or result.
+    job: Option<String>,
 }
 
 fn non_empty(value: &Option<String>) -> Option<String> {
@@ -195,6 +197,12 @@ pub(super) async fn list_page(
             "next_href": next_href,
             "first_href": first_href,
             "error": error,
+            "filter_query": query_string(&[
+                ("state", Some(filter.state.to_string())),
+                ("queue", queue.clone()),
+                ("type", task.clone()),
+            ]),
+            "job": query.job.as_deref().and_then(|id| state.jobs.view(id)),
         }),
     )
 }
@@ -284,7 +292,8 @@ pub(super) async fn detail_page(
 }
 
 /// `POST /api/tasks/{id}/cancel`: [`Admin::cancel_task`]; a task that cannot be cancelled where
-/// it is (untracked and running) is 409 with the reason.
+/// it is (untracked, running on a worker that does not answer cancel requests) is 409 with the
+/// reason.
 pub(super) async fn api_cancel(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

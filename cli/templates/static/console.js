@@ -213,30 +213,38 @@
   }
   // Bulk retry/discard of every dead letter matching the page's filter: count first (a dry
   // run), confirm with the number, start a job, poll its progress, show the result.
+  // The Tasks page's bulk Cancel uses the same flow with its own endpoints (data-count,
+  // data-start, data-list, data-noun on the button).
   function bulk(button) {
     var action = button.getAttribute('data-bulk');
     var query = button.getAttribute('data-filter') || '';
-    var verb = action === 'replay' ? 'Retry' : 'Discard';
+    var verb = action === 'replay' ? 'Retry' : action === 'cancel' ? 'Cancel' : 'Discard';
+    var countUrl = button.getAttribute('data-count') || '/api/dead/count';
+    var startUrl = button.getAttribute('data-start') || ('/api/dead/bulk?action=' + action);
+    var listUrl = button.getAttribute('data-list') || '/dead';
+    var noun = button.getAttribute('data-noun') || 'dead letter';
     var bar = document.getElementById('bulk-progress'), status = document.getElementById('bulk-status');
     document.querySelectorAll('button[data-bulk]').forEach(function (b) { b.disabled = true; });
     function done() { document.querySelectorAll('button[data-bulk]').forEach(function (b) { b.disabled = false; }); }
-    status.textContent = 'Counting the matching dead letters…'; status.className = 'flash';
-    getJson('/api/dead/count?' + query).then(function (res) {
+    status.textContent = 'Counting the matching ' + noun + 's…'; status.className = 'flash';
+    getJson(countUrl + '?' + query).then(function (res) {
       if (!res.ok) { done(); flash('Cannot count: ' + (res.body.error || ('HTTP ' + res.status)), false, 'bulk-status'); return; }
       var count = res.body.count;
-      if (count === 0) { done(); flash('No dead letter matches this filter.', true, 'bulk-status'); return; }
-      var what = action === 'replay' ? 're-enqueue them with a fresh attempt count' : 'delete them for good';
-      if (!window.confirm(verb + ' ' + num(count) + ' dead letter' + (count === 1 ? '' : 's') + ' matching ' + (res.body.filter || 'everything') + '? This will ' + what + '.')) {
+      if (count === 0) { done(); flash('No ' + noun + ' matches this filter.', true, 'bulk-status'); return; }
+      var what = action === 'replay' ? 're-enqueue them with a fresh attempt count'
+        : action === 'cancel' ? 'stop them: waiting ones are deleted, running ones are told to stop and end cancelled'
+        : 'delete them for good';
+      if (!window.confirm(verb + ' ' + num(count) + ' ' + noun + (count === 1 ? '' : 's') + ' matching ' + (res.body.filter || 'everything') + '? This will ' + what + '.')) {
         done(); status.textContent = ''; return;
       }
-      post('/api/dead/bulk?action=' + action + (query ? '&' + query : '') + '&expected=' + count).then(function (started) {
+      post(startUrl + (startUrl.indexOf('?') < 0 ? '?' : '&') + (query ? query + '&' : '') + 'expected=' + count).then(function (started) {
         if (!started.ok) { done(); flash(verb + ': ' + (started.body.error || ('HTTP ' + started.status)), false, 'bulk-status'); return; }
-        watchJob(started.body.id, verb, query, count);
+        watchJob(started.body.id, verb, query, count, listUrl);
       });
     }).catch(function (e) { done(); flash('Request failed: ' + e, false, 'bulk-status'); });
   }
   // Follows a job's progress until it ends, then shows the list with its result.
-  function watchJob(id, verb, query, count) {
+  function watchJob(id, verb, query, count, listUrl) {
     var bar = document.getElementById('bulk-progress'), status = document.getElementById('bulk-status');
     function done() { document.querySelectorAll('button[data-bulk]').forEach(function (b) { b.disabled = false; }); }
     document.querySelectorAll('button[data-bulk]').forEach(function (b) { b.disabled = true; });
@@ -257,14 +265,14 @@
             // server from the job, at /dead?<filter>&job=<id>).
             bar.value = bar.max;
             status.textContent = verb + ' ' + j.state + ': ' + num(j.succeeded) + ' done, ' + num(j.failed) + ' failed; reloading the list…';
-            window.location.assign('/dead?' + (query ? query + '&' : '') + 'job=' + encodeURIComponent(id));
+            window.location.assign((listUrl || '/dead') + '?' + (query ? query + '&' : '') + 'job=' + encodeURIComponent(id));
           }).catch(function (e) { done(); flash('Request failed: ' + e, false, 'bulk-status'); });
         })();
   }
   // Cancel of one task (the task detail page): POST /api/tasks/<id>/cancel, then its outcome.
   function cancelTask(button) {
     var id = button.getAttribute('data-cancel');
-    if (!window.confirm('Cancel task ' + id + '? A queued, delayed or retrying task will not run; a tracked running one is asked to stop.')) { return; }
+    if (!window.confirm('Cancel task ' + id + '? A queued, delayed or retrying task will not run; a running one is told to stop and ends cancelled.')) { return; }
     button.disabled = true;
     post('/api/tasks/' + encodeURIComponent(id) + '/cancel').then(function (res) {
       if (res.ok) {
@@ -272,6 +280,7 @@
         if (b.state) { text += ', state ' + b.state; }
         if (b.stream) { text += ', deleted from ' + b.stream + ' sequence ' + b.sequence; }
         if (b.raced) { text += ' — a worker took it meanwhile: it may run once'; }
+        if (b.worker) { text += ', on worker ' + b.worker; }
         flash(text, true);
         var st = document.getElementById('task-status');
         if (st) { st.textContent = b.state || b.outcome; }
@@ -320,8 +329,9 @@
   var running = document.querySelector('#bulk-status[data-job]:not([data-state])');
   var bulkButton = document.querySelector('button[data-bulk]');
   if (running && bulkButton) {
-    watchJob(running.getAttribute('data-job'), running.textContent.indexOf('Retry') === 0 ? 'Retry' : 'Discard',
-      bulkButton.getAttribute('data-filter') || '', 0);
+    var words = running.textContent.trim();
+    watchJob(running.getAttribute('data-job'), words.indexOf('Retry') === 0 ? 'Retry' : words.indexOf('Cancel') === 0 ? 'Cancel' : 'Discard',
+      bulkButton.getAttribute('data-filter') || '', 0, bulkButton.getAttribute('data-list') || '/dead');
   }
   render();
   setTimeout(poll, state.sample_every_ms || 2000);

@@ -15,6 +15,8 @@
 //   BULK_RETRY_QUERY  the /dead filter whose letters are retried in bulk (desktop)
 //   BULK_DISCARD_QUERY the /dead filter whose letters are discarded in bulk (desktop)
 //   PHONE_BULK_QUERY  the /dead filter whose letters are discarded in bulk at phone width
+//   BULK_CANCEL_QUERY the /tasks filter whose tasks are cancelled in bulk (desktop)
+//   PHONE_CANCEL_QUERY the /tasks filter whose tasks are cancelled in bulk at phone width
 //   PAUSE_QUEUE       the queue paused and resumed by clicking
 //   CANCEL_TASK       a delayed task: found by the search box, cancelled by clicking
 //   DEAD_TASK         the id of a dead-lettered task (its detail page)
@@ -43,6 +45,8 @@ const releaseEntry = env('RELEASE_ENTRY');
 const bulkRetryQuery = env('BULK_RETRY_QUERY');
 const bulkDiscardQuery = env('BULK_DISCARD_QUERY');
 const phoneBulkQuery = env('PHONE_BULK_QUERY');
+const bulkCancelQuery = env('BULK_CANCEL_QUERY');
+const phoneCancelQuery = env('PHONE_CANCEL_QUERY');
 const pauseQueue = env('PAUSE_QUEUE');
 const cancelTask = env('CANCEL_TASK');
 const deadTask = env('DEAD_TASK');
@@ -301,6 +305,14 @@ try {
   await page.click(`button[data-cancel="${cancelTask}"]`, { timeout: WAIT });
   await page.locator('#flash.ok').waitFor({ timeout: WAIT });
   out.cancel_flash = await page.locator('#flash').innerText();
+  // Bulk Cancel of the tasks matching the page's filter: the count in the confirmation, the
+  // job's progress, its result on the reloaded page.
+  await page.goto(`${url}/tasks?${bulkCancelQuery}`, { timeout: WAIT });
+  out.bulk_cancel_rows_before = await page.locator('#tasks-table tbody tr').count();
+  await bulk(page, 'cancel', out, 'bulk_cancel');
+  out.bulk_cancel_rows_after = await page.locator('#tasks-table tbody tr').count();
+  out.widths['desktop /tasks bulk cancel'] = await widths(page);
+  await page.screenshot({ path: `${shots}/console-tasks-bulk-cancel.png`, fullPage: true });
   await page.goto(`${url}/tasks/${deadTask}`, { timeout: WAIT });
   out.dead_task_text = await page.locator('#task-detail').innerText();
   out.widths['desktop /tasks/dead'] = await widths(page);
@@ -383,6 +395,12 @@ try {
   await mobile.goto(`${url}/dead?${phoneBulkQuery}`, { timeout: WAIT });
   await bulk(mobile, 'discard', out, 'phone_bulk');
   out.widths['phone bulk'] = await widths(mobile);
+  await mobile.goto(`${url}/tasks?${phoneCancelQuery}`, { timeout: WAIT });
+  out.phone_cancel_rows_before = await mobile.locator('#tasks-table tbody tr').count();
+  await bulk(mobile, 'cancel', out, 'phone_cancel');
+  out.phone_cancel_rows_after = await mobile.locator('#tasks-table tbody tr').count();
+  out.widths['phone /tasks bulk cancel'] = await widths(mobile);
+  await mobile.screenshot({ path: `${shots}/console-phone-tasks-bulk-cancel.png`, fullPage: true });
   await phone.close();
 
   // 4. A read-only token: every page, no button, every change refused.
@@ -411,6 +429,7 @@ try {
       '/api/queues/work/pause',
       '/api/limits/release?entry=x',
       `/api/tasks/${seq}/cancel`,
+      '/api/tasks/bulk-cancel?state=pending',
       '/api/schedules/nightly-report/pause',
       '/api/schedules/nightly-report/run',
     ];
