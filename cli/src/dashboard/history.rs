@@ -24,7 +24,7 @@ const RANGES: [&str; 3] = ["1h", "6h", "24h"];
 /// Chart geometry, in the SVG's own units (it scales to the page's width).
 const WIDTH: f64 = 600.0;
 const HEIGHT: f64 = 170.0;
-const LEFT: f64 = 44.0;
+const LEFT: f64 = 50.0;
 const RIGHT: f64 = 592.0;
 const TOP: f64 = 12.0;
 const BOTTOM: f64 = 146.0;
@@ -195,6 +195,8 @@ struct Chart {
 struct XLabel {
     x: f64,
     text: String,
+    /// `start`, `middle` or `end`: the first and last labels stay inside the chart.
+    anchor: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -293,15 +295,16 @@ fn nice_ceiling(max: u64) -> u64 {
     }
 }
 
-fn short(value: u64, unit: &str) -> String {
-    let text = if value >= 1_000_000 {
+/// An axis label: short enough for the chart's left margin at phone width (the unit is in the
+/// chart's title).
+fn short(value: u64) -> String {
+    if value >= 1_000_000 {
         format!("{}M", value / 1_000_000)
     } else if value >= 10_000 {
         format!("{}k", value / 1_000)
     } else {
         value.to_string()
-    };
-    format!("{text}{unit}")
+    }
 }
 
 fn chart(
@@ -368,6 +371,11 @@ fn chart(
                     .get(index)
                     .map(|m| clock(*m, false))
                     .unwrap_or_default(),
+                anchor: match tick {
+                    0 => "start",
+                    t if t == ticks => "end",
+                    _ => "middle",
+                },
             }
         })
         .collect();
@@ -381,8 +389,8 @@ fn chart(
         right: RIGHT,
         top: TOP,
         bottom: BOTTOM,
-        y_max: short(y_max, unit),
-        y_mid: short(y_max / 2, unit),
+        y_max: short(y_max),
+        y_mid: short(y_max / 2),
         y_mid_at: (TOP + BOTTOM) / 2.0,
         x_labels,
         series,
