@@ -8,7 +8,7 @@
 //! | untracked, running | the worker running it is asked on its control subject (PROTOCOL §16; found from worker presence, §14, else every live worker of its queue is asked): it terminates the message (`+TERM`) at once, tells the handler (context cancelled) and the attempt ends `cancelled` — no retry, no dead letter | `requested` (`was: running`, `worker`) |
 //! | untracked, waiting to retry (delivered, a failed attempt recorded, no worker runs it now) | deleted from the task stream by sequence and its attempt record removed | `deleted` (`was: retrying`) |
 //! | untracked, delivered but no live worker runs it (its worker died; or prefetched and about to start) | deleted from the task stream by sequence | `deleted` (`was: in_flight`, `raced: true`) |
-//! | untracked, running on a worker that does not answer (older than protocol 1.9, stopped, or without presence) | refused: [`AdminError::CannotCancel`] | — |
+//! | untracked, running on a worker that does not answer (older than protocol 1.10, stopped, or without presence) | refused: [`AdminError::CannotCancel`] | — |
 //! | delayed (tracked or not) | deleted from the delayed-task stream (a tracked one is also marked `cancelled`) | `deleted` (`was: delayed`) / `cancelled` |
 //!
 //! A task is found by its id (`Nats-Msg-Id`) in the task stream above the ack floors (of
@@ -164,7 +164,7 @@ impl Admin {
                         id: id.to_owned(),
                         reason: format!(
                             "running on worker {worker}, which does not answer cancel requests \
-                             (it stopped or hangs, or runs a jetq older than protocol 1.9); if \
+                             (it stopped or hangs, or runs a jetq older than protocol 1.10); if \
                              it stopped, the task is redelivered after ack_wait: cancel it \
                              again then"
                         ),
