@@ -17,8 +17,9 @@
 //! - [`tasks`]: tasks by state, paged ([`Admin::tasks`]), one task by id ([`Admin::find_task`]);
 //! - [`history`]: the per-minute metrics history of each queue, 24 hours
 //!   ([`Admin::metrics_history`]);
-//! - [`cancel`]: cancel any queued, delayed, retrying or tracked running task
-//!   ([`Admin::cancel_task`]);
+//! - [`cancel`]: cancel any queued, delayed, retrying or running task ([`Admin::cancel_task`];
+//!   a running untracked one through its worker, PROTOCOL §16), or every task matching a filter
+//!   ([`Admin::cancel_matching`]);
 //! - [`dashboard`]: the web dashboard (`jetq dashboard`).
 //!
 //! Every error is an [`AdminError`] with a [`ErrorKind`] that maps to a documented exit code.

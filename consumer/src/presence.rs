@@ -5,6 +5,9 @@
 //!
 //! Presence is best effort: a bucket that is missing (with `JETQ_PROVISION=false`) or cannot be
 //! written disables it with one warning; the worker runs as before.
+//!
+//! While presence runs, the worker also answers cancel requests for its running tasks under the
+//! same worker id (worker control, PROTOCOL.md §16, [`crate::control`]).
 
 use std::{
     sync::Arc,
@@ -119,6 +122,7 @@ impl Presence {
                         sequence: attempt.sequence,
                         started_at: time::format(attempt.started_at),
                         attempt: attempt.attempt,
+                        batch: attempt.batch.map(|batch| batch.to_string()),
                     })
                     .collect(),
             };

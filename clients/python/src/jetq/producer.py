@@ -762,7 +762,8 @@ class AsyncProducer:
         """Cancels task ``id``: a task that has not started (queued, or waiting to retry)
         becomes ``cancelled`` at once and is dropped, not run, when a worker pulls it; a running
         task's handler is told and the task ends ``cancelled`` when the handler returns; a
-        finished task is left as it is. Only tracked tasks can be cancelled.
+        finished task is left as it is. Only tracked tasks can be cancelled here; an untracked
+        running task is cancelled by asking its worker (:func:`jetq.control.cancel_running`).
 
         :raises StatusNotFound: the task has no record
         """
