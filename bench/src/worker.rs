@@ -163,6 +163,12 @@ pub(crate) async fn run(args: WorkerArgs) -> Result<(), String> {
                 .concurrency(args.concurrency)
                 // Used only when the stream has Limits retention (the durable-drain rows).
                 .purge_interval(Duration::from_millis(100))
+                // The metrics history (on by default) can be measured against none with
+                // JETQ_HISTORY=false in the bench's environment.
+                .history(!matches!(
+                    std::env::var("JETQ_HISTORY").as_deref(),
+                    Ok("false")
+                ))
                 .handler(move |email: SendEmail, _ctx: TaskContext| {
                     let recorder = handler_recorder.clone();
                     async move {
