@@ -62,8 +62,10 @@ fn past_minute(queue: &str, minute: u64, scale: f64) -> MinuteRecord {
     let phase = (minute % 360) as f64 / 360.0 * std::f64::consts::TAU;
     let mut record = MinuteRecord::new(queue, minute);
     record.succeeded = ((60.0 + 45.0 * phase.sin()) * scale) as u64;
-    record.failed = (minute % 7 == 0) as u64 * 3 + (minute % 31 == 0) as u64 * 12;
-    record.retried = record.failed.saturating_sub((minute % 31 == 0) as u64 * 4);
+    record.failed = minute.is_multiple_of(7) as u64 * 3 + minute.is_multiple_of(31) as u64 * 12;
+    record.retried = record
+        .failed
+        .saturating_sub(minute.is_multiple_of(31) as u64 * 4);
     record.dead = record.failed - record.retried;
     let slow = minute % 90 < 12;
     for n in 0..record.succeeded + record.failed {
