@@ -122,7 +122,6 @@ impl Presence {
                         sequence: attempt.sequence,
                         started_at: time::format(attempt.started_at),
                         attempt: attempt.attempt,
-                        batch: attempt.batch.map(|batch| batch.to_string()),
                     })
                     .collect(),
             };
