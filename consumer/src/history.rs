@@ -32,6 +32,9 @@ use tokio_util::sync::CancellationToken;
 const MAX_ROUNDS: usize = 20;
 /// The longest one record's merge may take.
 const WRITE_WAIT: Duration = Duration::from_secs(10);
+/// The longest a stopping worker spends on its last flush (a server that does not answer must
+/// not hold up the shutdown).
+const FINAL_WAIT: Duration = Duration::from_secs(5);
 /// Minutes older than this are dropped instead of written (the bucket would expire them).
 const KEEP_MINUTES: u64 = 24 * 60;
 
@@ -180,7 +183,12 @@ impl History {
             }
             self.flush(&mut failing).await;
         }
-        self.flush(&mut failing).await;
+        if tokio::time::timeout(FINAL_WAIT, self.flush(&mut failing))
+            .await
+            .is_err()
+        {
+            tracing::warn!("metrics history: the last counts were not written within {FINAL_WAIT:?}; they are lost");
+        }
     }
 
     /// Takes the unwritten counts (with the depth samples in the current minute) and merges
@@ -211,6 +219,11 @@ impl History {
         let mut failed = Vec::new();
         for mut record in taken {
             if record.is_empty() || record.minute + KEEP_MINUTES < minute {
+                continue;
+            }
+            // After one failure the server is likely unreachable: keep the rest untried.
+            if !failed.is_empty() {
+                failed.push(record);
                 continue;
             }
             record.updated_at.clone_from(&updated_at);
