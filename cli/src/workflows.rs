@@ -11,6 +11,7 @@ use async_nats::jetstream::{
     kv,
 };
 use futures::StreamExt;
+use jetq_contract::presence;
 use jetq_contract::workflow::{
     self,
     batch::{BatchRecord, BatchState, Callback, Fire},
@@ -38,6 +39,9 @@ pub struct BatchRow {
     pub dead: u64,
     /// Members not counted as finished.
     pub pending: u64,
+    /// Of the pending members, those live workers run now (their presence records,
+    /// PROTOCOL.md §14; as fresh as the presence interval).
+    pub running: u64,
     /// `on_complete` fired (its publish acknowledged).
     pub completed_fired: bool,
     /// `on_success` fired.
@@ -64,6 +68,25 @@ pub struct MemberView {
     pub result: Option<serde_json::Value>,
 }
 
+/// A member a live worker runs now.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunningMember {
+    /// The member id (the task id).
+    pub id: String,
+    /// The id of the message that runs (differs from `id` for a replay).
+    pub task_id: String,
+    /// Its queue and task type.
+    pub queue: String,
+    /// Its task type.
+    pub task: String,
+    /// The worker running it.
+    pub worker: String,
+    /// When this attempt started.
+    pub started_at: String,
+    /// The attempt, 1-based.
+    pub attempt: u32,
+}
+
 /// One batch with its finished members, a page of them at a time.
 #[derive(Debug, Clone, Serialize)]
 pub struct BatchDetail {
@@ -77,8 +100,15 @@ pub struct BatchDetail {
     pub succeeded: u64,
     /// Members dead-lettered or cancelled (from the markers).
     pub dead: u64,
-    /// Members not finished (queued, running or retrying).
+    /// Members not finished (queued, running or retrying): `running` + `queued`.
     pub pending: u64,
+    /// Of the pending members, those live workers run now (from their presence records,
+    /// PROTOCOL.md §14: as fresh as the presence interval).
+    pub running: u64,
+    /// Of the pending members, those not running (queued, or waiting for a retry).
+    pub queued: u64,
+    /// The running members (by member id), with the worker running each.
+    pub running_members: Vec<RunningMember>,
     /// The callbacks.
     pub on_success: Option<Callback>,
     /// With `on_success`.
@@ -117,6 +147,7 @@ impl Admin {
         let Some(store) = self.workflow_store().await? else {
             return Ok(Vec::new());
         };
+        let workers = self.presence_records().await;
         let mut rows = Vec::new();
         for (key, value) in last_values(&store, "b.>").await? {
             let record = match BatchRecord::from_json(&value) {
@@ -128,8 +159,16 @@ impl Admin {
             };
             let succeeded = record.succeeded.min(record.total);
             let dead = record.dead.min(record.total - succeeded);
+            let pending = record.total - succeeded - dead;
+            let running = if pending == 0 {
+                0
+            } else {
+                let none = std::collections::HashSet::new();
+                (presence::running_members(&workers, &record.id, &none).len() as u64).min(pending)
+            };
             rows.push(BatchRow {
-                pending: record.total - succeeded - dead,
+                pending,
+                running,
                 completed_fired: fired(&record.completed),
                 success_fired: fired(&record.succeeded_all),
                 id: record.id,
@@ -183,6 +222,7 @@ impl Admin {
             .filter(|(_, m)| m.outcome == MemberOutcome::Succeeded)
             .count() as u64;
         let dead = markers.len() as u64 - succeeded;
+        let markers_ids: Vec<String> = markers.iter().map(|(member, _)| member.clone()).collect();
         let limit = if limit == 0 {
             DEFAULT_MEMBER_PAGE
         } else {
@@ -205,13 +245,37 @@ impl Admin {
         } else {
             None
         };
+        let pending = record.total.saturating_sub(succeeded + dead);
+        let running_members: Vec<RunningMember> = if pending == 0 {
+            Vec::new()
+        } else {
+            let workers = self.presence_records().await;
+            let finished = markers_ids.iter().map(String::as_str).collect();
+            presence::running_members(&workers, id, &finished)
+                .into_iter()
+                .take(usize::try_from(pending).unwrap_or(usize::MAX))
+                .map(|(member, (worker, task))| RunningMember {
+                    id: member,
+                    task_id: task.id.clone(),
+                    queue: task.queue.clone(),
+                    task: task.task.clone(),
+                    worker: worker.id.clone(),
+                    started_at: task.started_at.clone(),
+                    attempt: task.attempt,
+                })
+                .collect()
+        };
+        let running = running_members.len() as u64;
         Ok(BatchDetail {
             id: record.id,
             state: record.state,
             total: record.total,
             succeeded,
             dead,
-            pending: record.total.saturating_sub(succeeded + dead),
+            pending,
+            running,
+            queued: pending - running,
+            running_members,
             on_success: record.on_success,
             on_complete: record.on_complete,
             completed: record.completed,
@@ -241,6 +305,19 @@ impl Admin {
             Ok(None) => Err(not_found()),
             Err(err) => Err(AdminError::nats(format!("cannot read {key}"), err)),
         }
+    }
+}
+
+impl Admin {
+    /// The live workers' presence records for batch status; none (with a debug log) when
+    /// they cannot be read: running members are then counted as queued.
+    async fn presence_records(&self) -> Vec<presence::WorkerRecord> {
+        presence::read_records(self.jetstream(), self.subjects())
+            .await
+            .unwrap_or_else(|err| {
+                tracing::debug!(error = %err, "batch status without worker presence");
+                Vec::new()
+            })
     }
 }
 

@@ -264,6 +264,7 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
                     sequence: 999_999,
                     started_at: started.clone(),
                     attempt: 2,
+                    batch: None,
                 }],
                 running_count: 1,
             };

@@ -373,6 +373,7 @@ impl Executor {
                 task: delivery.task.clone(),
                 attempt: delivery.attempt,
                 sequence: delivery.sequence,
+                batch: workflow::batch_of(&delivery.headers),
                 cancel: cancel.clone(),
                 ack: message.reply.clone(),
             };

@@ -122,6 +122,7 @@ impl Presence {
                         sequence: attempt.sequence,
                         started_at: time::format(attempt.started_at),
                         attempt: attempt.attempt,
+                        batch: attempt.batch.map(|batch| batch.to_string()),
                     })
                     .collect(),
             };

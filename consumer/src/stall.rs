@@ -60,6 +60,8 @@ pub(crate) struct TaskNames {
     /// The attempt number and the task's stream sequence (for worker presence).
     pub(crate) attempt: u32,
     pub(crate) sequence: u64,
+    /// The batch the task is a member of (a valid `Jetq-Batch`), for worker presence.
+    pub(crate) batch: Option<Arc<str>>,
     /// Cancelled to cancel the task (worker control, `crate::control`): the tracker's token
     /// for a tracked task, the attempt's own otherwise.
     pub(crate) cancel: tokio_util::sync::CancellationToken,
@@ -83,6 +85,7 @@ pub(crate) struct RunningAttempt {
     pub(crate) attempt: u32,
     pub(crate) sequence: u64,
     pub(crate) started_at: SystemTime,
+    pub(crate) batch: Option<Arc<str>>,
 }
 
 impl StallWatch {
@@ -149,6 +152,7 @@ impl StallWatch {
                     attempt: slot.names.attempt,
                     sequence: slot.names.sequence,
                     started_at: slot.started_at,
+                    batch: slot.names.batch.clone(),
                 })
                 .collect(),
             Err(_) => Vec::new(),

@@ -24,6 +24,14 @@ pub(crate) fn applies(headers: &HeaderMap) -> bool {
     headers.get(workflow::names::BATCH).is_some() || headers.get(workflow::names::CHAIN).is_some()
 }
 
+/// The batch a task is a member of: its `Jetq-Batch` header when it is a valid id (worker
+/// presence lists it with the running task, PROTOCOL.md §14).
+pub(crate) fn batch_of(headers: &HeaderMap) -> Option<std::sync::Arc<str>> {
+    let batch = headers.get(workflow::names::BATCH)?.as_str();
+    workflow::validate_id("batch", batch).ok()?;
+    Some(std::sync::Arc::from(batch))
+}
+
 /// The workflow bucket, opened (or created, where the worker provisions) on the first task that
 /// needs it.
 pub(crate) struct WorkflowHooks {

@@ -67,6 +67,77 @@ pub struct RunningTask {
     pub started_at: String,
     /// The attempt number, 1-based.
     pub attempt: u32,
+    /// The batch the task is a member of (its `Jetq-Batch` header), if any (1.11; absent in
+    /// older records). Batch status counts a member listed here as running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<String>,
+}
+
+/// The members of one batch that live workers run now, by member id (a replay's id mapped to
+/// the original task id), from the workers' records: a member listed by two records (a
+/// redelivery while the first worker's record has not expired yet) counts once, under the
+/// record written last. Members in `finished` (they have a marker) are left out.
+pub fn running_members<'a>(
+    records: &'a [WorkerRecord],
+    batch: &str,
+    finished: &std::collections::HashSet<&str>,
+) -> std::collections::BTreeMap<String, (&'a WorkerRecord, &'a RunningTask)> {
+    let mut members: std::collections::BTreeMap<String, (&WorkerRecord, &RunningTask)> =
+        std::collections::BTreeMap::new();
+    for record in records {
+        for task in &record.running {
+            if task.batch.as_deref() != Some(batch) {
+                continue;
+            }
+            let member = crate::workflow::batch::member_id(&task.id);
+            if finished.contains(member) {
+                continue;
+            }
+            let newer = members
+                .get(member)
+                .is_none_or(|(seen, _)| seen.heartbeat_at < record.heartbeat_at);
+            if newer {
+                members.insert(member.to_owned(), (record, task));
+            }
+        }
+    }
+    members
+}
+
+/// Every worker record of the installation (a value that does not parse is skipped); none when
+/// the bucket does not exist. One key listing and one get per worker.
+pub async fn read_records(
+    js: &async_nats::jetstream::Context,
+    subjects: &Subjects,
+) -> Result<Vec<WorkerRecord>, String> {
+    use futures::TryStreamExt;
+    let bucket = bucket(subjects);
+    let store = match js.get_key_value(&bucket).await {
+        Ok(store) => store,
+        Err(err) if err.kind() == async_nats::jetstream::context::KeyValueErrorKind::GetBucket => {
+            return Ok(Vec::new())
+        }
+        Err(err) => return Err(format!("cannot open bucket {bucket}: {err}")),
+    };
+    let keys: Vec<String> = store
+        .keys()
+        .await
+        .map_err(|err| format!("cannot list bucket {bucket}: {err}"))?
+        .try_collect()
+        .await
+        .map_err(|err| format!("cannot list bucket {bucket}: {err}"))?;
+    let mut records = Vec::with_capacity(keys.len());
+    for key in keys {
+        match store.get(&key).await {
+            Ok(Some(value)) => match serde_json::from_slice::<WorkerRecord>(&value) {
+                Ok(record) => records.push(record),
+                Err(err) => tracing::debug!(%key, error = %err, "unreadable worker record"),
+            },
+            Ok(None) => {}
+            Err(err) => return Err(format!("cannot read worker {key}: {err}")),
+        }
+    }
+    Ok(records)
 }
 
 /// The presence bucket of an installation: `<PREFIX>_WORKERS`.

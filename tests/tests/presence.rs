@@ -247,3 +247,37 @@ fn conformance_vectors_of_worker_records() {
         run["msg_id"].as_str().unwrap()
     );
 }
+
+/// The rule batch status counts running members by (`docs/conformance/workers.json`
+/// `batch_running`): by member id, once, finished ones left out, other batches ignored.
+#[test]
+fn conformance_vectors_of_running_batch_members() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/conformance/workers.json"
+    ))
+    .expect("docs/conformance/workers.json");
+    let vectors: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let case = &vectors["batch_running"];
+    let records: Vec<WorkerRecord> =
+        serde_json::from_value(case["records"].clone()).expect("records parse");
+    let finished: std::collections::HashSet<&str> = case["finished"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    let found = presence::running_members(&records, case["batch"].as_str().unwrap(), &finished);
+    let found: Vec<serde_json::Value> = found
+        .iter()
+        .map(|(member, (record, _))| serde_json::json!({"member": member, "worker": record.id}))
+        .collect();
+    assert_eq!(serde_json::Value::from(found), case["running"]);
+    // A record's batch field is written back as read (and absent when there is none).
+    let listed: WorkerRecord =
+        serde_json::from_value(vectors["records"][3]["value"].clone()).unwrap();
+    assert_eq!(listed.running[0].batch.as_deref(), Some("export-42"));
+    let written = serde_json::to_value(&listed).unwrap();
+    assert_eq!(written["running"][0]["batch"], "export-42");
+    assert!(written["running"][1].get("batch").is_none());
+}

@@ -27,6 +27,7 @@ from jetq.workers import (
     run_id,
     run_key,
     run_schedule,
+    running_members,
     worker_id,
     workers_bucket,
 )
@@ -57,6 +58,16 @@ def test_records_a_reader_accepts(case: Dict[str, Any]) -> None:
     assert record.running_count == case["running_count"]
     assert len(record.running) == case["listed"]
     assert record.id == case["value"]["id"]
+
+
+def test_running_batch_members_as_batch_status_counts_them() -> None:
+    case = VECTORS["batch_running"]
+    records = [parse_worker(json.dumps(value).encode()) for value in case["records"]]
+    assert all(record is not None for record in records)
+    found = running_members([r for r in records if r is not None], case["batch"], case["finished"])
+    assert [{"member": member, "worker": record.id} for member, (record, _) in sorted(found.items())] == case["running"]
+    listed = parse_worker(json.dumps(VECTORS["records"][-1]["value"]).encode())
+    assert listed is not None and [t.batch for t in listed.running] == ["export-42", None]
 
 
 def test_schedule_control_keys() -> None:

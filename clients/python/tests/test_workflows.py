@@ -54,7 +54,7 @@ async def client(nats_server: NatsServer) -> AsyncIterator[NatsClient]:
         await nc.close()
 
 
-async def _start_worker(nats_server: NatsServer, client: NatsClient) -> RunningBinary:
+async def _start_worker(nats_server: NatsServer, client: NatsClient, **extra: str) -> RunningBinary:
     try:
         binary = cargo_binary("jetq-tests", "workflow_worker", REPO, "JETQ_TEST_WORKFLOW_WORKER_BIN")
     except RuntimeError as err:
@@ -68,6 +68,7 @@ async def _start_worker(nats_server: NatsServer, client: NatsClient) -> RunningB
         "JETQ_CONCURRENCY": "4",
         "JETQ_QUEUES": "work,callbacks",
         "TEST_WORKER_NAME": "py",
+        **extra,
     }
     worker = RunningBinary(binary, env)
     try:
@@ -187,6 +188,36 @@ async def test_a_python_chord_and_chain_run_by_a_rust_worker(
         assert [c["which"] for c in callbacks.items].count("open_complete") == 1
         assert "open_success" not in [c["which"] for c in callbacks.items]
         assert len(steps.items) == 3 and all(s["attempt"] == 1 for s in steps.items)
+    finally:
+        await producer.close()
+        worker.stop()
+
+
+@pytest.mark.rust
+async def test_batch_status_counts_the_member_a_rust_worker_runs_as_running(
+    nats_server: NatsServer, client: NatsClient
+) -> None:
+    # The sleeping member runs (listed in the worker's presence record with its batch) while
+    # the other one finishes.
+    worker = await _start_worker(nats_server, client, JETQ_PRESENCE_INTERVAL="200ms")
+    producer = await within("producer", AsyncProducer.connect(config_for(nats_server)))
+    try:
+        batch = wf.Batch(producer, id="py-running", skip_callback_check=True)
+        batch.add("work", "job", {"n": 1, "note": "sleep:5000"}, key="py-running-1")
+        batch.add("work", "job", {"n": 2}, key="py-running-2")
+        await within("enqueue", batch.enqueue())
+
+        async def until(check: Any) -> wf.BatchStatus:
+            while True:
+                status = await wf.batch_status(producer, "py-running")
+                if status is not None and check(status):
+                    return status
+                await asyncio.sleep(0.05)
+
+        status = await within("the sleeping member counted as running", until(lambda s: s.running == 1 and s.succeeded == 1))
+        assert (status.total, status.pending, status.running, status.queued) == (2, 1, 1, 0)
+        status = await within("both members finished", until(lambda s: s.pending == 0))
+        assert (status.succeeded, status.running, status.queued) == (2, 0, 0)
     finally:
         await producer.close()
         worker.stop()

@@ -168,9 +168,14 @@ pub struct BatchStatus {
     pub state: BatchState,
     /// Members.
     pub total: u64,
-    /// Members not finished yet (queued, running or retrying: the batch does not tell them
-    /// apart; a member's own status does, if it is tracked).
+    /// Members not finished yet: `running` + `queued`.
     pub pending: u64,
+    /// Of the pending members, those a live worker runs now, from the workers' presence
+    /// records (PROTOCOL.md §14): as fresh as the presence interval (10 s by default), see
+    /// docs/WORKFLOWS.md "Status". 0 where no worker writes presence.
+    pub running: u64,
+    /// Of the pending members, those not running: queued, or waiting for a retry.
+    pub queued: u64,
     /// Members that succeeded.
     pub succeeded: u64,
     /// Members dead-lettered or cancelled.
@@ -518,11 +523,29 @@ impl Producer {
             .filter(|(_, m)| m.outcome == MemberOutcome::Succeeded)
             .count() as u64;
         let dead = markers.len() as u64 - succeeded;
+        let pending = record.total.saturating_sub(markers.len() as u64);
+        let running = if pending == 0 {
+            0
+        } else {
+            // Best effort: without presence (no bucket, no right to read it) nothing is
+            // known to run.
+            let workers = jetq_contract::presence::read_records(&self.js, &self.subjects)
+                .await
+                .unwrap_or_else(|err| {
+                    tracing::debug!(error = %err, "batch status without worker presence");
+                    Vec::new()
+                });
+            let finished = markers.iter().map(|(member, _)| member.as_str()).collect();
+            (jetq_contract::presence::running_members(&workers, id, &finished).len() as u64)
+                .min(pending)
+        };
         Ok(Some(BatchStatus {
             id: record.id.clone(),
             state: record.state,
             total: record.total,
-            pending: record.total.saturating_sub(markers.len() as u64),
+            pending,
+            running,
+            queued: pending - running,
             succeeded,
             dead,
             completed: record

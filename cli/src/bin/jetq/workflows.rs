@@ -59,6 +59,7 @@ pub(crate) fn print_batches(batches: &[BatchRow], json: bool) {
                 b.succeeded.to_string(),
                 b.dead.to_string(),
                 b.pending.to_string(),
+                b.running.to_string(),
                 if fired.is_empty() {
                     "-".to_owned()
                 } else {
@@ -78,6 +79,7 @@ pub(crate) fn print_batches(batches: &[BatchRow], json: bool) {
             "SUCCEEDED",
             "DEAD",
             "PENDING",
+            "RUNNING",
             "FIRED",
             "KIND",
             "PARENT",
@@ -102,8 +104,8 @@ pub(crate) fn print_batch(detail: &BatchDetail, json: bool) {
     println!("batch       {}", detail.id);
     println!("state       {}", json_text(&detail.state).trim_matches('"'));
     println!(
-        "members     {} total, {} succeeded, {} dead, {} pending",
-        detail.total, detail.succeeded, detail.dead, detail.pending
+        "members     {} total, {} succeeded, {} dead, {} pending ({} running, {} queued)",
+        detail.total, detail.succeeded, detail.dead, detail.pending, detail.running, detail.queued
     );
     println!("chord       {}", yes_no(detail.chord));
     if let Some(parent) = &detail.parent {
@@ -127,6 +129,23 @@ pub(crate) fn print_batch(detail: &BatchDetail, json: bool) {
         callback_text(&detail.on_success),
         firing(&detail.succeeded_all)
     );
+    if !detail.running_members.is_empty() {
+        println!();
+        let rows = detail
+            .running_members
+            .iter()
+            .map(|m| {
+                vec![
+                    m.id.clone(),
+                    format!("{}.{}", m.queue, m.task),
+                    m.attempt.to_string(),
+                    m.started_at.clone(),
+                    m.worker.clone(),
+                ]
+            })
+            .collect();
+        table(&["RUNNING", "TASK", "ATTEMPT", "STARTED", "WORKER"], rows);
+    }
     println!();
     if detail.members.is_empty() {
         println!("no finished members on this page");

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from nats.aio.client import Client as NatsClient
 
@@ -43,6 +43,7 @@ __all__ = [
     "run_id",
     "run_key",
     "run_schedule",
+    "running_members",
     "worker_id",
     "workers_bucket",
 ]
@@ -58,6 +59,9 @@ class RunningTask:
     started_at: str
     attempt: int
     sequence: int = 0
+    #: The batch the task is a member of (its ``Jetq-Batch``), if any (1.11; absent in older
+    #: records).
+    batch: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +110,7 @@ def parse_worker(raw: bytes) -> Optional[WorkerRecord]:
                 started_at=str(t["started_at"]),
                 attempt=int(t["attempt"]),
                 sequence=int(t.get("sequence", 0)),
+                batch=str(t["batch"]) if t.get("batch") is not None else None,
             )
             for t in value.get("running") or []
         ]
@@ -152,6 +157,30 @@ async def list_workers(nc: NatsClient, prefix: str = "jetq") -> List[WorkerRecor
             workers.append(record)
     workers.sort(key=lambda w: (w.host, w.id))
     return workers
+
+
+def running_members(
+    records: Iterable[WorkerRecord], batch: str, finished: Iterable[str] = ()
+) -> Dict[str, Tuple[WorkerRecord, RunningTask]]:
+    """The members of ``batch`` that live workers run now, by member id (a replay's id mapped to
+    the original task id), as batch status counts them (docs/PROTOCOL.md §14): a member listed
+    by two records counts once, under the record written last; members in ``finished`` (they
+    have a marker) are left out."""
+    from .workflows import member_id
+
+    done = set(finished)
+    members: Dict[str, Tuple[WorkerRecord, RunningTask]] = {}
+    for record in records:
+        for task in record.running:
+            if task.batch != batch:
+                continue
+            member = member_id(task.id)
+            if member in done:
+                continue
+            seen = members.get(member)
+            if seen is None or seen[0].heartbeat_at < record.heartbeat_at:
+                members[member] = (record, task)
+    return members
 
 
 def control_key(schedule: str) -> str:

@@ -315,7 +315,7 @@ class BatchStatus:
     #: ``enqueuing``, ``open`` or ``closed``.
     state: str
     total: int
-    #: Members not finished yet (queued, running or retrying).
+    #: Members not finished yet: ``running`` + ``queued``.
     pending: int
     succeeded: int
     #: Dead-lettered or cancelled.
@@ -326,6 +326,11 @@ class BatchStatus:
     succeeded_all: bool
     parent: Optional[str]
     chord: bool
+    #: Of the pending members, those a live worker runs now (from the workers' presence
+    #: records, docs/PROTOCOL.md §14: as fresh as the presence interval).
+    running: int = 0
+    #: Of the pending members, those not running (queued, or waiting for a retry).
+    queued: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -946,11 +951,24 @@ async def batch_status(producer: "AsyncProducer", id: str) -> Optional[BatchStat
     markers = await _markers(kv, id)
     succeeded = sum(1 for _, m in markers if m.get("outcome") == "succeeded")
     total = int(record.get("total", 0))
+    pending = max(0, total - len(markers))
+    running = 0
+    if pending:
+        from .workers import list_workers, running_members
+
+        try:
+            workers = await list_workers(producer.client, producer.config.prefix)
+        except Exception as err:  # best effort: without presence nothing is known to run
+            logger.debug("jetq: batch status without worker presence: %s", err)
+            workers = []
+        running = min(pending, len(running_members(workers, id, (member for member, _ in markers))))
     return BatchStatus(
         id=str(record.get("id", id)),
         state=str(record.get("state", "")),
         total=total,
-        pending=max(0, total - len(markers)),
+        pending=pending,
+        running=running,
+        queued=pending - running,
         succeeded=succeeded,
         dead=len(markers) - succeeded,
         completed=bool((record.get("completed") or {}).get("done_at")),
