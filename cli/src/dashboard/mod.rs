@@ -42,6 +42,7 @@
 //!   name and the token's role, or the remote address.
 
 mod auth;
+mod batches;
 mod catalog;
 mod dead;
 mod history;
@@ -344,6 +345,12 @@ fn router(state: AppState) -> Router {
         .route("/workers", get(tasks::workers_page))
         .route("/history", get(history::page))
         .route("/api/history", get(history::api_history))
+        .route("/batches", get(batches::list_page))
+        .route("/batches/{id}", get(batches::detail_page))
+        .route("/chains/{id}", get(batches::chain_page))
+        .route("/api/batches", get(batches::api_list))
+        .route("/api/batches/{id}", get(batches::api_one))
+        .route("/api/chains/{id}", get(batches::api_chain))
         .route("/api/tasks", get(tasks::api_list))
         .route("/api/tasks/{id}", get(tasks::api_one))
         .route("/api/tasks/{id}/cancel", post(tasks::api_cancel))

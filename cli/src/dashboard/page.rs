@@ -50,6 +50,15 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("workers.html", include_str!("../../templates/workers.html")),
     ("history.html", include_str!("../../templates/history.html")),
+    ("batches.html", include_str!("../../templates/batches.html")),
+    (
+        "batch_detail.html",
+        include_str!("../../templates/batch_detail.html"),
+    ),
+    (
+        "chain_detail.html",
+        include_str!("../../templates/chain_detail.html"),
+    ),
 ];
 
 /// The style sheet, served at `/static/console.css`.
@@ -91,6 +100,11 @@ pub(super) const NAV: &[NavItem] = &[
         page: "history",
         href: "/history",
         label: "History",
+    },
+    NavItem {
+        page: "batches",
+        href: "/batches",
+        label: "Batches",
     },
     NavItem {
         page: "workers",

@@ -254,6 +254,16 @@ pub(super) async fn detail_page(
             None => None,
         },
     };
+    // Its batch and chain (`Jetq-Batch`, `Jetq-Chain`), read from the stored message.
+    let (batch, chain) = match &detail.location {
+        Some(found) => {
+            super::batches::task_links(&state, &found.task.stream, found.task.sequence).await
+        }
+        None => match detail.dead_letters.first() {
+            Some(dead) => super::batches::task_links(&state, &dead.stream, dead.sequence).await,
+            None => (None, None),
+        },
+    };
     // What the status is, in one word: the status record's state, else where it was found.
     let status_text = if let Some(status) = &detail.status {
         status.state.as_str().to_owned()
@@ -287,6 +297,8 @@ pub(super) async fn detail_page(
             "detail": detail,
             "trace_id": trace,
             "cancellable": cancellable,
+            "batch": batch,
+            "chain": chain.as_ref().map(|(id, index)| serde_json::json!({ "id": id, "index": index })),
         }),
     )
 }

@@ -1,0 +1,134 @@
+// Drives the console's Batches pages in Debian's headless Chromium with playwright-core, and
+// prints what it saw as one JSON object on stdout. The Rust test (cli/tests/batches_browser.rs)
+// starts the nats-server, a worker whose two members block, and the dashboard, runs this
+// script, and checks the observations. Every wait here is bounded.
+//
+// Environment:
+//   DASHBOARD_URL   e.g. http://127.0.0.1:41234
+//   DASHBOARD_TOKEN the admin token (basic-auth password)
+//   VIEWER_TOKEN    the read-only token
+//   BATCH           the batch with running, queued, succeeded and dead members
+//   CHAIN           a chain that stopped at a failed link
+//   SCREENSHOT_DIR  where to write console-*.png
+//   CHROMIUM        the browser (default /usr/bin/chromium)
+
+import { chromium } from 'playwright-core';
+
+const env = (name, fallback) => {
+  const value = process.env[name] ?? fallback;
+  if (value === undefined) {
+    throw new Error(`${name} is not set`);
+  }
+  return value;
+};
+
+const url = env('DASHBOARD_URL');
+const token = env('DASHBOARD_TOKEN');
+const viewerToken = env('VIEWER_TOKEN');
+const batch = env('BATCH');
+const chain = env('CHAIN');
+const shots = env('SCREENSHOT_DIR');
+const WAIT = 30000;
+const DESKTOP = { width: 1400, height: 900 };
+const PHONE = { width: 390, height: 844 };
+const PAGES = ['/batches', `/batches/${batch}`, `/chains/${chain}`];
+
+const browser = await chromium.launch({
+  executablePath: env('CHROMIUM', '/usr/bin/chromium'),
+  headless: true,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  timeout: WAIT,
+});
+
+const widths = (page) =>
+  page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, viewport: window.innerWidth }));
+
+const out = { widths: {}, page_errors: [] };
+try {
+  // The admin at desktop width: from the navigation to the list, to the batch, to a member.
+  const context = await browser.newContext({ httpCredentials: { username: 'ops', password: token }, viewport: DESKTOP });
+  const page = await context.newPage();
+  page.on('pageerror', (err) => out.page_errors.push(`desktop: ${err}`));
+  await page.goto(`${url}/`, { timeout: WAIT });
+  await page.click('nav a[data-nav="batches"]', { timeout: WAIT });
+  await page.locator('#batches-table').waitFor({ timeout: WAIT });
+  out.list_url = page.url();
+  out.list_rows = await page.$$eval('#batches-table tbody tr', (rows) =>
+    rows.map((row) => ({
+      id: row.getAttribute('data-batch'),
+      cells: Object.fromEntries([...row.querySelectorAll('td[data-label]')].map((td) => [td.getAttribute('data-label'), td.textContent.trim()])),
+    })),
+  );
+  out.widths['desktop /batches'] = await widths(page);
+  await page.screenshot({ path: `${shots}/console-batches.png`, fullPage: true });
+
+  await page.click(`#batches-table tr[data-batch="${batch}"] a[href="/batches/${batch}"]`, { timeout: WAIT });
+  await page.locator('#batch-detail').waitFor({ timeout: WAIT });
+  out.detail_url = page.url();
+  out.counts = await page.locator('#batch-counts').innerText();
+  out.running_rows = await page.$$eval('#running-members tbody tr', (rows) => rows.map((r) => r.getAttribute('data-member')));
+  out.member_rows = await page.$$eval('#members tbody tr', (rows) =>
+    rows.map((r) => ({ id: r.getAttribute('data-member'), outcome: r.querySelector('td[data-label="outcome"]').textContent.trim() })),
+  );
+  out.callbacks = await page.locator('#callbacks').innerText();
+  out.widths['desktop /batches/id'] = await widths(page);
+  await page.screenshot({ path: `${shots}/console-batch-detail.png`, fullPage: true });
+
+  // A dead member: its task page, which links back to the batch.
+  const dead = out.member_rows.find((m) => m.outcome.startsWith('dead'));
+  if (dead) {
+    await page.click(`#members tr[data-member="${dead.id}"] td.wide a`, { timeout: WAIT });
+    await page.locator('#task-detail').waitFor({ timeout: WAIT });
+    out.dead_task_url = page.url();
+    out.dead_task_batch = await page.locator('#task-batch').innerText();
+    await page.click('#task-batch a', { timeout: WAIT });
+    await page.locator('#batch-detail').waitFor({ timeout: WAIT });
+    out.back_url = page.url();
+  }
+
+  await page.goto(`${url}/chains/${chain}`, { timeout: WAIT });
+  await page.locator('#chain-detail').waitFor({ timeout: WAIT });
+  out.chain_state = await page.locator('#chain-state').innerText();
+  out.chain_links = await page.$$eval('#links tbody tr', (rows) =>
+    rows.map((r) => r.querySelector('td[data-label="state"]').textContent.trim()),
+  );
+  out.widths['desktop /chains/id'] = await widths(page);
+  await page.screenshot({ path: `${shots}/console-chain.png`, fullPage: true });
+  await context.close();
+
+  // At phone width: every page fits.
+  const phone = await browser.newContext({
+    httpCredentials: { username: 'ops', password: token },
+    viewport: PHONE,
+    isMobile: true,
+    hasTouch: true,
+  });
+  const mobile = await phone.newPage();
+  mobile.on('pageerror', (err) => out.page_errors.push(`phone: ${err}`));
+  for (const path of PAGES) {
+    await mobile.goto(`${url}${path}`, { timeout: WAIT });
+    await mobile.locator('main section').first().waitFor({ timeout: WAIT });
+    out.widths[`phone ${path}`] = await widths(mobile);
+    if (path === '/batches') {
+      await mobile.screenshot({ path: `${shots}/console-phone-batches.png`, fullPage: true });
+    } else if (path.startsWith('/batches/')) {
+      await mobile.screenshot({ path: `${shots}/console-phone-batch-detail.png`, fullPage: true });
+    }
+  }
+  await phone.close();
+
+  // The read-only token sees the pages.
+  const viewer = await browser.newContext({ httpCredentials: { username: 'viewer', password: viewerToken }, viewport: DESKTOP });
+  const view = await viewer.newPage();
+  out.viewer = {};
+  for (const path of PAGES) {
+    const response = await view.goto(`${url}${path}`, { timeout: WAIT });
+    out.viewer[path] = { status: response.status(), badge: await view.locator('#read-only').count() };
+  }
+  await viewer.close();
+} catch (err) {
+  out.failure = String(err && err.stack ? err.stack : err);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(out));
