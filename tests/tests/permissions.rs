@@ -189,7 +189,9 @@ async fn each_role_can_do_its_job_and_nothing_more() {
         "ada@example.com"
     );
 
-    // ...but cannot pull another queue, publish tasks or write other queues' dead letters.
+    // ...but cannot pull another queue, publish tasks on a queue that is not deployed (it may
+    // on the deployed ones: batch callbacks and chain links, docs/WORKFLOWS.md) or write other
+    // queues' dead letters.
     let worker_js = client(&as_user(
         &server,
         "worker-emails",
@@ -206,13 +208,16 @@ async fn each_role_can_do_its_job_and_nothing_more() {
         "an emails worker must not bind the exports durable"
     );
     let publish = worker_js
-        .publish("jetq.task.exports.generate_csv", "{}".into())
+        .publish("jetq.task.billing.charge", "{}".into())
         .await;
     let acked = match publish {
         Ok(ack) => ack.await.is_ok(),
         Err(_) => false,
     };
-    assert!(!acked, "a worker must not enqueue tasks");
+    assert!(
+        !acked,
+        "a worker must not enqueue tasks on a queue that is not deployed"
+    );
     let dead = worker_js
         .publish("jetq.dead.exports.generate_csv", "{}".into())
         .await;

@@ -38,6 +38,33 @@ pub fn limits_grants() -> Vec<String> {
     ]
 }
 
+/// Batches and chains: a worker publishes the callbacks of the batches it finishes and the
+/// next link of a chain to whatever queue the producer named, any deployed queue. The
+/// template's `"jetq.task.<queue>.*",` lines (one per shipped queue) become one line per
+/// rendered queue, where the first of them was: the task subjects of the deployed queues and
+/// no other.
+fn enqueue_grants(template_block: &mut Vec<String>, queues: &[&str]) -> Result<(), Error> {
+    let is_grant = |line: &String| {
+        let line = line.trim();
+        line.starts_with("\"jetq.task.") && line.ends_with(".*\",")
+    };
+    let at = template_block.iter().position(is_grant).ok_or_else(|| {
+        Error::Permissions(
+            "WORKER_EMAILS_PERMISSIONS has no \"jetq.task.<queue>.*\" line (batch callbacks)"
+                .into(),
+        )
+    })?;
+    let indent: String = template_block[at]
+        .chars()
+        .take_while(|c| c.is_whitespace())
+        .collect();
+    template_block.retain(|line| !is_grant(line));
+    for (n, queue) in queues.iter().enumerate() {
+        template_block.insert(at + n, format!("{indent}\"jetq.task.{queue}.*\","));
+    }
+    Ok(())
+}
+
 /// The NATS users (and their permissions) for `queues`, on a task stream with `retention`.
 pub fn render(queues: &[&str], retention: TaskRetention) -> Result<String, Error> {
     let lines: Vec<&str> = SHIPPED.lines().collect();
@@ -52,6 +79,7 @@ pub fn render(queues: &[&str], retention: TaskRetention) -> Result<String, Error
         .iter()
         .map(|line| (*line).to_owned())
         .collect();
+    enqueue_grants(&mut template_block, queues)?;
     if retention == TaskRetention::Limits {
         let anchor = format!(
             "\"$JS.API.STREAM.INFO.{}\",",
@@ -309,6 +337,16 @@ mod tests {
                 "\"$JS.API.CONSUMER.MSG.NEXT.JETQ_TASKS.worker-bulk-mail{level}\""
             )));
             assert!(rendered.contains(&format!("\"$JS.ACK.JETQ_TASKS.worker-bulk-mail{level}.>\"")));
+        }
+        // Batch callbacks and chain links: the deployed queues' task subjects, in each role.
+        for queue in ["reports", "bulk-mail"] {
+            assert_eq!(
+                rendered
+                    .matches(&format!("\"jetq.task.{queue}.*\","))
+                    .count(),
+                2,
+                "{rendered}"
+            );
         }
         assert!(rendered.contains("\"$KV.JETQ_LIMITS.conc.reports.>\""));
         assert!(rendered.contains("\"$KV.JETQ_UNIQUE.bulk-mail.>\""));

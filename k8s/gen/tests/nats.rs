@@ -808,3 +808,202 @@ async fn flow_control_and_priority_levels_work_with_each_pods_own_login() {
         );
     }
 }
+
+/// Batches and chains with the rendered users (issue 22): the web pod's producer enqueues a
+/// batch of two emails whose `on_complete` callback is an export, and a chain email → export;
+/// the emails worker pod's login records the members in `JETQ_BATCHES` and enqueues the
+/// callback and the chain's next link on the **exports** queue, whose worker pod's login runs
+/// them; the producer reads the batch's status (its markers, listed with an ephemeral
+/// consumer). A worker still cannot enqueue on a queue that is not deployed.
+///
+/// Checked by hand once: with `"$KV.JETQ_BATCHES.>"` removed from the worker roles of
+/// `k8s/generated/nats/permissions.conf` the callback never comes (the member's marker is
+/// refused, the member is redelivered), and so does it without the `"jetq.task.exports.*"`
+/// line (the callback's publish is refused).
+#[tokio::test]
+async fn a_batch_and_a_chain_run_to_their_callback_and_next_link_with_each_pods_own_login() {
+    use jetq_consumer::{TaskContext, TaskError};
+    use jetq_examples::tasks::{GenerateCsv, SendEmail};
+    use jetq_producer::{BatchOptions, Chain};
+
+    let server = server().await;
+    let url = server.url();
+    let objects = rendered("dev");
+    let job = &pod_spec(of_kind(&objects, "Job")[0])["containers"][0];
+    let admin_env = pod_env(&objects, job, &url);
+    let output = provision_command(&admin_env, &args_of(job))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let admin = js(&admin_env).await;
+
+    // The two worker pods, each with its own login, in this process.
+    let env_of = |name: &str| {
+        pod_env(
+            &objects,
+            &pod_spec(find(&objects, "Deployment", name))["containers"][0],
+            &url,
+        )
+    };
+    let (emails_env, exports_env) = (env_of("worker-emails"), env_of("worker-exports"));
+    let (sent_tx, mut sent) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let emails = jetq_consumer::Worker::builder()
+        .connection(ConnectionConfig::from_env_iter(emails_env.clone()).unwrap())
+        .settings(jetq_consumer::WorkerSettings::from_env_iter(emails_env.clone()).unwrap())
+        .handler(move |email: SendEmail, _ctx: TaskContext| {
+            let sent = sent_tx.clone();
+            async move {
+                sent.send(email.to).ok();
+                Ok::<(), TaskError>(())
+            }
+        })
+        .build()
+        .await
+        .expect("the emails worker pod's login builds a worker");
+    let (export_tx, mut exported) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let exports = jetq_consumer::Worker::builder()
+        .connection(ConnectionConfig::from_env_iter(exports_env.clone()).unwrap())
+        .settings(jetq_consumer::WorkerSettings::from_env_iter(exports_env.clone()).unwrap())
+        .handler(move |csv: GenerateCsv, _ctx: TaskContext| {
+            let exported = export_tx.clone();
+            async move {
+                exported.send(csv.export_id).ok();
+                Ok::<(), TaskError>(())
+            }
+        })
+        .build()
+        .await
+        .expect("the exports worker pod's login builds a worker");
+    let mut runs = Vec::new();
+    for worker in [emails, exports] {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(worker.run_until(async move {
+            let _ = stopped.await;
+        }));
+        runs.push((stop, run));
+    }
+    // The producer checks a callback's type against the catalog the exports worker writes.
+    let catalog = admin.get_key_value("JETQ_CATALOG").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while catalog
+        .get("exports.generate_csv")
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the exports worker never wrote its catalog entry"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let web_env = pod_env(
+        &objects,
+        &pod_spec(find(&objects, "Deployment", "web"))["containers"][0],
+        &url,
+    );
+    let producer = jetq_producer::Producer::builder()
+        .connection(ConnectionConfig::from_env_iter(web_env.clone()).unwrap())
+        .provision(false)
+        .connect()
+        .await
+        .unwrap();
+    let email = |to: &str| SendEmail {
+        to: to.into(),
+        subject: "Hi".into(),
+        body: "Welcome".into(),
+    };
+    let export = |id: &str| GenerateCsv {
+        export_id: id.into(),
+        rows: 1,
+        row_delay_ms: 0,
+    };
+    producer
+        .batch(BatchOptions::new().id("k8s-batch"))
+        .add(&email("ada@example.com"))
+        .add(&email("grace@example.com"))
+        .on_complete(&export("batch-callback"))
+        .enqueue()
+        .await
+        .expect("the producer's login enqueues a batch");
+    producer
+        .enqueue_chain(
+            Chain::new()
+                .id("k8s-chain")
+                .then(&email("linus@example.com"))
+                .then(&export("chain-link")),
+        )
+        .await
+        .expect("the producer's login starts a chain");
+
+    let mut to = Vec::new();
+    for _ in 0..3 {
+        let next = tokio::time::timeout(Duration::from_secs(20), sent.recv())
+            .await
+            .expect("the emails worker runs the members and the chain's first link")
+            .unwrap();
+        to.push(next);
+    }
+    to.sort();
+    assert_eq!(
+        to,
+        ["ada@example.com", "grace@example.com", "linus@example.com"]
+    );
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let id = tokio::time::timeout(Duration::from_secs(30), exported.recv())
+            .await
+            .expect("the emails worker's login enqueued the callback and the next link on exports")
+            .unwrap();
+        ids.push(id);
+    }
+    ids.sort();
+    assert_eq!(ids, ["batch-callback", "chain-link"]);
+    let status = producer
+        .batch_status("k8s-batch")
+        .await
+        .expect("the producer's login reads the batch's markers")
+        .expect("the batch exists");
+    assert_eq!((status.total, status.succeeded, status.pending), (2, 2, 0));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let chain = producer.chain_status("k8s-chain").await.unwrap().unwrap();
+        if chain.state == jetq_contract::workflow::ChainState::Succeeded {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the chain never succeeded: {chain:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Task subjects of the deployed queues only.
+    let worker_js = js(&emails_env).await;
+    let acked = match worker_js
+        .publish("jetq.task.billing.charge", "{}".into())
+        .await
+    {
+        Ok(ack) => ack.await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(
+        !acked,
+        "a worker must not enqueue on a queue that is not deployed"
+    );
+
+    for (stop, run) in runs {
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(20), run)
+            .await
+            .expect("the worker stops")
+            .unwrap();
+    }
+}
