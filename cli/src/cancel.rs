@@ -7,8 +7,8 @@
 //! | untracked, queued (stored, not delivered) | deleted from the task stream by sequence | `deleted` (`was: pending`) |
 //! | untracked, running | the worker running it is asked on its control subject (PROTOCOL §16; found from worker presence, §14, else every live worker of its queue is asked): it terminates the message (`+TERM`) at once, tells the handler (context cancelled) and the attempt ends `cancelled` — no retry, no dead letter | `requested` (`was: running`, `worker`) |
 //! | untracked, waiting to retry (delivered, a failed attempt recorded, no worker runs it now) | deleted from the task stream by sequence and its attempt record removed | `deleted` (`was: retrying`) |
-//! | untracked, delivered but no live worker runs it (its worker died; or prefetched and about to start) | deleted from the task stream by sequence | `deleted` (`was: in_flight`, `raced: true`) |
-//! | untracked, running on a worker that does not answer (older than protocol 1.10, stopped, or without presence) | refused: [`AdminError::CannotCancel`] | — |
+//! | untracked, delivered but no live worker runs it (its worker died; prefetched and about to start; or run by a worker without presence, which cannot be asked) | deleted from the task stream by sequence: it is not redelivered, but a worker that holds it may run it once (its ack then fails) | `deleted` (`was: in_flight`, `raced: true`) |
+//! | untracked, running on a worker whose presence lists it but that does not answer (older than protocol 1.10, stopped or hung) | refused: [`AdminError::CannotCancel`] | — |
 //! | delayed (tracked or not) | deleted from the delayed-task stream (a tracked one is also marked `cancelled`) | `deleted` (`was: delayed`) / `cancelled` |
 //!
 //! A task is found by its id (`Nats-Msg-Id`) in the task stream above the ack floors (of
