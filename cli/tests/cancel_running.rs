@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use futures::StreamExt;
 use jetq_cli::tasks::{ListState, PageRequest, TaskFilter};
 use jetq_consumer::{TaskContext, TaskError, WorkerSettings};
 
@@ -116,7 +117,9 @@ async fn an_untracked_running_task_cancelled_from_the_cli_ends_cancelled() {
     // record for the next attempt).
     stop_worker(stop, run).await;
     let attempts = js.get_key_value("JETQ_ATTEMPTS").await.unwrap();
-    let sequence = report["sequence"].as_u64().expect("the report has the sequence");
+    let sequence = report["sequence"]
+        .as_u64()
+        .expect("the report has the sequence");
     assert!(
         attempts.get(sequence.to_string()).await.unwrap().is_none(),
         "the cancelled attempt was recorded as a failure"
@@ -248,4 +251,78 @@ async fn bulk_cancel_counts_then_cancels_every_matching_task() {
         .ok_json();
     assert_eq!(again["matched"], 0, "{again}");
     stop_worker(stop, run).await;
+}
+
+#[tokio::test]
+async fn a_delivered_task_no_worker_answers_for_is_deleted_or_refused_when_presence_lists_it() {
+    init_logs();
+    let server = NatsServer::start().await;
+    let topology = provision(&server, &[("work", 1000)]).await;
+    let producer = producer(&server).await;
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let task = producer
+            .enqueue(&Job {
+                n,
+                note: String::new(),
+            })
+            .await
+            .unwrap();
+        ids.push((task.id, task.sequence));
+    }
+    // Both delivered on the queue's durable and never acked: in flight, with no worker that
+    // could be asked (as after a worker died, or one without presence).
+    let js = raw_jetstream(&server).await;
+    let consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream("JETQ_TASKS")
+        .await
+        .unwrap()
+        .get_consumer("worker-work")
+        .await
+        .unwrap();
+    let mut batch = consumer.fetch().max_messages(2).messages().await.unwrap();
+    let mut held = Vec::new();
+    while let Some(message) = within(WAIT, "a delivery", batch.next()).await {
+        held.push(message.unwrap());
+    }
+    assert_eq!(held.len(), 2);
+
+    // The second is listed as running by a worker whose record is there but which does not
+    // answer (stopped, hung, or older than protocol 1.10): refused, naming it.
+    let presence = jetq_contract::presence::ensure_bucket(&topology)
+        .await
+        .unwrap();
+    // Written as JSON, as any writer would (PROTOCOL §14).
+    let worker_id = "gone-1-01JQ7ZQ4W0WORKER000000000";
+    let now = jetq_contract::time::now();
+    let record = serde_json::json!({
+        "id": worker_id, "host": "gone", "pid": 1, "version": "0.1.0", "prefix": "jetq",
+        "queues": ["work"], "concurrency": 1, "started_at": now, "heartbeat_at": now,
+        "running": [{"id": ids[1].0, "queue": "work", "task": "job", "sequence": ids[1].1,
+                     "started_at": now, "attempt": 1}],
+        "running_count": 1,
+    });
+    presence
+        .put(worker_id, serde_json::to_vec(&record).unwrap().into())
+        .await
+        .unwrap();
+    let refused = jetq(&server, &["cancel", &ids[1].0, "--yes", "--json"]).await;
+    refused.expect_code(1);
+    assert!(
+        refused.stderr.contains("does not answer cancel requests")
+            && refused.stderr.contains(worker_id),
+        "{}",
+        refused.stderr
+    );
+
+    // The first: delivered, no worker runs it that could be asked: deleted, marked raced.
+    let report = jetq(&server, &["cancel", &ids[0].0, "--yes", "--json"])
+        .await
+        .ok_json();
+    assert_eq!(report["outcome"], "deleted", "{report}");
+    assert_eq!(report["was"], "in_flight", "{report}");
+    assert_eq!(report["raced"], true, "{report}");
+    let stream = js.get_stream("JETQ_TASKS").await.unwrap();
+    assert!(stream.get_raw_message(ids[0].1).await.is_err(), "deleted");
+    assert!(stream.get_raw_message(ids[1].1).await.is_ok(), "kept");
 }
