@@ -813,7 +813,8 @@ async fn flow_control_and_priority_levels_work_with_each_pods_own_login() {
 /// batch of two emails whose `on_complete` callback is an export, and a chain email → export;
 /// the emails worker pod's login records the members in `JETQ_BATCHES` and enqueues the
 /// callback and the chain's next link on the **exports** queue, whose worker pod's login runs
-/// them; the producer reads the batch's status (its markers, listed with an ephemeral
+/// them; a chord member's result over 16 KiB goes to `JETQ_RESULTS` with the emails login and
+/// is read back with the exports login; the producer reads the batch's status (its markers, listed with an ephemeral
 /// consumer). A worker still cannot enqueue on a queue that is not deployed.
 ///
 /// Checked by hand once: with `"$KV.JETQ_BATCHES.>"` removed from the worker roles of
@@ -855,9 +856,14 @@ async fn a_batch_and_a_chain_run_to_their_callback_and_next_link_with_each_pods_
     let emails = jetq_consumer::Worker::builder()
         .connection(ConnectionConfig::from_env_iter(emails_env.clone()).unwrap())
         .settings(jetq_consumer::WorkerSettings::from_env_iter(emails_env.clone()).unwrap())
-        .handler(move |email: SendEmail, _ctx: TaskContext| {
+        .handler(move |email: SendEmail, ctx: TaskContext| {
             let sent = sent_tx.clone();
             async move {
+                if email.to == "chord@example.com" {
+                    // Over 16 KiB: stored in the results store by this login.
+                    ctx.set_result(&serde_json::json!({ "log": "x".repeat(20_000) }))
+                        .map_err(TaskError::fatal)?;
+                }
                 sent.send(email.to).ok();
                 Ok::<(), TaskError>(())
             }
@@ -934,6 +940,13 @@ async fn a_batch_and_a_chain_run_to_their_callback_and_next_link_with_each_pods_
         .await
         .expect("the producer's login enqueues a batch");
     producer
+        .batch(BatchOptions::new().id("k8s-chord").chord())
+        .add(&email("chord@example.com"))
+        .on_complete(&export("chord-callback"))
+        .enqueue()
+        .await
+        .expect("the producer's login enqueues a chord");
+    producer
         .enqueue_chain(
             Chain::new()
                 .id("k8s-chain")
@@ -944,7 +957,7 @@ async fn a_batch_and_a_chain_run_to_their_callback_and_next_link_with_each_pods_
         .expect("the producer's login starts a chain");
 
     let mut to = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         let next = tokio::time::timeout(Duration::from_secs(20), sent.recv())
             .await
             .expect("the emails worker runs the members and the chain's first link")
@@ -954,10 +967,15 @@ async fn a_batch_and_a_chain_run_to_their_callback_and_next_link_with_each_pods_
     to.sort();
     assert_eq!(
         to,
-        ["ada@example.com", "grace@example.com", "linus@example.com"]
+        [
+            "ada@example.com",
+            "chord@example.com",
+            "grace@example.com",
+            "linus@example.com"
+        ]
     );
     let mut ids = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let id = tokio::time::timeout(Duration::from_secs(30), exported.recv())
             .await
             .expect("the emails worker's login enqueued the callback and the next link on exports")
@@ -965,7 +983,31 @@ async fn a_batch_and_a_chain_run_to_their_callback_and_next_link_with_each_pods_
         ids.push(id);
     }
     ids.sort();
-    assert_eq!(ids, ["batch-callback", "chain-link"]);
+    assert_eq!(ids, ["batch-callback", "chain-link", "chord-callback"]);
+    // The chord member's large result: written to JETQ_RESULTS by the emails worker's login,
+    // readable by the exports worker's (the callback's).
+    let markers = admin.get_key_value("JETQ_BATCHES").await.unwrap();
+    let mut keys = futures::TryStreamExt::try_collect::<Vec<String>>(markers.keys().await.unwrap())
+        .await
+        .unwrap();
+    keys.retain(|key| key.starts_with("m.k8s-chord."));
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let marker: jetq_contract::workflow::MemberMarker =
+        serde_json::from_slice(&markers.get(&keys[0]).await.unwrap().unwrap()).unwrap();
+    let name = marker
+        .result_ref
+        .expect("a result over 16 KiB is stored by reference");
+    let results = jetq_contract::workflow::results::ChordResults::open(
+        &js(&exports_env).await,
+        &jetq_contract::Subjects::default(),
+    )
+    .await
+    .expect("the exports worker's login opens the results store");
+    let value = results
+        .get(&name)
+        .await
+        .expect("the exports worker's login reads a member's result");
+    assert_eq!(value["log"].as_str().map(str::len), Some(20_000));
     let status = producer
         .batch_status("k8s-batch")
         .await
