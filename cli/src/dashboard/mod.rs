@@ -18,6 +18,8 @@
 //!   and filtered by queue and type, a search by id; `/tasks/{id}` one task (status, attempts
 //!   with errors, where it is, trace id) with **Cancel**;
 //! - `/workers` (`tasks.rs`): live workers, their running tasks and heartbeat age;
+//! - `/batches`, `/batches/{id}`, `/chains/{id}` (`batches.rs`): batches with their running,
+//!   queued and finished members and callbacks, chains with their links;
 //! - `/history` (`history.rs`): per-minute charts of the last 1 h / 6 h / 24 h per queue from
 //!   the workers' metrics history (PROTOCOL §15), drawn on the server as inline SVG;
 //! - `/schedules`: the schedules file's schedules, next and last fire, paused state, with
