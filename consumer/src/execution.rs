@@ -4,6 +4,7 @@
 use std::{
     panic::AssertUnwindSafe,
     sync::Arc,
+    task::Poll,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -442,18 +443,25 @@ impl Executor {
         let call = AssertUnwindSafe(handler).catch_unwind();
         let timed = tokio::time::timeout(timeout, call);
         tokio::pin!(timed);
-        let interval = self.settings.heartbeat_interval();
-        let mut heartbeat =
-            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-        let result = loop {
-            tokio::select! {
-                result = &mut timed => break result,
-                _ = heartbeat.tick() => {
-                    if let Err(err) = message.ack_with(AckKind::Progress).await {
-                        tracing::warn!(error = %err, "could not send a progress heartbeat");
+        // Most tasks of a busy queue end within their first poll: they need no heartbeat timer
+        // (an allocation and a timer-wheel entry each).
+        let result = match futures::poll!(timed.as_mut()) {
+            Poll::Ready(result) => result,
+            Poll::Pending => {
+                let interval = self.settings.heartbeat_interval();
+                let mut heartbeat =
+                    tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+                loop {
+                    tokio::select! {
+                        result = &mut timed => break result,
+                        _ = heartbeat.tick() => {
+                            if let Err(err) = message.ack_with(AckKind::Progress).await {
+                                tracing::warn!(error = %err, "could not send a progress heartbeat");
+                            }
+                        }
+                        _ = self.hand_back.cancelled() => return Outcome::HandedBack,
                     }
                 }
-                _ = self.hand_back.cancelled() => return Outcome::HandedBack,
             }
         };
         match result {

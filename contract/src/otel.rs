@@ -36,7 +36,14 @@ pub struct HeaderExtractor<'a>(pub &'a HeaderMap);
 
 impl Extractor for HeaderExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(|value| value.as_str())
+        // The W3C keys by their prebuilt names: a `&str` key costs async-nats a validation and
+        // an allocation per lookup, and every delivery is looked up twice.
+        let value = match key {
+            headers::TRACEPARENT => self.0.get(headers::names::TRACEPARENT),
+            headers::TRACESTATE => self.0.get(headers::names::TRACESTATE),
+            key => self.0.get(key),
+        };
+        value.map(|value| value.as_str())
     }
 
     fn keys(&self) -> Vec<&str> {

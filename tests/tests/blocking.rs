@@ -211,3 +211,81 @@ async fn a_handler_that_blocks_its_thread_is_reported_as_stalled() {
     within(WAIT, "the worker to stop", run).await.unwrap();
     health.stop().await;
 }
+
+/// A worker polls each task once in its pull loop before giving it a tokio task of its own
+/// (`consumer/src/pull/runner.rs`): a handler that blocks before its first `.await` holds the
+/// loop then, so the worker spawns every task for a while after one such first poll. Here the
+/// first of three blocking tasks is polled in the loop; the next two must be spawned, or the
+/// loop would block on each in turn and the quick tasks queued behind them would wait for all
+/// three: the quick tasks must run while the third blocking task still blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_first_poll_that_blocks_the_pull_loop_makes_the_worker_spawn_the_next_tasks() {
+    isolate_subscribers();
+    let server = NatsServer::start().await;
+    let (tx, mut rx) = mpsc::unbounded_channel::<&'static str>();
+    let (slow_tx, quick_tx) = (tx.clone(), tx);
+    let worker = worker(&server)
+        .concurrency(8)
+        .raw_handler(
+            "work",
+            "blocks_first",
+            TaskOptions::default(),
+            move |_body, _ctx: TaskContext| {
+                let tx = slow_tx.clone();
+                async move {
+                    tx.send("slow started").ok();
+                    // Wrong, on purpose: blocking before the first await.
+                    std::thread::sleep(Duration::from_millis(1500));
+                    tx.send("slow ended").ok();
+                    Ok(())
+                }
+            },
+        )
+        .raw_handler(
+            "work",
+            "quick",
+            TaskOptions::default(),
+            move |_body, _ctx: TaskContext| {
+                let tx = quick_tx.clone();
+                async move {
+                    tx.send("quick").ok();
+                    Ok(())
+                }
+            },
+        )
+        .build()
+        .await
+        .unwrap();
+    let producer = producer(&server).await;
+    for _ in 0..3 {
+        producer.enqueue_raw(raw("blocks_first")).await.unwrap();
+    }
+    for _ in 0..5 {
+        producer.enqueue_raw(raw("quick")).await.unwrap();
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let mut events = Vec::new();
+    while events.iter().filter(|e| **e == "quick").count() < 5
+        || events.iter().filter(|e| **e == "slow ended").count() < 3
+    {
+        events.push(next(&mut rx, "every task to run").await);
+    }
+    let last_slow_end = events
+        .iter()
+        .rposition(|e| *e == "slow ended")
+        .expect("three slow ends");
+    let last_quick = events
+        .iter()
+        .rposition(|e| *e == "quick")
+        .expect("five quick tasks");
+    assert!(
+        last_quick < last_slow_end,
+        "the quick tasks ran while the later blocking tasks blocked, not after them all: \
+         {events:?}"
+    );
+    let _ = stop.send(());
+    within(WAIT, "the worker to stop", run).await.unwrap();
+}
