@@ -16,7 +16,7 @@ use jetq_contract::workflow::{
     self,
     batch::{BatchRecord, BatchState, Callback, Fire},
     engine::Workflows,
-    ChainRecord, MemberOutcome,
+    ChainRecord, ChainState, MemberOutcome,
 };
 use serde::Serialize;
 
@@ -50,6 +50,23 @@ pub struct BatchRow {
     pub chord: bool,
     /// The parent batch, if nested.
     pub parent: Option<String>,
+    /// When it was created.
+    pub created_at: String,
+}
+
+/// One chain as the console lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainRow {
+    /// The chain id.
+    pub id: String,
+    /// `running`, `succeeded` or `failed`.
+    pub state: ChainState,
+    /// How many links it has.
+    pub links: usize,
+    /// The index of the last link enqueued.
+    pub at: usize,
+    /// The link that failed.
+    pub failed_at: Option<usize>,
     /// When it was created.
     pub created_at: String,
 }
@@ -180,6 +197,29 @@ impl Admin {
                 parent: record.parent,
                 created_at: record.created_at,
             });
+        }
+        rows.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        Ok(rows)
+    }
+
+    /// Every chain record, newest first (by `created_at`). Reads one message per chain.
+    pub async fn chains(&self) -> Result<Vec<ChainRow>, AdminError> {
+        let Some(store) = self.workflow_store().await? else {
+            return Ok(Vec::new());
+        };
+        let mut rows = Vec::new();
+        for (key, value) in last_values(&store, "c.>").await? {
+            match ChainRecord::from_json(&value) {
+                Ok(record) => rows.push(ChainRow {
+                    links: record.links.len(),
+                    id: record.id,
+                    state: record.state,
+                    at: record.at,
+                    failed_at: record.failed_at,
+                    created_at: record.created_at,
+                }),
+                Err(err) => tracing::warn!(%key, error = %err, "unreadable chain record skipped"),
+            }
         }
         rows.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
         Ok(rows)

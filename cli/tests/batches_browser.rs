@@ -278,7 +278,11 @@ async fn the_batch_pages_in_chromium_fit_desktop_and_phone_and_link_members_both
         .as_str()
         .unwrap()
         .ends_with("/batches/export-42"));
-    // The chain.
+    // The chain, reached from its row on /batches.
+    assert!(seen["chain_url"]
+        .as_str()
+        .unwrap()
+        .ends_with("/chains/report-chain"));
     assert!(seen["chain_state"]
         .as_str()
         .unwrap()

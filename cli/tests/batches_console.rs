@@ -247,6 +247,18 @@ async fn batch_pages_show_running_queued_and_finished_members_and_the_callbacks(
         .contains("href=\"/tasks/chain%3Aconsole-chain%3A0\""));
     let api = get("/api/chains/console-chain".into()).await.json();
     assert_eq!(api["state"], "failed");
+    // Listed below the batches.
+    let list = get("/batches".into()).await;
+    assert!(
+        list.body.contains("data-chain=\"console-chain\""),
+        "{}",
+        list.body
+    );
+    assert!(list.body.contains("failed at link 1"), "{}", list.body);
+    let chains = get("/api/chains".into()).await.json();
+    assert_eq!(chains["total"], 1);
+    assert_eq!(chains["chains"][0]["failed_at"], 1);
+    assert_eq!(chains["chains"][0]["links"], 2);
     let dead_link = get("/tasks/chain%3Aconsole-chain%3A1".into()).await;
     assert_eq!(dead_link.status, 200, "{}", dead_link.body);
     assert!(

@@ -7,8 +7,9 @@
 //!   queued members, its callbacks and whether they fired, its parent, the members that run
 //!   now (from worker presence) and a page of finished members with their outcome, each linked
 //!   to its task page (and a dead one to its dead letters);
-//! - `/chains/{id}`: a chain's links, how far it got and where it stopped;
-//! - JSON twins `GET /api/batches`, `/api/batches/{id}`, `/api/chains/{id}`;
+//! - `/chains/{id}`: a chain's links, how far it got and where it stopped; the chains are
+//!   listed below the batches on `/batches` (newest first, 50 a page, `?chains_after=<id>`);
+//! - JSON twins `GET /api/batches`, `/api/batches/{id}`, `/api/chains`, `/api/chains/{id}`;
 //! - [`task_links`]: the batch and chain a stored task belongs to, for the task page.
 
 use axum::{
@@ -32,6 +33,8 @@ const PAGE: usize = 50;
 pub(super) struct PageQuery {
     after: Option<String>,
     limit: Option<usize>,
+    /// `/batches`: the cursor of the chains' list.
+    chains_after: Option<String>,
 }
 
 impl PageQuery {
@@ -42,29 +45,44 @@ impl PageQuery {
             .filter(|after| !after.is_empty())
     }
 
+    fn chains_after(&self) -> Option<&str> {
+        self.chains_after
+            .as_deref()
+            .map(str::trim)
+            .filter(|after| !after.is_empty())
+    }
+
     fn limit(&self) -> usize {
         self.limit.unwrap_or(PAGE).clamp(1, 500)
     }
 }
 
-/// The page of `rows` (newest first) after the batch `after`, and the cursor of the next page.
+/// The page of `rows` (newest first) after the row whose id is `after`, and the cursor of the
+/// next page. A cursor that is no longer listed (its record expired) gives an empty page.
+fn page_after<'a, T>(
+    rows: &'a [T],
+    id: impl Fn(&T) -> &str,
+    after: Option<&str>,
+    limit: usize,
+) -> (&'a [T], Option<String>) {
+    let start = match after {
+        Some(after) => rows
+            .iter()
+            .position(|row| id(row) == after)
+            .map_or(rows.len(), |at| at + 1),
+        None => 0,
+    };
+    let end = (start + limit).min(rows.len());
+    let next = (end < rows.len() && end > start).then(|| id(&rows[end - 1]).to_owned());
+    (&rows[start..end], next)
+}
+
 fn batch_page<'a>(
     rows: &'a [BatchRow],
     after: Option<&str>,
     limit: usize,
 ) -> (&'a [BatchRow], Option<String>) {
-    let start = match after {
-        Some(after) => rows
-            .iter()
-            .position(|row| row.id == after)
-            .map_or(rows.len(), |at| at + 1),
-        None => 0,
-    };
-    let end = (start + limit).min(rows.len());
-    let next = (end < rows.len())
-        .then(|| rows[end - 1].id.clone())
-        .filter(|_| end > start);
-    (&rows[start..end], next)
+    page_after(rows, |row| row.id.as_str(), after, limit)
 }
 
 /// `GET /api/batches?after=&limit=`: a page of batches, newest first.
@@ -95,6 +113,12 @@ pub(super) async fn list_page(
         Err(err) => (Vec::new(), Some(err.to_string())),
     };
     let (page, next) = batch_page(&rows, query.after(), query.limit());
+    let (chains, chains_error) = match state.admin.chains().await {
+        Ok(chains) => (chains, None),
+        Err(err) => (Vec::new(), Some(err.to_string())),
+    };
+    let (chain_page, chains_next) =
+        page_after(&chains, |c| c.id.as_str(), query.chains_after(), PAGE);
     page::respond(
         StatusCode::OK,
         "batches.html",
@@ -105,8 +129,29 @@ pub(super) async fn list_page(
             "next_href": next.map(|after| format!("/batches?after={}", encode(&after))),
             "first_href": query.after().map(|_| "/batches"),
             "error": error,
+            "chains": chain_page,
+            "chains_total": chains.len(),
+            "chains_next_href": chains_next
+                .map(|after| format!("/batches?chains_after={}#chains", encode(&after))),
+            "chains_first_href": query.chains_after().map(|_| "/batches#chains"),
+            "chains_error": chains_error,
         }),
     )
+}
+
+/// `GET /api/chains?after=&limit=`: a page of chains, newest first.
+pub(super) async fn api_chains(
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+) -> Response {
+    match state.admin.chains().await {
+        Ok(rows) => {
+            let (page, next) = page_after(&rows, |c| c.id.as_str(), query.after(), query.limit());
+            Json(serde_json::json!({ "chains": page, "next": next, "total": rows.len() }))
+                .into_response()
+        }
+        Err(err) => admin_error(err),
+    }
 }
 
 /// `GET /api/batches/{id}?after=&limit=`: [`crate::Admin::batch_detail`].

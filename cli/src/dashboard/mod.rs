@@ -352,6 +352,7 @@ fn router(state: AppState) -> Router {
         .route("/chains/{id}", get(batches::chain_page))
         .route("/api/batches", get(batches::api_list))
         .route("/api/batches/{id}", get(batches::api_one))
+        .route("/api/chains", get(batches::api_chains))
         .route("/api/chains/{id}", get(batches::api_chain))
         .route("/api/tasks", get(tasks::api_list))
         .route("/api/tasks/{id}", get(tasks::api_one))

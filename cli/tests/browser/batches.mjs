@@ -86,8 +86,11 @@ try {
     out.back_url = page.url();
   }
 
-  await page.goto(`${url}/chains/${chain}`, { timeout: WAIT });
+  // The chain, from its row below the batches.
+  await page.goto(`${url}/batches`, { timeout: WAIT });
+  await page.click(`#chains-table tr[data-chain="${chain}"] a`, { timeout: WAIT });
   await page.locator('#chain-detail').waitFor({ timeout: WAIT });
+  out.chain_url = page.url();
   out.chain_state = await page.locator('#chain-state').innerText();
   out.chain_links = await page.$$eval('#links tbody tr', (rows) =>
     rows.map((r) => r.querySelector('td[data-label="state"]').textContent.trim()),
