@@ -112,3 +112,54 @@ async def test_the_producer_user_cannot_create_what_is_missing(secured_server: N
     finally:
         await producer.close()
     assert len(await stored_tasks(url_as(secured_server, "admin"))) == 1
+
+
+async def test_the_producer_user_starts_and_reads_batches_and_chains(provisioned: NatsServer) -> None:
+    """Batches and chains (docs/WORKFLOWS.md "Kubernetes"): the producer user writes and reads
+    JETQ_BATCHES (records, markers listed by a watch) and reads the workers' presence records
+    (a member a live worker runs counts as running)."""
+    import json
+
+    from jetq import workflows as wf
+    from jetq.protocol import format_timestamp
+
+    admin = await within("admin", AsyncProducer.connect(config_for(provisioned, nats_url=url_as(provisioned, "admin"))))
+    try:
+        await within("workflow bucket", wf._store(admin))  # as jetq-provision creates it
+    finally:
+        await admin.close()
+    config = config_for(provisioned, nats_url=url_as(provisioned, "producer"), provision=False)
+    producer = await within("connect", AsyncProducer.connect(config))
+    try:
+        batch = wf.Batch(producer, id="py-perm", skip_callback_check=True)
+        batch.add("emails", "send_email", {"to": "a@example.com"}, key="py-perm-1")
+        batch.add("emails", "send_email", {"to": "b@example.com"}, key="py-perm-2")
+        batch.on_complete("exports", "generate_csv", {"rows": 1})
+        await within("enqueue a batch", batch.enqueue())
+        await within("start a chain", wf.enqueue_chain(producer, wf.Chain("py-perm-chain").then("emails", "send_email", {})))
+        chain = await within("chain status", wf.chain_status(producer, "py-perm-chain"))
+        assert chain is not None and chain.state == "running"
+
+        # A worker's presence record listing member 1 as running (written as a worker would).
+        nc = await nats.connect(url_as(provisioned, "admin"))
+        try:
+            js = nc.jetstream()
+            from nats.js.api import KeyValueConfig
+
+            # As jetq-provision creates it (direct gets allowed).
+            presence = await js.create_key_value(KeyValueConfig(bucket="JETQ_WORKERS", history=1, direct=True))
+            now = format_timestamp()
+            record = {
+                "id": "h-1-01J9ZQ5W3V7ZB4M8K2N6P0R1S3", "host": "h", "pid": 1, "version": "0.1.0", "prefix": "jetq",
+                "queues": ["emails"], "concurrency": 4, "started_at": now, "heartbeat_at": now,
+                "running": [{"id": "py-perm-1", "queue": "emails", "task": "send_email", "started_at": now, "attempt": 1, "batch": "py-perm"}],
+                "running_count": 1,
+            }
+            await presence.put(record["id"], json.dumps(record).encode())
+        finally:
+            await nc.close()
+        status = await within("batch status", wf.batch_status(producer, "py-perm"))
+        assert status is not None
+        assert (status.total, status.pending, status.running, status.queued) == (2, 2, 1, 1)
+    finally:
+        await producer.close()
