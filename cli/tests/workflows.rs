@@ -229,6 +229,18 @@ async fn batches_and_chains_are_listed_and_shown_with_their_members_paged() {
     let text = jetq(&server, &["chain", "cli-chain"]).await;
     text.expect_code(0);
     assert!(text.stdout.contains("work.step"));
+    // jetq chains
+    let chains = jetq(&server, &["--json", "chains"]).await.ok_json();
+    assert_eq!(chains[0]["id"], "cli-chain");
+    assert_eq!(chains[0]["state"], "succeeded");
+    assert_eq!(chains[0]["links"], 2);
+    let text = jetq(&server, &["chains"]).await;
+    text.expect_code(0);
+    assert!(
+        text.stdout.contains("cli-chain") && text.stdout.contains("done"),
+        "{}",
+        text.stdout
+    );
 
     // Unknown and invalid ids.
     jetq(&server, &["batch", "nope"]).await.expect_code(3);
@@ -244,5 +256,7 @@ async fn an_installation_without_batches_lists_none() {
     let server = NatsServer::start().await;
     let list = jetq(&server, &["--json", "batches"]).await.ok_json();
     assert_eq!(list, serde_json::json!([]));
+    let chains = jetq(&server, &["--json", "chains"]).await.ok_json();
+    assert_eq!(chains, serde_json::json!([]));
     jetq(&server, &["batch", "b1"]).await.expect_code(3);
 }

@@ -107,6 +107,8 @@ pub(crate) enum Command {
     Batch(BatchArgs),
     /// One chain: its links, how far it got, where it stopped.
     Chain(ChainArgs),
+    /// The chains: id, state, links, where each is (or failed), newest first.
+    Chains,
 }
 
 #[derive(Debug, Args)]

@@ -209,6 +209,10 @@ pub(crate) async fn run(cli: Cli) -> Result<(), AdminError> {
             let batches = admin.batches().await?;
             crate::workflows::print_batches(&batches, json);
         }
+        Command::Chains => {
+            let chains = admin.chains().await?;
+            crate::workflows::print_chains(&chains, json);
+        }
         Command::Batch(args) => {
             let detail = admin
                 .batch_detail(&args.id, args.after.as_deref(), args.limit)

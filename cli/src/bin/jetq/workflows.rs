@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use jetq_cli::workflows::{BatchDetail, BatchRow};
+use jetq_cli::workflows::{BatchDetail, BatchRow, ChainRow};
 use jetq_contract::workflow::{batch::Callback, ChainRecord, ChainState};
 use serde::Serialize;
 
@@ -87,6 +87,36 @@ pub(crate) fn print_batches(batches: &[BatchRow], json: bool) {
         ],
         rows,
     );
+}
+
+pub(crate) fn print_chains(chains: &[ChainRow], json: bool) {
+    if json {
+        print_json(&chains);
+        return;
+    }
+    if chains.is_empty() {
+        println!("no chains (none made, or their records expired after 7 days)");
+        return;
+    }
+    let rows = chains
+        .iter()
+        .map(|c| {
+            let state = json_text(&c.state).trim_matches('"').to_owned();
+            let at = match c.failed_at {
+                Some(failed) => format!("failed at link {failed}"),
+                None if state == "succeeded" => "done".to_owned(),
+                None => format!("link {}", c.at),
+            };
+            vec![
+                c.id.clone(),
+                state,
+                c.links.to_string(),
+                at,
+                c.created_at.clone(),
+            ]
+        })
+        .collect();
+    table(&["CHAIN", "STATE", "LINKS", "WHERE", "CREATED"], rows);
 }
 
 fn callback_text(callback: &Option<Callback>) -> String {
