@@ -236,7 +236,7 @@ mod tests {
         assert_eq!(bucket(&Subjects::default()), "JETQ_RESULTS");
         assert_eq!(bucket(&Subjects::new("my-app").unwrap()), "MY_APP_RESULTS");
         assert_eq!(object_name("b1", "signup:a"), "b1/signup=3Aa");
-        let markers: Vec<(String, MemberMarker)> = (0..200)
+        let markers: Vec<(String, MemberMarker)> = (0..300)
             .map(|i| {
                 let mut marker = MemberMarker::new(MemberOutcome::Succeeded, None);
                 marker.traceparent = (i % 2 == 0).then(|| format!("00-{i:032x}-{i:016x}-01"));
