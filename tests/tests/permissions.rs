@@ -658,3 +658,136 @@ async fn the_relay_publishes_tasks_and_dead_letters_and_cannot_consume() {
         "the relay must not create streams"
     );
 }
+
+/// Worker control (PROTOCOL.md §16) through the least-privilege users: a worker logged in as
+/// `worker-emails` takes a cancel request for the untracked task it runs — sent as the admin
+/// user, as `jetq cancel` and the console send it — on `jetq.control.worker.<id>.cancel` and
+/// answers `found` to the requester's inbox; the task ends cancelled: its handler is told, the
+/// task is gone from the task stream, nothing awaits an ack and nothing is dead-lettered.
+/// Without the worker role's subscribe grant the request finds no responder; without its
+/// `allow_responses` the reply is refused and the request times out.
+#[tokio::test]
+async fn a_least_privilege_worker_answers_a_cancel_request_for_the_task_it_runs() {
+    let server = start_server().await;
+    let admin = provision_as_admin(&server).await;
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (told_tx, mut told) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let worker = Worker::builder()
+        .connection(as_user(
+            &server,
+            "worker-emails",
+            "JETQ_WORKER_EMAILS_PASSWORD",
+        ))
+        .settings(WorkerSettings {
+            provision: false,
+            sweeper: false,
+            queues: vec!["emails".into()],
+            presence_interval: Duration::from_millis(200),
+            ..fast_settings()
+        })
+        .handler(move |_email: Email, ctx: TaskContext| {
+            let started = started_tx.clone();
+            let told = told_tx.clone();
+            async move {
+                let _ = started.send(());
+                ctx.cancelled().await;
+                let _ = told.send(());
+                ok()
+            }
+        })
+        .build()
+        .await
+        .expect("the emails worker starts with its own user");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+    }));
+
+    let producer = Producer::builder()
+        .connection(as_user(&server, "producer", "JETQ_PRODUCER_PASSWORD"))
+        .provision(false)
+        .connect()
+        .await
+        .unwrap();
+    let task = producer
+        .enqueue(&Email {
+            to: "cancel-me@example.com".into(),
+        })
+        .await
+        .expect("the producer enqueues an untracked task");
+    within(WAIT, "the task starts", started.recv())
+        .await
+        .expect("started");
+
+    // The operator finds the worker in the presence records, as `jetq cancel` does.
+    let workers = admin.get_key_value("JETQ_WORKERS").await.unwrap();
+    let worker_id = eventually(WAIT, "presence lists the task", || {
+        let workers = workers.clone();
+        let id = task.id.clone();
+        async move {
+            let keys: Vec<String> = futures::TryStreamExt::try_collect(workers.keys().await.ok()?)
+                .await
+                .ok()?;
+            for key in keys {
+                let value = workers.get(&key).await.ok()??;
+                let record: jetq_contract::presence::WorkerRecord =
+                    serde_json::from_slice(&value).ok()?;
+                if record.running.iter().any(|t| t.id == id) {
+                    return Some(record.id);
+                }
+            }
+            None
+        }
+    })
+    .await;
+    let operator = jetq_contract::connect(
+        &as_user(&server, "admin", "JETQ_ADMIN_PASSWORD"),
+        "operator",
+    )
+    .await
+    .unwrap();
+    let body = serde_json::to_vec(&jetq_contract::control::CancelRequest {
+        id: task.id.clone(),
+        sequence: task.sequence,
+        by: Some("ops".into()),
+    })
+    .unwrap();
+    let reply = within(
+        WAIT,
+        "the worker answers",
+        operator.request(
+            jetq_contract::control::cancel_subject("jetq", &worker_id),
+            body.into(),
+        ),
+    )
+    .await
+    .expect("the worker's user may take cancel requests and reply to them");
+    let reply: jetq_contract::control::CancelReply =
+        serde_json::from_slice(&reply.payload).expect("a reply body");
+    assert!(reply.found, "{reply:?}");
+    assert_eq!(reply.sequence, task.sequence);
+    assert_eq!(reply.attempt, 1);
+    within(WAIT, "the handler is told", told.recv())
+        .await
+        .expect("told");
+
+    // The attempt ended before the worker stops (shutdown waits for running tasks).
+    let _ = stop.send(());
+    within(WAIT, "the worker stops", running)
+        .await
+        .expect("the worker task");
+    let subjects = Subjects::default();
+    let stream = admin.get_stream(subjects.tasks_stream()).await.unwrap();
+    assert!(
+        stream.get_raw_message(task.sequence).await.is_err(),
+        "a cancelled task leaves the task stream"
+    );
+    let info = stream.consumer_info("worker-emails").await.unwrap().clone();
+    assert_eq!(info.num_ack_pending, 0, "{info:?}");
+    assert_eq!(info.num_pending, 0, "{info:?}");
+    assert_eq!(
+        stream_len(&admin, &subjects.dead_stream()).await,
+        0,
+        "a cancelled task is not dead-lettered"
+    );
+}
