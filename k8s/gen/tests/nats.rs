@@ -1049,3 +1049,172 @@ async fn a_batch_and_a_chain_run_to_their_callback_and_next_link_with_each_pods_
             .unwrap();
     }
 }
+
+/// Worker control (PROTOCOL.md §16, issue 24) with the rendered users and the example worker
+/// binary: the emails worker pod, logged in as `worker-emails`, runs an untracked email whose
+/// SMTP server accepts and never greets; the provisioning Job's login (admin, the user
+/// `jetq cancel` and the console run as) finds the worker in its presence record and asks it on
+/// `jetq.control.worker.<id>.cancel`; the worker answers `found` to the requester's inbox, and
+/// the task is gone for good: killed right after, nothing awaits an ack or is redelivered.
+/// Without `jetq.control.worker.*.cancel` in the worker role the request finds no responder;
+/// without its `allow_responses` the reply is refused and the request times out.
+#[tokio::test]
+async fn a_worker_pod_cancels_the_task_it_runs_when_the_operator_asks() {
+    use jetq_contract::control::{cancel_subject, CancelReply, CancelRequest};
+    let Some(binary) = worker_binary() else {
+        panic!(
+            "the example worker binary is not built (cargo build -p jetq-examples --bin worker)"
+        );
+    };
+    let server = server().await;
+    let url = server.url();
+    let subjects = Subjects::default();
+    let objects = rendered("dev");
+    let job = &pod_spec(of_kind(&objects, "Job")[0])["containers"][0];
+    let admin_env = pod_env(&objects, job, &url);
+    let output = provision_command(&admin_env, &args_of(job))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // An SMTP server that accepts and never greets: the email's handler stays running.
+    let smtp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let smtp_port = smtp.local_addr().unwrap().port();
+    let (connected_tx, mut connected) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = smtp.accept().await {
+            held.push(socket);
+            let _ = connected_tx.send(());
+        }
+    });
+
+    let deployment = find(&objects, "Deployment", "worker-emails");
+    let container = &pod_spec(deployment)["containers"][0];
+    let mut env = pod_env(&objects, container, &url);
+    let overrides = [
+        ("SMTP_HOST", "127.0.0.1".to_owned()),
+        ("SMTP_PORT", smtp_port.to_string()),
+        ("SMTP_TIMEOUT", "60s".to_owned()),
+        (
+            "JETQ_HEALTH_LISTEN",
+            format!("127.0.0.1:{}", jetq_harness::free_port()),
+        ),
+        ("JETQ_PRESENCE_INTERVAL", "300ms".to_owned()),
+        ("OTEL_SDK_DISABLED", "true".to_owned()),
+    ];
+    env.retain(|(key, _)| overrides.iter().all(|(name, _)| key != name));
+    env.extend(
+        overrides
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), value.clone())),
+    );
+    let mut worker = tokio::process::Command::new(&binary)
+        .env_clear()
+        .envs(env.iter().cloned())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = worker.id().unwrap();
+
+    // The web pod's login enqueues an untracked email; the worker's handler starts on it.
+    let web = find(&objects, "Deployment", "web");
+    let web_env = pod_env(&objects, &pod_spec(web)["containers"][0], &url);
+    let producer = jetq_producer::Producer::builder()
+        .connection(ConnectionConfig::from_env_iter(web_env).unwrap())
+        .provision(false)
+        .connect()
+        .await
+        .unwrap();
+    use jetq_examples::tasks::SendEmail;
+    let task = producer
+        .enqueue(&SendEmail {
+            to: "ada@example.com".into(),
+            subject: "Hi".into(),
+            body: "Welcome".into(),
+        })
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), connected.recv())
+        .await
+        .expect("the worker's handler connects to the SMTP server")
+        .expect("connected");
+
+    // The operator (admin) finds the worker in the presence records, as `jetq cancel` does.
+    let admin = js(&admin_env).await;
+    let worker_id = jetq_harness::eventually(
+        Duration::from_secs(20),
+        "the worker's presence record",
+        || {
+            let admin = admin.clone();
+            let subjects = subjects.clone();
+            async move {
+                let records = jetq_contract::presence::read_records(&admin, &subjects)
+                    .await
+                    .ok()?;
+                records
+                    .into_iter()
+                    .find(|record| record.pid == pid)
+                    .map(|record| record.id)
+            }
+        },
+    )
+    .await;
+    let operator = jetq_contract::connect(
+        &ConnectionConfig::from_env_iter(admin_env.clone()).unwrap(),
+        "operator",
+    )
+    .await
+    .unwrap();
+    let body = serde_json::to_vec(&CancelRequest {
+        id: task.id.clone(),
+        sequence: task.sequence,
+        by: Some("ops".into()),
+    })
+    .unwrap();
+    let reply = tokio::time::timeout(
+        Duration::from_secs(20),
+        operator.request(cancel_subject(subjects.prefix(), &worker_id), body.into()),
+    )
+    .await
+    .expect("the request ends")
+    .expect("the worker's login may take cancel requests and reply to them");
+    let reply: CancelReply = serde_json::from_slice(&reply.payload).expect("a reply body");
+    assert!(reply.found, "{reply:?}");
+    assert_eq!(reply.sequence, task.sequence);
+    assert_eq!(reply.attempt, 1);
+    // Killed right after it answered, its handler still waiting for the SMTP greeting.
+    worker.kill().await.unwrap();
+
+    // The task was terminated before the answer: gone, nothing awaiting an ack, no redelivery.
+    let stream = admin.get_stream(subjects.tasks_stream()).await.unwrap();
+    jetq_harness::eventually(
+        Duration::from_secs(20),
+        "the cancelled task leaves the task stream",
+        || {
+            let stream = stream.clone();
+            async move {
+                stream
+                    .get_raw_message(task.sequence)
+                    .await
+                    .is_err()
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let mut consumer: PullConsumer = stream
+        .get_consumer(&subjects.durable("emails"))
+        .await
+        .unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(info.num_ack_pending, 0, "{info:?}");
+    assert_eq!(info.num_pending, 0, "{info:?}");
+}
