@@ -31,10 +31,6 @@
 //!   [`LOWER_LEVEL_SHARE`] tasks it asks for is asked of the lower levels that have tasks, in
 //!   turn, so a busy higher level slows the lower ones but never stops them. A level whose request
 //!   came back short has no tasks: it gets a watch until it has some again.
-//! - **Starting a task.** Each task is polled once here, in the loop, and gets a tokio task of
-//!   its own only if it is not done by then (`runner.rs`): a short task costs no spawn, no
-//!   cross-thread wake-up; one whose first poll holds the loop too long turns this off for a
-//!   while.
 //! - **Requests the server forgot.** Each request is expected to end by its `expires` (the
 //!   server then says how many it did not deliver, status 408); one not heard of by its expiry
 //!   plus a margin (a server restart, a lost connection) is written off.
@@ -49,7 +45,10 @@ use async_nats::{
     StatusCode, Subject,
 };
 use futures::StreamExt;
-use tokio::{sync::Semaphore, time::Instant};
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 
 use jetq_contract::Priority;
@@ -57,9 +56,7 @@ use jetq_contract::Priority;
 use crate::execution::Executor;
 
 mod books;
-mod runner;
 use books::{Books, Buffered, Level, Prefetch, Request};
-use runner::Runner;
 
 /// How long the loop keeps pulling by priority after a level other than `normal` delivered a
 /// task.
@@ -137,7 +134,6 @@ pub(crate) async fn pull_loop(
         lower_credit: 0.0,
         lower_turn: 0,
     };
-    let mut runner = Runner::new(executor.clone());
     let mut failures: u32 = 0;
     let mut tick = tokio::time::interval(settings.max_buffer_wait / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -158,9 +154,7 @@ pub(crate) async fn pull_loop(
                 books
                     .prefetch
                     .started_after(now.duration_since(buffered.since));
-                if runner.start(buffered.message, permit) {
-                    books.prefetch.started_after(Duration::ZERO);
-                }
+                run(&executor, buffered.message, permit);
             }
         }
         // Ask for the room left, when it is worth a request: half of what this loop may hold,
@@ -240,7 +234,7 @@ pub(crate) async fn pull_loop(
                 return hand_back_rest(books, subscription, &executor, settings.expires).await;
             }
             next = subscription.next() => match next {
-                Some(message) => on_message(&queue, message, &js, &mut books, &slots, &mut runner),
+                Some(message) => on_message(&queue, message, &js, &mut books, &slots, &executor),
                 None => {
                     // The client closed the subscription (connection closed for good).
                     tracing::warn!(%queue, "pull subscription ended; subscribing again");
@@ -327,7 +321,7 @@ fn on_message(
     js: &jetstream::Context,
     books: &mut Books,
     slots: &Arc<Semaphore>,
-    runner: &mut Runner,
+    executor: &Arc<Executor>,
 ) {
     match message.status {
         None | Some(StatusCode::OK) => {
@@ -341,19 +335,15 @@ fn on_message(
                 message,
                 context: js.clone(),
             };
-            let permit = match books.free.pop() {
-                Some(permit) => Some(permit),
-                None if books.buffer.is_empty() => slots.clone().try_acquire_owned().ok(),
-                None => None,
-            };
-            match permit {
-                // A task that ended within its first poll is short: the queue's tasks may be
-                // fetched further ahead, as when a buffered task finds a slot at once.
-                Some(permit) => {
-                    if runner.start(message, permit) {
-                        books.prefetch.started_after(Duration::ZERO);
-                    }
-                }
+            match books.free.pop() {
+                Some(permit) => run(executor, message, permit),
+                None if books.buffer.is_empty() => match slots.clone().try_acquire_owned() {
+                    Ok(permit) => run(executor, message, permit),
+                    Err(_) => books.buffer.push_back(Buffered {
+                        message,
+                        since: Instant::now(),
+                    }),
+                },
                 None => books.buffer.push_back(Buffered {
                     message,
                     since: Instant::now(),
@@ -377,6 +367,18 @@ fn on_message(
             }
         }
     }
+}
+
+/// Runs a task in its own tokio task; the slot comes back when it ends.
+fn run(executor: &Arc<Executor>, message: jetstream::Message, permit: OwnedSemaphorePermit) {
+    let executor = executor.clone();
+    tokio::spawn(async move {
+        // Boxed: the processing future is ~4.5 KB, which tokio would otherwise copy into each
+        // task's cell and again when it ends. (Its rare paths are boxed inside, or it would be
+        // twice that.)
+        Box::pin(executor.process(message)).await;
+        drop(permit);
+    });
 }
 
 /// At shutdown: hands back the buffered tasks, then whatever the open requests still deliver
