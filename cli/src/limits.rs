@@ -247,6 +247,18 @@ impl Admin {
         Ok(overview)
     }
 
+    /// Every unique-key hold whose key is `key`, in any queue and task type: what a search by
+    /// key finds (the console's task search). Reads the whole unique-key listing, as
+    /// [`Admin::limits`] does: a search, not a page view.
+    pub async fn holders_of_unique_key(&self, key: &str) -> Result<Vec<UniqueKeyHeld>, AdminError> {
+        let overview = self.limits().await?;
+        Ok(overview
+            .unique
+            .into_iter()
+            .filter(|held| held.key == key)
+            .collect())
+    }
+
     /// Deletes the flow-control entries that no longer hold anything (see
     /// [`LimitsAction::Prune`]).
     pub async fn prune_limits(&self) -> Result<Pruned, AdminError> {

@@ -1037,3 +1037,53 @@ async fn schedules_pause_resume_and_run_now_from_the_console() {
     assert!(bad.status >= 400);
     scheduler.kill().await;
 }
+
+/// The task search by unique key (`Jetq-Unique-Key`): the one holder's page; 404 for a key
+/// nobody holds; a list when tasks of two types hold the same key.
+#[tokio::test]
+async fn a_task_is_found_by_its_unique_key() {
+    use jetq_producer::{EnqueueOptions, RawTask, Unique};
+    let server = NatsServer::start().await;
+    let producer = producer(&server).await;
+    let held = producer
+        .enqueue_with(
+            &Job {
+                n: 1,
+                note: String::new(),
+            },
+            EnqueueOptions::new().unique(Unique::key("invoice:42")),
+        )
+        .await
+        .unwrap();
+    let (base, _stop) = serve(&server, config()).await;
+    let view = [("authorization", bearer(VIEWER))];
+    let view: Vec<(&str, &str)> = view.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let found = http(&base, "GET", "/tasks?key=invoice%3A42", &view).await;
+    assert_eq!(found.status, 303, "{}", found.body);
+    assert_eq!(
+        found.header("location"),
+        Some(format!("/tasks/{}", held.id).as_str())
+    );
+    let none = http(&base, "GET", "/tasks?key=invoice%3A43", &view).await;
+    assert_eq!(none.status, 404, "{}", none.body);
+    assert!(none.body.contains("invoice:43"), "{}", none.body);
+
+    // The same key on another task type: both holders are named.
+    let other = producer
+        .enqueue_raw(RawTask {
+            queue: "work".into(),
+            task: "other_job".into(),
+            payload: bytes::Bytes::from_static(b"{}"),
+            options: EnqueueOptions::new().unique(Unique::key("invoice:42")),
+        })
+        .await
+        .unwrap();
+    let both = http(&base, "GET", "/tasks?key=invoice%3A42", &view).await;
+    assert_eq!(both.status, 200, "{}", both.body);
+    assert!(
+        both.body.contains(held.id.as_str()) && both.body.contains(other.id.as_str()),
+        "{}",
+        both.body
+    );
+}

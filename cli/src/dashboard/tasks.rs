@@ -1,7 +1,8 @@
 //! The Tasks, task detail and Workers pages, and the task and schedule actions:
 //!
 //! - `/tasks?state=pending|delayed|retrying|running|dead&queue=&type=&after=`: a page of tasks in
-//!   one state ([`Admin::tasks`]), paged by its cursor, with a search box by task id;
+//!   one state ([`Admin::tasks`]), paged by its cursor, with a search box by task id and one by
+//!   unique key;
 //! - `/tasks/{id}`: [`Admin::task_detail`]: status record, where it waits, attempts with their
 //!   errors, the worker running it, dead letters, trace id; **Cancel**
 //!   (`POST /api/tasks/{id}/cancel`, [`Admin::cancel_task`]);
@@ -41,6 +42,9 @@ pub(super) struct TasksQuery {
     limit: Option<usize>,
     /// The search box: a task id (redirects to its detail page).
     id: Option<String>,
+    /// The search box's other field: a unique key (`Jetq-Unique-Key`); redirects to the page
+    /// of the task holding it.
+    key: Option<String>,
     /// Show this bulk cancel job's progress or result.
     job: Option<String>,
 }
@@ -137,6 +141,9 @@ pub(super) async fn list_page(
     }
     let overview = overview_body(&state).await;
     let chrome = chrome(&state, &caller, "tasks", "Tasks", &overview);
+    if let Some(key) = non_empty(&query.key) {
+        return find_by_unique_key(&state, &chrome, &key).await;
+    }
     let (filter, request) = match query.filter() {
         Ok(parsed) => parsed,
         Err(err) => {
@@ -427,6 +434,53 @@ pub(super) async fn api_schedule_action(
             StatusCode::NOT_FOUND,
             format!("unknown schedule action {other:?}: pause, resume or run"),
         ),
+    }
+}
+
+/// The search by unique key: the page of the one task holding `key`; a list when tasks of
+/// several types hold the same key (a key is unique per queue and type); 404 when none does.
+async fn find_by_unique_key(state: &AppState, chrome: &page::Chrome, key: &str) -> Response {
+    let holders = match state.admin.holders_of_unique_key(key).await {
+        Ok(holders) => holders,
+        Err(err) => {
+            return page::message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                chrome,
+                "Tasks",
+                &format!("cannot read the unique keys: {err}"),
+            )
+        }
+    };
+    match holders.as_slice() {
+        [one] => {
+            let target = format!("/tasks/{}", encode(&one.hold.task_id));
+            axum::response::Redirect::to(&target).into_response()
+        }
+        [] => page::message(
+            StatusCode::NOT_FOUND,
+            chrome,
+            "Tasks",
+            &format!(
+                "No task holds the unique key {key:?} now. A key is held from its enqueue until \
+                 its scope lets it go (docs/FLOW_CONTROL.md); a finished task is found by its id."
+            ),
+        ),
+        several => {
+            let list = several
+                .iter()
+                .map(|held| format!("{}/{}: task {}", held.queue, held.task, held.hold.task_id))
+                .collect::<Vec<_>>()
+                .join("; ");
+            page::message(
+                StatusCode::OK,
+                chrome,
+                "Tasks",
+                &format!(
+                    "The unique key {key:?} is held by {}: {list}.",
+                    several.len()
+                ),
+            )
+        }
     }
 }
 
