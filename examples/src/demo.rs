@@ -197,7 +197,6 @@ impl DemoReport {
     }
 }
 
-
 /// Everything started, so it can be stopped whatever happens.
 #[derive(Default)]
 struct Running {

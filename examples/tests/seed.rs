@@ -719,8 +719,16 @@ async fn demo_runs_the_whole_scenario() {
     // demo compares the file with every row), and its link mailed once.
     let chunked = &report.chunked;
     let assembled = chunked.status.assembled.expect("assembled");
-    assert_eq!((chunked.status.chunks, chunked.status.dead), (10, 0), "{report}");
-    assert_eq!((assembled.rows, assembled.by_reference), (10_000, 10), "{report}");
+    assert_eq!(
+        (chunked.status.chunks, chunked.status.dead),
+        (10, 0),
+        "{report}"
+    );
+    assert_eq!(
+        (assembled.rows, assembled.by_reference),
+        (10_000, 10),
+        "{report}"
+    );
     assert_eq!(chunked.csv_lines, 10_001);
     assert_eq!(
         with_subject(jetq_examples::chunked::EXPORT_MAIL_SUBJECT),

@@ -51,8 +51,8 @@ mod history;
 mod jobs;
 mod limits;
 mod page;
-mod task_bulk;
 mod queues;
+mod task_bulk;
 mod tasks;
 
 pub use auth::Role;
