@@ -30,6 +30,11 @@ use crate::{
     telemetry::{self, WorkerHealth, WorkerMetrics},
 };
 
+mod catalog;
+mod durables;
+use catalog::publish_catalog;
+pub use durables::{existing_consumer, existing_consumers};
+
 /// Builds a [`Worker`]: connection, settings and one handler per task type.
 ///
 /// ```no_run
@@ -532,108 +537,6 @@ impl WorkerBuilder {
         }
         Ok(registry)
     }
-}
-
-/// Writes the task types this worker handles on the queues it pulls into the catalog
-/// (PROTOCOL.md, "Task-type catalog"), so producers in any language know which are tracked.
-/// Best effort: a missing bucket (not provisioned yet, an older deployment) or a user not
-/// allowed to write it is logged, and the worker runs as before.
-async fn publish_catalog(
-    topology: &Topology,
-    registry: &Registry,
-    queues: &[String],
-    provision: bool,
-) {
-    let bucket = jetq_contract::catalog::bucket(topology.subjects());
-    let store = if provision {
-        jetq_contract::catalog::ensure_bucket(topology)
-            .await
-            .map_err(|err| err.to_string())
-    } else {
-        topology
-            .jetstream()
-            .get_key_value(bucket.clone())
-            .await
-            .map_err(|err| err.to_string())
-    };
-    let store = match store {
-        Ok(store) => store,
-        Err(err) => {
-            tracing::warn!(%bucket, error = %err, "task-type catalog unavailable: not published");
-            return;
-        }
-    };
-    for registration in registry.registrations() {
-        if registration.is_catch_all() || !queues.iter().any(|q| **q == *registration.queue) {
-            continue;
-        }
-        let entry = jetq_contract::catalog::CatalogEntry::new(
-            &registration.queue,
-            &registration.task,
-            &registration.options,
-        );
-        let written = match serde_json::to_vec(&entry) {
-            Ok(value) => store
-                .put(entry.key(), value.into())
-                .await
-                .map_err(|err| err.to_string()),
-            Err(err) => Err(err.to_string()),
-        };
-        if let Err(err) = written {
-            tracing::warn!(%bucket, key = %entry.key(), error = %err, "task type not published in the catalog");
-        }
-    }
-}
-
-/// The durable consumer of `queue` (its `normal` level), which `jetq-provision` creates for a
-/// worker that does not provision: waited for (bounded retries with backoff for `budget`), so
-/// that workers started at the same time as the provisioner, or before it, bind once it ran
-/// instead of failing.
-pub async fn existing_consumer(
-    topology: &Topology,
-    queue: &str,
-    budget: Duration,
-) -> Result<PullConsumer, WorkerError> {
-    existing_level(topology, queue, Priority::Normal, budget).await
-}
-
-/// The durable consumers of every priority level of `queue`, highest first, waited for as
-/// [`existing_consumer`] waits.
-pub async fn existing_consumers(
-    topology: &Topology,
-    queue: &str,
-    budget: Duration,
-) -> Result<Vec<(Priority, PullConsumer)>, WorkerError> {
-    let mut levels = Vec::with_capacity(Priority::ALL.len());
-    for level in Priority::ALL {
-        levels.push((level, existing_level(topology, queue, level, budget).await?));
-    }
-    Ok(levels)
-}
-
-async fn existing_level(
-    topology: &Topology,
-    queue: &str,
-    level: Priority,
-    budget: Duration,
-) -> Result<PullConsumer, WorkerError> {
-    let subjects = topology.subjects();
-    let stream_name = subjects.tasks_stream();
-    let durable = subjects.durable_at(queue, level);
-    let what = format!("durable consumer {durable} of stream {stream_name} (queue {queue})");
-    let js = topology.jetstream();
-    Ok(
-        jetq_contract::wait::until_provisioned(&what, budget, || async {
-            let stream = js
-                .get_stream(&stream_name)
-                .await
-                .map_err(|err| -> jetq_contract::topology::BoxError { Box::new(err) })?;
-            stream
-                .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&durable)
-                .await
-        })
-        .await?,
-    )
 }
 
 /// A worker process: one pull loop per queue, each running at most `concurrency` tasks.
