@@ -12,65 +12,27 @@
 
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Stdio,
-    sync::Arc,
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use common::*;
+use common::{
+    browser::{
+        artifacts_dir, assert_desktop_and_phone_windows, assert_pages_fit, keep_in_docs,
+        screenshot_size, Browser,
+    },
+    *,
+};
 use jetq_consumer::{TaskContext, TaskError};
 use jetq_producer::{BatchOptions, Chain};
 use jetq_tests::workflow::Done;
-use serde_json::Value;
 
 const TOKEN: &str = "batches-s3cret";
 const VIEWER: &str = "batches-viewer";
 
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-/// The Chromium binary and node, or why the test cannot run.
-fn prerequisites() -> Result<(PathBuf, PathBuf), String> {
-    let chromium = std::env::var_os("JETQ_TEST_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    if !chromium.exists() {
-        return Err(format!(
-            "{} not found (apt-get install chromium)",
-            chromium.display()
-        ));
-    }
-    let node = std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("node"))
-                .find(|candidate| candidate.exists())
-        })
-        .ok_or_else(|| "node not found on PATH".to_owned())?;
-    if !browser_dir().join("node_modules/playwright-core").exists() {
-        return Err(format!(
-            "playwright-core is not installed: run `npm ci` in {}",
-            browser_dir().display()
-        ));
-    }
-    Ok((chromium, node))
-}
-
 #[tokio::test]
 async fn the_batch_pages_in_chromium_fit_desktop_and_phone_and_link_members_both_ways() {
     init_logs();
-    let (chromium, node) = match prerequisites() {
-        Ok(found) => found,
-        Err(missing) if std::env::var_os("JETQ_TEST_BROWSER_REQUIRED").is_some() => {
-            panic!("the browser test cannot run: {missing}")
-        }
-        Err(missing) => {
-            eprintln!("SKIPPED the batches browser test: {missing}");
-            return;
-        }
+    let Some(browser) = Browser::or_skip("batches") else {
+        return;
     };
     let server = NatsServer::start().await;
     let release = Arc::new(tokio::sync::Semaphore::new(0));
@@ -199,39 +161,21 @@ async fn the_batch_pages_in_chromium_fit_desktop_and_phone_and_link_members_both
 
     let dashboard =
         start_dashboard(&server, &["--token", TOKEN, "--read-only-token", VIEWER]).await;
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/jetq-cli-artifacts");
-    std::fs::create_dir_all(&shots).unwrap();
-    let mut command = tokio::process::Command::new(node);
-    command
-        .arg(browser_dir().join("batches.mjs"))
-        .current_dir(browser_dir())
-        .env("DASHBOARD_URL", &dashboard.url)
-        .env("DASHBOARD_TOKEN", TOKEN)
-        .env("VIEWER_TOKEN", VIEWER)
-        .env("BATCH", "export-42")
-        .env("CHAIN", "report-chain")
-        .env("SCREENSHOT_DIR", &shots)
-        .env("CHROMIUM", &chromium)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let output = within(
-        Duration::from_secs(180),
-        "the browser script",
-        command.output(),
-    )
-    .await
-    .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|err| {
-        panic!("the browser script printed no JSON ({err})\nstdout:\n{stdout}\nstderr:\n{stderr}")
-    });
-    assert!(
-        output.status.success() && seen.get("failure").is_none(),
-        "the browser script failed: {seen:#}\nstderr:\n{stderr}"
-    );
+    let shots = artifacts_dir();
+    let seen = browser
+        .run_script(
+            "batches.mjs",
+            &dashboard,
+            &shots,
+            &[
+                ("DASHBOARD_TOKEN", TOKEN),
+                ("VIEWER_TOKEN", VIEWER),
+                ("BATCH", "export-42"),
+                ("CHAIN", "report-chain"),
+            ],
+            Duration::from_secs(180),
+        )
+        .await;
     release.add_permits(2);
     assert_eq!(seen["page_errors"], serde_json::json!([]), "{seen:#}");
 
@@ -293,26 +237,14 @@ async fn the_batch_pages_in_chromium_fit_desktop_and_phone_and_link_members_both
     );
 
     // Nothing wider than the window.
-    let widths = seen["widths"].as_object().unwrap();
+    let widths = assert_pages_fit(&seen);
     assert_eq!(widths.len(), 6, "{widths:#?}");
-    for (page, width) in widths {
-        let (scroll, viewport) = (
-            width["scroll"].as_u64().unwrap(),
-            width["viewport"].as_u64().unwrap(),
-        );
-        assert!(
-            scroll <= viewport,
-            "{page} is {scroll} px wide in a {viewport} px window"
-        );
-        let expected = if page.starts_with("phone") { 390 } else { 1400 };
-        assert_eq!(viewport, expected, "{page}");
-    }
+    assert_desktop_and_phone_windows(widths);
     for (page, seen_page) in seen["viewer"].as_object().unwrap() {
         assert_eq!(seen_page["status"], 200, "{page}");
         assert_eq!(seen_page["badge"], 1, "{page}");
     }
 
-    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
     for shot in [
         "console-batches.png",
         "console-batch-detail.png",
@@ -320,14 +252,10 @@ async fn the_batch_pages_in_chromium_fit_desktop_and_phone_and_link_members_both
         "console-phone-batches.png",
         "console-phone-batch-detail.png",
     ] {
-        let size = std::fs::metadata(shots.join(shot))
-            .unwrap_or_else(|err| panic!("screenshot {shot} missing: {err}"))
-            .len();
+        let size = screenshot_size(&shots, shot);
         assert!(size > 10_000, "{shot} is only {size} bytes");
-        if std::env::var_os("JETQ_UPDATE_DOCS_SCREENSHOT").is_some()
-            && shot != "console-phone-batches.png"
-        {
-            std::fs::copy(shots.join(shot), docs.join(shot)).expect("screenshot copied to docs/");
+        if shot != "console-phone-batches.png" {
+            keep_in_docs(&shots, shot);
         }
     }
     stop_worker(stop, run).await;

@@ -15,13 +15,15 @@
 
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Stdio,
-    time::Duration,
-};
+use std::time::Duration;
 
-use common::*;
+use common::{
+    browser::{
+        artifacts_dir, assert_desktop_and_phone_windows, assert_pages_fit, keep_in_docs,
+        screenshot_size, Browser,
+    },
+    *,
+};
 use jetq_cli::dead::replay_id;
 use jetq_contract::headers;
 use serde_json::Value;
@@ -29,55 +31,11 @@ use serde_json::Value;
 const TOKEN: &str = "browser-s3cret";
 const VIEWER: &str = "browser-viewer";
 
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-/// The Chromium binary and node, or why the test cannot run.
-fn prerequisites() -> Result<(PathBuf, PathBuf), String> {
-    let chromium = std::env::var_os("JETQ_TEST_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    if !chromium.exists() {
-        return Err(format!(
-            "{} not found (apt-get install chromium, or run scripts/test.sh)",
-            chromium.display()
-        ));
-    }
-    let node = std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("node"))
-                .find(|candidate| candidate.exists())
-        })
-        .ok_or_else(|| "node not found on PATH".to_owned())?;
-    if !browser_dir().join("node_modules/playwright-core").exists() {
-        return Err(format!(
-            "playwright-core is not installed: run `npm ci` in {}",
-            browser_dir().display()
-        ));
-    }
-    Ok((chromium, node))
-}
-
-fn artifacts_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/jetq-cli-artifacts");
-    std::fs::create_dir_all(&dir).expect("artifact directory");
-    dir
-}
-
 #[tokio::test]
 async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_without_the_token() {
     init_logs();
-    let (chromium, node) = match prerequisites() {
-        Ok(found) => found,
-        Err(missing) if std::env::var_os("JETQ_TEST_BROWSER_REQUIRED").is_some() => {
-            panic!("the browser test cannot run: {missing}")
-        }
-        Err(missing) => {
-            eprintln!("SKIPPED the dashboard browser test: {missing}");
-            return;
-        }
+    let Some(browser) = Browser::or_skip("dashboard") else {
+        return;
     };
     let server = NatsServer::start().await;
     let topology = provision(
@@ -290,58 +248,41 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
     .await;
 
     let shots = artifacts_dir();
-    let mut command = tokio::process::Command::new(node);
-    command
-        .arg(browser_dir().join("dashboard.mjs"))
-        .current_dir(browser_dir())
-        .env("DASHBOARD_URL", &dashboard.url)
-        .env("DASHBOARD_TOKEN", TOKEN)
-        .env("VIEWER_TOKEN", VIEWER)
-        .env("REPLAY_SEQ", seqs[0].to_string())
-        .env("DISCARD_SEQ", seqs[1].to_string())
-        .env("PHONE_DISCARD_SEQ", seqs[2].to_string())
-        .env("DETAIL_SEQ", detail_seq.to_string())
-        .env("RELEASE_ENTRY", unique_entry)
-        .env("BULK_RETRY_QUERY", "queue=reports")
-        .env(
-            "BULK_DISCARD_QUERY",
-            "queue=work&task=cleanup&reason=exhausted",
+    let seen = browser
+        .run_script(
+            "dashboard.mjs",
+            &dashboard,
+            &shots,
+            &[
+                ("DASHBOARD_TOKEN", TOKEN),
+                ("VIEWER_TOKEN", VIEWER),
+                ("REPLAY_SEQ", &seqs[0].to_string()),
+                ("DISCARD_SEQ", &seqs[1].to_string()),
+                ("PHONE_DISCARD_SEQ", &seqs[2].to_string()),
+                ("DETAIL_SEQ", &detail_seq.to_string()),
+                ("RELEASE_ENTRY", unique_entry),
+                ("BULK_RETRY_QUERY", "queue=reports"),
+                (
+                    "BULK_DISCARD_QUERY",
+                    "queue=work&task=cleanup&reason=exhausted",
+                ),
+                ("PHONE_BULK_QUERY", "queue=mobile"),
+                (
+                    "BULK_CANCEL_QUERY",
+                    "state=pending&queue=mobile&type=render",
+                ),
+                (
+                    "PHONE_CANCEL_QUERY",
+                    "state=pending&queue=mobile&type=resize",
+                ),
+                ("PAUSE_QUEUE", "work"),
+                ("CANCEL_TASK", &delayed.id),
+                ("DEAD_TASK", "01JQ7ZQ4W0LONG0000000000C3"),
+                ("SCHEDULE", "nightly-report"),
+            ],
+            Duration::from_secs(240),
         )
-        .env("PHONE_BULK_QUERY", "queue=mobile")
-        .env(
-            "BULK_CANCEL_QUERY",
-            "state=pending&queue=mobile&type=render",
-        )
-        .env(
-            "PHONE_CANCEL_QUERY",
-            "state=pending&queue=mobile&type=resize",
-        )
-        .env("PAUSE_QUEUE", "work")
-        .env("CANCEL_TASK", &delayed.id)
-        .env("DEAD_TASK", "01JQ7ZQ4W0LONG0000000000C3")
-        .env("SCHEDULE", "nightly-report")
-        .env("SCREENSHOT_DIR", &shots)
-        .env("CHROMIUM", &chromium)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let output = within(
-        Duration::from_secs(240),
-        "the browser script",
-        command.output(),
-    )
-    .await
-    .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|err| {
-        panic!("the browser script printed no JSON ({err})\nstdout:\n{stdout}\nstderr:\n{stderr}")
-    });
-    assert!(
-        output.status.success() && seen.get("failure").is_none(),
-        "the browser script failed: {seen:#}\nstderr:\n{stderr}"
-    );
+        .await;
     let text = |key: &str| {
         seen[key]
             .as_str()
@@ -517,20 +458,9 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
     // The detail page shows the whole error, and no page is wider than the window, at 1,400
     // px and at 390 px.
     assert!(text("detail_text").contains("tenant=acme&format=csv"));
-    let widths = seen["widths"].as_object().unwrap();
+    let widths = assert_pages_fit(&seen);
     assert!(widths.len() >= 15, "{widths:#?}");
-    for (page, width) in widths {
-        let (scroll, viewport) = (
-            width["scroll"].as_u64().unwrap(),
-            width["viewport"].as_u64().unwrap(),
-        );
-        assert!(
-            scroll <= viewport,
-            "{page} is {scroll} px wide in a {viewport} px window"
-        );
-        let expected = if page.starts_with("phone") { 390 } else { 1400 };
-        assert_eq!(viewport, expected, "{page}");
-    }
+    assert_desktop_and_phone_windows(widths);
     assert!(text("schedules_text").contains("nightly-report"));
     assert!(text("catalog_text").contains("Task types"));
 
@@ -673,15 +603,10 @@ async fn the_dashboard_in_chromium_shows_counts_replays_by_click_and_refuses_wit
     assert_eq!(replayed.len(), 41, "one by click, 40 in bulk");
     assert!(replayed.contains(&new_id));
 
-    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
     for shot in SCREENSHOTS {
-        let size = std::fs::metadata(shots.join(shot))
-            .unwrap_or_else(|err| panic!("screenshot {shot} missing: {err}"))
-            .len();
+        let size = screenshot_size(&shots, shot);
         assert!(size > 10_000, "{shot} is only {size} bytes");
-        if std::env::var_os("JETQ_UPDATE_DOCS_SCREENSHOT").is_some() {
-            std::fs::copy(shots.join(shot), docs.join(shot)).expect("screenshot copied to docs/");
-        }
+        keep_in_docs(&shots, shot);
     }
 }
 

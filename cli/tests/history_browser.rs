@@ -13,49 +13,16 @@
 
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Stdio,
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
-use common::*;
+use common::{
+    browser::{artifacts_dir, assert_pages_fit, keep_in_docs, Browser},
+    *,
+};
 use jetq_consumer::{TaskContext, TaskError};
 use jetq_contract::metrics_history::{self, MinuteRecord};
-use serde_json::Value;
 
 const TOKEN: &str = "history-s3cret";
-
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-/// The Chromium binary and node, or why the test cannot run.
-fn prerequisites() -> Result<(PathBuf, PathBuf), String> {
-    let chromium = std::env::var_os("JETQ_TEST_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    if !chromium.exists() {
-        return Err(format!(
-            "{} not found (apt-get install chromium)",
-            chromium.display()
-        ));
-    }
-    let node = std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("node"))
-                .find(|candidate| candidate.exists())
-        })
-        .ok_or_else(|| "node not found on PATH".to_owned())?;
-    if !browser_dir().join("node_modules/playwright-core").exists() {
-        return Err(format!(
-            "playwright-core is not installed: run `npm ci` in {}",
-            browser_dir().display()
-        ));
-    }
-    Ok((chromium, node))
-}
 
 /// A past minute of a busy queue: a daily wave of traffic, a few failures, a slow spell.
 fn past_minute(queue: &str, minute: u64, scale: f64) -> MinuteRecord {
@@ -87,15 +54,8 @@ fn past_minute(queue: &str, minute: u64, scale: f64) -> MinuteRecord {
 #[tokio::test]
 async fn the_history_charts_render_in_chromium_at_desktop_and_phone_width() {
     init_logs();
-    let (chromium, node) = match prerequisites() {
-        Ok(found) => found,
-        Err(missing) if std::env::var_os("JETQ_TEST_BROWSER_REQUIRED").is_some() => {
-            panic!("the browser test cannot run: {missing}")
-        }
-        Err(missing) => {
-            eprintln!("SKIPPED the history browser test: {missing}");
-            return;
-        }
+    let Some(browser) = Browser::or_skip("history") else {
+        return;
     };
     let server = NatsServer::start().await;
     let built = worker(&server)
@@ -153,37 +113,16 @@ async fn the_history_charts_render_in_chromium_at_desktop_and_phone_width() {
     .await;
 
     let dashboard = start_dashboard(&server, &["--token", TOKEN]).await;
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/jetq-cli-artifacts");
-    std::fs::create_dir_all(&shots).unwrap();
-    let mut command = tokio::process::Command::new(node);
-    command
-        .arg(browser_dir().join("history.mjs"))
-        .current_dir(browser_dir())
-        .env("DASHBOARD_URL", &dashboard.url)
-        .env("DASHBOARD_TOKEN", TOKEN)
-        .env("QUEUE", "emails")
-        .env("SCREENSHOT_DIR", &shots)
-        .env("CHROMIUM", &chromium)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let output = within(
-        Duration::from_secs(180),
-        "the browser script",
-        command.output(),
-    )
-    .await
-    .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|err| {
-        panic!("the browser script printed no JSON ({err})\nstdout:\n{stdout}\nstderr:\n{stderr}")
-    });
-    assert!(
-        output.status.success() && seen.get("failure").is_none(),
-        "the browser script failed: {seen:#}\nstderr:\n{stderr}"
-    );
+    let shots = artifacts_dir();
+    let seen = browser
+        .run_script(
+            "history.mjs",
+            &dashboard,
+            &shots,
+            &[("DASHBOARD_TOKEN", TOKEN), ("QUEUE", "emails")],
+            Duration::from_secs(180),
+        )
+        .await;
     assert_eq!(seen["page_errors"], serde_json::json!([]), "{seen:#}");
     assert_eq!(
         seen["requests"],
@@ -255,24 +194,11 @@ async fn the_history_charts_render_in_chromium_at_desktop_and_phone_width() {
             assert!(series.contains(&name), "{view}: {series:?}");
         }
     }
-    let widths = seen["widths"].as_object().unwrap();
+    let widths = assert_pages_fit(&seen);
     assert_eq!(widths.len(), 4, "{widths:#?}");
-    for (page, width) in widths {
-        let (scroll, viewport) = (
-            width["scroll"].as_u64().unwrap(),
-            width["viewport"].as_u64().unwrap(),
-        );
-        assert!(
-            scroll <= viewport,
-            "{page} is {scroll} px wide in a {viewport} px window"
-        );
-    }
-    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
     for shot in ["console-history.png", "console-phone-history.png"] {
         assert!(shots.join(shot).exists(), "{shot} written");
-        if std::env::var_os("JETQ_UPDATE_DOCS_SCREENSHOT").is_some() {
-            std::fs::copy(shots.join(shot), docs.join(shot)).expect("screenshot copied to docs/");
-        }
+        keep_in_docs(&shots, shot);
     }
     stop_worker(stop, run).await;
 }

@@ -12,15 +12,7 @@
 //   SCREENSHOT_DIR  where to write console-*.png
 //   CHROMIUM        the browser (default /usr/bin/chromium)
 
-import { chromium } from 'playwright-core';
-
-const env = (name, fallback) => {
-  const value = process.env[name] ?? fallback;
-  if (value === undefined) {
-    throw new Error(`${name} is not set`);
-  }
-  return value;
-};
+import { DESKTOP, WAIT, env, observe, phoneContext, widths } from './support.mjs';
 
 const url = env('DASHBOARD_URL');
 const token = env('DASHBOARD_TOKEN');
@@ -28,23 +20,10 @@ const viewerToken = env('VIEWER_TOKEN');
 const batch = env('BATCH');
 const chain = env('CHAIN');
 const shots = env('SCREENSHOT_DIR');
-const WAIT = 30000;
-const DESKTOP = { width: 1400, height: 900 };
-const PHONE = { width: 390, height: 844 };
 const PAGES = ['/batches', `/batches/${batch}`, `/chains/${chain}`];
 
-const browser = await chromium.launch({
-  executablePath: env('CHROMIUM', '/usr/bin/chromium'),
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  timeout: WAIT,
-});
-
-const widths = (page) =>
-  page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, viewport: window.innerWidth }));
-
 const out = { widths: {}, page_errors: [] };
-try {
+await observe(out, async (browser) => {
   // The admin at desktop width: from the navigation to the list, to the batch, to a member.
   const context = await browser.newContext({ httpCredentials: { username: 'ops', password: token }, viewport: DESKTOP });
   const page = await context.newPage();
@@ -100,12 +79,7 @@ try {
   await context.close();
 
   // At phone width: every page fits.
-  const phone = await browser.newContext({
-    httpCredentials: { username: 'ops', password: token },
-    viewport: PHONE,
-    isMobile: true,
-    hasTouch: true,
-  });
+  const phone = await phoneContext(browser, 'ops', token);
   const mobile = await phone.newPage();
   mobile.on('pageerror', (err) => out.page_errors.push(`phone: ${err}`));
   for (const path of PAGES) {
@@ -129,9 +103,4 @@ try {
     out.viewer[path] = { status: response.status(), badge: await view.locator('#read-only').count() };
   }
   await viewer.close();
-} catch (err) {
-  out.failure = String(err && err.stack ? err.stack : err);
-} finally {
-  await browser.close();
-}
-console.log(JSON.stringify(out));
+});

@@ -24,15 +24,7 @@
 //   SCREENSHOT_DIR    where to write console-*.png
 //   CHROMIUM          the browser (default /usr/bin/chromium)
 
-import { chromium } from 'playwright-core';
-
-const env = (name, fallback) => {
-  const value = process.env[name] ?? fallback;
-  if (value === undefined) {
-    throw new Error(`${name} is not set`);
-  }
-  return value;
-};
+import { DESKTOP, WAIT, env, observe, phoneContext, widths } from './support.mjs';
 
 const url = env('DASHBOARD_URL');
 const token = env('DASHBOARD_TOKEN');
@@ -52,33 +44,9 @@ const cancelTask = env('CANCEL_TASK');
 const deadTask = env('DEAD_TASK');
 const schedule = env('SCHEDULE');
 const shots = env('SCREENSHOT_DIR');
-const WAIT = 30000;
-const DESKTOP = { width: 1400, height: 900 };
-const PHONE = { width: 390, height: 844 };
 const PAGES = ['/', '/queues', '/dead', `/dead/${detailSeq}`, '/limits', '/catalog', '/schedules',
   '/tasks', '/tasks?state=dead', `/tasks/${deadTask}`, '/workers'];
 const pageKey = (path) => (path === `/dead/${detailSeq}` ? '/dead/detail' : path === `/tasks/${deadTask}` ? '/tasks/detail' : path);
-
-const browser = await chromium.launch({
-  executablePath: env('CHROMIUM', '/usr/bin/chromium'),
-  headless: true,
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
-  timeout: WAIT,
-});
-
-// The page's width against the viewport's: nothing may stick out sideways.
-const widths = (page) =>
-  page.evaluate(() => ({
-    scroll: document.documentElement.scrollWidth,
-    viewport: window.innerWidth,
-  }));
 
 const navDead = (page) =>
   page.evaluate(() => {
@@ -126,7 +94,7 @@ async function pauseResume(page, out, key) {
 }
 
 const out = { widths: {}, page_errors: [] };
-try {
+await observe(out, async (browser) => {
   // 1. Without the token: the page and the change endpoints refuse.
   const anonymous = await browser.newContext();
   const page0 = await anonymous.newPage();
@@ -353,12 +321,7 @@ try {
   await context.close();
 
   // 3. The admin at phone width: every page fits, and the actions work.
-  const phone = await browser.newContext({
-    httpCredentials: { username: 'ops', password: token },
-    viewport: PHONE,
-    isMobile: true,
-    hasTouch: true,
-  });
+  const phone = await phoneContext(browser, 'ops', token);
   const mobile = await phone.newPage();
   mobile.on('pageerror', (err) => out.page_errors.push(`phone: ${err}`));
   for (const path of PAGES) {
@@ -441,10 +404,4 @@ try {
     return seen;
   }, detailSeq);
   await viewer.close();
-} catch (err) {
-  out.failure = String(err && err.stack ? err.stack : err);
-} finally {
-  await browser.close();
-}
-process.stdout.write(JSON.stringify(out) + '\n');
-process.exit(out.failure ? 1 : 0);
+});

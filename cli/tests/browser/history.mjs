@@ -10,30 +10,12 @@
 //   SCREENSHOT_DIR  where to write console-*.png
 //   CHROMIUM        the browser (default /usr/bin/chromium)
 
-import { chromium } from 'playwright-core';
-
-const env = (name, fallback) => {
-  const value = process.env[name] ?? fallback;
-  if (value === undefined) {
-    throw new Error(`${name} is not set`);
-  }
-  return value;
-};
+import { DESKTOP, WAIT, env, observe, phoneContext, widths } from './support.mjs';
 
 const url = env('DASHBOARD_URL');
 const token = env('DASHBOARD_TOKEN');
 const queue = env('QUEUE');
 const shots = env('SCREENSHOT_DIR');
-const WAIT = 30000;
-const DESKTOP = { width: 1400, height: 900 };
-const PHONE = { width: 390, height: 844 };
-
-const browser = await chromium.launch({
-  executablePath: env('CHROMIUM', '/usr/bin/chromium'),
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  timeout: WAIT,
-});
 
 // What a chart looks like on screen: its box, its lines (with their drawn length) and labels.
 const charts = (page, q) =>
@@ -54,11 +36,8 @@ const charts = (page, q) =>
     }),
   );
 
-const widths = (page) =>
-  page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, viewport: window.innerWidth }));
-
 const out = { widths: {}, page_errors: [], requests: [] };
-try {
+await observe(out, async (browser) => {
   const context = await browser.newContext({ httpCredentials: { username: 'ops', password: token }, viewport: DESKTOP });
   const page = await context.newPage();
   page.on('pageerror', (err) => out.page_errors.push(`desktop: ${err}`));
@@ -85,12 +64,7 @@ try {
   out.blocks_for_queue = await page.$$eval('article.history-queue', (blocks) => blocks.map((b) => b.getAttribute('data-queue')));
   await context.close();
 
-  const phone = await browser.newContext({
-    httpCredentials: { username: 'ops', password: token },
-    viewport: PHONE,
-    isMobile: true,
-    hasTouch: true,
-  });
+  const phone = await phoneContext(browser, 'ops', token);
   const mobile = await phone.newPage();
   mobile.on('pageerror', (err) => out.page_errors.push(`phone: ${err}`));
   for (const range of ['1h', '24h']) {
@@ -103,9 +77,4 @@ try {
   await mobile.locator(`#history-${queue}`).waitFor({ timeout: WAIT });
   await mobile.screenshot({ path: `${shots}/console-phone-history.png`, fullPage: true });
   await phone.close();
-} catch (err) {
-  out.failure = String(err && err.stack ? err.stack : err);
-} finally {
-  await browser.close();
-}
-console.log(JSON.stringify(out));
+});

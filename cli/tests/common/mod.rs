@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod browser;
+
 use std::{process::Stdio, time::Duration};
 
 use async_nats::{jetstream, HeaderMap};
