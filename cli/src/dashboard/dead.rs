@@ -501,18 +501,13 @@ pub(super) async fn api_bulk(
             )
         }
     };
-    let filter = match query.filter() {
-        Ok(filter) => filter,
-        Err(err) => return error_response(StatusCode::BAD_REQUEST, err),
-    };
-    let job = state.jobs.start(
-        state.admin.clone(),
+    super::jobs::start_response(
+        &state,
+        &caller,
         action,
-        super::jobs::JobTarget::Dead(filter),
-        caller.who(),
+        query.filter().map(super::jobs::JobTarget::Dead),
         query.expected,
-    );
-    (StatusCode::ACCEPTED, Json(job.view())).into_response()
+    )
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use axum::{
 };
 use serde::Serialize;
 
-use super::{dead::describe, error_response, AppState};
+use super::{dead::describe, error_response, AppState, Caller};
 use crate::{
     cancel::bulk::CancelFilter,
     dead::{DeadFilter, Progress, ReplayOptions, Selection},
@@ -304,6 +304,26 @@ impl Jobs {
         });
         job
     }
+}
+
+/// The answer to a bulk request (`POST /api/dead/bulk`, `POST /api/tasks/bulk-cancel`): 400
+/// when its filter did not parse, else 202 with the job started for `caller` (`confirmed`: the
+/// count the operator confirmed), which `GET /api/jobs/{id}` follows.
+pub(super) fn start_response(
+    state: &AppState,
+    caller: &Caller,
+    action: BulkAction,
+    target: Result<JobTarget, String>,
+    confirmed: Option<u64>,
+) -> Response {
+    let target = match target {
+        Ok(target) => target,
+        Err(err) => return error_response(StatusCode::BAD_REQUEST, err),
+    };
+    let job = state
+        .jobs
+        .start(state.admin.clone(), action, target, caller.who(), confirmed);
+    (StatusCode::ACCEPTED, Json(job.view())).into_response()
 }
 
 /// `GET /api/jobs`: the recent jobs, newest first.

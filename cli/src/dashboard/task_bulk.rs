@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::{
     admin_error, error_response,
-    jobs::{BulkAction, JobTarget},
+    jobs::{self, BulkAction, JobTarget},
     AppState, Caller,
 };
 use crate::{cancel::bulk::CancelFilter, tasks::ListState, Admin};
@@ -101,18 +101,13 @@ pub(super) async fn api_bulk_cancel(
     Extension(caller): Extension<Caller>,
     Query(query): Query<BulkCancelQuery>,
 ) -> Response {
-    let filter = match query.filter() {
-        Ok(filter) => filter,
-        Err(err) => return error_response(StatusCode::BAD_REQUEST, err),
-    };
-    let job = state.jobs.start(
-        state.admin.clone(),
+    jobs::start_response(
+        &state,
+        &caller,
         BulkAction::Cancel,
-        JobTarget::Tasks(filter),
-        caller.who(),
+        query.filter().map(JobTarget::Tasks),
         query.expected,
-    );
-    (StatusCode::ACCEPTED, Json(job.view())).into_response()
+    )
 }
 
 #[cfg(test)]
