@@ -838,6 +838,19 @@ async fn tasks_page_by_state_with_detail_cancel_and_the_workers_page() {
     assert_eq!(detail.status, 200, "{}", detail.body);
     assert!(detail.body.contains("<b>pending</b>"), "{}", detail.body);
     assert!(detail.body.contains("JETQ_TASKS"), "where it is");
+    // Its arguments (the stored body, pretty JSON) and every header of the stored message.
+    let arguments = &detail.body[detail.body.find("id=\"arguments\"").expect("arguments")..];
+    assert!(
+        arguments[..arguments.find("</pre>").unwrap()].contains("&quot;n&quot;: 0"),
+        "{}",
+        detail.body
+    );
+    let headers = &detail.body[detail.body.find("id=\"headers\"").expect("headers")..];
+    assert!(
+        headers.contains("Nats-Msg-Id") && headers.contains(ids[0].as_str()),
+        "{}",
+        detail.body
+    );
     assert!(
         !detail.body.contains("data-cancel="),
         "no button for a viewer"

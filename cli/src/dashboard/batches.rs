@@ -10,7 +10,6 @@
 //! - `/chains/{id}`: a chain's links, how far it got and where it stopped; the chains are
 //!   listed below the batches on `/batches` (newest first, 50 a page, `?chains_after=<id>`);
 //! - JSON twins `GET /api/batches`, `/api/batches/{id}`, `/api/chains`, `/api/chains/{id}`;
-//! - [`task_links`]: the batch and chain a stored task belongs to, for the task page.
 
 use axum::{
     extract::{Path, Query, State},
@@ -18,7 +17,7 @@ use axum::{
     response::{IntoResponse, Response},
     Extension, Json,
 };
-use jetq_contract::workflow::{self, ChainState, MemberOutcome};
+use jetq_contract::workflow::{ChainState, MemberOutcome};
 use serde::Deserialize;
 
 use super::{admin_error, chrome, overview_body, page, AppState, Caller};
@@ -338,32 +337,6 @@ pub(super) async fn chain_page(
         &chrome,
         serde_json::json!({ "chain": chain, "links": links }),
     )
-}
-
-/// The batch and chain of a stored task (its `Jetq-Batch` and `Jetq-Chain` headers), for the
-/// task page's links: `(batch id, (chain id, link index))`.
-pub(super) async fn task_links(
-    state: &AppState,
-    stream: &str,
-    sequence: u64,
-) -> (Option<String>, Option<(String, usize)>) {
-    let Ok(stream) = state.admin.jetstream().get_stream(stream).await else {
-        return (None, None);
-    };
-    let Ok(message) = stream.get_raw_message(sequence).await else {
-        return (None, None);
-    };
-    let batch = message
-        .headers
-        .get(workflow::BATCH)
-        .map(|v| v.as_str().to_owned())
-        .filter(|batch| workflow::validate_id("batch", batch).is_ok());
-    let chain = message
-        .headers
-        .get(workflow::CHAIN)
-        .and_then(|v| workflow::chain::parse_header(v.as_str()))
-        .map(|(chain, index)| (chain.to_owned(), index));
-    (batch, chain)
 }
 
 /// Percent-encodes a path segment or query value (everything but unreserved characters).

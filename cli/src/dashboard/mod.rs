@@ -52,6 +52,7 @@ mod jobs;
 mod limits;
 mod page;
 mod queues;
+mod stored;
 mod task_bulk;
 mod tasks;
 

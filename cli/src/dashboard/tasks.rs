@@ -19,7 +19,7 @@ use axum::{
 };
 use serde::Deserialize;
 
-use super::{admin_error, chrome, error_response, overview_body, page, AppState, Caller};
+use super::{admin_error, chrome, error_response, overview_body, page, stored, AppState, Caller};
 use crate::{
     error::{AdminError, ErrorKind},
     tasks::{ListState, PageRequest, TaskFilter},
@@ -214,15 +214,6 @@ pub(super) async fn list_page(
     )
 }
 
-/// The trace id (from `traceparent`) of the stored message, if it has one.
-async fn trace_id(state: &AppState, stream: &str, sequence: u64) -> Option<String> {
-    let stream = state.admin.jetstream().get_stream(stream).await.ok()?;
-    let message = stream.get_raw_message(sequence).await.ok()?;
-    let value = message.headers.get("traceparent")?.as_str().to_owned();
-    // version-traceid-spanid-flags
-    value.split('-').nth(1).map(str::to_owned)
-}
-
 /// `GET /api/tasks/{id}`.
 pub(super) async fn api_one(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match state.admin.task_detail(&id, None).await {
@@ -254,23 +245,16 @@ pub(super) async fn detail_page(
             )
         }
     };
-    let trace = match &detail.location {
-        Some(found) => trace_id(&state, &found.task.stream, found.task.sequence).await,
+    // Its arguments, headers, trace id, batch and chain, from the stored message (its dead
+    // letter's for a dead task).
+    let stored = match &detail.location {
+        Some(found) => stored::read(&state, &found.task.stream, found.task.sequence).await,
         None => match detail.dead_letters.first() {
-            Some(dead) => trace_id(&state, &dead.stream, dead.sequence).await,
+            Some(dead) => stored::read(&state, &dead.stream, dead.sequence).await,
             None => None,
         },
-    };
-    // Its batch and chain (`Jetq-Batch`, `Jetq-Chain`), read from the stored message.
-    let (batch, chain) = match &detail.location {
-        Some(found) => {
-            super::batches::task_links(&state, &found.task.stream, found.task.sequence).await
-        }
-        None => match detail.dead_letters.first() {
-            Some(dead) => super::batches::task_links(&state, &dead.stream, dead.sequence).await,
-            None => (None, None),
-        },
-    };
+    }
+    .unwrap_or_default();
     // What the status is, in one word: the status record's state, else where it was found.
     let status_text = if let Some(status) = &detail.status {
         status.state.as_str().to_owned()
@@ -302,10 +286,12 @@ pub(super) async fn detail_page(
             "status_text": status_text,
             "summary": summary,
             "detail": detail,
-            "trace_id": trace,
+            "trace_id": stored.trace_id,
             "cancellable": cancellable,
-            "batch": batch,
-            "chain": chain.as_ref().map(|(id, index)| serde_json::json!({ "id": id, "index": index })),
+            "batch": stored.batch,
+            "chain": stored.chain.as_ref().map(|(id, index)| serde_json::json!({ "id": id, "index": index })),
+            "arguments": stored.arguments,
+            "headers": stored.headers,
         }),
     )
 }
