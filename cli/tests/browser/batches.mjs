@@ -12,7 +12,7 @@
 //   SCREENSHOT_DIR  where to write console-*.png
 //   CHROMIUM        the browser (default /usr/bin/chromium)
 
-import { DESKTOP, WAIT, env, observe, phoneContext, widths } from './support.mjs';
+import { DESKTOP, WAIT, env, observe, openWidths, phoneContext, watchedPage, widths } from './support.mjs';
 
 const url = env('DASHBOARD_URL');
 const token = env('DASHBOARD_TOKEN');
@@ -26,8 +26,7 @@ const out = { widths: {}, page_errors: [] };
 await observe(out, async (browser) => {
   // The admin at desktop width: from the navigation to the list, to the batch, to a member.
   const context = await browser.newContext({ httpCredentials: { username: 'ops', password: token }, viewport: DESKTOP });
-  const page = await context.newPage();
-  page.on('pageerror', (err) => out.page_errors.push(`desktop: ${err}`));
+  const page = await watchedPage(context, out, 'desktop');
   await page.goto(`${url}/`, { timeout: WAIT });
   await page.click('nav a[data-nav="batches"]', { timeout: WAIT });
   await page.locator('#batches-table').waitFor({ timeout: WAIT });
@@ -80,12 +79,9 @@ await observe(out, async (browser) => {
 
   // At phone width: every page fits.
   const phone = await phoneContext(browser, 'ops', token);
-  const mobile = await phone.newPage();
-  mobile.on('pageerror', (err) => out.page_errors.push(`phone: ${err}`));
+  const mobile = await watchedPage(phone, out, 'phone');
   for (const path of PAGES) {
-    await mobile.goto(`${url}${path}`, { timeout: WAIT });
-    await mobile.locator('main section').first().waitFor({ timeout: WAIT });
-    out.widths[`phone ${path}`] = await widths(mobile);
+    out.widths[`phone ${path}`] = await openWidths(mobile, `${url}${path}`);
     if (path === '/batches') {
       await mobile.screenshot({ path: `${shots}/console-phone-batches.png`, fullPage: true });
     } else if (path.startsWith('/batches/')) {

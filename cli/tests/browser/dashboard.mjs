@@ -24,7 +24,7 @@
 //   SCREENSHOT_DIR    where to write console-*.png
 //   CHROMIUM          the browser (default /usr/bin/chromium)
 
-import { DESKTOP, WAIT, env, observe, phoneContext, widths } from './support.mjs';
+import { DESKTOP, WAIT, env, observe, openWidths, phoneContext, watchedPage, widths } from './support.mjs';
 
 const url = env('DASHBOARD_URL');
 const token = env('DASHBOARD_TOKEN');
@@ -129,8 +129,7 @@ await observe(out, async (browser) => {
     httpCredentials: { username: 'ops', password: token },
     viewport: DESKTOP,
   });
-  const page = await context.newPage();
-  page.on('pageerror', (err) => out.page_errors.push(`desktop: ${err}`));
+  const page = await watchedPage(context, out, 'desktop');
   const response = await page.goto(`${url}/`, { timeout: WAIT });
   out.status = response.status();
   await page.locator('#queue-table tr[data-queue="work"]').waitFor({ timeout: WAIT });
@@ -322,12 +321,9 @@ await observe(out, async (browser) => {
 
   // 3. The admin at phone width: every page fits, and the actions work.
   const phone = await phoneContext(browser, 'ops', token);
-  const mobile = await phone.newPage();
-  mobile.on('pageerror', (err) => out.page_errors.push(`phone: ${err}`));
+  const mobile = await watchedPage(phone, out, 'phone');
   for (const path of PAGES) {
-    await mobile.goto(`${url}${path}`, { timeout: WAIT });
-    await mobile.locator('main section').first().waitFor({ timeout: WAIT });
-    out.widths[`phone ${pageKey(path)}`] = await widths(mobile);
+    out.widths[`phone ${pageKey(path)}`] = await openWidths(mobile, `${url}${path}`);
   }
   await mobile.goto(`${url}/`, { timeout: WAIT });
   await mobile.waitForFunction(() => document.querySelectorAll('#chart-backlog polyline').length >= 2, null, { timeout: WAIT });
@@ -371,8 +367,7 @@ await observe(out, async (browser) => {
     httpCredentials: { username: 'auditor', password: viewerToken },
     viewport: DESKTOP,
   });
-  const view = await viewer.newPage();
-  view.on('pageerror', (err) => out.page_errors.push(`viewer: ${err}`));
+  const view = await watchedPage(viewer, out, 'viewer');
   out.viewer = {};
   for (const path of PAGES) {
     const r = await view.goto(`${url}${path}`, { timeout: WAIT });

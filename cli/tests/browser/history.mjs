@@ -10,7 +10,7 @@
 //   SCREENSHOT_DIR  where to write console-*.png
 //   CHROMIUM        the browser (default /usr/bin/chromium)
 
-import { DESKTOP, WAIT, env, observe, phoneContext, widths } from './support.mjs';
+import { DESKTOP, WAIT, env, observe, phoneContext, watchedPage, widths } from './support.mjs';
 
 const url = env('DASHBOARD_URL');
 const token = env('DASHBOARD_TOKEN');
@@ -39,8 +39,7 @@ const charts = (page, q) =>
 const out = { widths: {}, page_errors: [], requests: [] };
 await observe(out, async (browser) => {
   const context = await browser.newContext({ httpCredentials: { username: 'ops', password: token }, viewport: DESKTOP });
-  const page = await context.newPage();
-  page.on('pageerror', (err) => out.page_errors.push(`desktop: ${err}`));
+  const page = await watchedPage(context, out, 'desktop');
   page.on('request', (request) => {
     if (!request.url().startsWith(url)) out.requests.push(request.url());
   });
@@ -65,8 +64,7 @@ await observe(out, async (browser) => {
   await context.close();
 
   const phone = await phoneContext(browser, 'ops', token);
-  const mobile = await phone.newPage();
-  mobile.on('pageerror', (err) => out.page_errors.push(`phone: ${err}`));
+  const mobile = await watchedPage(phone, out, 'phone');
   for (const range of ['1h', '24h']) {
     await mobile.goto(`${url}/history?range=${range}`, { timeout: WAIT });
     await mobile.locator(`#history-${queue}`).waitFor({ timeout: WAIT });

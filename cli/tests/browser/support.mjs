@@ -52,6 +52,20 @@ export const widths = (page) =>
     viewport: window.innerWidth,
   }));
 
+/** A new page of `context` whose errors go to `out.page_errors` as `<label>: <error>`. */
+export async function watchedPage(context, out, label) {
+  const page = await context.newPage();
+  page.on('pageerror', (err) => out.page_errors.push(`${label}: ${err}`));
+  return page;
+}
+
+/** Opens `href` in `page`, waits for its first section and returns its widths. */
+export async function openWidths(page, href) {
+  await page.goto(href, { timeout: WAIT });
+  await page.locator('main section').first().waitFor({ timeout: WAIT });
+  return widths(page);
+}
+
 /**
  * Runs `steps(browser)` in a launched Chromium; an error becomes `out.failure`. Then closes
  * the browser, prints `out` as one line of JSON and exits (1 after a failure).
