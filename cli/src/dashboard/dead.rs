@@ -67,7 +67,8 @@ struct FilterForm {
     task_id: Option<String>,
 }
 
-fn non_empty(value: &Option<String>) -> Option<String> {
+/// The trimmed value of a query field, or `None` when it is missing or blank.
+pub(super) fn non_empty(value: &Option<String>) -> Option<String> {
     value
         .as_deref()
         .map(str::trim)

@@ -15,7 +15,9 @@ use axum::{
 use serde::Deserialize;
 
 use super::{
-    admin_error, error_response,
+    admin_error,
+    dead::non_empty,
+    error_response,
     jobs::{self, BulkAction, JobTarget},
     AppState, Caller,
 };
@@ -32,14 +34,6 @@ pub(super) struct BulkCancelQuery {
     task: Option<String>,
     /// The count the operator confirmed (logged beside the job).
     expected: Option<u64>,
-}
-
-fn non_empty(value: &Option<String>) -> Option<String> {
-    value
-        .as_deref()
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
 }
 
 impl BulkCancelQuery {
