@@ -22,7 +22,7 @@ import json
 import logging
 import math
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from nats.aio.client import Client as NatsClient
 
@@ -154,7 +154,7 @@ def minute_key(queue: str, minute: int) -> str:
     return f"{queue}.{minute}"
 
 
-def parse_key(key: str) -> Optional[tuple]:
+def parse_key(key: str) -> Optional[Tuple[str, int]]:
     """``(queue, minute)`` of a key, ``None`` when it is not ``<queue>.<minute>``."""
     queue, dot, minute = key.partition(".")
     if not dot or not queue or not minute or not (minute.isascii() and minute.isdigit()):
@@ -217,7 +217,7 @@ async def metrics_history(
     records: List[MinuteRecord] = []
     try:
         while True:
-            entry = await watcher.updates(timeout=10.0)
+            entry = await watcher.updates(timeout=10.0)  # type: ignore[no-untyped-call]
             if entry is None:
                 break
             parsed = parse_key(entry.key)
@@ -227,6 +227,6 @@ async def metrics_history(
             if record is not None and (record.queue, record.minute) == parsed:
                 records.append(record)
     finally:
-        await watcher.stop()
+        await watcher.stop()  # type: ignore[no-untyped-call]
     records.sort(key=lambda r: (r.queue, r.minute))
     return records
