@@ -20,6 +20,7 @@ use axum::{
 use jetq_contract::workflow::{ChainState, MemberOutcome};
 use serde::Deserialize;
 
+use super::page::encode;
 use super::{admin_error, chrome, overview_body, page, AppState, Caller};
 use crate::{error::ErrorKind, workflows::BatchRow};
 
@@ -337,19 +338,6 @@ pub(super) async fn chain_page(
         &chrome,
         serde_json::json!({ "chain": chain, "links": links }),
     )
-}
-
-/// Percent-encodes a path segment or query value (everything but unreserved characters).
-fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::page::{encode, non_empty};
 use super::{
     admin_error, chrome, error_response, jobs::BulkAction, overview_body, page, AppState, Caller,
 };
@@ -65,15 +66,6 @@ struct FilterForm {
     older_than: Option<String>,
     newer_than: Option<String>,
     task_id: Option<String>,
-}
-
-/// The trimmed value of a query field, or `None` when it is missing or blank.
-pub(super) fn non_empty(value: &Option<String>) -> Option<String> {
-    value
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
 }
 
 impl DeadQuery {
@@ -133,20 +125,6 @@ impl DeadQuery {
         .collect::<Vec<_>>()
         .join("&")
     }
-}
-
-/// Percent-encodes a query value (everything but unreserved characters).
-fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
 }
 
 /// A filter in words, for confirmations and logs: `queue=work, reason=fatal`.

@@ -15,10 +15,9 @@ use axum::{
 use serde::Deserialize;
 
 use super::{
-    admin_error,
-    dead::non_empty,
-    error_response,
+    admin_error, error_response,
     jobs::{self, BulkAction, JobTarget},
+    page::non_empty,
     AppState, Caller,
 };
 use crate::{cancel::bulk::CancelFilter, tasks::ListState, Admin};

@@ -19,6 +19,7 @@ use axum::{
 };
 use serde::Deserialize;
 
+use super::page::{encode, non_empty};
 use super::{admin_error, chrome, error_response, overview_body, page, stored, AppState, Caller};
 use crate::{
     error::{AdminError, ErrorKind},
@@ -47,14 +48,6 @@ pub(super) struct TasksQuery {
     key: Option<String>,
     /// Show this bulk cancel job's progress or result.
     job: Option<String>,
-}
-
-fn non_empty(value: &Option<String>) -> Option<String> {
-    value
-        .as_deref()
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
 }
 
 impl TasksQuery {
@@ -91,19 +84,6 @@ fn age_text(secs: Option<f64>) -> String {
         3600..=86_399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
         _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
     }
-}
-
-/// Percent-encodes a query value or path segment (everything but unreserved characters).
-fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 fn query_string(pairs: &[(&str, Option<String>)]) -> String {
