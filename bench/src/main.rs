@@ -11,6 +11,10 @@
 //!            [--double-ack]
 //! jetq-bench scheduler --url URL
 //! ```
+//!
+//! `JETQ_BENCH_WORKER_RUNTIME=current-thread` runs the worker processes (both twins) on tokio's
+//! current-thread runtime instead of the multi-thread one; `JETQ_*` worker variables apply to
+//! jetq's worker processes (e.g. `JETQ_PREFETCH=1024`).
 
 mod child;
 mod flow;
@@ -241,17 +245,21 @@ fn sync_label(sync: bool) -> &'static str {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let worker_process = args.first().map(String::as_str) == Some("worker");
+    let current_thread = worker_process
+        && std::env::var("JETQ_BENCH_WORKER_RUNTIME").as_deref() == Ok("current-thread");
+    let mut builder = match current_thread {
+        true => tokio::runtime::Builder::new_current_thread(),
+        false => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("cannot start tokio: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let result = if args.first().map(String::as_str) == Some("worker") {
+    let result = if worker_process {
         match worker::WorkerArgs::parse(&args[1..]) {
             Ok(worker_args) => runtime.block_on(worker::run(worker_args)),
             Err(e) => Err(e),
@@ -297,8 +305,14 @@ async fn run(config: Config) -> Result<(), String> {
     let mut table = Table::default();
     let kib_to_mib = |kib: u64| kib as f64 / 1024.0;
     progress.log(&format!(
-        "nats-server {server_version}; {} repetition(s); sections {:?}",
-        config.reps, config.sections
+        "nats-server {server_version}; {} repetition(s); sections {:?}; worker processes on \
+         tokio's {} runtime",
+        config.reps,
+        config.sections,
+        match std::env::var("JETQ_BENCH_WORKER_RUNTIME").as_deref() {
+            Ok("current-thread") => "current-thread",
+            _ => "multi-thread",
+        }
     ));
 
     for rep in 0..config.reps {
@@ -542,11 +556,16 @@ async fn run(config: Config) -> Result<(), String> {
                         1,
                         drain_n,
                         concurrency,
-                        false,
+                        config.diagnose,
                         false,
                         TaskRetention::WorkQueue,
                     )
                     .await;
+                    if config.diagnose {
+                        if let Ok(d) = &result {
+                            record_diagnosis(&mut table, &progress, group, &name, imp, drain_n, d);
+                        }
+                    }
                     let value = result.map(|d| d.rate);
                     table.record(
                         &progress,

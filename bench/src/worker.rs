@@ -158,17 +158,14 @@ pub(crate) async fn run(args: WorkerArgs) -> Result<(), String> {
     match args.imp {
         Impl::Jetq => {
             let handler_recorder = recorder.clone();
-            let worker = Worker::builder()
+            // From the environment, so a run can try a worker setting (`JETQ_PREFETCH=1024
+            // jetq-bench ...`); the URL and concurrency are the bench's.
+            let worker = Worker::from_env()
+                .map_err(|e| format!("jetq worker settings: {e}"))?
                 .url(args.url.clone())
                 .concurrency(args.concurrency)
                 // Used only when the stream has Limits retention (the durable-drain rows).
                 .purge_interval(Duration::from_millis(100))
-                // The metrics history (on by default) can be measured against none with
-                // JETQ_HISTORY=false in the bench's environment.
-                .history(!matches!(
-                    std::env::var("JETQ_HISTORY").as_deref(),
-                    Ok("false")
-                ))
                 .handler(move |email: SendEmail, _ctx: TaskContext| {
                     let recorder = handler_recorder.clone();
                     async move {

@@ -55,7 +55,7 @@ pub use handler::ANY_TASK;
 pub use jetq_contract::flow::{ConcurrencyLimit, FlowError, RateLimit};
 pub use jetq_contract::{self as contract, RetryPolicy, Task, TaskOptions};
 pub use limits::Limits;
-pub use settings::{WorkerSettings, DEFAULT_PREFETCH};
+pub use settings::{WorkerSettings, DEFAULT_PREFETCH, DEFAULT_PREFETCH_BYTES};
 pub use status::{ArtifactWriter, StatusError};
 pub use telemetry::{NotReady, WorkerHealth};
 pub use worker::{existing_consumer, existing_consumers, shutdown_signal, Worker, WorkerBuilder};

@@ -15,8 +15,10 @@
 //!   that room is half the total (or anything when no request is waiting), so requests are few
 //!   and large and overlap: the next tasks are on their way while the current ones run. The
 //!   prefetch starts at the concurrency and doubles while buffered tasks find a slot at once,
-//!   up to `JETQ_PREFETCH` (default 256): a queue of short tasks is pulled in large requests, a
-//!   queue of slow ones never grows it.
+//!   up to `JETQ_PREFETCH` (default 512): a queue of short tasks is pulled in large requests, a
+//!   queue of slow ones never grows it. It is also cut to what fits in `JETQ_PREFETCH_BYTES`
+//!   (default 16 MiB) at the average size of the queue's recent deliveries, so a queue of large
+//!   tasks does not buffer hundreds of them.
 //! - **How long a buffered task may wait.** At most [`max_buffer_wait`] — far below `ack_wait`.
 //!   A task that waited longer is handed back (no attempt used, see `jetq_contract::attempts`),
 //!   redelivered once this loop's open requests are over (at most `JETQ_FETCH_EXPIRES`) so it
@@ -56,7 +58,7 @@ use jetq_contract::Priority;
 use crate::execution::Executor;
 
 mod books;
-use books::{Books, Buffered, Level, Prefetch, Request};
+use books::{Books, Buffered, DeliverySizes, Level, Prefetch, Request};
 
 /// How long the loop keeps pulling by priority after a level other than `normal` delivered a
 /// task.
@@ -88,6 +90,8 @@ pub(crate) struct PullSettings {
     pub(crate) concurrency: usize,
     /// Tasks fetched ahead of free slots.
     pub(crate) prefetch: usize,
+    /// Bytes of tasks fetched ahead of free slots (the prefetch is cut to what fits).
+    pub(crate) prefetch_bytes: usize,
     /// Lifetime of one pull request.
     pub(crate) expires: Duration,
     /// See [`max_buffer_wait`].
@@ -130,6 +134,7 @@ pub(crate) async fn pull_loop(
         free: Vec::new(),
         prefetch_off_until: None,
         prefetch: Prefetch::new(settings.concurrency, settings.prefetch),
+        sizes: DeliverySizes::default(),
         mixed_until: None,
         lower_credit: 0.0,
         lower_turn: 0,
@@ -162,7 +167,10 @@ pub(crate) async fn pull_loop(
         // the next one is on its way while the last one's tasks run.
         let prefetch = match books.prefetch_off_until {
             Some(until) if until > now => 0,
-            _ => books.prefetch.current,
+            _ => books
+                .prefetch
+                .current
+                .min(books.sizes.tasks_within(settings.prefetch_bytes)),
         };
         let capacity = settings.concurrency + prefetch;
         let running = settings.concurrency - slots.available_permits() - books.free.len();
@@ -325,6 +333,7 @@ fn on_message(
 ) {
     match message.status {
         None | Some(StatusCode::OK) => {
+            books.sizes.observe(message.length);
             let level = books.level_of_task(message.subject.as_str());
             let now = Instant::now();
             books.levels[level].delivered(now);

@@ -125,12 +125,20 @@ impl WorkerBuilder {
         self
     }
 
-    /// Most tasks of each queue fetched ahead of free slots (default 256; 0 fetches only for
+    /// Most tasks of each queue fetched ahead of free slots (default 512; 0 fetches only for
     /// free slots). The prefetch starts at the concurrency and doubles while fetched tasks find
     /// a slot at once. A fetched task waits at most 500 ms for a slot (a quarter of `ack_wait`
     /// if shorter), else it is handed back for another worker and prefetching pauses.
     pub fn prefetch(mut self, prefetch: usize) -> Self {
         self.settings.prefetch = Some(prefetch);
+        self
+    }
+
+    /// Most bytes of each queue's tasks fetched ahead of free slots (default 16 MiB): the
+    /// prefetch is cut to as many tasks as fit, by the average size of the queue's recent
+    /// deliveries.
+    pub fn prefetch_bytes(mut self, bytes: u64) -> Self {
+        self.settings.prefetch_bytes = Some(bytes);
         self
     }
 
@@ -648,6 +656,8 @@ impl Worker {
                 pull::PullSettings {
                     concurrency,
                     prefetch: self.settings.prefetch(),
+                    prefetch_bytes: usize::try_from(self.settings.prefetch_bytes())
+                        .unwrap_or(usize::MAX),
                     expires: self.settings.fetch_expires,
                     max_buffer_wait: pull::max_buffer_wait(self.settings.ack_wait),
                 },

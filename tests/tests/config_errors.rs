@@ -24,6 +24,7 @@ fn worker_cases() -> Vec<Case> {
         duration("JETQ_FETCH_EXPIRES"),
         case("JETQ_FETCH_EXPIRES", "1h", "shorter than JETQ_ACK_WAIT"),
         number("JETQ_PREFETCH"),
+        number("JETQ_PREFETCH_BYTES"),
         boolean("JETQ_PROVISION"),
         boolean("JETQ_SWEEPER"),
         duration("JETQ_METRICS_INTERVAL"),

@@ -1,9 +1,17 @@
 //! The worker's prefetch against a real nats-server: tasks fetched ahead of free slots never sit
 //! on a busy pod while another pod is idle — a task that waited longer than the buffer bound is
-//! handed back (no attempt used) and runs on the idle worker long before the busy one is free.
+//! handed back (no attempt used) and runs on the idle worker long before the busy one is free —
+//! and a queue of large tasks is prefetched within `JETQ_PREFETCH_BYTES`.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
 
+use futures::StreamExt;
 use jetq_consumer::{TaskContext, WorkerSettings};
 use jetq_tests::*;
 use tokio::sync::mpsc;
@@ -66,5 +74,94 @@ async fn a_prefetched_task_waiting_behind_a_slow_one_goes_to_an_idle_worker() {
     assert!(
         waited < Duration::from_secs(4),
         "not held until the slow task ended (8 s), nor until ack_wait (3 s) ran out: {waited:?}"
+    );
+}
+
+/// Drains `count` tasks whose `note` is `size` bytes with a worker of concurrency 2, prefetch
+/// up to 256 tasks and 256 KiB, and returns the batch of every pull request it sent on the
+/// queue's `normal` level (the server's API subject, seen by a plain subscriber).
+async fn pull_batches_draining(size: usize, count: u64) -> Vec<u64> {
+    const BUDGET: u64 = 256 * 1024;
+    let server = NatsServer::start().await;
+    let watcher = async_nats::connect(server.url()).await.unwrap();
+    let mut requests = watcher
+        .subscribe("$JS.API.CONSUMER.MSG.NEXT.>")
+        .await
+        .unwrap();
+    watcher.flush().await.unwrap();
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let seen = batches.clone();
+    let watching = tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            // The queue's `normal` level, not `worker-work~high` (whose watches ask for 1) nor
+            // the sweeper's advisories.
+            if !request
+                .subject
+                .as_str()
+                .ends_with(".JETQ_TASKS.worker-work")
+            {
+                continue;
+            }
+            let body: serde_json::Value = serde_json::from_slice(&request.payload).unwrap();
+            seen.lock().unwrap().push(body["batch"].as_u64().unwrap());
+        }
+    });
+    let producer = producer(&server).await;
+    let tasks: Vec<Job> = (0..count)
+        .map(|n| Job {
+            n,
+            note: "x".repeat(size),
+        })
+        .collect();
+    for result in producer.enqueue_many(&tasks).await {
+        result.unwrap();
+    }
+    let (done_tx, mut done) = mpsc::unbounded_channel::<()>();
+    let counter = Arc::new(AtomicU64::new(0));
+    let worker = worker(&server)
+        .settings(WorkerSettings {
+            concurrency: 2,
+            prefetch: Some(256),
+            prefetch_bytes: Some(BUDGET),
+            ..fast_settings()
+        })
+        .handler(move |_job: Job, _ctx: TaskContext| {
+            let (counter, done_tx) = (counter.clone(), done_tx.clone());
+            async move {
+                if counter.fetch_add(1, Ordering::SeqCst) + 1 == count {
+                    done_tx.send(()).ok();
+                }
+                ok()
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let (stop, run) = spawn_worker(worker);
+    next(&mut done, "every task to run").await;
+    stop_worker(stop, run).await;
+    watching.abort();
+    let batches = batches.lock().unwrap().clone();
+    assert!(!batches.is_empty(), "the worker's pull requests were seen");
+    batches
+}
+
+#[tokio::test]
+async fn a_queue_of_large_tasks_is_prefetched_within_the_byte_budget() {
+    init_logs();
+    // 32 KiB tasks: 256 KiB holds 7 of them (with subject and headers), so no request asks for
+    // more than the 2 slots plus 8. Without the bound this drain's requests grow to 30-44.
+    let large = pull_batches_draining(32 * 1024, 1_500).await;
+    let largest = large.iter().max().copied().unwrap_or(0);
+    assert!(
+        largest <= 10,
+        "pull requests stay within 2 slots + 256 KiB of 32 KiB tasks: {large:?}"
+    );
+    // The same worker on 100-byte tasks grows its prefetch past that (what the bound cuts).
+    let small = pull_batches_draining(100, 3_000).await;
+    let largest = small.iter().max().copied().unwrap_or(0);
+    assert!(
+        largest > 10,
+        "small tasks are prefetched far beyond 10 at a time: {small:?}"
     );
 }

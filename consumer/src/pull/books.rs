@@ -96,6 +96,8 @@ pub(super) struct Books {
     pub(super) free: Vec<OwnedSemaphorePermit>,
     pub(super) prefetch_off_until: Option<Instant>,
     pub(super) prefetch: Prefetch,
+    /// The size of the queue's recent deliveries, which bounds the prefetch in bytes.
+    pub(super) sizes: DeliverySizes,
     /// Until when the loop pulls by priority (see the module documentation).
     pub(super) mixed_until: Option<Instant>,
     /// Tasks owed to the levels below the highest busy one (see [`LOWER_LEVEL_SHARE`]).
@@ -114,6 +116,37 @@ pub(super) struct Prefetch {
     pub(super) max: usize,
     /// Buffered tasks in a row that started within [`STARTED_AT_ONCE`].
     pub(super) streak: usize,
+}
+
+/// The average size of a queue's recent deliveries (subject, headers and body), so the
+/// prefetch stays within `JETQ_PREFETCH_BYTES`: a queue of 200-byte tasks may prefetch all of
+/// `JETQ_PREFETCH`, one of 1 MiB tasks a handful.
+#[derive(Debug, Default)]
+pub(super) struct DeliverySizes {
+    /// Bytes; `None` until the first delivery.
+    average: Option<f64>,
+}
+
+impl DeliverySizes {
+    /// The weight of each delivery in the moving average: about the last 32 count.
+    const WEIGHT: f64 = 1.0 / 32.0;
+
+    pub(super) fn observe(&mut self, bytes: usize) {
+        let bytes = bytes as f64;
+        self.average = Some(match self.average {
+            None => bytes,
+            Some(average) => average + (bytes - average) * Self::WEIGHT,
+        });
+    }
+
+    /// How many deliveries of the average size fit in `budget` bytes: unbounded before the
+    /// first delivery (the prefetch starts at the concurrency and grows only with deliveries).
+    pub(super) fn tasks_within(&self, budget: usize) -> usize {
+        match self.average {
+            None => usize::MAX,
+            Some(average) => (budget as f64 / average.max(1.0)) as usize,
+        }
+    }
 }
 
 /// A waiting request that brought nothing for this long is idle (see [`Books::idle_waiting`]).
@@ -268,5 +301,27 @@ impl Books {
             requests.insert(0, (highest, for_highest, true));
         }
         requests
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prefetch_in_bytes_follows_the_recent_delivery_size() {
+        let mut sizes = DeliverySizes::default();
+        assert_eq!(sizes.tasks_within(16 << 20), usize::MAX, "nothing seen yet");
+        sizes.observe(200);
+        assert_eq!(sizes.tasks_within(16 << 20), (16 << 20) / 200);
+        // A queue whose tasks grow to 1 MiB: the bound follows within a few dozen deliveries.
+        for _ in 0..200 {
+            sizes.observe(1 << 20);
+        }
+        assert_eq!(sizes.tasks_within(16 << 20), 16);
+        // One small task among large ones barely moves it.
+        sizes.observe(100);
+        assert!(sizes.tasks_within(16 << 20) <= 17);
+        assert_eq!(sizes.tasks_within(0), 0, "a zero budget prefetches nothing");
     }
 }
