@@ -304,15 +304,30 @@ async fn run(config: Config) -> Result<(), String> {
     let load_at_start = load_average();
     let mut table = Table::default();
     let kib_to_mib = |kib: u64| kib as f64 / 1024.0;
-    progress.log(&format!(
-        "nats-server {server_version}; {} repetition(s); sections {:?}; worker processes on \
-         tokio's {} runtime",
-        config.reps,
-        config.sections,
+    // jetq's worker processes read JETQ_*: a variable left in the shell changes "at its
+    // defaults", so the report says which are set, and on which runtime the workers ran.
+    let jetq_env: Vec<String> = std::env::vars()
+        .filter(|(key, _)| {
+            key.starts_with("JETQ_")
+                && !key.starts_with("JETQ_BENCH_")
+                && !key.starts_with("JETQ_TEST_")
+        })
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    let conditions = format!(
+        "worker processes on tokio's {} runtime; JETQ_* worker variables set: {}",
         match std::env::var("JETQ_BENCH_WORKER_RUNTIME").as_deref() {
             Ok("current-thread") => "current-thread",
             _ => "multi-thread",
+        },
+        match jetq_env.is_empty() {
+            true => "none".to_owned(),
+            false => jetq_env.join(" "),
         }
+    );
+    progress.log(&format!(
+        "nats-server {server_version}; {} repetition(s); sections {:?}; {conditions}",
+        config.reps, config.sections,
     ));
 
     for rep in 0..config.reps {
@@ -542,7 +557,7 @@ async fn run(config: Config) -> Result<(), String> {
             }
             if config.runs("drain") && config.only.is_none() {
                 // Against raw JetStream at its best, not a twin held to jetq's settings: jetq's
-                // default worker (concurrency 16, prefetch 16) vs a raw pull consumer asking for
+                // default worker (concurrency 16, prefetch up to 512) vs a raw pull consumer asking for
                 // 500 at a time and acking inline (issue 20's target: >= 0.75x).
                 let name = format!(
                     "drain {drain_n} queued, 1 worker process: jetq at its defaults vs raw at its \
@@ -967,7 +982,7 @@ async fn run(config: Config) -> Result<(), String> {
 
     let elapsed = progress.start.elapsed();
     let load = format!(
-        "load average (1/5/15 min) {load_at_start} at the start, {} at the end",
+        "load average (1/5/15 min) {load_at_start} at the start, {} at the end; {conditions}",
         load_average()
     );
     let text = report::render(&config, &server_version, elapsed, &load, &table);

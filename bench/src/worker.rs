@@ -164,7 +164,8 @@ pub(crate) async fn run(args: WorkerArgs) -> Result<(), String> {
                 .map_err(|e| format!("jetq worker settings: {e}"))?
                 .url(args.url.clone())
                 .concurrency(args.concurrency)
-                // Used only when the stream has Limits retention (the durable-drain rows).
+                // Used only when the stream has Limits retention (the durable-drain rows);
+                // it overrides JETQ_PURGE_INTERVAL.
                 .purge_interval(Duration::from_millis(100))
                 .handler(move |email: SendEmail, _ctx: TaskContext| {
                     let recorder = handler_recorder.clone();

@@ -10,8 +10,9 @@
 //!   task is terminated. One delivery is kept in reserve so a task whose final attempt crashed
 //!   its worker is dead-lettered on that reserve delivery, and the sweeper catches tasks whose
 //!   deliveries ran out anyway.
-//! - **Bounded buffering.** A worker holds at most its concurrency plus a small prefetch per
-//!   queue; a prefetched task waits at most 500 ms for a slot before it is handed back.
+//! - **Bounded buffering.** A worker holds at most its concurrency plus a prefetch per queue
+//!   (`JETQ_PREFETCH` tasks, cut to `JETQ_PREFETCH_BYTES` at the recent task size); a
+//!   prefetched task waits at most 500 ms for a slot before it is handed back.
 //! - **Graceful shutdown.** Stop pulling, let running tasks finish within the grace period,
 //!   hand the rest back at once. A hand-back is not an attempt: rolling deploys never use up a
 //!   task's attempts (`jetq_contract::attempts`).

@@ -17,8 +17,8 @@
 //!   prefetch starts at the concurrency and doubles while buffered tasks find a slot at once,
 //!   up to `JETQ_PREFETCH` (default 512): a queue of short tasks is pulled in large requests, a
 //!   queue of slow ones never grows it. It is also cut to what fits in `JETQ_PREFETCH_BYTES`
-//!   (default 16 MiB) at the average size of the queue's recent deliveries, so a queue of large
-//!   tasks does not buffer hundreds of them.
+//!   (default 16 MiB) at the queue's recent task size (`books::DeliverySizes`), so a queue of
+//!   large tasks does not ask for hundreds of them.
 //! - **How long a buffered task may wait.** At most [`max_buffer_wait`] — far below `ack_wait`.
 //!   A task that waited longer is handed back (no attempt used, see `jetq_contract::attempts`),
 //!   redelivered once this loop's open requests are over (at most `JETQ_FETCH_EXPIRES`) so it

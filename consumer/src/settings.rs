@@ -54,9 +54,9 @@ fn comma_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>,
 /// ran 8-9% faster (BENCHMARKS.md "Session 8").
 pub const DEFAULT_PREFETCH: usize = 512;
 
-/// The most bytes of one queue's tasks a worker fetches ahead of its free slots by default
-/// (16 MiB): the prefetch in tasks is cut to what fits, by the average size of the queue's
-/// recent deliveries, so a queue of large tasks never buffers hundreds of them.
+/// The bytes of one queue's tasks a worker fetches ahead of its free slots by default
+/// (16 MiB): each request's prefetch is cut to what fits at the queue's recent task size, so a
+/// queue of large tasks does not ask for hundreds of them.
 pub const DEFAULT_PREFETCH_BYTES: u64 = 16 * 1024 * 1024;
 
 /// How a worker pulls and runs tasks.
@@ -71,7 +71,7 @@ pub const DEFAULT_PREFETCH_BYTES: u64 = 16 * 1024 * 1024;
 /// | `JETQ_UNKNOWN_TASK_GRACE` | how long a task of an unknown type is handed back before it is dead-lettered (default `5m`) |
 /// | `JETQ_FETCH_EXPIRES` | lifetime of one pull request (default: a third of `JETQ_ACK_WAIT`, at most `5s`; if set, at least `100ms` and shorter than `JETQ_ACK_WAIT`) |
 /// | `JETQ_PREFETCH` | most tasks of one queue fetched ahead of free slots, so the next ones are on their way while the current ones run (default 512; `0` fetches only for free slots). The prefetch starts at `JETQ_CONCURRENCY` and doubles while fetched tasks find a slot at once. A fetched task waits at most 500 ms (a quarter of `JETQ_ACK_WAIT` if shorter) for a slot, else it is handed back for another worker and prefetching pauses for 30 s |
-/// | `JETQ_PREFETCH_BYTES` | most bytes of one queue's tasks fetched ahead of free slots (default 16 MiB = `16777216`): the prefetch is cut to as many tasks as fit, by the average size of the queue's recent deliveries |
+/// | `JETQ_PREFETCH_BYTES` | bytes of one queue's tasks fetched ahead of free slots (default 16 MiB = `16777216`; `0` prefetches nothing): each request's prefetch is cut to as many tasks as fit at the queue's recent task size (the larger of a moving average and a decaying peak of its deliveries). A request already sent brings its count whatever the sizes |
 /// | `JETQ_PROVISION` | create or reconcile streams and consumers at startup (default `true`) |
 /// | `JETQ_SWEEPER` | run the sweeper that dead-letters tasks whose deliveries ran out (default `true`) |
 /// | `JETQ_PURGE_INTERVAL` | on a task stream with Limits retention (`JETQ_TASK_RETENTION=limits`), how often this worker purges its queues' finished tasks below their durables' ack floors (default `1s`, at least `10ms`; docs/DURABLE_DRAIN.md) |

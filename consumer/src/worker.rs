@@ -134,9 +134,9 @@ impl WorkerBuilder {
         self
     }
 
-    /// Most bytes of each queue's tasks fetched ahead of free slots (default 16 MiB): the
-    /// prefetch is cut to as many tasks as fit, by the average size of the queue's recent
-    /// deliveries.
+    /// Bytes of each queue's tasks fetched ahead of free slots (default 16 MiB; 0 prefetches
+    /// nothing): each request's prefetch is cut to as many tasks as fit at the queue's recent
+    /// task size.
     pub fn prefetch_bytes(mut self, bytes: u64) -> Self {
         self.settings.prefetch_bytes = Some(bytes);
         self

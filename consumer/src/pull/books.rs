@@ -118,18 +118,27 @@ pub(super) struct Prefetch {
     pub(super) streak: usize,
 }
 
-/// The average size of a queue's recent deliveries (subject, headers and body), so the
-/// prefetch stays within `JETQ_PREFETCH_BYTES`: a queue of 200-byte tasks may prefetch all of
+/// The size of a queue's recent deliveries (subject, headers and body), so the prefetch stays
+/// within `JETQ_PREFETCH_BYTES`: a queue of 200-byte tasks may prefetch all of
 /// `JETQ_PREFETCH`, one of 1 MiB tasks a handful.
+///
+/// The size counted is the larger of a moving average and a decaying peak: one large task
+/// among small ones cuts the prefetch at once (the average alone would barely move), and the
+/// cut wears off over the next few dozen deliveries if no other large one comes. A request
+/// already sent still brings what it asked for: the bound applies from the next request.
 #[derive(Debug, Default)]
 pub(super) struct DeliverySizes {
     /// Bytes; `None` until the first delivery.
     average: Option<f64>,
+    /// The largest recent delivery, decaying with every delivery.
+    peak: f64,
 }
 
 impl DeliverySizes {
     /// The weight of each delivery in the moving average: about the last 32 count.
     const WEIGHT: f64 = 1.0 / 32.0;
+    /// How much of the peak is left after each delivery (half of it after ~22 deliveries).
+    const PEAK_DECAY: f64 = 31.0 / 32.0;
 
     pub(super) fn observe(&mut self, bytes: usize) {
         let bytes = bytes as f64;
@@ -137,14 +146,15 @@ impl DeliverySizes {
             None => bytes,
             Some(average) => average + (bytes - average) * Self::WEIGHT,
         });
+        self.peak = (self.peak * Self::PEAK_DECAY).max(bytes);
     }
 
-    /// How many deliveries of the average size fit in `budget` bytes: unbounded before the
+    /// How many deliveries of the recent size fit in `budget` bytes: unbounded before the
     /// first delivery (the prefetch starts at the concurrency and grows only with deliveries).
     pub(super) fn tasks_within(&self, budget: usize) -> usize {
         match self.average {
             None => usize::MAX,
-            Some(average) => (budget as f64 / average.max(1.0)) as usize,
+            Some(average) => (budget as f64 / average.max(self.peak).max(1.0)) as usize,
         }
     }
 }
@@ -314,7 +324,9 @@ mod tests {
         assert_eq!(sizes.tasks_within(16 << 20), usize::MAX, "nothing seen yet");
         sizes.observe(200);
         assert_eq!(sizes.tasks_within(16 << 20), (16 << 20) / 200);
-        // A queue whose tasks grow to 1 MiB: the bound follows within a few dozen deliveries.
+        // A queue whose tasks grow to 1 MiB: the bound follows at once.
+        sizes.observe(1 << 20);
+        assert_eq!(sizes.tasks_within(16 << 20), 16);
         for _ in 0..200 {
             sizes.observe(1 << 20);
         }
@@ -323,5 +335,23 @@ mod tests {
         sizes.observe(100);
         assert!(sizes.tasks_within(16 << 20) <= 17);
         assert_eq!(sizes.tasks_within(0), 0, "a zero budget prefetches nothing");
+    }
+
+    #[test]
+    fn one_large_task_among_small_ones_cuts_the_prefetch_at_once_and_wears_off() {
+        let mut sizes = DeliverySizes::default();
+        for _ in 0..100 {
+            sizes.observe(200);
+        }
+        sizes.observe(1 << 20);
+        assert_eq!(sizes.tasks_within(16 << 20), 16, "cut at once by the peak");
+        for _ in 0..300 {
+            sizes.observe(200);
+        }
+        assert!(
+            sizes.tasks_within(16 << 20) > 10_000,
+            "back to small-task prefetch: {}",
+            sizes.tasks_within(16 << 20)
+        );
     }
 }

@@ -159,6 +159,12 @@ pub struct Queue {
     /// `JETQ_MAX_IN_FLIGHT`.
     #[serde(default)]
     pub max_in_flight: Option<i64>,
+    /// `JETQ_PREFETCH` (default: the worker's, 512 tasks).
+    #[serde(default)]
+    pub prefetch: Option<usize>,
+    /// `JETQ_PREFETCH_BYTES` (default: the worker's, 16 MiB).
+    #[serde(default)]
+    pub prefetch_bytes: Option<u64>,
     /// `JETQ_SHUTDOWN_GRACE` (default: the worker default's).
     #[serde(default)]
     pub shutdown_grace: Option<String>,
@@ -364,7 +370,7 @@ impl Values {
             .clone()
             .or_else(|| self.worker.shutdown_grace.clone())
             .unwrap_or_else(|| humantime::format_duration(defaults.shutdown_grace).to_string());
-        vec![
+        let mut env = vec![
             (
                 "JETQ_CONCURRENCY".into(),
                 queue
@@ -394,7 +400,15 @@ impl Values {
                     .to_string(),
             ),
             ("JETQ_SHUTDOWN_GRACE".into(), grace),
-        ]
+        ];
+        // Only when set: the worker's defaults stay the worker's.
+        if let Some(prefetch) = queue.prefetch {
+            env.push(("JETQ_PREFETCH".into(), prefetch.to_string()));
+        }
+        if let Some(bytes) = queue.prefetch_bytes {
+            env.push(("JETQ_PREFETCH_BYTES".into(), bytes.to_string()));
+        }
+        env
     }
 
     /// The queue's parsed worker settings (validated at load).

@@ -1327,6 +1327,31 @@ fn the_job_name_changes_with_the_queue_settings() {
 }
 
 #[test]
+fn a_queues_prefetch_reaches_its_workers_only_when_set() {
+    let mut values = values().clone();
+    let unset = values.worker_jetq_env(&values.queues[0]);
+    assert!(
+        !unset
+            .iter()
+            .any(|(key, _)| key.starts_with("JETQ_PREFETCH")),
+        "the worker's defaults stay the worker's: {unset:?}"
+    );
+    values.queues[0].prefetch = Some(64);
+    values.queues[0].prefetch_bytes = Some(1 << 20);
+    let settings = values.worker_settings(&values.queues[0]);
+    assert_eq!(
+        (settings.prefetch(), settings.prefetch_bytes()),
+        (64, 1 << 20)
+    );
+    let rendered = jetq_k8s::render::render(&values).unwrap();
+    let worker = &rendered[&format!("app/worker-{}.yaml", values.queues[0].name)];
+    assert!(
+        worker.contains("JETQ_PREFETCH") && worker.contains("'1048576'"),
+        "{worker}"
+    );
+}
+
+#[test]
 fn no_worker_or_scheduler_pod_references_the_admin_password() {
     let admin_key = permissions::password_variable("admin");
     for overlay in OVERLAYS {
