@@ -6,7 +6,7 @@
 //!            [--drain-workers 1,2,4]
 //!            [--sections enqueue,drain,latency,memory,delayed,scale,flow,outbox]
 //!            [--scale 10000,100000,1000000] [--scale-reps N] [--delayed-pending N]
-//!            [--server PATH] [--out FILE] [--diagnose] [--only jetq|raw]
+//!            [--server PATH] [--out FILE] [--diagnose] [--only jetq|raw] [--replicated]
 //! jetq-bench worker --impl jetq|raw --url URL [--concurrency N] [--hold-ms N] [--latency]
 //!            [--double-ack]
 //! jetq-bench scheduler --url URL
@@ -78,6 +78,8 @@ pub struct Config {
     server: Option<PathBuf>,
     out: Option<PathBuf>,
     diagnose: bool,
+    /// Also measure the concurrent callers on a three-server cluster (R3 task stream).
+    replicated: bool,
     /// Profiling aid: run only this twin (ratios are then missing).
     only: Option<Impl>,
     command: String,
@@ -106,6 +108,7 @@ impl Config {
             server: None,
             out: None,
             diagnose: false,
+            replicated: false,
             only: None,
             command: std::iter::once("jetq-bench".to_owned())
                 .chain(args.iter().cloned())
@@ -169,6 +172,7 @@ impl Config {
                 "--server" => config.server = Some(PathBuf::from(value()?)),
                 "--out" => config.out = Some(PathBuf::from(value()?)),
                 "--diagnose" => config.diagnose = true,
+                "--replicated" => config.replicated = true,
                 "--only" => config.only = Some(Impl::parse(&value()?)?),
                 "-h" | "--help" => return Err(usage()),
                 other => return Err(format!("unknown argument {other}\n{}", usage())),
@@ -231,7 +235,7 @@ fn usage() -> String {
      [--window N] [--drain-workers 1,2,4] \
      [--sections enqueue,drain,latency,memory,delayed,scale,flow,outbox] [--scale N,N,..] \
      [--scale-reps N] [--delayed-pending N] [--server PATH] [--out FILE] [--diagnose] \
-     [--only jetq|raw]"
+     [--only jetq|raw] [--replicated]"
         .to_owned()
 }
 
@@ -443,6 +447,28 @@ async fn run(config: Config) -> Result<(), String> {
                         imp,
                         value,
                     );
+                }
+                if config.replicated && sync {
+                    // The same on the production shape: three servers, the task stream
+                    // replicated three times (the sync is the Raft log's; all three servers
+                    // share this machine's two cores).
+                    for &imp in &order {
+                        let name = format!(
+                            "enqueue, 64 concurrent callers each awaiting its task, {pipe_n} \
+                             tasks, 3-server cluster, task stream R3"
+                        );
+                        let value =
+                            measure::enqueue_callers_replicated(&spec, imp, pipe_n, 64).await;
+                        table.record(
+                            &progress,
+                            group,
+                            &name,
+                            "tasks/s",
+                            Better::Higher,
+                            imp,
+                            value,
+                        );
+                    }
                 }
                 if config.diagnose && config.only.is_none() {
                     // Both columns are jetq: the pipeline loop of `enqueue_many` against as many

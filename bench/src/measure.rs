@@ -50,6 +50,30 @@ impl ServerSpec {
         }
         builder.start().await
     }
+
+    /// Three fresh servers routed into one JetStream cluster, each with `sync_interval:
+    /// always`.
+    pub(crate) async fn start_cluster(&self) -> Vec<NatsServer> {
+        let route_ports: Vec<u16> = (0..3).map(|_| jetq_harness::free_port()).collect();
+        let routes = route_ports
+            .iter()
+            .map(|port| format!("nats-route://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let servers = route_ports.iter().enumerate().map(|(i, port)| {
+            let mut builder = NatsServer::builder()
+                .sync_always(true)
+                .extra_config(format!(
+                    "server_name: n{i}\ncluster {{\n  name: bench\n  listen: 127.0.0.1:{port}\n  \
+                 routes: [{routes}]\n}}\n"
+                ));
+            if let Some(binary) = &self.binary {
+                builder = builder.binary(binary);
+            }
+            builder.start()
+        });
+        futures::future::join_all(servers).await
+    }
 }
 
 /// Tasks enqueued untimed before a timed enqueue run, so connection setup and the stream's
@@ -59,7 +83,16 @@ const WARMUP_TASKS: u64 = 200;
 const POLL: Duration = Duration::from_millis(10);
 
 async fn raw_context(url: &str) -> Outcome<jetstream::Context> {
-    let client = async_nats::connect(url)
+    // One URL, or several separated by commas (a cluster).
+    let addresses = url
+        .split(',')
+        .map(|one| {
+            one.trim()
+                .parse::<async_nats::ServerAddr>()
+                .map_err(|e| format!("server URL {one}: {e}"))
+        })
+        .collect::<Outcome<Vec<_>>>()?;
+    let client = async_nats::connect(addresses)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     Ok(jetstream::new(client))
@@ -309,11 +342,62 @@ pub(crate) async fn enqueue_callers(
     callers: usize,
 ) -> Outcome<f64> {
     let server = spec.start(sync).await;
-    let url = server.url();
+    let rate = callers_on(&server.url(), StreamSettings::default(), imp, n, callers).await;
+    drop(server);
+    rate
+}
+
+/// [`enqueue_callers`] on a cluster of three servers on this machine (`sync_interval: always`),
+/// the task stream replicated three times: what docs/OPERATIONS.md recommends in production.
+/// There the sync is the Raft log's, and the leader writes a batch's proposals as one entry.
+pub(crate) async fn enqueue_callers_replicated(
+    spec: &ServerSpec,
+    imp: Impl,
+    n: u64,
+    callers: usize,
+) -> Outcome<f64> {
+    let servers = spec.start_cluster().await;
+    let urls = servers
+        .iter()
+        .map(NatsServer::url)
+        .collect::<Vec<_>>()
+        .join(",");
+    let settings = StreamSettings {
+        stream_replicas: 3,
+        ..StreamSettings::default()
+    };
+    // The cluster elects its meta leader after start: stream creation fails until then.
+    let js = raw_context(&urls).await?;
+    let config =
+        Topology::new(js.clone(), Subjects::default(), settings.clone()).tasks_stream_config();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(_) => break,
+            Err(err) if Instant::now() > deadline => {
+                return Err(format!("create the replicated stream: {err}"))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    let rate = callers_on(&urls, settings, imp, n, callers).await;
+    drop(servers);
+    rate
+}
+
+/// `callers` concurrent enqueuers each awaiting its task, against the servers at `url`.
+async fn callers_on(
+    url: &str,
+    settings: StreamSettings,
+    imp: Impl,
+    n: u64,
+    callers: usize,
+) -> Outcome<f64> {
     let elapsed = match imp {
         Impl::Jetq => {
             let producer = Producer::builder()
-                .url(url.as_str())
+                .url(url)
+                .streams(settings)
                 .connect()
                 .await
                 .map_err(|e| format!("producer: {e}"))?;
@@ -336,8 +420,12 @@ pub(crate) async fn enqueue_callers(
             start.elapsed()
         }
         Impl::Raw => {
-            let js = raw_context(&url).await?;
-            create_task_stream(&js).await?;
+            let js = raw_context(url).await?;
+            let config =
+                Topology::new(js.clone(), Subjects::default(), settings).tasks_stream_config();
+            js.get_or_create_stream(config)
+                .await
+                .map_err(|e| format!("create stream: {e}"))?;
             let subject = subject();
             let id_base = crate::workload::now_us() << 20;
             let run = |users: Vec<u64>| {
@@ -372,7 +460,6 @@ pub(crate) async fn enqueue_callers(
             start.elapsed()
         }
     };
-    drop(server);
     Ok(n as f64 / elapsed.as_secs_f64())
 }
 
