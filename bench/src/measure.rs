@@ -54,25 +54,11 @@ impl ServerSpec {
     /// Three fresh servers routed into one JetStream cluster, each with `sync_interval:
     /// always`.
     pub(crate) async fn start_cluster(&self) -> Vec<NatsServer> {
-        let route_ports: Vec<u16> = (0..3).map(|_| jetq_harness::free_port()).collect();
-        let routes = route_ports
-            .iter()
-            .map(|port| format!("nats-route://127.0.0.1:{port}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let servers = route_ports.iter().enumerate().map(|(i, port)| {
-            let mut builder = NatsServer::builder()
-                .sync_always(true)
-                .extra_config(format!(
-                    "server_name: n{i}\ncluster {{\n  name: bench\n  listen: 127.0.0.1:{port}\n  \
-                 routes: [{routes}]\n}}\n"
-                ));
-            if let Some(binary) = &self.binary {
-                builder = builder.binary(binary);
-            }
-            builder.start()
-        });
-        futures::future::join_all(servers).await
+        let mut builder = NatsServer::builder().sync_always(true);
+        if let Some(binary) = &self.binary {
+            builder = builder.binary(binary);
+        }
+        builder.start_cluster(3).await
     }
 }
 

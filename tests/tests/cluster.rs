@@ -22,19 +22,7 @@ use jetq_producer::{EnqueueError, Producer};
 use jetq_tests::*;
 
 async fn cluster() -> Vec<NatsServer> {
-    let route_ports: Vec<u16> = (0..3).map(|_| jetq_harness::free_port()).collect();
-    let routes = route_ports
-        .iter()
-        .map(|p| format!("nats-route://127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let builders = (0..3).map(|i| {
-        NatsServer::builder().extra_config(format!(
-            "server_name: n{i}\ncluster {{\n  name: jetq\n  listen: 127.0.0.1:{}\n  routes: [{routes}]\n}}\n",
-            route_ports[i]
-        ))
-    });
-    futures::future::join_all(builders.map(|b| b.start())).await
+    NatsServer::builder().start_cluster(3).await
 }
 
 fn urls(servers: &[NatsServer]) -> String {

@@ -165,6 +165,47 @@ impl ServerBuilder {
         self
     }
 
+    /// Starts `size` servers of this configuration routed into one cluster (`n0`, `n1`, ...,
+    /// cluster name `jetq`), each on its own free ports with its own store, and waits until
+    /// each is ready. JetStream elects its meta leader after that: creating a stream may fail
+    /// for a moment (retry it, as a jetq process does at startup).
+    ///
+    /// # Panics
+    ///
+    /// As [`ServerBuilder::start`].
+    pub async fn start_cluster(self, size: usize) -> Vec<NatsServer> {
+        let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let routes = route_ports
+            .iter()
+            .map(|port| format!("nats-route://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // Started together: with JetStream clustered, a server is ready only once it sees
+        // the others.
+        let starting: Vec<_> = route_ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                tokio::spawn(
+                    self.clone()
+                        .extra_config(format!(
+                            "server_name: n{i}\ncluster {{\n  name: jetq\n  listen: \
+                             127.0.0.1:{port}\n  routes: [{routes}]\n}}"
+                        ))
+                        .start(),
+                )
+            })
+            .collect();
+        let mut servers = Vec::with_capacity(size);
+        for server in starting {
+            match server.await {
+                Ok(server) => servers.push(server),
+                Err(err) => std::panic::resume_unwind(err.into_panic()),
+            }
+        }
+        servers
+    }
+
     /// Starts the server on free ports and waits (at most 15 s) until it is ready.
     ///
     /// If a port turns out to be taken by the time the server binds it, retries a few times with
