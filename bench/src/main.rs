@@ -352,15 +352,7 @@ async fn run(config: Config) -> Result<(), String> {
                 for &imp in &order {
                     let name = "enqueue, one at a time (awaited)";
                     let value = measure::enqueue_sequential(&spec, sync, imp, seq_time).await;
-                    table.record(
-                        &progress,
-                        group,
-                        name,
-                        "tasks/s",
-                        Better::Higher,
-                        imp,
-                        value,
-                    );
+                    table.record_rate(&progress, group, name, imp, value);
                 }
                 for &imp in &order {
                     // The twin publishes the very message jetq does (its two headers included);
@@ -390,25 +382,9 @@ async fn run(config: Config) -> Result<(), String> {
                         }
                     }
                     let value = result.map(|p| p.rate);
-                    table.record(
-                        &progress,
-                        group,
-                        &name,
-                        "tasks/s",
-                        Better::Higher,
-                        imp,
-                        value.clone(),
-                    );
+                    table.record_rate(&progress, group, &name, imp, value.clone());
                     if imp == Impl::Jetq {
-                        table.record(
-                            &progress,
-                            group,
-                            &bare,
-                            "tasks/s",
-                            Better::Higher,
-                            imp,
-                            value,
-                        );
+                        table.record_rate(&progress, group, &bare, imp, value);
                     } else {
                         let bare_value = measure::enqueue_pipelined(
                             &spec,
@@ -420,15 +396,7 @@ async fn run(config: Config) -> Result<(), String> {
                         )
                         .await
                         .map(|p| p.rate);
-                        table.record(
-                            &progress,
-                            group,
-                            &bare,
-                            "tasks/s",
-                            Better::Higher,
-                            imp,
-                            bare_value,
-                        );
+                        table.record_rate(&progress, group, &bare, imp, bare_value);
                     }
                 }
                 // Web requests enqueuing at once, each awaiting its own task (issue 20's
@@ -438,15 +406,7 @@ async fn run(config: Config) -> Result<(), String> {
                         "enqueue, 64 concurrent callers each awaiting its task, {pipe_n} tasks"
                     );
                     let value = measure::enqueue_callers(&spec, sync, imp, pipe_n, 64).await;
-                    table.record(
-                        &progress,
-                        group,
-                        &name,
-                        "tasks/s",
-                        Better::Higher,
-                        imp,
-                        value,
-                    );
+                    table.record_rate(&progress, group, &name, imp, value);
                 }
                 if config.replicated && sync {
                     // The same on the production shape: three servers, the task stream
@@ -459,15 +419,7 @@ async fn run(config: Config) -> Result<(), String> {
                         );
                         let value =
                             measure::enqueue_callers_replicated(&spec, imp, pipe_n, 64).await;
-                        table.record(
-                            &progress,
-                            group,
-                            &name,
-                            "tasks/s",
-                            Better::Higher,
-                            imp,
-                            value,
-                        );
+                        table.record_rate(&progress, group, &name, imp, value);
                     }
                 }
                 if config.diagnose && config.only.is_none() {
@@ -491,15 +443,7 @@ async fn run(config: Config) -> Result<(), String> {
                     .await
                     .map(|p| p.rate);
                     for (imp, value) in [(Impl::Jetq, concurrent), (Impl::Raw, many)] {
-                        table.record(
-                            &progress,
-                            group,
-                            &name,
-                            "tasks/s",
-                            Better::Higher,
-                            imp,
-                            value,
-                        );
+                        table.record_rate(&progress, group, &name, imp, value);
                     }
                 }
                 if config.diagnose {
@@ -529,15 +473,7 @@ async fn run(config: Config) -> Result<(), String> {
                             table.record(&progress, group, &row, "µs", Better::Lower, imp, ok);
                         }
                         let value = result.map(|p| p.rate);
-                        table.record(
-                            &progress,
-                            group,
-                            &name,
-                            "tasks/s",
-                            Better::Higher,
-                            imp,
-                            value,
-                        );
+                        table.record_rate(&progress, group, &name, imp, value);
                     }
                 }
             }
@@ -569,15 +505,7 @@ async fn run(config: Config) -> Result<(), String> {
                             }
                         }
                         let value = result.map(|d| d.rate);
-                        table.record(
-                            &progress,
-                            group,
-                            &name,
-                            "tasks/s",
-                            Better::Higher,
-                            imp,
-                            value,
-                        );
+                        table.record_rate(&progress, group, &name, imp, value);
                     }
                 }
             }
@@ -608,15 +536,7 @@ async fn run(config: Config) -> Result<(), String> {
                         }
                     }
                     let value = result.map(|d| d.rate);
-                    table.record(
-                        &progress,
-                        group,
-                        &name,
-                        "tasks/s",
-                        Better::Higher,
-                        imp,
-                        value,
-                    );
+                    table.record_rate(&progress, group, &name, imp, value);
                 }
             }
             if config.runs("drain") && config.only.is_none() {
@@ -646,15 +566,7 @@ async fn run(config: Config) -> Result<(), String> {
                     )
                     .await;
                     let value = result.map(|d| d.rate);
-                    table.record(
-                        &progress,
-                        group,
-                        &name,
-                        "tasks/s",
-                        Better::Higher,
-                        imp,
-                        value,
-                    );
+                    table.record_rate(&progress, group, &name, imp, value);
                 }
             }
             if config.runs("drain") && config.only.is_none() {
@@ -678,15 +590,7 @@ async fn run(config: Config) -> Result<(), String> {
                     )
                     .await;
                     let value = result.map(|d| d.rate);
-                    table.record(
-                        &progress,
-                        group,
-                        &name,
-                        "tasks/s",
-                        Better::Higher,
-                        imp,
-                        value,
-                    );
+                    table.record_rate(&progress, group, &name, imp, value);
                 }
             }
             if config.runs("latency") {

@@ -45,6 +45,18 @@ pub(crate) struct Table {
 }
 
 impl Table {
+    /// Records a throughput figure: tasks per second, higher is better.
+    pub(crate) fn record_rate(
+        &mut self,
+        progress: &Progress,
+        group: &str,
+        name: &str,
+        imp: Impl,
+        value: Result<f64, String>,
+    ) {
+        self.record(progress, group, name, "tasks/s", Better::Higher, imp, value);
+    }
+
     /// Records one measurement (or its failure) and logs it.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn record(
