@@ -88,18 +88,15 @@ async fn raw_context(url: &str) -> Outcome<jetstream::Context> {
 /// storage, `discard: New`, 2-minute duplicate window), so both twins write to the same kind of
 /// stream.
 async fn create_task_stream(js: &jetstream::Context) -> Outcome<Stream> {
-    create_task_stream_with(js, TaskRetention::WorkQueue).await
+    create_task_stream_with(js, StreamSettings::default()).await
 }
 
-/// [`create_task_stream`] with the given retention (`limits`: the durable drain).
+/// [`create_task_stream`] with other settings (Limits retention: the durable drain; three
+/// replicas: the cluster rows).
 async fn create_task_stream_with(
     js: &jetstream::Context,
-    retention: TaskRetention,
+    settings: StreamSettings,
 ) -> Outcome<Stream> {
-    let settings = StreamSettings {
-        task_retention: retention,
-        ..StreamSettings::default()
-    };
     let config = Topology::new(js.clone(), Subjects::default(), settings).tasks_stream_config();
     js.get_or_create_stream(config)
         .await
@@ -343,22 +340,18 @@ pub(crate) async fn enqueue_callers_replicated(
     callers: usize,
 ) -> Outcome<f64> {
     let servers = spec.start_cluster().await;
-    let urls = servers
-        .iter()
-        .map(NatsServer::url)
-        .collect::<Vec<_>>()
-        .join(",");
+    let urls = jetq_harness::cluster_url(&servers);
     let settings = StreamSettings {
         stream_replicas: 3,
         ..StreamSettings::default()
     };
-    // The cluster elects its meta leader after start: stream creation fails until then.
+    // The cluster elects its meta leader after start: creating the stream fails (or is not
+    // answered) until then. jetq's provisioning retry gives up early on a request that times
+    // out while the server answers others, so this waits on its own.
     let js = raw_context(&urls).await?;
-    let config =
-        Topology::new(js.clone(), Subjects::default(), settings.clone()).tasks_stream_config();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match js.get_or_create_stream(config.clone()).await {
+        match create_task_stream_with(&js, settings.clone()).await {
             Ok(_) => break,
             Err(err) if Instant::now() > deadline => {
                 return Err(format!("create the replicated stream: {err}"))
@@ -407,11 +400,7 @@ async fn callers_on(
         }
         Impl::Raw => {
             let js = raw_context(url).await?;
-            let config =
-                Topology::new(js.clone(), Subjects::default(), settings).tasks_stream_config();
-            js.get_or_create_stream(config)
-                .await
-                .map_err(|e| format!("create stream: {e}"))?;
+            create_task_stream_with(&js, settings).await?;
             let subject = subject();
             let id_base = crate::workload::now_us() << 20;
             let run = |users: Vec<u64>| {
@@ -554,7 +543,11 @@ pub(crate) async fn drain(
     let server = spec.start(sync).await;
     let url = server.url();
     // The stream first, with its retention; the fill and the twins then find it.
-    create_task_stream_with(&raw_context(&url).await?, retention).await?;
+    let settings = StreamSettings {
+        task_retention: retention,
+        ..StreamSettings::default()
+    };
+    create_task_stream_with(&raw_context(&url).await?, settings).await?;
     prefill(&url, n).await?;
     let pull_counter = match diagnose {
         true => Some(count_pulls(&url).await?),

@@ -25,21 +25,13 @@ async fn cluster() -> Vec<NatsServer> {
     NatsServer::builder().start_cluster(3).await
 }
 
-fn urls(servers: &[NatsServer]) -> String {
-    servers
-        .iter()
-        .map(|s| s.url())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_and_a_second_node_loses_no_acknowledged_task() {
     init_logs();
     let mut servers = cluster().await;
     let connection = ConnectionConfig {
         request_timeout: Duration::from_secs(2),
-        ..ConnectionConfig::with_url(urls(&servers))
+        ..ConnectionConfig::with_url(jetq_harness::cluster_url(&servers))
     };
     let streams = StreamSettings {
         stream_replicas: 3,
@@ -209,7 +201,7 @@ fn spawn_cluster_worker(
 async fn workers_scheduler_and_provisioner_started_together_on_a_fresh_cluster_all_become_ready() {
     init_logs();
     let servers = cluster().await;
-    let urls = urls(&servers);
+    let urls = jetq_harness::cluster_url(&servers);
     let watcher = async_nats::connect(servers[0].url()).await.unwrap();
     let mut ready = watcher.subscribe("test.ready").await.unwrap();
     watcher.flush().await.unwrap();
@@ -397,7 +389,7 @@ async fn an_enqueue_rides_through_a_leader_election_within_its_budget() {
     const LOOPS: u64 = 2;
     let mut servers = cluster().await;
     // The producer's defaults: this is what a web app gets without setting anything.
-    let connection = ConnectionConfig::with_url(urls(&servers));
+    let connection = ConnectionConfig::with_url(jetq_harness::cluster_url(&servers));
     let defaults = jetq_producer::ProducerSettings::default();
     let streams = StreamSettings {
         stream_replicas: 3,

@@ -108,6 +108,15 @@ struct Running {
     readers: Vec<JoinHandle<()>>,
 }
 
+/// The client URL of a cluster: every server's, comma-separated (what `JETQ_URL` takes).
+pub fn cluster_url(servers: &[NatsServer]) -> String {
+    servers
+        .iter()
+        .map(NatsServer::url)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Configures a [`NatsServer`] before it starts; obtained from [`NatsServer::builder`].
 #[derive(Debug, Clone)]
 pub struct ServerBuilder {
