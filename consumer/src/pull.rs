@@ -10,15 +10,20 @@
 //!
 //! So this loop keeps its own books, on one inbox subscription:
 //!
-//! - **What it may hold.** Tasks running + tasks buffered here + tasks requested and not yet
-//!   delivered never exceed `concurrency + prefetch`. A new request asks for the room left, once
-//!   that room is half the total (or anything when no request is waiting), so requests are few
-//!   and large and overlap: the next tasks are on their way while the current ones run. The
-//!   prefetch starts at the concurrency and doubles while buffered tasks find a slot at once,
-//!   up to `JETQ_PREFETCH` (default 512): a queue of short tasks is pulled in large requests, a
-//!   queue of slow ones never grows it. It is also cut to what fits in `JETQ_PREFETCH_BYTES`
+//! - **What it may hold.** Tasks running + tasks waiting in the [`backlog`] + tasks requested
+//!   and not yet delivered never exceed `concurrency + prefetch`. A new request asks for the
+//!   room left, once that room is half the total (or anything when no request is waiting), so
+//!   requests are few and large and overlap: the next tasks are on their way while the current
+//!   ones run. The prefetch starts at the concurrency and doubles while backlog tasks start at
+//!   once, or while deliveries find no runner busy and the queue's tasks run for under 5 ms, up
+//!   to `JETQ_PREFETCH` (default 512): a queue of short tasks is pulled in large requests
+//!   (whatever its concurrency), a queue of slow ones never grows it. It is also cut to what
+//!   fits in `JETQ_PREFETCH_BYTES`
 //!   (default 16 MiB) at the queue's recent task size (`books::DeliverySizes`), so a queue of
 //!   large tasks does not ask for hundreds of them.
+//! - **Who runs them.** A delivery starts a new runner (a tokio task holding one of the
+//!   `concurrency` slots, see [`runners`]) only when no running one will take it soon; else it
+//!   waits in the backlog, and the next runner to finish its task takes it.
 //! - **How long a buffered task may wait.** At most [`max_buffer_wait`] — far below `ack_wait`.
 //!   A task that waited longer is handed back (no attempt used, see `jetq_contract::attempts`),
 //!   redelivered once this loop's open requests are over (at most `JETQ_FETCH_EXPIRES`) so it
@@ -46,19 +51,20 @@ use async_nats::{
     },
     StatusCode, Subject,
 };
-use futures::StreamExt;
-use tokio::{
-    sync::{OwnedSemaphorePermit, Semaphore},
-    time::Instant,
-};
-use tokio_util::sync::CancellationToken;
+use futures::{FutureExt, StreamExt};
+use tokio::{sync::Semaphore, time::Instant};
+use tokio_util::sync::{CancellationToken, PollSemaphore};
 
 use jetq_contract::Priority;
 
 use crate::execution::Executor;
 
+mod backlog;
 mod books;
-use books::{Books, Buffered, DeliverySizes, Level, Prefetch, Request};
+mod runners;
+use backlog::Backlog;
+use books::{Books, DeliverySizes, Level, Prefetch, Request};
+use runners::Runners;
 
 /// How long the loop keeps pulling by priority after a level other than `normal` delivered a
 /// task.
@@ -73,6 +79,10 @@ pub(crate) const PREFETCH_COOL_DOWN: Duration = Duration::from_secs(30);
 
 /// The margin after a request's `expires` before it is written off as forgotten.
 const FORGOTTEN_AFTER: Duration = Duration::from_secs(2);
+
+/// Deliveries booked in one turn of the loop after the one that woke it, when they have
+/// already arrived.
+const READY_AT_ONCE: usize = 64;
 
 /// The header of a 408/409 status that says how many messages of the request were not sent.
 const PENDING_MESSAGES: &str = "Nats-Pending-Messages";
@@ -130,7 +140,6 @@ pub(crate) async fn pull_loop(
                 busy: priority == Priority::Normal,
             })
             .collect(),
-        buffer: VecDeque::new(),
         free: Vec::new(),
         prefetch_off_until: None,
         prefetch: Prefetch::new(settings.concurrency, settings.prefetch),
@@ -139,6 +148,15 @@ pub(crate) async fn pull_loop(
         lower_credit: 0.0,
         lower_turn: 0,
     };
+    let backlog = Arc::new(Backlog::default());
+    let runners = Runners::new(executor.clone(), backlog.clone(), stop.clone());
+    // While tasks wait in the backlog and slots are free: how often the loop checks that the
+    // runners still take them (see `runners::BUSY_AFTER`).
+    let mut busy_check = tokio::time::interval(runners::BUSY_AFTER);
+    busy_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Slots are awaited through one long-lived acquire, not a new one each turn of the loop.
+    let mut slot_freed = PollSemaphore::new(slots.clone());
+    let mut waits = Vec::new();
     let mut failures: u32 = 0;
     let mut tick = tokio::time::interval(settings.max_buffer_wait / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -151,16 +169,23 @@ pub(crate) async fn pull_loop(
             }
         }
         let now = Instant::now();
-        while !books.buffer.is_empty() {
-            let Some(permit) = books.free.pop() else {
+        for waited in waits.drain(..) {
+            books.prefetch.started_after(waited);
+        }
+        // Tasks waiting in the backlog get a new runner when no running one will take them
+        // soon (see `runners`): all are suspended, or they have taken nothing for a while.
+        while !backlog.is_empty() && !books.free.is_empty() {
+            let stalled = backlog.untaken_for(now) >= runners::BUSY_AFTER;
+            if runners.ready() > 0 && !stalled {
+                break;
+            }
+            let (Some(permit), Some(buffered)) = (books.free.pop(), backlog.pop()) else {
                 break;
             };
-            if let Some(buffered) = books.buffer.pop_front() {
-                books
-                    .prefetch
-                    .started_after(now.duration_since(buffered.since));
-                run(&executor, buffered.message, permit);
-            }
+            books
+                .prefetch
+                .started_after(now.duration_since(buffered.since));
+            runners.start(buffered.message, permit);
         }
         // Ask for the room left, when it is worth a request: half of what this loop may hold,
         // so requests are few and large (each costs the server far more than a delivery) and
@@ -174,7 +199,7 @@ pub(crate) async fn pull_loop(
         };
         let capacity = settings.concurrency + prefetch;
         let running = settings.concurrency - slots.available_permits() - books.free.len();
-        let mut held = running + books.buffer.len() + books.requested();
+        let mut held = running + backlog.len() + books.requested();
         if books.mixed(now) {
             held = held.saturating_sub(books.idle_waiting(now));
         }
@@ -232,17 +257,42 @@ pub(crate) async fn pull_loop(
             tokio::select! {
                 _ = tokio::time::sleep(pause) => continue,
                 _ = stop.cancelled() => {
-                    return hand_back_rest(books, subscription, &executor, settings.expires).await
+                    return hand_back_rest(books, &backlog, subscription, &executor, settings.expires).await
                 }
             }
         }
+        // Woken when the backlog is down to where a request is worth it: the room this loop
+        // asks for once (half its capacity while a request is open, any room otherwise).
+        let running = settings.concurrency - slots.available_permits() - books.free.len();
+        let threshold = if books.requested() > 0 {
+            (capacity / 2).max(1)
+        } else {
+            1
+        };
+        let low_water = capacity
+            .saturating_sub(threshold)
+            .saturating_sub(running + books.requested());
+        backlog.turn(low_water, &mut waits);
         tokio::select! {
             biased;
             _ = stop.cancelled() => {
-                return hand_back_rest(books, subscription, &executor, settings.expires).await;
+                return hand_back_rest(books, &backlog, subscription, &executor, settings.expires).await;
             }
             next = subscription.next() => match next {
-                Some(message) => on_message(&queue, message, &js, &mut books, &slots, &executor),
+                Some(message) => {
+                    let mut on_message = |message| {
+                        on_message(&queue, message, &js, &mut books, &backlog, &runners, &slots)
+                    };
+                    on_message(message);
+                    // Deliveries come in bursts: book what else has arrived before the next
+                    // turn of the loop.
+                    for _ in 0..READY_AT_ONCE {
+                        match subscription.next().now_or_never() {
+                            Some(Some(message)) => on_message(message),
+                            _ => break,
+                        }
+                    }
+                }
                 None => {
                     // The client closed the subscription (connection closed for good).
                     tracing::warn!(%queue, "pull subscription ended; subscribing again");
@@ -252,7 +302,7 @@ pub(crate) async fn pull_loop(
                     match subscribe(&client, &inbox, &queue, &stop).await {
                         Some(again) => subscription = again,
                         None => {
-                            for buffered in books.buffer.drain(..) {
+                            for buffered in backlog.take_all() {
                                 executor.hand_back_unrun(buffered.message, None).await;
                             }
                             return;
@@ -260,32 +310,26 @@ pub(crate) async fn pull_loop(
                     }
                 }
             },
-            permit = slots.clone().acquire_owned(), if books.free.len() < settings.concurrency => {
+            permit = std::future::poll_fn(|cx| slot_freed.poll_acquire(cx)), if books.free.len() < settings.concurrency => {
                 match permit {
-                    Ok(permit) => books.free.push(permit),
-                    Err(_) => return,
+                    Some(permit) => books.free.push(permit),
+                    None => return,
                 }
             }
+            () = backlog.low() => {}
+            () = runners.wanted() => {}
+            _ = busy_check.tick(), if !backlog.is_empty() && !books.free.is_empty() => {}
             _ = tick.tick() => {
                 let now = Instant::now();
                 books.write_off_forgotten(now);
-                let waited_too_long = books
-                    .buffer
-                    .front()
-                    .is_some_and(|b| now.duration_since(b.since) > settings.max_buffer_wait);
-                if waited_too_long {
+                let waited_too_long = backlog.take_waited_longer(settings.max_buffer_wait, now);
+                if !waited_too_long.is_empty() {
                     // Redelivered once this loop's open requests are over, so it reaches
                     // another worker instead of bouncing back here.
                     let delay = books.open_for(now);
-                    let mut handed_back = 0;
-                    while let Some(front) = books.buffer.front() {
-                        if now.duration_since(front.since) <= settings.max_buffer_wait {
-                            break;
-                        }
-                        if let Some(buffered) = books.buffer.pop_front() {
-                            executor.hand_back_unrun(buffered.message, delay).await;
-                            handed_back += 1;
-                        }
+                    let handed_back = waited_too_long.len();
+                    for buffered in waited_too_long {
+                        executor.hand_back_unrun(buffered.message, delay).await;
                     }
                     books.prefetch_off_until = Some(now + PREFETCH_COOL_DOWN);
                     books.prefetch.reset();
@@ -322,14 +366,17 @@ async fn subscribe(
     }
 }
 
-/// A message on the inbox: a task (run it or buffer it) or a status about a request.
+/// A message on the inbox: a task (run it or put it in the backlog) or a status about a
+/// request.
+#[allow(clippy::too_many_arguments)]
 fn on_message(
     queue: &str,
     message: async_nats::Message,
     js: &jetstream::Context,
     books: &mut Books,
+    backlog: &Backlog,
+    runners: &Arc<Runners>,
     slots: &Arc<Semaphore>,
-    executor: &Arc<Executor>,
 ) {
     match message.status {
         None | Some(StatusCode::OK) => {
@@ -344,19 +391,31 @@ fn on_message(
                 message,
                 context: js.clone(),
             };
-            match books.free.pop() {
-                Some(permit) => run(executor, message, permit),
-                None if books.buffer.is_empty() => match slots.clone().try_acquire_owned() {
-                    Ok(permit) => run(executor, message, permit),
-                    Err(_) => books.buffer.push_back(Buffered {
-                        message,
-                        since: Instant::now(),
-                    }),
-                },
-                None => books.buffer.push_back(Buffered {
-                    message,
-                    since: Instant::now(),
-                }),
+            // A new runner only if none running will take this task soon (see `runners`);
+            // otherwise it waits in the backlog for the next runner that finishes its task.
+            let permit = if !backlog.is_empty() || runners.ready() > 0 {
+                None
+            } else {
+                match books.free.pop() {
+                    Some(permit) => Some(permit),
+                    None => slots.clone().try_acquire_owned().ok(),
+                }
+            };
+            match permit {
+                Some(permit) => {
+                    // No runner was ready for this delivery: if the queue's tasks are short, the
+                    // worker waits on the server, and prefetching more is what helps (a queue
+                    // run one task at a time would otherwise ask for one or two tasks per round
+                    // trip: 5,000 tasks/s).
+                    if backlog
+                        .typical_run()
+                        .is_some_and(|typical| typical <= books::STARTED_AT_ONCE)
+                    {
+                        books.prefetch.started_after(Duration::ZERO);
+                    }
+                    runners.start(message, permit)
+                }
+                None => backlog.push(message),
             }
         }
         // Idle heartbeat: nothing to book.
@@ -378,18 +437,6 @@ fn on_message(
     }
 }
 
-/// Runs a task in its own tokio task; the slot comes back when it ends.
-fn run(executor: &Arc<Executor>, message: jetstream::Message, permit: OwnedSemaphorePermit) {
-    let executor = executor.clone();
-    tokio::spawn(async move {
-        // Boxed: the processing future is ~4.5 KB, which tokio would otherwise copy into each
-        // task's cell and again when it ends. (Its rare paths are boxed inside, or it would be
-        // twice that.)
-        Box::pin(executor.process(message)).await;
-        drop(permit);
-    });
-}
-
 /// At shutdown: hands back the buffered tasks, then whatever the open requests still deliver
 /// until they end, so nothing waits out `ack_wait` in a stopped worker.
 ///
@@ -398,6 +445,7 @@ fn run(executor: &Arc<Executor>, message: jetstream::Message, permit: OwnedSemap
 /// handed back with a delay that outlasts those requests, so another worker gets it then.
 async fn hand_back_rest(
     mut books: Books,
+    backlog: &Backlog,
     mut subscription: async_nats::Subscriber,
     executor: &Arc<Executor>,
     expires: Duration,
@@ -405,7 +453,7 @@ async fn hand_back_rest(
     let deadline = Instant::now() + expires + Duration::from_millis(200);
     let outlast =
         |now: Instant| Some(deadline.saturating_duration_since(now) + Duration::from_millis(100));
-    for buffered in books.buffer.drain(..) {
+    for buffered in backlog.take_all() {
         executor
             .hand_back_unrun(buffered.message, outlast(Instant::now()))
             .await;

@@ -88,7 +88,9 @@ pub const DEFAULT_PREFETCH_BYTES: u64 = 16 * 1024 * 1024;
 /// workers run with `JETQ_SWEEPER=false`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct WorkerSettings {
-    /// Tasks of one queue run at once by this process.
+    /// Tasks of one queue run at once by this process, at most: tasks that await run side by
+    /// side up to this many, short ones are chained on fewer tokio tasks (docs/OPERATIONS.md,
+    /// "Sizing a queue").
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// Redelivery timeout of the queue's durable consumer.

@@ -100,7 +100,8 @@ impl WorkerBuilder {
         self
     }
 
-    /// Tasks of each queue run at once by this process (default 16).
+    /// Tasks of each queue run at once by this process, at most (default 16): tasks that
+    /// await run side by side up to this many, short ones are chained on fewer tokio tasks.
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.settings.concurrency = concurrency;
         self

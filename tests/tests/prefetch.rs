@@ -77,10 +77,10 @@ async fn a_prefetched_task_waiting_behind_a_slow_one_goes_to_an_idle_worker() {
     );
 }
 
-/// Drains `count` tasks whose `note` is `size` bytes with a worker of concurrency 2, prefetch
+/// Drains `count` tasks whose `note` is `size` bytes with a worker of `concurrency`, prefetch
 /// up to 256 tasks and 256 KiB, and returns the batch of every pull request it sent on the
 /// queue's `normal` level (the server's API subject, seen by a plain subscriber).
-async fn pull_batches_draining(size: usize, count: u64) -> Vec<u64> {
+async fn pull_batches_draining(size: usize, count: u64, concurrency: usize) -> Vec<u64> {
     const BUDGET: u64 = 256 * 1024;
     let server = NatsServer::start().await;
     let watcher = async_nats::connect(server.url()).await.unwrap();
@@ -130,7 +130,7 @@ async fn pull_batches_draining(size: usize, count: u64) -> Vec<u64> {
     let counter = Arc::new(AtomicU64::new(0));
     let worker = worker(&server)
         .settings(WorkerSettings {
-            concurrency: 2,
+            concurrency,
             prefetch: Some(256),
             prefetch_bytes: Some(BUDGET),
             ..fast_settings()
@@ -161,17 +161,37 @@ async fn a_queue_of_large_tasks_is_prefetched_within_the_byte_budget() {
     init_logs();
     // 32 KiB tasks: 256 KiB holds 7 of them (with subject and headers), so no request asks for
     // more than the 2 slots plus 8. Without the bound this drain's requests grow to 30-44.
-    let large = pull_batches_draining(32 * 1024, 1_500).await;
+    let large = pull_batches_draining(32 * 1024, 1_500, 2).await;
     let largest = large.iter().max().copied().unwrap_or(0);
     assert!(
         largest <= 10,
         "pull requests stay within 2 slots + 256 KiB of 32 KiB tasks: {large:?}"
     );
     // The same worker on 100-byte tasks grows its prefetch past that (what the bound cuts).
-    let small = pull_batches_draining(100, 3_000).await;
+    let small = pull_batches_draining(100, 3_000, 2).await;
     let largest = small.iter().max().copied().unwrap_or(0);
     assert!(
         largest > 10,
         "small tasks are prefetched far beyond 10 at a time: {small:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_queue_run_one_task_at_a_time_still_pulls_short_tasks_in_large_requests() {
+    init_logs();
+    // Concurrency 1: each delivery finds the slot idle (the last task ended long before the
+    // next arrived), so no delivery ever waited in the buffer — the prefetch grew only from
+    // buffered tasks that started at once, and this queue asked for 1-2 tasks per round trip
+    // (5,000 tasks/s on the bench machine instead of 100,000).
+    let batches = pull_batches_draining(100, 3_000, 1).await;
+    let largest = batches.iter().max().copied().unwrap_or(0);
+    assert!(
+        largest >= 64,
+        "a one-slot worker of short tasks grows its prefetch: {batches:?}"
+    );
+    assert!(
+        batches.len() < 300,
+        "3,000 tasks in far fewer requests than one per task or two: {} requests",
+        batches.len()
     );
 }

@@ -1,12 +1,10 @@
-//! The pull loop's books: the requests open on each priority level, the tasks waiting in this
-//! pod's buffer, the prefetch, and where the next requests go (see the parent module for why).
+//! The pull loop's books: the requests open on each priority level, the slots it holds, the
+//! prefetch, and where the next requests go (see the parent module for why). The tasks waiting
+//! for a slot are in the shared [`super::backlog::Backlog`].
 
 use std::{collections::VecDeque, time::Duration};
 
-use async_nats::{
-    jetstream::{self, consumer::PullConsumer},
-    Subject,
-};
+use async_nats::{jetstream::consumer::PullConsumer, Subject};
 use jetq_contract::Priority;
 use tokio::{sync::OwnedSemaphorePermit, time::Instant};
 
@@ -24,12 +22,6 @@ pub(super) struct Request {
     pub(super) expires_at: Instant,
     /// When it is written off if the server never says it ended.
     pub(super) forgotten_at: Instant,
-}
-
-/// A delivered task waiting for a slot.
-pub(super) struct Buffered {
-    pub(super) message: jetstream::Message,
-    pub(super) since: Instant,
 }
 
 /// One priority level's durable and the requests open on it.
@@ -91,7 +83,6 @@ impl Level {
 pub(super) struct Books {
     /// Highest first.
     pub(super) levels: Vec<Level>,
-    pub(super) buffer: VecDeque<Buffered>,
     /// Slots taken from the semaphore and not yet given to a task.
     pub(super) free: Vec<OwnedSemaphorePermit>,
     pub(super) prefetch_off_until: Option<Instant>,
