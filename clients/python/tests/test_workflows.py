@@ -141,10 +141,17 @@ async def test_a_python_chord_and_chain_run_by_a_rust_worker(
         assert [s["name"] for s in steps.items] == ["a", "b", "c"]
         assert steps.items[1]["previous"] == {"from": "a"}
 
-        status = await wf.batch_status(producer, "py-chord")
-        assert status is not None
+        # A callback is recorded done (`done_at`) only after its publish was acknowledged, so
+        # the callback task can run, and report, before its firing is recorded: wait for both.
+        async def callbacks_recorded() -> wf.BatchStatus:
+            while True:
+                state = await wf.batch_status(producer, "py-chord")
+                if state is not None and state.completed and state.succeeded_all:
+                    return state
+                await asyncio.sleep(0.05)
+
+        status = await within("the chord's callbacks recorded as done", callbacks_recorded())
         assert (status.total, status.pending, status.succeeded, status.dead) == (5, 0, 5, 0)
-        assert status.completed and status.succeeded_all
 
         async def chain_done() -> None:
             while True:
