@@ -263,7 +263,6 @@ pub(crate) async fn pull_loop(
         }
         // Woken when the backlog is down to where a request is worth it: the room this loop
         // asks for once (half its capacity while a request is open, any room otherwise).
-        let running = settings.concurrency - slots.available_permits() - books.free.len();
         let threshold = if books.requested() > 0 {
             (capacity / 2).max(1)
         } else {
@@ -368,7 +367,6 @@ async fn subscribe(
 
 /// A message on the inbox: a task (run it or put it in the backlog) or a status about a
 /// request.
-#[allow(clippy::too_many_arguments)]
 fn on_message(
     queue: &str,
     message: async_nats::Message,

@@ -142,16 +142,24 @@ async def test_a_python_chord_and_chain_run_by_a_rust_worker(
         assert steps.items[1]["previous"] == {"from": "a"}
 
         # A callback is recorded done (`done_at`) only after its publish was acknowledged, so
-        # the callback task can run, and report, before its firing is recorded: wait for both.
-        async def callbacks_recorded() -> wf.BatchStatus:
-            while True:
-                state = await wf.batch_status(producer, "py-chord")
-                if state is not None and state.completed and state.succeeded_all:
-                    return state
-                await asyncio.sleep(0.05)
+        # the callback task can run, and report, before its firing is recorded: watch the batch
+        # record until both are.
+        record_watch = await (await wf._store(producer)).watch(wf.record_key("py-chord"))
 
-        status = await within("the chord's callbacks recorded as done", callbacks_recorded())
+        async def callbacks_recorded() -> None:
+            async for entry in record_watch:
+                record = json.loads(entry.value) if entry is not None and entry.value else {}
+                if all((record.get(f) or {}).get("done_at") for f in ("completed", "succeeded_all")):
+                    return
+
+        try:
+            await within("the chord's callbacks recorded as done", callbacks_recorded())
+        finally:
+            await record_watch.stop()
+        status = await wf.batch_status(producer, "py-chord")
+        assert status is not None
         assert (status.total, status.pending, status.succeeded, status.dead) == (5, 0, 5, 0)
+        assert status.completed and status.succeeded_all
 
         async def chain_done() -> None:
             while True:
