@@ -31,4 +31,4 @@ pub use producer::delayed::DelayError;
 pub use producer::status::{Artifact, CancelOutcome, StatusError, StatusStream};
 pub use producer::unique::Unique;
 pub use producer::{Producer, ProducerBuilder, RawTask};
-pub use settings::ProducerSettings;
+pub use settings::{GroupCommit, ProducerSettings};

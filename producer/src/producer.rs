@@ -117,6 +117,16 @@ impl ProducerBuilder {
         self
     }
 
+    /// When concurrent `enqueue` calls share atomic batches (default [`GroupCommit::Auto`]:
+    /// when batches were measured answering sooner; see `JETQ_GROUP_COMMIT` in
+    /// [`ProducerSettings`]).
+    ///
+    /// [`GroupCommit::Auto`]: crate::GroupCommit::Auto
+    pub fn group_commit(mut self, mode: crate::GroupCommit) -> Self {
+        self.settings.group_commit = mode;
+        self
+    }
+
     /// Publish attempts per task when an ack times out (default 3, at least 1).
     pub fn publish_attempts(mut self, attempts: u32) -> Self {
         self.settings.publish_attempts = attempts.max(1);
@@ -187,8 +197,9 @@ impl ProducerBuilder {
             workflows,
             chord_results: Default::default(),
         };
-        if producer.atomic.enabled() {
-            let coalescer = coalesce::Coalescer::start(producer.clone());
+        if producer.atomic.enabled() && self.settings.group_commit != crate::GroupCommit::Off {
+            let coalescer =
+                coalesce::Coalescer::start(producer.clone(), self.settings.group_commit);
             producer.coalescer = Some(std::sync::Arc::new(coalescer));
         }
         Ok(producer)
@@ -370,14 +381,11 @@ impl Producer {
         self.with_catalog(T::QUEUE, T::NAME, options).await
     }
 
-    /// One task from `enqueue`: in the next coalesced atomic batch where batches are on (group
-    /// commit, `coalesce.rs`), else alone.
+    /// One task from `enqueue`: alone, or in the next coalesced atomic batch where batches are
+    /// on and answer sooner (group commit, `coalesce.rs`).
     async fn publish_coalesced(&self, prepared: Prepared) -> Result<Enqueued, EnqueueError> {
         match &self.coalescer {
-            Some(coalescer) if self.atomic.enabled() => match coalescer.enqueue(prepared).await {
-                Ok(result) => result,
-                Err(prepared) => self.publish(prepared).await,
-            },
+            Some(coalescer) if self.atomic.enabled() => coalescer.enqueue(self, prepared).await,
             _ => self.publish(prepared).await,
         }
     }

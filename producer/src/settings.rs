@@ -18,6 +18,39 @@ fn default_max_delay() -> Duration {
     jetq_contract::delayed::DEFAULT_MAX_DELAY
 }
 
+/// When concurrent `enqueue` calls share atomic batches (group commit, `JETQ_GROUP_COMMIT`).
+///
+/// An atomic batch saves per-task acks and round trips, but nats-server stages each batch of a
+/// one-replica file stream in a store of its own, a fixed cost of a few milliseconds. Under
+/// `sync_interval: always` with many calls at once, lone publishes queue behind each other's
+/// disk syncs and batches answer sooner; under the server's default lazy fsync a lone publish
+/// is answered in well under a millisecond and a batch only delays its callers.
+///
+/// ```
+/// use jetq_producer::{GroupCommit, ProducerSettings};
+/// let vars = [("JETQ_GROUP_COMMIT".to_string(), "always".to_string())];
+/// let settings = ProducerSettings::from_env_iter(vars).unwrap();
+/// assert_eq!(settings.group_commit, GroupCommit::Always);
+/// assert_eq!(ProducerSettings::default().group_commit, GroupCommit::Auto);
+///
+/// let vars = [("JETQ_GROUP_COMMIT".to_string(), "sometimes".to_string())];
+/// let err = ProducerSettings::from_env_iter(vars).unwrap_err();
+/// assert!(err.to_string().contains("JETQ_GROUP_COMMIT"), "{err}");
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupCommit {
+    /// Each call publishes alone while it is expected to be answered sooner alone than in a
+    /// batch, and gathers with the calls waiting beside it otherwise; both expectations are
+    /// measured by the producer as calls go (docs/OPERATIONS.md, "atomic batches").
+    #[default]
+    Auto,
+    /// Calls that wait together always share a batch (for servers known to sync every write).
+    Always,
+    /// Every call publishes alone (`enqueue_many` still uses batches).
+    Off,
+}
+
 /// Producer settings from the environment.
 ///
 /// | variable | meaning |
@@ -27,6 +60,7 @@ fn default_max_delay() -> Duration {
 /// | `JETQ_PUBLISH_ATTEMPTS` | attempts per task when an ack times out (default 3) |
 /// | `JETQ_MAX_DELAY` | longest delay `enqueue_in`/`enqueue_at` accept (default `30days`) |
 /// | `JETQ_ATOMIC_BATCHES` | store `enqueue_many` in atomic batches on nats-server 2.12+ (default `true`: one disk sync per batch, ~10x the tasks/s under `sync_interval: always`; with the server's lazy fsync, one-by-one pipelined publishes are faster — BENCHMARKS.md) |
+/// | `JETQ_GROUP_COMMIT` | when concurrent `enqueue` calls share atomic batches: `auto` (default: when this producer measured batches answering sooner than lone publishes), `always` (whenever calls wait together), `off` — see [`GroupCommit`] |
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct ProducerSettings {
     /// Provision the task stream at startup.
@@ -41,6 +75,9 @@ pub struct ProducerSettings {
     /// Store `enqueue_many` in atomic batches where the server can.
     #[serde(default = "default_true")]
     pub atomic_batches: bool,
+    /// When concurrent `enqueue` calls share atomic batches.
+    #[serde(default)]
+    pub group_commit: GroupCommit,
     /// Longest accepted delay of a delayed task.
     #[serde(
         default = "default_max_delay",
@@ -79,6 +116,7 @@ impl Default for ProducerSettings {
             enqueue_window: default_window(),
             publish_attempts: default_attempts(),
             atomic_batches: true,
+            group_commit: GroupCommit::default(),
             max_delay: default_max_delay(),
         }
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use async_nats::jetstream::stream::{Config, DiscardPolicy, RetentionPolicy};
 use jetq_contract::StreamSettings;
-use jetq_producer::{EnqueueError, EnqueueOptions, Producer};
+use jetq_producer::{EnqueueError, EnqueueOptions, GroupCommit, Producer};
 use jetq_tests::*;
 
 fn jobs(range: std::ops::Range<u64>) -> Vec<Job> {
@@ -195,7 +195,13 @@ async fn atomic_batches_can_be_turned_off() {
 #[tokio::test]
 async fn concurrent_enqueue_calls_share_batches_and_each_gets_its_own_answer() {
     let server = NatsServer::start().await;
-    let producer = producer(&server).await;
+    // Forced: whether `auto` gathers 64 calls depends on what it measured (group_commit.rs).
+    let producer = Producer::builder()
+        .connection(connection(&server))
+        .group_commit(GroupCommit::Always)
+        .connect()
+        .await
+        .unwrap();
     producer
         .enqueue_with(
             &Job {
