@@ -233,8 +233,9 @@ impl Producer {
     }
 }
 
-/// How long this producer's recent lone publishes and batches took to be answered: moving
-/// averages in microseconds, shared by the calls (which read them) and the coalescing task.
+/// How long this producer's recent lone publishes and batches took to be answered, in
+/// microseconds: low estimates for lone publishes, a moving average for batches. Shared by the
+/// calls (which read them) and the coalescing task.
 #[derive(Debug)]
 pub(crate) struct Costs {
     started: Instant,
