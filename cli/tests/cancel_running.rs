@@ -246,6 +246,30 @@ async fn bulk_cancel_counts_then_cancels_every_matching_task() {
     .await;
     assert_eq!(stream_len(&js, "JETQ_DELAYED").await, 0);
     assert_eq!(stream_len(&js, "JETQ_DEAD").await, 0);
+    // The worker's presence record lists the cancelled task until its next update: a cancel
+    // run before that matched it as running and failed to delete its gone message (seen once
+    // in CI). Wait for presence to drop it, as the start of this test waited for it to list it.
+    eventually(WAIT, "presence no longer lists the cancelled task", || {
+        let admin = admin.clone();
+        async move {
+            let page = admin
+                .tasks(
+                    &TaskFilter {
+                        state: ListState::Running,
+                        queue: None,
+                        task: None,
+                    },
+                    &PageRequest {
+                        limit: 10,
+                        after: None,
+                    },
+                )
+                .await
+                .ok()?;
+            page.tasks.is_empty().then_some(())
+        }
+    })
+    .await;
     let again = jetq(&server, &["cancel", "--all", "--yes", "--json"])
         .await
         .ok_json();
