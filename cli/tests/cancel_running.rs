@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::*;
 use futures::StreamExt;
 use jetq_cli::tasks::{ListState, PageRequest, TaskFilter};
+use jetq_cli::Admin;
 use jetq_consumer::{TaskContext, TaskError, WorkerSettings};
 
 /// What the `emails` handler saw.
@@ -52,6 +53,21 @@ async fn holding_worker(
         .build()
         .await
         .expect("worker builds")
+}
+
+/// How many tasks workers' presence lists as running (`None` while the listing fails).
+async fn listed_running(admin: &Admin) -> Option<usize> {
+    let running = TaskFilter {
+        state: ListState::Running,
+        queue: None,
+        task: None,
+    };
+    let first_page = PageRequest {
+        limit: 10,
+        after: None,
+    };
+    let page = admin.tasks(&running, &first_page).await.ok()?;
+    Some(page.tasks.len())
 }
 
 #[tokio::test]
@@ -166,23 +182,7 @@ async fn bulk_cancel_counts_then_cancels_every_matching_task() {
     let admin = admin(&server).await;
     eventually(WAIT, "presence lists the running task", || {
         let admin = admin.clone();
-        async move {
-            let page = admin
-                .tasks(
-                    &TaskFilter {
-                        state: ListState::Running,
-                        queue: None,
-                        task: None,
-                    },
-                    &PageRequest {
-                        limit: 10,
-                        after: None,
-                    },
-                )
-                .await
-                .ok()?;
-            (page.tasks.len() == 1).then_some(())
-        }
+        async move { (listed_running(&admin).await? == 1).then_some(()) }
     })
     .await;
 
@@ -251,23 +251,7 @@ async fn bulk_cancel_counts_then_cancels_every_matching_task() {
     // in CI). Wait for presence to drop it, as the start of this test waited for it to list it.
     eventually(WAIT, "presence no longer lists the cancelled task", || {
         let admin = admin.clone();
-        async move {
-            let page = admin
-                .tasks(
-                    &TaskFilter {
-                        state: ListState::Running,
-                        queue: None,
-                        task: None,
-                    },
-                    &PageRequest {
-                        limit: 10,
-                        after: None,
-                    },
-                )
-                .await
-                .ok()?;
-            page.tasks.is_empty().then_some(())
-        }
+        async move { (listed_running(&admin).await? == 0).then_some(()) }
     })
     .await;
     let again = jetq(&server, &["cancel", "--all", "--yes", "--json"])
